@@ -1,0 +1,37 @@
+# Makefile: PGXS build of the jobq extension.
+
+MODULE_big = jobq
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+EXTENSION = jobq
+DATA = $(wildcard sql/jobq--*.sql)
+PGFILEDESC = "jobq - durable background jobs inside PostgreSQL"
+
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-sign-compare
+
+# Order matters: setup creates the extension, later files build on the
+# kinds and jobs that earlier ones leave behind.
+REGRESS = setup kinds enqueue idempotency claim_complete retry_backoff \
+	lease bad_input
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
+	--temp-instance=./tmp_check_regress
+ENCODING = UTF8
+NO_LOCALE = 1
+
+ISOLATION = claim_exclusive enqueue_same_key stale_token
+ISOLATION_OPTS = --temp-config=$(srcdir)/test/regress.conf \
+	--temp-instance=./tmp_check_iso --inputdir=$(srcdir)/test/isolation
+
+TAP_TESTS = 1
+PROVE_TESTS = $(wildcard test/t/*.pl)
+
+EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out \
+	output_iso log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# A development variant with assertions compiled in:
+#   make PG_CPPFLAGS='-Isrc -DUSE_ASSERT_CHECKING'

@@ -1,0 +1,164 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/args.c
+ *		Argument checks shared by jobq's SQL functions.
+ *
+ * Every check raises an ERROR with SQLSTATE 22023 (invalid parameter value)
+ * before anything is written, so bad input never leaves a half-written job.
+ *
+ * Names of kinds and queues follow one documented pattern: lowercase ASCII
+ * letters, digits and underscores, in dot-separated segments that each
+ * start with a letter ("billing.charge_invoice", "mail").
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/datetime.h"
+
+#include "jobq.h"
+
+/* Raise the error for a NULL argument where none makes sense. */
+void
+JobqCheckNotNull(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", argname)));
+}
+
+/*
+ * Check a dotted lowercase name.  "what" names the thing for the message;
+ * "maxlen" is its length limit in characters.
+ */
+void
+JobqCheckName(const char *name, const char *what, int maxlen)
+{
+	const char *p;
+	bool		segment_start = true;
+	const char *problem = NULL;
+
+	if (name[0] == '\0')
+		problem = "It is empty.";
+	else if ((int) strlen(name) > maxlen)
+		problem = psprintf("It is longer than %d characters.", maxlen);
+	else
+	{
+		for (p = name; *p != '\0' && problem == NULL; p++)
+		{
+			if (segment_start)
+			{
+				if (*p < 'a' || *p > 'z')
+					problem = psprintf("Each dot-separated part must start with a lowercase letter, not \"%c\".", *p);
+				segment_start = false;
+			}
+			else if (*p == '.')
+				segment_start = true;
+			else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+				problem = (IS_HIGHBIT_SET(*p) || *p < ' ')
+					? "Only lowercase letters, digits, underscores and dots are allowed."
+					: psprintf("Only lowercase letters, digits, underscores and dots are allowed, not \"%c\".", *p);
+		}
+		if (problem == NULL && segment_start)
+			problem = "It must not end with a dot.";
+	}
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s name \"%s\"", what, name),
+				 errdetail_internal("%s", problem),
+				 errhint("Use lowercase letters, digits and underscores in dot-separated parts, as in \"billing.charge_invoice\".")));
+}
+
+void
+JobqCheckKindName(const char *name)
+{
+	JobqCheckName(name, "kind", JOBQ_KIND_NAME_MAX);
+}
+
+void
+JobqCheckQueueName(const char *name)
+{
+	JobqCheckName(name, "queue", JOBQ_QUEUE_NAME_MAX);
+}
+
+/* Check that a free-form text is not empty and not longer than maxbytes. */
+void
+JobqCheckText(const char *value, const char *what, int maxbytes)
+{
+	if (value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if ((int) strlen(value) > maxbytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("It is %d bytes; the limit is %d bytes.",
+						   (int) strlen(value), maxbytes)));
+}
+
+/*
+ * Length of an interval in microseconds, counting a month as 30 days and a
+ * day as 24 hours, as interval comparison does.
+ */
+int64
+JobqIntervalUsecs(Interval *span)
+{
+	int128		total;
+
+	total = (int128) span->time +
+		((int128) span->day + (int128) span->month * DAYS_PER_MONTH) * USECS_PER_DAY;
+	if (total > PG_INT64_MAX / 2)
+		return PG_INT64_MAX / 2;
+	if (total < PG_INT64_MIN / 2)
+		return PG_INT64_MIN / 2;
+	return (int64) total;
+}
+
+int64
+JobqCheckPositiveInterval(Interval *span, const char *argname)
+{
+	int64		usecs = JobqIntervalUsecs(span);
+
+	if (usecs <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a positive interval", argname)));
+	return usecs;
+}
+
+int64
+JobqCheckNonNegativeInterval(Interval *span, const char *argname)
+{
+	int64		usecs = JobqIntervalUsecs(span);
+
+	if (usecs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be a negative interval", argname)));
+	return usecs;
+}
+
+/*
+ * Check a payload or result against jobq.max_payload_size, measured as the
+ * uncompressed size of the jsonb value.
+ */
+void
+JobqCheckJsonbSize(Datum value, const char *what)
+{
+	Size		size = toast_raw_datum_size(value);
+
+	if (size > (Size) jobq_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too large", what),
+				 errdetail("It is %zu bytes; the limit is %d bytes.",
+						   size, jobq_max_payload_size),
+				 errhint("Store large data in a table and pass its key, or raise jobq.max_payload_size.")));
+}

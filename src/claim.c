@@ -1,0 +1,330 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/claim.c
+ *		jobq.claim, the promotion of scheduled jobs, and lease rescue.
+ *
+ * A claim takes the first ready jobs of a queue in (priority, run_at)
+ * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
+ * each other and never get the same job.  Each claimed job gets a lease:
+ * the attempt is charged, the lease token grows by one, and the lease runs
+ * until lease_expires_at.  The backend that claimed (or last heartbeated)
+ * is the lease holder.  Each claim also writes one jobq.lease row listing
+ * its jobs: that small table is where rescue looks for running jobs.
+ *
+ * A lease is rescued when its time ran out or its holder's backend is
+ * gone: the attempt stays charged and the job goes back to pending (or to
+ * failed or held, exactly as after jobq.fail).  The holder is recognised
+ * by pid and backend start time, so a reused pid is not mistaken for it.
+ * Rescue runs at most once per jobq.rescue_interval in each backend, and
+ * one backend at a time (an advisory lock): a lost lease waits at most
+ * that long after it expired.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/itemptr.h"
+#include "utils/array.h"
+#include "utils/backend_status.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "jobq.h"
+
+static SPIPlanPtr plan_promote;
+static SPIPlanPtr plan_find_lost;
+static SPIPlanPtr plan_forget_leases;
+static SPIPlanPtr plan_pick;
+static SPIPlanPtr plan_lease;
+
+static TimestampTz last_rescue = 0;
+
+/*
+ * Move scheduled jobs whose run_at has come to pending, in batches, and
+ * return how many moved.  Rows locked by someone else are left for later.
+ * Must run between JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqPromoteDueJobs(void)
+{
+	JobqPreparePlan(&plan_promote,
+					"UPDATE jobq.job SET lane = 'r'"
+					" WHERE id IN (SELECT id FROM jobq.job"
+					"   WHERE lane = 's' AND run_at <= pg_catalog.statement_timestamp()"
+					"   ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+					0, NULL);
+	return JobqExecutePlan(plan_promote, NULL, NULL, SPI_OK_UPDATE, 0);
+}
+
+/*
+ * Rescue the leases whose time ran out or whose holder's backend has
+ * exited, forget the jobq.lease rows whose jobs have all stopped running,
+ * and return the number of jobs rescued.  Skips the work when another
+ * backend is doing it.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqRescueLeases(void)
+{
+	int			rows;
+	int			nlost = 0;
+	int			nfinished = 0;
+	int64	   *lost_ids;
+	int64	   *lost_tokens;
+	int32	   *lost_pids;
+	bool	   *lost_expired;
+	Datum	   *finished;
+	int			rescued = 0;
+	int			i;
+
+	if (SPI_execute("SELECT pg_catalog.pg_try_advisory_xact_lock("
+					CppAsString2(JOBQ_LOCK_CLASS) ", " CppAsString2(JOBQ_LOCK_RESCUE) ")",
+					false, 0) != SPI_OK_SELECT || !JobqGetBool(0, 1))
+		return 0;
+
+	/*
+	 * The backend status must be read after the query's snapshot is taken:
+	 * then every holder whose claim the snapshot sees had started before the
+	 * read, and is missing from it only if it has exited.
+	 */
+	pgstat_clear_backend_activity_snapshot();
+
+	/*
+	 * One row per (lease, job): whether the job still runs under a lease,
+	 * and whether that lease is lost.  Rows of one lease come together.
+	 */
+	JobqPreparePlan(&plan_find_lost,
+					"WITH live AS MATERIALIZED ("
+					"  SELECT pid, backend_start FROM pg_catalog.pg_stat_get_activity(NULL))"
+					" SELECT l.ctid, u.id, j.state IS NOT DISTINCT FROM 'running',"
+					"  j.lease_token, j.holder_pid,"
+					"  j.lease_expires_at < pg_catalog.clock_timestamp(),"
+					"  j.holder_pid IS NOT NULL AND NOT EXISTS ("
+					"    SELECT 1 FROM live"
+					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start)"
+					" FROM jobq.lease l"
+					" CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
+					" LEFT JOIN jobq.job j ON j.id = u.id"
+					" ORDER BY l.ctid",
+					0, NULL);
+	rows = JobqExecutePlan(plan_find_lost, NULL, NULL, SPI_OK_SELECT, 0);
+
+	/* Copy what matters out: failing a job reuses the SPI result. */
+	lost_ids = palloc(sizeof(int64) * Max(rows, 1));
+	lost_tokens = palloc(sizeof(int64) * Max(rows, 1));
+	lost_pids = palloc(sizeof(int32) * Max(rows, 1));
+	lost_expired = palloc(sizeof(bool) * Max(rows, 1));
+	finished = palloc(sizeof(Datum) * Max(rows, 1));
+	for (i = 0; i < rows;)
+	{
+		bool		isnull;
+		ItemPointer lease = (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull));
+		bool		any_running = false;
+
+		for (; i < rows &&
+			 ItemPointerEquals(lease, (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull)));
+			 i++)
+		{
+			if (!JobqGetBool(i, 3))
+				continue;
+			any_running = true;
+			if (JobqGetBool(i, 6) || JobqGetBool(i, 7))
+			{
+				lost_ids[nlost] = JobqGetInt64(i, 2);
+				lost_tokens[nlost] = JobqGetInt64(i, 4);
+				lost_pids[nlost] = JobqGetInt32(i, 5);
+				lost_expired[nlost] = JobqGetBool(i, 6);
+				nlost++;
+			}
+		}
+		if (!any_running)
+		{
+			ItemPointer copy = palloc(sizeof(ItemPointerData));
+
+			ItemPointerCopy(lease, copy);
+			finished[nfinished++] = PointerGetDatum(copy);
+		}
+	}
+
+	for (i = 0; i < nlost; i++)
+	{
+		JobqErrorInfo error = {0};
+		const char *state;
+
+		error.message = lost_expired[i]
+			? "lease expired before the job finished"
+			: psprintf("lease holder (process %d) exited before the job finished",
+					   lost_pids[i]);
+		/* NULL: finished or re-leased meanwhile, or listed twice. */
+		state = JobqFailAttempt(lost_ids[i], lost_tokens[i], &error, true, 0, true);
+		if (state == NULL)
+			continue;
+		ereport(LOG,
+				(errmsg("jobq rescued job %lld: %s; it is now %s",
+						(long long) lost_ids[i], error.message, state)));
+		rescued++;
+	}
+
+	if (nfinished > 0)
+	{
+		Oid			argtypes[1] = {TIDARRAYOID};
+		Datum		values[1];
+
+		values[0] = PointerGetDatum(construct_array(finished, nfinished, TIDOID,
+													sizeof(ItemPointerData), false,
+													TYPALIGN_SHORT));
+		JobqPreparePlan(&plan_forget_leases,
+						"DELETE FROM jobq.lease WHERE ctid = ANY ($1)",
+						1, argtypes);
+		JobqExecutePlan(plan_forget_leases, values, NULL, SPI_OK_DELETE, 0);
+	}
+	return rescued;
+}
+
+/* Whether this backend's rescue interval has passed; if so, restart it. */
+static bool
+rescue_due(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
+		return false;
+	last_rescue = now;
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(jobq_claim);
+
+/*
+ * jobq.claim(queue, worker, max_jobs, lease)
+ *
+ * Lease up to max_jobs due jobs of a queue to the calling session, for
+ * external workers: only kinds without an in-database handler are handed
+ * out.  The lease lasts "lease", or the kind's timeout when NULL.  Due
+ * scheduled jobs are promoted and lost leases rescued first.
+ */
+Datum
+jobq_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqAccess	access;
+	Oid			picktypes[3] = {TEXTOID, INT4OID, INTERVALOID};
+	Oid			leasetypes[6] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
+	TIMESTAMPTZOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int32		max_jobs;
+	Datum		picked;
+	bool		isnull;
+	int			rows;
+	int			i;
+
+	JobqCheckNotNull(fcinfo, 0, "queue");
+	JobqCheckNotNull(fcinfo, 2, "max_jobs");
+	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	max_jobs = PG_GETARG_INT32(2);
+	if (max_jobs < 1 || max_jobs > JOBQ_CLAIM_MAX_JOBS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"max_jobs\" must be between 1 and %d",
+						JOBQ_CLAIM_MAX_JOBS)));
+	if (!PG_ARGISNULL(3))
+		(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(3), "lease");
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = Int32GetDatum(max_jobs);
+	values[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
+	values[3] = Int32GetDatum(MyProcPid);
+	values[4] = TimestampTzGetDatum(MyStartTimestamp);
+	if (PG_ARGISNULL(1))
+		values[5] = CStringGetTextDatum(psprintf("pid %d", MyProcPid));
+	else
+	{
+		JobqCheckText(text_to_cstring(PG_GETARG_TEXT_PP(1)), "worker label",
+					  JOBQ_WORKER_LABEL_MAX);
+		values[5] = PG_GETARG_DATUM(1);
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	JobqBeginAccess(&access);
+
+	(void) JobqPromoteDueJobs();
+	if (rescue_due())
+		(void) JobqRescueLeases();
+
+	/* The jobs to lease, in claim order, with the length of each lease. */
+	JobqPreparePlan(&plan_pick,
+					"SELECT pg_catalog.array_agg(p.id ORDER BY p.n),"
+					" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n)"
+					" FROM (SELECT id, kind, pg_catalog.row_number() OVER () AS n FROM ("
+					"   SELECT id, kind FROM jobq.job"
+					"   WHERE lane = 'r' AND NOT in_db"
+					"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)"
+					"   ORDER BY priority, run_at"
+					"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p"
+					" LEFT JOIN jobq.kind k ON k.name = p.kind",
+					3, picktypes);
+	JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
+	picked = JobqGetDatum(0, 1, &isnull);
+	if (!isnull)
+	{
+		/* Copy the arrays out of SPI's result before the next statement. */
+		values[1] = PointerGetDatum(DatumGetArrayTypePCopy(picked));
+		values[2] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
+		nulls[2] = ' ';
+		JobqPreparePlan(&plan_lease,
+						"WITH leased AS ("
+						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
+						"    attempt = j.attempt + 1, lease_token = j.lease_token + 1,"
+						"    started_at = pg_catalog.clock_timestamp(),"
+						"    heartbeat_at = pg_catalog.clock_timestamp(),"
+						"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
+						"    holder_pid = $4, holder_start = $5, worker = $6"
+						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3))"
+						"    WITH ORDINALITY AS p(id, lease, ord)"
+						"  WHERE j.id = p.id"
+						"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
+						"    j.lease_expires_at, j.idempotency_key, p.ord"
+						"), recorded AS ("
+						"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
+						"  VALUES ($2[1], $4, $2)"
+						")"
+						" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
+						"   idempotency_key"
+						" FROM leased ORDER BY ord",
+						6, leasetypes);
+		rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+		for (i = 0; i < rows; i++)
+			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	}
+
+	JobqEndAccess(&access);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(jobq_rescue_leases);
+
+/*
+ * jobq.rescue_leases()
+ *
+ * Rescue every lost lease now (expired, or held by a backend that exited)
+ * and return how many were rescued.  Claims and workers do this by
+ * themselves every jobq.rescue_interval; operators call it to stop
+ * waiting.  Returns 0 at once if another session is rescuing.
+ */
+Datum
+jobq_rescue_leases(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	int			rescued;
+
+	JobqBeginAccess(&access);
+	rescued = JobqRescueLeases();
+	JobqEndAccess(&access);
+	PG_RETURN_INT32(rescued);
+}

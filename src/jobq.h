@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/jobq.h
+ *		Declarations shared by the jobq source files.
+ *
+ * Vocabulary used throughout:
+ *	kind		a registered, named type of job ("billing.charge_invoice") whose
+ *				settings (queue, attempts, backoff, timeout, side effects)
+ *				govern its jobs.
+ *	job			one unit of work of a kind, with a JSON payload.
+ *	attempt		one run of a job; counted when the run starts.
+ *	lease		the right to run a claimed job until lease_expires_at.
+ *	lease_token	the fencing token of a lease: it grows with every claim of
+ *				the job, and every report (complete, fail, heartbeat, snooze)
+ *				must present the current one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_JOBQ_H
+#define JOBQ_JOBQ_H
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+/* Limits that are part of the documented SQL surface. */
+#define JOBQ_KIND_NAME_MAX		100		/* characters */
+#define JOBQ_QUEUE_NAME_MAX		63		/* characters */
+#define JOBQ_KEY_MAX			512		/* bytes of an idempotency key */
+#define JOBQ_WORKER_LABEL_MAX	200		/* bytes of a worker label */
+#define JOBQ_ERROR_TEXT_MAX		8192	/* bytes kept of an error message */
+#define JOBQ_CLAIM_MAX_JOBS		10000	/* max_jobs of one claim */
+#define JOBQ_MAX_ATTEMPTS_LIMIT 1000	/* max_attempts of a kind */
+#define JOBQ_ENQUEUE_MANY_MAX	100000	/* payloads in one enqueue_many */
+
+/*
+ * Advisory locks jobq takes, as (class, object) pairs.  The class spells
+ * "jobq" in ASCII; the two-integer form never collides with the one-bigint
+ * form applications commonly use.
+ */
+#define JOBQ_LOCK_CLASS			1785684593
+#define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
+
+/* guc.c */
+extern int	jobq_max_payload_size;	/* bytes */
+extern int	jobq_rescue_interval;	/* milliseconds */
+
+extern void JobqDefineGucs(void);
+
+/*
+ * access.c: every SQL-callable function does its bookkeeping between
+ * JobqBeginAccess and JobqEndAccess, with the extension owner's rights, a
+ * fixed search_path and an SPI connection.
+ */
+typedef struct JobqAccess
+{
+	Oid			caller;			/* the role that called the function */
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} JobqAccess;
+
+extern void JobqBeginAccess(JobqAccess *access);
+extern void JobqEndAccess(JobqAccess *access);
+extern SPIPlanPtr JobqPreparePlan(SPIPlanPtr *cache, const char *sql,
+								  int nargs, Oid *argtypes);
+extern int	JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
+							int expected, long tcount);
+extern bool JobqGetBool(int row, int col);
+extern int32 JobqGetInt32(int row, int col);
+extern int64 JobqGetInt64(int row, int col);
+extern Datum JobqGetDatum(int row, int col, bool *isnull);
+
+/* args.c: argument checks shared by the SQL functions. */
+extern void JobqCheckNotNull(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void JobqCheckName(const char *name, const char *what, int maxlen);
+extern void JobqCheckKindName(const char *name);
+extern void JobqCheckQueueName(const char *name);
+extern void JobqCheckText(const char *value, const char *what, int maxbytes);
+extern int64 JobqIntervalUsecs(Interval *span);
+extern int64 JobqCheckPositiveInterval(Interval *span, const char *argname);
+extern int64 JobqCheckNonNegativeInterval(Interval *span, const char *argname);
+extern void JobqCheckJsonbSize(Datum value, const char *what);
+
+/* lease.c: the end of an attempt, shared with the executor. */
+typedef struct JobqErrorInfo
+{
+	const char *sqlstate;		/* five characters, or NULL */
+	const char *message;
+	const char *detail;
+	const char *hint;
+	const char *context;
+} JobqErrorInfo;
+
+extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
+								   const JobqErrorInfo *error,
+								   bool have_retry_in, int64 retry_in_usecs,
+								   bool skip_if_busy);
+extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
+extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
+
+/* queues.c */
+extern int32 JobqQueueId(Datum name);
+
+/* claim.c */
+extern int	JobqPromoteDueJobs(void);
+extern int	JobqRescueLeases(void);
+
+#endif							/* JOBQ_JOBQ_H */

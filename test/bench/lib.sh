@@ -1,0 +1,127 @@
+# test/bench/lib.sh: shared helpers of the benchmark scripts (sourced).
+#
+# bench_start_cluster NAME   initdb + start a throwaway cluster with jobq
+#                            preloaded and the settings of bench.conf
+# psql_bench ARGS...         psql on the bench database
+# write_script NAME          save stdin as a pgbench script
+# measure SCEN SIDE SCRIPT MULT PGBENCH-ARGS...
+#                            run pgbench once, record tps * MULT
+# report TITLE SCEN LABEL... print medians and jobq/floor ratios
+#
+# As root, the cluster runs as the unprivileged user $BENCH_USER (default
+# pgtest), created if missing; PostgreSQL refuses to run as root.
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BENCH_USER=${BENCH_USER:-pgtest}
+BENCH_DIR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR_ROOT/results}
+
+as_bench_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u "$BENCH_USER" -- env -u PGOPTIONS HOME=/tmp TMPDIR=/tmp \
+            PATH="$PGBIN:/usr/bin:/bin" "$@"
+    else
+        env -u PGOPTIONS PATH="$PGBIN:$PATH" "$@"
+    fi
+}
+
+bench_start_cluster() {
+    local name=$1
+    if [ "$(id -u)" -eq 0 ] && ! id -u "$BENCH_USER" >/dev/null 2>&1; then
+        useradd --system --create-home --home-dir "/var/lib/$BENCH_USER" \
+            --shell /bin/bash "$BENCH_USER"
+    fi
+    WORK=$(mktemp -d "/tmp/jobq-bench-$name.XXXXXX")
+    chmod 755 "$WORK"
+    [ "$(id -u)" -eq 0 ] && chown "$BENCH_USER": "$WORK"
+    PGDATA_B="$WORK/data"
+    SOCK="$WORK"
+    PORT=${BENCH_PORT:-55432}
+    as_bench_user initdb -D "$PGDATA_B" -A trust --no-locale -E UTF8 >/dev/null
+    as_bench_user sh -c "cat '$BENCH_DIR_ROOT/bench.conf' >> '$PGDATA_B/postgresql.conf'"
+    as_bench_user sh -c "printf \"unix_socket_directories = '%s'\nport = %s\nlisten_addresses = ''\n\" \
+        '$SOCK' '$PORT' >> '$PGDATA_B/postgresql.conf'"
+    if [ -n "${BENCH_EXTRA_CONF:-}" ]; then
+        as_bench_user sh -c "printf '%s\n' \"$BENCH_EXTRA_CONF\" >> '$PGDATA_B/postgresql.conf'"
+    fi
+    as_bench_user pg_ctl -D "$PGDATA_B" -l "$WORK/server.log" -w start >/dev/null
+    trap bench_stop_cluster EXIT
+    RAW="$WORK/raw.tsv"
+    : > "$RAW"
+    [ "$(id -u)" -eq 0 ] && chown "$BENCH_USER": "$RAW"
+    as_bench_user createdb -h "$SOCK" -p "$PORT" bench
+}
+
+bench_stop_cluster() {
+    if [ -n "${PGDATA_B:-}" ] && [ -f "$PGDATA_B/postmaster.pid" ]; then
+        as_bench_user pg_ctl -D "$PGDATA_B" -m fast -w stop >/dev/null || true
+    fi
+    if [ -n "${WORK:-}" ] && [ -z "${BENCH_KEEP:-}" ]; then
+        rm -rf "$WORK"
+    fi
+}
+
+psql_bench() {
+    as_bench_user psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -d bench "$@"
+}
+
+write_script() {
+    local name=$1
+    cat > "$WORK/$name.sql"
+    [ "$(id -u)" -eq 0 ] && chown "$BENCH_USER": "$WORK/$name.sql"
+    return 0
+}
+
+# measure SCENARIO SIDE SCRIPT MULTIPLIER pgbench-args...
+measure() {
+    local scen=$1 side=$2 script=$3 mult=$4
+    shift 4
+    local out tps
+    out=$(as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -f "$WORK/$script.sql" "$@" bench 2>&1) || {
+        echo "$out" >&2
+        return 1
+    }
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+    if [ -z "$tps" ]; then
+        echo "$out" >&2
+        return 1
+    fi
+    printf '%s\t%s\t%s\n' "$scen" "$side" "$(awk -v t="$tps" -v m="$mult" 'BEGIN { printf "%.0f", t * m }')" >> "$RAW"
+    printf '  %-14s %-6s %10.0f /s\n' "$scen" "$side" "$(awk -v t="$tps" -v m="$mult" 'BEGIN { print t * m }')" >&2
+}
+
+median_of() {
+    local scen=$1 side=$2
+    awk -F'\t' -v s="$scen" -v d="$side" '$1 == s && $2 == d { print $3 }' "$RAW" | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# report TITLE [SCENARIO LABEL]... [BASE=side] : markdown table, floor vs jobq
+report() {
+    local title=$1
+    shift
+    local stamp file
+    stamp=$(date -u +%Y%m%d-%H%M%S)
+    mkdir -p "$BENCH_RESULTS"
+    file="$BENCH_RESULTS/$(basename "$0" .sh)-$stamp.md"
+    {
+        echo "## $title"
+        echo
+        echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $("$PGBIN/postgres" --version)," \
+            "medians of $(awk -F'\t' '{ print $1 FS $2 }' "$RAW" | sort | uniq -c | awk '{ print $1 }' | sort -n | head -1) interleaved runs"
+        echo
+        echo "| scenario | floor (/s) | jobq (/s) | jobq / floor |"
+        echo "|---|---:|---:|---:|"
+        while [ $# -ge 2 ]; do
+            local f j
+            f=$(median_of "$1" floor)
+            j=$(median_of "$1" jobq)
+            awk -v l="$2" -v f="$f" -v j="$j" 'BEGIN { printf "| %s | %.0f | %.0f | %.2f |\n", l, f, j, (f > 0 ? j / f : 0) }'
+            shift 2
+        done
+        echo
+        echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')"
+    } | tee "$file"
+    echo >&2
+    echo "written to $file" >&2
+}
