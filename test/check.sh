@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test/check.sh: build, install and run every test suite of jobq.
+#
+#   sudo bash test/check.sh
+#
+# Runs the pg_regress suite, the isolation suite and the TAP suite, each
+# on a throwaway cluster of its own with jobq preloaded, and ends with the
+# line "suites: N passed, N failed".  Exits non-zero if any suite failed.
+# On a failure it prints the differences and the server logs.
+. "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+passed=0
+failed=0
+run_suite() {
+    local name=$1
+    shift
+    echo "--- $name" >&2
+    if as_test make -C "$BUILD" PG_CONFIG="$PG_CONFIG" installcheck "$@" >"$BUILD/ci-$name.log" 2>&1; then
+        passed=$((passed + 1))
+        grep -E '^ok |^not ok |^test |tests passed|^t/|Result:|^# ' "$BUILD/ci-$name.log" || true
+    else
+        failed=$((failed + 1))
+        echo "--- $name FAILED" >&2
+        tail -n 60 "$BUILD/ci-$name.log"
+        cat "$BUILD"/regression.diffs "$BUILD"/output_iso/regression.diffs 2>/dev/null | head -n 300 || true
+        for f in "$BUILD"/tmp_check/log/regress_log_* "$BUILD"/tmp_check/log/*.log; do
+            [ -f "$f" ] || continue
+            echo "=== $f"
+            tail -n 80 "$f"
+        done
+    fi
+}
+
+# An empty variable on make's command line switches a suite off.
+run_suite regress ISOLATION= TAP_TESTS=
+run_suite isolation REGRESS= TAP_TESTS=
+run_suite tap REGRESS= ISOLATION=
+
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,77 @@
+# test/setup.sh: bring a machine to the point where jobq is built and
+# installed, and tests can run.  Sourced by test/check.sh and test/demo.sh.
+#
+# - installs the Debian packages the build and the tests need, if missing
+#   (postgresql-server-dev-15 pinned to the installed server's version);
+# - creates the unprivileged user $TEST_USER (PostgreSQL refuses to run as
+#   root) when running as root;
+# - copies the source tree to $BUILD (owned by $TEST_USER, so pg_regress
+#   and prove can write their results next to the Makefile), builds it
+#   with warnings as errors, and installs it.
+#
+# After sourcing: $SRC, $BUILD, $PGBIN, $PG_CONFIG, and the function
+# as_test, which runs a command as $TEST_USER with a clean environment.
+
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PGBIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=$PGBIN/pg_config
+TEST_USER=${TEST_USER:-pgtest}
+BUILD=${BUILD_DIR:-/tmp/jobq-build}
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc)
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+else
+    SUDO=(sudo)
+fi
+
+install_packages() {
+    local missing=() p v pinned=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    # The dev headers must match the installed server exactly.
+    v=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
+    for p in "${missing[@]}"; do
+        if [ "$p" = postgresql-server-dev-15 ] && [ -n "$v" ]; then
+            pinned+=("$p=$v")
+        else
+            pinned+=("$p")
+        fi
+    done
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pinned[@]}" >/dev/null ||
+        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_test() {
+        runuser -u "$TEST_USER" -- env -u PGOPTIONS -u PGHOST -u PGPORT -u PGDATABASE \
+            -u PGUSER HOME="/var/lib/$TEST_USER" TMPDIR=/tmp LANG=C.UTF-8 \
+            PATH="$PGBIN:/usr/local/bin:/usr/bin:/bin" "$@"
+    }
+else
+    TEST_USER=$(id -un)
+    as_test() {
+        env -u PGOPTIONS -u PGHOST -u PGPORT -u PGDATABASE -u PGUSER TMPDIR=/tmp \
+            PATH="$PGBIN:$PATH" "$@"
+    }
+fi
+
+install_packages
+if [ "$(id -u)" -eq 0 ] && ! id -u "$TEST_USER" >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir "/var/lib/$TEST_USER" --shell /bin/bash "$TEST_USER"
+fi
+
+rm -rf "$BUILD"
+mkdir -p "$BUILD"
+tar -C "$SRC" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+    --exclude='tmp_check*' --exclude=results --exclude=output_iso -cf - . | tar -C "$BUILD" -xf -
+[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$BUILD"
+as_test make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+"${SUDO[@]}" make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
