@@ -267,6 +267,32 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'jobq_rescue_leases'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
+CREATE FUNCTION jobq.run_pending(max_jobs integer DEFAULT 100)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'jobq_run_pending'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/* The live background workers of the cluster (needs shared_preload_libraries). */
+CREATE FUNCTION jobq.worker_status(
+    OUT slot integer, OUT pid integer, OUT database text, OUT status text,
+    OUT job_id bigint, OUT kind text, OUT attempt integer,
+    OUT job_started_at timestamptz, OUT jobs_completed bigint,
+    OUT jobs_failed bigint, OUT batches bigint, OUT started_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'jobq_worker_status'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+
+CREATE VIEW jobq.workers AS
+    SELECT * FROM jobq.worker_status();
+
+/* Wake the launcher when CREATE EXTENSION commits (used just below). */
+CREATE FUNCTION jobq.wake_launcher()
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_wake_launcher'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+SELECT jobq.wake_launcher();
+
 /*
  * Nothing is open to PUBLIC: an administrator grants EXECUTE on the
  * functions, and SELECT on jobq.jobs, to the roles that produce and work jobs.

@@ -31,6 +31,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "jobq.h"
@@ -62,11 +63,16 @@ jobq_owner(void)
 
 /*
  * Enter jobq's own context: owner rights, fixed search_path, SPI.  Must run
- * inside a transaction; pair with JobqEndAccess on the success path.
+ * inside a transaction; pair with JobqEndAccess on the success path.  The
+ * caller's memory context stays current (SPI_connect would switch to its
+ * own, freed by SPI_finish), so what the caller allocates meanwhile
+ * survives JobqEndAccess; SPI results themselves must still be copied.
  */
 void
 JobqBeginAccess(JobqAccess *access)
 {
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
 	access->caller = GetUserId();
 	GetUserIdAndSecContext(&access->save_userid, &access->save_sec_context);
 	SetUserIdAndSecContext(jobq_owner(),
@@ -85,6 +91,7 @@ JobqBeginAccess(JobqAccess *access)
 #endif
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller_cxt);
 }
 
 /*
@@ -112,11 +119,13 @@ JobqEndAccess(JobqAccess *access)
 SPIPlanPtr
 JobqPreparePlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
+	MemoryContext caller_cxt = CurrentMemoryContext;
 	SPIPlanPtr	plan;
 
 	if (*cache != NULL)
 		return *cache;
 	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	MemoryContextSwitchTo(caller_cxt);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
@@ -128,15 +137,20 @@ JobqPreparePlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 
 /*
  * Execute a prepared plan and check that SPI answered with the expected
- * code.  Returns the number of rows processed.
+ * code.  Returns the number of rows processed.  The caller's memory
+ * context is current again afterwards (SPI leaves its own), so the rule
+ * between JobqBeginAccess and JobqEndAccess is simple: what the caller
+ * allocates is its own; SPI_tuptable lasts until the next statement.
  */
 int
 JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 				int expected, long tcount)
 {
+	MemoryContext caller_cxt = CurrentMemoryContext;
 	int			rc;
 
 	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+	MemoryContextSwitchTo(caller_cxt);
 	if (rc != expected)
 		elog(ERROR, "SPI_execute_plan returned %s, expected %s",
 			 SPI_result_code_string(rc), SPI_result_code_string(expected));

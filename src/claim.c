@@ -16,8 +16,8 @@
  * failed or held, exactly as after jobq.fail).  The holder is recognised
  * by pid and backend start time, so a reused pid is not mistaken for it.
  * Rescue runs at most once per jobq.rescue_interval in each backend, and
- * one backend at a time (an advisory lock): a lost lease waits at most
- * that long after it expired.
+ * one backend at a time (an advisory lock held for the sweep only): a lost
+ * lease waits at most about that long after it expired.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,6 +28,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/itemptr.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
@@ -64,12 +65,14 @@ JobqPromoteDueJobs(void)
 /*
  * Rescue the leases whose time ran out or whose holder's backend has
  * exited, forget the jobq.lease rows whose jobs have all stopped running,
- * and return the number of jobs rescued.  Skips the work when another
- * backend is doing it.  Must run between JobqBeginAccess and JobqEndAccess.
+ * and return the number of jobs rescued.  When another backend is doing
+ * it, waits for it with "wait", else returns 0 at once.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
  */
 int
-JobqRescueLeases(void)
+JobqRescueLeases(bool wait)
 {
+	LOCKTAG		tag;
 	int			rows;
 	int			nlost = 0;
 	int			nfinished = 0;
@@ -81,9 +84,14 @@ JobqRescueLeases(void)
 	int			rescued = 0;
 	int			i;
 
-	if (SPI_execute("SELECT pg_catalog.pg_try_advisory_xact_lock("
-					CppAsString2(JOBQ_LOCK_CLASS) ", " CppAsString2(JOBQ_LOCK_RESCUE) ")",
-					false, 0) != SPI_OK_SELECT || !JobqGetBool(0, 1))
+	/*
+	 * One rescuer at a time, and only for the sweep: the lock is released
+	 * below, not at the end of the caller's transaction, so a claim inside
+	 * a long transaction does not stop every other rescue.  (An ERROR
+	 * releases it with the transaction.)
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_LOCK_CLASS, JOBQ_LOCK_RESCUE, 2);
+	if (LockAcquire(&tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
 		return 0;
 
 	/*
@@ -182,6 +190,7 @@ JobqRescueLeases(void)
 						1, argtypes);
 		JobqExecutePlan(plan_forget_leases, values, NULL, SPI_OK_DELETE, 0);
 	}
+	LockRelease(&tag, ExclusiveLock, false);
 	return rescued;
 }
 
@@ -255,7 +264,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 
 	(void) JobqPromoteDueJobs();
 	if (rescue_due())
-		(void) JobqRescueLeases();
+		(void) JobqRescueLeases(false);
 
 	/* The jobs to lease, in claim order, with the length of each lease. */
 	JobqPreparePlan(&plan_pick,
@@ -315,7 +324,7 @@ PG_FUNCTION_INFO_V1(jobq_rescue_leases);
  * Rescue every lost lease now (expired, or held by a backend that exited)
  * and return how many were rescued.  Claims and workers do this by
  * themselves every jobq.rescue_interval; operators call it to stop
- * waiting.  Returns 0 at once if another session is rescuing.
+ * waiting.  If another session is rescuing, waits for it first.
  */
 Datum
 jobq_rescue_leases(PG_FUNCTION_ARGS)
@@ -324,7 +333,7 @@ jobq_rescue_leases(PG_FUNCTION_ARGS)
 	int			rescued;
 
 	JobqBeginAccess(&access);
-	rescued = JobqRescueLeases();
+	rescued = JobqRescueLeases(true);
 	JobqEndAccess(&access);
 	PG_RETURN_INT32(rescued);
 }

@@ -28,6 +28,7 @@
 #include "utils/tuplestore.h"
 
 #include "jobq.h"
+#include "shmem.h"
 
 /* What one enqueue call asks for, as SPI parameters. */
 typedef struct EnqueueArgs
@@ -48,6 +49,14 @@ static SPIPlanPtr plan_insert_keyed;
 static SPIPlanPtr plan_existing_key;
 static SPIPlanPtr plan_kind_exists;
 
+
+/* Ready in-database work wakes a worker when the transaction commits. */
+static void
+note_wake(EnqueueArgs *args, bool in_db)
+{
+	if (in_db && DatumGetChar(args->lane) == 'r')
+		JobqWakeWorkersAtCommit();
+}
 
 static void
 report_unknown_kind(Datum kind)
@@ -73,10 +82,11 @@ insert_job(EnqueueArgs *args, Datum payload)
 					" SELECT k.name, coalesce($3, k.queue_id), 'pending', $6,"
 					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2"
 					" FROM jobq.kind k WHERE k.name = $1"
-					" RETURNING id",
+					" RETURNING id, in_db",
 					6, argtypes);
 	if (JobqExecutePlan(plan_insert, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
 	return JobqGetInt64(0, 1);
 }
 
@@ -150,10 +160,11 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 					" SELECT $6, k.name, coalesce($3, k.queue_id), 'pending', $8,"
 					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7"
 					" FROM jobq.kind k WHERE k.name = $1"
-					" RETURNING id",
+					" RETURNING id, in_db",
 					8, argtypes);
 	if (JobqExecutePlan(plan_insert_keyed, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
 	return JobqGetInt64(0, 1);
 }
 
@@ -264,11 +275,12 @@ insert_many(EnqueueArgs *args, Datum payloads, int n, Tuplestorestate *store,
 					" FROM jobq.kind k, pg_catalog.unnest($2) WITH ORDINALITY AS p(payload, ord)"
 					" WHERE k.name = $1"
 					" ORDER BY p.ord"
-					" RETURNING id",
+					" RETURNING id, in_db",
 					6, argtypes);
 	rows = JobqExecutePlan(plan_insert_many, values, nulls, SPI_OK_INSERT_RETURNING, 0);
 	if (rows != n)
 		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
 	for (i = 0; i < rows; i++)
 	{
 		Datum		id = Int64GetDatum(JobqGetInt64(i, 1));

@@ -43,8 +43,14 @@
 /* guc.c */
 extern int	jobq_max_payload_size;	/* bytes */
 extern int	jobq_rescue_interval;	/* milliseconds */
+extern int	jobq_batch_size;	/* jobs per transaction */
+extern int	jobq_max_workers;	/* worker slots in the cluster */
+extern int	jobq_workers_per_database;	/* workers in each database */
+extern int	jobq_poll_interval; /* milliseconds */
+extern int	jobq_shutdown_grace;	/* milliseconds */
 
 extern void JobqDefineGucs(void);
+extern void JobqDefineWorkerGucs(void);
 
 /*
  * access.c: every SQL-callable function does its bookkeeping between
@@ -95,14 +101,26 @@ extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
 								   const JobqErrorInfo *error,
 								   bool have_retry_in, int64 retry_in_usecs,
 								   bool skip_if_busy);
+extern const char *JobqNextStateAfterFailure(int32 attempt, int32 max_attempts,
+											 bool hold, int64 base_usecs,
+											 int64 max_usecs, bool have_retry_in,
+											 int64 retry_in_usecs,
+											 TimestampTz *run_at);
+extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
+							  const char *state, TimestampTz run_at,
+							  const JobqErrorInfo *error, const char *worker,
+							  TimestampTz started_at);
 extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
 extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
+
+/* launcher.c */
+extern void JobqRegisterLauncher(void);
 
 /* queues.c */
 extern int32 JobqQueueId(Datum name);
 
 /* claim.c */
 extern int	JobqPromoteDueJobs(void);
-extern int	JobqRescueLeases(void);
+extern int	JobqRescueLeases(bool wait);
 
 #endif							/* JOBQ_JOBQ_H */

@@ -143,8 +143,11 @@ lock_existing_kind(text *kind, Oid caller, bool *has_handler)
 static void
 lock_job_table(void)
 {
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
 	if (SPI_execute("LOCK TABLE jobq.job IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not lock jobq.job");
+	MemoryContextSwitchTo(caller_cxt);
 }
 
 PG_FUNCTION_INFO_V1(jobq_register_kind);

@@ -43,9 +43,17 @@ static SPIPlanPtr plan_lease_state;
 static SPIPlanPtr plan_lock_for_fail;
 static SPIPlanPtr plan_lock_for_rescue;
 static SPIPlanPtr plan_record_error;
-static SPIPlanPtr plan_hold;
-static SPIPlanPtr plan_retry_later;
-static SPIPlanPtr plan_give_up;
+static SPIPlanPtr plan_after_failure;
+
+/* Lock a running job under a given lease, with what a failure needs. */
+#define LOCK_FOR_FAIL_SQL \
+	"SELECT j.attempt, j.max_attempts, j.worker," \
+	" coalesce(k.backoff_base, interval '1 second')," \
+	" coalesce(k.backoff_max, interval '1 hour')," \
+	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)" \
+	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
+	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2" \
+	" FOR UPDATE OF j"
 static SPIPlanPtr plan_heartbeat;
 static SPIPlanPtr plan_snooze;
 
@@ -132,6 +140,94 @@ text_or_null(const char *s, char *null)
 }
 
 /*
+ * Decide where a job goes after its attempt number "attempt" failed:
+ * "held", "failed", or "pending" at *run_at.  See the file header.
+ */
+const char *
+JobqNextStateAfterFailure(int32 attempt, int32 max_attempts, bool hold,
+						  int64 base_usecs, int64 max_usecs,
+						  bool have_retry_in, int64 retry_in_usecs,
+						  TimestampTz *run_at)
+{
+	if (hold)
+		return "held";
+	if (attempt >= max_attempts)
+		return "failed";
+	*run_at = GetCurrentTimestamp() +
+		(have_retry_in ? retry_in_usecs : JobqBackoffUsecs(attempt, base_usecs, max_usecs));
+	return "pending";
+}
+
+/*
+ * Record a failed attempt: a jobq.job_error row, and the job's new state,
+ * run_at and last_error.  charge is added to the job's attempt count (the
+ * in-database executor charges here; a claim charged already).  Must run
+ * between JobqBeginAccess and JobqEndAccess, with the job row locked.
+ */
+void
+JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
+				  TimestampTz run_at, const JobqErrorInfo *error,
+				  const char *worker, TimestampTz started_at)
+{
+	Oid			errtypes[8] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID};
+	Datum		errvalues[8];
+	char		errnulls[8];
+	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
+	TEXTOID, TIMESTAMPTZOID, CHAROID};
+	Datum		values[8];
+	char		nulls[8];
+	char		lane = '\0';
+
+	errvalues[0] = Int64GetDatum(job_id);
+	errnulls[0] = ' ';
+	errvalues[1] = Int32GetDatum(attempt);
+	errnulls[1] = ' ';
+	errvalues[2] = text_or_null(worker, &errnulls[2]);
+	errvalues[3] = text_or_null(error->sqlstate, &errnulls[3]);
+	errvalues[4] = text_or_null(error->message ? error->message : "unknown error", &errnulls[4]);
+	errvalues[5] = text_or_null(error->detail, &errnulls[5]);
+	errvalues[6] = text_or_null(error->hint, &errnulls[6]);
+	errvalues[7] = text_or_null(error->context, &errnulls[7]);
+	JobqPreparePlan(&plan_record_error,
+					"INSERT INTO jobq.job_error (job_id, attempt, worker, sqlstate,"
+					" message, detail, hint, context)"
+					" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+					8, errtypes);
+	JobqExecutePlan(plan_record_error, errvalues, errnulls, SPI_OK_INSERT, 0);
+
+	if (strcmp(state, "pending") == 0)
+		lane = run_at <= GetCurrentTimestamp() ? 'r' : 's';
+	values[0] = Int64GetDatum(job_id);
+	nulls[0] = ' ';
+	values[1] = errvalues[4];
+	nulls[1] = ' ';
+	values[2] = CStringGetTextDatum(state);
+	nulls[2] = ' ';
+	values[3] = TimestampTzGetDatum(run_at);
+	nulls[3] = lane ? ' ' : 'n';
+	values[4] = Int32GetDatum(charge);
+	nulls[4] = ' ';
+	values[5] = errvalues[2];
+	nulls[5] = errnulls[2];
+	values[6] = TimestampTzGetDatum(started_at);
+	nulls[6] = started_at ? ' ' : 'n';
+	values[7] = CharGetDatum(lane);
+	nulls[7] = lane ? ' ' : 'n';
+	JobqPreparePlan(&plan_after_failure,
+					"UPDATE jobq.job SET state = $3::jobq.job_state, lane = $8,"
+					" run_at = coalesce($4, run_at), attempt = attempt + $5,"
+					" last_error = $2, worker = coalesce($6, worker),"
+					" started_at = coalesce($7, started_at),"
+					" finished_at = CASE WHEN $3 = 'failed'"
+					"   THEN pg_catalog.clock_timestamp() END,"
+					" holder_pid = NULL, holder_start = NULL"
+					" WHERE id = $1",
+					8, types);
+	JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE, 0);
+}
+
+/*
  * End a running attempt with an error: record it in jobq.job_error and move
  * the job to held, failed, or pending after a delay (the caller's retry_in
  * when have_retry_in, else the kind's backoff).  The lease must be current;
@@ -146,32 +242,15 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 {
 	Oid			locktypes[2] = {INT8OID, INT8OID};
 	Datum		lockvalues[2] = {Int64GetDatum(job_id), Int64GetDatum(lease_token)};
-	Oid			errtypes[8] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID};
-	Datum		errvalues[8];
-	char		errnulls[8];
-	Oid			types3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
-	Datum		values3[3];
-	char		nulls3[3] = {' ', ' ', ' '};
 	int32		attempt;
-	int32		max_attempts;
-	bool		hold;
 	bool		isnull;
 	Datum		worker;
-	Interval   *base;
-	Interval   *max;
+	char	   *worker_label;
 	const char *outcome;
+	TimestampTz run_at = 0;
 
 	JobqPreparePlan(skip_if_busy ? &plan_lock_for_rescue : &plan_lock_for_fail,
-					psprintf("SELECT j.attempt, j.max_attempts, j.worker,"
-							 " coalesce(k.backoff_base, interval '1 second'),"
-							 " coalesce(k.backoff_max, interval '1 hour'),"
-							 " coalesce(pg_catalog.cardinality(k.side_effects) > 0"
-							 "   AND NOT k.retry_safe, false)"
-							 " FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
-							 " WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
-							 " FOR UPDATE OF j%s",
-							 skip_if_busy ? " SKIP LOCKED" : ""),
+					skip_if_busy ? LOCK_FOR_FAIL_SQL " SKIP LOCKED" : LOCK_FOR_FAIL_SQL,
 					2, locktypes);
 	if (JobqExecutePlan(skip_if_busy ? plan_lock_for_rescue : plan_lock_for_fail,
 						lockvalues, NULL, SPI_OK_SELECT, 0) == 0)
@@ -182,77 +261,13 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 	}
 
 	attempt = JobqGetInt32(0, 1);
-	max_attempts = JobqGetInt32(0, 2);
 	worker = JobqGetDatum(0, 3, &isnull);
-	worker = isnull ? (Datum) 0 : PointerGetDatum(DatumGetTextPCopy(worker));
-	errnulls[2] = isnull ? 'n' : ' ';
-	base = DatumGetIntervalP(JobqGetDatum(0, 4, &isnull));
-	max = DatumGetIntervalP(JobqGetDatum(0, 5, &isnull));
-	hold = JobqGetBool(0, 6);
-
-	/* The attempt's error, kept in full in the history. */
-	errvalues[0] = Int64GetDatum(job_id);
-	errnulls[0] = ' ';
-	errvalues[1] = Int32GetDatum(attempt);
-	errnulls[1] = ' ';
-	errvalues[2] = worker;
-	errvalues[3] = text_or_null(error->sqlstate, &errnulls[3]);
-	errvalues[4] = text_or_null(error->message ? error->message : "unknown error", &errnulls[4]);
-	errvalues[5] = text_or_null(error->detail, &errnulls[5]);
-	errvalues[6] = text_or_null(error->hint, &errnulls[6]);
-	errvalues[7] = text_or_null(error->context, &errnulls[7]);
-	JobqPreparePlan(&plan_record_error,
-					"INSERT INTO jobq.job_error (job_id, attempt, worker, sqlstate,"
-					" message, detail, hint, context)"
-					" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-					8, errtypes);
-	JobqExecutePlan(plan_record_error, errvalues, errnulls, SPI_OK_INSERT, 0);
-
-	values3[0] = Int64GetDatum(job_id);
-	values3[1] = errvalues[4];
-	values3[2] = (Datum) 0;
-	nulls3[2] = 'n';
-
-	if (hold)
-	{
-		outcome = "held";
-		JobqPreparePlan(&plan_hold,
-						"UPDATE jobq.job SET state = 'held', last_error = $2,"
-						" holder_pid = NULL, holder_start = NULL"
-						" WHERE id = $1",
-						3, types3);
-		JobqExecutePlan(plan_hold, values3, nulls3, SPI_OK_UPDATE, 0);
-	}
-	else if (attempt >= max_attempts)
-	{
-		outcome = "failed";
-		JobqPreparePlan(&plan_give_up,
-						"UPDATE jobq.job SET state = 'failed', last_error = $2,"
-						" finished_at = pg_catalog.clock_timestamp(),"
-						" holder_pid = NULL, holder_start = NULL"
-						" WHERE id = $1",
-						3, types3);
-		JobqExecutePlan(plan_give_up, values3, nulls3, SPI_OK_UPDATE, 0);
-	}
-	else
-	{
-		int64		delay;
-
-		delay = have_retry_in ? retry_in_usecs
-			: JobqBackoffUsecs(attempt, JobqIntervalUsecs(base), JobqIntervalUsecs(max));
-		outcome = "pending";
-		values3[2] = TimestampTzGetDatum(GetCurrentTimestamp() + delay);
-		nulls3[2] = ' ';
-		JobqPreparePlan(&plan_retry_later,
-						"UPDATE jobq.job SET state = 'pending',"
-						" lane = CASE WHEN $3 <= pg_catalog.clock_timestamp() THEN 'r'"
-						"   ELSE 's' END::\"char\","
-						" run_at = $3, last_error = $2,"
-						" holder_pid = NULL, holder_start = NULL"
-						" WHERE id = $1",
-						3, types3);
-		JobqExecutePlan(plan_retry_later, values3, nulls3, SPI_OK_UPDATE, 0);
-	}
+	worker_label = isnull ? NULL : TextDatumGetCString(worker);
+	outcome = JobqNextStateAfterFailure(attempt, JobqGetInt32(0, 2), JobqGetBool(0, 6),
+										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 4, &isnull))),
+										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 5, &isnull))),
+										have_retry_in, retry_in_usecs, &run_at);
+	JobqRecordFailure(job_id, attempt, 0, outcome, run_at, error, worker_label, 0);
 	return outcome;
 }
 

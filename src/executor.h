@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/executor.h
+ *		Running in-database handlers, for the workers and jobq.run_pending.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_EXECUTOR_H
+#define JOBQ_EXECUTOR_H
+
+#include "shmem.h"
+
+/* What one batch did. */
+typedef struct JobqBatchResult
+{
+	int			picked;			/* jobs taken from the queue */
+	int			completed;		/* jobs whose handler succeeded */
+	int			failed;			/* attempts that ended in error */
+	int			handed_back;	/* jobs given back untouched (shutdown) */
+	int			leased;			/* jobs leased for a later transaction */
+} JobqBatchResult;
+
+/* A job leased by a batch, to run in a transaction of its own. */
+typedef struct JobqLeasedJob
+{
+	int64		id;
+	int64		lease_token;
+} JobqLeasedJob;
+
+extern volatile sig_atomic_t JobqShutdownRequested;
+extern volatile TimestampTz JobqShutdownRequestedAt;
+
+extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+						 JobqBatchResult *result, JobqLeasedJob **leased);
+extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);
+extern void JobqInitExecutor(void);
+
+#endif							/* JOBQ_EXECUTOR_H */

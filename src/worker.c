@@ -1,0 +1,279 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/worker.c
+ *		The per-database background worker.
+ *
+ * The launcher starts jobq.workers_per_database of these in every database
+ * that has the extension.  A worker rescues lost leases as soon as it
+ * starts (after a crash, every lease whose holder died is given back at
+ * once), then loops: run a batch of due in-database jobs in a transaction,
+ * run the jobs leased for transactions of their own, and sleep on its
+ * latch until an enqueue wakes it or jobq.poll_interval passes.
+ *
+ * SIGTERM (smart or fast shutdown, pg_terminate_backend is SIGTERM too)
+ * makes it stop claiming.  A handler already running gets
+ * jobq.shutdown_grace to finish; then a watchdog timeout cancels it, its
+ * subtransaction rolls back, and the job is handed back without charging
+ * an attempt.  Exiting with code 0 tells the launcher why through the slot;
+ * an ERROR in jobq's own bookkeeping ends the worker with code 1 and the
+ * launcher starts another after a pause.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "executor.h"
+#include "jobq.h"
+#include "shmem.h"
+
+#define GRACE_CHECK_MS	100		/* how often the shutdown watchdog looks */
+
+PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
+
+static JobqWorkerSlot *MySlot = NULL;
+static TimeoutId grace_timeout = MAX_TIMEOUTS;
+static TimestampTz last_rescue = 0;
+
+/* SIGTERM: stop claiming; the watchdog enforces the grace period. */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (!JobqShutdownRequested)
+		JobqShutdownRequestedAt = GetCurrentTimestamp();
+	JobqShutdownRequested = true;
+	if (jobq_shutdown_grace == 0)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Timeout handler, every GRACE_CHECK_MS while a batch runs: once the grace
+ * period after SIGTERM is over, cancel whatever runs.  Runs in signal
+ * context, so it only sets flags.
+ */
+static void
+grace_watchdog(void)
+{
+	if (JobqShutdownRequested &&
+		GetCurrentTimestamp() - JobqShutdownRequestedAt >=
+		(TimestampTz) jobq_shutdown_grace * 1000)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+	}
+}
+
+/* Leave the slot for the launcher to reap; runs at every exit but a crash. */
+static void
+worker_exit(int code, Datum arg)
+{
+	Latch	   *launcher_latch;
+
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	MySlot->state = JOBQ_SLOT_EXITED;
+	MySlot->pid = 0;
+	MySlot->latch = NULL;
+	launcher_latch = JobqShared->launcher_latch;
+	LWLockRelease(JobqShared->lock);
+	if (launcher_latch)
+		SetLatch(launcher_latch);
+}
+
+/* Exit with a reason the launcher reads (exit code 0: no restart by itself). */
+static void
+leave(JobqExitReason reason) pg_attribute_noreturn();
+
+static void
+leave(JobqExitReason reason)
+{
+	MySlot->exit_reason = reason;
+	if (reason == JOBQ_EXIT_NO_EXTENSION)
+		ereport(DEBUG1, (errmsg("jobq worker stops: the database has no jobq extension")));
+	else
+		ereport(LOG, (errmsg("jobq worker stopped (%s)",
+							 reason == JOBQ_EXIT_SURPLUS
+							 ? "more workers than jobq.workers_per_database"
+							 : "shutdown")));
+	proc_exit(0);
+}
+
+/* Whether jobq is installed here; in a transaction. */
+static bool
+extension_present(void)
+{
+	return OidIsValid(get_extension_oid("jobq", true));
+}
+
+static void
+start_transaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+finish_transaction(MemoryContext cxt)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	/* Commit leaves TopMemoryContext current. */
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Run one batch, then the jobs it leased; return whether the batch was
+ * full (more work is probably waiting).  Leaves if the extension is gone.
+ */
+static bool
+run_one_batch(MemoryContext loop_cxt)
+{
+	JobqBatchResult result;
+	JobqLeasedJob *leased;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	enable_timeout_every(grace_timeout,
+						 TimestampTzPlusMilliseconds(now, GRACE_CHECK_MS), GRACE_CHECK_MS);
+
+	start_transaction();
+	MemoryContextSwitchTo(loop_cxt);
+	if (!extension_present())
+	{
+		finish_transaction(loop_cxt);
+		leave(JOBQ_EXIT_NO_EXTENSION);
+	}
+	if (TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
+	{
+		JobqAccess	access;
+
+		last_rescue = now;
+		pgstat_report_activity(STATE_RUNNING, "jobq: rescuing lost leases");
+		JobqBeginAccess(&access);
+		(void) JobqRescueLeases(false);
+		JobqEndAccess(&access);
+	}
+	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &leased);
+	finish_transaction(loop_cxt);
+
+	for (i = 0; leased != NULL && leased[i].id != 0 && !JobqShutdownRequested; i++)
+	{
+		start_transaction();
+		MemoryContextSwitchTo(loop_cxt);
+		(void) JobqRunLeasedJob(&leased[i], MySlot);
+		finish_transaction(loop_cxt);
+	}
+
+	disable_timeout(grace_timeout, false);
+	return result.picked >= jobq_batch_size;
+}
+
+/*
+ * Entry point of a per-database worker.  main_arg is the slot number the
+ * launcher reserved for it, with the database in the slot.
+ */
+void
+JobqWorkerMain(Datum main_arg)
+{
+	int			slotno = DatumGetInt32(main_arg);
+	Oid			dboid;
+	MemoryContext loop_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	if (JobqShared == NULL || slotno < 0 || slotno >= JobqShared->nslots)
+		elog(FATAL, "jobq worker started without a valid slot");
+	MySlot = &JobqShared->slots[slotno];
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	dboid = MySlot->dboid;
+	LWLockRelease(JobqShared->lock);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	MySlot->pid = MyProcPid;
+	MySlot->latch = MyLatch;
+	MySlot->state = JOBQ_SLOT_RUNNING;
+	MySlot->exit_reason = JOBQ_EXIT_UNKNOWN;
+	MySlot->started_at = GetCurrentTimestamp();
+	MySlot->sleeping = false;
+	MySlot->has_extension = false;
+	LWLockRelease(JobqShared->lock);
+	JobqSetSlotJob(MySlot, 0, NULL, 0);
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	grace_timeout = RegisterTimeout(USER_TIMEOUT, grace_watchdog);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	pgstat_report_appname("jobq worker");
+
+	/* Is jobq here?  If not, say so and go. */
+	start_transaction();
+	if (!extension_present())
+	{
+		finish_transaction(loop_cxt);
+		leave(JOBQ_EXIT_NO_EXTENSION);
+	}
+	ereport(LOG, (errmsg("jobq worker started in database \"%s\"",
+						 get_database_name(dboid))));
+	finish_transaction(loop_cxt);
+	MySlot->has_extension = true;
+	if (JobqShared->launcher_latch)
+		SetLatch(JobqShared->launcher_latch);
+
+	for (;;)
+	{
+		bool		more;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (JobqShutdownRequested)
+			leave(JOBQ_EXIT_SHUTDOWN);
+		if (MySlot->rank >= jobq_workers_per_database)
+			leave(JOBQ_EXIT_SURPLUS);
+
+		MemoryContextReset(loop_cxt);
+		more = run_one_batch(loop_cxt);
+		if (more || JobqShutdownRequested)
+			continue;
+
+		MySlot->sleeping = true;
+		pg_memory_barrier();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 jobq_poll_interval, PG_WAIT_EXTENSION);
+		MySlot->sleeping = false;
+	}
+}
