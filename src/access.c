@@ -29,6 +29,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "executor/spi.h"
+#include "jit/jit.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -147,9 +148,24 @@ JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 				int expected, long tcount)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
+	volatile bool save_jit = jit_enabled;
 	int			rc;
 
-	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+	/*
+	 * No JIT for jobq's own statements: a generic plan over a big backlog
+	 * can cost enough to pass jit_above_cost, and JIT would then compile it
+	 * again on every execution, for statements that touch a hundred rows.
+	 */
+	jit_enabled = false;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+	}
+	PG_FINALLY();
+	{
+		jit_enabled = save_jit;
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(caller_cxt);
 	if (rc != expected)
 		elog(ERROR, "SPI_execute_plan returned %s, expected %s",

@@ -320,7 +320,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("too many payloads for one call"),
-				 errdetail("There are %d; the limit is %d.", n, JOBQ_ENQUEUE_MANY_MAX)));
+				 errdetail("The limit is %d; this call passes %d.", JOBQ_ENQUEUE_MANY_MAX, n)));
 	for (i = 0; i < n; i++)
 	{
 		if (payload_nulls[i])
@@ -340,7 +340,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("arguments \"payloads\" and \"idempotency_keys\" must have the same length"),
-					 errdetail("There are %d payloads and %d keys.", n, nkeys)));
+					 errdetail("Their lengths are %d and %d.", n, nkeys)));
 		for (i = 0; i < n; i++)
 			if (!key_nulls[i])
 				check_key(keys[i]);

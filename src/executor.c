@@ -486,8 +486,8 @@ build_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * Mark the given jobs completed, with their results, in one statement.
- * Runs in the subtransaction that ran their handlers.
+ * Mark the given jobs completed, with their results, in one statement, in
+ * the transaction whose subtransactions ran their handlers.
  */
 static void
 record_completions(BatchJob **done, int n, const char *label)
@@ -555,8 +555,9 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 			ran = i + 1;
 		}
 		clear_activity(slot);
-		if (ran == n)
-			record_completions(jobs, n, label);
+		/* Interrupted by a shutdown: undo what ran, hand it all back. */
+		if (ran < n)
+			elog(ERROR, "jobq batch interrupted by shutdown");
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -583,12 +584,17 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
 		FreeErrorData(edata);
+		return false;
 	}
 
-	/* Interrupted by a shutdown: what ran is handed back with the rest. */
-	if (ok && ran < n)
-		return false;
-	return ok;
+	/*
+	 * The completions are written by the top transaction, which locked the
+	 * rows: written from the subtransaction, each update would need a
+	 * MultiXact to record both.  Either way they commit with the handlers'
+	 * effects, which the subtransaction released into the top one.
+	 */
+	record_completions(jobs, n, label);
+	return true;
 }
 
 /*
@@ -614,7 +620,6 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		{
 			call_handler(job, slot, cxt);
 			job->succeeded = true;
-			record_completions(&job, 1, label);
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcontext);
 			CurrentResourceOwner = oldowner;
@@ -642,7 +647,11 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 	}
 
 	if (job->succeeded)
+	{
+		/* By the top transaction, as in run_optimistic. */
+		record_completions(&job, 1, label);
 		return FAILURE_RECORD;	/* unused by callers for successes */
+	}
 
 	if (action == FAILURE_RETHROW)
 		ReThrowError(edata);

@@ -304,8 +304,9 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 	if (live > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("kind \"%s\" still has %lld unfinished jobs",
-						text_to_cstring(kind), (long long) live),
+				 errmsg_plural("kind \"%s\" still has %lld unfinished job",
+							   "kind \"%s\" still has %lld unfinished jobs",
+							   live, text_to_cstring(kind), (long long) live),
 				 errhint("Let them finish, or cancel them, before unregistering the kind.")));
 	JobqPreparePlan(&plan_delete_kind,
 					"DELETE FROM jobq.kind WHERE name = $1",

@@ -396,12 +396,12 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("arguments \"ids\" and \"lease_tokens\" must have the same length"),
-				 errdetail("There are %d ids and %d lease tokens.", n, ntokens)));
+				 errdetail("Their lengths are %d and %d.", n, ntokens)));
 	if (n > JOBQ_CLAIM_MAX_JOBS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("too many jobs for one call"),
-				 errdetail("There are %d; the limit is %d.", n, JOBQ_CLAIM_MAX_JOBS)));
+				 errdetail("The limit is %d; this call passes %d.", JOBQ_CLAIM_MAX_JOBS, n)));
 	sorted = palloc(sizeof(int64) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		sorted[i] = DatumGetInt64(ids[i]);

@@ -110,15 +110,27 @@ report() {
         echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $("$PGBIN/postgres" --version)," \
             "medians of $(awk -F'\t' '{ print $1 FS $2 }' "$RAW" | sort | uniq -c | awk '{ print $1 }' | sort -n | head -1) interleaved runs"
         echo
-        echo "| scenario | floor (/s) | jobq (/s) | jobq / floor |"
-        echo "|---|---:|---:|---:|"
+        echo "| scenario | floor (/s) | jobq (/s) | jobq / floor | ratio per round |"
+        echo "|---|---:|---:|---:|---|"
         while [ $# -ge 2 ]; do
             local f j
             f=$(median_of "$1" floor)
             j=$(median_of "$1" jobq)
-            awk -v l="$2" -v f="$f" -v j="$j" 'BEGIN { printf "| %s | %.0f | %.0f | %.2f |\n", l, f, j, (f > 0 ? j / f : 0) }'
+            awk -F'\t' -v s="$1" -v l="$2" -v f="$f" -v j="$j" '
+                $1 == s && $2 == "floor" { fl[++nf] = $3 }
+                $1 == s && $2 == "jobq" { jq[++nj] = $3 }
+                END {
+                    n = (nf < nj ? nf : nj)
+                    for (i = 1; i <= n; i++) { r[i] = (fl[i] > 0 ? jq[i] / fl[i] : 0); rs = rs sprintf("%s%.2f", (i > 1 ? " " : ""), r[i]) }
+                    # median of the per-round ratios
+                    for (i = 1; i <= n; i++) for (k = i + 1; k <= n; k++) if (r[k] < r[i]) { t = r[i]; r[i] = r[k]; r[k] = t }
+                    m = (n == 0 ? 0 : (n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2))
+                    printf "| %s | %.0f | %.0f | %.2f | %s |\n", l, f, j, m, rs
+                }' "$RAW"
             shift 2
         done
+        echo
+        echo "jobq / floor is the median of the per-round ratios (each round runs the floor and jobq back to back)."
         echo
         echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')"
     } | tee "$file"

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# test/bench/workers.sh: the background workers against the floor.
+#
+# On a throwaway cluster (durable commits, test/bench/bench.conf, the
+# workers at their default settings), two measurements, interleaved with
+# the floor, medians of N rounds:
+#
+#   drain      100,000 pre-enqueued jobs of a kind whose handler is a no-op
+#              SQL function, run by the background workers.  The rate is
+#              jobs / (last finished_at - first started_at), so polling for
+#              the end does not count.  The floor: pgbench deleting them
+#              100 rows per transaction (FOR UPDATE SKIP LOCKED), with as
+#              many clients as there are workers.
+#   latency    one job every 20 ms (pgbench -R 50), 200 jobs; for each, the
+#              time from the moment its enqueuing transaction's COMMIT has
+#              returned (the clock read by the producer's next statement)
+#              to the start of its handler: p50, p95, p99.  A handler may
+#              start before the producer hears back from COMMIT: the worker
+#              is woken as the commit completes.
+#
+# Usage: test/bench/workers.sh [rounds] [jobs]   (defaults: 3, 100000)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
+
+ROUNDS=${1:-3}
+JOBS=${2:-100000}
+
+bench_start_cluster workers
+WORKERS=$(psql_bench -Atc "SHOW jobq.workers_per_database")
+
+psql_bench -q <<'SQL'
+CREATE EXTENSION jobq;
+CREATE TABLE floor_q (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
+CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT jobq.register_kind('bench.noop', 'bench_noop(jsonb)', queue => 'bench');
+CREATE TABLE latency (k bigint PRIMARY KEY, started_at timestamptz NOT NULL);
+CREATE TABLE committed (k bigint PRIMARY KEY, committed_at timestamptz NOT NULL);
+CREATE FUNCTION bench_latency(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO latency VALUES ((p->>'k')::bigint, clock_timestamp()) $$;
+SELECT jobq.register_kind('bench.latency', 'bench_latency(jsonb)', queue => 'latency');
+SQL
+
+write_script floor_drain_100 <<'SQL'
+DELETE FROM floor_q WHERE id IN (SELECT id FROM floor_q ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED);
+SQL
+write_script enqueue_latency <<'SQL'
+\set k random(1, 1000000000000)
+BEGIN;
+SELECT jobq.enqueue('bench.latency', jsonb_build_object('k', :k::bigint));
+COMMIT;
+INSERT INTO committed VALUES (:k, clock_timestamp());
+SQL
+
+# Enqueue the jobs with their queue paused, then let the workers at them.
+drain_jobq() {
+    psql_bench -q <<SQL
+TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;
+UPDATE jobq.queue SET paused = true WHERE name = 'bench';
+SELECT count(*) FROM generate_series(1, $JOBS / 10000) AS g,
+    LATERAL jobq.enqueue_many('bench.noop', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
+VACUUM ANALYZE jobq.job;
+CHECKPOINT;
+UPDATE jobq.queue SET paused = false WHERE name = 'bench';
+SQL
+    # Poll from fresh transactions: a DO loop would hold back the xmin
+    # horizon and slow the very drain it waits for.
+    until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE state <> 'completed')")" = t ]; do
+        sleep 0.2
+    done
+    local rate
+    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(finished_at) - min(started_at)))
+                              FROM jobq.job WHERE state = 'completed'")
+    printf '%s\t%s\t%s\n' drain jobq "$rate" >> "$RAW"
+    printf '  %-14s %-6s %10s /s\n' drain jobq "$rate" >&2
+}
+
+drain_floor() {
+    psql_bench -q <<SQL
+TRUNCATE floor_q;
+INSERT INTO floor_q (payload) SELECT jsonb_build_object('n', g % 10) FROM generate_series(1, $JOBS) g;
+VACUUM ANALYZE floor_q;
+CHECKPOINT;
+SQL
+    measure drain floor floor_drain_100 100 -c "$WORKERS" -j "$WORKERS" -t $((JOBS / 100 / WORKERS))
+}
+
+latency() {
+    psql_bench -q -c "TRUNCATE latency, committed; TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;"
+    as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -R 50 -t 200 \
+        -f "$WORK/enqueue_latency.sql" bench >"$WORK/latency.log" 2>&1 || { cat "$WORK/latency.log" >&2; return 1; }
+    until [ "$(psql_bench -Atc "SELECT count(*) FROM latency")" -ge 200 ]; do
+        sleep 0.1
+    done
+    psql_bench -At -F $'\t' -c "
+        WITH l AS (SELECT extract(epoch FROM l.started_at - c.committed_at) * 1000 AS ms
+                     FROM latency l JOIN committed c USING (k))
+        SELECT 'latency_p50', 'jobq', round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 3) FROM l
+        UNION ALL SELECT 'latency_p95', 'jobq', round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 3) FROM l
+        UNION ALL SELECT 'latency_p99', 'jobq', round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) FROM l" |
+        tee -a "$RAW" | sed 's/^/  /' >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round of $ROUNDS" >&2
+    drain_floor
+    drain_jobq
+    latency
+done
+
+report "Background workers against the floor ($WORKERS workers, $JOBS jobs)" \
+    drain "drain of pre-enqueued no-op jobs (jobs/s)"
+{
+    echo
+    echo "| enqueue commit to handler start | p50 | p95 | p99 |"
+    echo "|---|---:|---:|---:|"
+    printf '| jobq workers (ms) | %s | %s | %s |\n' \
+        "$(median_of latency_p50 jobq)" "$(median_of latency_p95 jobq)" "$(median_of latency_p99 jobq)"
+} | tee -a "$(ls -t "$BENCH_RESULTS"/workers-*.md | head -1)"
