@@ -272,6 +272,13 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'jobq_run_pending'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
+/* Inside a handler: the job it runs.  NULL elsewhere. */
+CREATE FUNCTION jobq.current_job(
+    OUT id bigint, OUT kind text, OUT attempt integer, OUT idempotency_key text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'jobq_current_job'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
 /* The live background workers of the cluster (needs shared_preload_libraries). */
 CREATE FUNCTION jobq.worker_status(
     OUT slot integer, OUT pid integer, OUT database text, OUT status text,
@@ -294,10 +301,12 @@ LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 SELECT jobq.wake_launcher();
 
 /*
- * Nothing is open to PUBLIC: an administrator grants EXECUTE on the
- * functions, and SELECT on jobq.jobs, to the roles that produce and work jobs.
- * The tables stay private to the extension's owner.
+ * Nothing is open to PUBLIC but jobq.current_job(): an administrator grants
+ * EXECUTE on the functions, and SELECT on jobq.jobs, to the roles that
+ * produce and work jobs.  The tables stay private to the extension's owner.
  */
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA jobq FROM PUBLIC;
 GRANT USAGE ON SCHEMA jobq TO PUBLIC;
+/* A handler, whatever its role, may ask which job it runs. */
+GRANT EXECUTE ON FUNCTION jobq.current_job() TO PUBLIC;

@@ -12,8 +12,8 @@
  * its jobs: that small table is where rescue looks for running jobs.
  *
  * A lease is rescued when its time ran out or its holder's backend is
- * gone: the attempt stays charged and the job goes back to pending (or to
- * failed or held, exactly as after jobq.fail).  The holder is recognised
+ * gone: the attempt stays charged and the job is due again at once (or
+ * failed or held, by the same rules as after jobq.fail).  The holder is recognised
  * by pid and backend start time, so a reused pid is not mistaken for it.
  * Rescue runs at most once per jobq.rescue_interval in each backend, and
  * one backend at a time (an advisory lock held for the sweep only): a lost

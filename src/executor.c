@@ -74,6 +74,7 @@ typedef struct BatchJob
 	int32		attempt;		/* attempts before this one */
 	int32		max_attempts;
 	int64		lease_token;
+	char	   *idempotency_key;	/* or NULL */
 	Oid			handler;		/* InvalidOid if the kind is gone */
 	Oid			owner;
 	int64		timeout_ms;
@@ -424,7 +425,7 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 					" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false),"
 					" coalesce(pg_catalog.cardinality(k.side_effects) > 0"
 					"   AND NOT k.retry_safe, false),"
-					" j.queue_id"
+					" j.queue_id, j.idempotency_key"
 					" FROM (SELECT id FROM jobq.queue WHERE NOT paused"
 					"   ORDER BY id <= $2, id) q"
 					" CROSS JOIN LATERAL ("
@@ -465,6 +466,8 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 		job->hold_on_failure = JobqGetBool(i, 13);
 		if (i == 0)
 			last_queue_served = JobqGetInt32(i, 14);
+		d = JobqGetDatum(i, 15, &isnull);
+		job->idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	}
 	*jobs_out = jobs;
 	return rows;
@@ -862,7 +865,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_load_leased,
 					"SELECT j.kind, j.payload, j.attempt, k.handler::pg_catalog.oid,"
-					" k.owner::pg_catalog.oid, k.timeout"
+					" k.owner::pg_catalog.oid, k.timeout, j.idempotency_key"
 					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
 					" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 					" FOR UPDATE OF j",
@@ -886,6 +889,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.owner = isnull ? InvalidOid : DatumGetObjectId(d);
 	d = JobqGetDatum(0, 6, &isnull);
 	job.timeout_ms = isnull ? 300000 : Max(JobqIntervalUsecs(DatumGetIntervalP(d)) / 1000, 1);
+	d = JobqGetDatum(0, 7, &isnull);
+	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	JobqEndAccess(&access);
 
 	oldcontext = CurrentMemoryContext;
@@ -971,6 +976,33 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(job_cxt);
 	return job.succeeded;
+}
+
+PG_FUNCTION_INFO_V1(jobq_current_job);
+
+/*
+ * jobq.current_job(): the job whose handler is running in this backend
+ * (id, kind, attempt, idempotency_key), or NULL outside a handler.
+ */
+Datum
+jobq_current_job(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (current_job == NULL)
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(current_job->id);
+	values[1] = CStringGetTextDatum(current_job->kind);
+	values[2] = Int32GetDatum(current_job->attempt + 1);
+	if (current_job->idempotency_key)
+		values[3] = CStringGetTextDatum(current_job->idempotency_key);
+	else
+		nulls[3] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
 PG_FUNCTION_INFO_V1(jobq_run_pending);

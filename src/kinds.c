@@ -100,11 +100,12 @@ check_side_effects(ArrayType *side_effects)
 
 /*
  * Lock a kind's row and return whether it exists; *has_handler tells
- * whether it has an in-database handler.  Raises an ERROR if the caller may not change
- * a kind registered by another role.
+ * whether it has an in-database handler, and *owner is the role its
+ * handler runs as (InvalidOid if that role no longer exists).  Raises an
+ * ERROR if the caller may not change a kind registered by another role.
  */
 static bool
-lock_existing_kind(text *kind, Oid caller, bool *has_handler)
+lock_existing_kind(text *kind, Oid caller, bool *has_handler, Oid *owner_out)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {PointerGetDatum(kind)};
@@ -120,10 +121,11 @@ lock_existing_kind(text *kind, Oid caller, bool *has_handler)
 		return false;
 	owner = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
 	*has_handler = JobqGetBool(0, 2);
+	owner_name = GetUserNameFromId(owner, true);
+	*owner_out = owner_name ? owner : InvalidOid;
 	if (has_privs_of_role(caller, owner))
 		return true;
 
-	owner_name = GetUserNameFromId(owner, true);
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied to change kind \"%s\"", text_to_cstring(kind)),
@@ -156,8 +158,9 @@ PG_FUNCTION_INFO_V1(jobq_register_kind);
  * jobq.register_kind(kind, handler, queue, max_attempts, backoff_base,
  *					  backoff_max, timeout, side_effects, retry_safe)
  *
- * Create or update a kind.  Updating a kind registered by another role
- * needs that role's privileges.  Jobs keep the queue and max_attempts they
+ * Create or update a kind.  A new kind's handler runs as the caller;
+ * updating a kind registered by another role needs that role's privileges
+ * and keeps it as the role the handler runs as.  Jobs keep the queue and max_attempts they
  * were enqueued with; whether they run in the database follows the kind.
  * The kind's queue is created if it does not exist yet.
  */
@@ -176,6 +179,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	int32		max_attempts;
 	bool		exists;
 	bool		had_handler = false;
+	Oid			owner = InvalidOid;
 	Oid			argtypes[11] = {TEXTOID, REGPROCEDUREOID, TEXTOID, INT4OID,
 		INTERVALOID, INTERVALOID, INTERVALOID, TEXTARRAYOID, BOOLOID, REGROLEOID,
 	INT4OID};
@@ -207,8 +211,6 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	check_side_effects(PG_GETARG_ARRAYTYPE_P(7));
 
 	JobqBeginAccess(&access);
-	if (OidIsValid(handler))
-		check_handler(handler, access.caller);
 
 	for (i = 0; i < 9; i++)
 	{
@@ -221,9 +223,12 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	values[10] = Int32GetDatum(JobqQueueId(values[2]));
 	nulls[10] = ' ';
 
-	exists = lock_existing_kind(kind, access.caller, &had_handler);
+	exists = lock_existing_kind(kind, access.caller, &had_handler, &owner);
 	if (!exists)
 	{
+		/* A new kind runs as the role that registers it. */
+		if (OidIsValid(handler))
+			check_handler(handler, access.caller);
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"
@@ -234,7 +239,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		if (JobqExecutePlan(plan_insert_kind, values, nulls, SPI_OK_INSERT, 0) == 0)
 		{
 			/* Registered concurrently by another session: update that row. */
-			exists = lock_existing_kind(kind, access.caller, &had_handler);
+			exists = lock_existing_kind(kind, access.caller, &had_handler, &owner);
 			if (!exists)
 				elog(ERROR, "kind \"%s\" vanished while being registered",
 					 text_to_cstring(kind));
@@ -242,6 +247,15 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	}
 	if (exists)
 	{
+		/*
+		 * Changing a kind keeps the role its handler runs as: a superuser
+		 * adjusting a setting must not make another role's handler run as
+		 * superuser.  Only a kind whose role was dropped changes hands.
+		 */
+		if (OidIsValid(owner))
+			values[9] = ObjectIdGetDatum(owner);
+		if (OidIsValid(handler))
+			check_handler(handler, DatumGetObjectId(values[9]));
 		if (had_handler != OidIsValid(handler))
 			lock_job_table();
 		JobqPreparePlan(&plan_update_kind,
@@ -283,6 +297,7 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	bool		has_handler;
+	Oid			owner;
 	int64		live;
 
 	JobqCheckNotNull(fcinfo, 0, "kind");
@@ -290,7 +305,7 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(kind);
 
 	JobqBeginAccess(&access);
-	if (!lock_existing_kind(kind, access.caller, &has_handler))
+	if (!lock_existing_kind(kind, access.caller, &has_handler, &owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("kind \"%s\" is not registered", text_to_cstring(kind))));
