@@ -79,6 +79,8 @@ JobqRescueLeases(bool wait)
 	int64	   *lost_ids;
 	int64	   *lost_tokens;
 	int32	   *lost_pids;
+	TimestampTz *lost_starts;
+	bool	   *lost_has_holder;
 	bool	   *lost_expired;
 	Datum	   *finished;
 	int			rescued = 0;
@@ -113,7 +115,8 @@ JobqRescueLeases(bool wait)
 					"  j.lease_expires_at < pg_catalog.clock_timestamp(),"
 					"  j.holder_pid IS NOT NULL AND NOT EXISTS ("
 					"    SELECT 1 FROM live"
-					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start)"
+					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start),"
+					"  j.holder_start"
 					" FROM jobq.lease l"
 					" CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
 					" LEFT JOIN jobq.job j ON j.id = u.id"
@@ -125,6 +128,8 @@ JobqRescueLeases(bool wait)
 	lost_ids = palloc(sizeof(int64) * Max(rows, 1));
 	lost_tokens = palloc(sizeof(int64) * Max(rows, 1));
 	lost_pids = palloc(sizeof(int32) * Max(rows, 1));
+	lost_starts = palloc(sizeof(TimestampTz) * Max(rows, 1));
+	lost_has_holder = palloc(sizeof(bool) * Max(rows, 1));
 	lost_expired = palloc(sizeof(bool) * Max(rows, 1));
 	finished = palloc(sizeof(Datum) * Max(rows, 1));
 	for (i = 0; i < rows;)
@@ -142,10 +147,15 @@ JobqRescueLeases(bool wait)
 			any_running = true;
 			if (JobqGetBool(i, 6) || JobqGetBool(i, 7))
 			{
+				Datum		start;
+
 				lost_ids[nlost] = JobqGetInt64(i, 2);
 				lost_tokens[nlost] = JobqGetInt64(i, 4);
 				lost_pids[nlost] = JobqGetInt32(i, 5);
 				lost_expired[nlost] = JobqGetBool(i, 6);
+				start = JobqGetDatum(i, 8, &lost_has_holder[nlost]);
+				lost_has_holder[nlost] = !lost_has_holder[nlost] && JobqGetBool(i, 7);
+				lost_starts[nlost] = lost_has_holder[nlost] ? DatumGetTimestampTz(start) : 0;
 				nlost++;
 			}
 		}
@@ -161,14 +171,18 @@ JobqRescueLeases(bool wait)
 	for (i = 0; i < nlost; i++)
 	{
 		JobqErrorInfo error = {0};
+		JobqLostLease lost;
 		const char *state;
 
+		lost.has_holder = lost_has_holder[i];
+		lost.holder_pid = lost_pids[i];
+		lost.holder_start = lost_starts[i];
 		error.message = lost_expired[i]
 			? "lease expired before the job finished"
 			: psprintf("lease holder (process %d) exited before the job finished",
 					   lost_pids[i]);
 		/* NULL: finished or re-leased meanwhile, or listed twice. */
-		state = JobqFailAttempt(lost_ids[i], lost_tokens[i], &error, true, 0, true);
+		state = JobqFailAttempt(lost_ids[i], lost_tokens[i], &error, true, 0, &lost);
 		if (state == NULL)
 			continue;
 		ereport(LOG,
@@ -185,8 +199,11 @@ JobqRescueLeases(bool wait)
 		values[0] = PointerGetDatum(construct_array(finished, nfinished, TIDOID,
 													sizeof(ItemPointerData), false,
 													TYPALIGN_SHORT));
+		/* Rows another transaction is deleting are left to it. */
 		JobqPreparePlan(&plan_forget_leases,
-						"DELETE FROM jobq.lease WHERE ctid = ANY ($1)",
+						"DELETE FROM jobq.lease WHERE ctid IN ("
+						"  SELECT ctid FROM jobq.lease WHERE ctid = ANY ($1)"
+						"  FOR UPDATE SKIP LOCKED)",
 						1, argtypes);
 		JobqExecutePlan(plan_forget_leases, values, NULL, SPI_OK_DELETE, 0);
 	}

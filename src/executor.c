@@ -40,9 +40,11 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -120,6 +122,7 @@ typedef enum FailureAction
 
 volatile sig_atomic_t JobqShutdownRequested = false;
 volatile TimestampTz JobqShutdownRequestedAt = 0;
+volatile sig_atomic_t JobqInHandler = false;
 
 static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
@@ -172,31 +175,37 @@ JobqInitExecutor(void)
 	handler_cache_stale = false;
 }
 
-/* Find or build the call information of a handler.  Raises an ERROR if gone. */
+/*
+ * Find or build the call information of a handler.  Raises an ERROR if
+ * it is gone.  The entry is filled before it enters the cache, so an
+ * ERROR half-way leaves nothing behind.
+ */
 static HandlerEntry *
 lookup_handler(Oid fn_oid)
 {
 	HandlerEntry *entry;
+	HandlerEntry built;
 	bool		found;
 	HeapTuple	tuple;
 
 	JobqInitExecutor();
-	entry = hash_search(handler_cache, &fn_oid, HASH_ENTER, &found);
+	entry = hash_search(handler_cache, &fn_oid, HASH_FIND, &found);
 	if (found)
 		return entry;
 
 	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
 	if (!HeapTupleIsValid(tuple))
-	{
-		hash_search(handler_cache, &fn_oid, HASH_REMOVE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("handler function with OID %u does not exist", fn_oid),
 				 errhint("Register the kind again with an existing handler.")));
-	}
-	entry->returns_jsonb = ((Form_pg_proc) GETSTRUCT(tuple))->prorettype == JSONBOID;
+	built.fn_oid = fn_oid;
+	built.returns_jsonb = ((Form_pg_proc) GETSTRUCT(tuple))->prorettype == JSONBOID;
 	ReleaseSysCache(tuple);
-	fmgr_info_cxt(fn_oid, &entry->flinfo, handler_cxt);
+	fmgr_info_cxt(fn_oid, &built.flinfo, handler_cxt);
+
+	entry = hash_search(handler_cache, &fn_oid, HASH_ENTER, &found);
+	memcpy(entry, &built, sizeof(built));
 	return entry;
 }
 
@@ -243,6 +252,23 @@ job_error_context(void *arg)
 			   (long long) job->id, job->kind, job->attempt + 1);
 }
 
+/*
+ * Make every constraint of the transaction immediate, firing what was
+ * deferred (SET CONSTRAINTS ALL IMMEDIATE).  Run before a handler, so that
+ * its own deferrable constraints are checked while it runs, as its role:
+ * a deferred trigger left for commit would run as whoever commits.
+ */
+static void
+make_constraints_immediate(void)
+{
+	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+	stmt->constraints = NIL;
+	stmt->deferred = false;
+	AfterTriggerSetState(stmt);
+	pfree(stmt);
+}
+
 /* Arm the kind's timeout, keeping whatever statement timeout was set. */
 static void
 arm_timeout(BatchJob *job)
@@ -265,6 +291,7 @@ arm_timeout(BatchJob *job)
 static void
 disarm_timeout(void)
 {
+	JobqInHandler = false;
 	if (!job_timeout.armed)
 		return;
 	job_timeout.armed = false;
@@ -312,19 +339,33 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 		debug_query_string = activity;
 	}
 
+	job_timeout.job_deadline = DT_NOEND;	/* a cancel before arming is not a timeout */
 	check_runner(job);
 	handler = lookup_handler(job->handler);
+	make_constraints_immediate();
 
+	/*
+	 * As the kind's role; SECURITY_LOCAL_USERID_CHANGE forbids SET ROLE and
+	 * SET SESSION AUTHORIZATION back to the worker's superuser, and
+	 * SECURITY_RESTRICTED_OPERATION forbids what would outlive the job in
+	 * this session (temporary tables, cursors WITH HOLD, PREPARE, LISTEN,
+	 * session advisory locks...) and deferring a trigger past the handler.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
 	arm_timeout(job);
 
 	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = job->payload;
 	fcinfo->args[0].isnull = false;
+	JobqInHandler = true;
 	result = FunctionCallInvoke(fcinfo);
+	JobqInHandler = false;
 
+	/* Anything the handler deferred fires now, as its role, or fails it. */
+	make_constraints_immediate();
 	disarm_timeout();
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -355,21 +396,44 @@ clear_activity(JobqWorkerSlot *slot)
 	}
 }
 
-/* Decide what a caught error means for the job. */
+/* Jobs handed back after conflicts, to bound retries across transactions. */
+static int64 conflict_job_id = 0;
+static int	conflict_count = 0;
+
+/*
+ * Decide what a caught error means for the job.  tries counts immediate
+ * reruns already made in this transaction.
+ */
 static FailureAction
-classify_failure(ErrorData *edata, int tries, bool in_worker)
+classify_failure(ErrorData *edata, int tries, bool in_worker, BatchJob *job)
 {
-	if ((edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		 edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED) &&
-		tries < JOBQ_CONFLICT_RETRIES)
-		return FAILURE_RETRY_NOW;
+	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
+	{
+		/* A handler with an irreversible side effect is never rerun blindly. */
+		if (job == NULL || job->hold_on_failure)
+			return FAILURE_RECORD;
+
+		/*
+		 * Under READ COMMITTED each statement of a rerun sees new data, so
+		 * rerunning at once is the database's own retry loop.  Under a
+		 * stricter isolation the snapshot would be the same: hand the job
+		 * back, uncharged, for a later transaction.
+		 */
+		if (XactIsoLevel == XACT_READ_COMMITTED)
+			return tries < JOBQ_CONFLICT_RETRIES ? FAILURE_RETRY_NOW : FAILURE_RECORD;
+		if (conflict_job_id != job->id)
+		{
+			conflict_job_id = job->id;
+			conflict_count = 0;
+		}
+		return ++conflict_count <= JOBQ_CONFLICT_RETRIES ? FAILURE_HAND_BACK : FAILURE_RECORD;
+	}
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-
 		if (JobqShutdownRequested)
 			return FAILURE_HAND_BACK;
-		if (now >= job_timeout.job_deadline)
+		if (GetCurrentTimestamp() >= job_timeout.job_deadline)
 			return FAILURE_RECORD;
 		/* The caller's own statement_timeout or cancel: not the job's. */
 		if (!in_worker)
@@ -582,7 +646,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	if (!ok)
 	{
 		/* A cancel of the calling session is its own, not a job's. */
-		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot != NULL) == FAILURE_RETHROW)
+		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot != NULL, NULL) == FAILURE_RETHROW)
 			ReThrowError(edata);
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
@@ -637,7 +701,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 			MemoryContextSwitchTo(oldcontext);
 			CurrentResourceOwner = oldowner;
 			job->succeeded = false;
-			action = classify_failure(edata, tries, slot != NULL);
+			action = classify_failure(edata, tries, slot != NULL, job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
 		PG_END_TRY();
@@ -683,26 +747,22 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 }
 
 /*
- * Lease jobs that need a durable start record, so that they run in
- * transactions of their own after this one commits.  Returns their leases.
+ * Lease one ready in-database job to this backend, to run in a later
+ * transaction: its durable start record.  Returns the lease, with id 0 if
+ * another worker took the job meanwhile.  Must run in a transaction.
  */
-static JobqLeasedJob *
-lease_for_later(BatchJob **jobs, int n, const char *label)
+JobqLeasedJob
+JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 {
 	JobqAccess	access;
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Oid			argtypes[4] = {INT8ARRAYOID, INT4OID, TIMESTAMPTZOID, TEXTOID};
+	Oid			argtypes[4] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID};
 	Datum		values[4];
-	JobqLeasedJob *leased;
-	int			rows;
-	int			i;
+	JobqLeasedJob leased = {0, 0};
 
-	for (i = 0; i < n; i++)
-		ids[i] = Int64GetDatum(jobs[i]->id);
-	values[0] = build_array(ids, NULL, n, INT8OID);
+	values[0] = Int64GetDatum(job_id);
 	values[1] = Int32GetDatum(MyProcPid);
 	values[2] = TimestampTzGetDatum(MyStartTimestamp);
-	values[3] = CStringGetTextDatum(label);
+	values[3] = CStringGetTextDatum(worker_label(slot));
 
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_lease_jobs,
@@ -715,38 +775,36 @@ lease_for_later(BatchJob **jobs, int n, const char *label)
 					"      + coalesce((SELECT k.timeout FROM jobq.kind k WHERE k.name = j.kind),"
 					"        interval '5 minutes') + interval '1 minute',"
 					"    holder_pid = $2, holder_start = $3, worker = $4"
-					"  FROM pg_catalog.unnest($1) AS p(id)"
-					"  WHERE j.id = p.id"
+					"  WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
 					"  RETURNING j.id, j.lease_token"
 					"), recorded AS ("
 					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
-					"  VALUES ($1[1], $2, $1)"
+					"  SELECT id, $2, ARRAY[id] FROM leased"
 					")"
 					" SELECT id, lease_token FROM leased",
 					4, argtypes);
-	rows = JobqExecutePlan(plan_lease_jobs, values, NULL, SPI_OK_SELECT, 0);
-	leased = palloc0(sizeof(JobqLeasedJob) * (rows + 1));
-	for (i = 0; i < rows; i++)
+	if (JobqExecutePlan(plan_lease_jobs, values, NULL, SPI_OK_SELECT, 0) == 1)
 	{
-		leased[i].id = JobqGetInt64(i, 1);
-		leased[i].lease_token = JobqGetInt64(i, 2);
+		leased.id = JobqGetInt64(0, 1);
+		leased.lease_token = JobqGetInt64(0, 2);
 	}
 	JobqEndAccess(&access);
-	return leased;				/* ends with id 0 */
+	return leased;
 }
 
 /*
  * Run one batch of ready in-database jobs in the current transaction.
  *
  * With can_commit (a worker), jobs that need a durable start record are
- * leased and returned in *leased (terminated by id 0), to be run by
- * JobqRunLeasedJob after the caller commits; otherwise they run carefully
- * here.  slot is the worker's slot, or NULL in a session.  Must run in a
+ * left alone and their ids returned in *later (ended by 0): the caller
+ * leases and runs each in transactions of their own (JobqLeaseForRun, then
+ * JobqRunLeasedJob), so that at most one of them is ever leased and not
+ * yet started.  Otherwise they run carefully here.  slot is the worker's slot, or NULL in a session.  Must run in a
  * transaction with an active snapshot.
  */
 void
 JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
-			 JobqBatchResult *result, JobqLeasedJob **leased)
+			 JobqBatchResult *result, int64 **later_ids)
 {
 	MemoryContext batch_cxt;
 	MemoryContext oldcxt;
@@ -763,14 +821,16 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	char	   *label;
 
 	memset(result, 0, sizeof(*result));
-	*leased = NULL;
+	*later_ids = NULL;
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "jobq batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
 	label = worker_label(slot);
 
 	JobqBeginAccess(&access);
-	(void) JobqPromoteDueJobs();
+	/* Workers promote in a short transaction of their own. */
+	if (slot == NULL)
+		(void) JobqPromoteDueJobs();
 	n = pick_jobs(max_jobs, &jobs);
 	JobqEndAccess(&access);
 	result->picked = n;
@@ -818,17 +878,13 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 			result->failed++;
 	}
 
-	if (nlater > 0 && !JobqShutdownRequested)
+	if (nlater > 0)
 	{
-		JobqLeasedJob *l = lease_for_later(later, nlater, label);
-
-		MemoryContextSwitchTo(oldcxt);
-		*leased = palloc(sizeof(JobqLeasedJob) * (nlater + 1));
-		memcpy(*leased, l, sizeof(JobqLeasedJob) * (nlater + 1));
+		*later_ids = MemoryContextAllocZero(oldcxt, sizeof(int64) * (nlater + 1));
+		for (i = 0; i < nlater; i++)
+			(*later_ids)[i] = later[i]->id;
 		result->leased = nlater;
 	}
-	else if (nlater > 0)
-		result->handed_back += nlater;
 
 	if (slot != NULL)
 		JobqCountJobs(slot, result->completed, result->failed);
@@ -935,7 +991,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 			MemoryContextSwitchTo(oldcontext);
 			CurrentResourceOwner = oldowner;
 			job.succeeded = false;
-			action = classify_failure(edata, tries, true);
+			action = classify_failure(edata, tries, true, &job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
 		PG_END_TRY();
@@ -966,7 +1022,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 			JobqErrorInfo info;
 
 			error_info(edata, &job, &info);
-			(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, false);
+			(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, NULL);
 		}
 		JobqEndAccess(&access);
 		FreeErrorData(edata);
@@ -1022,6 +1078,10 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 	int32		ran = 0;
 
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
+	if (current_job != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run inside a job handler")));
 	max_jobs = PG_GETARG_INT32(0);
 	if (max_jobs < 1 || max_jobs > 1000000)
 		ereport(ERROR,
@@ -1031,9 +1091,9 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 	while (ran < max_jobs)
 	{
 		JobqBatchResult result;
-		JobqLeasedJob *leased;
+		int64	   *later;
 
-		JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &leased);
+		JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
 		ran += result.completed + result.failed;
 		if (result.picked == 0)
 			break;

@@ -17,7 +17,7 @@ typedef struct JobqBatchResult
 	int			completed;		/* jobs whose handler succeeded */
 	int			failed;			/* attempts that ended in error */
 	int			handed_back;	/* jobs given back untouched (shutdown) */
-	int			leased;			/* jobs leased for a later transaction */
+	int			leased;			/* jobs left to lease in transactions of their own */
 } JobqBatchResult;
 
 /* A job leased by a batch, to run in a transaction of its own. */
@@ -29,9 +29,11 @@ typedef struct JobqLeasedJob
 
 extern volatile sig_atomic_t JobqShutdownRequested;
 extern volatile TimestampTz JobqShutdownRequestedAt;
+extern volatile sig_atomic_t JobqInHandler;
 
 extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
-						 JobqBatchResult *result, JobqLeasedJob **leased);
+						 JobqBatchResult *result, int64 **later_ids);
+extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
 extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);
 extern void JobqInitExecutor(void);
 

@@ -97,10 +97,18 @@ typedef struct JobqErrorInfo
 	const char *context;
 } JobqErrorInfo;
 
+/* What a lease-rescue sweep saw of a lost lease. */
+typedef struct JobqLostLease
+{
+	bool		has_holder;		/* holder_pid and holder_start are set */
+	int32		holder_pid;		/* the holder seen exited */
+	TimestampTz holder_start;
+} JobqLostLease;
+
 extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
 								   const JobqErrorInfo *error,
 								   bool have_retry_in, int64 retry_in_usecs,
-								   bool skip_if_busy);
+								   const JobqLostLease *lost);
 extern const char *JobqNextStateAfterFailure(int32 attempt, int32 max_attempts,
 											 bool hold, int64 base_usecs,
 											 int64 max_usecs, bool have_retry_in,

@@ -68,6 +68,7 @@ typedef struct DbEntry
 	TimestampTz next_try;		/* no new worker before this */
 	int			failures;		/* workers that died of errors in a row */
 	bool		seen;			/* still in pg_database at the last look */
+	TimestampTz probe_requested_at; /* last CREATE EXTENSION seen here */
 } DbEntry;
 
 static HTAB *databases = NULL;
@@ -93,8 +94,30 @@ database_entry(Oid dboid)
 		db->status = DB_UNKNOWN;
 		db->next_try = 0;
 		db->failures = 0;
+		db->probe_requested_at = 0;
 	}
 	return db;
+}
+
+/* CREATE EXTENSION committed in this database: look at it now. */
+static void
+request_probe(DbEntry *db, TimestampTz now)
+{
+	db->probe_requested_at = now;
+	if (db->status == DB_NO_JOBQ)
+	{
+		db->status = DB_UNKNOWN;
+		db->next_try = 0;
+	}
+}
+
+/* Drop the launcher's handle of a slot's worker. */
+static void
+forget_handle(int slotno)
+{
+	if (handles[slotno] != NULL)
+		pfree(handles[slotno]);
+	handles[slotno] = NULL;
 }
 
 /* Note in each database's entry what its workers found out. */
@@ -124,6 +147,13 @@ reap_slots(TimestampTz now)
 			switch (slot->exit_reason)
 			{
 				case JOBQ_EXIT_NO_EXTENSION:
+					/* A probe older than a CREATE EXTENSION proves nothing. */
+					if (slot->registered_at < db->probe_requested_at)
+					{
+						db->status = DB_UNKNOWN;
+						db->next_try = 0;
+						break;
+					}
 					db->status = DB_NO_JOBQ;
 					db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_REPROBE_MS);
 					break;
@@ -137,7 +167,7 @@ reap_slots(TimestampTz now)
 					break;
 			}
 			slot->state = JOBQ_SLOT_FREE;
-			handles[i] = NULL;
+			forget_handle(i);
 		}
 		else if (slot->state == JOBQ_SLOT_STARTING)
 		{
@@ -153,20 +183,22 @@ reap_slots(TimestampTz now)
 				db->next_try = TimestampTzPlusMilliseconds(now,
 														   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1)));
 				slot->state = JOBQ_SLOT_FREE;
-				handles[i] = NULL;
+				forget_handle(i);
 			}
 		}
 	}
-	if (OidIsValid(JobqShared->probe_database))
+	for (i = 0; i < JobqShared->nprobes; i++)
+		request_probe(database_entry(JobqShared->probes[i]), now);
+	JobqShared->nprobes = 0;
+	if (JobqShared->probe_all)
 	{
-		DbEntry    *db = database_entry(JobqShared->probe_database);
+		HASH_SEQ_STATUS status;
+		DbEntry    *db;
 
-		if (db->status == DB_NO_JOBQ)
-		{
-			db->status = DB_UNKNOWN;
-			db->next_try = 0;
-		}
-		JobqShared->probe_database = InvalidOid;
+		hash_seq_init(&status, databases);
+		while ((db = hash_seq_search(&status)) != NULL)
+			request_probe(db, now);
+		JobqShared->probe_all = false;
 	}
 	LWLockRelease(JobqShared->lock);
 }
@@ -219,6 +251,9 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 {
 	BackgroundWorker worker;
 	int			slotno = -1;
+	uint32		generation = 0;
+	MemoryContext oldcxt;
+	bool		registered;
 	int			i;
 
 	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
@@ -235,6 +270,8 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 		JobqWorkerSlot *slot = &JobqShared->slots[slotno];
 
 		slot->state = JOBQ_SLOT_STARTING;
+		slot->generation++;
+		generation = slot->generation;
 		slot->exit_reason = JOBQ_EXIT_UNKNOWN;
 		slot->dboid = dboid;
 		slot->rank = rank;
@@ -264,9 +301,15 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "jobq worker %u/%d", dboid, rank);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "jobq worker");
 	worker.bgw_main_arg = Int32GetDatum(slotno);
+	memcpy(worker.bgw_extra, &generation, sizeof(generation));
 	worker.bgw_notify_pid = MyProcPid;
 
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[slotno]))
+	/* The handle outlives this pass: keep it in TopMemoryContext. */
+	forget_handle(slotno);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handles[slotno]);
+	MemoryContextSwitchTo(oldcxt);
+	if (!registered)
 	{
 		LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
 		JobqShared->slots[slotno].state = JOBQ_SLOT_FREE;

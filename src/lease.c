@@ -46,14 +46,14 @@ static SPIPlanPtr plan_record_error;
 static SPIPlanPtr plan_after_failure;
 
 /* Lock a running job under a given lease, with what a failure needs. */
-#define LOCK_FOR_FAIL_SQL \
+#define LOCK_FOR_FAIL_SQL_BODY \
 	"SELECT j.attempt, j.max_attempts, j.worker," \
 	" coalesce(k.backoff_base, interval '1 second')," \
 	" coalesce(k.backoff_max, interval '1 hour')," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)" \
 	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
-	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2" \
-	" FOR UPDATE OF j"
+	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
+#define LOCK_FOR_FAIL_SQL LOCK_FOR_FAIL_SQL_BODY " FOR UPDATE OF j"
 static SPIPlanPtr plan_heartbeat;
 static SPIPlanPtr plan_snooze;
 
@@ -232,30 +232,52 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
  * the job to held, failed, or pending after a delay (the caller's retry_in
  * when have_retry_in, else the kind's backoff).  The lease must be current;
  * otherwise the lease error is raised and nothing changes.  Returns the
- * job's new state.  With skip_if_busy (lease rescue), a job locked by
- * another transaction or no longer under this lease is left alone and NULL
- * is returned instead.  Must run between JobqBeginAccess and JobqEndAccess.
+ * job's new state.  With "lost" (lease rescue: the holder the sweep saw
+ * dead, if any), a job locked by another transaction, no longer under this
+ * lease, or whose lease no longer looks lost is left alone and NULL is
+ * returned instead.  Must run between JobqBeginAccess and JobqEndAccess.
  */
 const char *
 JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
-				bool have_retry_in, int64 retry_in_usecs, bool skip_if_busy)
+				bool have_retry_in, int64 retry_in_usecs, const JobqLostLease *lost)
 {
-	Oid			locktypes[2] = {INT8OID, INT8OID};
-	Datum		lockvalues[2] = {Int64GetDatum(job_id), Int64GetDatum(lease_token)};
+	Oid			locktypes[4] = {INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		lockvalues[4] = {Int64GetDatum(job_id), Int64GetDatum(lease_token), 0, 0};
+	char		locknulls[4] = {' ', ' ', ' ', ' '};
 	int32		attempt;
 	bool		isnull;
 	Datum		worker;
 	char	   *worker_label;
 	const char *outcome;
 	TimestampTz run_at = 0;
+	int			found;
 
-	JobqPreparePlan(skip_if_busy ? &plan_lock_for_rescue : &plan_lock_for_fail,
-					skip_if_busy ? LOCK_FOR_FAIL_SQL " SKIP LOCKED" : LOCK_FOR_FAIL_SQL,
-					2, locktypes);
-	if (JobqExecutePlan(skip_if_busy ? plan_lock_for_rescue : plan_lock_for_fail,
-						lockvalues, NULL, SPI_OK_SELECT, 0) == 0)
+	if (lost == NULL)
 	{
-		if (skip_if_busy)
+		JobqPreparePlan(&plan_lock_for_fail, LOCK_FOR_FAIL_SQL, 2, locktypes);
+		found = JobqExecutePlan(plan_lock_for_fail, lockvalues, NULL, SPI_OK_SELECT, 0);
+	}
+	else
+	{
+		/*
+		 * Lock it only if the lease still looks lost now that we see its
+		 * latest version: a heartbeat since the sweep looked saves it.
+		 */
+		lockvalues[2] = Int32GetDatum(lost->holder_pid);
+		lockvalues[3] = TimestampTzGetDatum(lost->holder_start);
+		locknulls[2] = lost->has_holder ? ' ' : 'n';
+		locknulls[3] = lost->has_holder ? ' ' : 'n';
+		JobqPreparePlan(&plan_lock_for_rescue,
+						LOCK_FOR_FAIL_SQL_BODY
+						" AND (j.lease_expires_at < pg_catalog.clock_timestamp()"
+						"   OR (j.holder_pid = $3 AND j.holder_start = $4))"
+						" FOR UPDATE OF j SKIP LOCKED",
+						4, locktypes);
+		found = JobqExecutePlan(plan_lock_for_rescue, lockvalues, locknulls, SPI_OK_SELECT, 0);
+	}
+	if (found == 0)
+	{
+		if (lost != NULL)
 			return NULL;
 		JobqReportLeaseProblem(job_id, lease_token);
 	}
@@ -486,7 +508,7 @@ jobq_fail(PG_FUNCTION_ARGS)
 		retry_in = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(3), "retry_in");
 
 	JobqBeginAccess(&access);
-	outcome = JobqFailAttempt(job_id, lease_token, &error, have_retry_in, retry_in, false);
+	outcome = JobqFailAttempt(job_id, lease_token, &error, have_retry_in, retry_in, NULL);
 	JobqEndAccess(&access);
 	PG_RETURN_TEXT_P(cstring_to_text(outcome));
 }

@@ -150,7 +150,10 @@ static void
 wake_launcher(void)
 {
 	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
-	JobqShared->probe_database = MyDatabaseId;
+	if (JobqShared->nprobes < JOBQ_MAX_PROBES)
+		JobqShared->probes[JobqShared->nprobes++] = MyDatabaseId;
+	else
+		JobqShared->probe_all = true;
 	if (JobqShared->launcher_latch != NULL)
 		SetLatch(JobqShared->launcher_latch);
 	LWLockRelease(JobqShared->lock);
@@ -172,6 +175,8 @@ jobq_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* A prepared transaction wakes nobody; polling finds its jobs. */
 			wake_workers_pending = false;
 			wake_launcher_pending = false;
 			break;

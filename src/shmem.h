@@ -14,6 +14,7 @@
 #include "utils/timestamp.h"
 
 #define JOBQ_KIND_LABEL_LEN	128		/* bytes of a kind name kept in a slot */
+#define JOBQ_MAX_PROBES		32		/* pending probe requests */
 
 /* Life of a worker slot, as the launcher sees it. */
 typedef enum JobqSlotState
@@ -38,6 +39,7 @@ typedef struct JobqWorkerSlot
 	/* Written by the launcher (exclusive lock) or the owner (shared lock + own slot). */
 	JobqSlotState state;
 	JobqExitReason exit_reason;
+	uint32		generation;		/* bumped at each assignment; the worker checks it */
 	Oid			dboid;
 	int			rank;			/* 0-based position among its database's workers */
 	pid_t		pid;
@@ -73,7 +75,10 @@ typedef struct JobqSharedState
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	Oid			probe_database; /* CREATE EXTENSION ran here: probe it now */
+	/* Databases where CREATE EXTENSION committed: probe them now. */
+	int			nprobes;
+	bool		probe_all;		/* the list overflowed */
+	Oid			probes[JOBQ_MAX_PROBES];
 	pg_atomic_uint32 next_wake; /* round-robin start for wakers */
 	int			nslots;
 	JobqWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];

@@ -51,6 +51,8 @@ static JobqWorkerSlot *MySlot = NULL;
 static TimeoutId grace_timeout = MAX_TIMEOUTS;
 static TimestampTz last_rescue = 0;
 
+static volatile sig_atomic_t grace_cancel_sent = false;
+
 /* SIGTERM: stop claiming; the watchdog enforces the grace period. */
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -60,27 +62,24 @@ worker_sigterm(SIGNAL_ARGS)
 	if (!JobqShutdownRequested)
 		JobqShutdownRequestedAt = GetCurrentTimestamp();
 	JobqShutdownRequested = true;
-	if (jobq_shutdown_grace == 0)
-	{
-		QueryCancelPending = true;
-		InterruptPending = true;
-	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
 /*
  * Timeout handler, every GRACE_CHECK_MS while a batch runs: once the grace
- * period after SIGTERM is over, cancel whatever runs.  Runs in signal
- * context, so it only sets flags.
+ * period after SIGTERM is over, cancel the handler that runs, once.  Only
+ * a handler: cancelling jobq's own bookkeeping would end the worker with
+ * an error.  Runs in signal context, so it only sets flags.
  */
 static void
 grace_watchdog(void)
 {
-	if (JobqShutdownRequested &&
+	if (JobqShutdownRequested && JobqInHandler && !grace_cancel_sent &&
 		GetCurrentTimestamp() - JobqShutdownRequestedAt >=
 		(TimestampTz) jobq_shutdown_grace * 1000)
 	{
+		grace_cancel_sent = true;
 		QueryCancelPending = true;
 		InterruptPending = true;
 		SetLatch(MyLatch);
@@ -148,19 +147,16 @@ finish_transaction(MemoryContext cxt)
 }
 
 /*
- * Run one batch, then the jobs it leased; return whether the batch was
- * full (more work is probably waiting).  Leaves if the extension is gone.
+ * Promote due scheduled jobs and, every jobq.rescue_interval, rescue lost
+ * leases: in a short transaction of their own, so that what they change is
+ * visible to everyone at once, not when a batch commits.  Leaves if the
+ * extension is gone.
  */
-static bool
-run_one_batch(MemoryContext loop_cxt)
+static void
+housekeeping(MemoryContext loop_cxt)
 {
-	JobqBatchResult result;
-	JobqLeasedJob *leased;
+	JobqAccess	access;
 	TimestampTz now = GetCurrentTimestamp();
-	int			i;
-
-	enable_timeout_every(grace_timeout,
-						 TimestampTzPlusMilliseconds(now, GRACE_CHECK_MS), GRACE_CHECK_MS);
 
 	start_transaction();
 	MemoryContextSwitchTo(loop_cxt);
@@ -169,24 +165,56 @@ run_one_batch(MemoryContext loop_cxt)
 		finish_transaction(loop_cxt);
 		leave(JOBQ_EXIT_NO_EXTENSION);
 	}
+	JobqBeginAccess(&access);
+	(void) JobqPromoteDueJobs();
 	if (TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
 	{
-		JobqAccess	access;
-
 		last_rescue = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: rescuing lost leases");
-		JobqBeginAccess(&access);
 		(void) JobqRescueLeases(false);
-		JobqEndAccess(&access);
 	}
-	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &leased);
+	JobqEndAccess(&access);
+	finish_transaction(loop_cxt);
+}
+
+/*
+ * Run one batch, then, one at a time, the jobs that need a durable start
+ * record (leased in a transaction, run in the next).  Returns whether the
+ * batch was full, so that more work is probably waiting.
+ */
+static bool
+run_one_batch(MemoryContext loop_cxt)
+{
+	JobqBatchResult result;
+	int64	   *later;
+	int			i;
+
+	grace_cancel_sent = false;
+	enable_timeout_every(grace_timeout,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GRACE_CHECK_MS),
+						 GRACE_CHECK_MS);
+
+	housekeeping(loop_cxt);
+
+	start_transaction();
+	MemoryContextSwitchTo(loop_cxt);
+	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
 
-	for (i = 0; leased != NULL && leased[i].id != 0 && !JobqShutdownRequested; i++)
+	for (i = 0; later != NULL && later[i] != 0 && !JobqShutdownRequested; i++)
 	{
+		JobqLeasedJob leased;
+
 		start_transaction();
 		MemoryContextSwitchTo(loop_cxt);
-		(void) JobqRunLeasedJob(&leased[i], MySlot);
+		leased = JobqLeaseForRun(later[i], MySlot);
+		finish_transaction(loop_cxt);
+		if (leased.id == 0)
+			continue;			/* taken by another worker meanwhile */
+
+		start_transaction();
+		MemoryContextSwitchTo(loop_cxt);
+		(void) JobqRunLeasedJob(&leased, MySlot);
 		finish_transaction(loop_cxt);
 	}
 
@@ -202,6 +230,7 @@ void
 JobqWorkerMain(Datum main_arg)
 {
 	int			slotno = DatumGetInt32(main_arg);
+	uint32		generation;
 	Oid			dboid;
 	MemoryContext loop_cxt;
 
@@ -212,13 +241,23 @@ JobqWorkerMain(Datum main_arg)
 	if (JobqShared == NULL || slotno < 0 || slotno >= JobqShared->nslots)
 		elog(FATAL, "jobq worker started without a valid slot");
 	MySlot = &JobqShared->slots[slotno];
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	dboid = MySlot->dboid;
 	LWLockRelease(JobqShared->lock);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
+	/*
+	 * The slot must still be the one reserved for this worker: a restarted
+	 * launcher may have given it to another after waiting too long.
+	 */
 	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	if (MySlot->state != JOBQ_SLOT_STARTING || MySlot->generation != generation)
+	{
+		LWLockRelease(JobqShared->lock);
+		proc_exit(0);
+	}
 	MySlot->pid = MyProcPid;
 	MySlot->latch = MyLatch;
 	MySlot->state = JOBQ_SLOT_RUNNING;
