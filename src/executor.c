@@ -596,13 +596,14 @@ record_completions(BatchJob **done, int n, const char *label)
 }
 
 /*
- * Run the optimistic part of a batch: every handler, then their
- * completions, in one subtransaction.  Returns false, with nothing done,
- * if any of them raised an error.
+ * Run the optimistic part of a batch: every handler in one subtransaction,
+ * then their completions.  Returns false, with nothing done, if any of
+ * them raised an error; else sets *completed (fewer than n if a shutdown
+ * stopped the batch: the rest are handed back).
  */
 static bool
 run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
-			   MemoryContext cxt)
+			   MemoryContext cxt, int *completed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -622,9 +623,6 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 			ran = i + 1;
 		}
 		clear_activity(slot);
-		/* Interrupted by a shutdown: undo what ran, hand it all back. */
-		if (ran < n)
-			elog(ERROR, "jobq batch interrupted by shutdown");
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -660,7 +658,13 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	 * MultiXact to record both.  Either way they commit with the handlers'
 	 * effects, which the subtransaction released into the top one.
 	 */
-	record_completions(jobs, n, label);
+	/*
+	 * A shutdown stops the batch between jobs: the jobs that ran are done,
+	 * the others are handed back untouched.
+	 */
+	if (ran > 0)
+		record_completions(jobs, ran, label);
+	*completed = ran;
 	return true;
 }
 
@@ -850,8 +854,13 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 
 	if (noptimistic > 0)
 	{
-		if (run_optimistic(optimistic, noptimistic, slot, label, batch_cxt))
-			result->completed += noptimistic;
+		int			done = 0;
+
+		if (run_optimistic(optimistic, noptimistic, slot, label, batch_cxt, &done))
+		{
+			result->completed += done;
+			result->handed_back += noptimistic - done;
+		}
 		else
 		{
 			/* Rerun them one by one: their effects were rolled back. */

@@ -24,7 +24,9 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "catalog/namespace.h"
 #include "commands/extension.h"
+#include "nodes/makefuncs.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -120,11 +122,22 @@ leave(JobqExitReason reason)
 	proc_exit(0);
 }
 
-/* Whether jobq is installed here; in a transaction. */
+/*
+ * Whether jobq is installed here.  Takes a lock on jobq.job that lasts
+ * until the end of the transaction, so that a concurrent DROP EXTENSION
+ * waits for it instead of pulling the tables from under the worker's
+ * queries.  In a transaction.
+ */
 static bool
 extension_present(void)
 {
-	return OidIsValid(get_extension_oid("jobq", true));
+	Oid			relid;
+
+	if (!OidIsValid(get_extension_oid("jobq", true)))
+		return false;
+	relid = RangeVarGetRelidExtended(makeRangeVar("jobq", "job", -1), AccessShareLock,
+									 RVR_MISSING_OK, NULL, NULL);
+	return OidIsValid(relid);
 }
 
 static void
@@ -198,6 +211,11 @@ run_one_batch(MemoryContext loop_cxt)
 
 	start_transaction();
 	MemoryContextSwitchTo(loop_cxt);
+	if (!extension_present())
+	{
+		finish_transaction(loop_cxt);
+		leave(JOBQ_EXIT_NO_EXTENSION);
+	}
 	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
 
@@ -207,6 +225,11 @@ run_one_batch(MemoryContext loop_cxt)
 
 		start_transaction();
 		MemoryContextSwitchTo(loop_cxt);
+		if (!extension_present())
+		{
+			finish_transaction(loop_cxt);
+			leave(JOBQ_EXIT_NO_EXTENSION);
+		}
 		leased = JobqLeaseForRun(later[i], MySlot);
 		finish_transaction(loop_cxt);
 		if (leased.id == 0)
@@ -214,6 +237,11 @@ run_one_batch(MemoryContext loop_cxt)
 
 		start_transaction();
 		MemoryContextSwitchTo(loop_cxt);
+		if (!extension_present())
+		{
+			finish_transaction(loop_cxt);
+			leave(JOBQ_EXIT_NO_EXTENSION);
+		}
 		(void) JobqRunLeasedJob(&leased, MySlot);
 		finish_transaction(loop_cxt);
 	}
