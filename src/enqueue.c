@@ -18,7 +18,18 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -43,7 +54,7 @@ typedef struct EnqueueArgs
 } EnqueueArgs;
 
 static SPIPlanPtr plan_insert;
-static SPIPlanPtr plan_insert_many;
+static SPIPlanPtr plan_kind_row;
 static SPIPlanPtr plan_take_key;
 static SPIPlanPtr plan_insert_keyed;
 static SPIPlanPtr plan_existing_key;
@@ -255,39 +266,176 @@ deconstruct_arg(ArrayType *array, Oid elemtype, int elemlen, bool elembyval,
 	return n;
 }
 
-/* Insert many unkeyed jobs in one statement; ids go to the tuplestore. */
-static void
-insert_many(EnqueueArgs *args, Datum payloads, int n, Tuplestorestate *store,
-			TupleDesc desc)
+/* Kind settings a direct insert needs. */
+typedef struct KindRow
 {
-	Oid			argtypes[6] = {TEXTOID, JSONBARRAYOID, INT4OID, TIMESTAMPTZOID, INT4OID, CHAROID};
-	Datum		values[6] = {args->kind, payloads, args->queue_id, args->run_at,
-	args->priority, args->lane};
-	char		nulls[6] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' '};
-	int			rows;
+	int32		queue_id;
+	int32		max_attempts;
+	bool		in_db;
+} KindRow;
+
+/* Look up a kind; raises the unknown-kind error.  Between Begin/EndAccess. */
+static KindRow
+lookup_kind(Datum kind)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	KindRow		row;
+
+	JobqPreparePlan(&plan_kind_row,
+					"SELECT queue_id, max_attempts, handler IS NOT NULL"
+					" FROM jobq.kind WHERE name = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_kind_row, &kind, NULL, SPI_OK_SELECT, 0) != 1)
+		report_unknown_kind(kind);
+	row.queue_id = JobqGetInt32(0, 1);
+	row.max_attempts = JobqGetInt32(0, 2);
+	row.in_db = JobqGetBool(0, 3);
+	return row;
+}
+
+/* Attribute number (1-based) of a column of jobq.job; ERROR if missing. */
+static AttrNumber
+job_attnum(TupleDesc desc, const char *name)
+{
 	int			i;
 
-	JobqPreparePlan(&plan_insert_many,
-					"INSERT INTO jobq.job (kind, queue_id, state, lane, in_db, priority,"
-					" max_attempts, run_at, payload)"
-					" SELECT k.name, coalesce($3, k.queue_id), 'pending', $6,"
-					" k.handler IS NOT NULL, $5, k.max_attempts, $4, p.payload"
-					" FROM jobq.kind k, pg_catalog.unnest($2) WITH ORDINALITY AS p(payload, ord)"
-					" WHERE k.name = $1"
-					" ORDER BY p.ord"
-					" RETURNING id, in_db",
-					6, argtypes);
-	rows = JobqExecutePlan(plan_insert_many, values, nulls, SPI_OK_INSERT_RETURNING, 0);
-	if (rows != n)
-		report_unknown_kind(args->kind);
-	note_wake(args, JobqGetBool(0, 2));
-	for (i = 0; i < rows; i++)
+	for (i = 0; i < desc->natts; i++)
 	{
-		Datum		id = Int64GetDatum(JobqGetInt64(i, 1));
-		bool		isnull = false;
+		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		tuplestore_putvalues(store, desc, &id, &isnull);
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
 	}
+	elog(ERROR, "jobq.job has no column \"%s\"", name);
+	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+/*
+ * Insert many unkeyed jobs the way COPY does: tuples built here, written
+ * with table_multi_insert (one WAL record per page instead of one per
+ * row), then their index entries.  jobq.job has no triggers, no CHECK
+ * constraints and no default that is not set here, so nothing of the
+ * executor's INSERT path is skipped.  Ids go to the tuplestore in payload
+ * order.  Must run between JobqBeginAccess and JobqEndAccess (the table's
+ * owner writes it).
+ */
+static void
+insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
+				   Tuplestorestate *store, TupleDesc store_desc)
+{
+	KindRow		kind = lookup_kind(args->kind);
+	Oid			nspid;
+	Oid			job_relid;
+	Oid			seq_relid;
+	Oid			state_pending;
+	Relation	rel;
+	TupleDesc	desc;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	TupleTableSlot **slots;
+	CommandId	cid = GetCurrentCommandId(true);
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			natts;
+	int			chunk = Min(n, 64);	/* slots are costly to make: reuse a few */
+	int			done = 0;
+	int			i;
+	AttrNumber	a_id, a_run_at, a_created_at, a_lease_token, a_state, a_queue_id,
+				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
+				a_payload;
+
+	nspid = get_namespace_oid("jobq", false);
+	job_relid = get_relname_relid("job", nspid);
+	seq_relid = get_relname_relid("job_id_seq", nspid);
+	state_pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+									ObjectIdGetDatum(GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+																	 CStringGetDatum("job_state"),
+																	 ObjectIdGetDatum(nspid))),
+									CStringGetDatum("pending"));
+	if (!OidIsValid(job_relid) || !OidIsValid(seq_relid) || !OidIsValid(state_pending))
+		elog(ERROR, "jobq's tables are not as expected");
+
+	rel = table_open(job_relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	natts = desc->natts;
+	a_id = job_attnum(desc, "id");
+	a_run_at = job_attnum(desc, "run_at");
+	a_created_at = job_attnum(desc, "created_at");
+	a_lease_token = job_attnum(desc, "lease_token");
+	a_state = job_attnum(desc, "state");
+	a_queue_id = job_attnum(desc, "queue_id");
+	a_priority = job_attnum(desc, "priority");
+	a_attempt = job_attnum(desc, "attempt");
+	a_max_attempts = job_attnum(desc, "max_attempts");
+	a_lane = job_attnum(desc, "lane");
+	a_in_db = job_attnum(desc, "in_db");
+	a_kind = job_attnum(desc, "kind");
+	a_payload = job_attnum(desc, "payload");
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	bistate = NULL;		/* a ring of 16MB would evict the queue's own pages */
+	slots = palloc(sizeof(TupleTableSlot *) * chunk);
+	for (i = 0; i < chunk; i++)
+		slots[i] = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));
+
+	while (done < n)
+	{
+		int			k = Min(chunk, n - done);
+
+		for (i = 0; i < k; i++)
+		{
+			TupleTableSlot *slot = slots[i];
+			Datum	   *v = slot->tts_values;
+			bool	   *isnull = slot->tts_isnull;
+			int64		id = nextval_internal(seq_relid, false);
+
+			ExecClearTuple(slot);
+			memset(isnull, true, sizeof(bool) * natts);
+			v[a_id - 1] = Int64GetDatum(id);
+			v[a_run_at - 1] = args->run_at;
+			v[a_created_at - 1] = TimestampTzGetDatum(now);
+			v[a_lease_token - 1] = Int64GetDatum(0);
+			v[a_state - 1] = ObjectIdGetDatum(state_pending);
+			v[a_queue_id - 1] = args->queue_isnull ? Int32GetDatum(kind.queue_id) : args->queue_id;
+			v[a_priority - 1] = args->priority;
+			v[a_attempt - 1] = Int32GetDatum(0);
+			v[a_max_attempts - 1] = Int32GetDatum(kind.max_attempts);
+			v[a_lane - 1] = args->lane;
+			v[a_in_db - 1] = BoolGetDatum(kind.in_db);
+			v[a_kind - 1] = args->kind;
+			v[a_payload - 1] = payloads[done + i];
+			isnull[a_id - 1] = isnull[a_run_at - 1] = isnull[a_created_at - 1] = false;
+			isnull[a_lease_token - 1] = isnull[a_state - 1] = isnull[a_queue_id - 1] = false;
+			isnull[a_priority - 1] = isnull[a_attempt - 1] = isnull[a_max_attempts - 1] = false;
+			isnull[a_lane - 1] = isnull[a_in_db - 1] = isnull[a_kind - 1] = false;
+			isnull[a_payload - 1] = false;
+			ExecStoreVirtualTuple(slot);
+			tuplestore_putvalues(store, store_desc, &v[a_id - 1], &isnull[a_id - 1]);
+		}
+
+		table_multi_insert(rel, slots, k, cid, 0, bistate);
+		for (i = 0; i < k; i++)
+		{
+			List	   *recheck;
+
+			ResetPerTupleExprContext(estate);
+			recheck = ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
+			list_free(recheck);
+		}
+		done += k;
+	}
+
+	for (i = 0; i < chunk; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	/* Later statements of this transaction see the new jobs. */
+	CommandCounterIncrement();
+	note_wake(args, kind.in_db);
 }
 
 PG_FUNCTION_INFO_V1(jobq_enqueue_many);
@@ -359,7 +507,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 			report_unknown_kind(args.kind);
 	}
 	else if (keys == NULL)
-		insert_many(&args, PG_GETARG_DATUM(1), n, rsinfo->setResult, rsinfo->setDesc);
+		insert_many_direct(&args, payloads, n, rsinfo->setResult, rsinfo->setDesc);
 	else
 	{
 		for (i = 0; i < n; i++)
