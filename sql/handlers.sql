@@ -1,0 +1,156 @@
+-- handlers: in-database handlers run through jobq.run_pending(), the same
+-- executor the background workers use (which are off in this suite).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+CREATE TABLE hd_ledger (job_id bigint PRIMARY KEY, n int NOT NULL);
+
+-- A handler that records its job and returns a result.
+CREATE FUNCTION hd_record(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    j record := jobq.current_job();
+BEGIN
+    INSERT INTO hd_ledger VALUES (j.id, (p->>'n')::int);
+    RETURN jsonb_build_object('n', p->'n', 'kind', j.kind, 'attempt', j.attempt);
+END $$;
+SELECT jobq.register_kind('hd.record', 'hd_record(jsonb)', queue => 'hd');
+
+SELECT count(*) FROM jobq.enqueue_many('hd.record',
+    ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
+-- Outside a handler there is no current job.
+SELECT jobq.current_job() IS NULL AS no_current_job;
+SELECT jobq.run_pending(3) AS ran;
+SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() AS ran_nothing;
+SELECT count(*) AS ledger_rows, count(DISTINCT job_id) AS distinct_jobs FROM hd_ledger;
+SELECT payload->>'n' AS n, state, attempt, result, worker LIKE 'run_pending %' AS by_run_pending
+  FROM jobq.jobs WHERE kind = 'hd.record' ORDER BY (payload->>'n')::int;
+-- The handler's writes and the job's completion are one: both are gone
+-- with a rollback.
+BEGIN;
+SELECT jobq.enqueue('hd.record', '{"n": 100}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS ledger_rows FROM hd_ledger WHERE n = 100;
+ROLLBACK;
+SELECT count(*) AS ledger_rows_after_rollback FROM hd_ledger WHERE n = 100;
+SELECT count(*) AS jobs_after_rollback FROM jobq.jobs WHERE payload->>'n' = '100';
+
+-- A failing handler in a batch: the others' effects happen exactly once.
+CREATE FUNCTION hd_picky(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hd_ledger VALUES ((p->>'n')::bigint + 1000, (p->>'n')::int);
+    IF (p->>'n')::int = 3 THEN
+        RAISE EXCEPTION 'three is not welcome' USING ERRCODE = 'JQ003', HINT = 'Try four.';
+    END IF;
+END $$;
+SELECT jobq.register_kind('hd.picky', 'hd_picky(jsonb)', queue => 'hd',
+                          max_attempts => 2, backoff_base => '1 hour', backoff_max => '1 hour');
+SELECT count(*) FROM jobq.enqueue_many('hd.picky',
+    ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
+SELECT jobq.run_pending() AS ran;
+SELECT n, count(*) FROM hd_ledger WHERE job_id > 1000 GROUP BY n ORDER BY n;
+SELECT payload->>'n' AS n, state, attempt, last_error, run_at > now() AS backing_off
+  FROM jobq.jobs WHERE kind = 'hd.picky' ORDER BY (payload->>'n')::int;
+SELECT e.attempt, e.sqlstate, e.message, e.hint,
+       e.context LIKE '%jobq job % (kind "hd.picky", attempt 1)%' AS context_names_job
+  FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+ WHERE j.kind = 'hd.picky' ORDER BY e.attempt;
+
+-- The kind's timeout cancels a handler that runs too long.
+CREATE FUNCTION hd_slow(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;
+SELECT jobq.register_kind('hd.slow', 'hd_slow(jsonb)', queue => 'hd_slow',
+                          timeout => '200 milliseconds', max_attempts => 1);
+SELECT jobq.enqueue('hd.slow') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT state, attempt, last_error FROM jobq.jobs WHERE kind = 'hd.slow';
+SELECT sqlstate, message FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+ WHERE j.kind = 'hd.slow';
+-- A session's own statement_timeout is the caller's, not the job's: it
+-- cancels the call, and the job stays as it was.
+SELECT jobq.register_kind('hd.slow', 'hd_slow(jsonb)', queue => 'hd_slow',
+                          timeout => '1 minute', max_attempts => 1);
+SELECT jobq.enqueue('hd.slow', '{"second": true}') IS NOT NULL AS enqueued;
+SET statement_timeout = '300ms';
+SELECT jobq.run_pending();
+RESET statement_timeout;
+SELECT state, attempt FROM jobq.jobs WHERE kind = 'hd.slow' AND payload ? 'second';
+DELETE FROM jobq.job WHERE kind = 'hd.slow' AND state = 'pending';
+
+-- A handler's SETs do not leak into the session.
+CREATE FUNCTION hd_setter(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('work_mem', '77MB', false);
+    SET datestyle = 'German';
+END $$;
+SELECT jobq.register_kind('hd.setter', 'hd_setter(jsonb)', queue => 'hd');
+SHOW work_mem;
+SELECT jobq.enqueue('hd.setter') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SHOW work_mem;
+SHOW datestyle;
+SELECT state FROM jobq.jobs WHERE kind = 'hd.setter';
+
+-- A handler cannot leave state behind in the session: it runs as a
+-- security-restricted operation.
+CREATE FUNCTION hd_temp(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE TEMP TABLE hd_sneaky (x int);
+END $$;
+SELECT jobq.register_kind('hd.temp', 'hd_temp(jsonb)', queue => 'hd', max_attempts => 1);
+SELECT jobq.enqueue('hd.temp') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT state, last_error FROM jobq.jobs WHERE kind = 'hd.temp';
+
+-- A procedure can be a handler; a COMMIT inside it is refused: the job's
+-- effects and its completion are one transaction.
+CREATE PROCEDURE hd_proc(p jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hd_ledger VALUES (5000 + (p->>'n')::int, (p->>'n')::int);
+    IF p ? 'commit' THEN
+        COMMIT;
+    END IF;
+END $$;
+SELECT jobq.register_kind('hd.proc', 'hd_proc(jsonb)', queue => 'hd', max_attempts => 1);
+SELECT jobq.enqueue('hd.proc', '{"n": 1}') IS NOT NULL AS enqueued;
+SELECT jobq.enqueue('hd.proc', '{"n": 2, "commit": true}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT payload->>'n' AS n, state, last_error FROM jobq.jobs WHERE kind = 'hd.proc'
+ ORDER BY 1;
+SELECT job_id - 5000 AS proc_effects FROM hd_ledger WHERE job_id > 5000 ORDER BY 1;
+
+-- Side effects without retry_safe: a failure holds the job.
+CREATE FUNCTION hd_mailer(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'smtp said 421';
+END $$;
+SELECT jobq.register_kind('hd.mail', 'hd_mailer(jsonb)', queue => 'hd',
+                          side_effects => '{email}');
+SELECT jobq.enqueue('hd.mail') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT state, attempt, last_error FROM jobq.jobs WHERE kind = 'hd.mail';
+
+-- run_pending cannot nest inside a handler.
+CREATE FUNCTION hd_nest(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT jobq.run_pending() $$;
+SELECT jobq.register_kind('hd.nest', 'hd_nest(jsonb)', queue => 'hd', max_attempts => 1);
+SELECT jobq.enqueue('hd.nest') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT state, last_error FROM jobq.jobs WHERE kind = 'hd.nest';
+
+-- Bad input.
+\set VERBOSITY sqlstate
+SELECT jobq.run_pending(NULL);
+SELECT jobq.run_pending(0);
+SELECT jobq.run_pending(1000001);
+\set VERBOSITY default
+
+-- Handlers are not handed out to external claimers.
+SELECT count(*) AS claimable FROM jobq.claim('hd', 'x', 10);
+
+-- Clean up.
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
+DELETE FROM jobq.job WHERE kind LIKE 'hd.%';
+SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'hd.%' ORDER BY name;
+DROP TABLE hd_ledger;
+DROP FUNCTION hd_record(jsonb), hd_picky(jsonb), hd_slow(jsonb), hd_setter(jsonb),
+    hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb);
+DROP PROCEDURE hd_proc(jsonb);
