@@ -5,32 +5,6 @@
 -- Kind bad.kind, queue bad_q; the file removes them at the end.
 \set SHOW_CONTEXT never
 
--- The error a statement raises, with one job id in it replaced by a name:
--- ids differ from run to run.
-CREATE FUNCTION pg_temp.error_of(stmt text, job bigint DEFAULT NULL,
-                                 job_name text DEFAULT '<job>')
-RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_state text;
-    v_message text;
-    v_detail text;
-    v_hint text;
-    v_pattern text := '([Jj]ob) ' || job || '\M';
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT '00000'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-        v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
-    IF job IS NOT NULL THEN
-        v_message := regexp_replace(v_message, v_pattern, '\1 ' || job_name, 'g');
-        v_detail := regexp_replace(v_detail, v_pattern, '\1 ' || job_name, 'g');
-    END IF;
-    RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
-END
-$fn$;
-
 -- Everything jobq stores, as row counts and digests.
 CREATE FUNCTION pg_temp.jobq_state()
 RETURNS TABLE (tbl text, rows bigint, digest text)
@@ -510,15 +484,15 @@ SELECT jobq.snooze(0, 1, '1 minute');
 -- another payload (the ids of the running and the pending job show as
 -- <running> and <pending>).
 --
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, 99)', :job), :job, '<running>') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ARRAY[%s, 0])',
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, 99)', :job), :job, '<running>') \gx
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ARRAY[%s, 0])',
                                       :job, :pending_job, :tok), :pending_job, '<pending>') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.fail(%s, 99, ''boom'')', :job), :job, '<running>') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.heartbeat(%s, 99)', :job), :job, '<running>') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.snooze(%s, 99, ''0'')', :job), :job, '<running>') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.snooze(%s, 0, ''0'')', :pending_job),
+SELECT * FROM error_of(format('SELECT jobq.fail(%s, 99, ''boom'')', :job), :job, '<running>') \gx
+SELECT * FROM error_of(format('SELECT jobq.heartbeat(%s, 99)', :job), :job, '<running>') \gx
+SELECT * FROM error_of(format('SELECT jobq.snooze(%s, 99, ''0'')', :job), :job, '<running>') \gx
+SELECT * FROM error_of(format('SELECT jobq.snooze(%s, 0, ''0'')', :pending_job),
                                :pending_job, '<pending>') \gx
-SELECT * FROM pg_temp.error_of(
+SELECT * FROM error_of(
     $$SELECT jobq.enqueue('bad.kind', '{"n": 99}', idempotency_key => 'bad-key')$$,
     :job, '<running>') \gx
 

@@ -5,32 +5,6 @@
 -- as those names.
 \set SHOW_CONTEXT never
 
--- The error a statement raises, with one job id in it replaced by a name:
--- ids differ from run to run.
-CREATE FUNCTION pg_temp.error_of(stmt text, job bigint DEFAULT NULL,
-                                 job_name text DEFAULT '<job>')
-RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_state text;
-    v_message text;
-    v_detail text;
-    v_hint text;
-    v_pattern text := '([Jj]ob) ' || job || '\M';
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT '00000'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-        v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
-    IF job IS NOT NULL THEN
-        v_message := regexp_replace(v_message, v_pattern, '\1 ' || job_name, 'g');
-        v_detail := regexp_replace(v_detail, v_pattern, '\1 ' || job_name, 'g');
-    END IF;
-    RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
-END
-$fn$;
-
 CREATE FUNCTION cc_handler(payload jsonb) RETURNS jsonb
     LANGUAGE sql AS $$ SELECT payload $$;
 SELECT jobq.register_kind('cc.work', queue => 'cc_q', timeout => '2 minutes');
@@ -118,12 +92,12 @@ SELECT payload->>'name' AS name, state, attempt, result,
 
 -- Reports with the wrong state or token raise 55000 and change nothing.
 -- c is completed already:
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, 1, %L)', :c, '{"again": 1}'),
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, 1, %L)', :c, '{"again": 1}'),
                                :c, 'c') \gx
 -- f was never claimed:
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, 0)', :f), :f, 'f') \gx
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, 0)', :f), :f, 'f') \gx
 -- e was never leased with token 2:
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, 2)', :e), :e, 'e') \gx
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, 2)', :e), :e, 'e') \gx
 SELECT payload->>'name' AS name, state, lease_token, result
   FROM jobq.jobs WHERE id IN (:c, :e, :f) ORDER BY payload->>'name';
 
@@ -133,13 +107,13 @@ SELECT payload->>'name' AS name, state, lease_token, result
 -- Mismatched lengths, and duplicates, are refused.
 SELECT jobq.complete_many(ARRAY[:e, :a, :d], ARRAY[1, 1]::bigint[]);
 \echo :SQLSTATE
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
                                       :e, :a, :e), :e, 'e') \gx
 -- All or nothing: c is no longer running, so neither e nor a is completed.
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
                                       :e, :a, :c), :c, 'c') \gx
 -- A stale token fails the whole call too.
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ''{1,0}'')',
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ''{1,0}'')',
                                       :e, :a), :a, 'a') \gx
 SELECT payload->>'name' AS name, state FROM jobq.jobs
  WHERE id IN (:e, :a, :d) ORDER BY payload->>'name';
@@ -168,9 +142,9 @@ SELECT :g_token1 AS token, :attempt AS attempt;
 SELECT jobq.fail(:g, :g_token1, 'try again', retry_in => '0');
 SELECT lease_token AS g_token2, attempt FROM jobq.claim('cc_q') \gset
 SELECT :g_token2 AS token, :attempt AS attempt;
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, %s)', :g, :g_token1),
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s)', :g, :g_token1),
                                :g, 'g') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s]::bigint[])',
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s]::bigint[])',
                                       :g, :g_token1), :g, 'g') \gx
 SELECT state, attempt, lease_token, result FROM jobq.jobs WHERE id = :g;
 SELECT count(*) AS g_lease_rows FROM jobq.lease WHERE :g = ANY (job_ids);

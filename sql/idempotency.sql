@@ -6,32 +6,6 @@
 -- removes its jobs, keys, kinds and queue at the end.
 \set SHOW_CONTEXT never
 
--- The error a statement raises, with one job id in it replaced by a name:
--- ids differ from run to run.
-CREATE FUNCTION pg_temp.error_of(stmt text, job bigint DEFAULT NULL,
-                                 job_name text DEFAULT '<job>')
-RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_state text;
-    v_message text;
-    v_detail text;
-    v_hint text;
-    v_pattern text := '([Jj]ob) ' || job || '\M';
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT '00000'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-        v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
-    IF job IS NOT NULL THEN
-        v_message := regexp_replace(v_message, v_pattern, '\1 ' || job_name, 'g');
-        v_detail := regexp_replace(v_detail, v_pattern, '\1 ' || job_name, 'g');
-    END IF;
-    RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
-END
-$fn$;
-
 SELECT jobq.register_kind('idem.a', queue => 'idem_q');
 SELECT jobq.register_kind('idem.b', queue => 'idem_q');
 
@@ -53,7 +27,7 @@ SELECT jobq.enqueue('idem.a', '{"order": 1}', idempotency_key => 'k1',
 SELECT priority, queue, run_at <= now() AS due FROM jobq.jobs WHERE id = :k1;
 
 -- The same key with another payload is refused, and changes nothing.
-SELECT * FROM pg_temp.error_of(format(
+SELECT * FROM error_of(format(
     $$SELECT jobq.enqueue('idem.a', '{"order": 2}', idempotency_key => 'k1')$$),
     :k1, 'K1') \gx
 SELECT payload, state FROM jobq.jobs WHERE id = :k1;
@@ -83,7 +57,7 @@ SELECT state, result FROM jobq.jobs WHERE id = :k1;
 SELECT count(*) AS pending_k1 FROM jobq.jobs
  WHERE kind = 'idem.a' AND idempotency_key = 'k1' AND state = 'pending';
 -- Still refused with another payload.
-SELECT * FROM pg_temp.error_of(format(
+SELECT * FROM error_of(format(
     $$SELECT jobq.enqueue('idem.a', '{"order": 3}', idempotency_key => 'k1')$$),
     :k1, 'K1') \gx
 
@@ -127,12 +101,12 @@ SELECT count(*) AS d1_jobs FROM jobq.jobs WHERE idempotency_key = 'd1';
 SELECT count(*) AS jobs_before FROM jobq.job WHERE kind LIKE 'idem.%' \gset
 SELECT sqlstate, message ~ '^idempotency key "d2" of kind "idem.a" was already used with a different payload$' AS message_ok,
        detail ~ '^Job \d+ was enqueued with that key\.$' AS detail_ok, hint
-  FROM pg_temp.error_of($$SELECT count(*) FROM jobq.enqueue_many('idem.a',
+  FROM error_of($$SELECT count(*) FROM jobq.enqueue_many('idem.a',
          '{"{\"d\": 1}","{\"d\": 2}"}', idempotency_keys => '{d2,d2}')$$) \gx
 SELECT count(*) = :jobs_before AS unchanged FROM jobq.job WHERE kind LIKE 'idem.%';
 SELECT count(*) AS d2_keys FROM jobq.job_key WHERE kind = 'idem.a' AND key = 'd2';
 -- A conflict on a later element undoes the earlier elements of the call.
-SELECT * FROM pg_temp.error_of(format(
+SELECT * FROM error_of(format(
     $$SELECT count(*) FROM jobq.enqueue_many('idem.a', '{"{\"e\": 1}","{\"order\": 9}"}',
                                              idempotency_keys => '{e1,k1}')$$),
     :k1, 'K1') \gx

@@ -5,32 +5,6 @@
 -- checked against bounds taken around each call; job ids are shown by name.
 \set SHOW_CONTEXT never
 
--- The error a statement raises, with one job id in it replaced by a name:
--- ids differ from run to run.
-CREATE FUNCTION pg_temp.error_of(stmt text, job bigint DEFAULT NULL,
-                                 job_name text DEFAULT '<job>')
-RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_state text;
-    v_message text;
-    v_detail text;
-    v_hint text;
-    v_pattern text := '([Jj]ob) ' || job || '\M';
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT '00000'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-        v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
-    IF job IS NOT NULL THEN
-        v_message := regexp_replace(v_message, v_pattern, '\1 ' || job_name, 'g');
-        v_detail := regexp_replace(v_detail, v_pattern, '\1 ' || job_name, 'g');
-    END IF;
-    RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
-END
-$fn$;
-
 SELECT jobq.register_kind('ls.work', queue => 'ls_q', timeout => '10 minutes');
 SELECT jobq.register_kind('ls.effects', queue => 'ls_fx', side_effects => '{sms}');
 SELECT jobq.register_kind('ls.once', queue => 'ls_once', max_attempts => 1);
@@ -82,8 +56,8 @@ SELECT :'due'::timestamptz = run_at AS as_stored,
   FROM jobq.jobs WHERE id = :a;
 SELECT count(*) AS errors FROM jobq.job_error WHERE job_id = :a;
 SELECT count(*) AS claimed FROM jobq.claim('ls_q');
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.heartbeat(%s, %s)', :a, :tok_a), :a, 'a') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.snooze(%s, %s, ''1 minute'')', :a, :tok_a),
+SELECT * FROM error_of(format('SELECT jobq.heartbeat(%s, %s)', :a, :tok_a), :a, 'a') \gx
+SELECT * FROM error_of(format('SELECT jobq.snooze(%s, %s, ''1 minute'')', :a, :tok_a),
                                :a, 'a') \gx
 -- A delay of 0: claimable at once; the next claim is attempt 1 again,
 -- with a new token.
@@ -116,15 +90,15 @@ SELECT j.payload->>'job' AS job, e.attempt, e.message, e.worker = 'pid ' || pg_b
 SELECT jobq.rescue_leases() AS rescued;
 -- The old holder's reports are refused: first because the job is not
 -- running, then because it was claimed again with a newer token.
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.heartbeat(%s, %s)', :c, :tok_c), :c, 'c') \gx
+SELECT * FROM error_of(format('SELECT jobq.heartbeat(%s, %s)', :c, :tok_c), :c, 'c') \gx
 SELECT id = :c AS is_c, attempt, lease_token FROM jobq.claim('ls_q') \gset new_
 SELECT :'new_is_c'::boolean AS is_c, :new_attempt AS attempt, :new_lease_token AS lease_token;
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.complete(%s, %s, ''{"late": true}'')', :c, :tok_c),
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s, ''{"late": true}'')', :c, :tok_c),
                                :c, 'c') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.fail(%s, %s, ''late'')', :c, :tok_c),
+SELECT * FROM error_of(format('SELECT jobq.fail(%s, %s, ''late'')', :c, :tok_c),
                                :c, 'c') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.heartbeat(%s, %s)', :c, :tok_c), :c, 'c') \gx
-SELECT * FROM pg_temp.error_of(format('SELECT jobq.snooze(%s, %s, ''0'')', :c, :tok_c),
+SELECT * FROM error_of(format('SELECT jobq.heartbeat(%s, %s)', :c, :tok_c), :c, 'c') \gx
+SELECT * FROM error_of(format('SELECT jobq.snooze(%s, %s, ''0'')', :c, :tok_c),
                                :c, 'c') \gx
 -- None of them changed anything.
 SELECT state, attempt, lease_token, result, last_error FROM jobq.jobs WHERE id = :c;

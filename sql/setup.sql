@@ -26,3 +26,29 @@ SELECT p.oid::regprocedure::text AS function
 -- The parameters exist whether or not the library is preloaded.
 SELECT name, setting, unit, context FROM pg_settings
  WHERE name LIKE 'jobq.%' ORDER BY name;
+
+-- For the files that follow: the error a statement raises, with one job id
+-- in it replaced by a name (ids differ from run to run).
+CREATE FUNCTION error_of(stmt text, job bigint DEFAULT NULL,
+                         job_name text DEFAULT '<job>')
+RETURNS TABLE (sqlstate text, message text, detail text, hint text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_state text;
+    v_message text;
+    v_detail text;
+    v_hint text;
+    v_pattern text := '([Jj]ob) ' || job || '\M';
+BEGIN
+    EXECUTE stmt;
+    RETURN QUERY SELECT '00000'::text, NULL::text, NULL::text, NULL::text;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+        v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+    IF job IS NOT NULL THEN
+        v_message := regexp_replace(v_message, v_pattern, '\1 ' || job_name, 'g');
+        v_detail := regexp_replace(v_detail, v_pattern, '\1 ' || job_name, 'g');
+    END IF;
+    RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
+END
+$fn$;

@@ -596,6 +596,35 @@ record_completions(BatchJob **done, int n, const char *label)
 }
 
 /*
+ * The two ends of a handler's subtransaction, as in PL/pgSQL's exception
+ * blocks: on success release it, on error (called in PG_CATCH) keep a copy
+ * of the error in "cxt", roll it back, and put the caller's memory context
+ * and resource owner back.
+ */
+static void
+release_subtransaction(MemoryContext cxt, ResourceOwner owner)
+{
+	ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+static ErrorData *
+abort_subtransaction(MemoryContext cxt, ResourceOwner owner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	disarm_timeout();
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
  * Run the optimistic part of a batch: every handler in one subtransaction,
  * then their completions.  Returns false, with nothing done, if any of
  * them raised an error; else sets *completed (fewer than n if a shutdown
@@ -623,19 +652,11 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 			ran = i + 1;
 		}
 		clear_activity(slot);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
+		release_subtransaction(oldcontext, oldowner);
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcontext);
-		disarm_timeout();
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
+		edata = abort_subtransaction(oldcontext, oldowner);
 		clear_activity(slot);
 		ok = false;
 	}
@@ -656,10 +677,8 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	 * The completions are written by the top transaction, which locked the
 	 * rows: written from the subtransaction, each update would need a
 	 * MultiXact to record both.  Either way they commit with the handlers'
-	 * effects, which the subtransaction released into the top one.
-	 */
-	/*
-	 * A shutdown stops the batch between jobs: the jobs that ran are done,
+	 * effects, which the subtransaction released into the top one.  A
+	 * shutdown stops the batch between jobs: the jobs that ran are done,
 	 * the others are handed back untouched.
 	 */
 	if (ran > 0)
@@ -669,11 +688,15 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 }
 
 /*
- * Run one job carefully, in a subtransaction of its own, and record its
- * outcome.  Returns the outcome for the counters.
+ * Run one job's handler in a subtransaction of its own, rerunning it at
+ * once after a conflict when classify_failure says so.  On success
+ * job->succeeded is set and the handler's effects are in the current
+ * transaction; on failure they are rolled back, *edata_out holds the
+ * error (in the caller's memory context) and the action says what to do.
  */
 static FailureAction
-run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContext cxt)
+run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
+					  ErrorData **edata_out)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -681,6 +704,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 	volatile int tries = 0;
 	ErrorData  *volatile edata = NULL;
 
+	job->succeeded = false;
 	for (;;)
 	{
 		volatile bool retry = false;
@@ -691,20 +715,11 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		{
 			call_handler(job, slot, cxt);
 			job->succeeded = true;
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
+			release_subtransaction(oldcontext, oldowner);
 		}
 		PG_CATCH();
 		{
-			MemoryContextSwitchTo(oldcontext);
-			disarm_timeout();
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-			job->succeeded = false;
+			edata = abort_subtransaction(oldcontext, oldowner);
 			action = classify_failure(edata, tries, slot != NULL, job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
@@ -716,6 +731,19 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		FreeErrorData(edata);
 		edata = NULL;
 	}
+	*edata_out = edata;
+	return action;
+}
+
+/*
+ * Run one job carefully, in a subtransaction of its own, and record its
+ * outcome.  Returns the outcome for the counters.
+ */
+static FailureAction
+run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContext cxt)
+{
+	ErrorData  *edata;
+	FailureAction action = run_in_subtransaction(job, slot, cxt, &edata);
 
 	if (job->succeeded)
 	{
@@ -912,15 +940,12 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 {
 	MemoryContext job_cxt;
 	MemoryContext oldcxt;
-	MemoryContext oldcontext;
-	ResourceOwner oldowner;
 	JobqAccess	access;
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	Datum		values[2] = {Int64GetDatum(leased->id), Int64GetDatum(leased->lease_token)};
 	BatchJob	job = {0};
-	ErrorData  *volatile edata = NULL;
-	volatile FailureAction action = FAILURE_RECORD;
-	volatile int tries = 0;
+	ErrorData  *edata = NULL;
+	FailureAction action;
 	bool		isnull;
 	Datum		d;
 
@@ -945,6 +970,9 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	}
 	job.id = leased->id;
 	job.lease_token = leased->lease_token;
+	/* Only kinds with side effects that are not retry_safe are leased. */
+	job.careful = true;
+	job.hold_on_failure = true;
 	job.kind = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 	job.payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(JobqGetDatum(0, 2, &isnull)));
 	job.attempt = JobqGetInt32(0, 3) - 1;	/* the lease charged it */
@@ -958,58 +986,21 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	JobqEndAccess(&access);
 
-	oldcontext = CurrentMemoryContext;
-	oldowner = CurrentResourceOwner;
-	for (;;)
+	action = run_in_subtransaction(&job, slot, job_cxt, &edata);
+	if (job.succeeded)
 	{
-		volatile bool retry = false;
+		Oid			types3[3] = {INT8OID, INT8OID, JSONBOID};
+		Datum		values3[3] = {values[0], values[1], job.result};
+		char		nulls3[3] = {' ', ' ', job.result_isnull ? 'n' : ' '};
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(oldcontext);
-		PG_TRY();
-		{
-			Oid			types3[3] = {INT8OID, INT8OID, JSONBOID};
-			Datum		values3[3];
-			char		nulls3[3] = {' ', ' ', ' '};
-
-			call_handler(&job, slot, job_cxt);
-			values3[0] = values[0];
-			values3[1] = values[1];
-			values3[2] = job.result;
-			nulls3[2] = job.result_isnull ? 'n' : ' ';
-			JobqBeginAccess(&access);
-			JobqPreparePlan(&plan_complete_leased,
-							"UPDATE jobq.job SET state = 'completed', result = $3,"
-							" finished_at = pg_catalog.clock_timestamp()"
-							" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-							3, types3);
-			JobqExecutePlan(plan_complete_leased, values3, nulls3, SPI_OK_UPDATE, 0);
-			JobqEndAccess(&access);
-			job.succeeded = true;
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(oldcontext);
-			disarm_timeout();
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-			job.succeeded = false;
-			action = classify_failure(edata, tries, true, &job);
-			retry = action == FAILURE_RETRY_NOW;
-		}
-		PG_END_TRY();
-		clear_activity(slot);
-		if (!retry)
-			break;
-		tries++;
-		FreeErrorData(edata);
-		edata = NULL;
+		JobqBeginAccess(&access);
+		JobqPreparePlan(&plan_complete_leased,
+						"UPDATE jobq.job SET state = 'completed', result = $3,"
+						" finished_at = pg_catalog.clock_timestamp()"
+						" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+						3, types3);
+		JobqExecutePlan(plan_complete_leased, values3, nulls3, SPI_OK_UPDATE, 0);
+		JobqEndAccess(&access);
 	}
 
 	if (!job.succeeded)
