@@ -148,6 +148,48 @@ CREATE TABLE jobq.job_error (
 
 CREATE INDEX job_error_job_idx ON jobq.job_error (job_id, attempt);
 
+/*
+ * Operation ids recorded by jobq.once(): a row exists only if the
+ * transaction that recorded it committed.  Kept for jobq.retention.
+ */
+CREATE TABLE jobq.operation (
+    operation_id    text PRIMARY KEY,
+    job_id          bigint,        /* the handler's job, if any */
+    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE INDEX operation_recorded_idx ON jobq.operation (recorded_at);
+
+/* Step checkpoints of jobs: a retry reads what earlier attempts did. */
+CREATE TABLE jobq.job_step (
+    job_id          bigint NOT NULL,
+    step            text NOT NULL,
+    result          jsonb NOT NULL,
+    attempt         integer NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    CONSTRAINT job_step_pkey PRIMARY KEY (job_id, step)
+);
+
+/*
+ * The secret mixed into jobq.external_key(): created on first use and kept
+ * by pg_dump, so keys survive a dump and restore but differ between
+ * installations that reuse job ids.
+ */
+CREATE TABLE jobq.instance (
+    one             boolean PRIMARY KEY DEFAULT true CHECK (one),
+    key_salt        text NOT NULL
+);
+
+/* What operators did, and why. */
+CREATE TABLE jobq.operator_log (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    role            name NOT NULL,
+    action          text NOT NULL,
+    job_ids         bigint[] NOT NULL,
+    reason          text
+);
+
 /* pg_dump keeps the rows of every table that holds user data. */
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.kind', '');
@@ -155,6 +197,11 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.job', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.lease', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_key', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_error', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.operation', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_step', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.instance', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.operator_log', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.operator_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_id_seq', '');
 
@@ -279,6 +326,43 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'jobq_current_job'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
+/*
+ * The idempotency toolkit, for handlers and external workers alike.  Each
+ * record commits or rolls back with the caller's transaction.
+ */
+CREATE FUNCTION jobq.once(operation_id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'jobq_once'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.record_step(job_id bigint, step text, result jsonb,
+                                 lease_token bigint DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_record_step'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.step_result(job_id bigint, step text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'jobq_step_result'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.external_key(job_id bigint, step text DEFAULT '')
+RETURNS text
+AS 'MODULE_PATHNAME', 'jobq_external_key'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/* Operators: a held job was compensated by hand. */
+CREATE FUNCTION jobq.resolve(id bigint, note text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_resolve'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/* Remove finished jobs (and their keys, steps, errors) older than the retention. */
+CREATE FUNCTION jobq.purge_finished(older_than interval DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'jobq_purge_finished'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
 /* The live background workers of the cluster (needs shared_preload_libraries). */
 CREATE FUNCTION jobq.worker_status(
     OUT slot integer, OUT pid integer, OUT database text, OUT status text,
@@ -301,12 +385,19 @@ LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 SELECT jobq.wake_launcher();
 
 /*
- * Nothing is open to PUBLIC but jobq.current_job(): an administrator grants
+ * Nothing is open to PUBLIC but current_job() and the idempotency toolkit
+ * (below): an administrator grants
  * EXECUTE on the functions, and SELECT on jobq.jobs, to the roles that
  * produce and work jobs.  The tables stay private to the extension's owner.
  */
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA jobq FROM PUBLIC;
 GRANT USAGE ON SCHEMA jobq TO PUBLIC;
-/* A handler, whatever its role, may ask which job it runs. */
-GRANT EXECUTE ON FUNCTION jobq.current_job() TO PUBLIC;
+/*
+ * A handler, whatever its role, may ask which job it runs and use the
+ * idempotency toolkit; inside a handler the toolkit only reaches the
+ * handler's own job, and outside one, record_step needs a current lease.
+ */
+GRANT EXECUTE ON FUNCTION jobq.current_job(), jobq.once(text),
+    jobq.record_step(bigint, text, jsonb, bigint), jobq.step_result(bigint, text),
+    jobq.external_key(bigint, text) TO PUBLIC;

@@ -1034,6 +1034,13 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	return job.succeeded;
 }
 
+/* The id of the job whose handler runs in this backend, or 0. */
+int64
+JobqCurrentJobId(void)
+{
+	return current_job ? current_job->id : 0;
+}
+
 PG_FUNCTION_INFO_V1(jobq_current_job);
 
 /*

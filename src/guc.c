@@ -23,6 +23,7 @@ int			jobq_max_workers = 8;	/* worker slots in the cluster */
 int			jobq_workers_per_database = 2;	/* workers in each database */
 int			jobq_poll_interval = 1000;	/* milliseconds */
 int			jobq_shutdown_grace = 10000;	/* milliseconds */
+int			jobq_retention = 7 * 24 * 3600;	/* seconds */
 
 /* Define the jobq.* parameters that every backend needs. */
 void
@@ -43,6 +44,17 @@ JobqDefineGucs(void)
 							&jobq_rescue_interval,
 							1000, 0, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.retention",
+							"How long finished jobs and recorded operations are kept.",
+							"Completed, failed and cancelled jobs, with their keys, steps "
+							"and errors, and jobq.once() records, are removed this long "
+							"after they finished; an idempotency key is free again only "
+							"then.",
+							&jobq_retention,
+							7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("jobq.batch_size",

@@ -48,6 +48,7 @@ extern int	jobq_max_workers;	/* worker slots in the cluster */
 extern int	jobq_workers_per_database;	/* workers in each database */
 extern int	jobq_poll_interval; /* milliseconds */
 extern int	jobq_shutdown_grace;	/* milliseconds */
+extern int	jobq_retention;		/* seconds */
 
 extern void JobqDefineGucs(void);
 extern void JobqDefineWorkerGucs(void);
@@ -120,6 +121,16 @@ extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
 							  TimestampTz started_at);
 extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
 extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
+
+/* executor.c */
+extern int64 JobqCurrentJobId(void);
+
+/* operators.c */
+extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids,
+								  int n, const char *reason);
+
+/* retention.c */
+extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
 
 /* launcher.c */
 extern void JobqRegisterLauncher(void);

@@ -52,6 +52,7 @@ PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
 static JobqWorkerSlot *MySlot = NULL;
 static TimeoutId grace_timeout = MAX_TIMEOUTS;
 static TimestampTz last_rescue = 0;
+static TimestampTz last_purge = 0;
 
 static volatile sig_atomic_t grace_cancel_sent = false;
 
@@ -160,8 +161,9 @@ finish_transaction(MemoryContext cxt)
 }
 
 /*
- * Promote due scheduled jobs and, every jobq.rescue_interval, rescue lost
- * leases: in a short transaction of their own, so that what they change is
+ * Promote due scheduled jobs, every jobq.rescue_interval rescue lost
+ * leases, and every jobq.poll_interval remove a batch of finished jobs past
+ * jobq.retention: in a short transaction of their own, so that what they change is
  * visible to everyone at once, not when a batch commits.  Leaves if the
  * extension is gone.
  */
@@ -185,6 +187,14 @@ housekeeping(MemoryContext loop_cxt)
 		last_rescue = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: rescuing lost leases");
 		(void) JobqRescueLeases(false);
+	}
+	/* One worker of a database removes what passed the retention period. */
+	if (MySlot->rank == 0 &&
+		TimestampDifferenceExceeds(last_purge, now, jobq_poll_interval))
+	{
+		last_purge = now;
+		pgstat_report_activity(STATE_RUNNING, "jobq: removing finished jobs past retention");
+		(void) JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, 1000);
 	}
 	JobqEndAccess(&access);
 	finish_transaction(loop_cxt);
