@@ -194,7 +194,9 @@ housekeeping(MemoryContext loop_cxt)
 	{
 		last_purge = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: removing finished jobs past retention");
-		(void) JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, 1000);
+		/* While there is a backlog to remove, go on at every loop. */
+		if (JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, 1000) > 0)
+			last_purge = 0;
 	}
 	JobqEndAccess(&access);
 	finish_transaction(loop_cxt);
