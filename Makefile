@@ -12,13 +12,13 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter \
 
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
-REGRESS = setup kinds enqueue idempotency claim_complete retry_backoff lease handlers bad_input
+REGRESS = setup kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_regress
 ENCODING = UTF8
 NO_LOCALE = 1
 
-ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many
+ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many once_concurrent
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_iso --inputdir=$(srcdir)/test/isolation
 

@@ -171,14 +171,17 @@ CREATE TABLE jobq.job_step (
 );
 
 /*
- * The secret mixed into jobq.external_key(): created on first use and kept
- * by pg_dump, so keys survive a dump and restore but differ between
- * installations that reuse job ids.
+ * The secret mixed into jobq.external_key(), made at install and kept by
+ * pg_dump, so keys survive a dump and restore but differ between
+ * installations that reuse job ids.  A restore adds the dumped row next to
+ * the one CREATE EXTENSION made: the oldest is the one used.
  */
 CREATE TABLE jobq.instance (
-    one             boolean PRIMARY KEY DEFAULT true CHECK (one),
-    key_salt        text NOT NULL
+    key_salt        text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+
+INSERT INTO jobq.instance (key_salt) VALUES (pg_catalog.gen_random_uuid()::text);
 
 /* What operators did, and why. */
 CREATE TABLE jobq.operator_log (

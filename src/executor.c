@@ -85,6 +85,10 @@ typedef struct BatchJob
 	bool		careful;		/* declares side effects: never optimistic */
 	bool		hold_on_failure;	/* side effects and not retry_safe */
 
+	/* Steps its handler recorded in this attempt (pairs of text, jsonb). */
+	List	   *steps;
+	MemoryContext steps_cxt;	/* where they are kept */
+
 	/* Outcome of this run. */
 	bool		succeeded;
 	Datum		result;			/* jsonb, valid if succeeded && !result_isnull */
@@ -141,6 +145,8 @@ static SPIPlanPtr plan_complete_leased;
 static SPIPlanPtr plan_hold_leased;
 
 static int32 last_queue_served = 0;
+
+static void keep_recorded_steps(BatchJob *job);
 
 /* Forget every cached handler when pg_proc changes. */
 static void
@@ -326,6 +332,8 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	errcallback.arg = job;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
+	job->steps = NIL;
+	job->steps_cxt = cxt;
 	current_job = job;
 
 	job->started_at = GetCurrentTimestamp();
@@ -766,6 +774,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 										  job->hold_on_failure, job->backoff_base_us,
 										  job->backoff_max_us, false, 0, &run_at);
 		JobqBeginAccess(&access);
+		keep_recorded_steps(job);
 		JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, &info,
 						  label, job->started_at);
 		JobqEndAccess(&access);
@@ -1022,6 +1031,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 			JobqErrorInfo info;
 
 			error_info(edata, &job, &info);
+			keep_recorded_steps(&job);
 			(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, NULL);
 		}
 		JobqEndAccess(&access);
@@ -1039,6 +1049,62 @@ int64
 JobqCurrentJobId(void)
 {
 	return current_job ? current_job->id : 0;
+}
+
+/* The attempt the running handler is (1 for the first), or 0. */
+int32
+JobqCurrentJobAttempt(void)
+{
+	return current_job ? current_job->attempt + 1 : 0;
+}
+
+/*
+ * Remember a step the running handler recorded, so that it can be written
+ * again if the attempt fails and its subtransaction rolls back.
+ */
+void
+JobqRememberStep(Datum step, Datum result)
+{
+	MemoryContext old;
+
+	if (current_job == NULL || current_job->steps_cxt == NULL)
+		return;
+	old = MemoryContextSwitchTo(current_job->steps_cxt);
+	current_job->steps = lappend(current_job->steps,
+								 DatumGetPointer(PG_DETOAST_DATUM_COPY(step)));
+	current_job->steps = lappend(current_job->steps,
+								 DatumGetPointer(PG_DETOAST_DATUM_COPY(result)));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * After a failed attempt, write back the steps its handler had recorded:
+ * a checkpoint stands for work that may have left the database (a charge,
+ * a message) and the retry must see it.  Must run between
+ * JobqBeginAccess and JobqEndAccess, outside the rolled-back attempt.
+ */
+static void
+keep_recorded_steps(BatchJob *job)
+{
+	static SPIPlanPtr plan_keep_step = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
+	ListCell   *lc;
+
+	for (lc = list_head(job->steps); lc != NULL; lc = lnext(job->steps, lnext(job->steps, lc)))
+	{
+		Datum		values[4];
+
+		values[0] = Int64GetDatum(job->id);
+		values[1] = PointerGetDatum(lfirst(lc));
+		values[2] = PointerGetDatum(lfirst(lnext(job->steps, lc)));
+		values[3] = Int32GetDatum(job->attempt + 1);
+		JobqPreparePlan(&plan_keep_step,
+						"INSERT INTO jobq.job_step (job_id, step, result, attempt)"
+						" VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, step) DO NOTHING",
+						4, argtypes);
+		JobqExecutePlan(plan_keep_step, values, NULL, SPI_OK_INSERT, 0);
+	}
+	job->steps = NIL;
 }
 
 PG_FUNCTION_INFO_V1(jobq_current_job);

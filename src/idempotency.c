@@ -19,10 +19,12 @@
  *							reruns of a job; different across jobs, steps and
  *							installations.
  *
- * Inside a handler these reach only the handler's own job.  Outside one,
- * record_step needs the job's current lease token (a rescued holder's late
- * checkpoint is refused), and reading a job's steps or keys needs the right
- * to read jobq.jobs.
+ * Inside a handler these reach only the handler's own job, and the steps
+ * it records survive a failure of its attempt (the executor writes them
+ * again after rolling the attempt back).  Outside a handler, a job's steps
+ * and keys need the right to read jobq.jobs, and record_step also needs the
+ * job's current lease token (a rescued holder's late checkpoint is
+ * refused).
  *
  *-------------------------------------------------------------------------
  */
@@ -79,7 +81,7 @@ check_job_scope(int64 job_id, Oid caller, bool needs_read)
 		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to read the steps and keys of job %lld",
+					 errmsg("permission denied for the steps and keys of job %lld",
 							(long long) job_id),
 					 errhint("Grant SELECT on jobq.jobs to this role, or call the function from the job's handler.")));
 	}
@@ -154,19 +156,18 @@ PG_FUNCTION_INFO_V1(jobq_record_step);
  *
  * Record that a step of a job is done, with its result.  Inside a handler
  * it must be the handler's job; outside one, lease_token must be the job's
- * current lease.  Recording a step again with the same result does
+ * current lease and the caller must be allowed to read jobq.jobs.  Recording a step again with the same result does
  * nothing; with another result it is an error (23505).
  */
 Datum
 jobq_record_step(PG_FUNCTION_ARGS)
 {
 	JobqAccess	access;
-	Oid			argtypes[3] = {INT8OID, TEXTOID, JSONBOID};
-	Datum		values[3];
+	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		job_id;
 	int64		current = JobqCurrentJobId();
-	bool		isnull;
-	Datum		same;
 
 	JobqCheckNotNull(fcinfo, 0, "job_id");
 	JobqCheckNotNull(fcinfo, 1, "step");
@@ -183,41 +184,40 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(job_id);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
+	values[3] = Int32GetDatum(JobqCurrentJobAttempt());
+	nulls[3] = current ? ' ' : 'n';
 
 	JobqBeginAccess(&access);
-	check_job_scope(job_id, access.caller, false);
+	check_job_scope(job_id, access.caller, current == 0);
 	if (current == 0)
 		check_current_lease(job_id, PG_GETARG_INT64(3));
 
+	/*
+	 * ON CONFLICT DO UPDATE rather than DO NOTHING: when another session
+	 * recorded the step meanwhile, it waits for it and returns the row as
+	 * committed, so the comparison below sees it.
+	 */
 	JobqPreparePlan(&plan_record_step,
-					"WITH new AS ("
-					"  INSERT INTO jobq.job_step (job_id, step, result, attempt)"
-					"  SELECT $1, $2, $3, j.attempt FROM jobq.job j WHERE j.id = $1"
-					"  ON CONFLICT (job_id, step) DO NOTHING"
-					"  RETURNING true AS inserted)"
-					" SELECT (SELECT inserted FROM new),"
-					"   (SELECT s.result = $3 FROM jobq.job_step s"
-					"    WHERE s.job_id = $1 AND s.step = $2),"
-					"   EXISTS (SELECT 1 FROM jobq.job WHERE id = $1)",
-					3, argtypes);
-	JobqExecutePlan(plan_record_step, values, NULL, SPI_OK_SELECT, 0);
-	if (!JobqGetBool(0, 3))
+					"INSERT INTO jobq.job_step AS s (job_id, step, result, attempt)"
+					" SELECT $1, $2, $3, coalesce($4, j.attempt) FROM jobq.job j WHERE j.id = $1"
+					" ON CONFLICT (job_id, step) DO UPDATE SET result = s.result"
+					" RETURNING s.result = $3",
+					4, argtypes);
+	if (JobqExecutePlan(plan_record_step, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("job %lld does not exist", (long long) job_id)));
-	(void) JobqGetDatum(0, 1, &isnull);
-	if (isnull)
-	{
-		/* Already there: the snapshot of the CTE's statement sees it. */
-		same = JobqGetDatum(0, 2, &isnull);
-		if (!isnull && !DatumGetBool(same))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("step \"%s\" of job %lld was already recorded with another result",
-							text_to_cstring(PG_GETARG_TEXT_PP(1)), (long long) job_id),
-					 errhint("Read it back with jobq.step_result() instead of doing the step again.")));
-	}
+	if (!JobqGetBool(0, 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("step \"%s\" of job %lld was already recorded with another result",
+						text_to_cstring(PG_GETARG_TEXT_PP(1)), (long long) job_id),
+				 errhint("Read it back with jobq.step_result() instead of doing the step again.")));
 	JobqEndAccess(&access);
+
+	/* A handler's checkpoint must outlive a failure of its attempt. */
+	if (current != 0)
+		JobqRememberStep(PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
 	PG_RETURN_VOID();
 }
 
@@ -261,7 +261,8 @@ jobq_step_result(PG_FUNCTION_ARGS)
 }
 
 /*
- * This installation's key salt, created on first use.  Between
+ * This installation's key salt: the oldest row of jobq.instance (a restore
+ * adds the dumped one, older, next to the one the install made).  Between
  * JobqBeginAccess and JobqEndAccess; the result is palloc'd.
  */
 static char *
@@ -270,22 +271,10 @@ key_salt(void)
 	bool		isnull;
 
 	JobqPreparePlan(&plan_salt,
-					"WITH made AS ("
-					"  INSERT INTO jobq.instance (key_salt)"
-					"  SELECT pg_catalog.gen_random_uuid()::text"
-					"  WHERE NOT EXISTS (SELECT 1 FROM jobq.instance)"
-					"  ON CONFLICT (one) DO NOTHING RETURNING key_salt)"
-					" SELECT key_salt FROM made"
-					" UNION ALL SELECT key_salt FROM jobq.instance"
-					" LIMIT 1",
+					"SELECT key_salt FROM jobq.instance ORDER BY created_at, key_salt LIMIT 1",
 					0, NULL);
 	if (JobqExecutePlan(plan_salt, NULL, NULL, SPI_OK_SELECT, 0) != 1)
-	{
-		/* A concurrent first use won the insert: its row is there now. */
-		CommandCounterIncrement();
-		if (JobqExecutePlan(plan_salt, NULL, NULL, SPI_OK_SELECT, 0) != 1)
-			elog(ERROR, "jobq could not create its key salt");
-	}
+		elog(ERROR, "jobq.instance holds no key salt");
 	return TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 }
 

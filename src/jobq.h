@@ -124,6 +124,8 @@ extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
 
 /* executor.c */
 extern int64 JobqCurrentJobId(void);
+extern int32 JobqCurrentJobAttempt(void);
+extern void JobqRememberStep(Datum step, Datum result);
 
 /* operators.c */
 extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids,
@@ -131,6 +133,7 @@ extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids
 
 /* retention.c */
 extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
+extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
 
 /* launcher.c */
 extern void JobqRegisterLauncher(void);

@@ -92,13 +92,26 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	else
 		walk_cursor = last_seen;
 
+	(void) JobqPurgeOperations(cutoff, max_jobs);
+	return removed;
+}
+
+/*
+ * Forget up to max_rows jobq.once() records made before cutoff; return how
+ * many.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqPurgeOperations(TimestampTz cutoff, int max_rows)
+{
+	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		values[2] = {TimestampTzGetDatum(cutoff), Int32GetDatum(max_rows)};
+
 	JobqPreparePlan(&plan_forget_ops,
 					"DELETE FROM jobq.operation WHERE ctid IN ("
-					"  SELECT ctid FROM jobq.operation WHERE recorded_at < $2"
-					"  LIMIT $3 FOR UPDATE SKIP LOCKED)",
-					3, argtypes);
-	JobqExecutePlan(plan_forget_ops, values, NULL, SPI_OK_DELETE, 0);
-	return removed;
+					"  SELECT ctid FROM jobq.operation WHERE recorded_at < $1"
+					"  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+					2, argtypes);
+	return JobqExecutePlan(plan_forget_ops, values, NULL, SPI_OK_DELETE, 0);
 }
 
 PG_FUNCTION_INFO_V1(jobq_purge_finished);
@@ -131,6 +144,8 @@ jobq_purge_finished(PG_FUNCTION_ARGS)
 		total += removed;
 		CommandCounterIncrement();
 	} while (walk_cursor != 0);
+	while (JobqPurgeOperations(GetCurrentTimestamp() - older_than, 10000) > 0)
+		CommandCounterIncrement();
 	JobqEndAccess(&access);
 	PG_RETURN_INT64(total);
 }
