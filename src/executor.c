@@ -28,8 +28,11 @@
  * error in the handler is the job's; an error in jobq's own bookkeeping is
  * not caught: the worker exits and the launcher starts another.
  *
- * Serialization failures and deadlocks (40001, 40P01) are retried at once,
- * up to JOBQ_CONFLICT_RETRIES times, without charging an attempt.
+ * Serialization failures and deadlocks (40001, 40P01) are retried without
+ * charging an attempt, up to JOBQ_CONFLICT_RETRIES times: a serialization
+ * failure under READ COMMITTED at once, in a new subtransaction; a
+ * deadlock (or a conflict under a stricter isolation) by handing the job
+ * back to the next transaction, since this one still holds what caused it.
  *
  *-------------------------------------------------------------------------
  */
@@ -404,9 +407,28 @@ clear_activity(JobqWorkerSlot *slot)
 	}
 }
 
-/* Jobs handed back after conflicts, to bound retries across transactions. */
-static int64 conflict_job_id = 0;
-static int	conflict_count = 0;
+/*
+ * Jobs handed back after conflicts, with how many times, to bound their
+ * retries across transactions.  A small table is enough: conflicts are
+ * rare, and a job that keeps conflicting is soon charged and gone from it.
+ */
+#define CONFLICT_SLOTS	64
+static int64 conflict_ids[CONFLICT_SLOTS];
+static int	conflict_counts[CONFLICT_SLOTS];
+
+/* Count one more conflict of a job; return how many it has had. */
+static int
+count_conflict(int64 job_id)
+{
+	int			slot = (int) ((uint64) job_id % CONFLICT_SLOTS);
+
+	if (conflict_ids[slot] != job_id)
+	{
+		conflict_ids[slot] = job_id;
+		conflict_counts[slot] = 0;
+	}
+	return ++conflict_counts[slot];
+}
 
 /*
  * Decide what a caught error means for the job.  tries counts immediate
@@ -423,19 +445,17 @@ classify_failure(ErrorData *edata, int tries, bool in_worker, BatchJob *job)
 			return FAILURE_RECORD;
 
 		/*
-		 * Under READ COMMITTED each statement of a rerun sees new data, so
-		 * rerunning at once is the database's own retry loop.  Under a
-		 * stricter isolation the snapshot would be the same: hand the job
-		 * back, uncharged, for a later transaction.
+		 * A serialization failure under READ COMMITTED: each statement of a
+		 * rerun sees new data, so rerunning at once is the database's own
+		 * retry loop.  A deadlock, or a stricter isolation: this transaction
+		 * still holds the locks (or the snapshot) that caused it, so the job
+		 * is handed back, uncharged, for the next transaction to run.
 		 */
-		if (XactIsoLevel == XACT_READ_COMMITTED)
+		if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE &&
+			XactIsoLevel == XACT_READ_COMMITTED)
 			return tries < JOBQ_CONFLICT_RETRIES ? FAILURE_RETRY_NOW : FAILURE_RECORD;
-		if (conflict_job_id != job->id)
-		{
-			conflict_job_id = job->id;
-			conflict_count = 0;
-		}
-		return ++conflict_count <= JOBQ_CONFLICT_RETRIES ? FAILURE_HAND_BACK : FAILURE_RECORD;
+		return count_conflict(job->id) <= JOBQ_CONFLICT_RETRIES
+			? FAILURE_HAND_BACK : FAILURE_RECORD;
 	}
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
@@ -1168,7 +1188,12 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 
 		JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
 		ran += result.completed + result.failed;
-		if (result.picked == 0)
+		/*
+		 * Nothing left, or a job handed back after a conflict: this
+		 * transaction holds its lock and would only pick it again; let the
+		 * caller commit first.
+		 */
+		if (result.picked == 0 || result.handed_back > 0)
 			break;
 		CommandCounterIncrement();
 	}
