@@ -53,6 +53,7 @@ static JobqWorkerSlot *MySlot = NULL;
 static TimeoutId grace_timeout = MAX_TIMEOUTS;
 static TimestampTz last_rescue = 0;
 static TimestampTz last_purge = 0;
+static TimestampTz last_housekeeping = 0;
 
 static volatile sig_atomic_t grace_cancel_sent = false;
 
@@ -132,13 +133,10 @@ leave(JobqExitReason reason)
 static bool
 extension_present(void)
 {
-	Oid			relid;
-
-	if (!OidIsValid(get_extension_oid("jobq", true)))
-		return false;
-	relid = RangeVarGetRelidExtended(makeRangeVar("jobq", "job", -1), AccessShareLock,
-									 RVR_MISSING_OK, NULL, NULL);
-	return OidIsValid(relid);
+	/* jobq.job exists exactly as long as the extension does. */
+	return OidIsValid(RangeVarGetRelidExtended(makeRangeVar("jobq", "job", -1),
+											   AccessShareLock, RVR_MISSING_OK,
+											   NULL, NULL));
 }
 
 static void
@@ -196,7 +194,10 @@ housekeeping(MemoryContext loop_cxt)
 		pgstat_report_activity(STATE_RUNNING, "jobq: removing finished jobs past retention");
 		/* While there is a backlog to remove, go on at every loop. */
 		if (JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, 1000) > 0)
+		{
 			last_purge = 0;
+			last_housekeeping = 0;
+		}
 	}
 	JobqEndAccess(&access);
 	finish_transaction(loop_cxt);
@@ -219,7 +220,17 @@ run_one_batch(MemoryContext loop_cxt)
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GRACE_CHECK_MS),
 						 GRACE_CHECK_MS);
 
-	housekeeping(loop_cxt);
+	/*
+	 * Housekeeping is for what time brings (due scheduled jobs, lost
+	 * leases, retention), so once per poll interval is enough; a wake-up
+	 * by an enqueue goes straight to the batch.
+	 */
+	if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
+								   jobq_poll_interval))
+	{
+		last_housekeeping = GetCurrentTimestamp();
+		housekeeping(loop_cxt);
+	}
 
 	start_transaction();
 	MemoryContextSwitchTo(loop_cxt);
