@@ -17,6 +17,8 @@
 #include "access/detoast.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/datetime.h"
 
 #include "jobq.h"
@@ -161,4 +163,33 @@ JobqCheckJsonbSize(Datum value, const char *what)
 				 errdetail("It is %zu bytes; the limit is %d bytes.",
 						   size, jobq_max_payload_size),
 				 errhint("Store large data in a table and pass its key, or raise jobq.max_payload_size.")));
+}
+
+/*
+ * Deconstruct a one-dimensional array argument named argname into its
+ * elements and null flags (palloc'd); return how many.  With nulls_allowed
+ * false, a NULL element is an error (22004).
+ */
+int
+JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
+					 bool nulls_allowed, Datum **elems, bool **nulls)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			n;
+	int			i;
+
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a one-dimensional array", argname)));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(array, elemtype, typlen, typbyval, typalign, elems, nulls, &n);
+	for (i = 0; i < n && !nulls_allowed; i++)
+		if ((*nulls)[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"%s\" must not contain nulls", argname)));
+	return n;
 }

@@ -45,6 +45,15 @@ static SPIPlanPtr plan_lease;
 
 static TimestampTz last_rescue = 0;
 
+/* A running job whose lease a rescue sweep found lost. */
+typedef struct LostJob
+{
+	int64		id;
+	int64		lease_token;
+	bool		expired;		/* its time ran out (else its holder exited) */
+	JobqLostLease lease;		/* what the sweep saw of the holder */
+} LostJob;
+
 /*
  * Move scheduled jobs whose run_at has come to pending, in batches, and
  * return how many moved.  Rows locked by someone else are left for later.
@@ -76,12 +85,7 @@ JobqRescueLeases(bool wait)
 	int			rows;
 	int			nlost = 0;
 	int			nfinished = 0;
-	int64	   *lost_ids;
-	int64	   *lost_tokens;
-	int32	   *lost_pids;
-	TimestampTz *lost_starts;
-	bool	   *lost_has_holder;
-	bool	   *lost_expired;
+	LostJob    *lost;
 	Datum	   *finished;
 	int			rescued = 0;
 	int			i;
@@ -125,12 +129,7 @@ JobqRescueLeases(bool wait)
 	rows = JobqExecutePlan(plan_find_lost, NULL, NULL, SPI_OK_SELECT, 0);
 
 	/* Copy what matters out: failing a job reuses the SPI result. */
-	lost_ids = palloc(sizeof(int64) * Max(rows, 1));
-	lost_tokens = palloc(sizeof(int64) * Max(rows, 1));
-	lost_pids = palloc(sizeof(int32) * Max(rows, 1));
-	lost_starts = palloc(sizeof(TimestampTz) * Max(rows, 1));
-	lost_has_holder = palloc(sizeof(bool) * Max(rows, 1));
-	lost_expired = palloc(sizeof(bool) * Max(rows, 1));
+	lost = palloc(sizeof(LostJob) * Max(rows, 1));
 	finished = palloc(sizeof(Datum) * Max(rows, 1));
 	for (i = 0; i < rows;)
 	{
@@ -147,16 +146,16 @@ JobqRescueLeases(bool wait)
 			any_running = true;
 			if (JobqGetBool(i, 6) || JobqGetBool(i, 7))
 			{
-				Datum		start;
+				LostJob    *l = &lost[nlost++];
+				bool		no_start;
+				Datum		start = JobqGetDatum(i, 8, &no_start);
 
-				lost_ids[nlost] = JobqGetInt64(i, 2);
-				lost_tokens[nlost] = JobqGetInt64(i, 4);
-				lost_pids[nlost] = JobqGetInt32(i, 5);
-				lost_expired[nlost] = JobqGetBool(i, 6);
-				start = JobqGetDatum(i, 8, &lost_has_holder[nlost]);
-				lost_has_holder[nlost] = !lost_has_holder[nlost] && JobqGetBool(i, 7);
-				lost_starts[nlost] = lost_has_holder[nlost] ? DatumGetTimestampTz(start) : 0;
-				nlost++;
+				l->id = JobqGetInt64(i, 2);
+				l->lease_token = JobqGetInt64(i, 4);
+				l->expired = JobqGetBool(i, 6);
+				l->lease.holder_pid = JobqGetInt32(i, 5);
+				l->lease.has_holder = !no_start && JobqGetBool(i, 7);
+				l->lease.holder_start = l->lease.has_holder ? DatumGetTimestampTz(start) : 0;
 			}
 		}
 		if (!any_running)
@@ -171,23 +170,20 @@ JobqRescueLeases(bool wait)
 	for (i = 0; i < nlost; i++)
 	{
 		JobqErrorInfo error = {0};
-		JobqLostLease lost;
 		const char *state;
 
-		lost.has_holder = lost_has_holder[i];
-		lost.holder_pid = lost_pids[i];
-		lost.holder_start = lost_starts[i];
-		error.message = lost_expired[i]
+		error.message = lost[i].expired
 			? "lease expired before the job finished"
 			: psprintf("lease holder (process %d) exited before the job finished",
-					   lost_pids[i]);
+					   lost[i].lease.holder_pid);
 		/* NULL: finished or re-leased meanwhile, or listed twice. */
-		state = JobqFailAttempt(lost_ids[i], lost_tokens[i], &error, true, 0, &lost);
+		state = JobqFailAttempt(lost[i].id, lost[i].lease_token, &error, true, 0,
+								&lost[i].lease);
 		if (state == NULL)
 			continue;
 		ereport(LOG,
 				(errmsg("jobq rescued job %lld: %s; it is now %s",
-						(long long) lost_ids[i], error.message, state)));
+						(long long) lost[i].id, error.message, state)));
 		rescued++;
 	}
 

@@ -58,7 +58,6 @@ static SPIPlanPtr plan_kind_row;
 static SPIPlanPtr plan_take_key;
 static SPIPlanPtr plan_insert_keyed;
 static SPIPlanPtr plan_existing_key;
-static SPIPlanPtr plan_kind_exists;
 
 
 /* Ready in-database work wakes a worker when the transaction commits. */
@@ -248,22 +247,6 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	JobqEndAccess(&access);
 
 	PG_RETURN_INT64(job_id);
-}
-
-/* Deconstruct a one-dimensional array argument; "what" names it. */
-static int
-deconstruct_arg(ArrayType *array, Oid elemtype, int elemlen, bool elembyval,
-				char elemalign, const char *what, Datum **elems, bool **nulls)
-{
-	int			n;
-
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must be a one-dimensional array", what)));
-	deconstruct_array(array, elemtype, elemlen, elembyval, elemalign,
-					  elems, nulls, &n);
-	return n;
 }
 
 /* Kind settings a direct insert needs. */
@@ -462,8 +445,9 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 
 	read_common_args(fcinfo, &args);
 	JobqCheckNotNull(fcinfo, 1, "payloads");
-	n = deconstruct_arg(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
-						"payloads", &payloads, &payload_nulls);
+	/* Nulls are checked below, after the size: that error comes first. */
+	n = JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, "payloads", true,
+							 &payloads, &payload_nulls);
 	if (n > JOBQ_ENQUEUE_MANY_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -482,8 +466,8 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	{
 		int			nkeys;
 
-		nkeys = deconstruct_arg(PG_GETARG_ARRAYTYPE_P(2), TEXTOID, -1, false,
-								TYPALIGN_INT, "idempotency_keys", &keys, &key_nulls);
+		nkeys = JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(2), TEXTOID, "idempotency_keys",
+									 true, &keys, &key_nulls);
 		if (nkeys != n)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -498,14 +482,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	resolve_queue(&args);
 	if (n == 0)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-
-		JobqPreparePlan(&plan_kind_exists,
-						"SELECT 1 FROM jobq.kind WHERE name = $1", 1, argtypes);
-		if (JobqExecutePlan(plan_kind_exists, &args.kind, NULL, SPI_OK_SELECT, 0) == 0)
-			report_unknown_kind(args.kind);
-	}
+		(void) lookup_kind(args.kind);
 	else if (keys == NULL)
 		insert_many_direct(&args, payloads, n, rsinfo->setResult, rsinfo->setDesc);
 	else

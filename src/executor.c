@@ -496,6 +496,26 @@ worker_label(JobqWorkerSlot *slot)
 }
 
 /*
+ * An interval column of the last SPI result in microseconds, or dflt when
+ * NULL (a kind that is gone): the kind's defaults of register_kind.
+ */
+static int64
+interval_usecs_of(int row, int col, int64 dflt)
+{
+	bool		isnull;
+	Datum		d = JobqGetDatum(row, col, &isnull);
+
+	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
+}
+
+/* A kind's timeout column, in milliseconds, at least 1. */
+static int64
+timeout_ms_of(int row, int col)
+{
+	return Max(interval_usecs_of(row, col, 5 * 60 * USECS_PER_SEC) / 1000, 1);
+}
+
+/*
  * Take up to max_jobs ready in-database jobs, locked, starting with the
  * queue after the one served first last time.  Returns how many, copied
  * into the current memory context.  Must run between JobqBeginAccess and
@@ -547,13 +567,9 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 		job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
 		d = JobqGetDatum(i, 8, &isnull);
 		job->owner = isnull ? InvalidOid : DatumGetObjectId(d);
-		d = JobqGetDatum(i, 9, &isnull);
-		job->timeout_ms = isnull ? 300000 : JobqIntervalUsecs(DatumGetIntervalP(d)) / 1000;
-		job->timeout_ms = Max(job->timeout_ms, 1);
-		d = JobqGetDatum(i, 10, &isnull);
-		job->backoff_base_us = isnull ? USECS_PER_SEC : JobqIntervalUsecs(DatumGetIntervalP(d));
-		d = JobqGetDatum(i, 11, &isnull);
-		job->backoff_max_us = isnull ? 3600 * USECS_PER_SEC : JobqIntervalUsecs(DatumGetIntervalP(d));
+		job->timeout_ms = timeout_ms_of(i, 9);
+		job->backoff_base_us = interval_usecs_of(i, 10, USECS_PER_SEC);
+		job->backoff_max_us = interval_usecs_of(i, 11, 3600 * USECS_PER_SEC);
 		job->careful = JobqGetBool(i, 12);
 		job->hold_on_failure = JobqGetBool(i, 13);
 		if (i == 0)
@@ -1009,8 +1025,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.handler = isnull ? InvalidOid : DatumGetObjectId(d);
 	d = JobqGetDatum(0, 5, &isnull);
 	job.owner = isnull ? InvalidOid : DatumGetObjectId(d);
-	d = JobqGetDatum(0, 6, &isnull);
-	job.timeout_ms = isnull ? 300000 : Max(JobqIntervalUsecs(DatumGetIntervalP(d)) / 1000, 1);
+	job.timeout_ms = timeout_ms_of(0, 6);
 	d = JobqGetDatum(0, 7, &isnull);
 	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	JobqEndAccess(&access);

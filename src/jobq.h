@@ -20,6 +20,7 @@
 #define JOBQ_JOBQ_H
 
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
 
 /* Limits that are part of the documented SQL surface. */
@@ -87,6 +88,8 @@ extern int64 JobqIntervalUsecs(Interval *span);
 extern int64 JobqCheckPositiveInterval(Interval *span, const char *argname);
 extern int64 JobqCheckNonNegativeInterval(Interval *span, const char *argname);
 extern void JobqCheckJsonbSize(Datum value, const char *what);
+extern int	JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
+								 bool nulls_allowed, Datum **elems, bool **nulls);
 
 /* lease.c: the end of an attempt, shared with the executor. */
 typedef struct JobqErrorInfo

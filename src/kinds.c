@@ -82,14 +82,10 @@ check_side_effects(ArrayType *side_effects)
 	int			n;
 	int			i;
 
-	if (ARR_NDIM(side_effects) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"side_effects\" must be a one-dimensional array")));
-	deconstruct_array(side_effects, TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
+	n = JobqDeconstructArray(side_effects, TEXTOID, "side_effects", true, &elems, &nulls);
 	for (i = 0; i < n; i++)
 	{
+		/* In element order, a NULL and a bad name alike. */
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -368,25 +368,11 @@ compare_int64(const void *a, const void *b)
 static int
 read_int8_array(FunctionCallInfo fcinfo, int argno, const char *argname, Datum **elems)
 {
-	ArrayType  *array;
 	bool	   *nulls;
-	int			n;
-	int			i;
 
 	JobqCheckNotNull(fcinfo, argno, argname);
-	array = PG_GETARG_ARRAYTYPE_P(argno);
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must be a one-dimensional array", argname)));
-	deconstruct_array(array, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("argument \"%s\" must not contain nulls", argname)));
-	return n;
+	return JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(argno), INT8OID, argname, false,
+								elems, &nulls);
 }
 
 PG_FUNCTION_INFO_V1(jobq_complete_many);

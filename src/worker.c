@@ -159,6 +159,22 @@ finish_transaction(MemoryContext cxt)
 }
 
 /*
+ * Start a transaction for jobq's work, with loop_cxt current; leave if the
+ * extension is gone (its lock on jobq.job then holds until commit).
+ */
+static void
+start_jobq_transaction(MemoryContext loop_cxt)
+{
+	start_transaction();
+	MemoryContextSwitchTo(loop_cxt);
+	if (!extension_present())
+	{
+		finish_transaction(loop_cxt);
+		leave(JOBQ_EXIT_NO_EXTENSION);
+	}
+}
+
+/*
  * Promote due scheduled jobs, every jobq.rescue_interval rescue lost
  * leases, and every jobq.poll_interval remove a batch of finished jobs past
  * jobq.retention: in a short transaction of their own, so that what they change is
@@ -171,13 +187,7 @@ housekeeping(MemoryContext loop_cxt)
 	JobqAccess	access;
 	TimestampTz now = GetCurrentTimestamp();
 
-	start_transaction();
-	MemoryContextSwitchTo(loop_cxt);
-	if (!extension_present())
-	{
-		finish_transaction(loop_cxt);
-		leave(JOBQ_EXIT_NO_EXTENSION);
-	}
+	start_jobq_transaction(loop_cxt);
 	JobqBeginAccess(&access);
 	(void) JobqPromoteDueJobs();
 	if (TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
@@ -232,13 +242,7 @@ run_one_batch(MemoryContext loop_cxt)
 		housekeeping(loop_cxt);
 	}
 
-	start_transaction();
-	MemoryContextSwitchTo(loop_cxt);
-	if (!extension_present())
-	{
-		finish_transaction(loop_cxt);
-		leave(JOBQ_EXIT_NO_EXTENSION);
-	}
+	start_jobq_transaction(loop_cxt);
 	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
 
@@ -246,25 +250,13 @@ run_one_batch(MemoryContext loop_cxt)
 	{
 		JobqLeasedJob leased;
 
-		start_transaction();
-		MemoryContextSwitchTo(loop_cxt);
-		if (!extension_present())
-		{
-			finish_transaction(loop_cxt);
-			leave(JOBQ_EXIT_NO_EXTENSION);
-		}
+		start_jobq_transaction(loop_cxt);
 		leased = JobqLeaseForRun(later[i], MySlot);
 		finish_transaction(loop_cxt);
 		if (leased.id == 0)
 			continue;			/* taken by another worker meanwhile */
 
-		start_transaction();
-		MemoryContextSwitchTo(loop_cxt);
-		if (!extension_present())
-		{
-			finish_transaction(loop_cxt);
-			leave(JOBQ_EXIT_NO_EXTENSION);
-		}
+		start_jobq_transaction(loop_cxt);
 		(void) JobqRunLeasedJob(&leased, MySlot);
 		finish_transaction(loop_cxt);
 	}
@@ -326,12 +318,7 @@ JobqWorkerMain(Datum main_arg)
 	pgstat_report_appname("jobq worker");
 
 	/* Is jobq here?  If not, say so and go. */
-	start_transaction();
-	if (!extension_present())
-	{
-		finish_transaction(loop_cxt);
-		leave(JOBQ_EXIT_NO_EXTENSION);
-	}
+	start_jobq_transaction(loop_cxt);
 	ereport(LOG, (errmsg("jobq worker started in database \"%s\"",
 						 get_database_name(dboid))));
 	finish_transaction(loop_cxt);
