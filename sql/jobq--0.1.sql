@@ -44,7 +44,7 @@ CREATE SEQUENCE jobq.job_id_seq AS bigint;
  *
  * The indexes never mention "state".  They select rows by "lane" instead:
  * 'r' while the job is ready to claim, 's' while it waits for a future
- * run_at, NULL otherwise.  A claim must change lane (to leave the claim
+ * run_at, 'a' while it needs attention (failed or held), NULL otherwise.  A claim must change lane (to leave the claim
  * index), but completing, failing to held, heartbeating and extending a
  * lease change only unindexed columns, so they are HOT updates: no index
  * entry is written, and the fillfactor keeps room on each page for them.
@@ -69,7 +69,7 @@ CREATE TABLE jobq.job (
     attempt             integer NOT NULL DEFAULT 0,
     max_attempts        integer NOT NULL,
     holder_pid          integer,       /* pid of the lease holder */
-    lane                "char",        /* 'r' ready, 's' scheduled, NULL */
+    lane                "char",        /* 'r' ready, 's' scheduled, 'a' attention */
     in_db               boolean NOT NULL,   /* the kind has an in-database handler */
     kind                text NOT NULL,
     idempotency_key     text,
@@ -100,6 +100,9 @@ CREATE INDEX job_ready_db_idx ON jobq.job (queue_id, priority, run_at)
 /* Promotion of scheduled jobs whose time has come. */
 CREATE INDEX job_scheduled_idx ON jobq.job (run_at)
     WHERE lane = 's';
+/* Failed and held jobs, for jobq.failures and jobq.retry_failed(). */
+CREATE INDEX job_attention_idx ON jobq.job (id)
+    WHERE lane = 'a';
 
 /*
  * Leases: one row per claim, listing the jobs it leased.  Lease rescue
@@ -137,7 +140,9 @@ CREATE INDEX job_key_job_idx ON jobq.job_key (job_id);
 CREATE TABLE jobq.job_error (
     job_id      bigint NOT NULL,
     attempt     integer NOT NULL,
+    started_at  timestamptz,
     failed_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    outcome     jobq.job_state NOT NULL,   /* the job's state after it */
     worker      text,
     sqlstate    text,
     message     text NOT NULL,
@@ -183,14 +188,30 @@ CREATE TABLE jobq.instance (
 
 INSERT INTO jobq.instance (key_salt) VALUES (pg_catalog.gen_random_uuid()::text);
 
-/* What operators did, and why. */
-CREATE TABLE jobq.operator_log (
+/* What operators did, and why (read through the jobq.operator_log view). */
+CREATE TABLE jobq.operator_action (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     role            name NOT NULL,
     action          text NOT NULL,
     job_ids         bigint[] NOT NULL,
+    queue           text,          /* for actions on a queue */
     reason          text
+);
+
+/*
+ * Subscriptions: an AFTER ROW trigger on "source" enqueues a job of "kind"
+ * for each change.  The trigger is an ordinary trigger of the user's table,
+ * so pg_dump keeps it next to this row.
+ */
+CREATE TABLE jobq.subscription (
+    name            text PRIMARY KEY,
+    source          pg_catalog.regclass NOT NULL,
+    kind            text NOT NULL,
+    events          text[] NOT NULL,
+    trigger_name    name NOT NULL,
+    created_by      name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 /* pg_dump keeps the rows of every table that holds user data. */
@@ -203,8 +224,9 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.job_error', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operation', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_step', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.instance', '');
-SELECT pg_catalog.pg_extension_config_dump('jobq.operator_log', '');
-SELECT pg_catalog.pg_extension_config_dump('jobq.operator_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_id_seq', '');
 
@@ -354,11 +376,108 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'jobq_external_key'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
-/* Operators: a held job was compensated by hand. */
+/*
+ * Operators.  Each action is logged in jobq.operator_log in the same
+ * transaction.  A rerun keeps the job's id, idempotency key, steps and
+ * operation ids, so work already done is not done again.
+ */
+CREATE FUNCTION jobq.retry(id bigint, reason text DEFAULT NULL, force boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_retry'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.retry_failed(kind text DEFAULT NULL, since timestamptz DEFAULT NULL,
+                                  reason text DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'jobq_retry_failed'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.cancel(id bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_cancel'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.discard(id bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_discard'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/* A held job was compensated by hand. */
 CREATE FUNCTION jobq.resolve(id bigint, note text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_resolve'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.pause_queue(queue text, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_pause_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.resume_queue(queue text, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_resume_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * Subscriptions: table changes that dispatch jobs in the writer's
+ * transaction.
+ */
+CREATE FUNCTION jobq.subscribe(name text, source pg_catalog.regclass, kind text,
+                               events text[] DEFAULT '{insert,update,delete}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_subscribe'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.unsubscribe(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_unsubscribe'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * The subscription trigger, with (subscription, kind) as its arguments.
+ * It runs as the extension's owner so that writers need no right on jobq;
+ * the writer's right to write the table is what lets the job exist, and an
+ * error here is the writer's error.
+ */
+CREATE FUNCTION jobq.dispatch()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM jobq.enqueue(TG_ARGV[1], jsonb_build_object(
+        'subscription', TG_ARGV[0],
+        'op', lower(TG_OP),
+        'table', quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME),
+        'old', CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+        'new', CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END));
+    RETURN NULL;
+END
+$$;
+
+/* A dropped table or trigger takes its subscription with it. */
+CREATE FUNCTION jobq.forget_dropped_subscriptions()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+BEGIN
+    DELETE FROM jobq.subscription s
+     WHERE NOT EXISTS (SELECT FROM pg_trigger t
+                        WHERE t.tgrelid = s.source AND t.tgname = s.trigger_name);
+END
+$$;
+
+CREATE EVENT TRIGGER jobq_forget_dropped_subscriptions ON sql_drop
+    EXECUTE FUNCTION jobq.forget_dropped_subscriptions();
+
+/* DROP EXTENSION jobq first drops the subscription triggers on users' tables. */
+CREATE FUNCTION jobq.drop_subscription_triggers()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'jobq_drop_subscription_triggers'
+LANGUAGE C;
+
+CREATE EVENT TRIGGER jobq_drop_subscription_triggers ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION jobq.drop_subscription_triggers();
 
 /* Remove finished jobs (and their keys, steps, errors) older than the retention. */
 CREATE FUNCTION jobq.purge_finished(older_than interval DEFAULT NULL)
@@ -379,6 +498,14 @@ LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
 CREATE VIEW jobq.workers AS
     SELECT * FROM jobq.worker_status();
 
+/* The jobs this database's workers are running now (none without preload). */
+CREATE FUNCTION jobq.worker_jobs(
+    OUT pid integer, OUT job_id bigint, OUT kind text, OUT attempt integer,
+    OUT started_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'jobq_worker_jobs'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+
 /* Wake the launcher when CREATE EXTENSION commits (used just below). */
 CREATE FUNCTION jobq.wake_launcher()
 RETURNS void
@@ -388,10 +515,135 @@ LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 SELECT jobq.wake_launcher();
 
 /*
- * Nothing is open to PUBLIC but current_job() and the idempotency toolkit
- * (below): an administrator grants
- * EXECUTE on the functions, and SELECT on jobq.jobs, to the roles that
- * produce and work jobs.  The tables stay private to the extension's owner.
+ * Views for psql.  None of them counts finished jobs: they read the ready,
+ * scheduled and attention indexes and the lease table, so they stay cheap
+ * however much history is retained.
+ */
+
+/* Per queue, kind and state: how many jobs, and how late the ready ones are. */
+CREATE VIEW jobq.overview AS
+    WITH live AS (
+        SELECT queue_id, kind, 'pending'::jobq.job_state AS state, run_at AS ready_since
+          FROM jobq.job WHERE lane = 'r' AND in_db
+        UNION ALL
+        SELECT queue_id, kind, 'pending', run_at
+          FROM jobq.job WHERE lane = 'r' AND NOT in_db
+        UNION ALL
+        SELECT queue_id, kind, 'pending', NULL
+          FROM jobq.job WHERE lane = 's'
+        UNION ALL
+        SELECT queue_id, kind, state, NULL
+          FROM jobq.job WHERE lane = 'a'
+        UNION ALL
+        SELECT j.queue_id, j.kind, j.state, NULL
+          FROM jobq.lease l
+         CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
+          JOIN jobq.job j ON j.id = u.id
+         WHERE j.state = 'running'
+    )
+    SELECT q.name AS queue, live.kind, live.state,
+           pg_catalog.count(*) AS jobs,
+           pg_catalog.count(live.ready_since) AS ready,
+           pg_catalog.now() - pg_catalog.min(live.ready_since) AS oldest_ready_age,
+           q.paused AS queue_paused
+      FROM live
+      JOIN jobq.queue q ON q.id = live.queue_id
+     GROUP BY q.name, live.kind, live.state, q.paused;
+
+/* Failed and held jobs: the work that waits for an operator. */
+CREATE VIEW jobq.failures AS
+    SELECT j.id, j.kind, q.name AS queue, j.state, j.attempt, j.max_attempts,
+           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload
+      FROM jobq.job j
+      JOIN jobq.queue q ON q.id = j.queue_id
+      LEFT JOIN LATERAL (
+            SELECT je.sqlstate, je.failed_at FROM jobq.job_error je
+             WHERE je.job_id = j.id
+             ORDER BY je.failed_at DESC LIMIT 1) e ON true
+     WHERE j.lane = 'a';
+
+/*
+ * Jobs running now: leased ones (external workers, and in-database jobs
+ * with side effects), then those a background worker runs inside a batch
+ * that has not committed yet.
+ */
+CREATE VIEW jobq.running AS
+    SELECT j.id, j.kind, q.name AS queue, j.attempt, j.worker, j.holder_pid AS pid,
+           j.started_at, pg_catalog.now() - j.started_at AS running_for,
+           j.heartbeat_at, j.lease_expires_at, l.claimed_at AS leased_at
+      FROM jobq.lease l
+     CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
+      JOIN jobq.job j ON j.id = u.id
+      JOIN jobq.queue q ON q.id = j.queue_id
+     WHERE j.state = 'running'
+    UNION ALL
+    SELECT w.job_id, w.kind, k.queue, w.attempt, 'jobq worker', w.pid,
+           w.started_at, pg_catalog.now() - w.started_at,
+           NULL, NULL, NULL
+      FROM jobq.worker_jobs() w
+      LEFT JOIN jobq.kind k ON k.name = w.kind
+     WHERE NOT EXISTS (SELECT FROM jobq.job j
+                        WHERE j.id = w.job_id AND j.state = 'running');
+
+/*
+ * Every attempt of a job with its timing, worker and outcome, and every
+ * operator action on it, oldest first.
+ */
+CREATE FUNCTION jobq.history(id bigint)
+RETURNS TABLE (at timestamptz, attempt integer, event text, worker text,
+               duration interval, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+    SELECT coalesce(e.started_at, e.failed_at), e.attempt,
+           'attempt ' || e.outcome::text, e.worker,
+           e.failed_at - e.started_at,
+           coalesce(e.sqlstate || ': ', '') || e.message
+      FROM jobq.job_error e
+     WHERE e.job_id = $1
+    UNION ALL
+    SELECT j.started_at, j.attempt, 'attempt ' || j.state::text, j.worker,
+           j.finished_at - j.started_at,
+           CASE WHEN j.state = 'running'
+                THEN 'lease expires ' || j.lease_expires_at::text END
+      FROM jobq.job j
+     WHERE j.id = $1 AND j.attempt > 0
+       AND (j.state = 'running'
+            OR (j.state = 'completed'
+                AND NOT EXISTS (SELECT FROM jobq.job_error e
+                                 WHERE e.job_id = j.id AND e.attempt = j.attempt)))
+    UNION ALL
+    SELECT o.at, NULL, o.action || ' by ' || o.role, NULL, NULL, o.reason
+      FROM jobq.operator_action o
+     WHERE o.job_ids @> ARRAY[$1]
+    ORDER BY 1, 2 NULLS LAST
+$$;
+
+/* What operators did, and why. */
+CREATE VIEW jobq.operator_log AS
+    SELECT id, at, role, action, job_ids, queue, reason FROM jobq.operator_action;
+
+CREATE VIEW jobq.kinds AS
+    SELECT name, handler, queue, max_attempts, backoff_base, backoff_max, timeout,
+           side_effects, retry_safe, owner, created_at, updated_at
+      FROM jobq.kind;
+
+CREATE VIEW jobq.queues AS
+    SELECT name, paused, created_at FROM jobq.queue;
+
+CREATE VIEW jobq.subscriptions AS
+    SELECT name, source, kind, events, trigger_name, created_by, created_at
+      FROM jobq.subscription;
+
+/*
+ * Privileges.  Nothing is open to PUBLIC but current_job() and the
+ * idempotency toolkit; the rest is granted to four roles, made once per
+ * cluster (roles are cluster-wide) and granted their rights in every
+ * database that installs jobq:
+ *   jobq_producer  enqueue jobs
+ *   jobq_worker    claim jobs and report on them
+ *   jobq_operator  the operator functions and every view
+ *   jobq_admin     kinds and subscriptions, and the three roles above
+ * The tables stay private to the extension's owner.
  */
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA jobq FROM PUBLIC;
@@ -404,3 +656,60 @@ GRANT USAGE ON SCHEMA jobq TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.current_job(), jobq.once(text),
     jobq.record_step(bigint, text, jsonb, bigint), jobq.step_result(bigint, text),
     jobq.external_key(bigint, text) TO PUBLIC;
+
+DO $roles$
+DECLARE
+    level text;
+BEGIN
+    FOREACH level IN ARRAY ARRAY['producer', 'worker', 'operator', 'admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'jobq_' || level) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', 'jobq_' || level);
+            IF level = 'admin' THEN
+                GRANT jobq_producer, jobq_worker, jobq_operator TO jobq_admin;
+            END IF;
+        END IF;
+    END LOOP;
+END
+$roles$;
+
+GRANT EXECUTE ON FUNCTION
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text)
+    TO jobq_producer;
+
+GRANT EXECUTE ON FUNCTION
+    jobq.claim(text, text, integer, interval),
+    jobq.complete(bigint, bigint, jsonb),
+    jobq.complete_many(bigint[], bigint[]),
+    jobq.fail(bigint, bigint, text, interval),
+    jobq.heartbeat(bigint, bigint, interval),
+    jobq.snooze(bigint, bigint, interval),
+    jobq.rescue_leases()
+    TO jobq_worker;
+
+GRANT EXECUTE ON FUNCTION
+    jobq.retry(bigint, text, boolean),
+    jobq.retry_failed(text, timestamptz, text),
+    jobq.cancel(bigint, text),
+    jobq.discard(bigint, text),
+    jobq.resolve(bigint, text),
+    jobq.pause_queue(text, text),
+    jobq.resume_queue(text, text),
+    jobq.history(bigint),
+    jobq.rescue_leases(),
+    jobq.run_pending(integer),
+    jobq.worker_status(),
+    jobq.worker_jobs()
+    TO jobq_operator;
+GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.workers,
+    jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions
+    TO jobq_operator;
+
+GRANT EXECUTE ON FUNCTION
+    jobq.register_kind(text, pg_catalog.regprocedure, text, integer, interval, interval,
+                       interval, text[], boolean),
+    jobq.unregister_kind(text),
+    jobq.subscribe(text, pg_catalog.regclass, text, text[]),
+    jobq.unsubscribe(text),
+    jobq.purge_finished(interval)
+    TO jobq_admin;

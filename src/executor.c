@@ -130,6 +130,7 @@ typedef enum FailureAction
 volatile sig_atomic_t JobqShutdownRequested = false;
 volatile TimestampTz JobqShutdownRequestedAt = 0;
 volatile sig_atomic_t JobqInHandler = false;
+volatile int64 JobqHandlerJobId = 0;
 
 static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
@@ -351,6 +352,10 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	}
 
 	job_timeout.job_deadline = DT_NOEND;	/* a cancel before arming is not a timeout */
+	if (JobqCancelRequested(slot, job->id, job->attempt + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
 	check_runner(job);
 	handler = lookup_handler(job->handler);
 	make_constraints_immediate();
@@ -371,6 +376,7 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = job->payload;
 	fcinfo->args[0].isnull = false;
+	JobqHandlerJobId = job->id;
 	JobqInHandler = true;
 	result = FunctionCallInvoke(fcinfo);
 	JobqInHandler = false;
@@ -1053,7 +1059,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		if (action == FAILURE_HAND_BACK)
 		{
 			JobqPreparePlan(&plan_hold_leased,
-							"UPDATE jobq.job SET state = 'held', attempt = attempt - 1,"
+							"UPDATE jobq.job SET state = 'held', lane = 'a',"
+							" attempt = attempt - 1,"
 							" last_error = 'interrupted by a server shutdown;"
 							" its side effects may have happened',"
 							" holder_pid = NULL, holder_start = NULL"

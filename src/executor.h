@@ -30,6 +30,7 @@ typedef struct JobqLeasedJob
 extern volatile sig_atomic_t JobqShutdownRequested;
 extern volatile TimestampTz JobqShutdownRequestedAt;
 extern volatile sig_atomic_t JobqInHandler;
+extern volatile int64 JobqHandlerJobId;	/* the job whose handler runs */
 
 extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 						 JobqBatchResult *result, int64 **later_ids);

@@ -132,7 +132,7 @@ extern void JobqRememberStep(Datum step, Datum result);
 
 /* operators.c */
 extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids,
-								  int n, const char *reason);
+								  int n, const char *queue, const char *reason);
 
 /* retention.c */
 extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);

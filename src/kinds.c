@@ -34,6 +34,7 @@ static SPIPlanPtr plan_update_kind;
 static SPIPlanPtr plan_set_in_db;
 static SPIPlanPtr plan_count_live;
 static SPIPlanPtr plan_delete_kind;
+static SPIPlanPtr plan_kind_subscription;
 
 /*
  * Check that a handler has the shape jobq calls: one jsonb argument,
@@ -319,6 +320,20 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 							   "kind \"%s\" still has %lld unfinished jobs",
 							   live, text_to_cstring(kind), (long long) live),
 				 errhint("Let them finish, or cancel them, before unregistering the kind.")));
+	JobqPreparePlan(&plan_kind_subscription,
+					"SELECT name FROM jobq.subscription WHERE kind = $1 ORDER BY name LIMIT 1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_kind_subscription, values, NULL, SPI_OK_SELECT, 0) == 1)
+	{
+		bool		isnull;
+
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("kind \"%s\" is still used by subscription \"%s\"",
+						text_to_cstring(kind),
+						TextDatumGetCString(JobqGetDatum(0, 1, &isnull))),
+				 errhint("Remove the subscription with jobq.unsubscribe() first.")));
+	}
 	JobqPreparePlan(&plan_delete_kind,
 					"DELETE FROM jobq.kind WHERE name = $1",
 					1, argtypes);

@@ -169,15 +169,15 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 				  TimestampTz run_at, const JobqErrorInfo *error,
 				  const char *worker, TimestampTz started_at)
 {
-	Oid			errtypes[8] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID};
-	Datum		errvalues[8];
-	char		errnulls[8];
+	Oid			errtypes[10] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		errvalues[10];
+	char		errnulls[10];
 	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
 	TEXTOID, TIMESTAMPTZOID, CHAROID};
 	Datum		values[8];
 	char		nulls[8];
-	char		lane = '\0';
+	char		lane;
 
 	errvalues[0] = Int64GetDatum(job_id);
 	errnulls[0] = ' ';
@@ -189,15 +189,24 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 	errvalues[5] = text_or_null(error->detail, &errnulls[5]);
 	errvalues[6] = text_or_null(error->hint, &errnulls[6]);
 	errvalues[7] = text_or_null(error->context, &errnulls[7]);
+	errvalues[8] = CStringGetTextDatum(state);
+	errnulls[8] = ' ';
+	errvalues[9] = TimestampTzGetDatum(started_at);
+	errnulls[9] = started_at ? ' ' : 'n';
+	/* A claimed attempt's start and worker are on the job row until now. */
 	JobqPreparePlan(&plan_record_error,
 					"INSERT INTO jobq.job_error (job_id, attempt, worker, sqlstate,"
-					" message, detail, hint, context)"
-					" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-					8, errtypes);
+					" message, detail, hint, context, outcome, started_at)"
+					" SELECT $1, $2, coalesce($3, j.worker), $4, $5, $6, $7, $8,"
+					"  $9::jobq.job_state, coalesce($10, j.started_at)"
+					" FROM jobq.job j WHERE j.id = $1",
+					10, errtypes);
 	JobqExecutePlan(plan_record_error, errvalues, errnulls, SPI_OK_INSERT, 0);
 
 	if (strcmp(state, "pending") == 0)
 		lane = run_at <= GetCurrentTimestamp() ? 'r' : 's';
+	else
+		lane = 'a';				/* failed or held: an operator's turn */
 	values[0] = Int64GetDatum(job_id);
 	nulls[0] = ' ';
 	values[1] = errvalues[4];
@@ -205,7 +214,7 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 	values[2] = CStringGetTextDatum(state);
 	nulls[2] = ' ';
 	values[3] = TimestampTzGetDatum(run_at);
-	nulls[3] = lane ? ' ' : 'n';
+	nulls[3] = lane == 'r' || lane == 's' ? ' ' : 'n';
 	values[4] = Int32GetDatum(charge);
 	nulls[4] = ' ';
 	values[5] = errvalues[2];
@@ -213,7 +222,7 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 	values[6] = TimestampTzGetDatum(started_at);
 	nulls[6] = started_at ? ' ' : 'n';
 	values[7] = CharGetDatum(lane);
-	nulls[7] = lane ? ' ' : 'n';
+	nulls[7] = ' ';
 	JobqPreparePlan(&plan_after_failure,
 					"UPDATE jobq.job SET state = $3::jobq.job_state, lane = $8,"
 					" run_at = coalesce($4, run_at), attempt = attempt + $5,"

@@ -81,7 +81,10 @@ jobq_shmem_startup(void)
 		JobqShared->nslots = jobq_max_workers;
 		pg_atomic_init_u32(&JobqShared->next_wake, 0);
 		for (i = 0; i < jobq_max_workers; i++)
+		{
 			SpinLockInit(&JobqShared->slots[i].mutex);
+			pg_atomic_init_u64(&JobqShared->slots[i].cancel_job_id, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -223,6 +226,11 @@ void
 JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind, int32 attempt)
 {
 	SpinLockAcquire(&slot->mutex);
+	/* A cancel asked for another job, or another attempt, is void now. */
+	if (job_id != 0 &&
+		(pg_atomic_read_u64(&slot->cancel_job_id) != (uint64) job_id ||
+		 slot->cancel_attempt != attempt))
+		pg_atomic_write_u64(&slot->cancel_job_id, 0);
 	slot->job_id = job_id;
 	slot->attempt = attempt;
 	strlcpy(slot->kind, kind ? kind : "", sizeof(slot->kind));
@@ -239,6 +247,115 @@ JobqCountJobs(JobqWorkerSlot *slot, int completed, int failed)
 	slot->jobs_failed += failed;
 	slot->batches++;
 	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * Ask the worker of this database that runs job_id, if any, to stop its
+ * handler: record the job and attempt in its slot, then send it SIGINT.
+ * The worker's handler for SIGINT cancels only the handler of that job,
+ * and the executor refuses to start that attempt again.  Returns whether a
+ * worker was found.
+ */
+bool
+JobqRequestCancel(int64 job_id)
+{
+	int			i;
+	bool		found = false;
+
+	if (JobqShared == NULL)
+		return false;
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JobqShared->nslots && !found; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+		pid_t		pid = 0;
+
+		if (slot->state != JOBQ_SLOT_RUNNING || slot->dboid != MyDatabaseId)
+			continue;
+		SpinLockAcquire(&slot->mutex);
+		if (slot->job_id == job_id)
+		{
+			slot->cancel_attempt = slot->attempt;
+			pg_atomic_write_u64(&slot->cancel_job_id, (uint64) job_id);
+			pid = slot->pid;
+			found = true;
+		}
+		SpinLockRelease(&slot->mutex);
+		if (pid != 0 && kill(pid, SIGINT) != 0)
+			ereport(WARNING,
+					(errmsg("could not signal jobq worker %d: %m", (int) pid)));
+	}
+	LWLockRelease(JobqShared->lock);
+	return found;
+}
+
+/* Has an operator cancelled this attempt of job_id on the worker of slot? */
+bool
+JobqCancelRequested(JobqWorkerSlot *slot, int64 job_id, int32 attempt)
+{
+	bool		requested;
+
+	if (slot == NULL)
+		return false;
+	SpinLockAcquire(&slot->mutex);
+	requested = pg_atomic_read_u64(&slot->cancel_job_id) == (uint64) job_id &&
+		slot->cancel_attempt == attempt;
+	SpinLockRelease(&slot->mutex);
+	return requested;
+}
+
+PG_FUNCTION_INFO_V1(jobq_worker_jobs);
+
+/*
+ * jobq.worker_jobs(): the jobs that this database's workers are running,
+ * behind the jobq.running view.  Empty when the workers are not loaded.
+ */
+Datum
+jobq_worker_jobs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (JobqShared == NULL)
+		return (Datum) 0;
+
+	for (i = 0; i < JobqShared->nslots; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		pid_t		pid;
+		int64		job_id;
+		int32		attempt;
+		char		kind[JOBQ_KIND_LABEL_LEN];
+		TimestampTz started_at;
+
+		LWLockAcquire(JobqShared->lock, LW_SHARED);
+		if (slot->state != JOBQ_SLOT_RUNNING || slot->dboid != MyDatabaseId)
+		{
+			LWLockRelease(JobqShared->lock);
+			continue;
+		}
+		pid = slot->pid;
+		SpinLockAcquire(&slot->mutex);
+		job_id = slot->job_id;
+		attempt = slot->attempt;
+		memcpy(kind, slot->kind, sizeof(kind));
+		started_at = slot->job_started_at;
+		SpinLockRelease(&slot->mutex);
+		LWLockRelease(JobqShared->lock);
+		if (job_id == 0)
+			continue;
+
+		values[0] = Int32GetDatum(pid);
+		values[1] = Int64GetDatum(job_id);
+		values[2] = CStringGetTextDatum(kind);
+		values[3] = Int32GetDatum(attempt);
+		values[4] = TimestampTzGetDatum(started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(jobq_wake_launcher);

@@ -60,6 +60,14 @@ typedef struct JobqWorkerSlot
 	int64		jobs_completed;
 	int64		jobs_failed;	/* attempts that ended in error */
 	int64		batches;
+
+	/*
+	 * An operator's jobq.cancel() of the job this worker runs: the job id
+	 * (atomic, because the worker's SIGINT handler reads it) and, under
+	 * mutex, the attempt it was asked for.
+	 */
+	pg_atomic_uint64 cancel_job_id;
+	int32		cancel_attempt;
 } JobqWorkerSlot;
 
 /*
@@ -94,5 +102,7 @@ extern void JobqWakeLauncherAtCommit(void);
 extern void JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind,
 						   int32 attempt);
 extern void JobqCountJobs(JobqWorkerSlot *slot, int completed, int failed);
+extern bool JobqRequestCancel(int64 job_id);
+extern bool JobqCancelRequested(JobqWorkerSlot *slot, int64 job_id, int32 attempt);
 
 #endif							/* JOBQ_SHMEM_H */

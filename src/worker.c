@@ -71,6 +71,27 @@ worker_sigterm(SIGNAL_ARGS)
 }
 
 /*
+ * SIGINT (jobq.cancel(), or pg_cancel_backend()): cancel the running
+ * handler, never jobq's own bookkeeping, which would end the worker with
+ * an error.  When an operator's cancel names a job, only that job's
+ * handler is cancelled: the worker may have moved on to another.
+ */
+static void
+worker_sigint(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+	uint64		target = pg_atomic_read_u64(&MySlot->cancel_job_id);
+
+	if (JobqInHandler && (target == 0 || target == (uint64) JobqHandlerJobId))
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
  * Timeout handler, every GRACE_CHECK_MS while a batch runs: once the grace
  * period after SIGTERM is over, cancel the handler that runs, once.  Only
  * a handler: cancelling jobq's own bookkeeping would end the worker with
@@ -279,11 +300,12 @@ JobqWorkerMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, worker_sigterm);
-	BackgroundWorkerUnblockSignals();
-
 	if (JobqShared == NULL || slotno < 0 || slotno >= JobqShared->nslots)
 		elog(FATAL, "jobq worker started without a valid slot");
 	MySlot = &JobqShared->slots[slotno];
+	pqsignal(SIGINT, worker_sigint);
+	BackgroundWorkerUnblockSignals();
+
 	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	dboid = MySlot->dboid;
