@@ -347,7 +347,7 @@ jobq_discard(PG_FUNCTION_ARGS)
 	if (JobqExecutePlan(plan_discard, values, NULL, SPI_OK_SELECT, 0) != 1)
 		report_wrong_state(job_id, "discard",
 						   "Only failed, held and cancelled jobs can be discarded.",
-						   "Cancel a pending or running job first.");
+						   NULL);
 	JobqLogOperatorAction(access.caller, "discard", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();

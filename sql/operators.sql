@@ -1,0 +1,155 @@
+-- operators: retry, retry_failed, cancel, discard, pause_queue and
+-- resume_queue on every state, their errors, and the views they feed.
+CREATE SCHEMA ops;
+CREATE TABLE ops.done (job_id bigint, n int);
+CREATE FUNCTION ops.work(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (p->>'fail')::boolean THEN
+        RAISE EXCEPTION 'ops failure %', p->>'n';
+    END IF;
+    IF jobq.step_result((jobq.current_job()).id, 'first') IS NULL THEN
+        PERFORM jobq.record_step((jobq.current_job()).id, 'first',
+                                 jsonb_build_object('n', p->'n'));
+    END IF;
+    INSERT INTO ops.done VALUES ((jobq.current_job()).id, (p->>'n')::int);
+END $$;
+SELECT jobq.register_kind('ops.work', 'ops.work(jsonb)', queue => 'ops', max_attempts => 1);
+SELECT jobq.register_kind('ops.ext', queue => 'ops_ext', max_attempts => 1);
+SELECT jobq.register_kind('ops.mail', queue => 'ops_ext', side_effects => '{email}');
+
+-- A completed job is rerun only with force; it keeps its id, key and steps.
+SELECT jobq.enqueue('ops.work', '{"n": 1}', idempotency_key => 'k1') AS done_job \gset
+SELECT jobq.run_pending() AS ran;
+SELECT * FROM error_of(format('SELECT jobq.retry(%s)', :done_job), :done_job);
+SELECT jobq.retry(:done_job, 'replay for the audit', force => true);
+SELECT state, attempt, max_attempts, result, finished_at IS NULL AS unfinished
+  FROM jobq.jobs WHERE id = :done_job;
+SELECT jobq.enqueue('ops.work', '{"n": 1}', idempotency_key => 'k1') = :done_job AS same_job;
+SELECT jobq.step_result(:done_job, 'first');
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS runs, min(n) FROM ops.done WHERE job_id = :done_job;
+SELECT state, attempt FROM jobq.jobs WHERE id = :done_job;
+
+-- Pending and running jobs are not rerun.
+SELECT jobq.enqueue('ops.ext', '{}') AS ext_job \gset
+SELECT * FROM error_of(format('SELECT jobq.retry(%s)', :ext_job), :ext_job);
+SELECT lease_token AS ext_tok FROM jobq.claim('ops_ext') \gset
+SELECT * FROM error_of(format('SELECT jobq.retry(%s, force => true)', :ext_job), :ext_job);
+SELECT jobq.fail(:ext_job, :ext_tok, 'gave up');
+-- Failed: in jobq.failures, then rerun with a fresh attempt.
+SELECT id = :ext_job AS listed, state, attempt, last_error FROM jobq.failures;
+SELECT jobq.retry(:ext_job);
+SELECT count(*) AS failures FROM jobq.failures;
+SELECT id = :ext_job AS claimed, attempt FROM jobq.claim('ops_ext');
+
+-- A held job (side effects, not retry_safe) is retried, cancelled or resolved.
+SELECT jobq.enqueue('ops.mail', '{"to": "a@example.com"}') AS mail_job \gset
+SELECT lease_token AS mail_tok FROM jobq.claim('ops_ext') \gset
+SELECT jobq.fail(:mail_job, :mail_tok, 'SMTP timeout after DATA');
+SELECT state FROM jobq.failures WHERE id = :mail_job;
+-- retry_failed leaves held jobs alone: each needs a decision.
+SELECT jobq.retry_failed() AS rerun;
+SELECT jobq.cancel(:mail_job, 'sent by hand');
+SELECT state, finished_at IS NOT NULL AS finished FROM jobq.jobs WHERE id = :mail_job;
+SELECT * FROM error_of(format('SELECT jobq.cancel(%s)', :mail_job), :mail_job, 'mail');
+-- A cancelled job can be rerun.
+SELECT jobq.retry(:mail_job, 'customer asked again');
+SELECT state FROM jobq.jobs WHERE id = :mail_job;
+SELECT jobq.cancel(:mail_job);
+
+-- retry_failed: by kind and by time of failure.
+SELECT count(*) AS enqueued
+  FROM jobq.enqueue_many('ops.work', ARRAY['{"n": 10, "fail": true}', '{"n": 11, "fail": true}']::jsonb[]);
+SELECT jobq.run_pending() AS ran;
+SELECT kind, state, count(*) FROM jobq.failures GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT jobq.retry_failed('ops.work', since => now() + interval '1 hour') AS none_that_recent;
+SELECT jobq.retry_failed('ops.ext') AS none_of_that_kind;
+SELECT jobq.retry_failed('ops.work', since => now() - interval '1 hour', reason => 'bug fixed') AS rerun;
+SELECT count(*) AS failures FROM jobq.failures WHERE kind = 'ops.work';
+SELECT jobq.run_pending() AS ran_and_failed_again;
+SELECT action, cardinality(job_ids) AS jobs, reason FROM jobq.operator_log
+ WHERE action = 'retry_failed' ORDER BY id;
+
+-- discard removes a failed job with its key and steps; operation ids stay.
+SELECT jobq.enqueue('ops.ext', '{"v": 1}', idempotency_key => 'bad-payload') AS bad_job \gset
+SELECT lease_token AS bad_tok FROM jobq.claim('ops_ext') \gset
+SELECT jobq.once('ops-op-' || :bad_job) AS first_time;
+SELECT jobq.record_step(:bad_job, 'parsed', '{"ok": false}', :bad_tok);
+SELECT jobq.fail(:bad_job, :bad_tok, 'payload cannot be parsed');
+SELECT jobq.discard(:bad_job, 'payload was wrong; re-enqueued');
+SELECT count(*) AS rows_left FROM jobq.jobs WHERE id = :bad_job;
+SELECT jobq.step_result(:bad_job, 'parsed') AS step_gone;
+SELECT jobq.enqueue('ops.ext', '{"v": 2}', idempotency_key => 'bad-payload') <> :bad_job AS new_job;
+SELECT jobq.once('ops-op-' || :bad_job) AS still_recorded_once;
+SELECT * FROM error_of(format('SELECT jobq.discard(%s)', :bad_job), :bad_job, 'bad');
+SELECT * FROM error_of(format('SELECT jobq.discard(%s)', :done_job), :done_job, 'done');
+SELECT * FROM error_of(format('SELECT jobq.cancel(%s)', :done_job), :done_job, 'done');
+SELECT attempt, replace(event, current_user, '<me>') AS event, detail
+  FROM jobq.history(:bad_job);
+
+-- Cancelling a pending job; its late claim finds nothing.
+SELECT jobq.enqueue('ops.work', '{"n": 20}') AS pend_job \gset
+SELECT jobq.cancel(:pend_job, 'not needed');
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS runs FROM ops.done WHERE n = 20;
+
+-- Pausing a queue: its jobs wait, for workers and claimers alike.
+SELECT jobq.pause_queue('ops', 'maintenance');
+SELECT jobq.enqueue('ops.work', '{"n": 30}') AS paused_job \gset
+SELECT jobq.run_pending() AS ran_while_paused;
+SELECT name, paused FROM jobq.queues WHERE name = 'ops';
+SELECT queue, state, jobs, ready, queue_paused FROM jobq.overview WHERE queue = 'ops';
+SELECT jobq.pause_queue('ops');   -- pausing twice is harmless
+SELECT jobq.resume_queue('ops');
+SELECT jobq.run_pending() AS ran_after_resume;
+SELECT state FROM jobq.jobs WHERE id = :paused_job;
+
+-- The views read indexes and leases, never the finished jobs.
+CREATE FUNCTION ops.scans_job_table(query text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+BEGIN
+    SET LOCAL enable_seqscan = off;
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+        IF line ~ 'Seq Scan on job ' THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT ops.scans_job_table('SELECT * FROM jobq.overview') AS overview_scans,
+       ops.scans_job_table('SELECT * FROM jobq.failures') AS failures_scans,
+       ops.scans_job_table('SELECT * FROM jobq.running') AS running_scans,
+       ops.scans_job_table('SELECT * FROM jobq.jobs') AS jobs_scans;
+
+-- Bad input.
+SELECT * FROM error_of('SELECT jobq.retry(NULL)');
+SELECT * FROM error_of('SELECT jobq.retry(1, NULL, NULL)');
+SELECT * FROM error_of('SELECT jobq.retry(-1)');
+SELECT * FROM error_of($$SELECT jobq.retry(1, '')$$);
+SELECT * FROM error_of(format('SELECT jobq.retry(1, %L)', repeat('x', 9000)));
+SELECT * FROM error_of($$SELECT jobq.retry_failed('Bad Kind')$$);
+SELECT * FROM error_of($$SELECT jobq.retry_failed('ops.no_such')$$);
+SELECT * FROM error_of('SELECT jobq.cancel(NULL)');
+SELECT * FROM error_of('SELECT jobq.cancel(-1)');
+SELECT * FROM error_of('SELECT jobq.discard(NULL)');
+SELECT * FROM error_of('SELECT jobq.discard(-1)');
+SELECT * FROM error_of('SELECT jobq.pause_queue(NULL)');
+SELECT * FROM error_of($$SELECT jobq.pause_queue('Bad Queue')$$);
+SELECT * FROM error_of($$SELECT jobq.pause_queue('no_such_queue')$$);
+SELECT * FROM error_of($$SELECT jobq.resume_queue('no_such_queue')$$);
+SELECT count(*) AS history_of_nothing FROM jobq.history(-1);
+
+-- A failed job whose kind was unregistered cannot be rerun.
+SELECT jobq.register_kind('ops.gone', queue => 'ops_gone', max_attempts => 1);
+SELECT jobq.enqueue('ops.gone', '{}') AS gone_job \gset
+SELECT lease_token AS gone_tok FROM jobq.claim('ops_gone') \gset
+SELECT jobq.fail(:gone_job, :gone_tok, 'no');
+SELECT jobq.unregister_kind('ops.gone');
+SELECT * FROM error_of(format('SELECT jobq.retry(%s)', :gone_job), :gone_job, 'gone');
+SELECT jobq.retry_failed() >= 0 AS skips_unregistered;
+SELECT state FROM jobq.jobs WHERE id = :gone_job;
+SELECT jobq.discard(:gone_job);
+
+DROP SCHEMA ops CASCADE;
