@@ -60,8 +60,8 @@ BEGIN
     RETURN jsonb_build_object('sent', sent, 'attempt', j.attempt);
 END $$;
 SELECT jobq.register_kind('tk.mail', 'tk_send_mail(jsonb)', queue => 'tk_mail',
-                          max_attempts => 2, backoff_base => '10 milliseconds',
-                          backoff_max => '10 milliseconds');
+                          max_attempts => 2, backoff_base => '500 milliseconds',
+                          backoff_max => '500 milliseconds');
 
 -- The same order enqueued twice (no idempotency key): two jobs run, one
 -- mail goes out.
@@ -89,7 +89,7 @@ SELECT order_no, count(*) AS mails, bool_and(job_id = :mail_4) AS by_mail_4
   FROM tk_outbox WHERE order_no = 4 GROUP BY order_no;
 SELECT count(*) AS mails_2 FROM tk_outbox WHERE order_no = 2;
 SELECT count(*) AS recorded_2 FROM jobq.operation WHERE operation_id = 'mail:2';
-SELECT pg_sleep(0.1);
+SELECT pg_sleep(0.6);
 SELECT jobq.run_pending() AS ran;
 SELECT state, attempt, result FROM jobq.jobs WHERE id = :mail_2;
 -- The order comes in again later: the job runs, nothing is sent.
@@ -244,8 +244,8 @@ BEGIN
         'same_key', reserved->>'key' = jobq.external_key(j.id, 'reserve'));
 END $$;
 SELECT jobq.register_kind('tk.book', 'tk_book(jsonb)', queue => 'tk_book',
-                          max_attempts => 2, backoff_base => '10 milliseconds',
-                          backoff_max => '10 milliseconds',
+                          max_attempts => 2, backoff_base => '500 milliseconds',
+                          backoff_max => '500 milliseconds',
                           side_effects => '{reservation}', retry_safe => true);
 SELECT jobq.enqueue('tk.book', '{"trip": "lis"}', idempotency_key => 'trip-lis') AS book \gset
 SELECT jobq.run_pending() AS ran;
@@ -253,7 +253,7 @@ SELECT state, attempt, last_error FROM jobq.jobs WHERE id = :book;
 -- The checkpoint outlived the failed attempt.
 SELECT step, result->>'reservation' AS reservation, result->'attempt' AS by_attempt, attempt
   FROM jobq.job_step WHERE job_id = :book ORDER BY step;
-SELECT pg_sleep(0.1);
+SELECT pg_sleep(0.6);
 SELECT jobq.run_pending() AS ran;
 SELECT state, attempt, (result->>'job_id')::bigint = id AS current_job_is_this_job,
        result - 'job_id' AS result
