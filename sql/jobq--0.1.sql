@@ -73,6 +73,7 @@ CREATE TABLE jobq.job (
     in_db               boolean NOT NULL,   /* the kind has an in-database handler */
     kind                text NOT NULL,
     idempotency_key     text,
+    concurrency_key     text,          /* never two running at once */
     worker              text,
     last_error          text,
     payload             jsonb NOT NULL,
@@ -121,6 +122,19 @@ CREATE TABLE jobq.lease (
         autovacuum_vacuum_cost_delay = 0);
 
 CREATE INDEX lease_first_idx ON jobq.lease (first_id);
+
+/*
+ * Concurrency keys held by leased jobs: a key is held while its job is
+ * running under that lease token.  A row whose job moved on is stale and is
+ * replaced by the next claim of the key (a claim in progress holds an
+ * advisory lock on the key, so two never race).  In-database jobs run in a
+ * batch hold only the advisory lock, which lasts as long as their run.
+ */
+CREATE TABLE jobq.concurrency_lock (
+    key             text PRIMARY KEY,
+    job_id          bigint NOT NULL,
+    lease_token     bigint NOT NULL
+);
 
 /*
  * Idempotency keys: at most one job per (kind, key) while the job is
@@ -236,7 +250,7 @@ CREATE VIEW jobq.jobs AS
            j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
            j.last_error, j.created_at, j.started_at, j.finished_at,
            j.lease_token, j.lease_expires_at, j.heartbeat_at, j.worker,
-           j.holder_pid
+           j.holder_pid, j.concurrency_key
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id;
 
@@ -283,7 +297,8 @@ CREATE FUNCTION jobq.enqueue(
     idempotency_key text DEFAULT NULL,
     run_at          timestamptz DEFAULT pg_catalog.now(),
     priority        integer DEFAULT 0,
-    queue           text DEFAULT NULL)
+    queue           text DEFAULT NULL,
+    concurrency_key text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'jobq_enqueue'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
@@ -673,7 +688,7 @@ END
 $roles$;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.enqueue(text, jsonb, text, timestamptz, integer, text),
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
     jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text)
     TO jobq_producer;
 

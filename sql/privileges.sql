@@ -103,7 +103,7 @@ CREATE DATABASE jobq_priv_second;
 CREATE EXTENSION jobq;
 SELECT count(*) AS jobq_roles FROM pg_roles WHERE rolname LIKE 'jobq\_%';
 SELECT has_function_privilege('jobq_producer',
-           'jobq.enqueue(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE') AS producer_enqueues,
+           'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text)', 'EXECUTE') AS producer_enqueues,
        has_function_privilege('jobq_worker',
            'jobq.claim(text, text, integer, interval)', 'EXECUTE') AS worker_claims,
        has_table_privilege('jobq_operator', 'jobq.failures', 'SELECT') AS operator_reads,

@@ -167,8 +167,9 @@ JobqCheckJsonbSize(Datum value, const char *what)
 
 /*
  * Deconstruct a one-dimensional array argument named argname into its
- * elements and null flags (palloc'd); return how many.  With nulls_allowed
- * false, a NULL element is an error (22004).
+ * elements and null flags (palloc'd; nulls may be NULL when they are not
+ * wanted); return how many.  With nulls_allowed false, a NULL element is an
+ * error (22004).
  */
 int
 JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
@@ -177,6 +178,7 @@ JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
+	bool	   *elem_nulls;
 	int			n;
 	int			i;
 
@@ -184,10 +186,13 @@ JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"%s\" must be a one-dimensional array", argname)));
+
 	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	deconstruct_array(array, elemtype, typlen, typbyval, typalign, elems, nulls, &n);
+	deconstruct_array(array, elemtype, typlen, typbyval, typalign, elems, &elem_nulls, &n);
+	if (nulls != NULL)
+		*nulls = elem_nulls;
 	for (i = 0; i < n && !nulls_allowed; i++)
-		if ((*nulls)[i])
+		if (elem_nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("argument \"%s\" must not contain nulls", argname)));

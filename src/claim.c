@@ -219,6 +219,68 @@ rescue_due(void)
 	return true;
 }
 
+/*
+ * Keep, of the picked jobs, those whose concurrency key this claim can
+ * take: no key, or a key no other transaction is claiming and no standing
+ * lease holds, and not already taken by an earlier job of this claim.  The
+ * others stay ready, uncharged (their row locks end with the transaction).
+ * Rewrites the id, lease and ctid arrays; returns false if none is left.
+ */
+static bool
+take_concurrency_keys(Datum *ids, Datum *leases, Datum *tids, ArrayType *keys,
+					  ArrayType *tokens)
+{
+	Datum	   *id_elems;
+	Datum	   *lease_elems;
+	Datum	   *tid_elems;
+	Datum	   *key_elems;
+	bool	   *key_nulls;
+	Datum	   *token_elems;
+	List	   *taken = NIL;
+	int			n;
+	int			kept = 0;
+	int			i;
+
+	n = JobqDeconstructArray(DatumGetArrayTypeP(*ids), INT8OID, "ids", false, &id_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypeP(*leases), INTERVALOID, "leases", false,
+								&lease_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypeP(*tids), TIDOID, "ctids", false,
+								&tid_elems, NULL);
+	(void) JobqDeconstructArray(keys, TEXTOID, "keys", true, &key_elems, &key_nulls);
+	(void) JobqDeconstructArray(tokens, INT8OID, "tokens", false, &token_elems, NULL);
+
+	for (i = 0; i < n; i++)
+	{
+		if (!key_nulls[i])
+		{
+			char	   *key = TextDatumGetCString(key_elems[i]);
+			ListCell   *lc;
+			bool		dup = false;
+
+			foreach(lc, taken)
+				dup |= strcmp((char *) lfirst(lc), key) == 0;
+			if (dup || !JobqTryLockConcurrencyKey(key) ||
+				!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
+										DatumGetInt64(token_elems[i]) + 1))
+				continue;
+			taken = lappend(taken, key);
+		}
+		id_elems[kept] = id_elems[i];
+		lease_elems[kept] = lease_elems[i];
+		tid_elems[kept] = tid_elems[i];
+		kept++;
+	}
+	if (kept == 0)
+		return false;
+	*ids = PointerGetDatum(construct_array(id_elems, kept, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+	*leases = PointerGetDatum(construct_array(lease_elems, kept, INTERVALOID,
+											  sizeof(Interval), false, TYPALIGN_DOUBLE));
+	*tids = PointerGetDatum(construct_array(tid_elems, kept, TIDOID, sizeof(ItemPointerData),
+											false, TYPALIGN_SHORT));
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(jobq_claim);
 
 /*
@@ -287,11 +349,16 @@ jobq_claim(PG_FUNCTION_ARGS)
 	JobqPreparePlan(&plan_pick,
 					"SELECT pg_catalog.array_agg(p.id ORDER BY p.n),"
 					" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n),"
-					" pg_catalog.array_agg(p.ctid ORDER BY p.n)"
-					" FROM (SELECT id, kind, ctid, pg_catalog.row_number() OVER () AS n FROM ("
-					"   SELECT id, kind, ctid FROM jobq.job"
+					" pg_catalog.array_agg(p.ctid ORDER BY p.n),"
+					" pg_catalog.bool_or(p.concurrency_key IS NOT NULL),"
+					" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n),"
+					" pg_catalog.array_agg(p.lease_token ORDER BY p.n)"
+					" FROM (SELECT id, kind, ctid, concurrency_key, lease_token,"
+					"   pg_catalog.row_number() OVER () AS n FROM ("
+					"   SELECT id, kind, ctid, concurrency_key, lease_token FROM jobq.job"
 					"   WHERE lane = 'r' AND NOT in_db"
 					"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)"
+					"   AND" JOBQ_KEY_FREE("job")
 					"   ORDER BY priority, run_at"
 					"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p"
 					" LEFT JOIN jobq.kind k ON k.name = p.kind",
@@ -300,12 +367,22 @@ jobq_claim(PG_FUNCTION_ARGS)
 	picked = JobqGetDatum(0, 1, &isnull);
 	if (!isnull)
 	{
+		bool		keyed = JobqGetBool(0, 4);
+
 		/* Copy the arrays out of SPI's result before the next statement. */
 		values[1] = PointerGetDatum(DatumGetArrayTypePCopy(picked));
 		values[2] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
 		nulls[2] = ' ';
 		values[6] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
 		nulls[6] = ' ';
+		if (keyed &&
+			!take_concurrency_keys(&values[1], &values[2], &values[6],
+								   DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
+								   DatumGetArrayTypePCopy(JobqGetDatum(0, 6, &isnull))))
+		{
+			JobqEndAccess(&access);
+			return (Datum) 0;
+		}
 		JobqPreparePlan(&plan_lease,
 						"WITH leased AS ("
 						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"

@@ -51,6 +51,8 @@ typedef struct EnqueueArgs
 	Datum		lane;			/* "char": 'r' if due now, else 's' */
 	Datum		run_at;			/* timestamptz */
 	Datum		priority;		/* int4 */
+	Datum		concurrency_key;	/* text */
+	bool		concurrency_key_isnull;
 } EnqueueArgs;
 
 static SPIPlanPtr plan_insert;
@@ -81,19 +83,21 @@ report_unknown_kind(Datum kind)
 static int64
 insert_job(EnqueueArgs *args, Datum payload)
 {
-	Oid			argtypes[6] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID, CHAROID};
-	Datum		values[6] = {args->kind, payload, args->queue_id, args->run_at,
-	args->priority, args->lane};
-	char		nulls[6] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' '};
+	Oid			argtypes[7] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID, CHAROID,
+	TEXTOID};
+	Datum		values[7] = {args->kind, payload, args->queue_id, args->run_at,
+	args->priority, args->lane, args->concurrency_key};
+	char		nulls[7] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ',
+	args->concurrency_key_isnull ? 'n' : ' '};
 
 	JobqPreparePlan(&plan_insert,
 					"INSERT INTO jobq.job (kind, queue_id, state, lane, in_db, priority,"
-					" max_attempts, run_at, payload)"
+					" max_attempts, run_at, payload, concurrency_key)"
 					" SELECT k.name, coalesce($3, k.queue_id), 'pending', $6,"
-					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2"
+					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7"
 					" FROM jobq.kind k WHERE k.name = $1"
 					" RETURNING id, in_db",
-					6, argtypes);
+					7, argtypes);
 	if (JobqExecutePlan(plan_insert, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		report_unknown_kind(args->kind);
 	note_wake(args, JobqGetBool(0, 2));
@@ -149,11 +153,12 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 {
 	Oid			keytypes[2] = {TEXTOID, TEXTOID};
 	Datum		keyvalues[2] = {args->kind, key};
-	Oid			argtypes[8] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
-	INT8OID, TEXTOID, CHAROID};
-	Datum		values[8] = {args->kind, payload, args->queue_id, args->run_at,
-	args->priority, 0, key, args->lane};
-	char		nulls[8] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[9] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
+	INT8OID, TEXTOID, CHAROID, TEXTOID};
+	Datum		values[9] = {args->kind, payload, args->queue_id, args->run_at,
+	args->priority, 0, key, args->lane, args->concurrency_key};
+	char		nulls[9] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ', ' ', ' ',
+	args->concurrency_key_isnull ? 'n' : ' '};
 
 	JobqPreparePlan(&plan_take_key,
 					"INSERT INTO jobq.job_key (kind, key, job_id)"
@@ -166,12 +171,12 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 	values[5] = Int64GetDatum(JobqGetInt64(0, 1));
 	JobqPreparePlan(&plan_insert_keyed,
 					"INSERT INTO jobq.job (id, kind, queue_id, state, lane, in_db, priority,"
-					" max_attempts, run_at, payload, idempotency_key)"
+					" max_attempts, run_at, payload, idempotency_key, concurrency_key)"
 					" SELECT $6, k.name, coalesce($3, k.queue_id), 'pending', $8,"
-					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7"
+					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9"
 					" FROM jobq.kind k WHERE k.name = $1"
 					" RETURNING id, in_db",
-					8, argtypes);
+					9, argtypes);
 	if (JobqExecutePlan(plan_insert_keyed, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		report_unknown_kind(args->kind);
 	note_wake(args, JobqGetBool(0, 2));
@@ -191,6 +196,8 @@ read_common_args(FunctionCallInfo fcinfo, EnqueueArgs *args)
 	args->queue_isnull = PG_ARGISNULL(5);
 	args->queue = args->queue_isnull ? (Datum) 0 : PointerGetDatum(PG_GETARG_TEXT_PP(5));
 	args->queue_id = (Datum) 0;
+	args->concurrency_key = (Datum) 0;
+	args->concurrency_key_isnull = true;
 	if (!args->queue_isnull)
 		JobqCheckQueueName(TextDatumGetCString(args->queue));
 	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
@@ -217,11 +224,13 @@ check_key(Datum key)
 PG_FUNCTION_INFO_V1(jobq_enqueue);
 
 /*
- * jobq.enqueue(kind, payload, idempotency_key, run_at, priority, queue)
+ * jobq.enqueue(kind, payload, idempotency_key, run_at, priority, queue,
+ *				concurrency_key)
  *
  * Enqueue one job in the caller's transaction and return its id.  With a
  * key already taken, return the holder's id, or raise 23505 if the holder
- * was enqueued with another payload.
+ * was enqueued with another payload.  With a concurrency key, the job never
+ * runs while another job with that key runs.
  */
 Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
@@ -237,6 +246,13 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	JobqCheckJsonbSize(payload, "payload");
 	if (!PG_ARGISNULL(2))
 		check_key(PG_GETARG_DATUM(2));
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		JobqCheckText(TextDatumGetCString(PG_GETARG_DATUM(6)), "concurrency key",
+					  JOBQ_KEY_MAX);
+		args.concurrency_key = PG_GETARG_DATUM(6);
+		args.concurrency_key_isnull = false;
+	}
 
 	JobqBeginAccess(&access);
 	resolve_queue(&args);

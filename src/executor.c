@@ -53,6 +53,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -80,6 +81,7 @@ typedef struct BatchJob
 	int32		max_attempts;
 	int64		lease_token;
 	char	   *idempotency_key;	/* or NULL */
+	char	   *concurrency_key;	/* or NULL */
 	Oid			handler;		/* InvalidOid if the kind is gone */
 	Oid			owner;
 	int64		timeout_ms;
@@ -123,7 +125,7 @@ typedef enum FailureAction
 {
 	FAILURE_RECORD,				/* the attempt failed: record it */
 	FAILURE_RETRY_NOW,			/* conflict: run it again, uncharged */
-	FAILURE_HAND_BACK,			/* shutdown: give the job back untouched */
+	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job back untouched */
 	FAILURE_RETHROW				/* not the job's error: the caller's */
 } FailureAction;
 
@@ -144,6 +146,7 @@ static ArmedTimeout job_timeout = {0};
 static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_complete_batch;
 static SPIPlanPtr plan_lease_jobs;
+static SPIPlanPtr plan_lease_key;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
 static SPIPlanPtr plan_hold_leased;
@@ -441,8 +444,10 @@ count_conflict(int64 job_id)
  * reruns already made in this transaction.
  */
 static FailureAction
-classify_failure(ErrorData *edata, int tries, bool in_worker, BatchJob *job)
+classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *job)
 {
+	bool		in_worker = slot != NULL;
+
 	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
 		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
 	{
@@ -466,6 +471,14 @@ classify_failure(ErrorData *edata, int tries, bool in_worker, BatchJob *job)
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
 		if (JobqShutdownRequested)
+			return FAILURE_HAND_BACK;
+
+		/*
+		 * An operator's jobq.cancel(): it waits for this transaction, then
+		 * ends the job.  Should the cancel roll back, the job runs again,
+		 * uncharged.
+		 */
+		if (job != NULL && JobqCancelRequested(slot, job->id, job->attempt + 1))
 			return FAILURE_HAND_BACK;
 		if (GetCurrentTimestamp() >= job_timeout.job_deadline)
 			return FAILURE_RECORD;
@@ -543,12 +556,13 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 					" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false),"
 					" coalesce(pg_catalog.cardinality(k.side_effects) > 0"
 					"   AND NOT k.retry_safe, false),"
-					" j.queue_id, j.idempotency_key"
+					" j.queue_id, j.idempotency_key, j.concurrency_key"
 					" FROM (SELECT id FROM jobq.queue WHERE NOT paused"
 					"   ORDER BY id <= $2, id) q"
 					" CROSS JOIN LATERAL ("
 					"   SELECT * FROM jobq.job"
 					"   WHERE lane = 'r' AND in_db AND queue_id = q.id"
+					"   AND" JOBQ_KEY_FREE("job")
 					"   ORDER BY priority, run_at"
 					"   LIMIT $1 FOR UPDATE SKIP LOCKED) j"
 					" LEFT JOIN jobq.kind k ON k.name = j.kind"
@@ -582,9 +596,55 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 			last_queue_served = JobqGetInt32(i, 14);
 		d = JobqGetDatum(i, 15, &isnull);
 		job->idempotency_key = isnull ? NULL : TextDatumGetCString(d);
+		d = JobqGetDatum(i, 16, &isnull);
+		job->concurrency_key = isnull ? NULL : TextDatumGetCString(d);
 	}
 	*jobs_out = jobs;
 	return rows;
+}
+
+/*
+ * Drop from a picked batch the jobs whose concurrency key another
+ * transaction is claiming or running, and all but the first of the jobs
+ * that share a key; the first holds the key until the batch commits.  The
+ * dropped jobs stay ready and uncharged.  Returns how many jobs are left;
+ * *deferred counts those dropped because an earlier job of this batch has
+ * their key (they may run as soon as the batch commits).
+ */
+static int
+take_concurrency_keys(BatchJob *jobs, int n, int *deferred)
+{
+	List	   *taken = NIL;
+	int			kept = 0;
+	int			i;
+
+	*deferred = 0;
+	for (i = 0; i < n; i++)
+	{
+		BatchJob   *job = &jobs[i];
+
+		if (job->concurrency_key != NULL)
+		{
+			ListCell   *lc;
+			bool		dup = false;
+
+			foreach(lc, taken)
+				dup |= strcmp((char *) lfirst(lc), job->concurrency_key) == 0;
+			if (dup)
+			{
+				(*deferred)++;
+				continue;
+			}
+			if (!JobqTryLockConcurrencyKey(job->concurrency_key))
+				continue;
+			taken = lappend(taken, job->concurrency_key);
+		}
+		if (kept != i)
+			jobs[kept] = *job;
+		kept++;
+	}
+	list_free(taken);
+	return kept;
 }
 
 /* Build a one-dimensional array of n Datums of a type, with nulls. */
@@ -715,7 +775,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	if (!ok)
 	{
 		/* A cancel of the calling session is its own, not a job's. */
-		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot != NULL, NULL) == FAILURE_RETHROW)
+		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot, NULL) == FAILURE_RETHROW)
 			ReThrowError(edata);
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
@@ -770,7 +830,7 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
 		PG_CATCH();
 		{
 			edata = abort_subtransaction(oldcontext, oldowner);
-			action = classify_failure(edata, tries, slot != NULL, job);
+			action = classify_failure(edata, tries, slot, job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
 		PG_END_TRY();
@@ -848,6 +908,26 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 	values[3] = CStringGetTextDatum(worker_label(slot));
 
 	JobqBeginAccess(&access);
+
+	/* A keyed job is leased only with its key, which the lease then holds. */
+	JobqPreparePlan(&plan_lease_key,
+					"SELECT concurrency_key, lease_token FROM jobq.job"
+					" WHERE id = $1 AND lane = 'r' AND in_db AND concurrency_key IS NOT NULL",
+					1, argtypes);
+	if (JobqExecutePlan(plan_lease_key, values, NULL, SPI_OK_SELECT, 0) == 1)
+	{
+		bool		isnull;
+		Datum		key = datumCopy(JobqGetDatum(0, 1, &isnull), false, -1);
+		int64		token = JobqGetInt64(0, 2);
+
+		if (!JobqTryLockConcurrencyKey(TextDatumGetCString(key)) ||
+			!JobqHoldConcurrencyKey(key, job_id, token + 1))
+		{
+			JobqEndAccess(&access);
+			return leased;
+		}
+	}
+
 	JobqPreparePlan(&plan_lease_jobs,
 					"WITH leased AS ("
 					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
@@ -900,6 +980,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	int			ncareful = 0;
 	int			nlater = 0;
 	int			n;
+	int			deferred;
 	int			i;
 	char	   *label;
 
@@ -916,7 +997,9 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 		(void) JobqPromoteDueJobs();
 	n = pick_jobs(max_jobs, &jobs);
 	JobqEndAccess(&access);
-	result->picked = n;
+	n = take_concurrency_keys(jobs, n, &deferred);
+	/* A job deferred behind its key's holder in this batch counts as work. */
+	result->picked = n + deferred;
 
 	optimistic = palloc(sizeof(BatchJob *) * Max(n, 1));
 	careful = palloc(sizeof(BatchJob *) * Max(n, 1));
@@ -1058,15 +1141,19 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		JobqBeginAccess(&access);
 		if (action == FAILURE_HAND_BACK)
 		{
+			Oid			holdtypes[3] = {INT8OID, INT8OID, TEXTOID};
+			Datum		holdvalues[3] = {values[0], values[1],
+				CStringGetTextDatum(JobqShutdownRequested
+									? "interrupted by a server shutdown; its side effects may have happened"
+									: "interrupted by jobq.cancel(); its side effects may have happened")};
+
 			JobqPreparePlan(&plan_hold_leased,
 							"UPDATE jobq.job SET state = 'held', lane = 'a',"
-							" attempt = attempt - 1,"
-							" last_error = 'interrupted by a server shutdown;"
-							" its side effects may have happened',"
+							" attempt = attempt - 1, last_error = $3,"
 							" holder_pid = NULL, holder_start = NULL"
 							" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-							2, argtypes);
-			JobqExecutePlan(plan_hold_leased, values, NULL, SPI_OK_UPDATE, 0);
+							3, holdtypes);
+			JobqExecutePlan(plan_hold_leased, holdvalues, NULL, SPI_OK_UPDATE, 0);
 		}
 		else
 		{

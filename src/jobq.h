@@ -40,6 +40,8 @@
  */
 #define JOBQ_LOCK_CLASS			1785684593
 #define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
+#define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
+#define JOBQ_LOCK_CLASS_KEYS	1785684594	/* concurrency keys, by hash */
 
 /* guc.c */
 extern int	jobq_max_payload_size;	/* bytes */
@@ -143,6 +145,19 @@ extern void JobqRegisterLauncher(void);
 
 /* queues.c */
 extern int32 JobqQueueId(Datum name);
+
+/*
+ * concurrency.c.  JOBQ_KEY_FREE(alias) is a condition on a jobq.job row:
+ * it has no concurrency key, or no other job holds its key under a
+ * standing lease.
+ */
+#define JOBQ_KEY_FREE(alias) \
+	" (" alias ".concurrency_key IS NULL OR NOT EXISTS (" \
+	"   SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id" \
+	"   AND h.lease_token = c.lease_token AND h.state = 'running'" \
+	"   WHERE c.key = " alias ".concurrency_key))"
+extern bool JobqTryLockConcurrencyKey(const char *key);
+extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
 
 /* claim.c */
 extern int	JobqPromoteDueJobs(void);

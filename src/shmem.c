@@ -29,6 +29,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -261,9 +262,11 @@ JobqRequestCancel(int64 job_id)
 {
 	int			i;
 	bool		found = false;
+	TransactionId xid;
 
 	if (JobqShared == NULL)
 		return false;
+	xid = GetTopTransactionId();
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	for (i = 0; i < JobqShared->nslots && !found; i++)
 	{
@@ -276,6 +279,7 @@ JobqRequestCancel(int64 job_id)
 		if (slot->job_id == job_id)
 		{
 			slot->cancel_attempt = slot->attempt;
+			slot->cancel_xid = xid;
 			pg_atomic_write_u64(&slot->cancel_job_id, (uint64) job_id);
 			pid = slot->pid;
 			found = true;
@@ -289,19 +293,26 @@ JobqRequestCancel(int64 job_id)
 	return found;
 }
 
-/* Has an operator cancelled this attempt of job_id on the worker of slot? */
+/*
+ * Does an operator's cancel of this attempt of job_id stand for the worker
+ * of slot?  Only while the cancelling transaction is in progress: once it
+ * committed the job is cancelled and never picked again, and if it rolled
+ * back the cancel never happened.
+ */
 bool
 JobqCancelRequested(JobqWorkerSlot *slot, int64 job_id, int32 attempt)
 {
 	bool		requested;
+	TransactionId xid;
 
 	if (slot == NULL)
 		return false;
 	SpinLockAcquire(&slot->mutex);
 	requested = pg_atomic_read_u64(&slot->cancel_job_id) == (uint64) job_id &&
 		slot->cancel_attempt == attempt;
+	xid = slot->cancel_xid;
 	SpinLockRelease(&slot->mutex);
-	return requested;
+	return requested && TransactionIdIsInProgress(xid);
 }
 
 PG_FUNCTION_INFO_V1(jobq_worker_jobs);

@@ -68,6 +68,7 @@ typedef struct JobqWorkerSlot
 	 */
 	pg_atomic_uint64 cancel_job_id;
 	int32		cancel_attempt;
+	TransactionId cancel_xid;	/* the cancelling transaction */
 } JobqWorkerSlot;
 
 /*

@@ -1,0 +1,68 @@
+-- concurrency: at most one running job per concurrency key, for claimers
+-- and in-database runs alike; the others wait, uncharged.
+SELECT jobq.register_kind('cc.ext', queue => 'cc');
+CREATE TABLE cc_log (n int, key text);
+CREATE FUNCTION cc_work(p jsonb) RETURNS void LANGUAGE sql AS
+$$ INSERT INTO cc_log VALUES ((p->>'n')::int, (jobq.current_job()).idempotency_key) $$;
+SELECT jobq.register_kind('cc.db', 'cc_work(jsonb)', queue => 'cc_db');
+
+SELECT jobq.enqueue('cc.ext', '{"n": 1}', concurrency_key => 'account:1') AS a1 \gset
+SELECT jobq.enqueue('cc.ext', '{"n": 2}', concurrency_key => 'account:1') AS a2 \gset
+SELECT jobq.enqueue('cc.ext', '{"n": 3}', concurrency_key => 'account:2') AS b1 \gset
+SELECT jobq.enqueue('cc.ext', '{"n": 4}') AS free \gset
+SELECT concurrency_key FROM jobq.jobs WHERE id = :a1;
+
+-- One claim hands out one job per key.
+SELECT payload->>'n' AS n FROM jobq.claim('cc', max_jobs => 10) ORDER BY 1;
+SELECT lease_token AS a1_tok FROM jobq.jobs WHERE id = :a1 \gset
+-- account:1 is busy: nothing more to claim, and the waiting job is uncharged.
+SELECT count(*) AS claimed FROM jobq.claim('cc', max_jobs => 10);
+SELECT state, attempt FROM jobq.jobs WHERE id = :a2;
+-- Finishing the holder frees the key.
+SELECT jobq.complete(:a1, :a1_tok);
+SELECT id = :a2 AS second_of_account_1 FROM jobq.claim('cc', max_jobs => 10);
+
+-- A failed attempt, a snooze or a rescued lease free the key too.
+SELECT jobq.enqueue('cc.ext', '{"n": 5}', concurrency_key => 'account:3') AS c1 \gset
+SELECT jobq.enqueue('cc.ext', '{"n": 6}', concurrency_key => 'account:3') AS c2 \gset
+SELECT lease_token AS c1_tok FROM jobq.claim('cc') \gset
+SELECT count(*) AS while_held FROM jobq.claim('cc');
+SELECT jobq.fail(:c1, :c1_tok, 'try later', retry_in => '1 hour');
+SELECT id = :c2 AS after_failure, lease_token AS c2_tok FROM jobq.claim('cc') \gset
+SELECT :'after_failure' AS after_failure;
+SELECT jobq.snooze(:c2, :c2_tok, '1 hour') IS NOT NULL AS snoozed;
+SELECT jobq.enqueue('cc.ext', '{"n": 7}', concurrency_key => 'account:3') AS c3 \gset
+SELECT id = :c3 AS after_snooze FROM jobq.claim('cc', lease => '50 milliseconds');
+SELECT jobq.enqueue('cc.ext', '{"n": 8}', concurrency_key => 'account:3') AS c4 \gset
+SELECT count(*) AS while_leased FROM jobq.claim('cc');
+SELECT pg_sleep(0.2);
+SELECT jobq.rescue_leases() >= 1 AS rescued;
+SELECT count(*) AS after_rescue FROM jobq.claim('cc', max_jobs => 10);
+
+-- In-database runs share the keys with claimers.
+SELECT jobq.enqueue('cc.ext', '{"n": 9}', concurrency_key => 'account:9') AS ext9 \gset
+SELECT lease_token AS ext9_tok FROM jobq.claim('cc') \gset
+SELECT jobq.enqueue('cc.db', '{"n": 10}', concurrency_key => 'account:9') AS db10 \gset
+SELECT jobq.enqueue('cc.db', '{"n": 11}') AS db11 \gset
+SELECT jobq.run_pending() AS ran_only_the_free_one;
+SELECT state, attempt FROM jobq.jobs WHERE id = :db10;
+SELECT jobq.complete(:ext9, :ext9_tok);
+SELECT jobq.run_pending() AS ran_after_release;
+SELECT n FROM cc_log ORDER BY n;
+
+-- Jobs of one key in one in-database batch run one after the other.
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue('cc.db', jsonb_build_object('n', 20 + i), concurrency_key => 'serial')
+      FROM generate_series(1, 3) i) e;
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS serial_runs FROM cc_log WHERE n > 20;
+
+-- Bad input.
+SELECT * FROM error_of($$SELECT jobq.enqueue('cc.ext', concurrency_key => '')$$);
+SELECT * FROM error_of(format('SELECT jobq.enqueue(%L, concurrency_key => %L)', 'cc.ext', repeat('k', 513)));
+
+DELETE FROM jobq.job WHERE kind IN ('cc.ext', 'cc.db');
+SELECT jobq.unregister_kind('cc.ext');
+SELECT jobq.unregister_kind('cc.db');
+DROP FUNCTION cc_work(jsonb);
+DROP TABLE cc_log;
