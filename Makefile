@@ -12,7 +12,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter \
 
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
-REGRESS = setup kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input walkthrough subscriptions operators privileges concurrency
+REGRESS = setup cron kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input walkthrough subscriptions operators privileges concurrency schedules
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_regress
 ENCODING = UTF8
@@ -34,3 +34,8 @@ include $(PGXS)
 
 # A development variant with assertions compiled in:
 #   make PG_CPPFLAGS='-Isrc -DUSE_ASSERT_CHECKING'
+
+# The cron parser under libFuzzer (clang, libclang-rt-14-dev).
+.PHONY: fuzz
+fuzz:
+	bash $(srcdir)/test/fuzz/run.sh

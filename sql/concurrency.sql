@@ -44,17 +44,17 @@ SELECT jobq.enqueue('cc.ext', '{"n": 9}', concurrency_key => 'account:9') AS ext
 SELECT lease_token AS ext9_tok FROM jobq.claim('cc') \gset
 SELECT jobq.enqueue('cc.db', '{"n": 10}', concurrency_key => 'account:9') AS db10 \gset
 SELECT jobq.enqueue('cc.db', '{"n": 11}') AS db11 \gset
-SELECT jobq.run_pending() AS ran_only_the_free_one;
-SELECT state, attempt FROM jobq.jobs WHERE id = :db10;
+SELECT jobq.run_pending() >= 1 AS ran;
+SELECT id = :db10 AS is_db10, state, attempt FROM jobq.jobs WHERE id IN (:db10, :db11) ORDER BY id;
 SELECT jobq.complete(:ext9, :ext9_tok);
-SELECT jobq.run_pending() AS ran_after_release;
+SELECT jobq.run_pending() >= 1 AS ran_after_release;
 SELECT n FROM cc_log ORDER BY n;
 
 -- Jobs of one key in one in-database batch run one after the other.
 SELECT count(*) AS enqueued FROM (
     SELECT jobq.enqueue('cc.db', jsonb_build_object('n', 20 + i), concurrency_key => 'serial')
       FROM generate_series(1, 3) i) e;
-SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() >= 3 AS ran;
 SELECT count(*) AS serial_runs FROM cc_log WHERE n > 20;
 
 -- Bad input.

@@ -228,6 +228,46 @@ CREATE TABLE jobq.subscription (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+/*
+ * Schedules: named recurring work.  next_fire_at is the first slot not yet
+ * handled; evaluating a schedule handles the slots up to now and moves it
+ * on (see src/schedules.c for the policies).
+ */
+CREATE TABLE jobq.schedule (
+    name                text PRIMARY KEY,
+    cron                text NOT NULL,
+    kind                text NOT NULL,
+    payload             jsonb NOT NULL,
+    timezone            text NOT NULL,
+    overlap             text NOT NULL,     /* skip | queue | allow */
+    misfire             text NOT NULL,     /* skip | once | all */
+    concurrency_key     text,
+    paused              boolean NOT NULL DEFAULT false,
+    next_fire_at        timestamptz,       /* NULL while paused, or never again */
+    last_fire_at        timestamptz,       /* the slot of the last job fired */
+    last_job_id         bigint,
+    last_outcome        text,
+    last_evaluated_at   timestamptz,
+    created_by          name NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE INDEX schedule_next_idx ON jobq.schedule (next_fire_at) WHERE NOT paused;
+
+/* What schedules did: the newest 100 events of each are kept. */
+CREATE TABLE jobq.schedule_event (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    schedule    text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    slot        timestamptz,
+    event       text NOT NULL,   /* fired caught_up missed skipped_overlap run_now paused resumed */
+    job_id      bigint,
+    detail      text
+);
+
+CREATE INDEX schedule_event_schedule_idx ON jobq.schedule_event (schedule, id);
+
 /* pg_dump keeps the rows of every table that holds user data. */
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.kind', '');
@@ -241,6 +281,9 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.schedule', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_id_seq', '');
 
@@ -434,6 +477,49 @@ AS 'MODULE_PATHNAME', 'jobq_resume_queue'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 /*
+ * Schedules.  cron: five fields, a macro (@hourly ...) or @every <duration>;
+ * see README.md for the daylight saving time rules and the policies.
+ */
+CREATE FUNCTION jobq.schedule(
+    name            text,
+    cron            text,
+    kind            text,
+    payload         jsonb DEFAULT '{}',
+    timezone        text DEFAULT 'UTC',
+    overlap         text DEFAULT 'skip',
+    misfire         text DEFAULT 'once',
+    concurrency_key text DEFAULT NULL,
+    start_at        timestamptz DEFAULT NULL)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'jobq_schedule'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.unschedule(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_unschedule'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.pause_schedule(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_pause_schedule'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.resume_schedule(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_resume_schedule'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.run_schedule_now(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'jobq_run_schedule_now'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq.tick_schedules(now timestamptz DEFAULT pg_catalog.now())
+RETURNS integer
+AS 'MODULE_PATHNAME', 'jobq_tick_schedules'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
  * Subscriptions: table changes that dispatch jobs in the writer's
  * transaction.
  */
@@ -499,6 +585,16 @@ CREATE FUNCTION jobq.purge_finished(older_than interval DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'jobq_purge_finished'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * The first fire time of a cron expression (5 fields, a macro, or @every)
+ * after "after", in a time zone: what a schedule with it would do.
+ */
+CREATE FUNCTION jobq.cron_next(cron text, after timestamptz DEFAULT pg_catalog.now(),
+                               timezone text DEFAULT 'UTC')
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'jobq_cron_next'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
 
 /* The live background workers of the cluster (needs shared_preload_libraries). */
 CREATE FUNCTION jobq.worker_status(
@@ -645,6 +741,17 @@ CREATE VIEW jobq.kinds AS
 CREATE VIEW jobq.queues AS
     SELECT name, paused, created_at FROM jobq.queue;
 
+CREATE VIEW jobq.schedules AS
+    SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
+           s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
+           s.last_outcome, s.last_job_id, j.state AS last_job_state,
+           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at
+      FROM jobq.schedule s
+      LEFT JOIN jobq.job j ON j.id = s.last_job_id;
+
+CREATE VIEW jobq.schedule_events AS
+    SELECT id, schedule, at, slot, event, job_id, detail FROM jobq.schedule_event;
+
 CREATE VIEW jobq.subscriptions AS
     SELECT name, source, kind, events, trigger_name, created_by, created_at
       FROM jobq.subscription;
@@ -657,7 +764,7 @@ CREATE VIEW jobq.subscriptions AS
  *   jobq_producer  enqueue jobs
  *   jobq_worker    claim jobs and report on them
  *   jobq_operator  the operator functions and every view
- *   jobq_admin     kinds and subscriptions, and the three roles above
+ *   jobq_admin     kinds, schedules and subscriptions, and the three roles above
  * The tables stay private to the extension's owner.
  */
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobq FROM PUBLIC;
@@ -671,6 +778,8 @@ GRANT USAGE ON SCHEMA jobq TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.current_job(), jobq.once(text),
     jobq.record_step(bigint, text, jsonb, bigint), jobq.step_result(bigint, text),
     jobq.external_key(bigint, text) TO PUBLIC;
+/* Anyone may ask when a cron expression fires. */
+GRANT EXECUTE ON FUNCTION jobq.cron_next(text, timestamptz, text) TO PUBLIC;
 
 DO $roles$
 DECLARE
@@ -714,10 +823,14 @@ GRANT EXECUTE ON FUNCTION
     jobq.rescue_leases(),
     jobq.run_pending(integer),
     jobq.worker_status(),
-    jobq.worker_jobs()
+    jobq.worker_jobs(),
+    jobq.pause_schedule(text),
+    jobq.resume_schedule(text),
+    jobq.run_schedule_now(text)
     TO jobq_operator;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.workers,
-    jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions
+    jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions, jobq.schedules,
+    jobq.schedule_events
     TO jobq_operator;
 
 GRANT EXECUTE ON FUNCTION
@@ -726,5 +839,8 @@ GRANT EXECUTE ON FUNCTION
     jobq.unregister_kind(text),
     jobq.subscribe(text, pg_catalog.regclass, text, text[]),
     jobq.unsubscribe(text),
+    jobq.schedule(text, text, text, jsonb, text, text, text, text, timestamptz),
+    jobq.unschedule(text),
+    jobq.tick_schedules(timestamptz),
     jobq.purge_finished(interval)
     TO jobq_admin;

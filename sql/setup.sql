@@ -16,7 +16,7 @@ SELECT unnest(extconfig)::regclass::text AS dumped
   FROM pg_extension WHERE extname = 'jobq'
  ORDER BY 1;
 
--- What PUBLIC may execute: current_job() and the idempotency toolkit only.
+-- What PUBLIC may execute: current_job(), the idempotency toolkit and cron_next() only.
 SELECT p.oid::regprocedure::text AS function
   FROM pg_proc p
  WHERE p.pronamespace = 'jobq'::regnamespace

@@ -159,6 +159,9 @@ extern int32 JobqQueueId(Datum name);
 extern bool JobqTryLockConcurrencyKey(const char *key);
 extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
 
+/* schedules.c */
+extern int	JobqTickSchedules(TimestampTz now, bool from_worker);
+
 /* claim.c */
 extern int	JobqPromoteDueJobs(void);
 extern int	JobqRescueLeases(bool wait);

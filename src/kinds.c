@@ -321,18 +321,24 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 							   live, text_to_cstring(kind), (long long) live),
 				 errhint("Let them finish, or cancel them, before unregistering the kind.")));
 	JobqPreparePlan(&plan_kind_subscription,
-					"SELECT name FROM jobq.subscription WHERE kind = $1 ORDER BY name LIMIT 1",
+					"SELECT 'subscription', name FROM jobq.subscription WHERE kind = $1"
+					" UNION ALL"
+					" SELECT 'schedule', name FROM jobq.schedule WHERE kind = $1"
+					" ORDER BY 1, 2 LIMIT 1",
 					1, argtypes);
 	if (JobqExecutePlan(plan_kind_subscription, values, NULL, SPI_OK_SELECT, 0) == 1)
 	{
 		bool		isnull;
+		char	   *what = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("kind \"%s\" is still used by subscription \"%s\"",
-						text_to_cstring(kind),
-						TextDatumGetCString(JobqGetDatum(0, 1, &isnull))),
-				 errhint("Remove the subscription with jobq.unsubscribe() first.")));
+				 errmsg("kind \"%s\" is still used by %s \"%s\"",
+						text_to_cstring(kind), what,
+						TextDatumGetCString(JobqGetDatum(0, 2, &isnull))),
+				 strcmp(what, "schedule") == 0
+				 ? errhint("Remove the schedule with jobq.unschedule() first.")
+				 : errhint("Remove the subscription with jobq.unsubscribe() first.")));
 	}
 	JobqPreparePlan(&plan_delete_kind,
 					"DELETE FROM jobq.kind WHERE name = $1",

@@ -196,7 +196,7 @@ start_jobq_transaction(MemoryContext loop_cxt)
 }
 
 /*
- * Promote due scheduled jobs, every jobq.rescue_interval rescue lost
+ * Promote due scheduled jobs, fire due schedules, every jobq.rescue_interval rescue lost
  * leases, and every jobq.poll_interval remove a batch of finished jobs past
  * jobq.retention: in a short transaction of their own, so that what they change is
  * visible to everyone at once, not when a batch commits.  Leaves if the
@@ -211,6 +211,9 @@ housekeeping(MemoryContext loop_cxt)
 	start_jobq_transaction(loop_cxt);
 	JobqBeginAccess(&access);
 	(void) JobqPromoteDueJobs();
+	/* Due schedules fire here, one evaluator per database at a time. */
+	pgstat_report_activity(STATE_RUNNING, "jobq: evaluating schedules");
+	(void) JobqTickSchedules(now, true);
 	if (TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
 	{
 		last_rescue = now;

@@ -4,7 +4,8 @@
 #   sudo bash test/check.sh
 #
 # Runs the pg_regress suite, the isolation suite and the TAP suite, each
-# on a throwaway cluster of its own with jobq preloaded, and ends with the
+# on a throwaway cluster of its own with jobq preloaded, then fuzzes the
+# cron parser for FUZZ_SECONDS (60) seconds, and ends with the
 # line "suites: N passed, N failed".  Exits non-zero if any suite failed.
 # On a failure it prints the differences and the server logs.
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -35,6 +36,17 @@ run_suite() {
 run_suite regress ISOLATION= TAP_TESTS=
 run_suite isolation REGRESS= TAP_TESTS=
 run_suite tap REGRESS= ISOLATION=
+
+# The cron parser under libFuzzer, for a bounded time.
+echo "--- fuzz" >&2
+if FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash "$(dirname "${BASH_SOURCE[0]}")/fuzz/run.sh" >"$BUILD/ci-fuzz.log" 2>&1; then
+    passed=$((passed + 1))
+    tail -n 3 "$BUILD/ci-fuzz.log"
+else
+    failed=$((failed + 1))
+    echo "--- fuzz FAILED" >&2
+    tail -n 60 "$BUILD/ci-fuzz.log"
+fi
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -19,7 +19,8 @@ PGBIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$PGBIN/pg_config
 TEST_USER=${TEST_USER:-pgtest}
 BUILD=${BUILD_DIR:-/tmp/jobq-build}
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
+          clang libclang-rt-14-dev)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
