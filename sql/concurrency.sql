@@ -57,6 +57,13 @@ SELECT count(*) AS enqueued FROM (
 SELECT jobq.run_pending() >= 3 AS ran;
 SELECT count(*) AS serial_runs FROM cc_log WHERE n > 20;
 
+-- Retention removes the key rows of leases that are over.
+SELECT count(*) > 1 AS rows_before FROM jobq.concurrency_lock;
+SELECT jobq.purge_finished() >= 0 AS purged;
+SELECT count(*) = (SELECT count(*) FROM jobq.jobs
+                    WHERE state = 'running' AND concurrency_key IS NOT NULL) AS only_standing_rows
+  FROM jobq.concurrency_lock;
+
 -- Bad input.
 SELECT * FROM error_of($$SELECT jobq.enqueue('cc.ext', concurrency_key => '')$$);
 SELECT * FROM error_of(format('SELECT jobq.enqueue(%L, concurrency_key => %L)', 'cc.ext', repeat('k', 513)));

@@ -29,6 +29,9 @@
 
 static SPIPlanPtr plan_walk;
 static SPIPlanPtr plan_forget_ops;
+static SPIPlanPtr plan_forget_locks;
+
+static int	purge_stale_concurrency_locks(int max_rows);
 
 /* Where this backend's walk of the primary key goes on from. */
 static int64 walk_cursor = 0;
@@ -93,7 +96,30 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 		walk_cursor = last_seen;
 
 	(void) JobqPurgeOperations(cutoff, max_jobs);
+	(void) purge_stale_concurrency_locks(max_jobs);
 	return removed;
+}
+
+/*
+ * Remove up to max_rows concurrency-key rows whose lease is over (their job
+ * no longer runs under that token); the next claim of a key would replace
+ * its row anyway, this only keeps the table from keeping every key ever
+ * used.  Rows a claim is replacing right now are skipped.
+ */
+static int
+purge_stale_concurrency_locks(int max_rows)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(max_rows)};
+
+	JobqPreparePlan(&plan_forget_locks,
+					"DELETE FROM jobq.concurrency_lock WHERE ctid IN ("
+					"  SELECT c.ctid FROM jobq.concurrency_lock c"
+					"  WHERE NOT EXISTS (SELECT FROM jobq.job h WHERE h.id = c.job_id"
+					"    AND h.lease_token = c.lease_token AND h.state = 'running')"
+					"  LIMIT $1 FOR UPDATE SKIP LOCKED)",
+					1, argtypes);
+	return JobqExecutePlan(plan_forget_locks, values, NULL, SPI_OK_DELETE, 0);
 }
 
 /*
@@ -145,6 +171,8 @@ jobq_purge_finished(PG_FUNCTION_ARGS)
 		CommandCounterIncrement();
 	} while (walk_cursor != 0);
 	while (JobqPurgeOperations(GetCurrentTimestamp() - older_than, 10000) > 0)
+		CommandCounterIncrement();
+	while (purge_stale_concurrency_locks(10000) > 0)
 		CommandCounterIncrement();
 	JobqEndAccess(&access);
 	PG_RETURN_INT64(total);
