@@ -147,6 +147,19 @@ int
 JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 				int expected, long tcount)
 {
+	return JobqExecutePlanWithSnapshot(plan, values, nulls, InvalidSnapshot,
+									   expected, tcount);
+}
+
+/*
+ * JobqExecutePlan, but with the given snapshot (InvalidSnapshot: the usual
+ * one).  Checks that must see what committed a moment ago, whatever the
+ * caller's isolation level, pass GetLatestSnapshot().
+ */
+int
+JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
+							Snapshot snapshot, int expected, long tcount)
+{
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	volatile bool save_jit = jit_enabled;
 	int			rc;
@@ -159,7 +172,11 @@ JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 	jit_enabled = false;
 	PG_TRY();
 	{
-		rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+		if (snapshot == InvalidSnapshot)
+			rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+		else
+			rc = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot,
+									  false, true, tcount);
 	}
 	PG_FINALLY();
 	{

@@ -41,6 +41,7 @@ static SPIPlanPtr plan_promote;
 static SPIPlanPtr plan_find_lost;
 static SPIPlanPtr plan_forget_leases;
 static SPIPlanPtr plan_pick;
+static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_lease;
 
 static TimestampTz last_rescue = 0;
@@ -219,66 +220,163 @@ rescue_due(void)
 	return true;
 }
 
-/*
- * Keep, of the picked jobs, those whose concurrency key this claim can
- * take: no key, or a key no other transaction is claiming and no standing
- * lease holds, and not already taken by an earlier job of this claim.  The
- * others stay ready, uncharged (their row locks end with the transaction).
- * Rewrites the id, lease and ctid arrays; returns false if none is left.
- */
-static bool
-take_concurrency_keys(Datum *ids, Datum *leases, Datum *tids, ArrayType *keys,
-					  ArrayType *tokens)
+/* A job id, copied for a List. */
+static int64 *
+copy_id(int64 id)
 {
-	Datum	   *id_elems;
-	Datum	   *lease_elems;
-	Datum	   *tid_elems;
-	Datum	   *key_elems;
-	bool	   *key_nulls;
-	Datum	   *token_elems;
-	List	   *taken = NIL;
-	int			n;
-	int			kept = 0;
-	int			i;
+	int64	   *copy = palloc(sizeof(int64));
 
-	n = JobqDeconstructArray(DatumGetArrayTypeP(*ids), INT8OID, "ids", false, &id_elems, NULL);
-	(void) JobqDeconstructArray(DatumGetArrayTypeP(*leases), INTERVALOID, "leases", false,
-								&lease_elems, NULL);
-	(void) JobqDeconstructArray(DatumGetArrayTypeP(*tids), TIDOID, "ctids", false,
-								&tid_elems, NULL);
-	(void) JobqDeconstructArray(keys, TEXTOID, "keys", true, &key_elems, &key_nulls);
-	(void) JobqDeconstructArray(tokens, INT8OID, "tokens", false, &token_elems, NULL);
+	*copy = id;
+	return copy;
+}
 
-	for (i = 0; i < n; i++)
-	{
-		if (!key_nulls[i])
-		{
-			char	   *key = TextDatumGetCString(key_elems[i]);
-			ListCell   *lc;
-			bool		dup = false;
+/* The ids of a list of int64 pointers, as an int8[] Datum. */
+static Datum
+id_array(List *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
+	ListCell   *lc;
+	int			n = 0;
 
-			foreach(lc, taken)
-				dup |= strcmp((char *) lfirst(lc), key) == 0;
-			if (dup || !JobqTryLockConcurrencyKey(key) ||
-				!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
-										DatumGetInt64(token_elems[i]) + 1))
-				continue;
-			taken = lappend(taken, key);
-		}
-		id_elems[kept] = id_elems[i];
-		lease_elems[kept] = lease_elems[i];
-		tid_elems[kept] = tid_elems[i];
-		kept++;
-	}
-	if (kept == 0)
-		return false;
-	*ids = PointerGetDatum(construct_array(id_elems, kept, INT8OID, 8, FLOAT8PASSBYVAL,
+	foreach(lc, ids)
+		elems[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
 										   TYPALIGN_DOUBLE));
-	*leases = PointerGetDatum(construct_array(lease_elems, kept, INTERVALOID,
-											  sizeof(Interval), false, TYPALIGN_DOUBLE));
-	*tids = PointerGetDatum(construct_array(tid_elems, kept, TIDOID, sizeof(ItemPointerData),
-											false, TYPALIGN_SHORT));
-	return true;
+}
+
+#define CLAIM_PICK_SQL(extra) \
+	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
+	" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n)," \
+	" pg_catalog.array_agg(p.ctid ORDER BY p.n)," \
+	" pg_catalog.bool_or(p.concurrency_key IS NOT NULL)," \
+	" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n)," \
+	" pg_catalog.array_agg(p.lease_token ORDER BY p.n)" \
+	" FROM (SELECT id, kind, ctid, concurrency_key, lease_token," \
+	"   pg_catalog.row_number() OVER () AS n FROM (" \
+	"   SELECT id, kind, ctid, concurrency_key, lease_token FROM jobq.job" \
+	"   WHERE lane = 'r' AND NOT in_db" \
+	"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)" \
+	"   AND" JOBQ_KEY_FREE("job") extra \
+	"   ORDER BY priority, run_at" \
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p" \
+	" LEFT JOIN jobq.kind k ON k.name = p.kind"
+
+/*
+ * Pick up to max_jobs jobs of a queue to lease, in claim order, with the
+ * length of each lease and where each row is (the rows are locked, so
+ * their ctid holds until the update, which then needs no index descent
+ * per job).  Of jobs with a concurrency key, only those whose key this
+ * claim can take are kept: no other transaction is claiming or running
+ * it, no standing lease holds it, and no earlier job of this claim took
+ * it.  The others stay ready, uncharged, and the next jobs in line replace
+ * them, a few rounds at most.  Returns how many, with int8[], interval[]
+ * and tid[] arrays.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+static int
+pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
+			   Datum *ids_out, Datum *leases_out, Datum *tids_out)
+{
+	Oid			picktypes[4] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID};
+	Datum	   *ids = palloc(sizeof(Datum) * max_jobs);
+	Datum	   *leases = palloc(sizeof(Datum) * max_jobs);
+	Datum	   *tids = palloc(sizeof(Datum) * max_jobs);
+	List	   *taken = NIL;
+	List	   *busy = NIL;
+	int			n = 0;
+	int			round;
+
+	for (round = 0; round < 4 && n < max_jobs; round++)
+	{
+		Datum		values[4] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0};
+		char		nulls[4] = {' ', ' ', lease_isnull ? 'n' : ' ', 'n'};
+		Datum	   *id_elems;
+		Datum	   *lease_elems;
+		Datum	   *tid_elems;
+		Datum	   *key_elems;
+		bool	   *key_nulls;
+		Datum	   *token_elems;
+		bool		isnull;
+		int			nbusy = list_length(busy);
+		int			got;
+		int			i;
+
+		if (busy == NIL)
+		{
+			JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 3, picktypes);
+			JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
+		}
+		else
+		{
+			/* Not again: what was skipped, and what this claim has. */
+			List	   *seen = list_copy(busy);
+
+			for (i = 0; i < n; i++)
+				seen = lappend(seen, copy_id(DatumGetInt64(ids[i])));
+			values[3] = id_array(seen);
+			nulls[3] = ' ';
+			JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
+							4, picktypes);
+			JobqExecutePlan(plan_pick_more, values, nulls, SPI_OK_SELECT, 0);
+		}
+		(void) JobqGetDatum(0, 1, &isnull);
+		if (isnull)
+			break;
+		if (round == 0 && !JobqGetBool(0, 4))
+		{
+			/* No keys: lease what was picked, as picked. */
+			*ids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)));
+			*leases_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
+			*tids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
+			return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*ids_out)),
+								  ARR_DIMS(DatumGetArrayTypeP(*ids_out)));
+		}
+
+		got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
+								   INT8OID, "ids", false, &id_elems, NULL);
+		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)),
+									INTERVALOID, "leases", false, &lease_elems, NULL);
+		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)),
+									TIDOID, "ctids", false, &tid_elems, NULL);
+		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
+									TEXTOID, "keys", true, &key_elems, &key_nulls);
+		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 6, &isnull)),
+									INT8OID, "tokens", false, &token_elems, NULL);
+		for (i = 0; i < got; i++)
+		{
+			if (!key_nulls[i])
+			{
+				char	   *key = TextDatumGetCString(key_elems[i]);
+				ListCell   *lc;
+				bool		dup = false;
+
+				foreach(lc, taken)
+					dup |= strcmp((char *) lfirst(lc), key) == 0;
+				if (dup || !JobqTryLockConcurrencyKey(key) ||
+					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
+											DatumGetInt64(token_elems[i]) + 1))
+				{
+					busy = lappend(busy, copy_id(DatumGetInt64(id_elems[i])));
+					continue;
+				}
+				taken = lappend(taken, key);
+			}
+			ids[n] = id_elems[i];
+			leases[n] = lease_elems[i];
+			tids[n] = tid_elems[i];
+			n++;
+		}
+		if (list_length(busy) == nbusy)
+			break;				/* nothing skipped: nothing hidden */
+	}
+	if (n == 0)
+		return 0;
+	*ids_out = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											   TYPALIGN_DOUBLE));
+	*leases_out = PointerGetDatum(construct_array(leases, n, INTERVALOID, sizeof(Interval),
+												  false, TYPALIGN_DOUBLE));
+	*tids_out = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
+												false, TYPALIGN_SHORT));
+	return n;
 }
 
 PG_FUNCTION_INFO_V1(jobq_claim);
@@ -296,14 +394,11 @@ jobq_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
-	Oid			picktypes[3] = {TEXTOID, INT4OID, INTERVALOID};
 	Oid			leasetypes[7] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
 	TIMESTAMPTZOID, TEXTOID, TIDARRAYOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int32		max_jobs;
-	Datum		picked;
-	bool		isnull;
 	int			rows;
 	int			i;
 
@@ -341,48 +436,11 @@ jobq_claim(PG_FUNCTION_ARGS)
 	if (rescue_due())
 		(void) JobqRescueLeases(false);
 
-	/*
-	 * The jobs to lease, in claim order, with the length of each lease and
-	 * where each row is: the rows are locked, so their ctid holds until the
-	 * update, which then needs no index descent per job.
-	 */
-	JobqPreparePlan(&plan_pick,
-					"SELECT pg_catalog.array_agg(p.id ORDER BY p.n),"
-					" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n),"
-					" pg_catalog.array_agg(p.ctid ORDER BY p.n),"
-					" pg_catalog.bool_or(p.concurrency_key IS NOT NULL),"
-					" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n),"
-					" pg_catalog.array_agg(p.lease_token ORDER BY p.n)"
-					" FROM (SELECT id, kind, ctid, concurrency_key, lease_token,"
-					"   pg_catalog.row_number() OVER () AS n FROM ("
-					"   SELECT id, kind, ctid, concurrency_key, lease_token FROM jobq.job"
-					"   WHERE lane = 'r' AND NOT in_db"
-					"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)"
-					"   AND" JOBQ_KEY_FREE("job")
-					"   ORDER BY priority, run_at"
-					"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p"
-					" LEFT JOIN jobq.kind k ON k.name = p.kind",
-					3, picktypes);
-	JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
-	picked = JobqGetDatum(0, 1, &isnull);
-	if (!isnull)
+	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
+					   &values[1], &values[2], &values[6]) > 0)
 	{
-		bool		keyed = JobqGetBool(0, 4);
-
-		/* Copy the arrays out of SPI's result before the next statement. */
-		values[1] = PointerGetDatum(DatumGetArrayTypePCopy(picked));
-		values[2] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
 		nulls[2] = ' ';
-		values[6] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
 		nulls[6] = ' ';
-		if (keyed &&
-			!take_concurrency_keys(&values[1], &values[2], &values[6],
-								   DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
-								   DatumGetArrayTypePCopy(JobqGetDatum(0, 6, &isnull))))
-		{
-			JobqEndAccess(&access);
-			return (Datum) 0;
-		}
 		JobqPreparePlan(&plan_lease,
 						"WITH leased AS ("
 						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"

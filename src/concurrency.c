@@ -29,10 +29,12 @@
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 
 #include "jobq.h"
 
 static SPIPlanPtr plan_hold;
+static SPIPlanPtr plan_leased;
 
 /*
  * Take this transaction's advisory lock on a concurrency key, without
@@ -71,5 +73,28 @@ JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token)
 					"   AND h.lease_token = c.lease_token AND h.state = 'running')"
 					" RETURNING c.job_id",
 					3, argtypes);
-	return JobqExecutePlan(plan_hold, values, NULL, SPI_OK_INSERT_RETURNING, 0) == 1;
+	/* The latest snapshot: a lease committed a moment ago must count. */
+	return JobqExecutePlanWithSnapshot(plan_hold, values, NULL, GetLatestSnapshot(),
+									   SPI_OK_INSERT_RETURNING, 0) == 1;
+}
+
+/*
+ * Does a committed lease hold this key now?  Seen with the latest
+ * snapshot: a claim that committed after the caller's snapshot was taken
+ * has released its advisory lock, and only its row says it holds the key.
+ * Must run between JobqBeginAccess and JobqEndAccess.
+ */
+bool
+JobqConcurrencyKeyLeased(Datum key)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {key};
+
+	JobqPreparePlan(&plan_leased,
+					"SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id"
+					" AND h.lease_token = c.lease_token AND h.state = 'running'"
+					" WHERE c.key = $1",
+					1, argtypes);
+	return JobqExecutePlanWithSnapshot(plan_leased, values, NULL, GetLatestSnapshot(),
+									   SPI_OK_SELECT, 1) > 0;
 }

@@ -144,6 +144,7 @@ static BatchJob *current_job = NULL;
 static ArmedTimeout job_timeout = {0};
 
 static SPIPlanPtr plan_pick;
+static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_complete_batch;
 static SPIPlanPtr plan_lease_jobs;
 static SPIPlanPtr plan_lease_key;
@@ -540,35 +541,49 @@ timeout_ms_of(int row, int col)
  * into the current memory context.  Must run between JobqBeginAccess and
  * JobqEndAccess.
  */
+#define PICK_SQL(extra) \
+	"SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
+	" j.lease_token, k.handler::pg_catalog.oid, k.owner::pg_catalog.oid," \
+	" k.timeout, k.backoff_base, k.backoff_max," \
+	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
+	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
+	"   AND NOT k.retry_safe, false)," \
+	" j.queue_id, j.idempotency_key, j.concurrency_key" \
+	" FROM (SELECT id FROM jobq.queue WHERE NOT paused" \
+	"   ORDER BY id <= $2, id) q" \
+	" CROSS JOIN LATERAL (" \
+	"   SELECT * FROM jobq.job" \
+	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
+	"   AND" JOBQ_KEY_FREE("job") extra \
+	"   ORDER BY priority, run_at" \
+	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
+	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
+	" LIMIT $1"
+
+/*
+ * excluded: an int8[] of job ids not to pick again (this transaction's own
+ * row locks do not make SKIP LOCKED skip them), or 0.
+ */
 static int
-pick_jobs(int max_jobs, BatchJob **jobs_out)
+pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
 {
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		values[2] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served)};
+	Oid			argtypes[3] = {INT4OID, INT4OID, INT8ARRAYOID};
+	Datum		values[3] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
+	excluded};
 	int			rows;
 	int			i;
 	BatchJob   *jobs;
 
-	JobqPreparePlan(&plan_pick,
-					"SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts,"
-					" j.lease_token, k.handler::pg_catalog.oid, k.owner::pg_catalog.oid,"
-					" k.timeout, k.backoff_base, k.backoff_max,"
-					" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false),"
-					" coalesce(pg_catalog.cardinality(k.side_effects) > 0"
-					"   AND NOT k.retry_safe, false),"
-					" j.queue_id, j.idempotency_key, j.concurrency_key"
-					" FROM (SELECT id FROM jobq.queue WHERE NOT paused"
-					"   ORDER BY id <= $2, id) q"
-					" CROSS JOIN LATERAL ("
-					"   SELECT * FROM jobq.job"
-					"   WHERE lane = 'r' AND in_db AND queue_id = q.id"
-					"   AND" JOBQ_KEY_FREE("job")
-					"   ORDER BY priority, run_at"
-					"   LIMIT $1 FOR UPDATE SKIP LOCKED) j"
-					" LEFT JOIN jobq.kind k ON k.name = j.kind"
-					" LIMIT $1",
-					2, argtypes);
-	rows = JobqExecutePlan(plan_pick, values, NULL, SPI_OK_SELECT, 0);
+	if (excluded == (Datum) 0)
+	{
+		JobqPreparePlan(&plan_pick, PICK_SQL(""), 2, argtypes);
+		rows = JobqExecutePlan(plan_pick, values, NULL, SPI_OK_SELECT, 0);
+	}
+	else
+	{
+		JobqPreparePlan(&plan_pick_more, PICK_SQL(" AND NOT (id = ANY ($3))"), 3, argtypes);
+		rows = JobqExecutePlan(plan_pick_more, values, NULL, SPI_OK_SELECT, 0);
+	}
 
 	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
@@ -603,22 +618,30 @@ pick_jobs(int max_jobs, BatchJob **jobs_out)
 	return rows;
 }
 
+/* A job id, copied for a List. */
+static int64 *
+copy_id(int64 id)
+{
+	int64	   *copy = palloc(sizeof(int64));
+
+	*copy = id;
+	return copy;
+}
+
 /*
- * Drop from a picked batch the jobs whose concurrency key another
- * transaction is claiming or running, and all but the first of the jobs
- * that share a key; the first holds the key until the batch commits.  The
- * dropped jobs stay ready and uncharged.  Returns how many jobs are left;
- * *deferred counts those dropped because an earlier job of this batch has
- * their key (they may run as soon as the batch commits).
+ * Drop from n picked jobs those whose concurrency key another transaction
+ * is claiming or running (their ids go to *busy), and those whose key an
+ * earlier job of this batch took (counted in *deferred: they may run as
+ * soon as the batch commits).  *taken lists the keys the batch holds.  The
+ * dropped jobs stay ready and uncharged.  Returns how many are left.  Must
+ * run between JobqBeginAccess and JobqEndAccess.
  */
 static int
-take_concurrency_keys(BatchJob *jobs, int n, int *deferred)
+take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *deferred)
 {
-	List	   *taken = NIL;
 	int			kept = 0;
 	int			i;
 
-	*deferred = 0;
 	for (i = 0; i < n; i++)
 	{
 		BatchJob   *job = &jobs[i];
@@ -628,23 +651,100 @@ take_concurrency_keys(BatchJob *jobs, int n, int *deferred)
 			ListCell   *lc;
 			bool		dup = false;
 
-			foreach(lc, taken)
+			foreach(lc, *taken)
 				dup |= strcmp((char *) lfirst(lc), job->concurrency_key) == 0;
 			if (dup)
 			{
 				(*deferred)++;
+				*busy = lappend(*busy, copy_id(job->id));
 				continue;
 			}
-			if (!JobqTryLockConcurrencyKey(job->concurrency_key))
+
+			/*
+			 * The pick's snapshot may predate a claim of the key that has
+			 * committed since: with the advisory lock taken, check again.
+			 */
+			if (!JobqTryLockConcurrencyKey(job->concurrency_key) ||
+				JobqConcurrencyKeyLeased(CStringGetTextDatum(job->concurrency_key)))
+			{
+				*busy = lappend(*busy, copy_id(job->id));
 				continue;
-			taken = lappend(taken, job->concurrency_key);
+			}
+			*taken = lappend(*taken, job->concurrency_key);
 		}
 		if (kept != i)
 			jobs[kept] = *job;
 		kept++;
 	}
-	list_free(taken);
 	return kept;
+}
+
+/* The ids of a list of int64 pointers, as an int8[] Datum. */
+static Datum
+id_array(List *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, ids)
+		elems[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/*
+ * Pick up to max_jobs ready jobs whose concurrency keys this batch can
+ * take.  Jobs skipped for a busy key are replaced by the next ones in line,
+ * a few rounds at most, so that a busy key does not hide the work behind
+ * it.  *deferred counts jobs left behind a key this batch holds.  Must run
+ * between JobqBeginAccess and JobqEndAccess.
+ */
+static int
+pick_runnable_jobs(int max_jobs, BatchJob **jobs_out, int *deferred)
+{
+	BatchJob   *jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
+	List	   *taken = NIL;
+	List	   *busy = NIL;
+	int			n = 0;
+	int			round;
+
+	*deferred = 0;
+	for (round = 0; round < 4 && n < max_jobs; round++)
+	{
+		BatchJob   *more;
+		int			nbusy = list_length(busy);
+		int			got;
+		int			i;
+
+		/* Not again: what was skipped, and what this batch has. */
+		if (busy != NIL)
+		{
+			List	   *seen = list_copy(busy);
+
+			for (i = 0; i < n; i++)
+				seen = lappend(seen, copy_id(jobs[i].id));
+			got = pick_jobs(max_jobs - n, id_array(seen), &more);
+		}
+		else
+			got = pick_jobs(max_jobs - n, (Datum) 0, &more);
+		if (got == 0)
+			break;
+		got = take_concurrency_keys(more, got, &taken, &busy, deferred);
+		memcpy(&jobs[n], more, sizeof(BatchJob) * got);
+		n += got;
+		if (list_length(busy) == nbusy)
+			break;				/* nothing skipped: nothing hidden */
+	}
+
+	/*
+	 * Keys this batch holds are free again when it commits: wake a worker
+	 * then, for the jobs that wait on them here or in other workers.
+	 */
+	if (taken != NIL)
+		JobqWakeWorkersAtCommit();
+	*jobs_out = jobs;
+	return n;
 }
 
 /* Build a one-dimensional array of n Datums of a type, with nulls. */
@@ -995,9 +1095,8 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	/* Workers promote in a short transaction of their own. */
 	if (slot == NULL)
 		(void) JobqPromoteDueJobs();
-	n = pick_jobs(max_jobs, &jobs);
+	n = pick_runnable_jobs(max_jobs, &jobs, &deferred);
 	JobqEndAccess(&access);
-	n = take_concurrency_keys(jobs, n, &deferred);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;
 

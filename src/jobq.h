@@ -75,6 +75,8 @@ extern SPIPlanPtr JobqPreparePlan(SPIPlanPtr *cache, const char *sql,
 								  int nargs, Oid *argtypes);
 extern int	JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 							int expected, long tcount);
+extern int	JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
+										Snapshot snapshot, int expected, long tcount);
 extern bool JobqGetBool(int row, int col);
 extern int32 JobqGetInt32(int row, int col);
 extern int64 JobqGetInt64(int row, int col);
@@ -158,6 +160,7 @@ extern int32 JobqQueueId(Datum name);
 	"   WHERE c.key = " alias ".concurrency_key))"
 extern bool JobqTryLockConcurrencyKey(const char *key);
 extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
+extern bool JobqConcurrencyKeyLeased(Datum key);
 
 /* schedules.c */
 extern int	JobqTickSchedules(TimestampTz now, bool from_worker);

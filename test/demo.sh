@@ -13,7 +13,10 @@
 #      external worker loop (psql) that claims them in batches, does its
 #      own write and completes them in the same transaction;
 #   3. enqueues a job whose handler fails, and shows its retries;
-#   4. shows the results: job states, the workers, the error history.
+#   4. lets a schedule fire every second for three seconds;
+#   5. shows the results: job states, the workers, the schedule's runs, the
+#      psql views an operator reads (overview, failures, history);
+#   6. fixes the failing job's cause and reruns it with jobq.retry().
 # The cluster is removed at the end (KEEP=1 keeps it and prints how to
 # connect).
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -114,10 +117,14 @@ echo "   $rounds rounds of claim (up to 50 jobs), send, complete"
 
 # 3. A handler that fails: retried with backoff, then failed.
 sql <<'SQL'
+CREATE TABLE warehouse (up boolean NOT NULL);
+INSERT INTO warehouse VALUES (false);
 CREATE FUNCTION flaky(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'the warehouse API answered 503'
-        USING ERRCODE = 'JQ503', DETAIL = 'order ' || (payload->>'order');
+    IF NOT (SELECT up FROM public.warehouse) THEN
+        RAISE EXCEPTION 'the warehouse API answered 503'
+            USING ERRCODE = 'JQ503', DETAIL = 'order ' || (payload->>'order');
+    END IF;
 END $$;
 SELECT jobq.register_kind('shop.sync_order', 'flaky(jsonb)', max_attempts => 3,
                           backoff_base => '100 milliseconds', backoff_max => '300 milliseconds') \g /dev/null
@@ -126,6 +133,18 @@ SQL
 until [ "$(sql -Atc "SELECT state FROM jobq.jobs WHERE kind = 'shop.sync_order'")" = failed ]; do
     sleep 0.2
 done
+
+# 4. A schedule: every second, fired by the workers, each slot once.
+echo "== a schedule fires every second for 3 seconds"
+sql <<'SQL'
+CREATE TABLE ticks (key text PRIMARY KEY);
+CREATE FUNCTION tick(payload jsonb) RETURNS void LANGUAGE sql AS
+$$ INSERT INTO public.ticks VALUES ((jobq.current_job()).idempotency_key) $$;
+SELECT jobq.register_kind('demo.tick', 'tick(jsonb)') \g /dev/null
+SELECT jobq.schedule('demo.every_second', '@every 1 second', 'demo.tick') \g /dev/null
+SQL
+sleep 3.5
+sql -c "SELECT jobq.pause_schedule('demo.every_second')" >/dev/null
 
 echo
 echo "== results"
@@ -138,9 +157,25 @@ SELECT count(*) AS invoices_written, count(DISTINCT job_id) AS distinct_jobs,
   FROM invoices;
 SELECT count(*) AS receipts_sent FROM emails_sent;
 SELECT database, status, jobs_completed, jobs_failed, batches FROM jobq.workers ORDER BY slot;
-SELECT e.attempt, e.sqlstate, e.message, e.detail
-  FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
- WHERE j.kind = 'shop.sync_order' ORDER BY e.attempt;
+SELECT count(*) AS schedule_runs, min(key) AS first_key FROM ticks;
+SELECT event, count(*) FROM jobq.schedule_events GROUP BY event ORDER BY event;
+SELECT queue, kind, state, jobs FROM jobq.overview ORDER BY queue, kind, state;
+SELECT id, kind, state, attempt, last_error FROM jobq.failures;
+SELECT j.id AS failing_job FROM jobq.jobs j WHERE j.kind = 'shop.sync_order' \gset
+SELECT attempt, event, detail FROM jobq.history(:failing_job);
+SQL
+
+echo
+echo "== an operator fixes the warehouse and reruns the failed job"
+sql -c "UPDATE warehouse SET up = true" \
+    -c "SELECT jobq.retry(id, reason => 'warehouse API back') FROM jobq.jobs WHERE kind = 'shop.sync_order'" >/dev/null
+until [ "$(sql -Atc "SELECT state FROM jobq.jobs WHERE kind = 'shop.sync_order'")" = completed ]; do
+    sleep 0.2
+done
+sql <<'SQL'
+\pset footer off
+SELECT j.id AS failing_job FROM jobq.jobs j WHERE j.kind = 'shop.sync_order' \gset
+SELECT attempt, event, detail FROM jobq.history(:failing_job);
 SQL
 
 if [ -n "${KEEP:-}" ]; then
