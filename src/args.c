@@ -15,8 +15,10 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/datetime.h"
@@ -197,4 +199,28 @@ JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("argument \"%s\" must not contain nulls", argname)));
 	return n;
+}
+
+/* A job id, copied into a palloc'd cell for a List. */
+int64 *
+JobqCopyId(int64 id)
+{
+	int64	   *copy = palloc(sizeof(int64));
+
+	*copy = id;
+	return copy;
+}
+
+/* A List of JobqCopyId cells as an int8[] Datum. */
+Datum
+JobqIdListArray(List *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, ids)
+		elems[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
 }

@@ -220,30 +220,6 @@ rescue_due(void)
 	return true;
 }
 
-/* A job id, copied for a List. */
-static int64 *
-copy_id(int64 id)
-{
-	int64	   *copy = palloc(sizeof(int64));
-
-	*copy = id;
-	return copy;
-}
-
-/* The ids of a list of int64 pointers, as an int8[] Datum. */
-static Datum
-id_array(List *ids)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
-	ListCell   *lc;
-	int			n = 0;
-
-	foreach(lc, ids)
-		elems[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
-}
-
 #define CLAIM_PICK_SQL(extra) \
 	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
 	" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n)," \
@@ -311,8 +287,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			List	   *seen = list_copy(busy);
 
 			for (i = 0; i < n; i++)
-				seen = lappend(seen, copy_id(DatumGetInt64(ids[i])));
-			values[3] = id_array(seen);
+				seen = lappend(seen, JobqCopyId(DatumGetInt64(ids[i])));
+			values[3] = JobqIdListArray(seen);
 			nulls[3] = ' ';
 			JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
 							4, picktypes);
@@ -355,7 +331,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
 											DatumGetInt64(token_elems[i]) + 1))
 				{
-					busy = lappend(busy, copy_id(DatumGetInt64(id_elems[i])));
+					busy = lappend(busy, JobqCopyId(DatumGetInt64(id_elems[i])));
 					continue;
 				}
 				taken = lappend(taken, key);

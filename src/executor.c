@@ -618,16 +618,6 @@ pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
 	return rows;
 }
 
-/* A job id, copied for a List. */
-static int64 *
-copy_id(int64 id)
-{
-	int64	   *copy = palloc(sizeof(int64));
-
-	*copy = id;
-	return copy;
-}
-
 /*
  * Drop from n picked jobs those whose concurrency key another transaction
  * is claiming or running (their ids go to *busy), and those whose key an
@@ -656,7 +646,7 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 			if (dup)
 			{
 				(*deferred)++;
-				*busy = lappend(*busy, copy_id(job->id));
+				*busy = lappend(*busy, JobqCopyId(job->id));
 				continue;
 			}
 
@@ -667,7 +657,7 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 			if (!JobqTryLockConcurrencyKey(job->concurrency_key) ||
 				JobqConcurrencyKeyLeased(CStringGetTextDatum(job->concurrency_key)))
 			{
-				*busy = lappend(*busy, copy_id(job->id));
+				*busy = lappend(*busy, JobqCopyId(job->id));
 				continue;
 			}
 			*taken = lappend(*taken, job->concurrency_key);
@@ -677,20 +667,6 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 		kept++;
 	}
 	return kept;
-}
-
-/* The ids of a list of int64 pointers, as an int8[] Datum. */
-static Datum
-id_array(List *ids)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
-	ListCell   *lc;
-	int			n = 0;
-
-	foreach(lc, ids)
-		elems[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
 }
 
 /*
@@ -723,8 +699,8 @@ pick_runnable_jobs(int max_jobs, BatchJob **jobs_out, int *deferred)
 			List	   *seen = list_copy(busy);
 
 			for (i = 0; i < n; i++)
-				seen = lappend(seen, copy_id(jobs[i].id));
-			got = pick_jobs(max_jobs - n, id_array(seen), &more);
+				seen = lappend(seen, JobqCopyId(jobs[i].id));
+			got = pick_jobs(max_jobs - n, JobqIdListArray(seen), &more);
 		}
 		else
 			got = pick_jobs(max_jobs - n, (Datum) 0, &more);

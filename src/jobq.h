@@ -94,6 +94,8 @@ extern int64 JobqCheckNonNegativeInterval(Interval *span, const char *argname);
 extern void JobqCheckJsonbSize(Datum value, const char *what);
 extern int	JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
 								 bool nulls_allowed, Datum **elems, bool **nulls);
+extern int64 *JobqCopyId(int64 id);
+extern Datum JobqIdListArray(List *ids);
 
 /* lease.c: the end of an attempt, shared with the executor. */
 typedef struct JobqErrorInfo

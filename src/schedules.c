@@ -646,6 +646,22 @@ report_no_schedule(Datum name)
 			 errmsg("schedule \"%s\" does not exist", TextDatumGetCString(name))));
 }
 
+/* Read and lock the schedule "name", or raise that it does not exist. */
+static void
+lock_schedule(Datum name, Schedule *s)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {name};
+
+	JobqPreparePlan(&plan_one,
+					"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule WHERE name = $1 FOR UPDATE",
+					1, argtypes);
+	if (JobqExecutePlan(plan_one, values, NULL, SPI_OK_SELECT, 0) != 1)
+		report_no_schedule(name);
+	read_schedule(0, s);
+	prepare_schedule(s);
+}
+
 PG_FUNCTION_INFO_V1(jobq_unschedule);
 
 /* jobq.unschedule(name): drop a schedule and its events; its jobs stay. */
@@ -680,22 +696,13 @@ static void
 set_schedule_paused(FunctionCallInfo fcinfo, bool paused)
 {
 	JobqAccess	access;
-	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	Schedule	s = {0};
-	int			rows;
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_one,
-					"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule WHERE name = $1 FOR UPDATE",
-					1, argtypes);
-	rows = JobqExecutePlan(plan_one, values, NULL, SPI_OK_SELECT, 0);
-	if (rows != 1)
-		report_no_schedule(values[0]);
-	read_schedule(0, &s);
-	prepare_schedule(&s);
+	lock_schedule(values[0], &s);
 	{
 		Oid			types[3] = {TEXTOID, BOOLOID, TIMESTAMPTZOID};
 		Datum		vals[3];
@@ -761,13 +768,7 @@ jobq_run_schedule_now(PG_FUNCTION_ARGS)
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_one,
-					"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule WHERE name = $1 FOR UPDATE",
-					1, argtypes);
-	if (JobqExecutePlan(plan_one, values, NULL, SPI_OK_SELECT, 0) != 1)
-		report_no_schedule(values[0]);
-	read_schedule(0, &s);
-	prepare_schedule(&s);
+	lock_schedule(values[0], &s);
 	job_id = fire(&s, now, psprintf("%s@now:%s", s.name_str, timestamptz_to_str(now)));
 	record_event(&s, now, "run_now", job_id, NULL);
 	values[1] = Int64GetDatum(job_id);
