@@ -261,7 +261,8 @@ CREATE TABLE jobq.schedule_event (
     schedule    text NOT NULL,
     at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     slot        timestamptz,
-    event       text NOT NULL,   /* fired caught_up missed skipped_overlap run_now paused resumed */
+    event       text NOT NULL,   /* fired caught_up missed skipped_overlap already_fired
+                                    run_now paused resumed failed */
     job_id      bigint,
     detail      text
 );

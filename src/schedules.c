@@ -98,6 +98,7 @@ static SPIPlanPtr plan_pause;
 static SPIPlanPtr plan_unschedule;
 static SPIPlanPtr plan_one;
 static SPIPlanPtr plan_failed;
+static SPIPlanPtr plan_slot_job;
 
 /* The policy letter of an overlap or misfire argument, checked. */
 static char
@@ -279,6 +280,21 @@ fire(Schedule *s, TimestampTz run_at, const char *key)
 	return s->last_job_id;
 }
 
+/* The job that holds a slot's key already, or 0. */
+static int64
+slot_job(Schedule *s, const char *key)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {s->kind, CStringGetTextDatum(key)};
+
+	JobqPreparePlan(&plan_slot_job,
+					"SELECT job_id FROM jobq.job_key WHERE kind = $1 AND key = $2",
+					2, argtypes);
+	if (JobqExecutePlan(plan_slot_job, values, NULL, SPI_OK_SELECT, 1) == 0)
+		return 0;
+	return JobqGetInt64(0, 1);
+}
+
 /*
  * Fire one slot unless the overlap policy says otherwise; "event" names a
  * firing ("fired", "caught_up").  Returns whether a job was enqueued.
@@ -287,6 +303,7 @@ static bool
 fire_slot(Schedule *s, TimestampTz slot, const char *event, const char **outcome)
 {
 	char	   *prev = previous_job_state(s);
+	char	   *key;
 	bool		unfinished = prev != NULL &&
 		(strcmp(prev, "pending") == 0 || strcmp(prev, "running") == 0 ||
 		 strcmp(prev, "held") == 0);
@@ -300,7 +317,17 @@ fire_slot(Schedule *s, TimestampTz slot, const char *event, const char **outcome
 		*outcome = "skipped_overlap";
 		return false;
 	}
-	job_id = fire(s, slot, slot_key(s->name_str, slot));
+	key = slot_key(s->name_str, slot);
+	job_id = slot_job(s, key);
+	if (job_id != 0)
+	{
+		/* An evaluator that read a stale schedule: the slot has its job. */
+		s->last_job_id = job_id;
+		record_event(s, slot, "already_fired", job_id, NULL);
+		*outcome = "already_fired";
+		return false;
+	}
+	job_id = fire(s, slot, key);
 	record_event(s, slot, event, job_id, NULL);
 	s->last_fire_at = slot;
 	*outcome = event;
