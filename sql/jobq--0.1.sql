@@ -536,25 +536,15 @@ AS 'MODULE_PATHNAME', 'jobq_unsubscribe'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 /*
- * The subscription trigger, with (subscription, kind) as its arguments.
- * It runs as the extension's owner so that writers need no right on jobq;
- * the writer's right to write the table is what lets the job exist, and an
- * error here is the writer's error.
+ * The subscription trigger, with (subscription, kind) as its arguments.  It
+ * runs as the writer and builds the payload with the writer's rights; only
+ * the enqueue runs with the extension owner's, so writers need no right on
+ * jobq.  An error here is the writer's error.
  */
 CREATE FUNCTION jobq.dispatch()
 RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
-AS $$
-BEGIN
-    PERFORM jobq.enqueue(TG_ARGV[1], jsonb_build_object(
-        'subscription', TG_ARGV[0],
-        'op', lower(TG_OP),
-        'table', quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME),
-        'old', CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
-        'new', CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END));
-    RETURN NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'jobq_dispatch'
+LANGUAGE C;
 
 /* A dropped table or trigger takes its subscription with it. */
 CREATE FUNCTION jobq.forget_dropped_subscriptions()
@@ -648,9 +638,9 @@ CREATE VIEW jobq.overview AS
           FROM jobq.job WHERE lane = 'a'
         UNION ALL
         SELECT j.queue_id, j.kind, j.state, NULL
-          FROM jobq.lease l
-         CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
-          JOIN jobq.job j ON j.id = u.id
+          FROM (SELECT DISTINCT u.id FROM jobq.lease l
+                 CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)) leased
+          JOIN jobq.job j ON j.id = leased.id
          WHERE j.state = 'running'
     )
     SELECT q.name AS queue, live.kind, live.state,
@@ -682,10 +672,12 @@ CREATE VIEW jobq.failures AS
 CREATE VIEW jobq.running AS
     SELECT j.id, j.kind, q.name AS queue, j.attempt, j.worker, j.holder_pid AS pid,
            j.started_at, pg_catalog.now() - j.started_at AS running_for,
-           j.heartbeat_at, j.lease_expires_at, l.claimed_at AS leased_at
-      FROM jobq.lease l
-     CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
-      JOIN jobq.job j ON j.id = u.id
+           j.heartbeat_at, j.lease_expires_at, leased.leased_at
+      FROM (SELECT u.id, pg_catalog.max(l.claimed_at) AS leased_at
+              FROM jobq.lease l
+             CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
+             GROUP BY u.id) leased
+      JOIN jobq.job j ON j.id = leased.id
       JOIN jobq.queue q ON q.id = j.queue_id
      WHERE j.state = 'running'
     UNION ALL

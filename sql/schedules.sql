@@ -25,10 +25,12 @@ SELECT jobq.complete(id, lease_token) FROM jobq.claim('sch');
 SELECT jobq.tick_schedules('2020-01-01 02:00:05+00') AS fired_after_done;
 SELECT idempotency_key FROM jobq.jobs WHERE kind = 'sch.report' ORDER BY id;
 
--- Replacing a schedule with the same expression keeps its place.
-SELECT jobq.schedule('sch.hourly', '0 * * * *', 'sch.report', '{"what": "all"}',
-                     start_at => '2020-01-01 00:00+00');
+-- Replacing a schedule with the same expression keeps its place, due slots
+-- included; a new start_at moves it.
+SELECT jobq.schedule('sch.hourly', '0 * * * *', 'sch.report', '{"what": "all"}');
 SELECT next_fire_at, payload FROM jobq.schedules;
+SELECT jobq.schedule('sch.hourly', '0 * * * *', 'sch.report', '{"what": "all"}',
+                     start_at => '2020-01-01 05:30+00');
 SELECT jobq.unschedule('sch.hourly');
 SELECT count(*) AS events_left FROM jobq.schedule_events WHERE schedule = 'sch.hourly';
 DELETE FROM jobq.job WHERE kind = 'sch.report';

@@ -111,6 +111,18 @@ INSERT INTO sub.t VALUES (7);
 RESET ROLE;
 SELECT payload->>'subscription' AS subscription, payload->'new' AS new
   FROM jobq.jobs WHERE kind = 'sub.order_changed' ORDER BY id DESC LIMIT 1;
+-- The payload is built with the writer's rights, never jobq's: a column
+-- type's cast to json runs as the writer.
+CREATE TYPE sub.mood AS ENUM ('calm');
+CREATE FUNCTION sub.mood_json(sub.mood) RETURNS json LANGUAGE sql
+    AS $$ SELECT pg_catalog.to_json(current_user::text) $$;
+CREATE CAST (sub.mood AS json) WITH FUNCTION sub.mood_json(sub.mood);
+ALTER TABLE sub.t ADD COLUMN mood sub.mood;
+SET ROLE sub_writer;
+INSERT INTO sub.t VALUES (8, 'calm');
+RESET ROLE;
+SELECT payload->'new' AS new FROM jobq.jobs
+ WHERE kind = 'sub.order_changed' ORDER BY id DESC LIMIT 1;
 SELECT jobq.unsubscribe('s2');
 
 DROP SCHEMA sub CASCADE;

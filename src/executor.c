@@ -356,7 +356,7 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	}
 
 	job_timeout.job_deadline = DT_NOEND;	/* a cancel before arming is not a timeout */
-	if (JobqCancelRequested(slot, job->id, job->attempt + 1))
+	if (JobqCancelRequested(job->id))
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
@@ -383,9 +383,11 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	JobqHandlerJobId = job->id;
 	JobqInHandler = true;
 	result = FunctionCallInvoke(fcinfo);
-	JobqInHandler = false;
 
-	/* Anything the handler deferred fires now, as its role, or fails it. */
+	/*
+	 * Anything the handler deferred fires now, as its role, or fails it;
+	 * still under its timeout and cancellable (disarm_timeout ends that).
+	 */
 	make_constraints_immediate();
 	disarm_timeout();
 	AtEOXact_GUC(false, save_nestlevel);
@@ -479,7 +481,7 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 		 * ends the job.  Should the cancel roll back, the job runs again,
 		 * uncharged.
 		 */
-		if (job != NULL && JobqCancelRequested(slot, job->id, job->attempt + 1))
+		if (job != NULL && JobqCancelRequested(job->id))
 			return FAILURE_HAND_BACK;
 		if (GetCurrentTimestamp() >= job_timeout.job_deadline)
 			return FAILURE_RECORD;

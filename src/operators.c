@@ -286,6 +286,16 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	reason = reason_arg(fcinfo, 1, "reason");
 	values[0] = Int64GetDatum(job_id);
 
+	/*
+	 * A handler's batch holds its jobs' rows: from inside it, a cancel
+	 * would wait for itself, or be overwritten when the batch completes.
+	 */
+	if (JobqCurrentJobId() != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.cancel() cannot be called from a job's handler"),
+				 errhint("Cancel jobs from a session of their own; a handler ends its own job by returning or raising an error.")));
+
 	/* An in-database handler holds the job's row lock: stop it first. */
 	JobqRequestCancel(job_id);
 

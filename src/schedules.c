@@ -19,7 +19,9 @@
  *		skip	only an on-time slot fires; missed slots are recorded.
  *		once	one job fires for all the due slots (the newest).
  *		all		every due slot fires, oldest first, at most
- *				JOBQ_SCHEDULE_CATCHUP_MAX of them (the newest).
+ *				JOBQ_SCHEDULE_CATCHUP_MAX of them (the newest).  Each firing
+ *				goes through the overlap policy, so with skip or queue the
+ *				first catch-up job stops the others: "all" wants "allow".
  *	overlap, when a slot comes while the schedule's previous job is not
  *	finished (pending, running or held):
  *		skip	the slot is recorded as skipped.
@@ -87,6 +89,7 @@ typedef struct Schedule
 static SPIPlanPtr plan_due_worker;
 static SPIPlanPtr plan_due_sql;
 static SPIPlanPtr plan_job_state;
+static SPIPlanPtr plan_job_locked;
 static SPIPlanPtr plan_enqueue;
 static SPIPlanPtr plan_event;
 static SPIPlanPtr plan_prune;
@@ -201,6 +204,7 @@ previous_job_state(Schedule *s)
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(s->last_job_id)};
 	bool		isnull;
+	char	   *state;
 
 	if (s->last_job_id == 0)
 		return NULL;
@@ -208,7 +212,21 @@ previous_job_state(Schedule *s)
 					"SELECT state::text FROM jobq.job WHERE id = $1", 1, argtypes);
 	if (JobqExecutePlan(plan_job_state, values, NULL, SPI_OK_SELECT, 0) == 0)
 		return NULL;
-	return TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+
+	/*
+	 * A pending job whose row another transaction has locked is being run
+	 * by a worker's batch (its claim is the row lock, not yet committed).
+	 */
+	if (strcmp(state, "pending") == 0)
+	{
+		JobqPreparePlan(&plan_job_locked,
+						"SELECT FROM jobq.job WHERE id = $1 FOR KEY SHARE SKIP LOCKED",
+						1, argtypes);
+		if (JobqExecutePlan(plan_job_locked, values, NULL, SPI_OK_SELECT, 0) == 0)
+			state = "running";
+	}
+	return state;
 }
 
 /* Record an event of a schedule. */
@@ -488,12 +506,28 @@ evaluate_safely(Schedule *s, TimestampTz now)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
+		/* A cancel, a shutdown or a timeout is the caller's, not the schedule's. */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			ReThrowError(edata);
+
 		ereport(WARNING,
 				(errmsg("jobq schedule \"%s\" could not fire: %s", s->name_str,
 						edata->message)));
 		record_event(s, s->next_fire_at, "failed", 0, edata->message);
-		/* Try again at the next slot, or in a minute if there is none. */
-		next = s->tz != NULL ? next_slot(s, now) : 0;
+
+		/*
+		 * A conflict or a shortage passes: the slots stay due for the next
+		 * evaluation.  Otherwise try again at the next slot, or in a minute
+		 * if there is none.
+		 */
+		if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+			edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+			edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
+			next = s->next_fire_at;
+		else
+			next = s->tz != NULL ? next_slot(s, now) : 0;
 		if (next == 0 || TIMESTAMP_IS_NOEND(next))
 			next = now + 60 * USECS_PER_SEC;
 		values[0] = s->name;
@@ -568,8 +602,9 @@ PG_FUNCTION_INFO_V1(jobq_schedule);
  *				 concurrency_key, start_at)
  *
  * Create or replace a schedule; returns its next fire time.  Replacing
- * keeps the schedule's place (its next slot, last run and pause) unless
- * the expression, the time zone or start_at changes.
+ * keeps the schedule's place (its next slot, last run and pause), due
+ * slots included, unless the expression or the time zone changes or
+ * start_at is given.
  */
 Datum
 jobq_schedule(PG_FUNCTION_ARGS)
@@ -584,10 +619,10 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	TimestampTz start_at;
 	TimestampTz next;
 	Oid			kind_types[1] = {TEXTOID};
-	Oid			argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TIMESTAMPTZOID, NAMEOID};
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID, NAMEOID, BOOLOID};
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 
 	JobqCheckNotNull(fcinfo, 0, "name");
@@ -644,6 +679,7 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	nulls[7] = PG_ARGISNULL(7) ? 'n' : ' ';
 	values[8] = TimestampTzGetDatum(next);
 	values[9] = CStringGetDatum(GetUserNameFromId(access.caller, false));
+	values[10] = BoolGetDatum(!PG_ARGISNULL(8));
 	JobqPreparePlan(&plan_upsert,
 					"INSERT INTO jobq.schedule AS s (name, cron, kind, payload, timezone,"
 					" overlap, misfire, concurrency_key, next_fire_at, created_by)"
@@ -653,11 +689,11 @@ jobq_schedule(PG_FUNCTION_ARGS)
 					" timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap,"
 					" misfire = EXCLUDED.misfire, concurrency_key = EXCLUDED.concurrency_key,"
 					" next_fire_at = CASE WHEN s.cron = EXCLUDED.cron"
-					"   AND s.timezone = EXCLUDED.timezone AND $9 <= s.next_fire_at"
+					"   AND s.timezone = EXCLUDED.timezone AND NOT $11"
 					"   THEN s.next_fire_at ELSE EXCLUDED.next_fire_at END,"
 					" updated_at = pg_catalog.now()"
 					" RETURNING next_fire_at",
-					10, argtypes);
+					11, argtypes);
 	JobqExecutePlan(plan_upsert, values, nulls, SPI_OK_INSERT_RETURNING, 0);
 	next = DatumGetTimestampTz(JobqGetDatum(0, 1, &isnull));
 	JobqEndAccess(&access);

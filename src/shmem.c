@@ -81,6 +81,7 @@ jobq_shmem_startup(void)
 		JobqShared->lock = &(GetNamedLWLockTranche("jobq"))->lock;
 		JobqShared->nslots = jobq_max_workers;
 		pg_atomic_init_u32(&JobqShared->next_wake, 0);
+		pg_atomic_init_u32(&JobqShared->ncancels, 0);
 		for (i = 0; i < jobq_max_workers; i++)
 		{
 			SpinLockInit(&JobqShared->slots[i].mutex);
@@ -227,11 +228,6 @@ void
 JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind, int32 attempt)
 {
 	SpinLockAcquire(&slot->mutex);
-	/* A cancel asked for another job, or another attempt, is void now. */
-	if (job_id != 0 &&
-		(pg_atomic_read_u64(&slot->cancel_job_id) != (uint64) job_id ||
-		 slot->cancel_attempt != attempt))
-		pg_atomic_write_u64(&slot->cancel_job_id, 0);
 	slot->job_id = job_id;
 	slot->attempt = attempt;
 	strlcpy(slot->kind, kind ? kind : "", sizeof(slot->kind));
@@ -250,69 +246,127 @@ JobqCountJobs(JobqWorkerSlot *slot, int completed, int failed)
 	SpinLockRelease(&slot->mutex);
 }
 
+/* The cancel request this backend registered, cleared when its transaction ends. */
+static int	my_cancel_index = -1;
+
+static void
+forget_cancel_request(XactEvent event, void *arg)
+{
+	if (my_cancel_index < 0 ||
+		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		 event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT))
+		return;
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	if (JobqShared->cancels[my_cancel_index].xid != InvalidTransactionId)
+	{
+		JobqShared->cancels[my_cancel_index].xid = InvalidTransactionId;
+		pg_atomic_fetch_sub_u32(&JobqShared->ncancels, 1);
+	}
+	LWLockRelease(JobqShared->lock);
+	my_cancel_index = -1;
+}
+
 /*
- * Ask the worker of this database that runs job_id, if any, to stop its
- * handler: record the job and attempt in its slot, then send it SIGINT.
- * The worker's handler for SIGINT cancels only the handler of that job,
- * and the executor refuses to start that attempt again.  Returns whether a
- * worker was found.
+ * Record that this transaction cancels job_id, until it ends, so that no
+ * worker starts the job's handler meanwhile (JobqCancelRequested); if a
+ * worker of this database runs it now, send that worker SIGUSR2, which
+ * cancels the handler of that job only.  Returns whether a worker was
+ * running it.
  */
 bool
 JobqRequestCancel(int64 job_id)
 {
-	int			i;
-	bool		found = false;
+	static bool callback_registered = false;
 	TransactionId xid;
+	int			i;
+	int			free_index = -1;
+	pid_t		pid = 0;
 
 	if (JobqShared == NULL)
 		return false;
 	xid = GetTopTransactionId();
-	LWLockAcquire(JobqShared->lock, LW_SHARED);
-	for (i = 0; i < JobqShared->nslots && !found; i++)
+
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	if (my_cancel_index < 0)
+	{
+		/* A free entry, or one whose transaction is over (its backend died). */
+		for (i = 0; i < JOBQ_MAX_CANCELS && free_index < 0; i++)
+			if (JobqShared->cancels[i].xid == InvalidTransactionId)
+				free_index = i;
+		for (i = 0; i < JOBQ_MAX_CANCELS && free_index < 0; i++)
+			if (!TransactionIdIsInProgress(JobqShared->cancels[i].xid))
+			{
+				free_index = i;
+				pg_atomic_fetch_sub_u32(&JobqShared->ncancels, 1);
+			}
+		if (free_index < 0)
+		{
+			LWLockRelease(JobqShared->lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too many jobq.cancel() calls in progress"),
+					 errdetail("At most %d transactions can cancel jobs at once.",
+							   JOBQ_MAX_CANCELS),
+					 errhint("Commit the transactions that cancelled jobs, then try again.")));
+		}
+		my_cancel_index = free_index;
+		pg_atomic_fetch_add_u32(&JobqShared->ncancels, 1);
+	}
+	/* One entry per transaction: its latest cancel. */
+	JobqShared->cancels[my_cancel_index].dboid = MyDatabaseId;
+	JobqShared->cancels[my_cancel_index].job_id = job_id;
+	JobqShared->cancels[my_cancel_index].xid = xid;
+
+	for (i = 0; i < JobqShared->nslots && pid == 0; i++)
 	{
 		JobqWorkerSlot *slot = &JobqShared->slots[i];
-		pid_t		pid = 0;
 
 		if (slot->state != JOBQ_SLOT_RUNNING || slot->dboid != MyDatabaseId)
 			continue;
 		SpinLockAcquire(&slot->mutex);
 		if (slot->job_id == job_id)
 		{
-			slot->cancel_attempt = slot->attempt;
-			slot->cancel_xid = xid;
 			pg_atomic_write_u64(&slot->cancel_job_id, (uint64) job_id);
 			pid = slot->pid;
-			found = true;
 		}
 		SpinLockRelease(&slot->mutex);
-		if (pid != 0 && kill(pid, SIGINT) != 0)
-			ereport(WARNING,
-					(errmsg("could not signal jobq worker %d: %m", (int) pid)));
 	}
 	LWLockRelease(JobqShared->lock);
-	return found;
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(forget_cancel_request, NULL);
+		callback_registered = true;
+	}
+	if (pid != 0 && kill(pid, SIGUSR2) != 0)
+		ereport(WARNING,
+				(errmsg("could not signal jobq worker %d: %m", (int) pid)));
+	return pid != 0;
 }
 
 /*
- * Does an operator's cancel of this attempt of job_id stand for the worker
- * of slot?  Only while the cancelling transaction is in progress: once it
- * committed the job is cancelled and never picked again, and if it rolled
- * back the cancel never happened.
+ * Is a jobq.cancel() of job_id in progress in this database?  Such a job
+ * must not start (or go on with) its handler: the cancel, once committed,
+ * ends it; if the cancel rolls back, the job runs again later.
  */
 bool
-JobqCancelRequested(JobqWorkerSlot *slot, int64 job_id, int32 attempt)
+JobqCancelRequested(int64 job_id)
 {
-	bool		requested;
-	TransactionId xid;
+	bool		requested = false;
+	int			i;
 
-	if (slot == NULL)
+	if (JobqShared == NULL || pg_atomic_read_u32(&JobqShared->ncancels) == 0)
 		return false;
-	SpinLockAcquire(&slot->mutex);
-	requested = pg_atomic_read_u64(&slot->cancel_job_id) == (uint64) job_id &&
-		slot->cancel_attempt == attempt;
-	xid = slot->cancel_xid;
-	SpinLockRelease(&slot->mutex);
-	return requested && TransactionIdIsInProgress(xid);
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JOBQ_MAX_CANCELS && !requested; i++)
+	{
+		JobqCancelRequest *c = &JobqShared->cancels[i];
+
+		requested = c->job_id == job_id && c->dboid == MyDatabaseId &&
+			c->xid != InvalidTransactionId && TransactionIdIsInProgress(c->xid);
+	}
+	LWLockRelease(JobqShared->lock);
+	return requested;
 }
 
 PG_FUNCTION_INFO_V1(jobq_worker_jobs);

@@ -62,14 +62,21 @@ typedef struct JobqWorkerSlot
 	int64		batches;
 
 	/*
-	 * An operator's jobq.cancel() of the job this worker runs: the job id
-	 * (atomic, because the worker's SIGINT handler reads it) and, under
-	 * mutex, the attempt it was asked for.
+	 * The job an operator's jobq.cancel() last asked this worker to stop
+	 * (atomic: the worker's SIGUSR2 handler reads it).
 	 */
 	pg_atomic_uint64 cancel_job_id;
-	int32		cancel_attempt;
-	TransactionId cancel_xid;	/* the cancelling transaction */
 } JobqWorkerSlot;
+
+#define JOBQ_MAX_CANCELS	64	/* jobq.cancel() calls in progress at once */
+
+/* A jobq.cancel() in progress: its job stops running until it ends. */
+typedef struct JobqCancelRequest
+{
+	Oid			dboid;
+	int64		job_id;
+	TransactionId xid;			/* the cancelling transaction */
+} JobqCancelRequest;
 
 /*
  * Locking protocol: "lock" guards the slot array's state, exit_reason,
@@ -89,6 +96,9 @@ typedef struct JobqSharedState
 	bool		probe_all;		/* the list overflowed */
 	Oid			probes[JOBQ_MAX_PROBES];
 	pg_atomic_uint32 next_wake; /* round-robin start for wakers */
+	/* jobq.cancel() calls in progress, under lock; ncancels counts them. */
+	pg_atomic_uint32 ncancels;
+	JobqCancelRequest cancels[JOBQ_MAX_CANCELS];
 	int			nslots;
 	JobqWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } JobqSharedState;
@@ -104,6 +114,6 @@ extern void JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind,
 						   int32 attempt);
 extern void JobqCountJobs(JobqWorkerSlot *slot, int completed, int failed);
 extern bool JobqRequestCancel(int64 job_id);
-extern bool JobqCancelRequested(JobqWorkerSlot *slot, int64 job_id, int32 attempt);
+extern bool JobqCancelRequested(int64 job_id);
 
 #endif							/* JOBQ_SHMEM_H */

@@ -22,7 +22,9 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "access/htup_details.h"
 #include "commands/event_trigger.h"
+#include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -40,6 +42,8 @@ static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_upsert;
 static SPIPlanPtr plan_delete;
 static SPIPlanPtr plan_all;
+static SPIPlanPtr plan_dispatch;
+static SPIPlanPtr plan_placeholder;
 
 static const char *const event_names[] = {"insert", "update", "delete"};
 
@@ -161,6 +165,49 @@ drop_trigger(Oid relid, const char *trigger_name)
 					 quote_identifier(trigger_name), qualified_name(relid)));
 }
 
+/*
+ * Lock the subscription "name" and drop its trigger, after checking that
+ * the caller may (the TRIGGER privilege on its table).  With create, a
+ * missing subscription gets a placeholder row, locked too, which the
+ * caller then fills in: two callers creating one name wait for each
+ * other.  Returns whether the subscription existed.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+static bool
+lock_subscription(Datum name, Oid caller, bool create)
+{
+	Oid			argtypes[2] = {TEXTOID, NAMEOID};
+	Datum		values[2] = {name, CStringGetDatum(GetUserNameFromId(caller, false))};
+	bool		isnull;
+	Oid			relid;
+	char	   *trigger_name;
+
+	if (create)
+	{
+		/* Waits for a concurrent creator; the row is then found below. */
+		JobqPreparePlan(&plan_placeholder,
+						"INSERT INTO jobq.subscription"
+						" (name, source, kind, events, trigger_name, created_by)"
+						" VALUES ($1, 0, '', '{}', '', $2) ON CONFLICT (name) DO NOTHING",
+						2, argtypes);
+		JobqExecutePlan(plan_placeholder, values, NULL, SPI_OK_INSERT, 0);
+	}
+	JobqPreparePlan(&plan_find,
+					"SELECT source::pg_catalog.oid, trigger_name::text"
+					" FROM jobq.subscription WHERE name = $1 FOR UPDATE",
+					1, argtypes);
+	if (JobqExecutePlan(plan_find, values, NULL, SPI_OK_SELECT, 0) == 0)
+		return false;
+	relid = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
+	trigger_name = TextDatumGetCString(JobqGetDatum(0, 2, &isnull));
+	if (!OidIsValid(relid))
+		return false;			/* our placeholder */
+	if (get_rel_name(relid) != NULL)
+		check_source(relid, caller);
+	drop_trigger(relid, trigger_name);
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(jobq_subscribe);
 
 /*
@@ -213,20 +260,11 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 				 errmsg("kind \"%s\" is not registered", kind),
 				 errhint("Register it with jobq.register_kind() first.")));
 
-	/* Replacing: the old trigger goes first. */
-	find_values[0] = PG_GETARG_DATUM(0);
-	JobqPreparePlan(&plan_find,
-					"SELECT source::pg_catalog.oid, trigger_name::text"
-					" FROM jobq.subscription WHERE name = $1 FOR UPDATE",
-					1, find_types);
-	if (JobqExecutePlan(plan_find, find_values, NULL, SPI_OK_SELECT, 0) == 1)
-	{
-		bool		isnull;
-		Oid			old_relid = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
-		char	   *old_trigger = TextDatumGetCString(JobqGetDatum(0, 2, &isnull));
-
-		drop_trigger(old_relid, old_trigger);
-	}
+	/*
+	 * The subscription's row first, so that two subscribes of one name wait
+	 * for each other; replacing, the old trigger goes next.
+	 */
+	lock_subscription(PG_GETARG_DATUM(0), access.caller, true);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ", quote_identifier(trigger_name));
@@ -272,32 +310,131 @@ jobq_unsubscribe(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
-	bool		isnull;
-	Oid			relid;
-	char	   *trigger_name;
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_find,
-					"SELECT source::pg_catalog.oid, trigger_name::text"
-					" FROM jobq.subscription WHERE name = $1 FOR UPDATE",
-					1, argtypes);
-	if (JobqExecutePlan(plan_find, values, NULL, SPI_OK_SELECT, 0) == 0)
+	if (!lock_subscription(values[0], access.caller, false))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription \"%s\" does not exist",
 						text_to_cstring(PG_GETARG_TEXT_PP(0)))));
-	relid = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
-	trigger_name = TextDatumGetCString(JobqGetDatum(0, 2, &isnull));
-	drop_trigger(relid, trigger_name);
 	JobqPreparePlan(&plan_delete,
 					"DELETE FROM jobq.subscription WHERE name = $1",
 					1, argtypes);
 	JobqExecutePlan(plan_delete, values, NULL, SPI_OK_DELETE, 0);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_dispatch);
+
+/*
+ * jobq.dispatch(): the subscription trigger, AFTER ROW, with the
+ * subscription and the kind as its arguments.
+ *
+ * It runs as the writer.  The payload is built with the writer's rights
+ * (a column type's cast to json is the writer's to run, not jobq's), and
+ * only the enqueue itself runs with the extension owner's rights, so that
+ * writers need no right on jobq.  Any error is the writer's: the write
+ * fails.
+ */
+Datum
+jobq_dispatch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	JobqAccess	access;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	old_row = NULL;
+	HeapTuple	new_row = NULL;
+	const char *op;
+	Oid			argtypes[5];
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', 'n', 'n'};
+	Oid			enqueue_types[2] = {TEXTOID, JSONBOID};
+	Datum		enqueue_values[2];
+	bool		isnull;
+	int			rc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired by a trigger", "jobq.dispatch")));
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired AFTER ROW with two arguments",
+						"jobq.dispatch"),
+				 errhint("Create subscriptions with jobq.subscribe().")));
+
+	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		op = "insert";
+		new_row = trigdata->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		op = "update";
+		old_row = trigdata->tg_trigtuple;
+		new_row = trigdata->tg_newtuple;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		op = "delete";
+		old_row = trigdata->tg_trigtuple;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" handles only INSERT, UPDATE and DELETE",
+						"jobq.dispatch")));
+
+	/* The payload, as the writer. */
+	argtypes[0] = argtypes[1] = argtypes[2] = TEXTOID;
+	argtypes[3] = argtypes[4] = desc->tdtypeid;
+	values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
+	values[1] = CStringGetTextDatum(op);
+	values[2] = CStringGetTextDatum(qualified_name(RelationGetRelid(rel)));
+	if (old_row != NULL)
+	{
+		values[3] = heap_copy_tuple_as_datum(old_row, desc);
+		nulls[3] = ' ';
+	}
+	if (new_row != NULL)
+	{
+		values[4] = heap_copy_tuple_as_datum(new_row, desc);
+		nulls[4] = ' ';
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
+							   "'subscription', $1, 'op', $2, 'table', $3,"
+							   " 'old', pg_catalog.to_jsonb($4), 'new', pg_catalog.to_jsonb($5))",
+							   5, argtypes, values, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not build the payload of subscription \"%s\"",
+			 trigdata->tg_trigger->tgargs[0]);
+	enqueue_values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MemoryContextSwitchTo(caller_cxt);
+	enqueue_values[1] = PointerGetDatum(PG_DETOAST_DATUM_COPY(enqueue_values[1]));
+	SPI_finish();
+	MemoryContextSwitchTo(caller_cxt);
+
+	/* The job, as jobq's owner. */
+	enqueue_values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[1]);
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_dispatch,
+					"SELECT jobq.enqueue($1, $2)", 2, enqueue_types);
+	JobqExecutePlan(plan_dispatch, enqueue_values, NULL, SPI_OK_SELECT, 0);
+	JobqEndAccess(&access);
+	return PointerGetDatum(NULL);
 }
 
 /* Is this statement a DROP EXTENSION that names jobq? */

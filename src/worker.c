@@ -71,18 +71,35 @@ worker_sigterm(SIGNAL_ARGS)
 }
 
 /*
- * SIGINT (jobq.cancel(), or pg_cancel_backend()): cancel the running
+ * SIGINT (pg_cancel_backend(), or a timeout firing): cancel the running
  * handler, never jobq's own bookkeeping, which would end the worker with
- * an error.  When an operator's cancel names a job, only that job's
- * handler is cancelled: the worker may have moved on to another.
+ * an error.
  */
 static void
 worker_sigint(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
-	uint64		target = pg_atomic_read_u64(&MySlot->cancel_job_id);
 
-	if (JobqInHandler && (target == 0 || target == (uint64) JobqHandlerJobId))
+	if (JobqInHandler)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * SIGUSR2 (jobq.cancel()): cancel the running handler if it is the job's
+ * the operator named.  The worker may have moved on to another job since.
+ */
+static void
+worker_cancel_job(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (JobqInHandler &&
+		pg_atomic_read_u64(&MySlot->cancel_job_id) == (uint64) JobqHandlerJobId)
 	{
 		QueryCancelPending = true;
 		InterruptPending = true;
@@ -307,6 +324,7 @@ JobqWorkerMain(Datum main_arg)
 		elog(FATAL, "jobq worker started without a valid slot");
 	MySlot = &JobqShared->slots[slotno];
 	pqsignal(SIGINT, worker_sigint);
+	pqsignal(SIGUSR2, worker_cancel_job);
 	BackgroundWorkerUnblockSignals();
 
 	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
