@@ -32,6 +32,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object depends on every header: a struct that changes shape must
+# never leave an object compiled against the old one.
+$(OBJS): $(wildcard src/*.h)
+
 # A development variant with assertions compiled in:
 #   make PG_CPPFLAGS='-Isrc -DUSE_ASSERT_CHECKING'
 
