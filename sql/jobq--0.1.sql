@@ -282,6 +282,7 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event_id_seq', '');

@@ -57,7 +57,9 @@ JobqCheckName(const char *name, const char *what, int maxlen)
 			if (segment_start)
 			{
 				if (*p < 'a' || *p > 'z')
-					problem = psprintf("Each dot-separated part must start with a lowercase letter, not \"%c\".", *p);
+					problem = (IS_HIGHBIT_SET(*p) || *p < ' ')
+						? "Each dot-separated part must start with a lowercase letter."
+						: psprintf("Each dot-separated part must start with a lowercase letter, not \"%c\".", *p);
 				segment_start = false;
 			}
 			else if (*p == '.')
@@ -125,6 +127,22 @@ JobqIntervalUsecs(Interval *span)
 	return (int64) total;
 }
 
+/*
+ * Intervals jobq adds to now() (timeouts, backoffs, leases, delays) stay
+ * below a century, so that the timestamps they make stay in range.
+ */
+#define JOBQ_INTERVAL_MAX_YEARS	100
+
+static void
+check_interval_limit(int64 usecs, const char *argname)
+{
+	if (usecs > (int64) JOBQ_INTERVAL_MAX_YEARS * DAYS_PER_YEAR * USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be at most %d years", argname,
+						JOBQ_INTERVAL_MAX_YEARS)));
+}
+
 int64
 JobqCheckPositiveInterval(Interval *span, const char *argname)
 {
@@ -134,6 +152,7 @@ JobqCheckPositiveInterval(Interval *span, const char *argname)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"%s\" must be a positive interval", argname)));
+	check_interval_limit(usecs, argname);
 	return usecs;
 }
 
@@ -146,6 +165,7 @@ JobqCheckNonNegativeInterval(Interval *span, const char *argname)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"%s\" must not be a negative interval", argname)));
+	check_interval_limit(usecs, argname);
 	return usecs;
 }
 

@@ -142,6 +142,7 @@ extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids
 
 /* retention.c */
 extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
+extern bool JobqPurgeWalkUnfinished(void);
 extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
 
 /* launcher.c */

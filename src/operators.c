@@ -89,6 +89,7 @@ report_wrong_state(int64 job_id, const char *action, const char *accepted,
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(job_id)};
 	bool		isnull;
+	char	   *state;
 
 	JobqPreparePlan(&plan_job_state,
 					"SELECT state::text FROM jobq.job WHERE id = $1", 1, argtypes);
@@ -96,11 +97,14 @@ report_wrong_state(int64 job_id, const char *action, const char *accepted,
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("job %lld does not exist", (long long) job_id)));
+	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+	/* The hints callers pass are about completed jobs only. */
+	if (strcmp(state, "completed") != 0)
+		hint = NULL;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot %s job %lld", action, (long long) job_id),
-			 errdetail("The job is \"%s\". %s",
-					   TextDatumGetCString(JobqGetDatum(0, 1, &isnull)), accepted),
+			 errdetail("The job is \"%s\". %s", state, accepted),
 			 hint ? errhint("%s", hint) : 0));
 }
 

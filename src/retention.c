@@ -101,6 +101,16 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 }
 
 /*
+ * Is a walk of the job table under way (it stopped before the jobs that
+ * are too new to remove)?  Then more old jobs may be waiting.
+ */
+bool
+JobqPurgeWalkUnfinished(void)
+{
+	return walk_cursor != 0;
+}
+
+/*
  * Remove up to max_rows concurrency-key rows whose lease is over (their job
  * no longer runs under that token); the next claim of a key would replace
  * its row anyway, this only keeps the table from keeping every key ever

@@ -170,10 +170,14 @@ collect_due_slots(Schedule *s, TimestampTz now, DueSlots *due)
 	{
 		/* @every: slots are evenly spaced; count them, keep the newest. */
 		int64		period = s->cron.every_seconds * USECS_PER_SEC;
-		TimestampTz newest = next_slot(s, now) - period;
+		TimestampTz next = next_slot(s, now);
+		TimestampTz newest;
 		int64		total;
 		int			i;
 
+		if (TIMESTAMP_IS_NOEND(next))
+			return;				/* at the end of time: nothing is due */
+		newest = next - period;
 		if (newest < slot)
 			return;
 		total = (newest - slot) / period + 1;

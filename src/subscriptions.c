@@ -107,7 +107,7 @@ events_array(int mask)
  * user's, on which the caller may create triggers.
  */
 static void
-check_source(Oid relid, Oid caller)
+check_source(Oid relid, Oid caller, const char *action)
 {
 	char		relkind = get_rel_relkind(relid);
 	char	   *relname = get_rel_name(relid);
@@ -132,7 +132,7 @@ check_source(Oid relid, Oid caller)
 	if (pg_class_aclcheck(relid, caller, ACL_TRIGGER) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to subscribe to table \"%s\"", relname),
+				 errmsg("permission denied to %s table \"%s\"", action, relname),
 				 errdetail("A subscription is a trigger on the table: it needs the TRIGGER privilege."),
 				 errhint("Ask the table's owner to GRANT TRIGGER ON it to you.")));
 }
@@ -203,7 +203,7 @@ lock_subscription(Datum name, Oid caller, bool create)
 	if (!OidIsValid(relid))
 		return false;			/* our placeholder */
 	if (get_rel_name(relid) != NULL)
-		check_source(relid, caller);
+		check_source(relid, caller, create ? "replace the subscription to" : "unsubscribe from");
 	drop_trigger(relid, trigger_name);
 	return true;
 }
@@ -244,7 +244,7 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	JobqCheckKindName(kind);
 	mask = events_mask(PG_GETARG_ARRAYTYPE_P(3));
-	check_source(relid, GetUserId());
+	check_source(relid, GetUserId(), "subscribe to");
 	trigger_name = psprintf("jobq_%s", name);
 
 	JobqBeginAccess(&access);

@@ -54,6 +54,9 @@ static TimeoutId grace_timeout = MAX_TIMEOUTS;
 static TimestampTz last_rescue = 0;
 static TimestampTz last_purge = 0;
 static TimestampTz last_housekeeping = 0;
+static bool purge_backlog = false;	/* the retention walk is under way */
+
+#define PURGE_BATCH		5000	/* jobs looked at per retention transaction */
 
 static volatile sig_atomic_t grace_cancel_sent = false;
 
@@ -225,6 +228,7 @@ housekeeping(MemoryContext loop_cxt)
 	JobqAccess	access;
 	TimestampTz now = GetCurrentTimestamp();
 
+	purge_backlog = false;
 	start_jobq_transaction(loop_cxt);
 	JobqBeginAccess(&access);
 	(void) JobqPromoteDueJobs();
@@ -243,8 +247,14 @@ housekeeping(MemoryContext loop_cxt)
 	{
 		last_purge = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: removing finished jobs past retention");
-		/* While there is a backlog to remove, go on at every loop. */
-		if (JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, 1000) > 0)
+		/*
+		 * While the walk has not reached the jobs too new to remove, go on
+		 * at every loop, without sleeping, so that removal keeps up with
+		 * any rate of completions.
+		 */
+		(void) JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, PURGE_BATCH);
+		purge_backlog = JobqPurgeWalkUnfinished();
+		if (purge_backlog)
 		{
 			last_purge = 0;
 			last_housekeeping = 0;
@@ -387,7 +397,8 @@ JobqWorkerMain(Datum main_arg)
 
 		MemoryContextReset(loop_cxt);
 		more = run_one_batch(loop_cxt);
-		if (more || JobqShutdownRequested)
+		/* A retention backlog is work too: remove it at full speed. */
+		if (more || purge_backlog || JobqShutdownRequested)
 			continue;
 
 		MySlot->sleeping = true;
