@@ -11,7 +11,7 @@
 #    with 1,000,000 finished jobs retained, interleaved for ROUNDS rounds
 #    (default 3).  Reports the median ratio (target: >= 0.9).
 # 2. Steady load: producers (enqueue_many of 10) and consumers (claim 10 +
-#    complete_many) for PHASE_SECONDS (default 60) in three phases: normal;
+#    complete_many) for PHASE_SECONDS (default 180) in three phases: normal;
 #    while another session holds an old snapshot (REPEATABLE READ, idle in
 #    transaction), which stops vacuum and retention from reclaiming
 #    anything; and after it let go.  Every 10 seconds it samples the sizes
@@ -24,13 +24,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
-PHASE_SECS=${1:-60}
+PHASE_SECS=${1:-180}
 ROUNDS=${2:-3}
 CLAIMS=${CLAIMS:-500}			# claim(100) transactions per measurement
 
-# Finished jobs are removed after 20 seconds here, so that the soak
-# reaches a steady state within its phases.
-BENCH_EXTRA_CONF="jobq.retention = '20s'
+# Finished jobs are removed after a minute (jobq.retention's minimum) here,
+# so that the soak reaches a steady state within its phases.
+BENCH_EXTRA_CONF="jobq.retention = '1min'
 jobq.poll_interval = '1s'" bench_start_cluster soak
 
 psql_bench -q <<'SQL'
@@ -152,7 +152,7 @@ file="$BENCH_RESULTS/soak-$stamp.md"
     echo "| 0 | $none | |"
     echo "| 1,000,000 | $kept | $ratios (median $median_ratio; target >= 0.9) |"
     echo
-    echo "### Steady load (2 clients: enqueue_many of 10, claim 10 + complete_many), retention 20 s"
+    echo "### Steady load (2 clients: enqueue_many of 10, claim 10 + complete_many), retention 1 min"
     echo
     for phase in normal old_snapshot after; do
         echo "$phase: $(cat "$WORK/tps-$phase") transactions/s"
@@ -162,6 +162,6 @@ file="$BENCH_RESULTS/soak-$stamp.md"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '{ printf "| %s | %s | %.1f | %.1f | %.0f | %s | %s |\n", $1, $2, $3 / 1048576, $4 / 1048576, $5 / 1024, $6, $7 }' "$SAMPLES"
     echo
-    echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g'); jobq.retention = 20s"
+    echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g'); jobq.retention = 1min"
 } | tee "$file"
 echo "written to $file" >&2
