@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "shmem.h"
 
 static SPIPlanPtr plan_complete;
 static SPIPlanPtr plan_complete_many;
@@ -349,10 +350,14 @@ jobq_complete(PG_FUNCTION_ARGS)
 	JobqPreparePlan(&plan_complete,
 					"UPDATE jobq.job SET state = 'completed', result = $3,"
 					" finished_at = pg_catalog.clock_timestamp()"
-					" WHERE id = $1 AND state = 'running' AND lease_token = $2",
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
+					" RETURNING concurrency_key IS NOT NULL",
 					3, argtypes);
-	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE, 0) != 1)
+	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		JobqReportLeaseProblem(job_id, lease_token);
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
 
 	/* A claim of this job alone is over: drop its lease row now. */
 	JobqPreparePlan(&plan_forget_lease_one,
@@ -440,9 +445,16 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 					" finished_at = pg_catalog.clock_timestamp()"
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token)"
 					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"
-					" RETURNING j.id",
+					" RETURNING j.id, j.concurrency_key IS NOT NULL",
 					2, argtypes);
 	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
+	for (i = 0; i < done; i++)
+		if (JobqGetBool(i, 2))
+		{
+			JobqWakeWorkersAtCommit();
+			break;
+		}
 	if (done != n)
 	{
 		int64	   *completed = palloc(sizeof(int64) * Max(done, 1));
