@@ -322,12 +322,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			if (!key_nulls[i])
 			{
 				char	   *key = TextDatumGetCString(key_elems[i]);
-				ListCell   *lc;
-				bool		dup = false;
 
-				foreach(lc, taken)
-					dup |= strcmp((char *) lfirst(lc), key) == 0;
-				if (dup || !JobqTryLockConcurrencyKey(key) ||
+				if (JobqKeyTakenHere(taken, key) || !JobqTryLockConcurrencyKey(key) ||
 					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
 											DatumGetInt64(token_elems[i]) + 1))
 				{

@@ -50,6 +50,18 @@ JobqTryLockConcurrencyKey(const char *key)
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
+/* Has this claim or batch taken key already?  "taken" lists its keys. */
+bool
+JobqKeyTakenHere(List *taken, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, taken)
+		if (strcmp((const char *) lfirst(lc), key) == 0)
+			return true;
+	return false;
+}
+
 /*
  * Record job_id, about to be leased with lease_token, as the holder of its
  * concurrency key, unless another job holds the key under a standing

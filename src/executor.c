@@ -640,12 +640,7 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 
 		if (job->concurrency_key != NULL)
 		{
-			ListCell   *lc;
-			bool		dup = false;
-
-			foreach(lc, *taken)
-				dup |= strcmp((char *) lfirst(lc), job->concurrency_key) == 0;
-			if (dup)
+			if (JobqKeyTakenHere(*taken, job->concurrency_key))
 			{
 				(*deferred)++;
 				*busy = lappend(*busy, JobqCopyId(job->id));

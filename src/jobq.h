@@ -162,6 +162,7 @@ extern int32 JobqQueueId(Datum name);
 	"   AND h.lease_token = c.lease_token AND h.state = 'running'" \
 	"   WHERE c.key = " alias ".concurrency_key))"
 extern bool JobqTryLockConcurrencyKey(const char *key);
+extern bool JobqKeyTakenHere(List *taken, const char *key);
 extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
 extern bool JobqConcurrencyKeyLeased(Datum key);
 

@@ -274,7 +274,7 @@ PG_FUNCTION_INFO_V1(jobq_cancel);
  * cancelled.  A running job's lease is fenced (its holder's complete, fail
  * or heartbeat is refused from now on), and if a background worker of this
  * database runs its handler, the handler is cancelled first; the worker
- * records that attempt and commits, and this waits for it.
+ * hands that attempt back uncharged and commits, and this waits for it.
  */
 Datum
 jobq_cancel(PG_FUNCTION_ARGS)

@@ -439,9 +439,6 @@ evaluate(Schedule *s, TimestampTz now)
 	"name, cron, timezone, kind, payload, overlap, misfire, concurrency_key," \
 	" next_fire_at, last_job_id, last_fire_at"
 
-static void
-read_schedule(int row, Schedule *s);
-
 /* Parse what read_schedule read; errors if the zone is gone, for one. */
 static void
 prepare_schedule(Schedule *s)

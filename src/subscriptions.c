@@ -227,8 +227,8 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 	int			mask;
 	char	   *trigger_name;
 	StringInfoData sql;
-	Oid			find_types[1] = {TEXTOID};
-	Datum		find_values[1];
+	Oid			kind_types[1] = {TEXTOID};
+	Datum		kind_values[1];
 	Oid			upsert_types[6] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID, NAMEOID, NAMEOID};
 	Datum		upsert_values[6];
 	int			e;
@@ -250,11 +250,11 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 
 	/* The kind must exist, and stay until this commits. */
-	find_values[0] = PG_GETARG_DATUM(2);
+	kind_values[0] = PG_GETARG_DATUM(2);
 	JobqPreparePlan(&plan_lock_kind,
 					"SELECT FROM jobq.kind WHERE name = $1 FOR KEY SHARE",
-					1, find_types);
-	if (JobqExecutePlan(plan_lock_kind, find_values, NULL, SPI_OK_SELECT, 0) == 0)
+					1, kind_types);
+	if (JobqExecutePlan(plan_lock_kind, kind_values, NULL, SPI_OK_SELECT, 0) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("kind \"%s\" is not registered", kind),
