@@ -1391,9 +1391,8 @@ SELECT f.fn, e.sqlstate, left(e.message, 30) AS message, e.detail
   ) AS f(fn, stmt),
   LATERAL error_of(format(f.stmt, repeat('a', 10000))) AS e
  ORDER BY f.fn;
--- The functions that look an existing object up by name: those that take
--- a kind or queue check its pattern (22023), the others do not find it
--- (42704).
+-- The functions that look an existing object up by name: a malformed name
+-- is bad input (22023) everywhere, never just an unknown object (42704).
 SELECT f.fn, e.sqlstate, replace(e.message, 'bad.x''; DROP TABLE bad_src; --', '<name>') AS message
   FROM (VALUES
     ('unregister_kind', 'SELECT jobq.unregister_kind(%L)'),

@@ -73,9 +73,13 @@ note_wake(EnqueueArgs *args, bool in_db)
 static void
 report_unknown_kind(Datum kind)
 {
+	char	   *name = TextDatumGetCString(kind);
+
+	/* A malformed name is bad input (22023) rather than an unknown kind. */
+	JobqCheckKindName(name);
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("kind \"%s\" is not registered", TextDatumGetCString(kind)),
+			 errmsg("kind \"%s\" is not registered", name),
 			 errhint("Register it with jobq.register_kind().")));
 }
 

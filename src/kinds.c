@@ -303,9 +303,12 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	if (!lock_existing_kind(kind, access.caller, &has_handler, &owner))
+	{
+		JobqCheckKindName(text_to_cstring(kind));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("kind \"%s\" is not registered", text_to_cstring(kind))));
+	}
 	lock_job_table();
 	JobqPreparePlan(&plan_count_live,
 					"SELECT count(*) FROM jobq.job WHERE kind = $1"

@@ -705,9 +705,12 @@ jobq_schedule(PG_FUNCTION_ARGS)
 static void
 report_no_schedule(Datum name)
 {
+	char	   *cname = TextDatumGetCString(name);
+
+	JobqCheckName(cname, "schedule", JOBQ_SCHEDULE_NAME_MAX);
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("schedule \"%s\" does not exist", TextDatumGetCString(name))));
+			 errmsg("schedule \"%s\" does not exist", cname)));
 }
 
 /* Read and lock the schedule "name", or raise that it does not exist. */

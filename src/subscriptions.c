@@ -316,10 +316,14 @@ jobq_unsubscribe(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	if (!lock_subscription(values[0], access.caller, false))
+	{
+		char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		JobqCheckName(name, "subscription", SUBSCRIPTION_NAME_MAX);
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("subscription \"%s\" does not exist",
-						text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+				 errmsg("subscription \"%s\" does not exist", name)));
+	}
 	JobqPreparePlan(&plan_delete,
 					"DELETE FROM jobq.subscription WHERE name = $1",
 					1, argtypes);
