@@ -143,6 +143,33 @@ SELECT jobq.run_pending(0);
 SELECT jobq.run_pending(1000001);
 \set VERBOSITY default
 
+-- A kind names its handler by schema-qualified signature, resolved when
+-- the job runs: a handler dropped and created again keeps working, one
+-- renamed or moved away is missing, and one that now returns another type
+-- is refused; each failure is the job's own, with its message.
+CREATE SCHEMA "hd Schema";
+CREATE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT jsonb_build_object('v', 1) $$;
+SELECT jobq.register_kind('hd.named', '"hd Schema"."hd Named"(jsonb)', queue => 'hd',
+                          max_attempts => 1);
+SELECT handler FROM jobq.kinds WHERE name = 'hd.named';
+DROP FUNCTION "hd Schema"."hd Named"(jsonb);
+CREATE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT jsonb_build_object('v', 2) $$;
+SELECT jobq.enqueue('hd.named', '{"n": 1}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+ALTER FUNCTION "hd Schema"."hd Named"(jsonb) RENAME TO hd_renamed;
+SELECT jobq.enqueue('hd.named', '{"n": 2}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+DROP FUNCTION "hd Schema".hd_renamed(jsonb);
+CREATE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS text LANGUAGE sql
+    AS $$ SELECT 'not jsonb' $$;
+SELECT jobq.enqueue('hd.named', '{"n": 3}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT payload->>'n' AS n, state, result, last_error FROM jobq.jobs
+ WHERE kind = 'hd.named' ORDER BY 1;
+DROP SCHEMA "hd Schema" CASCADE;
+
 -- Handlers are not handed out to external claimers.
 SELECT count(*) AS claimable FROM jobq.claim('hd', 'x', 10);
 

@@ -82,7 +82,7 @@ typedef struct BatchJob
 	int64		lease_token;
 	char	   *idempotency_key;	/* or NULL */
 	char	   *concurrency_key;	/* or NULL */
-	Oid			handler;		/* InvalidOid if the kind is gone */
+	char	   *handler;		/* signature; NULL if the kind is gone */
 	Oid			owner;
 	int64		timeout_ms;
 	int64		backoff_base_us;
@@ -101,10 +101,17 @@ typedef struct BatchJob
 	TimestampTz started_at;
 } BatchJob;
 
-/* A handler ready to call. */
+/*
+ * The longest handler signature: two quoted names of NAMEDATALEN - 1 bytes
+ * whose every character is a doubled quote, a dot and "(jsonb)".
+ */
+#define HANDLER_SIGNATURE_MAX	(4 * NAMEDATALEN + 16)
+
+/* A handler ready to call, found by the signature its kind stores. */
 typedef struct HandlerEntry
 {
-	Oid			fn_oid;			/* hash key */
+	char		signature[HANDLER_SIGNATURE_MAX];	/* hash key */
+	Oid			fn_oid;
 	FmgrInfo	flinfo;
 	bool		returns_jsonb;
 } HandlerEntry;
@@ -156,7 +163,7 @@ static int32 last_queue_served = 0;
 
 static void keep_recorded_steps(BatchJob *job);
 
-/* Forget every cached handler when pg_proc changes. */
+/* Forget every cached handler when a function or a schema changes. */
 static void
 invalidate_handlers(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -176,17 +183,61 @@ JobqInitExecutor(void)
 		handler_cxt = AllocSetContextCreate(TopMemoryContext, "jobq handlers",
 											ALLOCSET_SMALL_SIZES);
 		CacheRegisterSyscacheCallback(PROCOID, invalidate_handlers, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_handlers, (Datum) 0);
 	}
 	else
 		MemoryContextReset(handler_cxt);
 
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(Oid);
+	ctl.keysize = HANDLER_SIGNATURE_MAX;
 	ctl.entrysize = sizeof(HandlerEntry);
 	ctl.hcxt = handler_cxt;
 	handler_cache = hash_create("jobq handlers", 64, &ctl,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	handler_cache_stale = false;
+}
+
+/*
+ * Find the function a signature names, or raise the job's error: it must
+ * exist and still have the shape of a handler (it may have been dropped
+ * and created again since the kind was registered).
+ */
+static Oid
+resolve_handler(const char *signature)
+{
+	Oid			fn_oid;
+	HeapTuple	tuple;
+	Form_pg_proc proc;
+	bool		shape_ok;
+	Datum		d;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	/* to_regprocedure() answers NULL, not an error, for a missing function. */
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(signature);
+	fcinfo->args[0].isnull = false;
+	d = to_regprocedure(fcinfo);
+	fn_oid = fcinfo->isnull ? InvalidOid : DatumGetObjectId(d);
+	if (!OidIsValid(fn_oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("handler function %s does not exist", signature),
+				 errhint("Create it, or register the kind again with an existing handler.")));
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for function %u", fn_oid);
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	shape_ok = !proc->proretset &&
+		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
+		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	ReleaseSysCache(tuple);
+	if (!shape_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("function %s cannot be a job handler", signature),
+				 errdetail("A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."),
+				 errhint("Register the kind again with an existing handler.")));
+	return fn_oid;
 }
 
 /*
@@ -195,30 +246,29 @@ JobqInitExecutor(void)
  * ERROR half-way leaves nothing behind.
  */
 static HandlerEntry *
-lookup_handler(Oid fn_oid)
+lookup_handler(const char *signature)
 {
 	HandlerEntry *entry;
 	HandlerEntry built;
 	bool		found;
-	HeapTuple	tuple;
 
+	if (strlen(signature) >= HANDLER_SIGNATURE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("handler signature \"%.40s...\" is too long", signature),
+				 errhint("Register the kind again with an existing handler.")));
 	JobqInitExecutor();
-	entry = hash_search(handler_cache, &fn_oid, HASH_FIND, &found);
+	entry = hash_search(handler_cache, signature, HASH_FIND, &found);
 	if (found)
 		return entry;
 
-	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("handler function with OID %u does not exist", fn_oid),
-				 errhint("Register the kind again with an existing handler.")));
-	built.fn_oid = fn_oid;
-	built.returns_jsonb = ((Form_pg_proc) GETSTRUCT(tuple))->prorettype == JSONBOID;
-	ReleaseSysCache(tuple);
-	fmgr_info_cxt(fn_oid, &built.flinfo, handler_cxt);
+	memset(&built, 0, sizeof(built));
+	strlcpy(built.signature, signature, HANDLER_SIGNATURE_MAX);
+	built.fn_oid = resolve_handler(signature);
+	built.returns_jsonb = get_func_rettype(built.fn_oid) == JSONBOID;
+	fmgr_info_cxt(built.fn_oid, &built.flinfo, handler_cxt);
 
-	entry = hash_search(handler_cache, &fn_oid, HASH_ENTER, &found);
+	entry = hash_search(handler_cache, signature, HASH_ENTER, &found);
 	memcpy(entry, &built, sizeof(built));
 	return entry;
 }
@@ -228,7 +278,7 @@ lookup_handler(Oid fn_oid)
  * in, and may execute the function.  Raises the job's error otherwise.
  */
 static void
-check_runner(BatchJob *job)
+check_runner(BatchJob *job, Oid fn_oid)
 {
 	HeapTuple	tuple;
 	bool		can_login;
@@ -249,10 +299,10 @@ check_runner(BatchJob *job)
 				 errmsg("role \"%s\" is not permitted to log in", rolname),
 				 errdetail("Handlers of kind \"%s\" run as role \"%s\".", job->kind, rolname),
 				 errhint("Grant LOGIN to the role, or register the kind as another role.")));
-	if (pg_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (pg_proc_aclcheck(fn_oid, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function %s", format_procedure(job->handler)),
+				 errmsg("permission denied for function %s", format_procedure(fn_oid)),
 				 errdetail("Handlers of kind \"%s\" run as role \"%s\".", job->kind, rolname)));
 }
 
@@ -330,7 +380,7 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	ErrorContextCallback errcallback;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	if (!OidIsValid(job->handler))
+	if (job->handler == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("kind \"%s\" has no in-database handler", job->kind),
@@ -360,8 +410,8 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
-	check_runner(job);
 	handler = lookup_handler(job->handler);
+	check_runner(job, handler->fn_oid);
 	make_constraints_immediate();
 
 	/*
@@ -545,7 +595,7 @@ timeout_ms_of(int row, int col)
  */
 #define PICK_SQL(extra) \
 	"SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
-	" j.lease_token, k.handler::pg_catalog.oid, k.owner::pg_catalog.oid," \
+	" j.lease_token, k.handler, k.owner::pg_catalog.oid," \
 	" k.timeout, k.backoff_base, k.backoff_max," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
@@ -601,7 +651,7 @@ pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
 		job->max_attempts = JobqGetInt32(i, 5);
 		job->lease_token = JobqGetInt64(i, 6);
 		d = JobqGetDatum(i, 7, &isnull);
-		job->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		job->handler = isnull ? NULL : TextDatumGetCString(d);
 		d = JobqGetDatum(i, 8, &isnull);
 		job->owner = isnull ? InvalidOid : DatumGetObjectId(d);
 		job->timeout_ms = timeout_ms_of(i, 9);
@@ -1160,7 +1210,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_load_leased,
-					"SELECT j.kind, j.payload, j.attempt, k.handler::pg_catalog.oid,"
+					"SELECT j.kind, j.payload, j.attempt, k.handler,"
 					" k.owner::pg_catalog.oid, k.timeout, j.idempotency_key"
 					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
 					" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
@@ -1183,7 +1233,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(JobqGetDatum(0, 2, &isnull)));
 	job.attempt = JobqGetInt32(0, 3) - 1;	/* the lease charged it */
 	d = JobqGetDatum(0, 4, &isnull);
-	job.handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	job.handler = isnull ? NULL : TextDatumGetCString(d);
 	d = JobqGetDatum(0, 5, &isnull);
 	job.owner = isnull ? InvalidOid : DatumGetObjectId(d);
 	job.timeout_ms = timeout_ms_of(0, 6);
@@ -1361,6 +1411,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"max_jobs\" must be between 1 and %d", 1000000)));
+	JobqRequireCurrentObjects("jobq.run_pending()");
 
 	while (ran < max_jobs)
 	{

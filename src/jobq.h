@@ -23,6 +23,12 @@
 #include "utils/array.h"
 #include "utils/timestamp.h"
 
+/*
+ * The version of the SQL objects this library works with; it must equal
+ * default_version in jobq.control.
+ */
+#define JOBQ_OBJECTS_VERSION	"0.2"
+
 /* Limits that are part of the documented SQL surface. */
 #define JOBQ_KIND_NAME_MAX		100		/* characters */
 #define JOBQ_QUEUE_NAME_MAX		63		/* characters */
@@ -42,6 +48,10 @@
 #define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
 #define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
 #define JOBQ_LOCK_CLASS_KEYS	1785684594	/* concurrency keys, by hash */
+
+/* version.c */
+extern bool JobqObjectsAreCurrent(void);
+extern void JobqRequireCurrentObjects(const char *what);
 
 /* guc.c */
 extern int	jobq_max_payload_size;	/* bytes */

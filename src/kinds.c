@@ -38,15 +38,21 @@ static SPIPlanPtr plan_kind_subscription;
 
 /*
  * Check that a handler has the shape jobq calls: one jsonb argument,
- * returning jsonb or nothing, and that the caller may execute it.
+ * returning jsonb or nothing, and that the caller may execute it.  Returns
+ * the signature the kind stores, schema-qualified and quoted as in
+ * public.send_email(jsonb).  A kind keeps a signature rather than a
+ * regprocedure, which pg_upgrade refuses in user tables; workers resolve it
+ * when they run the handler, and pg_dump restores it by name either way.
  */
-static void
+static text *
 check_handler(Oid handler, Oid caller)
 {
 	HeapTuple	tuple;
 	Form_pg_proc proc;
 	bool		shape_ok;
 	char	   *name = format_procedure(handler);
+	char	   *nspname;
+	char	   *signature;
 
 	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
 	if (!HeapTupleIsValid(tuple))
@@ -59,6 +65,9 @@ check_handler(Oid handler, Oid caller)
 		!proc->proretset &&
 		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
 		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	nspname = get_namespace_name(proc->pronamespace);
+	signature = psprintf("%s(jsonb)",
+						 quote_qualified_identifier(nspname, NameStr(proc->proname)));
 	ReleaseSysCache(tuple);
 
 	if (!shape_ok)
@@ -72,6 +81,7 @@ check_handler(Oid handler, Oid caller)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", name),
 				 errdetail("A handler runs as the role that registers its kind, so that role must be allowed to execute it.")));
+	return cstring_to_text(signature);
 }
 
 /* Check a side-effect list: a one-dimensional array of names, no NULLs. */
@@ -177,7 +187,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	bool		exists;
 	bool		had_handler = false;
 	Oid			owner = InvalidOid;
-	Oid			argtypes[11] = {TEXTOID, REGPROCEDUREOID, TEXTOID, INT4OID,
+	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
 		INTERVALOID, INTERVALOID, INTERVALOID, TEXTARRAYOID, BOOLOID, REGROLEOID,
 	INT4OID};
 	Datum		values[11];
@@ -207,6 +217,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(6), "timeout");
 	check_side_effects(PG_GETARG_ARRAYTYPE_P(7));
 
+	JobqRequireCurrentObjects("jobq.register_kind()");
 	JobqBeginAccess(&access);
 
 	for (i = 0; i < 9; i++)
@@ -225,7 +236,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	{
 		/* A new kind runs as the role that registers it. */
 		if (OidIsValid(handler))
-			check_handler(handler, access.caller);
+			values[1] = PointerGetDatum(check_handler(handler, access.caller));
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"
@@ -252,7 +263,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		if (OidIsValid(owner))
 			values[9] = ObjectIdGetDatum(owner);
 		if (OidIsValid(handler))
-			check_handler(handler, DatumGetObjectId(values[9]));
+			values[1] = PointerGetDatum(check_handler(handler, DatumGetObjectId(values[9])));
 		if (had_handler != OidIsValid(handler))
 			lock_job_table();
 		JobqPreparePlan(&plan_update_kind,

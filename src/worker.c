@@ -265,6 +265,29 @@ housekeeping(MemoryContext loop_cxt)
 }
 
 /*
+ * Whether this database's jobq objects are the library's version.  Until
+ * ALTER EXTENSION jobq UPDATE brings them there, in-database jobs wait
+ * (housekeeping goes on: it uses nothing that changed); say so once.
+ */
+static bool
+objects_are_current(void)
+{
+	static bool warned = false;
+
+	if (JobqObjectsAreCurrent())
+		return true;
+	if (!warned)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq worker in database \"%s\" runs no in-database jobs until the extension is updated",
+						get_database_name(MyDatabaseId)),
+				 errdetail("The loaded library is version %s.", JOBQ_OBJECTS_VERSION),
+				 errhint("Run ALTER EXTENSION jobq UPDATE in this database.")));
+	warned = true;
+	return false;
+}
+
+/*
  * Run one batch, then, one at a time, the jobs that need a durable start
  * record (leased in a transaction, run in the next).  Returns whether the
  * batch was full, so that more work is probably waiting.
@@ -294,6 +317,12 @@ run_one_batch(MemoryContext loop_cxt)
 	}
 
 	start_jobq_transaction(loop_cxt);
+	if (!objects_are_current())
+	{
+		finish_transaction(loop_cxt);
+		disable_timeout(grace_timeout, false);
+		return false;
+	}
 	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
 
