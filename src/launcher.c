@@ -280,6 +280,7 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 		slot->registered_at = now;
 		slot->has_extension = false;
 		slot->sleeping = false;
+		slot->wake_requested = false;
 	}
 	LWLockRelease(JobqShared->lock);
 

@@ -51,7 +51,8 @@ static SPIPlanPtr plan_after_failure;
 	"SELECT j.attempt, j.max_attempts, j.worker," \
 	" coalesce(k.backoff_base, interval '1 second')," \
 	" coalesce(k.backoff_max, interval '1 hour')," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)" \
+	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)," \
+	" j.concurrency_key IS NOT NULL" \
 	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
 	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
 #define LOCK_FOR_FAIL_SQL LOCK_FOR_FAIL_SQL_BODY " FOR UPDATE OF j"
@@ -292,6 +293,9 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 		JobqReportLeaseProblem(job_id, lease_token);
 	}
 
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (JobqGetBool(0, 7))
+		JobqWakeWorkersAtCommit();
 	attempt = JobqGetInt32(0, 1);
 	worker = JobqGetDatum(0, 3, &isnull);
 	worker_label = isnull ? NULL : TextDatumGetCString(worker);
@@ -608,10 +612,14 @@ jobq_snooze(PG_FUNCTION_ARGS)
 					"   ELSE 's' END::\"char\","
 					" run_at = $3, attempt = attempt - 1,"
 					" holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1 AND state = 'running' AND lease_token = $2",
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
+					" RETURNING concurrency_key IS NOT NULL",
 					3, argtypes);
-	if (JobqExecutePlan(plan_snooze, values, NULL, SPI_OK_UPDATE, 0) != 1)
+	if (JobqExecutePlan(plan_snooze, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		JobqReportLeaseProblem(job_id, lease_token);
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
 	JobqEndAccess(&access);
 	PG_RETURN_TIMESTAMPTZ(run_at);
 }

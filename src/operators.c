@@ -308,12 +308,16 @@ jobq_cancel(PG_FUNCTION_ARGS)
 					"UPDATE jobq.job SET state = 'cancelled', lane = NULL,"
 					" finished_at = pg_catalog.clock_timestamp(),"
 					" lease_expires_at = NULL, holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1 AND state IN ('pending', 'running', 'held', 'failed')",
+					" WHERE id = $1 AND state IN ('pending', 'running', 'held', 'failed')"
+					" RETURNING concurrency_key IS NOT NULL",
 					1, argtypes);
-	if (JobqExecutePlan(plan_cancel, values, NULL, SPI_OK_UPDATE, 0) != 1)
+	if (JobqExecutePlan(plan_cancel, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		report_wrong_state(job_id, "cancel",
 						   "Only pending, running, held and failed jobs can be cancelled.",
 						   NULL);
+	/* A running job's concurrency key is free after commit. */
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
 	JobqLogOperatorAction(access.caller, "cancel", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();

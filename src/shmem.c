@@ -147,7 +147,11 @@ wake_one_worker(void)
 	}
 	chosen = sleeping >= 0 ? sleeping : (between >= 0 ? between : any);
 	if (chosen >= 0)
+	{
+		/* SetLatch is a memory barrier: the worker sees the flag once woken. */
+		JobqShared->slots[chosen].wake_requested = true;
 		SetLatch(JobqShared->slots[chosen].latch);
+	}
 	LWLockRelease(JobqShared->lock);
 }
 

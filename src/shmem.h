@@ -51,6 +51,9 @@ typedef struct JobqWorkerSlot
 	volatile bool sleeping;		/* waiting on its latch for work */
 	volatile bool has_extension;	/* found jobq in its database */
 
+	/* Set by whoever wakes the worker for work, cleared by the worker. */
+	volatile bool wake_requested;
+
 	/* Progress, under mutex: written by the owner, read by jobq.workers. */
 	slock_t		mutex;
 	int64		job_id;			/* running job, 0 when idle */

@@ -346,6 +346,42 @@ run_one_batch(MemoryContext loop_cxt)
 }
 
 /*
+ * Sleep until a wake-up for work, a signal the loop must act on, or the
+ * end of the poll interval.  The latch alone does not tell: SIGALRM sets
+ * it too, and the watchdog's timer can still fire after a batch (timeout.c
+ * leaves a disabled timer's alarm to go off harmlessly), which would turn
+ * the poll interval into the watchdog's 100 ms.
+ */
+static void
+sleep_until_woken(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   jobq_poll_interval);
+
+	MySlot->sleeping = true;
+	pg_memory_barrier();
+	for (;;)
+	{
+		long		remaining_ms;
+		int			rc;
+
+		remaining_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		if (remaining_ms <= 0)
+			break;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   remaining_ms, PG_WAIT_EXTENSION);
+		if (rc & WL_TIMEOUT)
+			break;
+		ResetLatch(MyLatch);
+		if (MySlot->wake_requested || JobqShutdownRequested ||
+			ConfigReloadPending || InterruptPending)
+			break;
+	}
+	MySlot->sleeping = false;
+	MySlot->wake_requested = false;
+}
+
+/*
  * Entry point of a per-database worker.  main_arg is the slot number the
  * launcher reserved for it, with the database in the slot.
  */
@@ -430,10 +466,6 @@ JobqWorkerMain(Datum main_arg)
 		if (more || purge_backlog || JobqShutdownRequested)
 			continue;
 
-		MySlot->sleeping = true;
-		pg_memory_barrier();
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 jobq_poll_interval, PG_WAIT_EXTENSION);
-		MySlot->sleeping = false;
+		sleep_until_woken();
 	}
 }
