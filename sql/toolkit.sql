@@ -338,9 +338,24 @@ SELECT jobq.run_pending() AS ran;
 SELECT state, result, last_error FROM jobq.jobs WHERE id = :own;
 SELECT step, result, attempt FROM jobq.job_step WHERE job_id = :own ORDER BY step;
 
--- Outside a handler, a job's steps and keys need SELECT on jobq.jobs
--- (42501), also for a job that does not exist; recording a step needs the
--- current lease token as well.
+-- Outside a handler, a job's steps and keys are for a worker (a role with
+-- jobq_worker's rights) in the session that holds the job's lease, or for
+-- a role with SELECT on jobq.jobs (42501 otherwise, also for a job that
+-- does not exist, and also in the session holding the lease); recording a
+-- step needs the current lease token as well.
+CREATE ROLE regress_tk_claimer IN ROLE jobq_worker;
+SELECT jobq.enqueue('tk.ext', '{"order": 14}') AS own \gset
+SET ROLE regress_tk_claimer;
+SELECT has_table_privilege('jobq.jobs', 'SELECT') AS claimer_reads_jobs;
+SELECT id AS claimed, lease_token AS own_tok FROM jobq.claim('tk_ext') \gset
+SELECT :claimed = :own AS claimed_own;
+SELECT jobq.record_step(:own, 'label', '{"printed": true}', :own_tok);
+SELECT jobq.step_result(:own, 'label') AS label,
+       jobq.external_key(:own, 'label') ~ '^jobq-' AS own_key;
+-- Once its lease is over, the job is no longer this session's.
+SELECT jobq.complete(:own, :own_tok);
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label')$$, :own), :own, 'own') \gx
+RESET ROLE;
 CREATE ROLE regress_tk_reader;
 SELECT jobq.external_key(:ext, 'charge') AS ext_key \gset
 SET ROLE regress_tk_reader;
@@ -568,8 +583,8 @@ DROP VIEW tk_aged_jobs;
 DROP TABLE tk_aged, tk_outbox;
 DROP FUNCTION tk_send_mail(jsonb), tk_book(jsonb), tk_snoop(jsonb), tk_own(jsonb),
     tk_push(jsonb);
-DROP OWNED BY regress_tk_worker, regress_tk_reader;
-DROP ROLE regress_tk_worker, regress_tk_reader;
+DROP OWNED BY regress_tk_worker, regress_tk_reader, regress_tk_claimer;
+DROP ROLE regress_tk_worker, regress_tk_reader, regress_tk_claimer;
 SELECT (SELECT count(*) FROM jobq.kind WHERE name LIKE 'tk.%') AS kinds_left,
        (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tk.%') AS jobs_left,
        (SELECT count(*) FROM jobq.queue WHERE name LIKE 'tk\_%') AS queues_left,

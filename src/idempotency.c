@@ -22,9 +22,9 @@
  * Inside a handler these reach only the handler's own job, and the steps
  * it records survive a failure of its attempt (the executor writes them
  * again after rolling the attempt back).  Outside a handler, a job's steps
- * and keys need the right to read jobq.jobs, and record_step also needs the
- * job's current lease token (a rescued holder's late checkpoint is
- * refused).
+ * and keys are for a worker in the session that holds its lease, or a
+ * role that may read jobq.jobs; record_step also needs the job's current lease token (a
+ * rescued holder's late checkpoint is refused).
  *
  *-------------------------------------------------------------------------
  */
@@ -53,14 +53,37 @@ static SPIPlanPtr plan_record_step;
 static SPIPlanPtr plan_step_result;
 static SPIPlanPtr plan_job_exists;
 static SPIPlanPtr plan_salt;
+static SPIPlanPtr plan_holds_lease;
+
+/*
+ * Whether this session holds job_id's lease (it claimed the job, or beat
+ * for it last) and the caller has a worker's right to act on a lease.
+ */
+static bool
+session_holds_lease(int64 job_id, Oid caller)
+{
+	Oid			argtypes[4] = {INT8OID, INT4OID, TIMESTAMPTZOID, OIDOID};
+	Datum		values[4] = {Int64GetDatum(job_id), Int32GetDatum(MyProcPid),
+	TimestampTzGetDatum(MyStartTimestamp), ObjectIdGetDatum(caller)};
+
+	JobqPreparePlan(&plan_holds_lease,
+					"SELECT FROM jobq.job WHERE id = $1 AND state = 'running'"
+					" AND holder_pid = $2 AND holder_start = $3"
+					" AND pg_catalog.has_function_privilege($4,"
+					"   'jobq.heartbeat(bigint, bigint, interval)', 'EXECUTE')",
+					4, argtypes);
+	return JobqExecutePlan(plan_holds_lease, values, NULL, SPI_OK_SELECT, 0) == 1;
+}
 
 /*
  * Check that the caller may touch job_id's steps and keys: inside a
- * handler, only its own job; outside, the right to read jobq.jobs (when
- * needs_read) is enough.
+ * handler, only its own job; outside, for a worker (jobq_worker's rights),
+ * a job whose lease this session holds, and any job with the right to read
+ * jobq.jobs.  (A lease token is
+ * no proof: tokens are small counters, and these functions are PUBLIC.)
  */
 static void
-check_job_scope(int64 job_id, Oid caller, bool needs_read)
+check_job_scope(int64 job_id, Oid caller)
 {
 	int64		current = JobqCurrentJobId();
 
@@ -74,16 +97,16 @@ check_job_scope(int64 job_id, Oid caller, bool needs_read)
 							   (long long) current, (long long) job_id)));
 		return;
 	}
-	if (needs_read)
 	{
 		Oid			view = get_relname_relid("jobs", get_namespace_oid("jobq", false));
 
-		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK)
+		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK &&
+			!session_holds_lease(job_id, caller))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for the steps and keys of job %lld",
 							(long long) job_id),
-					 errhint("Grant SELECT on jobq.jobs to this role, or call the function from the job's handler.")));
+					 errhint("Call it from the job's handler, from the session that claimed the job as a role with jobq_worker's rights, or as a role with SELECT on jobq.jobs.")));
 	}
 }
 
@@ -188,7 +211,7 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	nulls[3] = current ? ' ' : 'n';
 
 	JobqBeginAccess(&access);
-	check_job_scope(job_id, access.caller, current == 0);
+	check_job_scope(job_id, access.caller);
 	if (current == 0)
 		check_current_lease(job_id, PG_GETARG_INT64(3));
 
@@ -244,7 +267,7 @@ jobq_step_result(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 
 	JobqBeginAccess(&access);
-	check_job_scope(PG_GETARG_INT64(0), access.caller, true);
+	check_job_scope(PG_GETARG_INT64(0), access.caller);
 	JobqPreparePlan(&plan_step_result,
 					"SELECT result FROM jobq.job_step WHERE job_id = $1 AND step = $2",
 					2, argtypes);
@@ -312,7 +335,7 @@ jobq_external_key(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(job_id);
 
 	JobqBeginAccess(&access);
-	check_job_scope(job_id, access.caller, true);
+	check_job_scope(job_id, access.caller);
 	JobqPreparePlan(&plan_job_exists,
 					"SELECT 1 FROM jobq.job WHERE id = $1", 1, argtypes);
 	if (JobqExecutePlan(plan_job_exists, values, NULL, SPI_OK_SELECT, 0) != 1)
