@@ -4,7 +4,8 @@
 #   sudo bash test/check.sh
 #
 # Runs the pg_regress suite, the isolation suite and the TAP suite, each
-# on a throwaway cluster of its own with jobq preloaded, then fuzzes the
+# on a throwaway cluster of its own with jobq preloaded, then the client
+# examples (Python, Node.js, psql; test/clients/run.sh), then fuzzes the
 # cron parser for FUZZ_SECONDS (60) seconds, and ends with the
 # line "suites: N passed, N failed".  Exits non-zero if any suite failed.
 # On a failure it prints the differences and the server logs.
@@ -36,6 +37,17 @@ run_suite() {
 run_suite regress ISOLATION= TAP_TESTS=
 run_suite isolation REGRESS= TAP_TESTS=
 run_suite tap REGRESS= ISOLATION=
+
+# The client examples in other languages, on a cluster of their own.
+echo "--- clients" >&2
+if bash "$BUILD/test/clients/run.sh" >"$BUILD/ci-clients.log" 2>&1; then
+    passed=$((passed + 1))
+    tail -n 8 "$BUILD/ci-clients.log"
+else
+    failed=$((failed + 1))
+    echo "--- clients FAILED" >&2
+    tail -n 80 "$BUILD/ci-clients.log"
+fi
 
 # The cron parser under libFuzzer, for a bounded time.
 echo "--- fuzz" >&2

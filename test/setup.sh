@@ -72,7 +72,8 @@ fi
 rm -rf "$BUILD"
 mkdir -p "$BUILD"
 tar -C "$SRC" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
-    --exclude='tmp_check*' --exclude=results --exclude=output_iso -cf - . | tar -C "$BUILD" -xf -
+    --exclude='tmp_check*' --exclude=results --exclude=output_iso --exclude=node_modules \
+    -cf - . | tar -C "$BUILD" -xf -
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$BUILD"
 as_test make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" >/dev/null
 "${SUDO[@]}" make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
