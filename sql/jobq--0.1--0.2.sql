@@ -33,3 +33,38 @@ CREATE VIEW jobq.kinds AS
       FROM jobq.kind;
 
 GRANT SELECT ON jobq.kinds TO jobq_operator;
+
+/* A failed attempt reads as failed in a job's history, with what followed. */
+CREATE OR REPLACE FUNCTION jobq.history(id bigint)
+RETURNS TABLE (at timestamptz, attempt integer, event text, worker text,
+               duration interval, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+    SELECT coalesce(e.started_at, e.failed_at), e.attempt,
+           CASE e.outcome
+               WHEN 'pending' THEN 'attempt failed, to be retried'
+               WHEN 'failed' THEN 'attempt failed, no attempts left'
+               WHEN 'held' THEN 'attempt failed, job held'
+               ELSE 'attempt ' || e.outcome::text
+           END, e.worker,
+           e.failed_at - e.started_at,
+           coalesce(e.sqlstate || ': ', '') || e.message
+      FROM jobq.job_error e
+     WHERE e.job_id = $1
+    UNION ALL
+    SELECT j.started_at, j.attempt, 'attempt ' || j.state::text, j.worker,
+           j.finished_at - j.started_at,
+           CASE WHEN j.state = 'running'
+                THEN 'lease expires ' || j.lease_expires_at::text END
+      FROM jobq.job j
+     WHERE j.id = $1 AND j.attempt > 0
+       AND (j.state = 'running'
+            OR (j.state = 'completed'
+                AND NOT EXISTS (SELECT FROM jobq.job_error e
+                                 WHERE e.job_id = j.id AND e.attempt = j.attempt)))
+    UNION ALL
+    SELECT o.at, NULL, o.action || ' by ' || o.role, NULL, NULL, o.reason
+      FROM jobq.operator_action o
+     WHERE o.job_ids @> ARRAY[$1]
+    ORDER BY 1, 2 NULLS LAST
+$$;

@@ -700,7 +700,12 @@ RETURNS TABLE (at timestamptz, attempt integer, event text, worker text,
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
 AS $$
     SELECT coalesce(e.started_at, e.failed_at), e.attempt,
-           'attempt ' || e.outcome::text, e.worker,
+           CASE e.outcome
+               WHEN 'pending' THEN 'attempt failed, to be retried'
+               WHEN 'failed' THEN 'attempt failed, no attempts left'
+               WHEN 'held' THEN 'attempt failed, job held'
+               ELSE 'attempt ' || e.outcome::text
+           END, e.worker,
            e.failed_at - e.started_at,
            coalesce(e.sqlstate || ': ', '') || e.message
       FROM jobq.job_error e

@@ -198,7 +198,7 @@ check_queue() {
         "SELECT string_agg(e.job_id || ' ' || e.attempt || ' ' || e.outcome || ' '
                            || substring(e.message from '\d{3}'), ', ')
            FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id WHERE j.queue = '$q'"
-    expect "$q: job $id, attempt and history" "2 | 1 attempt pending, 2 attempt completed" \
+    expect "$q: job $id, attempt and history" "2 | 1 attempt failed, to be retried, 2 attempt completed" \
         "SELECT attempt || ' | ' || (SELECT string_agg(h.attempt || ' ' || h.event, ', '
                                                        ORDER BY h.at)
                                        FROM jobq.history($id) h)

@@ -195,7 +195,7 @@ is(steps($id), 'a1={"by": "A"}@1 b1={"by": "B"}@2 b2={"by": "B"}@2',
 is(sql(qq{SELECT string_agg(attempt || ' | ' || event || ' | ' || coalesce(worker, '') || ' | '
                             || coalesce(detail, ''), E'\n' ORDER BY at, attempt)
             FROM jobq.history($id)}),
-    "1 | attempt pending | A | lease expired before the job finished\n"
+    "1 | attempt failed, to be retried | A | lease expired before the job finished\n"
       . "2 | attempt completed | B | ",
     'jobq.history shows both attempts: A\'s rescued, B\'s completed');
 $a->{s}->quit;
@@ -242,7 +242,7 @@ is(steps($id2), 'a1={"by": "A"}@1 b1={"by": "B"}@2', 'the steps are A2\'s first 
 is(sql(qq{SELECT string_agg(attempt || ' | ' || event || ' | ' || coalesce(worker, '') || ' | '
                             || coalesce(detail, ''), E'\n' ORDER BY at, attempt)
             FROM jobq.history($id2)}),
-    "1 | attempt pending | A2 | lease holder (process $a2->{pid}) exited before the job finished\n"
+    "1 | attempt failed, to be retried | A2 | lease holder (process $a2->{pid}) exited before the job finished\n"
       . "2 | attempt completed | B2 | ",
     'jobq.history shows both attempts: A2\'s rescued, B2\'s completed');
 $a2b->{s}->quit;
