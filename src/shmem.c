@@ -155,6 +155,34 @@ wake_one_worker(void)
 	LWLockRelease(JobqShared->lock);
 }
 
+/*
+ * Wake a sleeping worker of this database other than "self", if there is
+ * one: a worker whose batch came back full calls it, so that a burst of
+ * work brings in the other workers one after another instead of at their
+ * next poll.
+ */
+void
+JobqWakeSleepingPeer(JobqWorkerSlot *self)
+{
+	int			i;
+
+	if (JobqShared == NULL)
+		return;
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JobqShared->nslots; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+
+		if (slot == self || slot->state != JOBQ_SLOT_RUNNING ||
+			slot->dboid != MyDatabaseId || slot->latch == NULL || !slot->sleeping)
+			continue;
+		slot->wake_requested = true;
+		SetLatch(slot->latch);
+		break;
+	}
+	LWLockRelease(JobqShared->lock);
+}
+
 static void
 wake_launcher(void)
 {

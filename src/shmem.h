@@ -113,6 +113,7 @@ extern void JobqInitShmem(void);
 extern void JobqRequireShmem(void);
 extern void JobqWakeWorkersAtCommit(void);
 extern void JobqWakeLauncherAtCommit(void);
+extern void JobqWakeSleepingPeer(JobqWorkerSlot *self);
 extern void JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind,
 						   int32 attempt);
 extern void JobqCountJobs(JobqWorkerSlot *slot, int completed, int failed);

@@ -462,6 +462,9 @@ JobqWorkerMain(Datum main_arg)
 
 		MemoryContextReset(loop_cxt);
 		more = run_one_batch(loop_cxt);
+		/* More work than one batch: bring in a sleeping peer, too. */
+		if (more && !JobqShutdownRequested)
+			JobqWakeSleepingPeer(MySlot);
 		/* A retention backlog is work too: remove it at full speed. */
 		if (more || purge_backlog || JobqShutdownRequested)
 			continue;

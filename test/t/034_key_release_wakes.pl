@@ -8,7 +8,8 @@
 # is enqueued while the key is held; the worker tries it, skips it, and
 # goes back to sleep.  Then the key is released: the job must run well
 # within the hour, which only a wake-up at commit can do.  With nothing to
-# do, the worker stays asleep.
+# do, the worker stays asleep.  And a burst of work, which wakes one
+# worker, brings in the other through its full batch.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -103,4 +104,34 @@ runs_soon('by-rescue', $waiter);
 
 is(sql('SELECT count(*) FROM kw_ran'), '6', 'each waiting job ran once');
 $node->stop;
+
+# A burst: one commit wakes one worker, and a worker whose batch came
+# back full wakes a sleeping peer, so both work on it long before their
+# hour-long poll.
+my $burst = PostgreSQL::Test::Cluster->new('burst');
+$burst->init;
+$burst->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.workers_per_database = 2
+jobq.batch_size = 10
+jobq.poll_interval = '1h'
+});
+$burst->start;
+$burst->safe_psql('postgres', q{
+    CREATE EXTENSION jobq;
+    CREATE FUNCTION kw_slow(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(0.002) $$;
+    SELECT jobq.register_kind('kw.burst', 'kw_slow(jsonb)');
+});
+ok($burst->poll_query_until('postgres',
+        q{SELECT count(*) = 2 FROM jobq.workers WHERE status = 'idle'}),
+    'burst: two workers are up and idle');
+$burst->safe_psql('postgres',
+    q{SELECT count(*) FROM jobq.enqueue_many('kw.burst', array_fill('{}'::jsonb, ARRAY[1000]))});
+ok($burst->poll_query_until('postgres',
+        q{SELECT count(*) = 0 FROM jobq.job WHERE state <> 'completed'}),
+    'burst: every job ran');
+is($burst->safe_psql('postgres',
+        q{SELECT count(*) FROM jobq.workers WHERE jobs_completed > 0}),
+    '2', 'burst: both workers ran some of it');
+$burst->stop;
 done_testing();
