@@ -1,0 +1,410 @@
+// test/bench/peers/systems.js: one adapter per benchmarked system.
+//
+// Every adapter has the same shape, so that bench.js measures them all
+// the same way:
+//   open() / close()          connect / disconnect its producer side
+//   reset()                   empty its queue (TRUNCATE or recreate)
+//   enqueueOne(payload)       one job, one transaction
+//   enqueueMany(payloads)     many jobs, one transaction
+//   fill(n)                   n jobs in chunks (untimed preparation)
+//   drain(n)                  consume n pre-enqueued jobs, returning
+//                             { jobs, t0, t1 } in epoch milliseconds
+//   latency(n, everyMs)       enqueue n jobs at a steady pace and return
+//                             each one's commit -> handler-start delay in ms
+// Systems without a handler of their own (the floor, PgQ, jobq's external
+// worker) do their drain as a client loop here.
+'use strict'
+
+const { Client } = require('pg')
+const { performance } = require('perf_hooks')
+const { run, runMigrations, makeWorkerUtils, Logger } = require('graphile-worker')
+const PgBoss = require('pg-boss')
+
+const env = process.env
+const now = () => performance.timeOrigin + performance.now()
+const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+const log = (...args) => console.error(...args)
+
+// Connection settings of one system's database.
+const dbConf = database => ({ host: env.PGHOST, port: Number(env.PGPORT), user: env.PGUSER, database })
+
+async function connect (database) {
+  const client = new Client(dbConf(database))
+  await client.connect()
+  return client
+}
+
+// Chunk size of untimed fills: also PgQ's batch size (a tick per chunk).
+const CHUNK = 10000
+
+// The configurations under test; bench.js prints them into the report.
+const CONFIG = {
+  floor: {
+    drainClients: 2,
+    drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
+  },
+  jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
+  // The configuration of graphile-worker's performance documentation.
+  graphile: {
+    concurrentJobs: 24,
+    maxPoolSize: 25,
+    localQueue: { size: 500 },
+    completeJobBatchDelay: 0,
+    failJobBatchDelay: 0,
+    pollInterval: 2000,
+    preparedStatements: true
+  },
+  // Its defaults, for latency only: no local queue, completions one by one.
+  graphileDefaults: { concurrentJobs: 1, maxPoolSize: 10, pollInterval: 2000, preparedStatements: true },
+  // pg-boss 10 has no teamSize: concurrency is several work() calls.
+  pgboss: { workers: 4, batchSize: 1000, pollingIntervalSeconds: 0.5, supervise: false, schedule: false },
+  // PgQ's consumer sleeps this long when next_batch finds nothing.
+  pgq: { consumerIdleSleepMs: 10 }
+}
+
+// n payloads in chunks of CHUNK, each passed to enqueueMany.
+async function fillInChunks (n, enqueueMany) {
+  for (let i = 0; i < n; i += CHUNK) {
+    await enqueueMany(Array.from({ length: Math.min(CHUNK, n - i) }, (_, j) => JSON.stringify({ n: i + j })))
+  }
+}
+
+// A client-side drain: `clients` connections run `step` until n jobs are
+// done; step(client, i) returns how many jobs it finished.
+async function clientDrain (database, clients, n, step) {
+  const conns = await Promise.all(Array.from({ length: clients }, () => connect(database)))
+  let done = 0
+  const t0 = now()
+  await Promise.all(conns.map(async (client, i) => {
+    while (done < n) {
+      const k = await step(client, i)
+      if (k === 0) break
+      done += k
+    }
+  }))
+  const t1 = now()
+  await Promise.all(conns.map(c => c.end()))
+  return { jobs: done, t0, t1 }
+}
+
+// Steady producer: one job every everyMs; returns commit times by key.
+async function paced (n, everyMs, enqueue) {
+  const committed = new Map()
+  const start = now()
+  for (let k = 1; k <= n; k++) {
+    const wait = start + k * everyMs - now()
+    if (wait > 0) await sleep(wait)
+    await enqueue(k)
+    committed.set(k, now())
+  }
+  return committed
+}
+
+// ---------------------------------------------------------------- floor
+
+class Floor {
+  constructor () { this.db = 'bench_floor' }
+  async open () { this.c = await connect(this.db) }
+  async close () { await this.c.end() }
+  async reset () { await this.c.query('TRUNCATE floor_q') }
+  async enqueueOne (p) { await this.c.query('INSERT INTO floor_q (payload) VALUES ($1)', [p]) }
+  async enqueueMany (ps) {
+    await this.c.query('INSERT INTO floor_q (payload) SELECT * FROM unnest($1::jsonb[])', [ps])
+  }
+
+  fill (n) { return fillInChunks(n, ps => this.enqueueMany(ps)) }
+
+  drain (n) {
+    return clientDrain(this.db, CONFIG.floor.drainClients, n, async client =>
+      (await client.query(`DELETE FROM floor_q WHERE id IN
+          (SELECT id FROM floor_q ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)`)).rowCount)
+  }
+}
+
+// ----------------------------------------------------------------- jobq
+
+// Enqueue scenarios use a kind without a handler, so no worker runs them.
+class Jobq {
+  constructor (external) {
+    this.db = 'bench_jobq'
+    this.external = external
+    this.kind = external ? 'bench.ext' : 'bench.noop'
+  }
+
+  async open () { this.c = await connect(this.db) }
+  async close () { await this.c.end() }
+  async reset () {
+    await this.c.query('TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key, latency')
+  }
+
+  async enqueueOne (p) { await this.c.query("SELECT jobq.enqueue('bench.ext', $1)", [p]) }
+  async enqueueMany (ps, kind = 'bench.ext') {
+    await this.c.query('SELECT count(*) FROM jobq.enqueue_many($1, $2::jsonb[])', [kind, ps])
+  }
+
+  // The in-database kind's queue stays paused while it fills.
+  async fill (n) {
+    if (!this.external) await this.c.query("SELECT jobq.pause_queue('bench')")
+    await fillInChunks(n, ps => this.enqueueMany(ps, this.kind))
+  }
+
+  drain (n) { return this.external ? this.drainExternal(n) : this.drainWorkers(n) }
+
+  // An external worker: claim 100 and complete them in one transaction.
+  drainExternal (n) {
+    return clientDrain(this.db, CONFIG.jobqExternal.clients, n, async (client, i) => {
+      await client.query('BEGIN')
+      const { rows } = await client.query("SELECT id, lease_token FROM jobq.claim('bench_ext', $1, 100)", [`w${i}`])
+      if (rows.length > 0) {
+        await client.query('SELECT jobq.complete_many($1::bigint[], $2::bigint[])',
+          [rows.map(r => r.id), rows.map(r => r.lease_token)])
+      }
+      await client.query('COMMIT')
+      return rows.length
+    })
+  }
+
+  // The background workers: resume the queue, follow their completion
+  // counters (shared memory, cheap to read), pause the queue once n are
+  // done, then read the exact times from the jobs: the first start and
+  // the n-th finish.  The queue stays paused: the rest is left undone.
+  async drainWorkers (n) {
+    const completed = async () =>
+      Number((await this.c.query('SELECT coalesce(sum(jobs_completed), 0) AS n FROM jobq.workers')).rows[0].n)
+    const base = await completed()
+    await this.c.query("SELECT jobq.resume_queue('bench')")
+    while (await completed() - base < n) await sleep(20)
+    await this.c.query("SELECT jobq.pause_queue('bench')")
+    while ((await this.c.query('SELECT count(*)::int AS n FROM jobq.running')).rows[0].n > 0) await sleep(20)
+    const { rows } = await this.c.query(`
+      SELECT extract(epoch FROM (SELECT min(started_at) FROM jobq.job WHERE state = 'completed')) * 1000 AS t0,
+             extract(epoch FROM (SELECT finished_at FROM jobq.job WHERE state = 'completed'
+                                  ORDER BY finished_at OFFSET $1 - 1 LIMIT 1)) * 1000 AS t1`, [n])
+    return { jobs: n, t0: Number(rows[0].t0), t1: Number(rows[0].t1) }
+  }
+
+  // The handler records clock_timestamp() when it starts.
+  async latency (n, everyMs) {
+    const committed = await paced(n, everyMs, k =>
+      this.c.query("SELECT jobq.enqueue('bench.latency', jsonb_build_object('k', $1::int))", [k]))
+    let rows = []
+    for (let tries = 0; rows.length < n && tries < 200; tries++) {
+      await sleep(50)
+      rows = (await this.c.query('SELECT k, extract(epoch FROM started_at) * 1000 AS t FROM latency')).rows
+    }
+    return rows.map(r => Number(r.t) - committed.get(Number(r.k)))
+  }
+}
+
+// ------------------------------------------------------ graphile-worker
+
+const quiet = new Logger(() => (level, message) => { if (level === 'error') log('graphile-worker:', message) })
+
+class Graphile {
+  constructor (config) { this.db = 'bench_graphile'; this.config = config }
+  get options () {
+    const { pollInterval, preparedStatements, ...preset } = this.config
+    return {
+      connectionString: `postgres:///${this.db}?host=${env.PGHOST}&port=${env.PGPORT}&user=${env.PGUSER}`,
+      logger: quiet,
+      noHandleSignals: true,
+      pollInterval,
+      preset: { worker: { ...preset, preparedStatements } }
+    }
+  }
+
+  async setup () { await runMigrations(this.options) }
+
+  async open () {
+    this.c = await connect(this.db)
+    this.utils = await makeWorkerUtils({ ...this.options, maxPoolSize: 2 })
+  }
+
+  async close () { await this.utils.release(); await this.c.end() }
+  async reset () { await this.c.query('TRUNCATE graphile_worker._private_jobs, graphile_worker._private_job_queues') }
+  async enqueueOne (p) { await this.utils.addJob('noop', JSON.parse(p)) }
+  async enqueueMany (ps) {
+    await this.utils.addJobs(ps.map(p => ({ identifier: 'noop', payload: JSON.parse(p) })))
+  }
+
+  fill (n) { return fillInChunks(n, ps => this.enqueueMany(ps)) }
+  // A runner in the documented high-throughput configuration; its
+  // handlers count themselves.
+  async withRunner (taskList, body) {
+    const runner = await run(this.options, taskList)
+    try { return await body() } finally { await runner.stop() }
+  }
+
+  async drain (n) {
+    let done = 0; let t0 = 0; let t1 = 0; let finished
+    const allDone = new Promise(resolve => { finished = resolve })
+    const noop = async () => {
+      if (done === 0) t0 = now()
+      if (++done === n) { t1 = now(); finished() }
+    }
+    await this.withRunner({ noop }, () => allDone)
+    return { jobs: n, t0, t1 }
+  }
+
+  async latency (n, everyMs) {
+    const started = new Map()
+    const lat = async payload => { started.set(payload.k, now()) }
+    return this.withRunner({ lat }, async () => {
+      await sleep(500) // let the runner start listening
+      const committed = await paced(n, everyMs, k => this.utils.addJob('lat', { k }))
+      for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
+      return [...started].map(([k, t]) => t - committed.get(k))
+    })
+  }
+}
+
+// -------------------------------------------------------------- pg-boss
+
+class Boss {
+  constructor () { this.db = 'bench_pgboss' }
+  async boss () {
+    const boss = new PgBoss({ ...dbConf(this.db), supervise: CONFIG.pgboss.supervise, schedule: CONFIG.pgboss.schedule })
+    boss.on('error', e => log('pg-boss:', e.message))
+    await boss.start()
+    return boss
+  }
+
+  async setup () {
+    const boss = await this.boss()
+    for (const q of ['noop', 'lat']) if (!await boss.getQueue(q)) await boss.createQueue(q)
+    await boss.stop({ graceful: false })
+  }
+
+  async open () { this.c = await connect(this.db); this.b = await this.boss() }
+  async close () { await this.b.stop({ graceful: false }); await this.c.end() }
+  async reset () { await this.c.query('TRUNCATE pgboss.job, pgboss.archive') }
+  async enqueueOne (p) { await this.b.send('noop', JSON.parse(p)) }
+  async enqueueMany (ps) { await this.b.insert(ps.map(p => ({ name: 'noop', data: JSON.parse(p) }))) }
+  fill (n) { return fillInChunks(n, ps => this.enqueueMany(ps)) }
+  // Several polling workers; each handler call gets a batch.
+  async withWorkers (queue, handler, body) {
+    const { workers, batchSize, pollingIntervalSeconds } = CONFIG.pgboss
+    for (let i = 0; i < workers; i++) await this.b.work(queue, { batchSize, pollingIntervalSeconds }, handler)
+    try { return await body() } finally { await this.b.offWork(queue) }
+  }
+
+  async drain (n) {
+    let done = 0; let t0 = 0; let t1 = 0; let finished
+    const allDone = new Promise(resolve => { finished = resolve })
+    const handler = async jobs => {
+      if (done === 0) t0 = now()
+      done += jobs.length
+      if (done >= n && t1 === 0) { t1 = now(); finished() }
+    }
+    await this.withWorkers('noop', handler, () => allDone)
+    return { jobs: done, t0, t1 }
+  }
+
+  async latency (n, everyMs) {
+    const started = new Map()
+    const handler = async jobs => { const t = now(); for (const j of jobs) started.set(j.data.k, t) }
+    return this.withWorkers('lat', handler, async () => {
+      const committed = await paced(n, everyMs, k => this.b.send('lat', { k }))
+      for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
+      return [...started].map(([k, t]) => t - committed.get(k))
+    })
+  }
+}
+
+// ------------------------------------------------------------------ PgQ
+
+// The queues are created once (peers.sh); a reset moves the consumer to
+// the latest tick and empties the event tables.  (Dropping a queue races
+// with pgqd, which then stops ticking the database for a while.)
+class Pgq {
+  constructor () { this.db = 'bench_pgq' }
+  async open () { this.c = await connect(this.db) }
+  async close () { await this.c.end() }
+  async reset () {
+    for (const q of ['bench', 'lat']) {
+      await this.c.query("SELECT pgq.unregister_consumer($1, 'c')", [q])
+      await this.c.query("SELECT pgq.register_consumer($1, 'c')", [q])
+      const { rows } = await this.c.query('SELECT queue_data_pfx FROM pgq.queue WHERE queue_name = $1', [q])
+      await this.c.query(`TRUNCATE ${rows[0].queue_data_pfx}`) // with its inherited tables
+    }
+  }
+
+  async enqueueOne (p) { await this.c.query("SELECT pgq.insert_event('bench', 'noop', $1)", [p]) }
+  async enqueueMany (ps) {
+    await this.c.query("SELECT count(pgq.insert_event('bench', 'noop', p)) FROM unnest($1::text[]) p", [ps])
+  }
+
+  // A tick after each chunk, forced (pgqd may have ticked while the
+  // chunk's transaction was open, counting its uncommitted events, and
+  // would then wait ticker_max_lag before the next tick).  force_tick
+  // asks pgqd for a tick; calling pgq.ticker beside pgqd is unsafe.
+  async fill (n) {
+    const forceTick = async () => (await this.c.query("SELECT pgq.force_tick('bench') AS t")).rows[0].t
+    await fillInChunks(n, async ps => {
+      await this.enqueueMany(ps)
+      const before = await forceTick()
+      while (await forceTick() === before) await sleep(10)
+    })
+  }
+
+  // One consumer: next_batch, get_batch_events, finish_batch, commit.
+  async consume (client, queue, onEvents) {
+    await client.query('BEGIN')
+    const batch = (await client.query("SELECT pgq.next_batch($1, 'c') AS b", [queue])).rows[0].b
+    let k = 0
+    if (batch !== null) {
+      const { rows } = await client.query('SELECT ev_id, ev_data FROM pgq.get_batch_events($1)', [batch])
+      onEvents(rows)
+      k = rows.length
+      await client.query('SELECT pgq.finish_batch($1)', [batch])
+    }
+    await client.query('COMMIT')
+    return { batch, k }
+  }
+
+  drain (n) {
+    return clientDrain(this.db, 1, n, async client => {
+      for (;;) {
+        const { batch, k } = await this.consume(client, 'bench', () => {})
+        if (batch === null) return 0
+        if (k > 0) return k
+      }
+    })
+  }
+
+  async latency (n, everyMs) {
+    const started = new Map()
+    const consumer = await connect(this.db)
+    let stop = false
+    const loop = (async () => {
+      while (!stop) {
+        const { batch } = await this.consume(consumer, 'lat', rows => {
+          const t = now()
+          for (const r of rows) started.set(Number(r.ev_data), t)
+        })
+        if (batch === null) await sleep(CONFIG.pgq.consumerIdleSleepMs)
+      }
+    })()
+    const committed = await paced(n, everyMs, k => this.c.query("SELECT pgq.insert_event('lat', 'lat', $1)", [String(k)]))
+    for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
+    stop = true
+    await loop
+    await consumer.end()
+    return [...started].map(([k, t]) => t - committed.get(k))
+  }
+}
+
+function makeSystem (name) {
+  switch (name) {
+    case 'floor': return new Floor()
+    case 'jobq': return new Jobq(false)
+    case 'jobq-ext': return new Jobq(true)
+    case 'graphile': return new Graphile(CONFIG.graphile)
+    case 'graphile-defaults': return new Graphile(CONFIG.graphileDefaults)
+    case 'pgboss': return new Boss()
+    case 'pgq': return new Pgq()
+    default: throw new Error(`unknown system ${name}`)
+  }
+}
+
+module.exports = { makeSystem, connect, CONFIG, CHUNK, now, sleep, log }
