@@ -19,7 +19,7 @@ run_suite() {
     echo "--- $name" >&2
     if as_test make -C "$BUILD" PG_CONFIG="$PG_CONFIG" installcheck "$@" >"$BUILD/ci-$name.log" 2>&1; then
         passed=$((passed + 1))
-        grep -E '^ok |^not ok |^test |tests passed|^t/|Result:|^# ' "$BUILD/ci-$name.log" || true
+        grep -E '^ok |^not ok |^test |tests passed|^t/|^test/t/|Result:|^# ' "$BUILD/ci-$name.log" || true
     else
         failed=$((failed + 1))
         echo "--- $name FAILED" >&2
