@@ -74,13 +74,14 @@ JobqPromoteDueJobs(void)
 
 /*
  * Rescue the leases whose time ran out or whose holder's backend has
- * exited, forget the jobq.lease rows whose jobs have all stopped running,
- * and return the number of jobs rescued.  When another backend is doing
+ * exited (at most max_jobs jobs; 0: all), forget the jobq.lease rows whose
+ * jobs have all stopped running, and return the number of jobs rescued.
+ * With max_jobs rescued, more may be left for the next sweep.  When another backend is doing
  * it, waits for it with "wait", else returns 0 at once.  Must run between
  * JobqBeginAccess and JobqEndAccess.
  */
 int
-JobqRescueLeases(bool wait)
+JobqRescueLeases(bool wait, int max_jobs)
 {
 	LOCKTAG		tag;
 	int			rows;
@@ -168,7 +169,7 @@ JobqRescueLeases(bool wait)
 		}
 	}
 
-	for (i = 0; i < nlost; i++)
+	for (i = 0; i < nlost && (max_jobs <= 0 || rescued < max_jobs); i++)
 	{
 		JobqErrorInfo error = {0};
 		const char *state;
@@ -406,7 +407,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 
 	(void) JobqPromoteDueJobs();
 	if (rescue_due())
-		(void) JobqRescueLeases(false);
+		(void) JobqRescueLeases(false, JOBQ_RESCUE_BATCH);
 
 	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
 					   &values[1], &values[2], &values[6]) > 0)
@@ -460,7 +461,7 @@ jobq_rescue_leases(PG_FUNCTION_ARGS)
 	int			rescued;
 
 	JobqBeginAccess(&access);
-	rescued = JobqRescueLeases(true);
+	rescued = JobqRescueLeases(true, 0);
 	JobqEndAccess(&access);
 	PG_RETURN_INT32(rescued);
 }

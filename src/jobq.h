@@ -181,6 +181,12 @@ extern int	JobqTickSchedules(TimestampTz now, bool from_worker);
 
 /* claim.c */
 extern int	JobqPromoteDueJobs(void);
-extern int	JobqRescueLeases(bool wait);
+extern int	JobqRescueLeases(bool wait, int max_jobs);
+
+/*
+ * Jobs one sweep of a claim or a worker rescues at most: after a crash of
+ * many external workers, a claim must not pay for every lost lease.
+ */
+#define JOBQ_RESCUE_BATCH		1000
 
 #endif							/* JOBQ_JOBQ_H */

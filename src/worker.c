@@ -55,6 +55,7 @@ static TimestampTz last_rescue = 0;
 static TimestampTz last_purge = 0;
 static TimestampTz last_housekeeping = 0;
 static bool purge_backlog = false;	/* the retention walk is under way */
+static bool rescue_backlog = false; /* the last sweep rescued a full batch */
 
 #define PURGE_BATCH		5000	/* jobs looked at per retention transaction */
 
@@ -229,6 +230,7 @@ housekeeping(MemoryContext loop_cxt)
 	TimestampTz now = GetCurrentTimestamp();
 
 	purge_backlog = false;
+	rescue_backlog = false;
 	start_jobq_transaction(loop_cxt);
 	JobqBeginAccess(&access);
 	(void) JobqPromoteDueJobs();
@@ -239,7 +241,13 @@ housekeeping(MemoryContext loop_cxt)
 	{
 		last_rescue = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: rescuing lost leases");
-		(void) JobqRescueLeases(false);
+		/* A full sweep may have left more: sweep again at the next loop. */
+		if (JobqRescueLeases(false, JOBQ_RESCUE_BATCH) >= JOBQ_RESCUE_BATCH)
+		{
+			last_rescue = 0;
+			last_housekeeping = 0;
+			rescue_backlog = true;
+		}
 	}
 	/* One worker of a database removes what passed the retention period. */
 	if (MySlot->rank == 0 &&
@@ -466,7 +474,7 @@ JobqWorkerMain(Datum main_arg)
 		if (more && !JobqShutdownRequested)
 			JobqWakeSleepingPeer(MySlot);
 		/* A retention backlog is work too: remove it at full speed. */
-		if (more || purge_backlog || JobqShutdownRequested)
+		if (more || purge_backlog || rescue_backlog || JobqShutdownRequested)
 			continue;
 
 		sleep_until_woken();

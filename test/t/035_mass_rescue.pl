@@ -1,0 +1,57 @@
+# Many leases lost at once (a fleet of external workers gone): a claim
+# rescues at most JOBQ_RESCUE_BATCH (1,000) of them, so that it does not
+# pay for all; the workers' housekeeping and later sweeps rescue the rest,
+# and jobq.rescue_leases() rescues everything left.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('mass_rescue');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.workers_per_database = 0
+jobq.rescue_interval = '1h'
+log_min_messages = warning
+});
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{
+    CREATE EXTENSION jobq;
+    SELECT jobq.register_kind('mr.ext', queue => 'mr', max_attempts => 5);
+    SELECT count(*) FROM jobq.enqueue_many('mr.ext', array_fill('{}'::jsonb, ARRAY[2600]));
+});
+# 2,500 jobs claimed by a session that ends at once: all their leases are lost.
+is(sql(q{SELECT count(*) FROM jobq.claim('mr', 'gone', 2500)}), '2500',
+    'a client claims 2,500 jobs and goes away');
+
+# One claim, in a new session (its first sweep is due): it rescues 1,000
+# and hands out what was ready.
+is(sql(q{SELECT count(*) FROM jobq.claim('mr', 'next', 10)}), '10',
+    'the next claim gets jobs');
+is(sql(q{SELECT count(*) FROM jobq.job_error}), '1000',
+    'that claim rescued one batch of lost leases, not all 2,500');
+
+# An explicit rescue takes the rest (and the 10 just claimed, whose session
+# has ended too).
+is(sql(q{SELECT jobq.rescue_leases()}), '1510', 'rescue_leases() rescues all that is left');
+is(sql(q{SELECT count(*) FROM jobq.job WHERE state = 'running'}), '0', 'nothing is left running');
+is(sql(q{SELECT count(*) FROM jobq.job WHERE state = 'pending' AND attempt = 1}), '2510',
+    'every rescued job is pending again, its attempt counted');
+
+# The workers' housekeeping sweeps batch after batch without waiting for
+# its interval.
+is(sql(q{SELECT count(*) FROM jobq.claim('mr', 'gone-again', 2600, '1 hour')}), '2600',
+    'a client claims all 2,600 jobs and goes away');
+$node->append_conf('postgresql.conf', "jobq.workers_per_database = 1\n");
+$node->reload;
+ok($node->poll_query_until('postgres',
+        q{SELECT count(*) = 0 FROM jobq.job WHERE state = 'running'}),
+    'a worker rescues all 2,600 in consecutive sweeps, well before the hour');
+is(sql(q{SELECT count(*) FROM jobq.job_error}), '5110', 'each lost lease recorded once');
+$node->stop;
+done_testing();
