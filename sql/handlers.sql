@@ -158,6 +158,18 @@ CREATE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
     AS $$ SELECT jsonb_build_object('v', 2) $$;
 SELECT jobq.enqueue('hd.named', '{"n": 1}') IS NOT NULL AS enqueued;
 SELECT jobq.run_pending() AS ran;
+-- The lookup needs no right of whoever runs the batch: an operator
+-- without USAGE on the handler's schema runs the job (as the kind's role).
+CREATE ROLE regress_hd_operator IN ROLE jobq_operator;
+SELECT jobq.enqueue('hd.named', '{"n": 0}') IS NOT NULL AS enqueued;
+-- (replaced, so that this session looks the handler up again)
+CREATE OR REPLACE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT jsonb_build_object('v', 2) $$;
+SET ROLE regress_hd_operator;
+SELECT has_schema_privilege('hd Schema', 'USAGE') AS operator_sees_schema;
+SELECT jobq.run_pending() AS ran;
+RESET ROLE;
+DROP ROLE regress_hd_operator;
 ALTER FUNCTION "hd Schema"."hd Named"(jsonb) RENAME TO hd_renamed;
 SELECT jobq.enqueue('hd.named', '{"n": 2}') IS NOT NULL AS enqueued;
 SELECT jobq.run_pending() AS ran;

@@ -11,7 +11,10 @@
  */
 DROP VIEW jobq.kinds;
 
-/* A handler dropped since its kind was registered keeps its OID in the name. */
+/*
+ * A handler dropped since its kind was registered keeps its OID in a name
+ * in pg_catalog, where no one but a superuser can create it.
+ */
 CREATE FUNCTION jobq.handler_signature_0_2(handler pg_catalog.regprocedure)
 RETURNS text LANGUAGE sql STABLE STRICT AS $$
     SELECT coalesce(
@@ -19,7 +22,7 @@ RETURNS text LANGUAGE sql STABLE STRICT AS $$
            FROM pg_catalog.pg_proc p
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           WHERE p.oid = handler),
-        pg_catalog.format('%I(jsonb)', 'dropped handler ' || handler::pg_catalog.oid))
+        pg_catalog.format('pg_catalog.%I(jsonb)', 'dropped handler ' || handler::pg_catalog.oid))
 $$;
 
 ALTER TABLE jobq.kind

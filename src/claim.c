@@ -414,6 +414,10 @@ jobq_claim(PG_FUNCTION_ARGS)
 	{
 		nulls[2] = ' ';
 		nulls[6] = ' ';
+		/*
+		 * One TID scan for all the rows, joined to the leases by id: a TID
+		 * scan per job would ask the kernel for the table's size each time.
+		 */
 		JobqPreparePlan(&plan_lease,
 						"WITH leased AS ("
 						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
@@ -422,9 +426,9 @@ jobq_claim(PG_FUNCTION_ARGS)
 						"    heartbeat_at = pg_catalog.clock_timestamp(),"
 						"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
 						"    holder_pid = $4, holder_start = $5, worker = $6"
-						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-						"    pg_catalog.unnest($7)) WITH ORDINALITY AS p(id, lease, tid, ord)"
-						"  WHERE j.ctid = p.tid AND j.id = p.id"
+						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3))"
+						"    WITH ORDINALITY AS p(id, lease, ord)"
+						"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($7) AND j.id = p.id"
 						"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
 						"    j.lease_expires_at, j.idempotency_key, p.ord"
 						"), recorded AS ("

@@ -200,11 +200,15 @@ JobqInitExecutor(void)
 /*
  * Find the function a signature names, or raise the job's error: it must
  * exist and still have the shape of a handler (it may have been dropped
- * and created again since the kind was registered).
+ * and created again since the kind was registered).  The lookup runs in
+ * jobq's own context: a search path of pg_catalog alone, so that only the
+ * schema the signature names counts, and the extension owner's rights, so
+ * that whoever runs the batch needs no right on that schema.
  */
 static Oid
 resolve_handler(const char *signature)
 {
+	JobqAccess	access;
 	Oid			fn_oid;
 	HeapTuple	tuple;
 	Form_pg_proc proc;
@@ -216,7 +220,9 @@ resolve_handler(const char *signature)
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = CStringGetTextDatum(signature);
 	fcinfo->args[0].isnull = false;
+	JobqBeginAccess(&access);
 	d = to_regprocedure(fcinfo);
+	JobqEndAccess(&access);
 	fn_oid = fcinfo->isnull ? InvalidOid : DatumGetObjectId(d);
 	if (!OidIsValid(fn_oid))
 		ereport(ERROR,
@@ -613,6 +619,22 @@ timeout_ms_of(int row, int col)
 	" LIMIT $1"
 
 /*
+ * The kind's handler, column "col" of the last SPI result, must be the
+ * signature (text) of this version's objects: reading an older version's
+ * regprocedure as text would crash.  The version checks prevent it; this
+ * guards against a plan replanned after an update rolled back.
+ */
+static void
+check_handler_column(int col)
+{
+	if (SPI_gettypeid(SPI_tuptable->tupdesc, col) != TEXTOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq's objects are not version %s", JOBQ_OBJECTS_VERSION),
+				 errhint("Run ALTER EXTENSION jobq UPDATE in this database.")));
+}
+
+/*
  * excluded: an int8[] of job ids not to pick again (this transaction's own
  * row locks do not make SKIP LOCKED skip them), or 0.
  */
@@ -637,6 +659,7 @@ pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
 		rows = JobqExecutePlan(plan_pick_more, values, NULL, SPI_OK_SELECT, 0);
 	}
 
+	check_handler_column(7);
 	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
 	{
@@ -1224,6 +1247,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		MemoryContextDelete(job_cxt);
 		return false;
 	}
+	check_handler_column(4);
 	job.id = leased->id;
 	job.lease_token = leased->lease_token;
 	/* Only kinds with side effects that are not retry_safe are leased. */

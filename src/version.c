@@ -25,9 +25,6 @@
 
 #include "jobq.h"
 
-/* Once the objects are current they stay so: versions only move forward. */
-static bool objects_current = false;
-
 /*
  * The installed version of jobq in this database, palloc'd, or NULL if it
  * is not installed.  Must run inside a transaction.
@@ -60,19 +57,21 @@ installed_version(void)
 	return version;
 }
 
-/* Whether this database's jobq objects are JOBQ_OBJECTS_VERSION. */
+/*
+ * Whether this database's jobq objects are JOBQ_OBJECTS_VERSION.  Not
+ * cached: an update can roll back, and an index lookup per call or batch
+ * costs nothing next to the work it guards.
+ */
 bool
 JobqObjectsAreCurrent(void)
 {
-	char	   *version;
+	char	   *version = installed_version();
+	bool		current;
 
-	if (objects_current)
-		return true;
-	version = installed_version();
-	objects_current = version != NULL && strcmp(version, JOBQ_OBJECTS_VERSION) == 0;
+	current = version != NULL && strcmp(version, JOBQ_OBJECTS_VERSION) == 0;
 	if (version != NULL)
 		pfree(version);
-	return objects_current;
+	return current;
 }
 
 /*

@@ -373,7 +373,13 @@ sleep_until_woken(void)
 		long		remaining_ms;
 		int			rc;
 
-		remaining_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		/* A wake may have come while the latch was reset by a wait in the batch. */
+		if (MySlot->wake_requested || JobqShutdownRequested ||
+			ConfigReloadPending || InterruptPending)
+			break;
+		/* At most the poll interval, even if the clock was set back. */
+		remaining_ms = Min((long) ((deadline - GetCurrentTimestamp()) / 1000),
+						   (long) jobq_poll_interval);
 		if (remaining_ms <= 0)
 			break;
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -381,9 +387,6 @@ sleep_until_woken(void)
 		if (rc & WL_TIMEOUT)
 			break;
 		ResetLatch(MyLatch);
-		if (MySlot->wake_requested || JobqShutdownRequested ||
-			ConfigReloadPending || InterruptPending)
-			break;
 	}
 	MySlot->sleeping = false;
 	MySlot->wake_requested = false;
