@@ -200,13 +200,14 @@ JobqInitExecutor(void)
 /*
  * Find the function a signature names, or raise the job's error: it must
  * exist and still have the shape of a handler (it may have been dropped
- * and created again since the kind was registered).  The lookup runs in
+ * and created again since the kind was registered); *returns_jsonb tells
+ * whether its result is kept.  The lookup runs in
  * jobq's own context: a search path of pg_catalog alone, so that only the
  * schema the signature names counts, and the extension owner's rights, so
  * that whoever runs the batch needs no right on that schema.
  */
 static Oid
-resolve_handler(const char *signature)
+resolve_handler(const char *signature, bool *returns_jsonb)
 {
 	JobqAccess	access;
 	Oid			fn_oid;
@@ -233,15 +234,14 @@ resolve_handler(const char *signature)
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for function %u", fn_oid);
 	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = !proc->proretset &&
-		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
-		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	shape_ok = JobqHasHandlerShape(proc);
+	*returns_jsonb = proc->prorettype == JSONBOID;
 	ReleaseSysCache(tuple);
 	if (!shape_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("function %s cannot be a job handler", signature),
-				 errdetail("A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."),
+				 errdetail(JOBQ_HANDLER_SHAPE_DETAIL),
 				 errhint("Register the kind again with an existing handler.")));
 	return fn_oid;
 }
@@ -270,8 +270,7 @@ lookup_handler(const char *signature)
 
 	memset(&built, 0, sizeof(built));
 	strlcpy(built.signature, signature, HANDLER_SIGNATURE_MAX);
-	built.fn_oid = resolve_handler(signature);
-	built.returns_jsonb = get_func_rettype(built.fn_oid) == JSONBOID;
+	built.fn_oid = resolve_handler(signature, &built.returns_jsonb);
 	fmgr_info_cxt(built.fn_oid, &built.flinfo, handler_cxt);
 
 	entry = hash_search(handler_cache, signature, HASH_ENTER, &found);

@@ -49,6 +49,12 @@
 #define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
 #define JOBQ_LOCK_CLASS_KEYS	1785684594	/* concurrency keys, by hash */
 
+/* kinds.c: the shape of a function jobq can call as a handler. */
+struct FormData_pg_proc;
+extern bool JobqHasHandlerShape(const struct FormData_pg_proc *proc);
+#define JOBQ_HANDLER_SHAPE_DETAIL \
+	"A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."
+
 /* version.c */
 extern bool JobqObjectsAreCurrent(void);
 extern void JobqRequireCurrentObjects(const char *what);

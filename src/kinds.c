@@ -36,6 +36,17 @@ static SPIPlanPtr plan_count_live;
 static SPIPlanPtr plan_delete_kind;
 static SPIPlanPtr plan_kind_subscription;
 
+/* Whether a function has the shape jobq calls: see JOBQ_HANDLER_SHAPE_DETAIL. */
+bool
+JobqHasHandlerShape(const struct FormData_pg_proc *proc)
+{
+	return proc->pronargs == 1 &&
+		proc->proargtypes.values[0] == JSONBOID &&
+		!proc->proretset &&
+		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
+		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+}
+
 /*
  * Check that a handler has the shape jobq calls: one jsonb argument,
  * returning jsonb or nothing, and that the caller may execute it.  Returns
@@ -60,11 +71,7 @@ check_handler(Oid handler, Oid caller)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("handler function with OID %u does not exist", handler)));
 	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = proc->pronargs == 1 &&
-		proc->proargtypes.values[0] == JSONBOID &&
-		!proc->proretset &&
-		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
-		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	shape_ok = JobqHasHandlerShape(proc);
 	nspname = get_namespace_name(proc->pronamespace);
 	signature = psprintf("%s(jsonb)",
 						 quote_qualified_identifier(nspname, NameStr(proc->proname)));
@@ -74,7 +81,7 @@ check_handler(Oid handler, Oid caller)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("function %s cannot be a job handler", name),
-				 errdetail("A handler is a function or procedure that takes one jsonb argument and returns jsonb or void.")));
+				 errdetail(JOBQ_HANDLER_SHAPE_DETAIL)));
 
 	if (pg_proc_aclcheck(handler, caller, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,

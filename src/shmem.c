@@ -119,6 +119,14 @@ JobqRequireShmem(void)
  * commit.
  */
 static void
+wake_slot(JobqWorkerSlot *slot)
+{
+	/* SetLatch is a memory barrier: the worker sees the flag once woken. */
+	slot->wake_requested = true;
+	SetLatch(slot->latch);
+}
+
+static void
 wake_one_worker(void)
 {
 	uint32		start;
@@ -147,11 +155,7 @@ wake_one_worker(void)
 	}
 	chosen = sleeping >= 0 ? sleeping : (between >= 0 ? between : any);
 	if (chosen >= 0)
-	{
-		/* SetLatch is a memory barrier: the worker sees the flag once woken. */
-		JobqShared->slots[chosen].wake_requested = true;
-		SetLatch(JobqShared->slots[chosen].latch);
-	}
+		wake_slot(&JobqShared->slots[chosen]);
 	LWLockRelease(JobqShared->lock);
 }
 
@@ -176,8 +180,7 @@ JobqWakeSleepingPeer(JobqWorkerSlot *self)
 		if (slot == self || slot->state != JOBQ_SLOT_RUNNING ||
 			slot->dboid != MyDatabaseId || slot->latch == NULL || !slot->sleeping)
 			continue;
-		slot->wake_requested = true;
-		SetLatch(slot->latch);
+		wake_slot(slot);
 		break;
 	}
 	LWLockRelease(JobqShared->lock);

@@ -58,17 +58,23 @@ installed_version(void)
 }
 
 /*
- * Whether this database's jobq objects are JOBQ_OBJECTS_VERSION.  Not
- * cached: an update can roll back, and an index lookup per call or batch
- * costs nothing next to the work it guards.
+ * Whether a version read by installed_version() is JOBQ_OBJECTS_VERSION.
+ * Not cached: an update can roll back, and an index lookup per call or
+ * batch costs nothing next to the work it guards.
  */
+static bool
+is_current(const char *version)
+{
+	return version != NULL && strcmp(version, JOBQ_OBJECTS_VERSION) == 0;
+}
+
+/* Whether this database's jobq objects are JOBQ_OBJECTS_VERSION. */
 bool
 JobqObjectsAreCurrent(void)
 {
 	char	   *version = installed_version();
-	bool		current;
+	bool		current = is_current(version);
 
-	current = version != NULL && strcmp(version, JOBQ_OBJECTS_VERSION) == 0;
 	if (version != NULL)
 		pfree(version);
 	return current;
@@ -76,21 +82,16 @@ JobqObjectsAreCurrent(void)
 
 /*
  * Raise 55000 unless this database's jobq objects are current.  "what"
- * names the feature that needs them, for the message.
+ * names the feature that needs them, for the message.  Without jobq at
+ * all, the caller's JobqBeginAccess says so.
  */
 void
 JobqRequireCurrentObjects(const char *what)
 {
-	char	   *version;
+	char	   *version = installed_version();
 
-	if (JobqObjectsAreCurrent())
+	if (version == NULL || is_current(version))
 		return;
-	version = installed_version();
-	if (version == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"jobq\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION jobq.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("%s needs version %s of extension \"jobq\"", what, JOBQ_OBJECTS_VERSION),
