@@ -15,7 +15,7 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 TEST_USER=${TEST_USER:-pgtest}
 BUILD=${BUILD_DIR:-/tmp/jobq-build}
