@@ -6,11 +6,19 @@
  * The job tables are private to the extension's owner: callers get
  * EXECUTE on the functions, never direct write access to the tables, so
  * that nobody can skip the lease checks.  Each function therefore records
- * its caller, switches to the owner of the jobq schema, pins the search
- * path to pg_catalog alone (so a caller's objects can never stand in for an
- * operator or function used in our queries), and connects to SPI.  An
- * ERROR anywhere in between is cleaned up by transaction abort, which
- * restores the user id and pops the search path.
+ * its caller, switches to the extension's owner (pg_extension.extowner,
+ * never the owner of a schema that happens to be called jobq), pins the
+ * search path to pg_catalog alone (so a caller's objects, temporary ones
+ * included, can never stand in for a relation, type, operator or function
+ * used in our queries), and connects to SPI.  An ERROR anywhere in between
+ * is cleaned up by transaction abort, which restores the user id and pops
+ * the search path.
+ *
+ * The switch is a security-restricted operation, as in a maintenance
+ * command running as a table's owner: nothing done with the owner's rights
+ * can leave behind what would later run with someone else's (a trigger
+ * deferred to commit, a temporary table, a cursor WITH HOLD), and the
+ * owner's rights cannot be kept with SET ROLE.
  *
  * The search path is pinned with an override rather than a GUC change:
  * the override costs a list push, where SET search_path would make every
@@ -25,42 +33,14 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_namespace.h"
 #include "executor/spi.h"
 #include "jit/jit.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/syscache.h"
 
 #include "jobq.h"
-
-/*
- * Return the owner of the jobq schema, which is the role that created the
- * extension.  Raises an ERROR if the schema is gone.
- */
-static Oid
-jobq_owner(void)
-{
-	Oid			nspid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	nspid = get_namespace_oid("jobq", true);
-	if (!OidIsValid(nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"jobq\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION jobq.")));
-	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for namespace %u", nspid);
-	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
 
 /*
  * Enter jobq's own context: owner rights, fixed search_path, SPI.  Must run
@@ -73,11 +53,12 @@ void
 JobqBeginAccess(JobqAccess *access)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
+	Oid			owner = JobqRequireExtension()->owner;
 
 	access->caller = GetUserId();
 	GetUserIdAndSecContext(&access->save_userid, &access->save_sec_context);
-	SetUserIdAndSecContext(jobq_owner(),
-						   access->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, access->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 #if PG_VERSION_NUM < 170000
 	{
 		OverrideSearchPath path = {NIL, true, false, 0};
@@ -86,7 +67,8 @@ JobqBeginAccess(JobqAccess *access)
 	}
 #else
 	access->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog",
+	/* pg_temp named last, or it would be searched first for relations. */
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 #endif

@@ -16,7 +16,7 @@
  * failed or held, by the same rules as after jobq.fail).  The holder is recognised
  * by pid and backend start time, so a reused pid is not mistaken for it.
  * Rescue runs at most once per jobq.rescue_interval in each backend, and
- * one backend at a time (an advisory lock held for the sweep only): a lost
+ * one backend at a time (a jobq lock held for the sweep only): a lost
  * lease waits at most about that long after it expired.
  *
  *-------------------------------------------------------------------------
@@ -98,7 +98,7 @@ JobqRescueLeases(bool wait, int max_jobs)
 	 * a long transaction does not stop every other rescue.  (An ERROR
 	 * releases it with the transaction.)
 	 */
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_LOCK_CLASS, JOBQ_LOCK_RESCUE, 2);
+	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_RESCUE, 0);
 	if (LockAcquire(&tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
 		return 0;
 

@@ -10,8 +10,8 @@
  *
  * Two things hold a key:
  *	- while a transaction claims or runs keyed jobs, a transaction-level
- *	  advisory lock on the key's hash, taken without waiting: a second
- *	  claimer of the key skips the job instead of blocking;
+ *	  jobq lock on the key's hash (JOBQ_LOCK_KEY), taken without waiting:
+ *	  a second claimer of the key skips the job instead of blocking;
  *	- once a lease commits (jobq.claim, or a side-effect job leased before
  *	  its run), a jobq.concurrency_lock row naming the job and its lease
  *	  token.  The row stands while that job is running under that token;
@@ -37,7 +37,7 @@ static SPIPlanPtr plan_hold;
 static SPIPlanPtr plan_leased;
 
 /*
- * Take this transaction's advisory lock on a concurrency key, without
+ * Take this transaction's lock on a concurrency key, without
  * waiting.  True if this transaction holds it now (taken, or held already).
  */
 bool
@@ -46,7 +46,7 @@ JobqTryLockConcurrencyKey(const char *key)
 	LOCKTAG		tag;
 	uint32		hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_LOCK_CLASS_KEYS, hash, 2);
+	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_KEY, hash);
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
@@ -65,7 +65,7 @@ JobqKeyTakenHere(List *taken, const char *key)
 /*
  * Record job_id, about to be leased with lease_token, as the holder of its
  * concurrency key, unless another job holds the key under a standing
- * lease.  The caller holds the key's advisory lock.  Returns whether the
+ * lease.  The caller holds the key's lock.  Returns whether the
  * key is now the job's.  Must run between JobqBeginAccess and
  * JobqEndAccess.
  */
@@ -93,7 +93,7 @@ JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token)
 /*
  * Does a committed lease hold this key now?  Seen with the latest
  * snapshot: a claim that committed after the caller's snapshot was taken
- * has released its advisory lock, and only its row says it holds the key.
+ * has released its lock on the key, and only its row says it holds the key.
  * Must run between JobqBeginAccess and JobqEndAccess.
  */
 bool

@@ -347,7 +347,7 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
 				a_payload;
 
-	nspid = get_namespace_oid("jobq", false);
+	nspid = JobqRequireExtension()->schema;
 	job_relid = get_relname_relid("job", nspid);
 	seq_relid = get_relname_relid("job_id_seq", nspid);
 	state_pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,

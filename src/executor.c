@@ -67,7 +67,9 @@
 #include "utils/timestamp.h"
 
 #include "executor.h"
+#include "handler_env.h"
 #include "jobq.h"
+#include "watchdog.h"
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
@@ -83,12 +85,14 @@ typedef struct BatchJob
 	char	   *idempotency_key;	/* or NULL */
 	char	   *concurrency_key;	/* or NULL */
 	char	   *handler;		/* signature; NULL if the kind is gone */
+	char	   *search_path;	/* the kind's, for its handler */
 	Oid			owner;
 	int64		timeout_ms;
 	int64		backoff_base_us;
 	int64		backoff_max_us;
 	bool		careful;		/* declares side effects: never optimistic */
 	bool		hold_on_failure;	/* side effects and not retry_safe */
+	bool		leased;			/* runs under a committed lease (lease_token) */
 
 	/* Steps its handler recorded in this attempt (pairs of text, jsonb). */
 	List	   *steps;
@@ -116,18 +120,6 @@ typedef struct HandlerEntry
 	bool		returns_jsonb;
 } HandlerEntry;
 
-/*
- * The kind's timeout armed around a handler, and the statement timeout the
- * backend had before (a session's own statement_timeout, in run_pending).
- */
-typedef struct ArmedTimeout
-{
-	bool		armed;
-	bool		prev_active;
-	TimestampTz prev_fin_time;
-	TimestampTz job_deadline;
-} ArmedTimeout;
-
 typedef enum FailureAction
 {
 	FAILURE_RECORD,				/* the attempt failed: record it */
@@ -136,19 +128,12 @@ typedef enum FailureAction
 	FAILURE_RETHROW				/* not the job's error: the caller's */
 } FailureAction;
 
-volatile sig_atomic_t JobqShutdownRequested = false;
-volatile TimestampTz JobqShutdownRequestedAt = 0;
-volatile sig_atomic_t JobqInHandler = false;
-volatile int64 JobqHandlerJobId = 0;
-
 static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
 static bool handler_cache_stale = false;
 
 /* The job whose handler is running, for the error context callback. */
 static BatchJob *current_job = NULL;
-
-static ArmedTimeout job_timeout = {0};
 
 static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_pick_more;
@@ -338,36 +323,38 @@ make_constraints_immediate(void)
 	pfree(stmt);
 }
 
-/* Arm the kind's timeout, keeping whatever statement timeout was set. */
+/* The label stored in jobq.job.worker for jobs this backend runs. */
 static void
-arm_timeout(BatchJob *job)
+format_worker_label(JobqWorkerSlot *slot, char *buf, size_t size)
 {
-	TimestampTz deadline = GetCurrentTimestamp() + job->timeout_ms * 1000;
-
-	job_timeout.prev_active = get_timeout_active(STATEMENT_TIMEOUT);
-	job_timeout.prev_fin_time = job_timeout.prev_active
-		? get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
-	job_timeout.job_deadline = deadline;
-	job_timeout.armed = true;
-	if (!job_timeout.prev_active || deadline < job_timeout.prev_fin_time)
-		enable_timeout_at(STATEMENT_TIMEOUT, deadline);
+	snprintf(buf, size, "%s %d", slot != NULL ? "jobq worker" : "run_pending", MyProcPid);
 }
 
-/*
- * Put the statement timeout back as it was; called after every handler,
- * successful or not.  job_timeout.job_deadline stays for classification.
- */
-static void
-disarm_timeout(void)
+static char *
+worker_label(JobqWorkerSlot *slot)
 {
-	JobqInHandler = false;
-	if (!job_timeout.armed)
-		return;
-	job_timeout.armed = false;
-	if (job_timeout.prev_active)
-		enable_timeout_at(STATEMENT_TIMEOUT, job_timeout.prev_fin_time);
-	else
-		disable_timeout(STATEMENT_TIMEOUT, false);
+	char		buf[64];
+
+	format_worker_label(slot, buf, sizeof(buf));
+	return pstrdup(buf);
+}
+
+/* What the watchdog keeps of a job whose handler is about to run. */
+static void
+limit_job(BatchJob *job, JobqWorkerSlot *slot, JobqLimitedJob *limited)
+{
+	memset(limited, 0, sizeof(*limited));
+	limited->id = job->id;
+	limited->attempt = job->attempt + 1;
+	limited->max_attempts = job->max_attempts;
+	limited->lease_token = job->leased ? job->lease_token : 0;
+	limited->hold_on_failure = job->hold_on_failure;
+	limited->backoff_base_us = job->backoff_base_us;
+	limited->backoff_max_us = job->backoff_max_us;
+	limited->timeout_ms = job->timeout_ms;
+	limited->started_at = job->started_at;
+	strlcpy(limited->kind, job->kind, sizeof(limited->kind));
+	format_worker_label(slot, limited->worker, sizeof(limited->worker));
 }
 
 /*
@@ -378,9 +365,8 @@ static void
 call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 {
 	HandlerEntry *handler;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	JobqHandlerEnv env;
+	JobqLimitedJob limited;
 	Datum		result;
 	ErrorContextCallback errcallback;
 	LOCAL_FCINFO(fcinfo, 1);
@@ -410,7 +396,7 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 		debug_query_string = activity;
 	}
 
-	job_timeout.job_deadline = DT_NOEND;	/* a cancel before arming is not a timeout */
+	JobqForgetHandlerDeadline();	/* a cancel before the handler is no timeout */
 	if (JobqCancelRequested(job->id))
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
@@ -419,34 +405,24 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	check_runner(job, handler->fn_oid);
 	make_constraints_immediate();
 
-	/*
-	 * As the kind's role; SECURITY_LOCAL_USERID_CHANGE forbids SET ROLE and
-	 * SET SESSION AUTHORIZATION back to the worker's superuser, and
-	 * SECURITY_RESTRICTED_OPERATION forbids what would outlive the job in
-	 * this session (temporary tables, cursors WITH HOLD, PREPARE, LISTEN,
-	 * session advisory locks...) and deferring a trigger past the handler.
-	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	arm_timeout(job);
+	limit_job(job, slot, &limited);
+	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
+	JobqLimitHandler(&limited);
 
 	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = job->payload;
 	fcinfo->args[0].isnull = false;
-	JobqHandlerJobId = job->id;
-	JobqInHandler = true;
 	result = FunctionCallInvoke(fcinfo);
 
 	/*
 	 * Anything the handler deferred fires now, as its role, or fails it;
-	 * still under its timeout and cancellable (disarm_timeout ends that).
+	 * still under its timeout and cancellable (JobqUnlimitHandler ends
+	 * that).  A handler that returned too late, or after a cancel, fails.
 	 */
 	make_constraints_immediate();
-	disarm_timeout();
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	JobqUnlimitHandler();
+	JobqRaiseIfHandlerOverran();
+	JobqLeaveHandlerEnv(&env);
 
 	job->result_isnull = fcinfo->isnull || !handler->returns_jsonb;
 	if (!job->result_isnull)
@@ -476,25 +452,64 @@ clear_activity(JobqWorkerSlot *slot)
 
 /*
  * Jobs handed back after conflicts, with how many times, to bound their
- * retries across transactions.  A small table is enough: conflicts are
- * rare, and a job that keeps conflicting is soon charged and gone from it.
+ * retries across transactions (in this backend).  Conflicts are rare: an
+ * entry goes when its job completes or is charged, and a full table
+ * charges the next conflicting job at once rather than forget a count.
  */
-#define CONFLICT_SLOTS	64
-static int64 conflict_ids[CONFLICT_SLOTS];
-static int	conflict_counts[CONFLICT_SLOTS];
+#define CONFLICT_TABLE_MAX	1024
 
-/* Count one more conflict of a job; return how many it has had. */
+typedef struct ConflictEntry
+{
+	int64		job_id;			/* hash key */
+	int			count;			/* hand-backs so far */
+} ConflictEntry;
+
+static HTAB *conflicts = NULL;
+
+/*
+ * Count one more conflict of a job; return how many it has had, or
+ * JOBQ_CONFLICT_RETRIES + 1 (charge it) when it is over the bound or the
+ * table is full.  An entry over the bound is removed: the job is charged.
+ */
 static int
 count_conflict(int64 job_id)
 {
-	int			slot = (int) ((uint64) job_id % CONFLICT_SLOTS);
+	ConflictEntry *entry;
+	bool		found;
 
-	if (conflict_ids[slot] != job_id)
+	if (conflicts == NULL)
 	{
-		conflict_ids[slot] = job_id;
-		conflict_counts[slot] = 0;
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(ConflictEntry);
+		conflicts = hash_create("jobq conflicts", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 	}
-	return ++conflict_counts[slot];
+	entry = hash_search(conflicts, &job_id, HASH_FIND, NULL);
+	if (entry == NULL)
+	{
+		if (hash_get_num_entries(conflicts) >= CONFLICT_TABLE_MAX)
+			return JOBQ_CONFLICT_RETRIES + 1;
+		entry = hash_search(conflicts, &job_id, HASH_ENTER, &found);
+		entry->count = 0;
+	}
+	if (++entry->count <= JOBQ_CONFLICT_RETRIES)
+		return entry->count;
+	hash_search(conflicts, &job_id, HASH_REMOVE, NULL);
+	return JOBQ_CONFLICT_RETRIES + 1;
+}
+
+/* Jobs that completed need no conflict count any more. */
+static void
+forget_conflicts(BatchJob **done, int n)
+{
+	int			i;
+
+	if (conflicts == NULL || hash_get_num_entries(conflicts) == 0)
+		return;
+	for (i = 0; i < n; i++)
+		hash_search(conflicts, &done[i]->id, HASH_REMOVE, NULL);
 }
 
 /*
@@ -538,7 +553,7 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 		 */
 		if (job != NULL && JobqCancelRequested(job->id))
 			return FAILURE_HAND_BACK;
-		if (GetCurrentTimestamp() >= job_timeout.job_deadline)
+		if (JobqHandlerPastDeadline())
 			return FAILURE_RECORD;
 		/* The caller's own statement_timeout or cancel: not the job's. */
 		if (!in_worker)
@@ -557,19 +572,9 @@ error_info(ErrorData *edata, BatchJob *job, JobqErrorInfo *info)
 	info->detail = edata->detail;
 	info->hint = edata->hint;
 	info->context = edata->context;
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
-		GetCurrentTimestamp() >= job_timeout.job_deadline)
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && JobqHandlerPastDeadline())
 		info->message = psprintf("job exceeded the timeout of kind \"%s\" (%lld ms)",
 								 job->kind, (long long) job->timeout_ms);
-}
-
-/* The label stored in jobq.job.worker for jobs this backend runs. */
-static char *
-worker_label(JobqWorkerSlot *slot)
-{
-	if (slot != NULL)
-		return psprintf("jobq worker %d", MyProcPid);
-	return psprintf("run_pending %d", MyProcPid);
 }
 
 /*
@@ -605,13 +610,16 @@ timeout_ms_of(int row, int col)
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
 	"   AND NOT k.retry_safe, false)," \
-	" j.queue_id, j.idempotency_key, j.concurrency_key" \
+	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path" \
 	" FROM (SELECT id FROM jobq.queue WHERE NOT paused" \
 	"   ORDER BY id <= $2, id) q" \
 	" CROSS JOIN LATERAL (" \
 	"   SELECT * FROM jobq.job" \
 	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
-	"   AND" JOBQ_KEY_FREE("job") extra \
+	"   AND" JOBQ_KEY_FREE("job") \
+	"   AND ($3 = 0 OR EXISTS (SELECT FROM jobq.kind r WHERE r.name = job.kind" \
+	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE')))" \
+	extra \
 	"   ORDER BY priority, run_at" \
 	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
 	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
@@ -635,26 +643,28 @@ check_handler_column(int col)
 
 /*
  * excluded: an int8[] of job ids not to pick again (this transaction's own
- * row locks do not make SKIP LOCKED skip them), or 0.
+ * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
+ * session, the caller, whose jobq.run_pending() runs only the handlers of
+ * kinds whose owner it has the privileges of; InvalidOid in a worker.
  */
 static int
-pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
+pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 {
-	Oid			argtypes[3] = {INT4OID, INT4OID, INT8ARRAYOID};
-	Datum		values[3] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
-	excluded};
+	Oid			argtypes[4] = {INT4OID, INT4OID, OIDOID, INT8ARRAYOID};
+	Datum		values[4] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
+	ObjectIdGetDatum(runner), excluded};
 	int			rows;
 	int			i;
 	BatchJob   *jobs;
 
 	if (excluded == (Datum) 0)
 	{
-		JobqPreparePlan(&plan_pick, PICK_SQL(""), 2, argtypes);
+		JobqPreparePlan(&plan_pick, PICK_SQL(""), 3, argtypes);
 		rows = JobqExecutePlan(plan_pick, values, NULL, SPI_OK_SELECT, 0);
 	}
 	else
 	{
-		JobqPreparePlan(&plan_pick_more, PICK_SQL(" AND NOT (id = ANY ($3))"), 3, argtypes);
+		JobqPreparePlan(&plan_pick_more, PICK_SQL("   AND NOT (id = ANY ($4))"), 4, argtypes);
 		rows = JobqExecutePlan(plan_pick_more, values, NULL, SPI_OK_SELECT, 0);
 	}
 
@@ -687,6 +697,8 @@ pick_jobs(int max_jobs, Datum excluded, BatchJob **jobs_out)
 		job->idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 		d = JobqGetDatum(i, 16, &isnull);
 		job->concurrency_key = isnull ? NULL : TextDatumGetCString(d);
+		d = JobqGetDatum(i, 17, &isnull);
+		job->search_path = isnull ? NULL : TextDatumGetCString(d);
 	}
 	*jobs_out = jobs;
 	return rows;
@@ -721,7 +733,7 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 
 			/*
 			 * The pick's snapshot may predate a claim of the key that has
-			 * committed since: with the advisory lock taken, check again.
+			 * committed since: with the key's lock taken, check again.
 			 */
 			if (!JobqTryLockConcurrencyKey(job->concurrency_key) ||
 				JobqConcurrencyKeyLeased(CStringGetTextDatum(job->concurrency_key)))
@@ -742,11 +754,11 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
  * Pick up to max_jobs ready jobs whose concurrency keys this batch can
  * take.  Jobs skipped for a busy key are replaced by the next ones in line,
  * a few rounds at most, so that a busy key does not hide the work behind
- * it.  *deferred counts jobs left behind a key this batch holds.  Must run
- * between JobqBeginAccess and JobqEndAccess.
+ * it.  *deferred counts jobs left behind a key this batch holds.  runner
+ * as in pick_jobs.  Must run between JobqBeginAccess and JobqEndAccess.
  */
 static int
-pick_runnable_jobs(int max_jobs, BatchJob **jobs_out, int *deferred)
+pick_runnable_jobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
 {
 	BatchJob   *jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
 	List	   *taken = NIL;
@@ -769,10 +781,10 @@ pick_runnable_jobs(int max_jobs, BatchJob **jobs_out, int *deferred)
 
 			for (i = 0; i < n; i++)
 				seen = lappend(seen, JobqCopyId(jobs[i].id));
-			got = pick_jobs(max_jobs - n, JobqIdListArray(seen), &more);
+			got = pick_jobs(max_jobs - n, JobqIdListArray(seen), runner, &more);
 		}
 		else
-			got = pick_jobs(max_jobs - n, (Datum) 0, &more);
+			got = pick_jobs(max_jobs - n, (Datum) 0, runner, &more);
 		if (got == 0)
 			break;
 		got = take_concurrency_keys(more, got, &taken, &busy, deferred);
@@ -848,6 +860,7 @@ record_completions(BatchJob **done, int n, const char *label)
 	if (JobqExecutePlan(plan_complete_batch, values, NULL, SPI_OK_UPDATE, 0) != n)
 		elog(ERROR, "jobq could not record the completion of %d jobs", n);
 	JobqEndAccess(&access);
+	forget_conflicts(done, n);
 }
 
 /*
@@ -870,12 +883,13 @@ abort_subtransaction(MemoryContext cxt, ResourceOwner owner)
 	ErrorData  *edata;
 
 	MemoryContextSwitchTo(cxt);
-	disarm_timeout();
+	JobqUnlimitHandler();
 	edata = CopyErrorData();
 	FlushErrorState();
 	RollbackAndReleaseCurrentSubTransaction();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	JobqCleanUpAfterFailedHandler();
 	return edata;
 }
 
@@ -1025,6 +1039,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, &info,
 						  label, job->started_at);
 		JobqEndAccess(&access);
+		forget_conflicts(&job, 1);
 		ereport(LOG,
 				(errmsg("jobq job %lld (kind \"%s\", attempt %d) failed: %s; it is now %s",
 						(long long) job->id, job->kind, job->attempt + 1,
@@ -1140,7 +1155,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	/* Workers promote in a short transaction of their own. */
 	if (slot == NULL)
 		(void) JobqPromoteDueJobs();
-	n = pick_runnable_jobs(max_jobs, &jobs, &deferred);
+	n = pick_runnable_jobs(max_jobs, slot == NULL ? GetUserId() : InvalidOid, &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;
@@ -1233,7 +1248,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_load_leased,
 					"SELECT j.kind, j.payload, j.attempt, k.handler,"
-					" k.owner::pg_catalog.oid, k.timeout, j.idempotency_key"
+					" k.owner::pg_catalog.oid, k.timeout, j.idempotency_key,"
+					" k.search_path, j.max_attempts"
 					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
 					" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 					" FOR UPDATE OF j",
@@ -1262,6 +1278,10 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.timeout_ms = timeout_ms_of(0, 6);
 	d = JobqGetDatum(0, 7, &isnull);
 	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
+	d = JobqGetDatum(0, 8, &isnull);
+	job.search_path = isnull ? NULL : TextDatumGetCString(d);
+	job.max_attempts = JobqGetInt32(0, 9);
+	job.leased = true;
 	JobqEndAccess(&access);
 
 	action = run_in_subtransaction(&job, slot, job_cxt, &edata);
@@ -1422,7 +1442,7 @@ Datum
 jobq_run_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
-	int32		ran = 0;
+	volatile int32 ran = 0;
 
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
 	if (current_job != NULL)
@@ -1436,21 +1456,33 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 				 errmsg("argument \"max_jobs\" must be between 1 and %d", 1000000)));
 	JobqRequireCurrentObjects("jobq.run_pending()");
 
-	while (ran < max_jobs)
+	JobqBeginHandlerSession();
+	JobqStartWatchdog();
+	PG_TRY();
 	{
-		JobqBatchResult result;
-		int64	   *later;
+		while (ran < max_jobs)
+		{
+			JobqBatchResult result;
+			int64	   *later;
 
-		JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
-		ran += result.completed + result.failed;
-		/*
-		 * Nothing left, or a job handed back after a conflict: this
-		 * transaction holds its lock and would only pick it again; let the
-		 * caller commit first.
-		 */
-		if (result.picked == 0 || result.handed_back > 0)
-			break;
-		CommandCounterIncrement();
+			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
+			ran += result.completed + result.failed;
+
+			/*
+			 * Nothing left, or a job handed back after a conflict: this
+			 * transaction holds its lock and would only pick it again; let
+			 * the caller commit first.
+			 */
+			if (result.picked == 0 || result.handed_back > 0)
+				break;
+			CommandCounterIncrement();
+		}
 	}
+	PG_FINALLY();
+	{
+		JobqStopWatchdog();
+		JobqEndHandlerSession();
+	}
+	PG_END_TRY();
 	PG_RETURN_INT32(ran);
 }

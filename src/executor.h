@@ -27,11 +27,6 @@ typedef struct JobqLeasedJob
 	int64		lease_token;
 } JobqLeasedJob;
 
-extern volatile sig_atomic_t JobqShutdownRequested;
-extern volatile TimestampTz JobqShutdownRequestedAt;
-extern volatile sig_atomic_t JobqInHandler;
-extern volatile int64 JobqHandlerJobId;	/* the job whose handler runs */
-
 extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 						 JobqBatchResult *result, int64 **later_ids);
 extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);

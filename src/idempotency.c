@@ -98,7 +98,7 @@ check_job_scope(int64 job_id, Oid caller)
 		return;
 	}
 	{
-		Oid			view = get_relname_relid("jobs", get_namespace_oid("jobq", false));
+		Oid			view = get_relname_relid("jobs", JobqRequireExtension()->schema);
 
 		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK &&
 			!session_holds_lease(job_id, caller))

@@ -20,6 +20,7 @@
 #define JOBQ_JOBQ_H
 
 #include "executor/spi.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/timestamp.h"
 
@@ -27,7 +28,7 @@
  * The version of the SQL objects this library works with; it must equal
  * default_version in jobq.control.
  */
-#define JOBQ_OBJECTS_VERSION	"0.2"
+#define JOBQ_OBJECTS_VERSION	"0.3"
 
 /* Limits that are part of the documented SQL surface. */
 #define JOBQ_KIND_NAME_MAX		100		/* characters */
@@ -40,14 +41,25 @@
 #define JOBQ_ENQUEUE_MANY_MAX	100000	/* payloads in one enqueue_many */
 
 /*
- * Advisory locks jobq takes, as (class, object) pairs.  The class spells
- * "jobq" in ASCII; the two-integer form never collides with the one-bigint
- * form applications commonly use.
+ * jobq's own heavyweight locks, as (what, id) pairs.  Their tags have the
+ * type PostgreSQL reserves for user locks, which no SQL function builds
+ * (pg_advisory_lock makes advisory tags), so no role can take one to stall
+ * lease rescue, the scheduler or a concurrency key.  pg_locks shows them
+ * as locktype "userlock" with classid JOBQ_LOCK_CLASS, objid the id and
+ * objsubid the what.
  */
-#define JOBQ_LOCK_CLASS			1785684593
+#define JOBQ_LOCK_CLASS			1785684593	/* "jobq" in ASCII */
 #define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
 #define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
-#define JOBQ_LOCK_CLASS_KEYS	1785684594	/* concurrency keys, by hash */
+#define JOBQ_LOCK_KEY			3		/* a concurrency key, by hash */
+
+#define SET_LOCKTAG_JOBQ(tag, what, id) \
+	((tag).locktag_field1 = MyDatabaseId, \
+	 (tag).locktag_field2 = JOBQ_LOCK_CLASS, \
+	 (tag).locktag_field3 = (id), \
+	 (tag).locktag_field4 = (what), \
+	 (tag).locktag_type = LOCKTAG_USERLOCK, \
+	 (tag).locktag_lockmethodid = USER_LOCKMETHOD)
 
 /* kinds.c: the shape of a function jobq can call as a handler. */
 struct FormData_pg_proc;
@@ -55,7 +67,18 @@ extern bool JobqHasHandlerShape(const struct FormData_pg_proc *proc);
 #define JOBQ_HANDLER_SHAPE_DETAIL \
 	"A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."
 
-/* version.c */
+/* extension.c: whether jobq is installed here, by whom, in which version. */
+typedef struct JobqExtension
+{
+	Oid			oid;			/* its pg_extension row; InvalidOid if none */
+	Oid			owner;			/* extowner: jobq's bookkeeping runs as this role */
+	Oid			schema;			/* extnamespace */
+	char		version[64];	/* extversion */
+} JobqExtension;
+
+extern const JobqExtension *JobqLookupExtension(void);
+extern const JobqExtension *JobqRequireExtension(void);
+extern bool JobqExtensionInstalled(void);
 extern bool JobqObjectsAreCurrent(void);
 extern void JobqRequireCurrentObjects(const char *what);
 

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -26,6 +27,7 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
+#include "handler_env.h"
 #include "jobq.h"
 
 static SPIPlanPtr plan_lock_kind;
@@ -176,7 +178,9 @@ PG_FUNCTION_INFO_V1(jobq_register_kind);
  * updating a kind registered by another role needs that role's privileges
  * and keeps it as the role the handler runs as.  Jobs keep the queue and max_attempts they
  * were enqueued with; whether they run in the database follows the kind.
- * The kind's queue is created if it does not exist yet.
+ * The kind's queue is created if it does not exist yet.  The handler's
+ * search_path is the caller's current one, with pg_temp moved last,
+ * fixed in the kind each time it is registered (see handler_env.c).
  */
 Datum
 jobq_register_kind(PG_FUNCTION_ARGS)
@@ -191,14 +195,15 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	int64		base_usecs;
 	int64		max_usecs;
 	int32		max_attempts;
+	char	   *search_path;
 	bool		exists;
 	bool		had_handler = false;
 	Oid			owner = InvalidOid;
-	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	Oid			argtypes[12] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
 		INTERVALOID, INTERVALOID, INTERVALOID, TEXTARRAYOID, BOOLOID, REGROLEOID,
-	INT4OID};
-	Datum		values[11];
-	char		nulls[11];
+	INT4OID, TEXTOID};
+	Datum		values[12];
+	char		nulls[12];
 	int			i;
 
 	for (i = 0; i < 9; i++)
@@ -208,6 +213,11 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	kind = PG_GETARG_TEXT_PP(0);
 	JobqCheckKindName(text_to_cstring(kind));
 	handler = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	if (!PG_ARGISNULL(1) && !OidIsValid(handler))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"handler\" must name a function"),
+				 errhint("Pass NULL for a kind that external workers run through jobq.claim().")));
 	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	max_attempts = PG_GETARG_INT32(3);
 	if (max_attempts < 1 || max_attempts > JOBQ_MAX_ATTEMPTS_LIMIT)
@@ -225,6 +235,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	check_side_effects(PG_GETARG_ARRAYTYPE_P(7));
 
 	JobqRequireCurrentObjects("jobq.register_kind()");
+	search_path = JobqNormalizeSearchPath(namespace_search_path);
 	JobqBeginAccess(&access);
 
 	for (i = 0; i < 9; i++)
@@ -237,6 +248,9 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	nulls[9] = ' ';
 	values[10] = Int32GetDatum(JobqQueueId(values[2]));
 	nulls[10] = ' ';
+	/* The caller's search_path, normalised before jobq's own is pinned. */
+	values[11] = CStringGetTextDatum(search_path);
+	nulls[11] = ' ';
 
 	exists = lock_existing_kind(kind, access.caller, &had_handler, &owner);
 	if (!exists)
@@ -247,10 +261,10 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"
-						" queue_id)"
-						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+						" queue_id, search_path)"
+						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 						" ON CONFLICT (name) DO NOTHING",
-						11, argtypes);
+						12, argtypes);
 		if (JobqExecutePlan(plan_insert_kind, values, nulls, SPI_OK_INSERT, 0) == 0)
 		{
 			/* Registered concurrently by another session: update that row. */
@@ -277,9 +291,9 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 						"UPDATE jobq.kind SET handler = $2, queue = $3, max_attempts = $4,"
 						" backoff_base = $5, backoff_max = $6, timeout = $7,"
 						" side_effects = $8, retry_safe = $9, owner = $10,"
-						" queue_id = $11, updated_at = pg_catalog.now()"
+						" queue_id = $11, search_path = $12, updated_at = pg_catalog.now()"
 						" WHERE name = $1",
-						11, argtypes);
+						12, argtypes);
 		JobqExecutePlan(plan_update_kind, values, nulls, SPI_OK_UPDATE, 0);
 		if (had_handler != OidIsValid(handler))
 		{

@@ -6,9 +6,12 @@
  *
  * The launcher reads only the shared catalog pg_database, so it cannot see
  * which databases have the extension.  It finds out through the workers: a
- * database it knows nothing about gets one worker, which either finds jobq
- * (and the launcher fills up the pool) or exits saying it found none (and
- * the launcher looks again after JOBQ_REPROBE_MS).  CREATE EXTENSION jobq
+ * database it knows nothing about gets one worker, a probe, which either
+ * finds jobq in pg_extension (and the launcher fills up the pool) or exits
+ * at once saying it found none (and the launcher looks again after
+ * JOBQ_REPROBE_MS).  Anyone allowed to create databases makes databases
+ * without jobq, so probes run few at a time, after the pools of the
+ * databases that have it.  CREATE EXTENSION jobq
  * wakes the launcher at commit, so a new database starts processing
  * within a second, without a restart.  Template databases and databases
  * that refuse connections are left alone.
@@ -50,6 +53,7 @@
 #define JOBQ_START_TIMEOUT_MS 30000	/* a worker that never showed up */
 #define JOBQ_MAX_PAUSE_MS	60000	/* longest pause before restarting a worker */
 #define LAUNCHER_NAP_MS		1000
+#define JOBQ_MAX_PROBES_RUNNING 2	/* probe workers at once, cluster-wide */
 
 PGDLLEXPORT void JobqLauncherMain(Datum main_arg) pg_attribute_noreturn();
 
@@ -159,6 +163,7 @@ reap_slots(TimestampTz now)
 					break;
 				case JOBQ_EXIT_SURPLUS:
 				case JOBQ_EXIT_SHUTDOWN:
+				case JOBQ_EXIT_HANDLER_ENDED:
 					break;
 				case JOBQ_EXIT_UNKNOWN:
 					db->failures = Min(db->failures + 1, 16);
@@ -325,65 +330,114 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 	return true;
 }
 
-/* Start the workers each database lacks. */
+/*
+ * How many running or starting workers are probes: in a database not yet
+ * known to have jobq.
+ */
+static int
+count_probes(void)
+{
+	int			probes = 0;
+	int			i;
+
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JobqShared->nslots; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+		DbEntry    *db;
+
+		if (slot->state != JOBQ_SLOT_STARTING && slot->state != JOBQ_SLOT_RUNNING)
+			continue;
+		db = hash_search(databases, &slot->dboid, HASH_FIND, NULL);
+		if (db == NULL || db->status != DB_HAS_JOBQ)
+			probes++;
+	}
+	LWLockRelease(JobqShared->lock);
+	return probes;
+}
+
+/*
+ * Start the workers one database lacks: its pool if it has jobq, else one
+ * probe.  *probes counts the probes running; none is started past
+ * JOBQ_MAX_PROBES_RUNNING.
+ */
+static void
+fill_pool(DbEntry *db, TimestampTz now, int *probes)
+{
+	bool		rank_used[1024] = {0};
+	int			running = 0;
+	int			wanted;
+	int			rank;
+	int			i;
+
+	if (db->status == DB_HAS_JOBQ)
+		wanted = jobq_workers_per_database;
+	else
+	{
+		/* No jobq last time we looked (or never looked): probe. */
+		db->status = DB_UNKNOWN;
+		wanted = 1;
+	}
+	wanted = Min(wanted, 1024);
+
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JobqShared->nslots; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+
+		if (slot->dboid == db->dboid &&
+			(slot->state == JOBQ_SLOT_STARTING || slot->state == JOBQ_SLOT_RUNNING))
+		{
+			running++;
+			if (slot->rank >= 0 && slot->rank < 1024)
+				rank_used[slot->rank] = true;
+		}
+	}
+	LWLockRelease(JobqShared->lock);
+
+	/* A probe is a worker already; wait for its answer. */
+	if (db->status == DB_UNKNOWN && (running > 0 || *probes >= JOBQ_MAX_PROBES_RUNNING))
+		return;
+
+	for (rank = 0; running < wanted && rank < wanted; rank++)
+	{
+		if (rank_used[rank])
+			continue;
+		if (!start_worker(db->dboid, rank, now))
+		{
+			db->next_try = TimestampTzPlusMilliseconds(now, 5000);
+			break;
+		}
+		running++;
+		if (db->status == DB_UNKNOWN)
+			(*probes)++;
+	}
+}
+
+/*
+ * Start the workers each database lacks: first the pools of the databases
+ * known to have jobq, then probes, those asked for by a CREATE EXTENSION
+ * first.  Probes are few at a time, so that databases without jobq (made
+ * by anyone allowed to create one) never take the slots of those with it.
+ */
 static void
 fill_pools(TimestampTz now)
 {
 	HASH_SEQ_STATUS status;
 	DbEntry    *db;
+	int			probes = count_probes();
+	int			pass;
 
-	hash_seq_init(&status, databases);
-	while ((db = hash_seq_search(&status)) != NULL)
+	for (pass = 0; pass < 3; pass++)
 	{
-		bool		rank_used[1024] = {0};
-		int			running = 0;
-		int			wanted;
-		int			rank;
-		int			i;
-
-		if (db->next_try > now)
-			continue;
-		if (db->status == DB_HAS_JOBQ)
-			wanted = jobq_workers_per_database;
-		else if (db->status == DB_UNKNOWN)
-			wanted = 1;
-		else
+		hash_seq_init(&status, databases);
+		while ((db = hash_seq_search(&status)) != NULL)
 		{
-			/* No jobq last time we looked: probe again. */
-			db->status = DB_UNKNOWN;
-			wanted = 1;
-		}
-		wanted = Min(wanted, 1024);
+			int			db_pass = db->status == DB_HAS_JOBQ ? 0
+				: db->probe_requested_at != 0 ? 1 : 2;
 
-		LWLockAcquire(JobqShared->lock, LW_SHARED);
-		for (i = 0; i < JobqShared->nslots; i++)
-		{
-			JobqWorkerSlot *slot = &JobqShared->slots[i];
-
-			if (slot->dboid == db->dboid &&
-				(slot->state == JOBQ_SLOT_STARTING || slot->state == JOBQ_SLOT_RUNNING))
-			{
-				running++;
-				if (slot->rank >= 0 && slot->rank < 1024)
-					rank_used[slot->rank] = true;
-			}
-		}
-		LWLockRelease(JobqShared->lock);
-
-		/* A probe is a worker already; wait for its answer. */
-		if (db->status == DB_UNKNOWN && running > 0)
-			continue;
-
-		for (rank = 0; running < wanted && rank < wanted; rank++)
-		{
-			if (rank_used[rank])
-				continue;
-			if (!start_worker(db->dboid, rank, now))
-			{
-				db->next_try = TimestampTzPlusMilliseconds(now, 5000);
-				break;
-			}
-			running++;
+			if (db_pass == pass && db->next_try <= now)
+				fill_pool(db, now, &probes);
 		}
 	}
 }

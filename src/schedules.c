@@ -31,7 +31,7 @@
  *		allow	the job is enqueued regardless.
  *
  * The background workers evaluate due schedules once per poll interval,
- * one evaluator per database at a time (an advisory lock); the SQL
+ * one evaluator per database at a time (a jobq lock); the SQL
  * function jobq.tick_schedules(now) does the same at a given time.
  *
  *-------------------------------------------------------------------------
@@ -567,7 +567,7 @@ JobqTickSchedules(TimestampTz now, bool from_worker)
 	{
 		LOCKTAG		tag;
 
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_LOCK_CLASS, JOBQ_LOCK_SCHEDULER, 2);
+		SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_SCHEDULER, 0);
 		if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 			return 0;
 	}

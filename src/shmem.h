@@ -31,7 +31,8 @@ typedef enum JobqExitReason
 	JOBQ_EXIT_UNKNOWN = 0,		/* an error or a crash */
 	JOBQ_EXIT_NO_EXTENSION,		/* the database has no jobq */
 	JOBQ_EXIT_SURPLUS,			/* more workers than jobq.workers_per_database */
-	JOBQ_EXIT_SHUTDOWN			/* SIGTERM */
+	JOBQ_EXIT_SHUTDOWN,			/* SIGTERM */
+	JOBQ_EXIT_HANDLER_ENDED		/* a handler ignored its cancel: see watchdog.c */
 } JobqExitReason;
 
 typedef struct JobqWorkerSlot

@@ -125,7 +125,7 @@ check_source(Oid relid, Oid caller, const char *action)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot subscribe to temporary table \"%s\"", relname)));
-	if (get_rel_namespace(relid) == get_namespace_oid("jobq", false))
+	if (get_rel_namespace(relid) == JobqRequireExtension()->schema)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot subscribe to jobq's own table \"%s\"", relname)));

@@ -12,11 +12,17 @@
  *
  * SIGTERM (smart or fast shutdown, pg_terminate_backend is SIGTERM too)
  * makes it stop claiming.  A handler already running gets
- * jobq.shutdown_grace to finish; then a watchdog timeout cancels it, its
- * subtransaction rolls back, and the job is handed back without charging
- * an attempt.  Exiting with code 0 tells the launcher why through the slot;
- * an ERROR in jobq's own bookkeeping ends the worker with code 1 and the
- * launcher starts another after a pause.
+ * jobq.shutdown_grace to finish; then the watchdog (watchdog.c) cancels it,
+ * its subtransaction rolls back, and the job is handed back without
+ * charging an attempt; a handler that ignores that cancel too ends the
+ * process a second later.  Exiting with code 0 tells the launcher why
+ * through the slot; an ERROR in jobq's own bookkeeping ends the worker with
+ * code 1 and the launcher starts another after a pause.
+ *
+ * The worker connects as the bootstrap superuser, and jobq is often not
+ * the database owner's: it undoes the settings that ALTER DATABASE and
+ * ALTER ROLE gave its session, and believes "jobq is installed" only from
+ * pg_extension, so that a database's owner cannot steer it.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +42,8 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
@@ -43,14 +51,12 @@
 
 #include "executor.h"
 #include "jobq.h"
+#include "watchdog.h"
 #include "shmem.h"
-
-#define GRACE_CHECK_MS	100		/* how often the shutdown watchdog looks */
 
 PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
 
 static JobqWorkerSlot *MySlot = NULL;
-static TimeoutId grace_timeout = MAX_TIMEOUTS;
 static TimestampTz last_rescue = 0;
 static TimestampTz last_purge = 0;
 static TimestampTz last_housekeeping = 0;
@@ -58,8 +64,6 @@ static bool purge_backlog = false;	/* the retention walk is under way */
 static bool rescue_backlog = false; /* the last sweep rescued a full batch */
 
 #define PURGE_BATCH		5000	/* jobs looked at per retention transaction */
-
-static volatile sig_atomic_t grace_cancel_sent = false;
 
 /* SIGTERM: stop claiming; the watchdog enforces the grace period. */
 static void
@@ -75,9 +79,9 @@ worker_sigterm(SIGNAL_ARGS)
 }
 
 /*
- * SIGINT (pg_cancel_backend(), or a timeout firing): cancel the running
- * handler, never jobq's own bookkeeping, which would end the worker with
- * an error.
+ * SIGINT (pg_cancel_backend(), or the kind's timeout firing): cancel the
+ * running handler, never jobq's own bookkeeping, which would end the
+ * worker with an error.
  */
 static void
 worker_sigint(SIGNAL_ARGS)
@@ -85,10 +89,7 @@ worker_sigint(SIGNAL_ARGS)
 	int			save_errno = errno;
 
 	if (JobqInHandler)
-	{
-		QueryCancelPending = true;
-		InterruptPending = true;
-	}
+		JobqCancelHandlerFromSignal(false);
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -104,32 +105,9 @@ worker_cancel_job(SIGNAL_ARGS)
 
 	if (JobqInHandler &&
 		pg_atomic_read_u64(&MySlot->cancel_job_id) == (uint64) JobqHandlerJobId)
-	{
-		QueryCancelPending = true;
-		InterruptPending = true;
-	}
+		JobqCancelHandlerFromSignal(true);
 	SetLatch(MyLatch);
 	errno = save_errno;
-}
-
-/*
- * Timeout handler, every GRACE_CHECK_MS while a batch runs: once the grace
- * period after SIGTERM is over, cancel the handler that runs, once.  Only
- * a handler: cancelling jobq's own bookkeeping would end the worker with
- * an error.  Runs in signal context, so it only sets flags.
- */
-static void
-grace_watchdog(void)
-{
-	if (JobqShutdownRequested && JobqInHandler && !grace_cancel_sent &&
-		GetCurrentTimestamp() - JobqShutdownRequestedAt >=
-		(TimestampTz) jobq_shutdown_grace * 1000)
-	{
-		grace_cancel_sent = true;
-		QueryCancelPending = true;
-		InterruptPending = true;
-		SetLatch(MyLatch);
-	}
 }
 
 /* Leave the slot for the launcher to reap; runs at every exit but a crash. */
@@ -139,6 +117,9 @@ worker_exit(int code, Datum arg)
 	Latch	   *launcher_latch;
 
 	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	/* Ended for a handler that ignored its cancel: no failure of the worker's. */
+	if (JobqWatchdogEndedProcess())
+		MySlot->exit_reason = JOBQ_EXIT_HANDLER_ENDED;
 	MySlot->state = JOBQ_SLOT_EXITED;
 	MySlot->pid = 0;
 	MySlot->latch = NULL;
@@ -167,7 +148,8 @@ leave(JobqExitReason reason)
 }
 
 /*
- * Whether jobq is installed here.  Takes a lock on jobq.job that lasts
+ * Whether jobq is installed here: pg_extension says so, never a schema or
+ * table that merely has jobq's names.  Takes a lock on jobq.job that lasts
  * until the end of the transaction, so that a concurrent DROP EXTENSION
  * waits for it instead of pulling the tables from under the worker's
  * queries.  In a transaction.
@@ -175,10 +157,92 @@ leave(JobqExitReason reason)
 static bool
 extension_present(void)
 {
-	/* jobq.job exists exactly as long as the extension does. */
-	return OidIsValid(RangeVarGetRelidExtended(makeRangeVar("jobq", "job", -1),
+	const JobqExtension *ext = JobqLookupExtension();
+	char	   *nspname;
+
+	if (!OidIsValid(ext->oid) || (nspname = get_namespace_name(ext->schema)) == NULL)
+		return false;
+	return OidIsValid(RangeVarGetRelidExtended(makeRangeVar(nspname, "job", -1),
 											   AccessShareLock, RVR_MISSING_OK,
 											   NULL, NULL));
+}
+
+/*
+ * The server's own value of each setting a session may change, read before
+ * the worker connects to its database; see reset_database_settings.
+ */
+typedef struct ServerSetting
+{
+	char	   *name;
+	char	   *value;
+} ServerSetting;
+
+static ServerSetting *server_settings = NULL;
+static int	n_server_settings = 0;
+
+/*
+ * Remember the value of every setting that ALTER DATABASE or ALTER ROLE
+ * could change, as the server's configuration has it.  Once per worker,
+ * before connecting; kept in TopMemoryContext.
+ */
+static void
+remember_server_settings(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+	int			i;
+
+	server_settings = MemoryContextAlloc(TopMemoryContext, sizeof(ServerSetting) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		const char *value;
+
+		if (vars[i]->context != PGC_USERSET && vars[i]->context != PGC_SUSET)
+			continue;
+		value = GetConfigOption(vars[i]->name, true, false);
+		if (value == NULL)
+			continue;
+		server_settings[n_server_settings].name = MemoryContextStrdup(TopMemoryContext, vars[i]->name);
+		server_settings[n_server_settings].value = MemoryContextStrdup(TopMemoryContext, value);
+		n_server_settings++;
+	}
+}
+
+/*
+ * Undo what ALTER DATABASE ... SET and ALTER ROLE ... SET applied when the
+ * worker connected.  A database's owner may set those for its database,
+ * and the worker is a superuser: a search_path, a role, a read-only or
+ * serializable default, a lock or statement timeout chosen by someone else
+ * must not change what jobq's bookkeeping or another role's handler does.
+ * Each such setting goes back to the server's configuration value, set as
+ * a connection option would be, so that a handler's own SET still works
+ * and RESET comes back here.  Runs once, in a transaction (some settings
+ * check their value in the catalogs).
+ */
+static void
+reset_database_settings(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+	int			i;
+	int			j;
+
+	for (i = 0; i < n; i++)
+	{
+		GucSource	source = vars[i]->source;
+
+		if (source != PGC_S_GLOBAL && source != PGC_S_DATABASE &&
+			source != PGC_S_USER && source != PGC_S_DATABASE_USER)
+			continue;
+		for (j = 0; j < n_server_settings; j++)
+			if (strcmp(server_settings[j].name, vars[i]->name) == 0)
+				break;
+		if (j == n_server_settings)
+			continue;
+		(void) set_config_option(server_settings[j].name, server_settings[j].value,
+								 PGC_SUSET, PGC_S_CLIENT, GUC_ACTION_SET, true,
+								 WARNING, false);
+	}
 }
 
 static void
@@ -307,10 +371,7 @@ run_one_batch(MemoryContext loop_cxt)
 	int64	   *later;
 	int			i;
 
-	grace_cancel_sent = false;
-	enable_timeout_every(grace_timeout,
-						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GRACE_CHECK_MS),
-						 GRACE_CHECK_MS);
+	JobqStartWatchdog();
 
 	/*
 	 * Housekeeping is for what time brings (due scheduled jobs, lost
@@ -328,7 +389,7 @@ run_one_batch(MemoryContext loop_cxt)
 	if (!objects_are_current())
 	{
 		finish_transaction(loop_cxt);
-		disable_timeout(grace_timeout, false);
+		JobqStopWatchdog();
 		return false;
 	}
 	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
@@ -349,7 +410,7 @@ run_one_batch(MemoryContext loop_cxt)
 		finish_transaction(loop_cxt);
 	}
 
-	disable_timeout(grace_timeout, false);
+	JobqStopWatchdog();
 	return result.picked >= jobq_batch_size;
 }
 
@@ -418,6 +479,7 @@ JobqWorkerMain(Datum main_arg)
 	dboid = MySlot->dboid;
 	LWLockRelease(JobqShared->lock);
 
+	remember_server_settings();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
 	/*
@@ -441,12 +503,16 @@ JobqWorkerMain(Datum main_arg)
 	JobqSetSlotJob(MySlot, 0, NULL, 0);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
-	grace_timeout = RegisterTimeout(USER_TIMEOUT, grace_watchdog);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("jobq worker");
 
-	/* Is jobq here?  If not, say so and go. */
+	/* What the database's owner or a role setting chose is not the worker's. */
+	start_transaction();
+	reset_database_settings();
+	finish_transaction(loop_cxt);
+
+	/* Is jobq here?  If not, go. */
 	start_jobq_transaction(loop_cxt);
 	ereport(LOG, (errmsg("jobq worker started in database \"%s\"",
 						 get_database_name(dboid))));

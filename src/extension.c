@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/extension.c
+ *		Whether jobq is installed in this database, by whom, and whether
+ *		its objects are the version this library was built for.
+ *
+ * "Installed" means that pg_extension has a row for jobq, never that a
+ * schema or a table of the right name exists: anyone with CREATE on a
+ * database can make a schema called jobq.  The row names the schema
+ * (extnamespace) and the role that installed it (extowner), whose rights
+ * jobq's own bookkeeping runs with.
+ *
+ * Installing a new package replaces the library at once, while each
+ * database keeps its tables until ALTER EXTENSION jobq UPDATE runs there.
+ * Most of the SQL surface uses only what every version has, and keeps
+ * working meanwhile.  The few paths that depend on a changed object check
+ * first, and say what to do, rather than misread a column.
+ *
+ * pg_extension has no syscache, so nothing tells a backend that the row
+ * changed.  The row is read once per command instead: an index lookup,
+ * cheap next to the statement that needs it, and a DROP or CREATE
+ * EXTENSION earlier in the same transaction is always seen.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "jobq.h"
+
+/* The last lookup, and the command it was made in. */
+static JobqExtension cached;
+static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+static CommandId cached_cid = InvalidCommandId;
+
+/* Read jobq's row of pg_extension into *ext (ext->oid invalid if none). */
+static void
+read_extension_row(JobqExtension *ext)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+
+	memset(ext, 0, sizeof(*ext));
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("jobq"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_extension form = (Form_pg_extension) GETSTRUCT(tuple);
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		ext->oid = form->oid;
+		ext->owner = form->extowner;
+		ext->schema = form->extnamespace;
+		if (!isnull)
+			text_to_cstring_buffer(DatumGetTextPP(d), ext->version, sizeof(ext->version));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * jobq's row of pg_extension in this database, as of the current command;
+ * oid is InvalidOid if jobq is not installed.  The result is static: copy
+ * what must outlive the command.  Must run inside a transaction.
+ */
+const JobqExtension *
+JobqLookupExtension(void)
+{
+	CommandId	cid = GetCurrentCommandId(false);
+
+	if (cached_lxid != MyProc->lxid || cached_cid != cid)
+	{
+		read_extension_row(&cached);
+		cached_lxid = MyProc->lxid;
+		cached_cid = cid;
+	}
+	return &cached;
+}
+
+/*
+ * jobq's row of pg_extension, which must exist and name the schema "jobq"
+ * (a non-relocatable extension's schema is renamed only by hand, and
+ * jobq's queries name it).  Raises 55000 otherwise.  Must run inside a
+ * transaction.
+ */
+const JobqExtension *
+JobqRequireExtension(void)
+{
+	const JobqExtension *ext = JobqLookupExtension();
+	char	   *nspname;
+
+	if (!OidIsValid(ext->oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"jobq\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION jobq.")));
+	nspname = get_namespace_name(ext->schema);
+	if (nspname == NULL || strcmp(nspname, "jobq") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the schema of extension \"jobq\" is not named \"jobq\""),
+				 errhint("Rename it back with ALTER SCHEMA ... RENAME TO jobq.")));
+	return ext;
+}
+
+/* Whether jobq is installed in this database.  In a transaction. */
+bool
+JobqExtensionInstalled(void)
+{
+	return OidIsValid(JobqLookupExtension()->oid);
+}
+
+/*
+ * Whether a version read from pg_extension is JOBQ_OBJECTS_VERSION.  An
+ * update can roll back, so this is asked again in every command.
+ */
+static bool
+is_current(const JobqExtension *ext)
+{
+	return OidIsValid(ext->oid) && strcmp(ext->version, JOBQ_OBJECTS_VERSION) == 0;
+}
+
+/* Whether this database's jobq objects are JOBQ_OBJECTS_VERSION. */
+bool
+JobqObjectsAreCurrent(void)
+{
+	return is_current(JobqLookupExtension());
+}
+
+/*
+ * Raise 55000 unless this database's jobq objects are current.  "what"
+ * names the feature that needs them, for the message.  Without jobq at
+ * all, the caller's JobqBeginAccess says so.
+ */
+void
+JobqRequireCurrentObjects(const char *what)
+{
+	const JobqExtension *ext = JobqLookupExtension();
+
+	if (!OidIsValid(ext->oid) || is_current(ext))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("%s needs version %s of extension \"jobq\"", what, JOBQ_OBJECTS_VERSION),
+			 errdetail("This database has version %s; the loaded library is version %s.",
+					   ext->version, JOBQ_OBJECTS_VERSION),
+			 errhint("Run ALTER EXTENSION jobq UPDATE in this database.")));
+}

@@ -1,0 +1,279 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/handler_env.c
+ *		The environment a handler runs in, and what it may leave behind.
+ *
+ * A handler runs as the role that registered its kind, never as the
+ * worker's superuser or the caller of jobq.run_pending():
+ *	- SetUserIdAndSecContext with SECURITY_LOCAL_USERID_CHANGE (no SET ROLE
+ *	  or SET SESSION AUTHORIZATION back) and SECURITY_RESTRICTED_OPERATION
+ *	  (no temporary table, cursor WITH HOLD, LISTEN, and no trigger deferred
+ *	  past the handler);
+ *	- with the search_path its kind fixed at jobq.register_kind (the
+ *	  registering session's, with pg_temp moved last), as CREATE FUNCTION
+ *	  ... SET search_path fixes a function's; so neither the database's or
+ *	  a role's settings nor a run_pending caller's temporary objects decide
+ *	  what its unqualified names resolve to;
+ *	- in a GUC nesting level, so that its SETs end with it.
+ *
+ * Handlers of a batch share one session, so when a handler returns jobq
+ * removes what it could leave there for the next one: the cursors (portals)
+ * it opened and did not close, and the session-level advisory locks it
+ * took.  A failed handler's subtransaction abort closes its portals; its
+ * session locks are released here too.
+ *
+ * A handler's portals are those created in the subtransaction jobq runs it
+ * in, or later: SubTransactionIds only grow within a transaction, and a
+ * committed inner subtransaction hands its portals to its parent.  Finding
+ * them means listing the session's cursors, an SPI query, so it is done
+ * only when a portal was created at all: every portal's memory context is
+ * a child of TopPortalContext, and a new child goes first in its list.
+ *
+ * In a worker, nothing else of the session holds an advisory lock, so the
+ * handler's session locks are all there are.  A run_pending caller may
+ * hold its own, which jobq cannot tell from the handler's without the
+ * lock manager's private table; JobqBeginHandlerSession looks first, and
+ * if the session holds any advisory lock, the session locks handlers take
+ * stay with the caller's session (whose role has the privileges of every
+ * handler run_pending runs) rather than release the caller's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/varlena.h"
+
+#include "handler_env.h"
+#include "jobq.h"
+
+/* Whether a run_pending caller held advisory locks (see the file header). */
+static bool caller_has_advisory_locks = false;
+
+/*
+ * The parent of every portal's memory context, found once by name (portal
+ * memory keeps it to itself).  NULL if not found: then every handler's
+ * portals are looked for.
+ */
+static MemoryContext
+top_portal_context(void)
+{
+	static MemoryContext top = NULL;
+	MemoryContext child;
+
+	if (top != NULL)
+		return top;
+	for (child = TopMemoryContext->firstchild; child != NULL; child = child->nextchild)
+		if (strcmp(child->name, "TopPortalContext") == 0)
+			top = child;
+	return top;
+}
+
+/* The newest portal's memory context, to tell whether one was created. */
+static MemoryContext
+newest_portal_memory(void)
+{
+	MemoryContext top = top_portal_context();
+
+	return top != NULL ? top->firstchild : NULL;
+}
+
+/*
+ * Whether a portal may have been created since the handler's environment
+ * was entered (when TopPortalContext was not found, say yes).
+ */
+static bool
+portal_created_since(JobqHandlerEnv *env)
+{
+	MemoryContext newest = newest_portal_memory();
+
+	if (top_portal_context() == NULL)
+		return true;
+	return newest != NULL && newest != env->newest_portal;
+}
+
+/*
+ * Normalise a search_path for a kind: the same schemas, each quoted as
+ * needed, without any temporary schema, then pg_temp last.  Raises 22023
+ * if the list does not parse.  Returns a palloc'd string.
+ */
+char *
+JobqNormalizeSearchPath(const char *path)
+{
+	char	   *raw = pstrdup(path);
+	List	   *names;
+	ListCell   *lc;
+	StringInfoData buf;
+
+	if (!SplitIdentifierString(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid search_path \"%s\"", path),
+				 errhint("Set a valid search_path before registering the kind.")));
+	initStringInfo(&buf);
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+
+		/* pg_temp and pg_temp_N: only ever last, added below. */
+		if (strncmp(name, "pg_temp", 7) == 0 &&
+			(name[7] == '\0' || (name[7] == '_' && strspn(name + 8, "0123456789") == strlen(name + 8))))
+			continue;
+		if (buf.len > 0)
+			appendStringInfoString(&buf, ", ");
+		if (strcmp(name, "$user") == 0)
+			appendStringInfoString(&buf, "\"$user\"");
+		else
+			appendStringInfoString(&buf, quote_identifier(name));
+	}
+	appendStringInfoString(&buf, buf.len > 0 ? ", pg_temp" : "pg_temp");
+	list_free(names);
+	pfree(raw);
+	return buf.data;
+}
+
+/*
+ * Whether this backend holds any advisory lock, at either level.  Reads
+ * the whole lock table: once per jobq.run_pending() call, never per job.
+ */
+static bool
+holds_advisory_locks(void)
+{
+	LockData   *data = GetLockStatusData();
+	bool		found = false;
+	int			i;
+
+	for (i = 0; i < data->nelements && !found; i++)
+		found = data->locks[i].pid == MyProcPid &&
+			data->locks[i].locktag.locktag_type == LOCKTAG_ADVISORY &&
+			data->locks[i].holdMask != 0;
+	return found;
+}
+
+/* The names of this session's cursors, from pg_cursors, in the current context. */
+static List *
+cursor_names(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *names = NIL;
+	uint64		i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT name FROM pg_catalog.pg_cursors", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the session's cursors");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext spi_cxt = MemoryContextSwitchTo(cxt);
+
+		/* The list must outlive SPI_finish, which frees SPI's contexts. */
+		names = lappend(names, pstrdup(name));
+		MemoryContextSwitchTo(spi_cxt);
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+	return names;
+}
+
+/*
+ * Note what a run_pending caller's session holds before handlers run in
+ * it: whether it holds advisory locks.  Workers need not call this.  Pair
+ * with JobqEndHandlerSession.
+ */
+void
+JobqBeginHandlerSession(void)
+{
+	caller_has_advisory_locks = holds_advisory_locks();
+}
+
+/* Forget what JobqBeginHandlerSession noted: the session is a worker's again. */
+void
+JobqEndHandlerSession(void)
+{
+	caller_has_advisory_locks = false;
+}
+
+/*
+ * Close the cursors a handler left open: the portals created since its
+ * environment was entered, in its subtransaction or a later one.
+ */
+static void
+close_handler_cursors(JobqHandlerEnv *env)
+{
+	List	   *names;
+	ListCell   *lc;
+
+	if (!portal_created_since(env))
+		return;
+	names = cursor_names();
+	foreach(lc, names)
+	{
+		Portal		portal = GetPortalByName((const char *) lfirst(lc));
+
+		if (PortalIsValid(portal) && portal->createSubid >= env->subid &&
+			portal->status != PORTAL_ACTIVE && !portal->portalPinned)
+			PortalDrop(portal, false);
+	}
+	list_free_deep(names);
+}
+
+/* Release the session-level advisory locks a handler took. */
+static void
+release_handler_session_locks(void)
+{
+	if (!caller_has_advisory_locks)
+		LockReleaseSession(USER_LOCKMETHOD);
+}
+
+/*
+ * Enter a handler's environment: its kind's role and search_path, in a new
+ * GUC nesting level.  Must run inside the handler's subtransaction, which
+ * undoes all of it if the handler fails.
+ */
+void
+JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path)
+{
+	env->subid = GetCurrentSubTransactionId();
+	env->newest_portal = newest_portal_memory();
+	GetUserIdAndSecContext(&env->save_userid, &env->save_sec_context);
+	SetUserIdAndSecContext(owner, env->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	env->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Leave a handler's environment after it returned: close what it left
+ * open, release its session locks, undo its settings, and switch back to
+ * the role that ran the batch.
+ */
+void
+JobqLeaveHandlerEnv(JobqHandlerEnv *env)
+{
+	close_handler_cursors(env);
+	release_handler_session_locks();
+	AtEOXact_GUC(false, env->save_nestlevel);
+	SetUserIdAndSecContext(env->save_userid, env->save_sec_context);
+}
+
+/*
+ * After a handler failed and its subtransaction rolled back (which closed
+ * its cursors and undid its role and settings): release what outlives a
+ * rollback, its session-level advisory locks.
+ */
+void
+JobqCleanUpAfterFailedHandler(void)
+{
+	release_handler_session_locks();
+}
