@@ -135,8 +135,6 @@ static bool handler_cache_stale = false;
 /* The job whose handler is running, for the error context callback. */
 static BatchJob *current_job = NULL;
 
-static SPIPlanPtr plan_pick;
-static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_complete_batch;
 static SPIPlanPtr plan_lease_jobs;
 static SPIPlanPtr plan_lease_key;
@@ -578,32 +576,13 @@ error_info(ErrorData *edata, BatchJob *job, JobqErrorInfo *info)
 }
 
 /*
- * An interval column of the last SPI result in microseconds, or dflt when
- * NULL (a kind that is gone): the kind's defaults of register_kind.
- */
-static int64
-interval_usecs_of(int row, int col, int64 dflt)
-{
-	bool		isnull;
-	Datum		d = JobqGetDatum(row, col, &isnull);
-
-	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
-}
-
-/* A kind's timeout column, in milliseconds, at least 1. */
-static int64
-timeout_ms_of(int row, int col)
-{
-	return Max(interval_usecs_of(row, col, 5 * 60 * USECS_PER_SEC) / 1000, 1);
-}
-
-/*
  * Take up to max_jobs ready in-database jobs, locked, starting with the
  * queue after the one served first last time.  Returns how many, copied
  * into the current memory context.  Must run between JobqBeginAccess and
  * JobqEndAccess.
  */
-#define PICK_SQL(extra) \
+#define PICK_COLUMNS	17
+#define PICK_SQL(filter) \
 	"SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
 	" j.lease_token, k.handler, k.owner::pg_catalog.oid," \
 	" k.timeout, k.backoff_base, k.backoff_max," \
@@ -616,14 +595,17 @@ timeout_ms_of(int row, int col)
 	" CROSS JOIN LATERAL (" \
 	"   SELECT * FROM jobq.job" \
 	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
-	"   AND" JOBQ_KEY_FREE("job") \
-	"   AND ($3 = 0 OR EXISTS (SELECT FROM jobq.kind r WHERE r.name = job.kind" \
-	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE')))" \
-	extra \
+	"   AND" JOBQ_KEY_FREE("job") filter \
 	"   ORDER BY priority, run_at" \
 	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
 	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
 	" LIMIT $1"
+
+/* In a session: only kinds whose owner the caller ($3) has the privileges of. */
+#define PICK_RUNNER_FILTER \
+	"   AND EXISTS (SELECT FROM jobq.kind r WHERE r.name = job.kind" \
+	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE'))"
+#define PICK_EXCLUDED_FILTER	"   AND NOT (id = ANY ($4))"
 
 /*
  * The kind's handler, column "col" of the last SPI result, must be the
@@ -642,63 +624,85 @@ check_handler_column(int col)
 }
 
 /*
+ * An interval column in microseconds, or dflt when NULL (a kind that is
+ * gone): the kind's defaults of register_kind.
+ */
+static int64
+interval_usecs_or(Datum d, bool isnull, int64 dflt)
+{
+	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
+}
+
+/* A kind's timeout column, in milliseconds, at least 1. */
+static int64
+timeout_ms(Datum d, bool isnull)
+{
+	return Max(interval_usecs_or(d, isnull, 5 * 60 * USECS_PER_SEC) / 1000, 1);
+}
+
+/* A text column as a C string in the current context, or NULL. */
+static char *
+text_or_null(Datum d, bool isnull)
+{
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
  * excluded: an int8[] of job ids not to pick again (this transaction's own
  * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
  * session, the caller, whose jobq.run_pending() runs only the handlers of
- * kinds whose owner it has the privileges of; InvalidOid in a worker.
+ * kinds whose owner it has the privileges of; InvalidOid in a worker or
+ * for a superuser.  Each row is deformed once: fetching its columns one by
+ * one would walk the tuple again for each.
  */
 static int
 pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 {
+	static SPIPlanPtr plans[2][2];	/* [runner given][excluded given] */
+	static const char *const sql[2][2] = {
+		{PICK_SQL(""), PICK_SQL(PICK_EXCLUDED_FILTER)},
+		{PICK_SQL(PICK_RUNNER_FILTER), PICK_SQL(PICK_RUNNER_FILTER PICK_EXCLUDED_FILTER)}
+	};
 	Oid			argtypes[4] = {INT4OID, INT4OID, OIDOID, INT8ARRAYOID};
 	Datum		values[4] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
 	ObjectIdGetDatum(runner), excluded};
+	int			by_runner = OidIsValid(runner) ? 1 : 0;
+	int			by_excluded = excluded != (Datum) 0 ? 1 : 0;
 	int			rows;
 	int			i;
 	BatchJob   *jobs;
 
-	if (excluded == (Datum) 0)
-	{
-		JobqPreparePlan(&plan_pick, PICK_SQL(""), 3, argtypes);
-		rows = JobqExecutePlan(plan_pick, values, NULL, SPI_OK_SELECT, 0);
-	}
-	else
-	{
-		JobqPreparePlan(&plan_pick_more, PICK_SQL("   AND NOT (id = ANY ($4))"), 4, argtypes);
-		rows = JobqExecutePlan(plan_pick_more, values, NULL, SPI_OK_SELECT, 0);
-	}
+	JobqPreparePlan(&plans[by_runner][by_excluded], sql[by_runner][by_excluded],
+					by_excluded ? 4 : 3, argtypes);
+	rows = JobqExecutePlan(plans[by_runner][by_excluded], values, NULL, SPI_OK_SELECT, 0);
 
 	check_handler_column(7);
 	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
 	{
 		BatchJob   *job = &jobs[i];
-		bool		isnull;
-		Datum		d;
+		Datum		c[PICK_COLUMNS];
+		bool		n[PICK_COLUMNS];
 
-		job->id = JobqGetInt64(i, 1);
-		job->kind = TextDatumGetCString(JobqGetDatum(i, 2, &isnull));
-		job->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(JobqGetDatum(i, 3, &isnull)));
-		job->attempt = JobqGetInt32(i, 4);
-		job->max_attempts = JobqGetInt32(i, 5);
-		job->lease_token = JobqGetInt64(i, 6);
-		d = JobqGetDatum(i, 7, &isnull);
-		job->handler = isnull ? NULL : TextDatumGetCString(d);
-		d = JobqGetDatum(i, 8, &isnull);
-		job->owner = isnull ? InvalidOid : DatumGetObjectId(d);
-		job->timeout_ms = timeout_ms_of(i, 9);
-		job->backoff_base_us = interval_usecs_of(i, 10, USECS_PER_SEC);
-		job->backoff_max_us = interval_usecs_of(i, 11, 3600 * USECS_PER_SEC);
-		job->careful = JobqGetBool(i, 12);
-		job->hold_on_failure = JobqGetBool(i, 13);
+		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c, n);
+		job->id = DatumGetInt64(c[0]);
+		job->kind = TextDatumGetCString(c[1]);
+		job->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(c[2]));
+		job->attempt = DatumGetInt32(c[3]);
+		job->max_attempts = DatumGetInt32(c[4]);
+		job->lease_token = DatumGetInt64(c[5]);
+		job->handler = text_or_null(c[6], n[6]);
+		job->owner = n[7] ? InvalidOid : DatumGetObjectId(c[7]);
+		job->timeout_ms = timeout_ms(c[8], n[8]);
+		job->backoff_base_us = interval_usecs_or(c[9], n[9], USECS_PER_SEC);
+		job->backoff_max_us = interval_usecs_or(c[10], n[10], 3600 * USECS_PER_SEC);
+		job->careful = DatumGetBool(c[11]);
+		job->hold_on_failure = DatumGetBool(c[12]);
 		if (i == 0)
-			last_queue_served = JobqGetInt32(i, 14);
-		d = JobqGetDatum(i, 15, &isnull);
-		job->idempotency_key = isnull ? NULL : TextDatumGetCString(d);
-		d = JobqGetDatum(i, 16, &isnull);
-		job->concurrency_key = isnull ? NULL : TextDatumGetCString(d);
-		d = JobqGetDatum(i, 17, &isnull);
-		job->search_path = isnull ? NULL : TextDatumGetCString(d);
+			last_queue_served = DatumGetInt32(c[13]);
+		job->idempotency_key = text_or_null(c[14], n[14]);
+		job->concurrency_key = text_or_null(c[15], n[15]);
+		job->search_path = text_or_null(c[16], n[16]);
 	}
 	*jobs_out = jobs;
 	return rows;
@@ -1155,7 +1159,9 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	/* Workers promote in a short transaction of their own. */
 	if (slot == NULL)
 		(void) JobqPromoteDueJobs();
-	n = pick_runnable_jobs(max_jobs, slot == NULL ? GetUserId() : InvalidOid, &jobs, &deferred);
+	/* A superuser may run every kind's handler: no check per job. */
+	n = pick_runnable_jobs(max_jobs, slot == NULL && !superuser() ? GetUserId() : InvalidOid,
+						   &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;
@@ -1275,7 +1281,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.handler = isnull ? NULL : TextDatumGetCString(d);
 	d = JobqGetDatum(0, 5, &isnull);
 	job.owner = isnull ? InvalidOid : DatumGetObjectId(d);
-	job.timeout_ms = timeout_ms_of(0, 6);
+	d = JobqGetDatum(0, 6, &isnull);
+	job.timeout_ms = timeout_ms(d, isnull);
 	d = JobqGetDatum(0, 7, &isnull);
 	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	d = JobqGetDatum(0, 8, &isnull);

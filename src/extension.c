@@ -17,9 +17,12 @@
  * first, and say what to do, rather than misread a column.
  *
  * pg_extension has no syscache, so nothing tells a backend that the row
- * changed.  The row is read once per command instead: an index lookup,
- * cheap next to the statement that needs it, and a DROP or CREATE
- * EXTENSION earlier in the same transaction is always seen.
+ * changed.  The row is read once per statement instead (a client's
+ * statement, or a worker's transaction): an index lookup, cheap next to the
+ * statement that needs it.  Only a statement that changes the extension
+ * itself (a DO block running ALTER EXTENSION jobq UPDATE, then jobq) could
+ * see the row as it was when it started; then it reads the older version,
+ * and what needs the newer one refuses to run.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,10 +43,10 @@
 
 #include "jobq.h"
 
-/* The last lookup, and the command it was made in. */
+/* The last lookup, and the statement it was made in. */
 static JobqExtension cached;
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
-static CommandId cached_cid = InvalidCommandId;
+static TimestampTz cached_statement = 0;
 
 /* Read jobq's row of pg_extension into *ext (ext->oid invalid if none). */
 static void
@@ -78,20 +81,21 @@ read_extension_row(JobqExtension *ext)
 }
 
 /*
- * jobq's row of pg_extension in this database, as of the current command;
- * oid is InvalidOid if jobq is not installed.  The result is static: copy
- * what must outlive the command.  Must run inside a transaction.
+ * jobq's row of pg_extension in this database, as of the start of the
+ * current statement; oid is InvalidOid if jobq is not installed.  The
+ * result is static: copy what must outlive the statement.  Must run inside
+ * a transaction.
  */
 const JobqExtension *
 JobqLookupExtension(void)
 {
-	CommandId	cid = GetCurrentCommandId(false);
+	TimestampTz statement = GetCurrentStatementStartTimestamp();
 
-	if (cached_lxid != MyProc->lxid || cached_cid != cid)
+	if (cached_lxid != MyProc->lxid || cached_statement != statement)
 	{
 		read_extension_row(&cached);
 		cached_lxid = MyProc->lxid;
-		cached_cid = cid;
+		cached_statement = statement;
 	}
 	return &cached;
 }

@@ -47,6 +47,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -142,20 +143,34 @@ JobqNormalizeSearchPath(const char *path)
 }
 
 /*
- * Whether this backend holds any advisory lock, at either level.  Reads
- * the whole lock table: once per jobq.run_pending() call, never per job.
+ * Whether this backend holds any advisory lock, at either level: a walk of
+ * its own entries of the shared lock table (advisory locks never take the
+ * fast path), once per jobq.run_pending() call.  A partition with none of
+ * ours is skipped without its lock, as LockReleaseAll does: only this
+ * backend adds to its own lists.
  */
 static bool
 holds_advisory_locks(void)
 {
-	LockData   *data = GetLockStatusData();
 	bool		found = false;
-	int			i;
+	int			partition;
 
-	for (i = 0; i < data->nelements && !found; i++)
-		found = data->locks[i].pid == MyProcPid &&
-			data->locks[i].locktag.locktag_type == LOCKTAG_ADVISORY &&
-			data->locks[i].holdMask != 0;
+	for (partition = 0; partition < NUM_LOCK_PARTITIONS && !found; partition++)
+	{
+		SHM_QUEUE  *mine = &MyProc->myProcLocks[partition];
+		PROCLOCK   *proclock;
+
+		if (SHMQueueNext(mine, mine, offsetof(PROCLOCK, procLink)) == NULL)
+			continue;
+		LWLockAcquire(LockHashPartitionLockByIndex(partition), LW_SHARED);
+		for (proclock = (PROCLOCK *) SHMQueueNext(mine, mine, offsetof(PROCLOCK, procLink));
+			 proclock != NULL && !found;
+			 proclock = (PROCLOCK *) SHMQueueNext(mine, &proclock->procLink,
+												  offsetof(PROCLOCK, procLink)))
+			found = proclock->holdMask != 0 &&
+				proclock->tag.myLock->tag.locktag_type == LOCKTAG_ADVISORY;
+		LWLockRelease(LockHashPartitionLockByIndex(partition));
+	}
 	return found;
 }
 
@@ -236,21 +251,67 @@ release_handler_session_locks(void)
 }
 
 /*
+ * Whether the session's search_path is the kind's already.  Without a
+ * temporary schema in this session (never in a worker: it can make none,
+ * all it runs being security-restricted), where pg_temp stands makes no
+ * difference, so the session's path also counts if it names the same
+ * schemas; the normalised form of the last path seen is kept.
+ */
+static bool
+search_path_is(const char *search_path)
+{
+	static char *seen = NULL;	/* the last session path normalised */
+	static char *normalised = NULL;
+	Oid			temp_schema;
+	Oid			temp_toast_schema;
+
+	if (strcmp(namespace_search_path, search_path) == 0)
+		return true;
+	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
+	if (OidIsValid(temp_schema))
+		return false;
+	if (seen == NULL || strcmp(seen, namespace_search_path) != 0)
+	{
+		char	   *path = JobqNormalizeSearchPath(namespace_search_path);
+
+		if (seen != NULL)
+		{
+			pfree(seen);
+			pfree(normalised);
+		}
+		seen = MemoryContextStrdup(TopMemoryContext, namespace_search_path);
+		normalised = MemoryContextStrdup(TopMemoryContext, path);
+		pfree(path);
+	}
+	return strcmp(normalised, search_path) == 0;
+}
+
+/*
  * Enter a handler's environment: its kind's role and search_path, in a new
- * GUC nesting level.  Must run inside the handler's subtransaction, which
- * undoes all of it if the handler fails.
+ * GUC nesting level.  Must run inside the subtransaction jobq runs the
+ * handler in, which undoes all of it if the handler fails.
+ *
+ * Setting a GUC in a transaction makes every later end of a nesting level
+ * in it (one per job) walk all settings, and the next name lookup rebuild
+ * the search path: together a sixth of a no-op job.  So the search_path is
+ * set only if the session's does not resolve names the same way already,
+ * and then at the level of the subtransaction, not the handler's own: the
+ * handler's SETs end with it, back to its kind's path, and the next
+ * handler of the same kind in a batch finds it set.  The subtransaction's
+ * end puts back the path it started with.
  */
 void
 JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path)
 {
 	env->subid = GetCurrentSubTransactionId();
 	env->newest_portal = newest_portal_memory();
+	if (!search_path_is(search_path))
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&env->save_userid, &env->save_sec_context);
 	SetUserIdAndSecContext(owner, env->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	env->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 /*
