@@ -12,13 +12,13 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter \
 
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
-REGRESS = setup cron kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input walkthrough subscriptions operators privileges concurrency schedules upgrade
+REGRESS = setup cron kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input walkthrough subscriptions operators privileges security concurrency schedules upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_regress
 ENCODING = UTF8
 NO_LOCALE = 1
 
-ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many once_concurrent concurrency_key concurrency_key_rr schedule_race schedule_queue
+ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many once_concurrent concurrency_key concurrency_key_rr schedule_race schedule_queue forged_locks
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_iso --inputdir=$(srcdir)/test/isolation
 

@@ -1,0 +1,751 @@
+-- security: the attacks of the trust-boundary review (DESIGN.md principle 9),
+-- each tried as an attacker would and shown refused.  jobq must never let
+-- a role do what it could not do without jobq: run code as another role,
+-- become superuser, make another role's handler use its objects, read what
+-- another role's handler left behind, or stall jobq's own work.
+--
+-- The attackers are ordinary login roles in sessions of their own (\c), so
+-- that their temporary objects are theirs.  Every planted object records,
+-- when it is used, who used it (current_user) in public.hijack_log, and
+-- counts uses by any role other than the attacker in a sequence, which a
+-- rollback does not undo; and it tries ALTER ROLE <attacker> SUPERUSER,
+-- which only succeeds if it runs as a superuser.  Outcomes are shown as
+-- roles, states and SQLSTATEs, never as message text, ids or timestamps.
+-- The file makes and drops all it uses; it only needs the extension.
+\set VERBOSITY sqlstate
+SELECT current_user AS sec_su \gset
+
+-- Jobs other files left are not this file's: their queues are paused while
+-- it runs (and resumed at the end), so that run_pending runs only the jobs
+-- made here.
+CREATE TABLE sec_paused_queues AS SELECT name FROM jobq.queue WHERE NOT paused;
+UPDATE jobq.queue SET paused = true WHERE name IN (SELECT name FROM sec_paused_queues);
+
+-- What the attackers' objects record.  Anyone may write here: a planted
+-- object runs as whoever uses it.
+CREATE TABLE public.hijack_log (attacker name, who name, what text);
+GRANT INSERT, SELECT ON public.hijack_log TO PUBLIC;
+CREATE SEQUENCE public.hijack_foreign_uses MINVALUE 0 START 0;
+SELECT setval('public.hijack_foreign_uses', 0, true) AS no_foreign_use_yet;
+GRANT USAGE, SELECT ON SEQUENCE public.hijack_foreign_uses TO PUBLIC;
+
+-- Run in an attacker's session (as the attacker: no SECURITY DEFINER):
+-- pg_temp.hijack(what), which records its use and tries to make the
+-- session's role superuser when it runs as anyone else, and
+-- pg_temp.hijack_at_plan(what), an IMMUTABLE wrapper that the planner
+-- calls while it plans a query, before any row is read.  Every name in
+-- their bodies is qualified: the attacker's own shadows stay out of them.
+CREATE FUNCTION public.sec_plant_probe() RETURNS void LANGUAGE plpgsql AS $plant$
+BEGIN
+    EXECUTE $f$
+        CREATE FUNCTION pg_temp.hijack(what pg_catalog.text) RETURNS pg_catalog.bool
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.hijack_log (attacker, who, what)
+                VALUES (session_user, current_user, what);
+            IF current_user OPERATOR(pg_catalog.<>) session_user THEN
+                PERFORM pg_catalog.nextval('public.hijack_foreign_uses');
+                BEGIN
+                    EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', session_user);
+                EXCEPTION WHEN OTHERS THEN
+                    NULL;
+                END;
+            END IF;
+            RETURN true;
+        END $$ $f$;
+    EXECUTE $f$
+        CREATE FUNCTION pg_temp.hijack_at_plan(what pg_catalog.text) RETURNS pg_catalog.bool
+        LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN
+            RETURN pg_temp.hijack(what OPERATOR(pg_catalog.||) ' (at plan time)');
+        END $$ $f$;
+END $plant$;
+
+-- Who ran a planted object, as shown here: the attacker itself, or else
+-- the role (a superuser by that word, whatever its name).
+CREATE FUNCTION sec_who(who name, attacker name) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN who = attacker THEN 'itself'
+                WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = who) THEN 'a superuser'
+                ELSE who::text END
+$$;
+
+--
+-- (a) Every SECURITY DEFINER function of the extension pins
+-- search_path = pg_catalog, pg_temp.  Without pg_temp in the path,
+-- PostgreSQL searches it *first* for relations and types, and a caller's
+-- temporary view or domain stands in for a catalog or a type.  The list
+-- comes from the catalog, so that a new one cannot slip in.
+--
+SELECT p.oid::regprocedure AS security_definer, l.lanname AS language, p.proconfig
+  FROM pg_proc p
+  JOIN pg_language l ON l.oid = p.prolang
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'jobq')
+   AND d.deptype = 'e'
+   AND p.prosecdef
+ ORDER BY 1::text;
+-- Those without it (none).
+SELECT p.oid::regprocedure AS unpinned_security_definer, p.proconfig
+  FROM pg_proc p
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'jobq')
+   AND d.deptype = 'e'
+   AND p.prosecdef
+   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+ ORDER BY 1::text;
+
+--
+-- (b) Finding 1: any login role, through the sql_drop event trigger.
+-- jobq.forget_dropped_subscriptions() runs at every DROP, SECURITY DEFINER,
+-- and reads pg_trigger.  A temporary view named pg_trigger, whose WHERE
+-- calls the attacker's function, must not be what it reads: the attacker
+-- drops a table of its own and must stay what it was.  (The function is
+-- IMMUTABLE, so the planner runs it as soon as it plans the trigger's
+-- DELETE, whether or not any subscription exists.)
+--
+CREATE ROLE sec_anyone LOGIN;
+\c - sec_anyone
+SELECT public.sec_plant_probe();
+CREATE TEMP VIEW pg_trigger AS
+    SELECT * FROM pg_catalog.pg_trigger WHERE pg_temp.hijack_at_plan('view pg_trigger');
+-- The view does stand in for pg_trigger in the attacker's own queries.
+SELECT count(*) >= 0 AS read_pg_trigger FROM pg_trigger;
+CREATE TEMP TABLE sec_mine (x int);
+DROP TABLE sec_mine;
+\c - :sec_su
+SELECT rolsuper AS anyone_is_superuser FROM pg_roles WHERE rolname = 'sec_anyone';
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_anyone' ORDER BY 1, 2;
+ALTER ROLE sec_anyone NOSUPERUSER;
+
+--
+-- (c) Finding 2: jobq_operator, through jobq.history() (LANGUAGE sql,
+-- SECURITY DEFINER, with ::text casts).  Temporary domains named text,
+-- jsonb, int4... whose CHECK calls the attacker's function must not be the
+-- types history() casts to.  The job has failed attempts and an operator
+-- action, so that every branch of history() runs.
+--
+CREATE ROLE sec_history_op LOGIN IN ROLE jobq_operator;
+SELECT jobq.register_kind('sec.hist', queue => 'sec_hist', max_attempts => 1);
+SELECT jobq.enqueue('sec.hist', '{"n": 1}') AS sec_hist_job \gset
+SELECT jobq.fail(id, lease_token, 'card declined') FROM jobq.claim('sec_hist', 'w1');
+SET ROLE sec_history_op;
+SELECT jobq.retry(:sec_hist_job, 'customer fixed the card');
+RESET ROLE;
+SELECT count(jobq.complete(id, lease_token)) AS completed FROM jobq.claim('sec_hist', 'w2');
+\c - sec_history_op
+SELECT public.sec_plant_probe();
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.hijack('type text'));
+CREATE DOMAIN pg_temp.jsonb AS pg_catalog.jsonb CHECK (pg_temp.hijack('type jsonb'));
+CREATE DOMAIN pg_temp.int4 AS pg_catalog.int4 CHECK (pg_temp.hijack('type int4'));
+CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (pg_temp.hijack('type int8'));
+CREATE DOMAIN pg_temp.name AS pg_catalog.name CHECK (pg_temp.hijack('type name'));
+CREATE DOMAIN pg_temp.bool AS pg_catalog.bool CHECK (pg_temp.hijack('type bool'));
+CREATE DOMAIN pg_temp.timestamptz AS pg_catalog.timestamptz
+    CHECK (pg_temp.hijack('type timestamptz'));
+CREATE DOMAIN pg_temp."interval" AS pg_catalog."interval" CHECK (pg_temp.hijack('type interval'));
+-- The domain does stand in for text in the operator's own queries.
+SELECT 'x'::text AS cast_to_text;
+SELECT attempt, event, worker, detail FROM jobq.history(:sec_hist_job);
+\c - :sec_su
+SELECT rolsuper AS history_op_is_superuser FROM pg_roles WHERE rolname = 'sec_history_op';
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_history_op' ORDER BY 1, 2;
+ALTER ROLE sec_history_op NOSUPERUSER;
+
+--
+-- (d) The generic hijack test.  For each of the four roles, a login role
+-- holding only it plants temporary domains shadowing common type names,
+-- and temporary views shadowing catalog names and the names of jobq's own
+-- tables and views, then calls every function of the extension with
+-- arguments that make the real code paths run (and selects every view).
+-- Nothing may run as anyone but the attacker.
+--
+-- The shadows.  Type names that are grammar keywords (interval, numeric,
+-- varchar) resolve to pg_catalog when written bare; their domains are only
+-- reached through a quoted name, and cost nothing to try.
+CREATE TABLE public.sec_shadow (name text PRIMARY KEY, ddl text NOT NULL, probe text NOT NULL);
+GRANT SELECT ON public.sec_shadow TO PUBLIC;
+INSERT INTO sec_shadow
+SELECT t.name,
+       format('CREATE DOMAIN pg_temp.%I AS pg_catalog.%I CHECK (pg_temp.hijack(%L))',
+              t.name, t.name, 'type ' || t.name),
+       format('SELECT CAST(%L AS %s)', t.sample, quote_ident(t.name))
+  FROM (VALUES ('text', 'x'), ('varchar', 'x'), ('name', 'x'), ('char', 'x'),
+               ('jsonb', '{}'), ('json', '{}'), ('int2', '1'), ('int4', '1'), ('int8', '1'),
+               ('numeric', '1'), ('float4', '1'), ('float8', '1'), ('bool', 't'),
+               ('oid', '1'), ('xid', '1'), ('tid', '(0,1)'), ('regclass', 'pg_catalog.pg_class'),
+               ('regproc', 'pg_catalog.now'), ('regprocedure', 'pg_catalog.now()'),
+               ('regtype', 'pg_catalog.int4'), ('regrole', 'pg_database_owner'),
+               ('regnamespace', 'pg_catalog'), ('timestamptz', '2020-01-01 00:00+00'),
+               ('timestamp', '2020-01-01 00:00'), ('date', '2020-01-01'),
+               ('interval', '1 hour'), ('bytea', '\x00'), ('uuid', gen_random_uuid()::text),
+               ('inet', '127.0.0.1')) t(name, sample);
+-- Catalogs: their columns (but those of a pseudo-type, which a view
+-- cannot have: pg_attribute.attmissingval), rows and all.
+INSERT INTO sec_shadow
+SELECT c.name,
+       format('CREATE TEMP VIEW %I AS SELECT %s FROM pg_catalog.%I'
+              ' WHERE pg_temp.hijack_at_plan(%L) AND pg_temp.hijack(%L)',
+              c.name,
+              (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                WHERE a.attrelid = ('pg_catalog.' || c.name)::regclass
+                  AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype <> 'p'),
+              c.name, 'relation ' || c.name, 'relation ' || c.name),
+       format('SELECT FROM %I LIMIT 1', c.name)
+  FROM unnest(ARRAY['pg_class', 'pg_trigger', 'pg_namespace', 'pg_proc', 'pg_roles',
+                    'pg_extension', 'pg_stat_activity', 'pg_locks', 'pg_cursors',
+                    'pg_database', 'pg_type', 'pg_attribute', 'pg_depend', 'pg_settings',
+                    'pg_index', 'pg_constraint', 'pg_operator', 'pg_event_trigger',
+                    'pg_auth_members', 'pg_inherits', 'pg_description',
+                    'pg_prepared_statements', 'pg_language', 'pg_collation']) c(name);
+-- jobq's tables and views, from the catalog: same columns, no rows (the
+-- attackers may not read jobq's tables).
+INSERT INTO sec_shadow
+SELECT c.relname,
+       format('CREATE TEMP VIEW %I AS SELECT %s'
+              ' WHERE pg_temp.hijack_at_plan(%L) AND pg_temp.hijack(%L)',
+              c.relname,
+              (SELECT string_agg(format('CAST(NULL AS %I.%I) AS %I',
+                                        n.nspname, t.typname, a.attname), ', '
+                                 ORDER BY a.attnum)
+                 FROM pg_attribute a
+                 JOIN pg_type t ON t.oid = a.atttypid
+                 JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+              'relation ' || c.relname, 'relation ' || c.relname),
+       format('SELECT FROM %I LIMIT 1', c.relname)
+  FROM pg_class c
+ WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind IN ('r', 'v');
+SELECT shadow, string_agg(name, ' ' ORDER BY name) AS names
+  FROM (SELECT CASE WHEN ddl LIKE 'CREATE DOMAIN %' THEN 'domain' ELSE 'view' END AS shadow,
+               name, (row_number() OVER (PARTITION BY ddl LIKE 'CREATE DOMAIN %'
+                                         ORDER BY name) - 1) / 8 AS line
+          FROM sec_shadow) s
+ GROUP BY shadow, line ORDER BY shadow, line;
+
+-- Plant them all in the caller's session, then use each once as the
+-- caller: every shadow must fire (else the test proves nothing).  Lists
+-- the shadows that did not.
+CREATE FUNCTION public.sec_plant_shadows() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+BEGIN
+    PERFORM public.sec_plant_probe();
+    FOR s IN SELECT ddl FROM public.sec_shadow ORDER BY name LOOP
+        EXECUTE s.ddl;
+    END LOOP;
+END $$;
+CREATE FUNCTION public.sec_dead_shadows() RETURNS SETOF pg_catalog.text
+LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN SELECT name, probe FROM public.sec_shadow ORDER BY name LOOP
+        EXECUTE s.probe;
+        IF NOT EXISTS (SELECT FROM public.hijack_log h
+                        WHERE h.attacker OPERATOR(pg_catalog.=) session_user
+                          AND h.who OPERATOR(pg_catalog.=) session_user
+                          AND pg_catalog.split_part(h.what, ' ', 2)
+                              OPERATOR(pg_catalog.=) s.name) THEN
+            RETURN NEXT s.name;
+        END IF;
+    END LOOP;
+END $$;
+
+-- What each attacker gets to work on, made by the superuser just before
+-- the attacker connects (sec_gen_fixture): kinds of its own names (an
+-- external one, one with side effects, and "victim", an in-database kind
+-- registered by the superuser whose handler uses unqualified names), jobs
+-- that are failed, held, completed after a retry (for history), pending
+-- later (for cancel), four ready to claim and one victim job; a schedule;
+-- a subscribed table anyone may write; a table the attacker may subscribe.
+CREATE FUNCTION public.sec_victim(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count(*) FROM pg_class WHERE relname = 'sec_nothing';
+    RETURN jsonb_build_object('n', (p->>'n')::int4, 'by', current_user::text);
+END $$;
+CREATE FUNCTION public.sec_own_handler(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM count(*) FROM pg_class WHERE relname = 'sec_nothing';
+    RETURN jsonb_build_object('n', (p->>'n')::int4, 'by', current_user::text);
+END $$;
+CREATE TABLE public.sec_fixture (attacker name, what text, id bigint);
+GRANT SELECT ON public.sec_fixture TO PUBLIC;
+CREATE TABLE public.sec_claims (attacker name, n bigint, id bigint, lease_token bigint);
+GRANT SELECT, INSERT ON public.sec_claims TO PUBLIC;
+CREATE FUNCTION public.sec_id(what text) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT id FROM public.sec_fixture WHERE attacker = session_user AND what = $1
+$$;
+CREATE FUNCTION public.sec_claim_id(n bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT id FROM public.sec_claims WHERE attacker = session_user AND n = $1
+$$;
+CREATE FUNCTION public.sec_claim_token(n bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT lease_token FROM public.sec_claims WHERE attacker = session_user AND n = $1
+$$;
+CREATE FUNCTION public.sec_id_of(who name, what text) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT id FROM public.sec_fixture WHERE attacker = $1 AND what = $2
+$$;
+CREATE FUNCTION sec_gen_fixture(level text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    who name := 'sec_gen_' || level;
+    q text := 'sec_gen_' || level;
+    k text := 'sec.gen.' || level;
+    job bigint;
+    w text;
+BEGIN
+    PERFORM jobq.register_kind(k || '.ext', queue => q, max_attempts => 1);
+    PERFORM jobq.register_kind(k || '.mail', queue => q || '_mail', side_effects => '{email}');
+    PERFORM jobq.register_kind(k || '.victim', 'public.sec_victim(jsonb)', queue => q || '_db');
+    -- Failed jobs, and one completed after a failure and a retry.
+    FOREACH w IN ARRAY ARRAY['failed', 'failed2', 'failed3', 'history'] LOOP
+        job := jobq.enqueue(k || '.ext', jsonb_build_object('what', w));
+        PERFORM jobq.fail(c.id, c.lease_token, 'card declined') FROM jobq.claim(q, 'fixture') c;
+        INSERT INTO public.sec_fixture VALUES (who, w, job);
+    END LOOP;
+    PERFORM jobq.retry(public.sec_id_of(who, 'history'), 'card fixed');
+    PERFORM jobq.complete(c.id, c.lease_token) FROM jobq.claim(q, 'fixture') c;
+    -- Held: side effects, not retry_safe.
+    job := jobq.enqueue(k || '.mail', '{"what": "held"}');
+    PERFORM jobq.fail(c.id, c.lease_token, 'smtp 421') FROM jobq.claim(q || '_mail', 'fixture') c;
+    INSERT INTO public.sec_fixture VALUES (who, 'held', job);
+    job := jobq.enqueue(k || '.ext', '{"what": "later"}', run_at => now() + interval '1 day');
+    INSERT INTO public.sec_fixture VALUES (who, 'later', job);
+    FOR i IN 1..4 LOOP
+        PERFORM jobq.enqueue(k || '.ext', jsonb_build_object('n', i),
+                             run_at => now() - interval '1 hour');
+    END LOOP;
+    PERFORM jobq.enqueue(k || '.victim', '{"n": 1}');
+    PERFORM jobq.schedule(k, '0 0 1 1 *', k || '.ext', start_at => '2100-01-01 00:00+00');
+    EXECUTE format('CREATE TABLE public.%I (id int PRIMARY KEY, note text)', q || '_feed');
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I TO PUBLIC', q || '_feed');
+    PERFORM jobq.subscribe(k || '.feed', format('public.%I', q || '_feed')::regclass,
+                           k || '.ext');
+    EXECUTE format('CREATE TABLE public.%I (id int)', q || '_src');
+    EXECUTE format('GRANT TRIGGER ON public.%I TO %I', q || '_src', who);
+END $$;
+
+-- The calls, in order; {L} stands for the attacker's level.  fn names the
+-- function a call exercises (the trigger and event trigger functions run
+-- through the writes and DROPs that fire them); views come from the
+-- catalog.  Types are written qualified, so that the attacker's own
+-- shadows do not fire in its own statements (they would only record
+-- "itself").
+CREATE TABLE public.sec_calls (n int PRIMARY KEY, fn regprocedure, stmt text NOT NULL);
+GRANT SELECT ON public.sec_calls TO PUBLIC;
+INSERT INTO public.sec_calls VALUES
+ (1, 'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text)',
+  $$SELECT jobq.enqueue('sec.gen.{L}.ext', '{"by": "attacker"}', idempotency_key => 'k1', concurrency_key => 'ck1')$$),
+ (2, 'jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text)',
+  $$SELECT pg_catalog.count(*) FROM jobq.enqueue_many('sec.gen.{L}.ext', ARRAY['{"m": 1}', '{"m": 2}']::pg_catalog.jsonb[], ARRAY['m1', 'm2'])$$),
+ (3, 'jobq.cancel(bigint, text)',
+  $$SELECT jobq.cancel(public.sec_id('later'), 'not needed')$$),
+ (4, 'jobq.claim(text, text, integer, interval)',
+  $$INSERT INTO public.sec_claims SELECT session_user, c.n, c.id, c.lease_token FROM jobq.claim('sec_gen_{L}', 'attacker', 4, '1 hour') WITH ORDINALITY AS c(id, kind, payload, attempt, lease_token, lease_expires_at, idempotency_key, n)$$),
+ (5, 'jobq.heartbeat(bigint, bigint, interval)',
+  $$SELECT jobq.heartbeat(public.sec_claim_id(1), public.sec_claim_token(1), '2 hours')$$),
+ (6, 'jobq.record_step(bigint, text, jsonb, bigint)',
+  $$SELECT jobq.record_step(public.sec_claim_id(1), 'charge', '{"ok": true}', public.sec_claim_token(1))$$),
+ (7, 'jobq.step_result(bigint, text)',
+  $$SELECT jobq.step_result(public.sec_claim_id(1), 'charge')$$),
+ (8, 'jobq.external_key(bigint, text)',
+  $$SELECT jobq.external_key(public.sec_claim_id(1), 'charge')$$),
+ (9, 'jobq.complete(bigint, bigint, jsonb)',
+  $$SELECT jobq.complete(public.sec_claim_id(1), public.sec_claim_token(1), '{"done": true}')$$),
+ (10, 'jobq.fail(bigint, bigint, text, interval)',
+  $$SELECT jobq.fail(public.sec_claim_id(2), public.sec_claim_token(2), 'boom')$$),
+ (11, 'jobq.snooze(bigint, bigint, interval)',
+  $$SELECT jobq.snooze(public.sec_claim_id(3), public.sec_claim_token(3), '1 hour')$$),
+ (12, 'jobq.complete_many(bigint[], bigint[])',
+  $$SELECT jobq.complete_many(ARRAY[public.sec_claim_id(4)], ARRAY[public.sec_claim_token(4)])$$),
+ (13, 'jobq.rescue_leases()', $$SELECT jobq.rescue_leases()$$),
+ (14, 'jobq.once(text)', $$SELECT jobq.once('sec.gen.{L}.op')$$),
+ (15, 'jobq.current_job()', $$SELECT jobq.current_job()$$),
+ (16, 'jobq.cron_next(text, timestamptz, text)',
+  $$SELECT jobq.cron_next('*/5 * * * *', '2020-01-01 00:00+00', 'Europe/Paris')$$),
+ (17, 'jobq.history(bigint)',
+  $$SELECT pg_catalog.count(*) FROM jobq.history(public.sec_id('history'))$$),
+ (18, 'jobq.retry(bigint, text, boolean)',
+  $$SELECT jobq.retry(public.sec_id('failed'), 'try again')$$),
+ (19, 'jobq.discard(bigint, text)',
+  $$SELECT jobq.discard(public.sec_id('failed2'), 'give up')$$),
+ (20, 'jobq.retry_failed(text, timestamptz, text)',
+  $$SELECT jobq.retry_failed('sec.gen.{L}.ext', NULL, 'all of them')$$),
+ (21, 'jobq.resolve(bigint, text)',
+  $$SELECT jobq.resolve(public.sec_id('held'), 'refunded by hand')$$),
+ (22, 'jobq.pause_queue(text, text)', $$SELECT jobq.pause_queue('sec_gen_{L}', 'maintenance')$$),
+ (23, 'jobq.resume_queue(text, text)', $$SELECT jobq.resume_queue('sec_gen_{L}', 'done')$$),
+ (24, 'jobq.pause_schedule(text)', $$SELECT jobq.pause_schedule('sec.gen.{L}')$$),
+ (25, 'jobq.resume_schedule(text)', $$SELECT jobq.resume_schedule('sec.gen.{L}')$$),
+ (26, 'jobq.run_schedule_now(text)', $$SELECT jobq.run_schedule_now('sec.gen.{L}')$$),
+ (27, 'jobq.register_kind(text, regprocedure, text, integer, interval, interval, interval, text[], boolean)',
+  $$SELECT jobq.register_kind('sec.gen.{L}.own', 'public.sec_own_handler(pg_catalog.jsonb)', queue => 'sec_gen_{L}_own')$$),
+ (28, NULL, $$SELECT jobq.enqueue('sec.gen.{L}.own', '{"n": 2}')$$),
+ (29, 'jobq.run_pending(integer)', $$SELECT jobq.run_pending()$$),
+ (30, 'jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('sec.gen.{L}.own')$$),
+ (31, 'jobq.schedule(text, text, text, jsonb, text, text, text, text, timestamptz)',
+  $$SELECT jobq.schedule('sec.gen.{L}.own', '0 * * * *', 'sec.gen.{L}.ext', start_at => '1999-12-31 23:00+00')$$),
+ (32, 'jobq.tick_schedules(timestamptz)', $$SELECT jobq.tick_schedules('2000-01-01 00:00:30+00')$$),
+ (33, 'jobq.unschedule(text)', $$SELECT jobq.unschedule('sec.gen.{L}.own')$$),
+ (34, 'jobq.subscribe(text, regclass, text, text[])',
+  $$SELECT jobq.subscribe('sec.gen.{L}.src', 'public.sec_gen_{L}_src', 'sec.gen.{L}.ext')$$),
+ (35, 'jobq.unsubscribe(text)', $$SELECT jobq.unsubscribe('sec.gen.{L}.src')$$),
+ (36, 'jobq.dispatch()', $$INSERT INTO public.sec_gen_{L}_feed VALUES (1, 'new')$$),
+ (37, NULL, $$UPDATE public.sec_gen_{L}_feed SET note = 'changed'$$),
+ (38, NULL, $$DELETE FROM public.sec_gen_{L}_feed$$),
+ (39, 'jobq.purge_finished(interval)', $$SELECT jobq.purge_finished('100 years')$$),
+ (40, 'jobq.worker_status()', $$SELECT pg_catalog.count(*) FROM jobq.worker_status()$$),
+ (41, 'jobq.worker_jobs()', $$SELECT pg_catalog.count(*) FROM jobq.worker_jobs()$$),
+ (42, 'jobq.wake_launcher()', $$SELECT jobq.wake_launcher()$$),
+ (43, 'jobq.forget_dropped_subscriptions()',
+  $$CREATE TEMP TABLE sec_gone (x pg_catalog.int4); DROP TABLE sec_gone$$),
+ -- Not the owner: refused, but the ddl_command_start trigger runs first.
+ -- (Should the attacker have become superuser, the division by zero rolls
+ -- the drop back.)
+ (44, 'jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq; SELECT 1 / 0$$);
+INSERT INTO public.sec_calls
+SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
+       format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)
+  FROM pg_class c
+ WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind = 'v';
+
+-- Every function of the extension is called (a new one shows up here).
+SELECT count(*) AS extension_functions FROM pg_depend d
+ WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'jobq') AND d.deptype = 'e';
+SELECT d.objid::regprocedure AS not_called FROM pg_depend d
+ WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'jobq') AND d.deptype = 'e'
+   AND d.objid NOT IN (SELECT fn FROM public.sec_calls WHERE fn IS NOT NULL)
+ ORDER BY 1::text;
+SELECT count(*) AS views_read FROM public.sec_calls WHERE n > 100;
+
+-- The attack: each call in a transaction of its own, its error caught; for
+-- each, its SQLSTATE and how many times a planted object ran as another
+-- role (counted by a sequence, which the call's rollback does not undo).
+CREATE TABLE public.sec_outcome (attacker name, n int, sqlstate text, foreign_uses bigint);
+GRANT INSERT ON public.sec_outcome TO PUBLIC;
+CREATE FUNCTION public.sec_try(stmt pg_catalog.text) RETURNS pg_catalog.text
+LANGUAGE plpgsql AS $$
+DECLARE
+    state pg_catalog.text;
+BEGIN
+    EXECUTE stmt;
+    RETURN '00000';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
+    RETURN state;
+END $$;
+CREATE PROCEDURE public.sec_attack() LANGUAGE plpgsql AS $$
+DECLARE
+    level pg_catalog.text := pg_catalog.substr(session_user, 9);
+    c record;
+    before pg_catalog.int8;
+    state pg_catalog.text;
+BEGIN
+    FOR c IN SELECT n, stmt FROM public.sec_calls ORDER BY n LOOP
+        SELECT last_value INTO before FROM public.hijack_foreign_uses;
+        state := public.sec_try(pg_catalog.replace(c.stmt, '{L}', level));
+        INSERT INTO public.sec_outcome
+        SELECT session_user, c.n, state, s.last_value OPERATOR(pg_catalog.-) before
+          FROM public.hijack_foreign_uses s;
+        COMMIT;
+    END LOOP;
+END $$;
+
+CREATE ROLE sec_gen_producer LOGIN IN ROLE jobq_producer;
+CREATE ROLE sec_gen_worker LOGIN IN ROLE jobq_worker;
+CREATE ROLE sec_gen_operator LOGIN IN ROLE jobq_operator;
+CREATE ROLE sec_gen_admin LOGIN IN ROLE jobq_admin;
+
+SELECT sec_gen_fixture('producer');
+\c - sec_gen_producer
+SELECT public.sec_plant_shadows();
+SELECT public.sec_dead_shadows() AS dead_shadow;
+CALL public.sec_attack();
+\c - :sec_su
+
+SELECT sec_gen_fixture('worker');
+\c - sec_gen_worker
+SELECT public.sec_plant_shadows();
+SELECT public.sec_dead_shadows() AS dead_shadow;
+CALL public.sec_attack();
+\c - :sec_su
+
+SELECT sec_gen_fixture('operator');
+\c - sec_gen_operator
+SELECT public.sec_plant_shadows();
+SELECT public.sec_dead_shadows() AS dead_shadow;
+CALL public.sec_attack();
+\c - :sec_su
+
+SELECT sec_gen_fixture('admin');
+\c - sec_gen_admin
+SELECT public.sec_plant_shadows();
+SELECT public.sec_dead_shadows() AS dead_shadow;
+CALL public.sec_attack();
+\c - :sec_su
+
+-- What each call did, per role (00000: it ran; 42501: not this role's;
+-- 22004 or 42704: it got no job or kind to work on, having claimed or
+-- registered none).  A role that had become superuser would show 00000
+-- where its rights end.
+SELECT c.n, coalesce(c.fn::oid::regproc::text, c.stmt) AS call,
+       max(o.sqlstate) FILTER (WHERE o.attacker = 'sec_gen_producer') AS producer,
+       max(o.sqlstate) FILTER (WHERE o.attacker = 'sec_gen_worker') AS worker,
+       max(o.sqlstate) FILTER (WHERE o.attacker = 'sec_gen_operator') AS operator,
+       max(o.sqlstate) FILTER (WHERE o.attacker = 'sec_gen_admin') AS admin
+  FROM public.sec_calls c JOIN public.sec_outcome o ON o.n = c.n
+ GROUP BY c.n, c.fn, c.stmt ORDER BY c.n;
+-- The calls during which a planted object ran as another role (none).
+SELECT o.attacker, o.n, o.foreign_uses FROM public.sec_outcome o
+ WHERE o.foreign_uses <> 0 ORDER BY 1, 2;
+SELECT last_value AS foreign_uses_in_all FROM public.hijack_foreign_uses;
+-- Who ran the attackers' objects: only the attackers themselves.
+SELECT attacker, string_agg(DISTINCT sec_who(who, attacker), ', ') AS ran_as
+  FROM hijack_log WHERE attacker LIKE 'sec\_gen\_%' GROUP BY attacker ORDER BY 1;
+SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'sec\_gen\_%' ORDER BY 1;
+ALTER ROLE sec_gen_producer NOSUPERUSER;
+ALTER ROLE sec_gen_worker NOSUPERUSER;
+ALTER ROLE sec_gen_operator NOSUPERUSER;
+ALTER ROLE sec_gen_admin NOSUPERUSER;
+-- The victim jobs (handlers registered by the superuser): nobody but a
+-- role with the superuser's privileges may run them.
+SELECT kind, state, attempt FROM jobq.jobs WHERE kind LIKE 'sec.gen.%.victim' ORDER BY 1;
+-- The generic test's jobs stay out of the run_pending calls below.
+UPDATE jobq.queue SET paused = true WHERE name LIKE 'sec\_gen\_%';
+
+--
+-- (e) Finding 4: jobq_operator and other roles' handlers.  run_pending runs
+-- a handler in the caller's session, where the caller's temporary table
+-- would stand in for the handler's unqualified "invoices".  The README's
+-- charge_invoice, registered by the superuser: an operator's run_pending
+-- must not run it at all (it has not the superuser's privileges), so the
+-- job stays pending and run_pending returns 0.
+--
+CREATE SCHEMA sec_billing;
+CREATE TABLE sec_billing.invoices (id int, charged boolean);
+CREATE FUNCTION sec_billing.charge_invoice(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO invoices VALUES ((p->>'invoice')::int, true);
+END $$;
+SET search_path = sec_billing, public;
+SELECT jobq.register_kind('sec.billing.charge', 'sec_billing.charge_invoice(jsonb)',
+                          queue => 'sec_billing');
+RESET search_path;
+SELECT jobq.enqueue('sec.billing.charge', '{"invoice": 7}') IS NOT NULL AS enqueued;
+CREATE ROLE sec_op LOGIN IN ROLE jobq_operator;
+-- Planted by the operator: a temporary invoices with a trigger.
+CREATE FUNCTION public.sec_plant_invoices() RETURNS void LANGUAGE plpgsql AS $plant$
+BEGIN
+    PERFORM public.sec_plant_probe();
+    CREATE TEMP TABLE invoices (id pg_catalog.int4, charged pg_catalog.bool);
+    EXECUTE $f$
+        CREATE FUNCTION pg_temp.invoices_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_temp.hijack('temp table invoices');
+            RETURN NEW;
+        END $$ $f$;
+    CREATE TRIGGER steal BEFORE INSERT ON pg_temp.invoices
+        FOR EACH ROW EXECUTE FUNCTION pg_temp.invoices_trigger();
+END $plant$;
+\c - sec_op
+SELECT public.sec_plant_invoices();
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS rows_in_temp_invoices FROM pg_temp.invoices;
+\c - :sec_su
+SELECT rolsuper AS op_is_superuser FROM pg_roles WHERE rolname = 'sec_op';
+ALTER ROLE sec_op NOSUPERUSER;
+SELECT state, attempt FROM jobq.jobs WHERE kind = 'sec.billing.charge';
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_op' ORDER BY 1, 2;
+
+-- A kind registered by a role the operator is a member of does run in the
+-- operator's run_pending, and its unqualified "invoices" is the one of the
+-- search_path fixed when the kind was registered (pg_temp last), not the
+-- operator's temporary table.
+CREATE ROLE sec_team LOGIN;
+CREATE SCHEMA sec_team AUTHORIZATION sec_team;
+GRANT jobq_admin TO sec_team;
+SET ROLE sec_team;
+CREATE TABLE sec_team.invoices (id int, charged boolean);
+CREATE FUNCTION sec_team.charge_invoice(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO invoices VALUES ((p->>'invoice')::int, true);
+END $$;
+SET search_path = sec_team, public;
+SELECT jobq.register_kind('sec.team.charge', 'sec_team.charge_invoice(jsonb)',
+                          queue => 'sec_team');
+RESET search_path;
+SELECT jobq.enqueue('sec.team.charge', '{"invoice": 8}') IS NOT NULL AS enqueued;
+RESET ROLE;
+REVOKE jobq_admin FROM sec_team;
+GRANT sec_team TO sec_op;
+SELECT name, search_path FROM jobq.kinds WHERE name LIKE 'sec.%.charge' ORDER BY 1;
+\c - sec_op
+SELECT public.sec_plant_invoices();
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS rows_in_temp_invoices FROM pg_temp.invoices;
+\c - :sec_su
+SELECT kind, state, attempt FROM jobq.jobs WHERE kind LIKE 'sec.%.charge' ORDER BY 1;
+SELECT id, charged FROM sec_team.invoices ORDER BY 1;
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_op' ORDER BY 1, 2;
+SELECT rolsuper AS op_is_superuser FROM pg_roles WHERE rolname = 'sec_op';
+ALTER ROLE sec_op NOSUPERUSER;
+-- The superuser's job is still there for the superuser to run, and its
+-- "invoices" is sec_billing's.
+SELECT jobq.run_pending() AS ran;
+SELECT id, charged FROM sec_billing.invoices ORDER BY 1;
+
+--
+-- (f) Finding 7: handlers of one batch, of two roles.  Alice's handler
+-- opens a cursor over her table and returns without closing it; Bob's
+-- handler runs next in the same batch (same priority, enqueued after) and
+-- fetches from a cursor of that name.  The cursor must be gone: Bob's job
+-- fails with 34000 (invalid_cursor_name) and he read nothing.
+--
+CREATE ROLE sec_alice LOGIN;
+CREATE ROLE sec_bob LOGIN;
+CREATE SCHEMA sec_alice AUTHORIZATION sec_alice;
+CREATE SCHEMA sec_bob AUTHORIZATION sec_bob;
+GRANT jobq_admin TO sec_alice, sec_bob;
+SET ROLE sec_alice;
+CREATE TABLE sec_alice.alice_secrets (secret text);
+INSERT INTO sec_alice.alice_secrets VALUES ('alice pin 1234'), ('alice pin 5678');
+CREATE FUNCTION sec_alice.leave_cursor(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c refcursor := 'alice_cur';
+BEGIN
+    OPEN c FOR SELECT secret FROM sec_alice.alice_secrets ORDER BY secret;
+END $$;
+SELECT jobq.register_kind('sec.alice', 'sec_alice.leave_cursor(jsonb)', queue => 'sec_portal');
+RESET ROLE;
+SET ROLE sec_bob;
+CREATE TABLE sec_bob.loot (stolen text);
+CREATE FUNCTION sec_bob.read_cursor(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c refcursor := 'alice_cur';
+    v text;
+BEGIN
+    LOOP
+        FETCH c INTO v;
+        EXIT WHEN NOT FOUND;
+        INSERT INTO sec_bob.loot VALUES (v);
+    END LOOP;
+END $$;
+SELECT jobq.register_kind('sec.bob', 'sec_bob.read_cursor(jsonb)', queue => 'sec_portal',
+                          max_attempts => 1);
+RESET ROLE;
+REVOKE jobq_admin FROM sec_alice, sec_bob;
+SELECT has_table_privilege('sec_bob', 'sec_alice.alice_secrets', 'SELECT') AS bob_may_read;
+SELECT jobq.enqueue('sec.alice', run_at => now() - interval '2 seconds') IS NOT NULL AS enqueued;
+SELECT jobq.enqueue('sec.bob', run_at => now() - interval '1 second') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT count(*) AS rows_bob_read FROM sec_bob.loot;
+SELECT j.kind, j.state, j.attempt, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind IN ('sec.alice', 'sec.bob') ORDER BY 1;
+
+--
+-- (g) Finding 8, the handler's side: a session-level advisory lock a
+-- handler takes does not outlive it.  This session holds none before
+-- run_pending, and none after.
+--
+CREATE FUNCTION public.sec_take_lock(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ SELECT pg_advisory_lock(777) $$;
+SELECT jobq.register_kind('sec.locker', 'public.sec_take_lock(jsonb)', queue => 'sec_locks');
+SELECT count(*) AS advisory_locks_before FROM pg_locks
+ WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT jobq.enqueue('sec.locker') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT state, attempt FROM jobq.jobs WHERE kind = 'sec.locker';
+SELECT count(*) AS advisory_locks_after FROM pg_locks
+ WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT pg_advisory_unlock_all();
+
+--
+-- (h) Finding 9: the 40P01 hand-back.  A handler that raises
+-- deadlock_detected is handed back, uncharged, to the next transaction, at
+-- most 5 times; then its attempt is charged.  Two jobs whose ids are equal
+-- modulo 64 must not reset each other's count: after 20 transactions each
+-- has been charged (max_attempts 1: failed), with 40P01 recorded.
+--
+CREATE FUNCTION public.sec_deadlocked(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = 'deadlock_detected';
+END $$;
+SELECT jobq.register_kind('sec.deadlock', 'public.sec_deadlocked(jsonb)', queue => 'sec_deadlock',
+                          max_attempts => 1, backoff_base => '1 hour');
+SELECT setval('jobq.job_id_seq', (nextval('jobq.job_id_seq') / 64 + 1) * 64 + 5, false) > 0
+    AS placed;
+SELECT jobq.enqueue('sec.deadlock', '{"n": 1}') AS sec_dl_1 \gset
+SELECT setval('jobq.job_id_seq', (nextval('jobq.job_id_seq') / 64 + 1) * 64 + 5, false) > 0
+    AS placed;
+SELECT jobq.enqueue('sec.deadlock', '{"n": 2}') AS sec_dl_2 \gset
+SELECT :sec_dl_1 % 64 = :sec_dl_2 % 64 AS congruent_mod_64;
+-- run_pending stops at a hand-back so that its caller commits first: one
+-- call per transaction.
+DO $$
+BEGIN
+    FOR i IN 1..20 LOOP
+        PERFORM jobq.run_pending();
+        COMMIT;
+    END LOOP;
+END $$;
+SELECT payload->>'n' AS n, state, attempt FROM jobq.jobs WHERE kind = 'sec.deadlock' ORDER BY 1;
+SELECT j.payload->>'n' AS n, e.attempt, e.sqlstate
+  FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+ WHERE j.kind = 'sec.deadlock' ORDER BY 1, 2;
+
+--
+-- Clean up.  The attackers' sessions must have ended (their temporary
+-- objects go with them) before their roles can be dropped.
+--
+DO $$
+BEGIN
+    FOR i IN 1..3000 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE usename LIKE 'sec\_%');
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+DO $$
+BEGIN
+    PERFORM jobq.unsubscribe(name) FROM jobq.subscription WHERE name LIKE 'sec.%';
+    PERFORM jobq.unschedule(name) FROM jobq.schedule WHERE name LIKE 'sec.%';
+END $$;
+DELETE FROM jobq.schedule_event WHERE schedule LIKE 'sec.%';
+DELETE FROM jobq.lease WHERE job_ids && ARRAY(SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
+DELETE FROM jobq.concurrency_lock WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
+DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
+DELETE FROM jobq.job_key WHERE kind LIKE 'sec.%';
+DELETE FROM jobq.operator_action
+ WHERE job_ids && ARRAY(SELECT id FROM jobq.job WHERE kind LIKE 'sec.%') OR queue LIKE 'sec\_%';
+DELETE FROM jobq.operation WHERE operation_id LIKE 'sec.%';
+DELETE FROM jobq.job WHERE kind LIKE 'sec.%';
+DO $$
+BEGIN
+    PERFORM jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'sec.%';
+END $$;
+DELETE FROM jobq.queue WHERE name LIKE 'sec\_%';
+UPDATE jobq.queue SET paused = false WHERE name IN (SELECT name FROM sec_paused_queues);
+DROP TABLE sec_paused_queues;
+DROP SCHEMA sec_billing, sec_team, sec_alice, sec_bob CASCADE;
+DROP TABLE public.hijack_log, public.sec_fixture, public.sec_claims, public.sec_calls,
+    public.sec_outcome, sec_shadow, public.sec_gen_producer_feed, public.sec_gen_producer_src,
+    public.sec_gen_worker_feed, public.sec_gen_worker_src, public.sec_gen_operator_feed,
+    public.sec_gen_operator_src, public.sec_gen_admin_feed, public.sec_gen_admin_src;
+DROP SEQUENCE public.hijack_foreign_uses;
+DROP FUNCTION public.sec_plant_probe(), sec_who(name, name), public.sec_plant_shadows(),
+    public.sec_dead_shadows(), public.sec_victim(jsonb), public.sec_own_handler(jsonb),
+    public.sec_id(text), public.sec_claim_id(bigint), public.sec_claim_token(bigint),
+    sec_gen_fixture(text), public.sec_id_of(name, text), public.sec_try(text),
+    public.sec_plant_invoices(), public.sec_take_lock(jsonb), public.sec_deadlocked(jsonb);
+DROP PROCEDURE public.sec_attack();
+DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
+    sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob;
