@@ -158,10 +158,26 @@ CREATE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
     AS $$ SELECT jsonb_build_object('v', 2) $$;
 SELECT jobq.enqueue('hd.named', '{"n": 1}') IS NOT NULL AS enqueued;
 SELECT jobq.run_pending() AS ran;
--- The lookup needs no right of whoever runs the batch: an operator
--- without USAGE on the handler's schema runs the job (as the kind's role).
+-- run_pending runs only the handlers of kinds whose owner the caller has
+-- the privileges of: an operator leaves the superuser's kind alone.
 CREATE ROLE regress_hd_operator IN ROLE jobq_operator;
 SELECT jobq.enqueue('hd.named', '{"n": 0}') IS NOT NULL AS enqueued;
+SET ROLE regress_hd_operator;
+SELECT jobq.run_pending() AS ran_nothing;
+RESET ROLE;
+SELECT jobq.run_pending() AS ran;
+-- The lookup needs no right of whoever runs the batch: a member of the
+-- kind's role, which has no USAGE on the handler's schema any more, runs
+-- the job (as the kind's role).
+CREATE ROLE regress_hd_owner LOGIN IN ROLE jobq_admin;
+GRANT USAGE ON SCHEMA "hd Schema" TO regress_hd_owner;
+SET ROLE regress_hd_owner;
+SELECT jobq.register_kind('hd.owned', '"hd Schema"."hd Named"(jsonb)', queue => 'hd',
+                          max_attempts => 1);
+RESET ROLE;
+REVOKE USAGE ON SCHEMA "hd Schema" FROM regress_hd_owner;
+GRANT regress_hd_owner TO regress_hd_operator;
+SELECT jobq.enqueue('hd.owned', '{"n": 0}') IS NOT NULL AS enqueued;
 -- (replaced, so that this session looks the handler up again)
 CREATE OR REPLACE FUNCTION "hd Schema"."hd Named"(p jsonb) RETURNS jsonb LANGUAGE sql
     AS $$ SELECT jsonb_build_object('v', 2) $$;
@@ -169,6 +185,7 @@ SET ROLE regress_hd_operator;
 SELECT has_schema_privilege('hd Schema', 'USAGE') AS operator_sees_schema;
 SELECT jobq.run_pending() AS ran;
 RESET ROLE;
+SELECT kind, state, result FROM jobq.jobs WHERE kind = 'hd.owned';
 DROP ROLE regress_hd_operator;
 ALTER FUNCTION "hd Schema"."hd Named"(jsonb) RENAME TO hd_renamed;
 SELECT jobq.enqueue('hd.named', '{"n": 2}') IS NOT NULL AS enqueued;
@@ -189,6 +206,7 @@ SELECT count(*) AS claimable FROM jobq.claim('hd', 'x', 10);
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
 DELETE FROM jobq.job WHERE kind LIKE 'hd.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'hd.%' ORDER BY name;
+DROP ROLE regress_hd_owner;
 DROP TABLE hd_ledger;
 DROP FUNCTION hd_record(jsonb), hd_picky(jsonb), hd_slow(jsonb), hd_setter(jsonb),
     hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb);

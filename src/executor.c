@@ -1159,8 +1159,13 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	/* Workers promote in a short transaction of their own. */
 	if (slot == NULL)
 		(void) JobqPromoteDueJobs();
-	/* A superuser may run every kind's handler: no check per job. */
-	n = pick_runnable_jobs(max_jobs, slot == NULL && !superuser() ? GetUserId() : InvalidOid,
+	/*
+	 * In a session, the caller's (not jobq's owner's, whose rights the
+	 * access gives) privileges decide which kinds run; a superuser may run
+	 * every kind's handler, with no check per job.
+	 */
+	n = pick_runnable_jobs(max_jobs,
+						   slot == NULL && !superuser_arg(access.caller) ? access.caller : InvalidOid,
 						   &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */

@@ -487,6 +487,14 @@ jobq_drop_subscription_triggers(PG_FUNCTION_ARGS)
 	if (!drops_jobq(trigdata->parsetree))
 		PG_RETURN_VOID();
 
+	/*
+	 * Only for a role that may drop jobq: this runs before DROP EXTENSION
+	 * checks that, and the triggers are dropped with jobq's owner's rights.
+	 * Anyone else's DROP EXTENSION fails on its own, touching no table.
+	 */
+	if (!pg_extension_ownercheck(JobqRequireExtension()->oid, GetUserId()))
+		PG_RETURN_VOID();
+
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_all,
 					"SELECT source::pg_catalog.oid, trigger_name::text FROM jobq.subscription",
