@@ -1,0 +1,259 @@
+# "Installed" means pg_extension says so (principle 9; issue 13, finding 3).
+#
+# The launcher probes every database with a worker that connects as the
+# bootstrap superuser.  A role with CREATEDB alone makes databases of its
+# own, and in them whatever schema it likes.  So:
+#
+# (a) A look-alike: a schema "jobq" with tables shaped like jobq's, a
+#     deferred constraint trigger on jobq.job that makes its owner a
+#     superuser when it runs as one, and a scheduled job whose run_at has
+#     passed (the worker's housekeeping promotes such jobs).  A worker that
+#     took "relation jobq.job exists" for "jobq is installed" would update
+#     that row as the schema's owner, and the trigger would fire at commit
+#     as the superuser.  The attacker must stay a plain role, the trigger
+#     must never fire, and the row must stay untouched.
+# (b) Slot exhaustion: look-alike databases must not hold worker slots.
+#     With jobq.max_workers = 4 and jobq.workers_per_database = 2, three of
+#     them get at most brief probes, and a real database that installs jobq
+#     afterwards gets its two workers, which run its jobs.
+# (c) A schema jobq made before CREATE EXTENSION jobq, by a role that owns
+#     the database or has CREATE on it: CREATE EXTENSION refuses it with
+#     42501 instead of adopting it (an adopted schema stays its maker's, who
+#     could then drop jobq's tables with it).  Once the schema is gone,
+#     jobq installs, in a schema of the installing role's.
+#
+# The look-alike tables are made from the CREATE TYPE / TABLE / SEQUENCE /
+# INDEX statements of the install script of jobq.control's default version,
+# so they stay shaped like the real ones.
+#
+# The launcher probes a new database about a second after CREATE DATABASE,
+# and a database it found without jobq only a minute later.  So that the
+# probes see the finished look-alikes, and not the empty databases the
+# attacker is still filling, the node starts with
+# jobq.workers_per_database = 0 (the launcher then starts no worker at
+# all), and a reload turns the workers on once every look-alike is ready.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+my $node = PostgreSQL::Test::Cluster->new('security_install');
+$node->init;
+# log_min_messages = debug1 logs the end of each probe: the postmaster's
+# 'unregistering background worker "jobq worker <database oid>/0"'.
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.poll_interval = '100ms'
+jobq.max_workers = 4
+jobq.workers_per_database = 0
+max_worker_processes = 16
+log_min_messages = debug1
+});
+$node->start;
+
+# A bound for what must happen at once (a probe that leaves, workers that
+# start after CREATE EXTENSION): a hang guard, not a speed measurement.
+my $bound = 30;
+
+sub sql
+{
+    my ($db, $query) = @_;
+    return $node->safe_psql($db, $query);
+}
+
+sub sql_as
+{
+    my ($role, $db, $query) = @_;
+    return $node->safe_psql($db, $query, extra_params => [ '-U', $role ]);
+}
+
+# Run a query as a role; return '' on success, else its error with the
+# SQLSTATE ("ERROR:  42501: ...").
+sub error_as
+{
+    my ($role, $db, $query) = @_;
+    my ($ret, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$query",
+        extra_params => [ '-U', $role ]);
+    return $ret == 0 ? '' : $err;
+}
+
+# Poll a query until it returns $expected, for at most $secs seconds.
+sub poll_within
+{
+    my ($db, $query, $expected, $secs) = @_;
+    my $deadline = time() + $secs;
+    my $last = '';
+    while (time() < $deadline)
+    {
+        my ($ret, $out, $err) = $node->psql($db, $query);
+        $last = $out;
+        return 1 if $ret == 0 && $out eq $expected;
+        usleep(100_000);
+    }
+    diag "query on $db: $query\nexpected: $expected\nlast output: $last";
+    return 0;
+}
+
+# The statements of the current install script that make jobq's types,
+# tables, sequences and indexes: what a look-alike is made of.
+sub lookalike_ddl
+{
+    my ($version) = slurp_file('jobq.control') =~ /^default_version\s*=\s*'([^']+)'/m;
+    my $script = slurp_file("sql/jobq--$version.sql");
+    $script =~ s{/\*.*?\*/}{}gs;
+    $script =~ s{^\\.*$}{}mg;
+    my @ddl = grep { /^\s*(CREATE\s+(TYPE|TABLE|SEQUENCE|(UNIQUE\s+)?INDEX)|ALTER\s+SEQUENCE)\b/i }
+      split /;\s*\n/, $script;
+    die "no DDL found in sql/jobq--$version.sql" unless grep { /CREATE\s+TABLE\s+jobq\.job\s/i } @ddl;
+    return join('', map { "$_;\n" } @ddl);
+}
+
+my $su = sql('postgres', 'SELECT current_user');
+sql('postgres', q{CREATE ROLE mallory LOGIN CREATEDB});
+is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+    'mallory is no superuser, she may only create databases');
+
+# A database of mallory's with a look-alike jobq schema and the bait.
+my $ddl = lookalike_ddl();
+sub make_lookalike
+{
+    my $db = shift;
+    sql_as('mallory', 'postgres', "CREATE DATABASE $db");
+    sql_as('mallory', $db, qq{
+        BEGIN;
+        CREATE SCHEMA jobq;
+        $ddl
+        -- Who the trigger ran as, if it ever runs.
+        CREATE TABLE public.pwned (cur name, sess name);
+        CREATE FUNCTION public.escalate() RETURNS trigger LANGUAGE plpgsql AS \$\$
+        BEGIN
+            INSERT INTO public.pwned VALUES (current_user, session_user);
+            RAISE LOG 'look-alike trigger fired in database % as %',
+                current_database(), current_user;
+            IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                EXECUTE 'ALTER ROLE mallory SUPERUSER';
+            END IF;
+            RETURN NULL;
+        END \$\$;
+        CREATE CONSTRAINT TRIGGER escalate AFTER UPDATE OR DELETE ON jobq.job
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION public.escalate();
+        -- A scheduled job that is due: housekeeping would promote it.
+        INSERT INTO jobq.queue (name) VALUES ('default');
+        INSERT INTO jobq.job (run_at, state, queue_id, priority, max_attempts, lane,
+                              in_db, kind, payload)
+        VALUES (now() - interval '1 hour', 'pending', 1, 0, 1, 's', false, 'bait', '{}');
+        COMMIT;
+    });
+}
+
+my @fakes = qw(evil1 evil2 evil3);
+make_lookalike($_) for @fakes;
+my %oid = map { $_ => sql('postgres', "SELECT oid FROM pg_database WHERE datname = '$_'") } @fakes;
+is(sql('evil1', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '0',
+    'the look-alike database has no jobq extension');
+
+### (a) The probes of the look-alike databases.
+my $offset = -s $node->logfile;
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 2; SELECT pg_reload_conf();});
+# Each look-alike is probed: the probe either leaves, or the trigger fires.
+for my $db (@fakes)
+{
+    $node->wait_for_log(
+        qr/unregistering background worker "jobq worker $oid{$db}\/0"|look-alike trigger fired in database $db /,
+        $offset);
+}
+is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+    'after the probes of her look-alike databases, mallory is still no superuser');
+for my $db (@fakes)
+{
+    is(sql($db, q{SELECT coalesce(string_agg(cur || ' (session ' || sess || ')', ', '), '')
+                    FROM public.pwned}),
+        '', "$db: the deferred trigger on the look-alike jobq.job never ran");
+    is(sql($db, q{SELECT lane FROM jobq.job WHERE kind = 'bait'}), 's',
+        "$db: no worker updated the look-alike jobq.job (the due job was not promoted)");
+}
+ok(!$node->log_contains(qr/look-alike trigger fired/, $offset),
+    'the server log shows no run of the trigger');
+# Whatever happened, mallory is a plain role for the rest of the test.
+sql('postgres', q{ALTER ROLE mallory NOSUPERUSER});
+
+### (b) The look-alikes hold no slots: a real database gets its pool.
+sql('postgres', 'CREATE DATABASE realdb');
+sql('realdb', q{
+    CREATE EXTENSION jobq;
+    CREATE TABLE ledger (n int PRIMARY KEY);
+    CREATE FUNCTION tap_record(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO ledger VALUES ((p->>'n')::int); END $$;
+    SELECT jobq.register_kind('tap.record', 'tap_record(jsonb)');
+    SELECT count(*) FROM jobq.enqueue_many('tap.record',
+        ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 20) g));
+});
+ok(poll_within('realdb', q{SELECT count(*) FILTER (WHERE state = 'completed') || '/' || count(*)
+                             FROM jobq.jobs WHERE kind = 'tap.record'}, '20/20', $bound),
+    'the real database\'s jobs complete although three look-alike databases exist');
+is(sql('realdb', q{SELECT count(*), count(DISTINCT n) FROM ledger}), '20|20',
+    'each job left its ledger row once');
+ok(poll_within('realdb', q{SELECT count(*) FROM jobq.workers WHERE database = 'realdb'}, '2', $bound),
+    'jobq.workers lists the two workers of the real database');
+
+# Workers seen in look-alike databases are probes: they leave at once, and
+# never hold a job.
+my $fake_list = join(', ', map { "'$_'" } @fakes);
+my $fake_pids = sql('realdb', qq{
+    SELECT coalesce(string_agg(pid::text, ','), '0') FROM pg_stat_activity
+     WHERE backend_type = 'jobq worker' AND datname IN ($fake_list)});
+note "jobq workers connected to look-alike databases now: $fake_pids";
+ok(poll_within('realdb', qq{SELECT count(*) FROM pg_stat_activity
+                             WHERE pid IN ($fake_pids) AND datname IN ($fake_list)}, '0', $bound),
+    'no jobq worker stays connected to a look-alike database');
+is(sql('realdb', qq{SELECT count(*) FROM jobq.workers
+                     WHERE database IN ($fake_list) AND (job_id IS NOT NULL OR jobs_completed > 0)}),
+    '0', 'no worker in a look-alike database ran a job');
+is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+    'mallory is still no superuser');
+
+### (c) A schema jobq that exists before CREATE EXTENSION jobq.
+# In a database mallory owns, and in one of the superuser's where she has CREATE.
+sql_as('mallory', 'postgres', 'CREATE DATABASE evil_pre');
+sql('postgres', 'CREATE DATABASE shared; GRANT CREATE ON DATABASE shared TO mallory;');
+for my $db (qw(evil_pre shared))
+{
+    sql_as('mallory', $db, 'CREATE SCHEMA jobq');
+    my $err = error_as($su, $db, 'CREATE EXTENSION jobq');
+    like($err, qr/ERROR:  42501: /,
+        "$db: CREATE EXTENSION jobq refuses the schema jobq that mallory made, with 42501");
+    like($err, qr/schema "jobq" is not owned by the role installing/,
+        "$db: the error says the schema is not the installing role's")
+      or note "error: $err";
+
+    # What an adopted schema would give mallory: she can drop it, and jobq's
+    # tables with it.
+    my $installed = sql($db, q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'});
+    note "$db: extension jobq installed: $installed; schema jobq owned by "
+      . sql($db, q{SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'jobq'});
+    my $drop = error_as('mallory', $db, 'DROP SCHEMA jobq CASCADE');
+    note "$db: mallory's DROP SCHEMA jobq CASCADE: " . ($drop eq '' ? 'succeeded' : $drop);
+    is(sql($db, q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), $installed,
+        "$db: mallory's DROP SCHEMA jobq CASCADE took no installed jobq with it");
+}
+
+# Without the schema, jobq installs; the schema is the superuser's, and
+# mallory can neither drop it nor add to it.
+sql('evil_pre', 'DROP SCHEMA IF EXISTS jobq CASCADE; DROP EXTENSION IF EXISTS jobq CASCADE;');
+is(error_as($su, 'evil_pre', 'CREATE EXTENSION jobq'), '',
+    'evil_pre: once mallory\'s schema is gone, CREATE EXTENSION jobq succeeds');
+is(sql('evil_pre', q{SELECT n.nspowner::regrole FROM pg_extension e
+                       JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'jobq'}),
+    $su, 'its schema belongs to the installing superuser');
+like(error_as('mallory', 'evil_pre', 'DROP SCHEMA jobq CASCADE'), qr/ERROR:  42501: must be owner of schema jobq/,
+    'mallory, owner of the database, cannot drop the schema jobq');
+like(error_as('mallory', 'evil_pre', 'CREATE TABLE jobq.decoy (n int)'), qr/ERROR:  42501: permission denied for schema jobq/,
+    'nor create objects in it');
+is(sql('evil_pre', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '1',
+    'jobq stays installed');
+
+$node->stop;
+done_testing();
