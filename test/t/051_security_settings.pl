@@ -1,0 +1,207 @@
+# A database's owner does not steer the workers (principle 9; issue 13,
+# finding 5).
+#
+# Workers connect to each database as the bootstrap superuser, and so pick
+# up what ALTER DATABASE ... SET gave that database, which its owner (no
+# superuser) controls.
+#
+# (1) search_path: the owner sets it to "evil, public" and creates
+#     evil.orders with a trigger that makes the owner a superuser when it
+#     runs as one.  A superuser registered, from a session with the default
+#     search_path, a kind whose handler (in public, not SECURITY DEFINER,
+#     no SET search_path) inserts into an unqualified "orders".  The job
+#     must insert into public.orders, as the registering session would
+#     have: a kind fixes its handler's search_path at register_kind, and
+#     workers reset what ALTER DATABASE set.  The trigger must never run.
+# (2) Other settings a database's owner may set: default_transaction_read_only,
+#     default_transaction_isolation = serializable, lock_timeout = 1,
+#     statement_timeout = 1 and role = <the owner>, each in a database of
+#     its own, then all of them together.  jobq's own bookkeeping (promoting
+#     a scheduled job, picking, completing) must go on, and handlers run
+#     with the server's values of those settings, not the owner's.
+#
+# The workers are off (jobq.workers_per_database = 0) until every database
+# is set up, so that each worker connects after the owner's ALTER DATABASE.
+# A superuser session in a hostile database would itself be read-only,
+# time out at once or run as the owner: the test's own sessions there
+# override those settings with connection options.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+my $node = PostgreSQL::Test::Cluster->new('security_settings');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.poll_interval = '100ms'
+jobq.workers_per_database = 0
+jobq.max_workers = 16
+max_worker_processes = 24
+});
+$node->start;
+
+# A bound for work that takes well under a second once workers run: a hang
+# guard, not a speed measurement.
+my $bound = 30;
+
+# The test's own sessions: whatever a database's owner set, run as the
+# superuser, read-write, read committed, without timeouts.
+my $clean_options = join(' ', '-c role=none', '-c statement_timeout=0', '-c lock_timeout=0',
+    '-c default_transaction_read_only=off',
+    '-c default_transaction_isolation=read\\ committed');
+
+sub sql
+{
+    my ($db, $query) = @_;
+    local $ENV{PGOPTIONS} = $clean_options;
+    return $node->safe_psql($db, $query);
+}
+
+sub sql_as
+{
+    my ($role, $db, $query) = @_;
+    local $ENV{PGOPTIONS} = $clean_options;
+    return $node->safe_psql($db, $query, extra_params => [ '-U', $role ]);
+}
+
+# Poll a query in several databases until each returns $expected, for at
+# most $secs seconds in all.  Returns the databases that never did.
+sub poll_all
+{
+    my ($dbs, $query, $expected, $secs) = @_;
+    my $deadline = time() + $secs;
+    my %last = map { $_ => '' } @$dbs;
+    local $ENV{PGOPTIONS} = $clean_options;
+    while (%last && time() < $deadline)
+    {
+        for my $db (sort keys %last)
+        {
+            my ($ret, $out, $err) = $node->psql($db, $query);
+            if ($ret == 0 && $out eq $expected)
+            {
+                delete $last{$db};
+            }
+            else
+            {
+                $last{$db} = $ret == 0 ? $out : $err;
+            }
+        }
+        usleep(100_000) if %last;
+    }
+    diag "$_: expected $expected, last: $last{$_}" for sort keys %last;
+    return sort keys %last;
+}
+
+my $su = sql('postgres', 'SELECT current_user');
+sql('postgres', q{CREATE ROLE owen LOGIN});
+
+### (1) ALTER DATABASE ... SET search_path
+sql('postgres', q{CREATE DATABASE appdb OWNER owen});
+sql('appdb', q{
+    CREATE EXTENSION jobq;
+    CREATE TABLE public.orders (item text, by_role name DEFAULT current_user);
+    CREATE FUNCTION public.place_order(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO orders (item) VALUES (p->>'item');
+    END $$;
+});
+is(sql('appdb', q{SELECT current_setting('search_path')
+                    FROM (SELECT jobq.register_kind('shop.place_order', 'public.place_order(jsonb)')) r}),
+    '"$user", public', 'the superuser registers the kind from a session with the default search_path');
+
+# The owner's trap: evil.orders, whose trigger escalates him.
+sql_as('owen', 'appdb', q{
+    CREATE SCHEMA evil;
+    CREATE TABLE evil.orders (item text, by_role name DEFAULT current_user);
+    CREATE TABLE evil.trap (cur name, sess name);
+    CREATE FUNCTION evil.grab() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO evil.trap VALUES (current_user, session_user);
+        IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+            EXECUTE 'ALTER ROLE owen SUPERUSER';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER grab BEFORE INSERT ON evil.orders FOR EACH ROW EXECUTE FUNCTION evil.grab();
+    ALTER DATABASE appdb SET search_path = evil, public;
+});
+my $order = sql('appdb', q{SELECT jobq.enqueue('shop.place_order', '{"item": "book"}')});
+
+### (2) Other hostile settings, one database each, then all together.
+my %hostile = (
+    h_read_only => [ 'default_transaction_read_only = on' ],
+    h_serializable => [ 'default_transaction_isolation = serializable' ],
+    h_lock_timeout => [ 'lock_timeout = 1' ],
+    h_statement_timeout => [ 'statement_timeout = 1' ],
+    h_role => [ 'role = owen' ],
+);
+$hostile{h_all} = [ map { @$_ } values %hostile ];
+my @hostile_dbs = sort keys %hostile;
+for my $db (@hostile_dbs)
+{
+    sql('postgres', "CREATE DATABASE $db OWNER owen");
+    sql($db, q{
+        CREATE EXTENSION jobq;
+        -- What the handler's session looks like.
+        CREATE TABLE public.seen (job_id bigint, cur name, settings text);
+        CREATE FUNCTION public.note_env(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.seen VALUES ((jobq.current_job()).id, current_user,
+                concat_ws(' ', 'role=' || current_setting('role'),
+                          'isolation=' || current_setting('transaction_isolation'),
+                          'read_only=' || current_setting('transaction_read_only'),
+                          'statement_timeout=' || current_setting('statement_timeout'),
+                          'lock_timeout=' || current_setting('lock_timeout')));
+        END $$;
+        SELECT jobq.register_kind('tap.note_env', 'public.note_env(jsonb)', max_attempts => 1);
+        -- One job ready now, one that housekeeping must promote first.
+        SELECT jobq.enqueue('tap.note_env', '{"n": 1}');
+        SELECT jobq.enqueue('tap.note_env', '{"n": 2}', run_at => now() + interval '1 second');
+    });
+    sql_as('owen', 'postgres', join('', map { "ALTER DATABASE $db SET $_;\n" } @{ $hostile{$db} }));
+}
+# What a handler should see: the server's own settings (postgres has none
+# of its own).
+my $server_settings = $node->safe_psql('postgres', q{
+    SELECT concat_ws(' ', 'role=' || current_setting('role'),
+                     'isolation=' || current_setting('transaction_isolation'),
+                     'read_only=' || current_setting('transaction_read_only'),
+                     'statement_timeout=' || current_setting('statement_timeout'),
+                     'lock_timeout=' || current_setting('lock_timeout'))});
+note "server settings: $server_settings";
+
+# Now the workers connect, after every ALTER DATABASE.
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf();});
+
+# (1): the job ran against public.orders, and the owner gained nothing.
+is(join(',', poll_all(['appdb'], "SELECT state FROM jobq.jobs WHERE id = $order", 'completed', $bound)),
+    '', 'appdb: the job completes');
+is(sql('appdb', q{SELECT string_agg(item || ' by ' || by_role, ', ') FROM public.orders}),
+    "book by $su", 'appdb: the handler inserted into public.orders, as its kind\'s owner');
+is(sql('appdb', q{SELECT count(*) FROM evil.orders}), '0',
+    'appdb: nothing reached the owner\'s evil.orders');
+is(sql('appdb', q{SELECT coalesce(string_agg(cur || ' (session ' || sess || ')', ', '), '') FROM evil.trap}),
+    '', 'appdb: the owner\'s trigger never ran');
+is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'owen'}), 'f',
+    'the database owner is still no superuser');
+
+# (2): every job of every hostile database completes, as the kind's owner,
+# with the server's settings.
+my @stuck = poll_all(\@hostile_dbs,
+    q{SELECT count(*) FILTER (WHERE state = 'completed') || '/' || count(*) FROM jobq.jobs}, '2/2', $bound);
+for my $db (@hostile_dbs)
+{
+    my $what = join(', ', @{ $hostile{$db} });
+    ok(!grep({ $_ eq $db } @stuck), "$db ($what): the workers complete both jobs");
+    is(sql($db, q{SELECT string_agg(DISTINCT cur || ': ' || settings, '; ') FROM public.seen}),
+        "$su: $server_settings", "$db ($what): handlers ran as the kind's owner, with the server's settings");
+    is(sql($db, q{SELECT count(*) FROM jobq.job_error}), '0', "$db: no attempt failed");
+}
+is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'owen'}), 'f',
+    'the database owner is still no superuser at the end');
+
+$node->stop;
+done_testing();
