@@ -1,0 +1,145 @@
+# Handlers of one batch share a worker's session, but nothing of one
+# handler outlives it for the next (principles 8 and 9; issue 13,
+# findings 7 and 8).
+#
+# (a) A cursor (portal) that alice's handler leaves open is closed when it
+#     returns: bob's handler, next in the same batch, cannot FETCH from it
+#     the rows of a table bob may not read.  bob's job fails with 34000
+#     (no such cursor) and bob's table stays empty.
+# (b) A session-level advisory lock that a handler takes is released when
+#     it returns: after its job completed, pg_locks shows no advisory lock
+#     of the worker, and another session can take that lock.
+#
+# One worker in the database, and both jobs of (a) enqueued in one
+# transaction, alice's due first, so that one batch runs alice's handler,
+# then bob's.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('security_isolation');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.poll_interval = '100ms'
+jobq.workers_per_database = 1
+});
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', shift); }
+sub sql_as
+{
+    my ($role, $query) = @_;
+    return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]);
+}
+
+# Run a query as a role; return '' on success, else its error with the
+# SQLSTATE ("ERROR:  42501: ...").
+sub error_as
+{
+    my ($role, $query) = @_;
+    my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$query",
+        extra_params => [ '-U', $role ]);
+    return $ret == 0 ? '' : $err;
+}
+
+sub wait_finished
+{
+    my $id = shift;
+    return $node->poll_query_until('postgres',
+        qq{SELECT state IN ('completed', 'failed', 'held') FROM jobq.jobs WHERE id = $id});
+}
+
+sql(q{
+    CREATE EXTENSION jobq;
+    CREATE ROLE alice LOGIN;
+    CREATE ROLE bob LOGIN;
+    CREATE ROLE carol LOGIN;
+    GRANT jobq_admin TO alice, bob, carol;
+    CREATE SCHEMA alice AUTHORIZATION alice;
+    CREATE SCHEMA bob AUTHORIZATION bob;
+    CREATE SCHEMA carol AUTHORIZATION carol;
+});
+ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '1'),
+    'one worker runs');
+
+### (a) A cursor left open by one handler, read by the next.
+sql_as('alice', q{
+    CREATE TABLE alice.alice_secrets (secret text);
+    INSERT INTO alice.alice_secrets VALUES ('alice-password'), ('alice-pin');
+    -- Opens a cursor over her private table and leaves it open.
+    CREATE FUNCTION alice.open_cursor(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE LOG 'isolation test: alice handler in transaction %', pg_current_xact_id();
+        EXECUTE 'DECLARE alice_cur CURSOR FOR SELECT secret FROM alice.alice_secrets';
+    END $$;
+    SELECT jobq.register_kind('alice.open_cursor', 'alice.open_cursor(jsonb)', max_attempts => 1);
+});
+sql_as('bob', q{
+    CREATE TABLE bob.loot (secret text);
+    -- FETCHes whatever the cursor alice_cur of his session returns.
+    CREATE FUNCTION bob.read_cursor(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        c refcursor := 'alice_cur';
+        s text;
+    BEGIN
+        RAISE LOG 'isolation test: bob handler in transaction %', pg_current_xact_id();
+        LOOP
+            FETCH c INTO s;
+            EXIT WHEN NOT FOUND;
+            INSERT INTO bob.loot VALUES (s);
+        END LOOP;
+    END $$;
+    SELECT jobq.register_kind('bob.read_cursor', 'bob.read_cursor(jsonb)', max_attempts => 1);
+});
+like(error_as('bob', q{SELECT secret FROM alice.alice_secrets}), qr/ERROR:  42501: permission denied/,
+    'bob may not read alice\'s table himself');
+
+my $offset = -s $node->logfile;
+my ($alice_job, $bob_job) = split /\n/, sql(q{
+    BEGIN;
+    SELECT jobq.enqueue('alice.open_cursor', run_at => now() - interval '2 seconds');
+    SELECT jobq.enqueue('bob.read_cursor', run_at => now() - interval '1 second');
+    COMMIT;
+});
+ok(wait_finished($bob_job), 'bob\'s job finished');
+ok(wait_finished($alice_job), 'alice\'s job finished');
+is(sql(qq{SELECT state FROM jobq.jobs WHERE id = $alice_job}), 'completed', 'alice\'s job completed');
+# The attack needs bob's handler to run after alice's, in her transaction.
+my %alice_xact;
+my $after_alice = 0;
+for my $line (split /\n/, slurp_file($node->logfile, $offset))
+{
+    next unless $line =~ /isolation test: (alice|bob) handler in transaction (\d+)/;
+    $alice_xact{$2} = 1 if $1 eq 'alice';
+    $after_alice = 1 if $1 eq 'bob' && $alice_xact{$2};
+}
+ok($after_alice, 'bob\'s handler ran after alice\'s, in the same batch');
+is(sql(q{SELECT coalesce(string_agg(secret, ', ' ORDER BY secret), '') FROM bob.loot}), '',
+    'bob\'s handler read none of alice\'s rows through her cursor');
+is(sql(qq{SELECT state FROM jobq.jobs WHERE id = $bob_job}), 'failed',
+    'bob\'s job failed');
+is(sql(qq{SELECT string_agg(sqlstate || ': ' || message, '; ') FROM jobq.job_error WHERE job_id = $bob_job}),
+    '34000: cursor "alice_cur" does not exist', 'with 34000: the cursor does not exist for him');
+
+### (b) A session-level advisory lock taken by a handler.
+sql_as('carol', q{
+    CREATE FUNCTION carol.take_lock(p jsonb) RETURNS void LANGUAGE sql
+        AS $$ SELECT pg_advisory_lock(777) $$;
+    SELECT jobq.register_kind('carol.take_lock', 'carol.take_lock(jsonb)', max_attempts => 1);
+});
+my $worker = sql(q{SELECT pid FROM jobq.workers});
+my $lock_job = sql_as('carol', q{SELECT jobq.enqueue('carol.take_lock')});
+ok(wait_finished($lock_job), 'the locking job finished');
+is(sql(qq{SELECT state FROM jobq.jobs WHERE id = $lock_job}), 'completed', 'it completed');
+is(sql(qq{SELECT pid FROM jobq.jobs j JOIN jobq.workers w ON j.worker = 'jobq worker ' || w.pid
+           WHERE j.id = $lock_job}), $worker, 'in the worker of the database');
+is(sql(qq{SELECT coalesce(string_agg(format('%s %s/%s %s', pid, classid, objid, mode), ', '), '')
+            FROM pg_locks WHERE locktype = 'advisory' AND pid = $worker}),
+    '', 'the worker holds no advisory lock after the job');
+is(sql(q{SELECT pg_try_advisory_lock(777)}), 't', 'another session can take the lock the handler took');
+
+$node->stop;
+done_testing();
