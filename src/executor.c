@@ -73,6 +73,14 @@
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
+typedef enum FailureAction
+{
+	FAILURE_RECORD,				/* the attempt failed: record it */
+	FAILURE_RETRY_NOW,			/* conflict: run it again, uncharged */
+	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job back untouched */
+	FAILURE_RETHROW				/* not the job's error: the caller's */
+} FailureAction;
+
 /* One job of a batch, copied out of SPI into the batch's memory. */
 typedef struct BatchJob
 {
@@ -98,6 +106,15 @@ typedef struct BatchJob
 	List	   *steps;
 	MemoryContext steps_cxt;	/* where they are kept */
 
+	/*
+	 * A handler cancelled in the optimistic run (its timeout, an operator,
+	 * a shutdown) is not run again carefully: this is its error, and what
+	 * classify_failure made of it then.
+	 */
+	ErrorData  *stopped;
+	FailureAction stopped_action;
+	bool		stopped_timed_out;
+
 	/* Outcome of this run. */
 	bool		succeeded;
 	Datum		result;			/* jsonb, valid if succeeded && !result_isnull */
@@ -120,13 +137,6 @@ typedef struct HandlerEntry
 	bool		returns_jsonb;
 } HandlerEntry;
 
-typedef enum FailureAction
-{
-	FAILURE_RECORD,				/* the attempt failed: record it */
-	FAILURE_RETRY_NOW,			/* conflict: run it again, uncharged */
-	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job back untouched */
-	FAILURE_RETHROW				/* not the job's error: the caller's */
-} FailureAction;
 
 static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
@@ -560,9 +570,12 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 	return FAILURE_RECORD;
 }
 
-/* Turn a caught error into what jobq.job_error records. */
+/*
+ * Turn a caught error into what jobq.job_error records; timed_out: the
+ * handler ran past its kind's timeout.
+ */
 static void
-error_info(ErrorData *edata, BatchJob *job, JobqErrorInfo *info)
+error_info(ErrorData *edata, BatchJob *job, bool timed_out, JobqErrorInfo *info)
 {
 	memset(info, 0, sizeof(*info));
 	info->sqlstate = unpack_sql_state(edata->sqlerrcode);
@@ -570,7 +583,7 @@ error_info(ErrorData *edata, BatchJob *job, JobqErrorInfo *info)
 	info->detail = edata->detail;
 	info->hint = edata->hint;
 	info->context = edata->context;
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && JobqHandlerPastDeadline())
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 		info->message = psprintf("job exceeded the timeout of kind \"%s\" (%lld ms)",
 								 job->kind, (long long) job->timeout_ms);
 }
@@ -942,7 +955,20 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 			ReThrowError(edata);
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
-		FreeErrorData(edata);
+
+		/*
+		 * A cancelled handler (jobs[ran] was running) would only be
+		 * cancelled again, after as long: its outcome is decided now.
+		 */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ran < n)
+		{
+			jobs[ran]->stopped_action = classify_failure(edata, JOBQ_CONFLICT_RETRIES,
+														 slot, jobs[ran]);
+			jobs[ran]->stopped_timed_out = JobqHandlerPastDeadline();
+			jobs[ran]->stopped = edata;
+		}
+		else
+			FreeErrorData(edata);
 		return false;
 	}
 
@@ -1010,13 +1036,29 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
 
 /*
  * Run one job carefully, in a subtransaction of its own, and record its
- * outcome.  Returns the outcome for the counters.
+ * outcome; a job cancelled in the optimistic run is not run again, and its
+ * outcome is recorded as decided then.  Returns the outcome for the
+ * counters.
  */
 static FailureAction
 run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContext cxt)
 {
 	ErrorData  *edata;
-	FailureAction action = run_in_subtransaction(job, slot, cxt, &edata);
+	FailureAction action;
+	bool		timed_out;
+
+	if (job->stopped != NULL)
+	{
+		job->succeeded = false;
+		edata = job->stopped;
+		action = job->stopped_action;
+		timed_out = job->stopped_timed_out;
+	}
+	else
+	{
+		action = run_in_subtransaction(job, slot, cxt, &edata);
+		timed_out = JobqHandlerPastDeadline();
+	}
 
 	if (job->succeeded)
 	{
@@ -1034,7 +1076,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		TimestampTz run_at = 0;
 		const char *state;
 
-		error_info(edata, job, &info);
+		error_info(edata, job, timed_out, &info);
 		state = JobqNextStateAfterFailure(job->attempt + 1, job->max_attempts,
 										  job->hold_on_failure, job->backoff_base_us,
 										  job->backoff_max_us, false, 0, &run_at);
@@ -1336,7 +1378,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		{
 			JobqErrorInfo info;
 
-			error_info(edata, &job, &info);
+			error_info(edata, &job, JobqHandlerPastDeadline(), &info);
 			keep_recorded_steps(&job);
 			(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, NULL);
 		}

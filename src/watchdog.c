@@ -38,11 +38,13 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "shmem.h"
 #include "watchdog.h"
 
 /* Why the watchdog ended the process. */
@@ -295,10 +297,14 @@ record_timed_out_attempt(void)
 		TimestampTz run_at = 0;
 		const char *state;
 
-		/* The batch rolled back: the job is ready again, uncharged. */
+		/*
+		 * The batch rolled back: the job is ready again, uncharged.  A
+		 * worker that picked it meanwhile hands it back untouched (see the
+		 * caller): wait for that, then charge it.
+		 */
 		JobqPreparePlan(&plan_lock_ready,
 						"SELECT FROM jobq.job WHERE id = $1 AND lane = 'r' AND attempt = $2"
-						" FOR UPDATE SKIP LOCKED",
+						" FOR UPDATE",
 						2, argtypes);
 		if (JobqExecutePlan(plan_lock_ready, values, NULL, SPI_OK_SELECT, 0) == 0)
 			return;
@@ -314,8 +320,13 @@ record_timed_out_attempt(void)
  * Exit callback: say why the watchdog ended the process, and record an
  * attempt that overran its timeout.  Runs before PostgreSQL's own
  * clean-up (it was registered after it), so the transaction the handler
- * ran in is rolled back here first.  An ERROR here would end this callback
- * only: it is FATAL during exit.
+ * ran in is rolled back here first.  That gives the job back to the
+ * ready lane, where another worker could pick it and run it again for
+ * free; so the new transaction first registers itself as a cancel of the
+ * job (JobqRequestCancel): until it commits, every worker that picks the
+ * job hands it back untouched.  Only the moment between the rollback and
+ * that registration is open.  An ERROR here would end this callback only:
+ * it is FATAL during exit.
  */
 static void
 record_ended_handler(int code, Datum arg)
@@ -336,12 +347,17 @@ record_ended_handler(int code, Datum arg)
 		return;
 
 	HOLD_INTERRUPTS();
+	JobqInHandler = false;
 	AbortOutOfAnyTransaction();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* Do not wait for another run of the job for ever. */
+	(void) set_config_option("lock_timeout", "10s", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	if (JobqExtensionInstalled())
 	{
+		(void) JobqRequestCancel(limited.id);
 		JobqBeginAccess(&access);
 		record_timed_out_attempt();
 		JobqEndAccess(&access);
