@@ -312,6 +312,14 @@ SELECT jobq.register_kind('bad.kind', handler => 'pg_catalog.now()');
 -- a handler OID that names no function
 SELECT jobq.register_kind('bad.kind', handler => 4294967295::oid::regprocedure);
 \echo :SQLSTATE
+-- a handler that is OID 0, '-' (it crashed the backend before 0.3), for a
+-- new kind and for an existing one
+SELECT jobq.register_kind('bad.kind', handler => '-'::regprocedure);
+\echo :SQLSTATE
+SELECT jobq.register_kind('bad.kind_zero');
+SELECT jobq.register_kind('bad.kind_zero', handler => 0::oid::regprocedure);
+\echo :SQLSTATE
+SELECT jobq.unregister_kind('bad.kind_zero');
 -- a new queue with a bad setting: no queue is created
 SELECT jobq.register_kind('bad.kind', queue => 'bad_new_q', timeout => '0');
 \echo :SQLSTATE
