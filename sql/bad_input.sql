@@ -1326,20 +1326,6 @@ SELECT jobq.forget_dropped_subscriptions();
 \echo :SQLSTATE
 
 --
--- What a handler may not do (run by run_pending in a transaction that
--- rolls back, with every other queue paused): cancel a job, run jobs,
--- touch another job's steps and keys.
---
-BEGIN;
-WITH paused AS (UPDATE jobq.queue SET paused = true WHERE name <> 'bad_nested_q' RETURNING 1)
-SELECT count(*) > 0 AS others_paused FROM paused;
-SELECT jobq.enqueue('bad.nested', jsonb_build_object('other', :pending_job::bigint)) AS nested_job \gset
-SELECT jobq.run_pending() AS ran;
-SELECT key, value FROM jobq.jobs, jsonb_each_text(result)
- WHERE id = :nested_job ORDER BY key;
-ROLLBACK;
-
---
 -- Names that look like injections, or are not ASCII, or are very long:
 -- refused alike as kinds, queues, schedules and subscriptions, with the
 -- name quoted whole in the message (shown as <name>).
@@ -1491,6 +1477,24 @@ SELECT payload->>'subscription' AS subscription, payload->>'op' AS op,
   FROM jobq.jobs WHERE kind = 'bad.sub' ORDER BY id;
 
 --
+-- What a handler may not do (run by run_pending in a transaction that
+-- rolls back, with every other queue paused): cancel a job, run jobs,
+-- touch another job's steps and keys.  In a new session: run_pending
+-- refuses one that has made temporary objects (this one made bad_tmp).
+--
+SELECT jobq.run_pending();
+\echo :SQLSTATE
+\c -
+BEGIN;
+WITH paused AS (UPDATE jobq.queue SET paused = true WHERE name <> 'bad_nested_q' RETURNING 1)
+SELECT count(*) > 0 AS others_paused FROM paused;
+SELECT jobq.enqueue('bad.nested', jsonb_build_object('other', :pending_job::bigint)) AS nested_job \gset
+SELECT jobq.run_pending() AS ran;
+SELECT key, value FROM jobq.jobs, jsonb_each_text(result)
+ WHERE id = :nested_job ORDER BY key;
+ROLLBACK;
+
+--
 -- Clean up.
 --
 SELECT jobq.unsubscribe('bad.src_changed');
@@ -1508,7 +1512,7 @@ DELETE FROM jobq.job WHERE kind LIKE 'bad.%';
 DELETE FROM jobq.operation WHERE operation_id LIKE 'bad-%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'bad.%' ORDER BY name;
 DELETE FROM jobq.queue WHERE name LIKE 'bad%';
-DROP TABLE bad_src, "bad_src""; DROP TABLE bad_src; --", bad_taken, bad_own, bad_tmp;
+DROP TABLE bad_src, "bad_src""; DROP TABLE bad_src; --", bad_taken, bad_own;
 DROP VIEW bad_view;
 DROP SEQUENCE bad_seq;
 DROP FUNCTION bad_noop(), bad_nested(jsonb);

@@ -2,6 +2,64 @@
 
 \echo Use "CREATE EXTENSION jobq" to load this file. \quit
 
+/*
+ * The schema jobq must be the installing role's own, empty, and closed to
+ * others.  CREATE EXTENSION makes it, but adopts a schema of that name that
+ * exists already: one that another role made, or may create objects in,
+ * could hold objects standing in for jobq's, and its owner could drop or
+ * replace jobq's tables later.  (Added to this script in 0.3.)
+ */
+DO $guard$
+DECLARE
+    ext_owner pg_catalog.oid;
+    schema_oid pg_catalog.oid;
+BEGIN
+    SELECT e.extowner, e.extnamespace INTO ext_owner, schema_oid
+      FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'jobq';
+    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) schema_oid)
+       OPERATOR(pg_catalog.<>) ext_owner THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'schema "jobq" is not owned by the role installing extension "jobq"',
+            DETAIL = pg_catalog.format('Schema "jobq" exists already and belongs to role %s.',
+                (SELECT n.nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace n
+                  WHERE n.oid OPERATOR(pg_catalog.=) schema_oid)),
+            HINT = 'Drop the schema, or check its contents and give it to the installing role, then try again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n,
+                      pg_catalog.aclexplode(n.nspacl) a
+                WHERE n.oid OPERATOR(pg_catalog.=) schema_oid
+                  AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+                  AND a.grantee OPERATOR(pg_catalog.<>) ext_owner) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'other roles may create objects in schema "jobq"',
+            HINT = 'Revoke CREATE on schema jobq from every role but its owner, then try again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_class x WHERE x.relnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc x WHERE x.pronamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type x WHERE x.typnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator x WHERE x.oprnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_collation x WHERE x.collnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_conversion x WHERE x.connamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opclass x WHERE x.opcnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opfamily x WHERE x.opfnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_config x WHERE x.cfgnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_parser x WHERE x.prsnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_template x WHERE x.tmplnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace OPERATOR(pg_catalog.=) schema_oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_extension x
+                   WHERE x.extnamespace OPERATOR(pg_catalog.=) schema_oid
+                     AND x.extname OPERATOR(pg_catalog.<>) 'jobq') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = 'schema "jobq" is not empty',
+            HINT = 'Install jobq into a database without a schema named jobq.';
+    END IF;
+END
+$guard$;
+
 /* States, as in the documentation. */
 CREATE TYPE jobq.job_state AS ENUM (
     'pending', 'running', 'held', 'completed', 'failed', 'cancelled'

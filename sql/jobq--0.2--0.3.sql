@@ -4,9 +4,10 @@
 
 /*
  * Before 0.3, CREATE EXTENSION adopted a schema jobq that another role had
- * made, and that role kept it: it could drop or replace jobq's tables.
- * Such an installation is not updated until a superuser has checked the
- * schema and given it to the extension's owner.
+ * made, and that role kept it: it could drop or replace jobq's tables, or
+ * put objects there that this script's names would find.  Such an
+ * installation is not updated, before anything else runs, until a
+ * superuser has checked the schema and given it to the extension's owner.
  */
 DO $guard$
 DECLARE
@@ -14,23 +15,49 @@ DECLARE
     schema_oid pg_catalog.oid;
 BEGIN
     SELECT e.extowner, e.extnamespace INTO ext_owner, schema_oid
-      FROM pg_catalog.pg_extension e WHERE e.extname = 'jobq';
-    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = schema_oid)
+      FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'jobq';
+    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) schema_oid)
        OPERATOR(pg_catalog.<>) ext_owner THEN
         RAISE EXCEPTION USING
             ERRCODE = 'insufficient_privilege',
             MESSAGE = 'schema "jobq" is not owned by the owner of extension "jobq"',
             DETAIL = pg_catalog.format('Schema "jobq" belongs to role %s.',
                 (SELECT n.nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace n
-                  WHERE n.oid = schema_oid)),
+                  WHERE n.oid OPERATOR(pg_catalog.=) schema_oid)),
             HINT = 'Check its contents, then give it to the extension''s owner with ALTER SCHEMA jobq OWNER TO, and try again.';
     END IF;
-    IF EXISTS (SELECT FROM pg_catalog.pg_class c
-                WHERE c.relnamespace = schema_oid AND c.relowner OPERATOR(pg_catalog.<>) ext_owner)
-       OR EXISTS (SELECT FROM pg_catalog.pg_proc p
-                   WHERE p.pronamespace = schema_oid AND p.proowner OPERATOR(pg_catalog.<>) ext_owner)
-       OR EXISTS (SELECT FROM pg_catalog.pg_type t
-                   WHERE t.typnamespace = schema_oid AND t.typowner OPERATOR(pg_catalog.<>) ext_owner) THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n,
+                      pg_catalog.aclexplode(n.nspacl) a
+                WHERE n.oid OPERATOR(pg_catalog.=) schema_oid
+                  AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+                  AND a.grantee OPERATOR(pg_catalog.<>) ext_owner) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'other roles may create objects in schema "jobq"',
+            HINT = 'Revoke CREATE on schema jobq from every role but its owner, check its contents, then try again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_class x WHERE x.relnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.relowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc x WHERE x.pronamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.proowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type x WHERE x.typnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.typowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator x WHERE x.oprnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.oprowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_collation x WHERE x.collnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.collowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_conversion x WHERE x.connamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.conowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opclass x WHERE x.opcnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.opcowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opfamily x WHERE x.opfnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.opfowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_config x WHERE x.cfgnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.cfgowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.dictowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace OPERATOR(pg_catalog.=) schema_oid
+                  AND x.stxowner OPERATOR(pg_catalog.<>) ext_owner) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'insufficient_privilege',
             MESSAGE = 'schema "jobq" holds objects that the owner of extension "jobq" does not own',

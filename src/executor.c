@@ -40,6 +40,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -128,10 +129,21 @@ typedef struct BatchJob
  */
 #define HANDLER_SIGNATURE_MAX	(4 * NAMEDATALEN + 16)
 
-/* A handler ready to call, found by the signature its kind stores. */
+/*
+ * A handler ready to call, found by the signature its kind stores, for one
+ * role: the call information keeps what a function caches between calls
+ * (a SQL function's plans, made with its caller's row security), which
+ * must not pass from one role's handler to another's.
+ */
+typedef struct HandlerKey
+{
+	Oid			owner;			/* the role it runs as */
+	char		signature[HANDLER_SIGNATURE_MAX];
+} HandlerKey;
+
 typedef struct HandlerEntry
 {
-	char		signature[HANDLER_SIGNATURE_MAX];	/* hash key */
+	HandlerKey	key;			/* hash key */
 	Oid			fn_oid;
 	FmgrInfo	flinfo;
 	bool		returns_jsonb;
@@ -182,11 +194,11 @@ JobqInitExecutor(void)
 		MemoryContextReset(handler_cxt);
 
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = HANDLER_SIGNATURE_MAX;
+	ctl.keysize = sizeof(HandlerKey);
 	ctl.entrysize = sizeof(HandlerEntry);
 	ctl.hcxt = handler_cxt;
 	handler_cache = hash_create("jobq handlers", 64, &ctl,
-								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	handler_cache_stale = false;
 }
 
@@ -240,12 +252,12 @@ resolve_handler(const char *signature, bool *returns_jsonb)
 }
 
 /*
- * Find or build the call information of a handler.  Raises an ERROR if
- * it is gone.  The entry is filled before it enters the cache, so an
+ * Find or build the call information of a handler for the role it runs
+ * as.  Raises an ERROR if it is gone.  The entry is filled before it enters the cache, so an
  * ERROR half-way leaves nothing behind.
  */
 static HandlerEntry *
-lookup_handler(const char *signature)
+lookup_handler(const char *signature, Oid owner)
 {
 	HandlerEntry *entry;
 	HandlerEntry built;
@@ -257,16 +269,17 @@ lookup_handler(const char *signature)
 				 errmsg("handler signature \"%.40s...\" is too long", signature),
 				 errhint("Register the kind again with an existing handler.")));
 	JobqInitExecutor();
-	entry = hash_search(handler_cache, signature, HASH_FIND, &found);
+	memset(&built, 0, sizeof(built));
+	built.key.owner = owner;
+	strlcpy(built.key.signature, signature, HANDLER_SIGNATURE_MAX);
+	entry = hash_search(handler_cache, &built.key, HASH_FIND, &found);
 	if (found)
 		return entry;
 
-	memset(&built, 0, sizeof(built));
-	strlcpy(built.signature, signature, HANDLER_SIGNATURE_MAX);
 	built.fn_oid = resolve_handler(signature, &built.returns_jsonb);
 	fmgr_info_cxt(built.fn_oid, &built.flinfo, handler_cxt);
 
-	entry = hash_search(handler_cache, signature, HASH_ENTER, &found);
+	entry = hash_search(handler_cache, &built.key, HASH_ENTER, &found);
 	memcpy(entry, &built, sizeof(built));
 	return entry;
 }
@@ -409,8 +422,10 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
-	handler = lookup_handler(job->handler);
+	handler = lookup_handler(job->handler, job->owner);
 	check_runner(job, handler->fn_oid);
+	JobqCheckHandlerOwner(handler->fn_oid, job->owner);
+	JobqCheckKindSearchPath(job->search_path, job->owner);
 	make_constraints_immediate();
 
 	limit_job(job, slot, &limited);
@@ -537,6 +552,13 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 			return FAILURE_RECORD;
 
 		/*
+		 * A handler past its timeout, or cancelled, that raised a conflict
+		 * instead (it caught the cancel) is not given another run.
+		 */
+		if (JobqHandlerPastDeadline() || JobqHandlerWasCancelled())
+			return FAILURE_RECORD;
+
+		/*
 		 * A serialization failure under READ COMMITTED: each statement of a
 		 * rerun sees new data, so rerunning at once is the database's own
 		 * retry loop.  A deadlock, or a stricter isolation: this transaction
@@ -563,8 +585,13 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 			return FAILURE_HAND_BACK;
 		if (JobqHandlerPastDeadline())
 			return FAILURE_RECORD;
-		/* The caller's own statement_timeout or cancel: not the job's. */
-		if (!in_worker)
+
+		/*
+		 * The caller's own statement_timeout or cancel is not the job's; a
+		 * 57014 the handler raised itself, with no cancel sent to the
+		 * session, is.
+		 */
+		if (!in_worker && JobqSessionWasCancelled())
 			return FAILURE_RETHROW;
 	}
 	return FAILURE_RECORD;
@@ -1482,6 +1509,27 @@ jobq_current_job(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
+/*
+ * Raise 55000 if this session has a temporary schema.  A handler cannot
+ * make one (it runs security-restricted), but could put objects into one
+ * the session has, where the caller's own statements would then find them
+ * first: a temporary type or function of the handler's role's choosing.
+ */
+static void
+refuse_session_with_temp_schema(void)
+{
+	Oid			temp_schema;
+	Oid			temp_toast_schema;
+
+	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
+	if (OidIsValid(temp_schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run in a session that has used temporary objects"),
+				 errdetail("A handler could leave an object among them that this session's own statements would then use."),
+				 errhint("Call jobq.run_pending() from a session that has made no temporary table.")));
+}
+
 PG_FUNCTION_INFO_V1(jobq_run_pending);
 
 /*
@@ -1510,7 +1558,10 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 				 errmsg("argument \"max_jobs\" must be between 1 and %d", 1000000)));
 	JobqRequireCurrentObjects("jobq.run_pending()");
 
+	refuse_session_with_temp_schema();
+
 	JobqBeginHandlerSession();
+	JobqNoteSessionCancels();
 	JobqStartWatchdog();
 	PG_TRY();
 	{
@@ -1535,6 +1586,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		JobqStopWatchdog();
+		JobqForgetSessionCancels();
 		JobqEndHandlerSession();
 	}
 	PG_END_TRY();

@@ -9,18 +9,21 @@
  *	  or SET SESSION AUTHORIZATION back) and SECURITY_RESTRICTED_OPERATION
  *	  (no temporary table, cursor WITH HOLD, LISTEN, and no trigger deferred
  *	  past the handler);
- *	- with the search_path its kind fixed at jobq.register_kind (the
- *	  registering session's, with pg_temp moved last), as CREATE FUNCTION
- *	  ... SET search_path fixes a function's; so neither the database's or
- *	  a role's settings nor a run_pending caller's temporary objects decide
- *	  what its unqualified names resolve to;
+ *	- with the search_path its kind fixed at jobq.register_kind, as CREATE
+ *	  FUNCTION ... SET search_path fixes a function's (search_path.c: the
+ *	  registering session's, resolved, with only schemas safe for the
+ *	  kind's role, pg_temp last); so neither the database's or a role's
+ *	  settings nor a run_pending caller decide what its unqualified names
+ *	  resolve to;
  *	- in a GUC nesting level, so that its SETs end with it.
  *
- * Handlers of a batch share one session, so when a handler returns jobq
- * removes what it could leave there for the next one: the cursors (portals)
- * it opened and did not close, and the session-level advisory locks it
- * took.  A failed handler's subtransaction abort closes its portals; its
- * session locks are released here too.
+ * Handlers of a batch share one session and one transaction, so when a
+ * handler returns jobq removes what it could leave there for the next one:
+ * the cursors (portals) and large-object descriptors it opened and did not
+ * close, and the session-level advisory locks it took.  A failed handler's
+ * subtransaction abort closes its portals and descriptors; its session
+ * locks are released here too.  (What other extensions keep per session,
+ * such as dblink's named connections, jobq cannot see: SECURITY.md.)
  *
  * A handler's portals are those created in the subtransaction jobq runs it
  * in, or later: SubTransactionIds only grow within a transaction, and a
@@ -44,6 +47,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "libpq/be-fsstubs.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/lock.h"
@@ -100,46 +104,6 @@ portal_created_since(JobqHandlerEnv *env)
 	if (top_portal_context() == NULL)
 		return true;
 	return newest != NULL && newest != env->newest_portal;
-}
-
-/*
- * Normalise a search_path for a kind: the same schemas, each quoted as
- * needed, without any temporary schema, then pg_temp last.  Raises 22023
- * if the list does not parse.  Returns a palloc'd string.
- */
-char *
-JobqNormalizeSearchPath(const char *path)
-{
-	char	   *raw = pstrdup(path);
-	List	   *names;
-	ListCell   *lc;
-	StringInfoData buf;
-
-	if (!SplitIdentifierString(raw, ',', &names))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid search_path \"%s\"", path),
-				 errhint("Set a valid search_path before registering the kind.")));
-	initStringInfo(&buf);
-	foreach(lc, names)
-	{
-		const char *name = (const char *) lfirst(lc);
-
-		/* pg_temp and pg_temp_N: only ever last, added below. */
-		if (strncmp(name, "pg_temp", 7) == 0 &&
-			(name[7] == '\0' || (name[7] == '_' && strspn(name + 8, "0123456789") == strlen(name + 8))))
-			continue;
-		if (buf.len > 0)
-			appendStringInfoString(&buf, ", ");
-		if (strcmp(name, "$user") == 0)
-			appendStringInfoString(&buf, "\"$user\"");
-		else
-			appendStringInfoString(&buf, quote_identifier(name));
-	}
-	appendStringInfoString(&buf, buf.len > 0 ? ", pg_temp" : "pg_temp");
-	list_free(names);
-	pfree(raw);
-	return buf.data;
 }
 
 /*
@@ -250,40 +214,23 @@ release_handler_session_locks(void)
 		LockReleaseSession(USER_LOCKMETHOD);
 }
 
+/* The kind's search_path the last handler ran with, for JobqAdoptHandlerSearchPath. */
+static char *last_kind_path = NULL;
+
 /*
- * Whether the session's search_path is the kind's already.  Without a
- * temporary schema in this session (never in a worker: it can make none,
- * all it runs being security-restricted), where pg_temp stands makes no
- * difference, so the session's path also counts if it names the same
- * schemas; the normalised form of the last path seen is kept.
+ * Make the kind's search_path the session's own, outside any transaction,
+ * if a handler needed it set: setting it there costs nothing per job (see
+ * JobqEnterHandlerEnv), and the next batch of the same kinds finds it.  For
+ * a worker, between batches; jobq's bookkeeping never uses it.
  */
-static bool
-search_path_is(const char *search_path)
+void
+JobqAdoptHandlerSearchPath(void)
 {
-	static char *seen = NULL;	/* the last session path normalised */
-	static char *normalised = NULL;
-	Oid			temp_schema;
-	Oid			temp_toast_schema;
-
-	if (strcmp(namespace_search_path, search_path) == 0)
-		return true;
-	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
-	if (OidIsValid(temp_schema))
-		return false;
-	if (seen == NULL || strcmp(seen, namespace_search_path) != 0)
-	{
-		char	   *path = JobqNormalizeSearchPath(namespace_search_path);
-
-		if (seen != NULL)
-		{
-			pfree(seen);
-			pfree(normalised);
-		}
-		seen = MemoryContextStrdup(TopMemoryContext, namespace_search_path);
-		normalised = MemoryContextStrdup(TopMemoryContext, path);
-		pfree(path);
-	}
-	return strcmp(normalised, search_path) == 0;
+	Assert(!IsTransactionState());
+	if (last_kind_path == NULL || strcmp(last_kind_path, namespace_search_path) == 0)
+		return;
+	(void) set_config_option("search_path", last_kind_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, 0, false);
 }
 
 /*
@@ -294,20 +241,29 @@ search_path_is(const char *search_path)
  * Setting a GUC in a transaction makes every later end of a nesting level
  * in it (one per job) walk all settings, and the next name lookup rebuild
  * the search path: together a sixth of a no-op job.  So the search_path is
- * set only if the session's does not resolve names the same way already,
- * and then at the level of the subtransaction, not the handler's own: the
- * handler's SETs end with it, back to its kind's path, and the next
- * handler of the same kind in a batch finds it set.  The subtransaction's
- * end puts back the path it started with.
+ * set only if the session's does not resolve names the same way already
+ * (a worker adopts the kinds' path between batches), and then at the level
+ * of the subtransaction, not the handler's own: the handler's SETs end
+ * with it, back to its kind's path, and the next handler of the same kind
+ * in a batch finds it set.  The subtransaction's end puts back the path it
+ * started with.
  */
 void
 JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path)
 {
 	env->subid = GetCurrentSubTransactionId();
 	env->newest_portal = newest_portal_memory();
-	if (!search_path_is(search_path))
+	if (!JobqSearchPathsEquivalent(namespace_search_path, search_path))
+	{
 		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+		if (last_kind_path == NULL || strcmp(last_kind_path, search_path) != 0)
+		{
+			if (last_kind_path != NULL)
+				pfree(last_kind_path);
+			last_kind_path = MemoryContextStrdup(TopMemoryContext, search_path);
+		}
+	}
 	GetUserIdAndSecContext(&env->save_userid, &env->save_sec_context);
 	SetUserIdAndSecContext(owner, env->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -323,6 +279,8 @@ void
 JobqLeaveHandlerEnv(JobqHandlerEnv *env)
 {
 	close_handler_cursors(env);
+	/* Large-object descriptors it opened: they would last the transaction. */
+	AtEOSubXact_LargeObject(false, env->subid, InvalidSubTransactionId);
 	release_handler_session_locks();
 	AtEOXact_GUC(false, env->save_nestlevel);
 	SetUserIdAndSecContext(env->save_userid, env->save_sec_context);

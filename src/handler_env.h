@@ -18,7 +18,7 @@ typedef struct JobqHandlerEnv
 	MemoryContext newest_portal;	/* the newest portal's memory before it */
 } JobqHandlerEnv;
 
-extern char *JobqNormalizeSearchPath(const char *path);
+extern void JobqAdoptHandlerSearchPath(void);
 extern void JobqBeginHandlerSession(void);
 extern void JobqEndHandlerSession(void);
 extern void JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path);

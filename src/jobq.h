@@ -64,6 +64,7 @@
 /* kinds.c: the shape of a function jobq can call as a handler. */
 struct FormData_pg_proc;
 extern bool JobqHasHandlerShape(const struct FormData_pg_proc *proc);
+extern void JobqCheckHandlerOwner(Oid fn_oid, Oid runner);
 #define JOBQ_HANDLER_SHAPE_DETAIL \
 	"A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."
 
@@ -183,6 +184,11 @@ extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids
 extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
 extern bool JobqPurgeWalkUnfinished(void);
 extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
+
+/* search_path.c: a kind's search_path, resolved and safe for its role. */
+extern char *JobqKindSearchPath(const char *session_path, Oid owner, bool for_handler);
+extern void JobqCheckKindSearchPath(const char *path, Oid owner);
+extern bool JobqSearchPathsEquivalent(const char *session_path, const char *kind_path);
 
 /* launcher.c */
 extern void JobqRegisterLauncher(void);

@@ -27,7 +27,6 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
-#include "handler_env.h"
 #include "jobq.h"
 
 static SPIPlanPtr plan_lock_kind;
@@ -47,6 +46,38 @@ JobqHasHandlerShape(const struct FormData_pg_proc *proc)
 		!proc->proretset &&
 		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
 		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+}
+
+/*
+ * Raise 42501 unless the owner of function fn_oid has the privileges of
+ * "runner", the role its kind's handlers run as: whoever owns a handler's
+ * function can change what it does (or drop it and make another of that
+ * name), so that must be the role itself, a member of it, or a superuser.
+ * At registration, and before every run.
+ */
+void
+JobqCheckHandlerOwner(Oid fn_oid, Oid runner)
+{
+	HeapTuple	tuple;
+	Oid			proowner;
+	char	   *runner_name;
+
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for function %u", fn_oid);
+	proowner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
+	ReleaseSysCache(tuple);
+	if (has_privs_of_role(proowner, runner))
+		return;
+	runner_name = GetUserNameFromId(runner, false);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("handler function %s belongs to role \"%s\", which does not have the privileges of role \"%s\"",
+					format_procedure(fn_oid), GetUserNameFromId(proowner, false), runner_name),
+			 errdetail("The handler runs as role \"%s\", and the function's owner can change what it does.",
+					   runner_name),
+			 errhint("Give the function to role \"%s\" with ALTER FUNCTION ... OWNER TO, or register the kind as its owner.",
+					 runner_name)));
 }
 
 /*
@@ -90,6 +121,7 @@ check_handler(Oid handler, Oid caller)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", name),
 				 errdetail("A handler runs as the role that registers its kind, so that role must be allowed to execute it.")));
+	JobqCheckHandlerOwner(handler, caller);
 	return cstring_to_text(signature);
 }
 
@@ -179,8 +211,9 @@ PG_FUNCTION_INFO_V1(jobq_register_kind);
  * and keeps it as the role the handler runs as.  Jobs keep the queue and max_attempts they
  * were enqueued with; whether they run in the database follows the kind.
  * The kind's queue is created if it does not exist yet.  The handler's
- * search_path is the caller's current one, with pg_temp moved last,
- * fixed in the kind each time it is registered (see handler_env.c).
+ * search_path is the caller's current one, resolved and checked for the
+ * kind's role (search_path.c), fixed in the kind each time it is
+ * registered.
  */
 Datum
 jobq_register_kind(PG_FUNCTION_ARGS)
@@ -195,7 +228,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	int64		base_usecs;
 	int64		max_usecs;
 	int32		max_attempts;
-	char	   *search_path;
+	char	   *session_path;
 	bool		exists;
 	bool		had_handler = false;
 	Oid			owner = InvalidOid;
@@ -235,7 +268,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	check_side_effects(PG_GETARG_ARRAYTYPE_P(7));
 
 	JobqRequireCurrentObjects("jobq.register_kind()");
-	search_path = JobqNormalizeSearchPath(namespace_search_path);
+	session_path = pstrdup(namespace_search_path);
 	JobqBeginAccess(&access);
 
 	for (i = 0; i < 9; i++)
@@ -248,8 +281,6 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	nulls[9] = ' ';
 	values[10] = Int32GetDatum(JobqQueueId(values[2]));
 	nulls[10] = ' ';
-	/* The caller's search_path, normalised before jobq's own is pinned. */
-	values[11] = CStringGetTextDatum(search_path);
 	nulls[11] = ' ';
 
 	exists = lock_existing_kind(kind, access.caller, &had_handler, &owner);
@@ -258,6 +289,8 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		/* A new kind runs as the role that registers it. */
 		if (OidIsValid(handler))
 			values[1] = PointerGetDatum(check_handler(handler, access.caller));
+		values[11] = CStringGetTextDatum(JobqKindSearchPath(session_path, access.caller,
+																OidIsValid(handler)));
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"
@@ -285,6 +318,9 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 			values[9] = ObjectIdGetDatum(owner);
 		if (OidIsValid(handler))
 			values[1] = PointerGetDatum(check_handler(handler, DatumGetObjectId(values[9])));
+		values[11] = CStringGetTextDatum(JobqKindSearchPath(session_path,
+															DatumGetObjectId(values[9]),
+															OidIsValid(handler)));
 		if (had_handler != OidIsValid(handler))
 			lock_job_table();
 		JobqPreparePlan(&plan_update_kind,

@@ -54,6 +54,7 @@
 #define JOBQ_MAX_PAUSE_MS	60000	/* longest pause before restarting a worker */
 #define LAUNCHER_NAP_MS		1000
 #define JOBQ_MAX_PROBES_RUNNING 2	/* probe workers at once, cluster-wide */
+#define JOBQ_PROBE_TIMEOUT_MS	10000	/* a probe that has not answered is stuck */
 
 PGDLLEXPORT void JobqLauncherMain(Datum main_arg) pg_attribute_noreturn();
 
@@ -145,6 +146,18 @@ reap_slots(TimestampTz now)
 			db->status = DB_HAS_JOBQ;
 			if (TimestampDifferenceExceeds(slot->started_at, now, JOBQ_MAX_PAUSE_MS))
 				db->failures = 0;
+		}
+		else if (slot->state == JOBQ_SLOT_RUNNING && handles[i] != NULL &&
+				 TimestampDifferenceExceeds(slot->started_at, now, JOBQ_PROBE_TIMEOUT_MS))
+		{
+			/*
+			 * A probe that has not answered is stuck (a database's settings
+			 * or locks can make its first transaction wait): end it, so that
+			 * it does not hold one of the few probe places, and look again
+			 * later.
+			 */
+			TerminateBackgroundWorker(handles[i]);
+			db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_PROBE_TIMEOUT_MS);
 		}
 		else if (slot->state == JOBQ_SLOT_EXITED)
 		{

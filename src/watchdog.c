@@ -34,6 +34,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -77,6 +78,10 @@ static TimestampTz prev_timeout_at = 0;
 static JobqLimitedJob limited;
 
 static TimeoutId watchdog_timeout = MAX_TIMEOUTS;
+
+/* In a session's run_pending: its SIGINT handler, and whether it ran. */
+static pqsigfunc session_sigint_handler = NULL;
+static volatile sig_atomic_t session_cancelled = false;
 
 static void record_ended_handler(int code, Datum arg);
 
@@ -170,6 +175,7 @@ JobqLimitHandler(const JobqLimitedJob *job)
 
 	limited = *job;
 	handler_cancelled = false;
+	session_cancelled = false;
 	operator_cancel_at = 0;
 	shutdown_cancel_sent = false;
 	handler_deadline = deadline;
@@ -200,6 +206,52 @@ JobqUnlimitHandler(void)
 		enable_timeout_at(STATEMENT_TIMEOUT, prev_timeout_at);
 	else
 		disable_timeout(STATEMENT_TIMEOUT, false);
+}
+
+/* Whether a cancel was sent to the running (or last) handler by jobq. */
+bool
+JobqHandlerWasCancelled(void)
+{
+	return handler_cancelled;
+}
+
+/*
+ * SIGINT in a session that runs handlers (jobq.run_pending): note that the
+ * session was cancelled (pg_cancel_backend, a statement timeout), then do
+ * what the session does with it.
+ */
+static void
+session_sigint(SIGNAL_ARGS)
+{
+	session_cancelled = true;
+	if (session_sigint_handler != NULL)
+		session_sigint_handler(postgres_signal_arg);
+}
+
+/*
+ * In a session, from now until JobqForgetSessionCancels: tell a cancel of
+ * the session (its own) from a query_canceled error a handler raised.
+ */
+void
+JobqNoteSessionCancels(void)
+{
+	session_cancelled = false;
+	session_sigint_handler = pqsignal(SIGINT, session_sigint);
+}
+
+void
+JobqForgetSessionCancels(void)
+{
+	if (session_sigint_handler != NULL)
+		pqsignal(SIGINT, session_sigint_handler);
+	session_sigint_handler = NULL;
+}
+
+/* Whether the session got a cancel since its last handler started. */
+bool
+JobqSessionWasCancelled(void)
+{
+	return session_cancelled;
 }
 
 /* No handler deadline until the next JobqLimitHandler. */

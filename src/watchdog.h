@@ -54,5 +54,9 @@ extern bool JobqHandlerPastDeadline(void);
 extern void JobqForgetHandlerDeadline(void);
 extern void JobqCancelHandlerFromSignal(bool by_operator);
 extern bool JobqWatchdogEndedProcess(void);
+extern bool JobqHandlerWasCancelled(void);
+extern void JobqNoteSessionCancels(void);
+extern void JobqForgetSessionCancels(void);
+extern bool JobqSessionWasCancelled(void);
 
 #endif							/* JOBQ_WATCHDOG_H */

@@ -29,9 +29,10 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/dbcommands.h"
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -50,6 +51,7 @@
 #include "utils/timestamp.h"
 
 #include "executor.h"
+#include "handler_env.h"
 #include "jobq.h"
 #include "watchdog.h"
 #include "shmem.h"
@@ -216,8 +218,9 @@ remember_server_settings(void)
  * must not change what jobq's bookkeeping or another role's handler does.
  * Each such setting goes back to the server's configuration value, set as
  * a connection option would be, so that a handler's own SET still works
- * and RESET comes back here.  Runs once, in a transaction (some settings
- * check their value in the catalogs).
+ * and RESET comes back here.  Runs once, before any transaction: settings
+ * check their values without the catalogs then, as when they are read
+ * from the configuration file.
  */
 static void
 reset_database_settings(void)
@@ -466,7 +469,8 @@ JobqWorkerMain(Datum main_arg)
 	MemoryContext loop_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, worker_sigterm);
+	/* Until jobq is found here, a SIGTERM (the launcher's, too) just ends it. */
+	pqsignal(SIGTERM, die);
 	if (JobqShared == NULL || slotno < 0 || slotno >= JobqShared->nslots)
 		elog(FATAL, "jobq worker started without a valid slot");
 	MySlot = &JobqShared->slots[slotno];
@@ -479,8 +483,20 @@ JobqWorkerMain(Datum main_arg)
 	dboid = MySlot->dboid;
 	LWLockRelease(JobqShared->lock);
 
+	/*
+	 * PL/pgSQL's settings exist only once it is loaded; loaded now, the
+	 * server's values of them are remembered too.
+	 */
+	load_file("plpgsql", false);
 	remember_server_settings();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	/*
+	 * What the database's owner or a role setting chose is not the
+	 * worker's: undone before the first transaction, which would otherwise
+	 * start read-only, serializable or deferrable as they please.
+	 */
+	reset_database_settings();
 
 	/*
 	 * The slot must still be the one reserved for this worker: a restarted
@@ -507,17 +523,13 @@ JobqWorkerMain(Datum main_arg)
 									 ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("jobq worker");
 
-	/* What the database's owner or a role setting chose is not the worker's. */
-	start_transaction();
-	reset_database_settings();
-	finish_transaction(loop_cxt);
-
 	/* Is jobq here?  If not, go. */
 	start_jobq_transaction(loop_cxt);
 	ereport(LOG, (errmsg("jobq worker started in database \"%s\"",
 						 get_database_name(dboid))));
 	finish_transaction(loop_cxt);
 	MySlot->has_extension = true;
+	pqsignal(SIGTERM, worker_sigterm);
 	if (JobqShared->launcher_latch)
 		SetLatch(JobqShared->launcher_latch);
 
@@ -539,6 +551,7 @@ JobqWorkerMain(Datum main_arg)
 
 		MemoryContextReset(loop_cxt);
 		more = run_one_batch(loop_cxt);
+		JobqAdoptHandlerSearchPath();
 		/* More work than one batch: bring in a sleeping peer, too. */
 		if (more && !JobqShutdownRequested)
 			JobqWakeSleepingPeer(MySlot);

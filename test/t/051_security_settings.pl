@@ -7,12 +7,16 @@
 #
 # (1) search_path: the owner sets it to "evil, public" and creates
 #     evil.orders with a trigger that makes the owner a superuser when it
-#     runs as one.  A superuser registered, from a session with the default
-#     search_path, a kind whose handler (in public, not SECURITY DEFINER,
-#     no SET search_path) inserts into an unqualified "orders".  The job
-#     must insert into public.orders, as the registering session would
-#     have: a kind fixes its handler's search_path at register_kind, and
-#     workers reset what ALTER DATABASE set.  The trigger must never run.
+#     runs as one.  A superuser registered, from a session whose search_path
+#     is "shop" (a schema of the superuser's), a kind whose handler (not
+#     SECURITY DEFINER, no SET search_path) inserts into an unqualified
+#     "orders".  The job must insert into shop.orders, as the registering
+#     session would have: a kind fixes its handler's search_path at
+#     register_kind, and workers reset what ALTER DATABASE set.  The trigger
+#     must never run.  The default search_path would not do for the
+#     superuser's kind: public belongs to the database's owner
+#     (pg_database_owner), who could put an "orders" there, so
+#     register_kind refuses it (42501).
 # (2) Other settings a database's owner may set: default_transaction_read_only,
 #     default_transaction_isolation = serializable, lock_timeout = 1,
 #     statement_timeout = 1 and role = <the owner>, each in a database of
@@ -102,15 +106,22 @@ sql('postgres', q{CREATE ROLE owen LOGIN});
 sql('postgres', q{CREATE DATABASE appdb OWNER owen});
 sql('appdb', q{
     CREATE EXTENSION jobq;
-    CREATE TABLE public.orders (item text, by_role name DEFAULT current_user);
-    CREATE FUNCTION public.place_order(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    CREATE SCHEMA shop;
+    CREATE TABLE shop.orders (item text, by_role name DEFAULT current_user);
+    CREATE FUNCTION shop.place_order(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO orders (item) VALUES (p->>'item');
     END $$;
 });
-is(sql('appdb', q{SELECT current_setting('search_path')
-                    FROM (SELECT jobq.register_kind('shop.place_order', 'public.place_order(jsonb)')) r}),
-    '"$user", public', 'the superuser registers the kind from a session with the default search_path');
+my ($ret, $out, $err) = $node->psql('appdb',
+    q{SELECT jobq.register_kind('shop.place_order', 'shop.place_order(jsonb)')},
+    extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/42501.*schema "public" in the search_path is not safe/,
+    'the default search_path is refused for the superuser\'s kind: public is the owner\'s');
+is(sql('appdb', q{SET search_path = shop;
+                  SELECT count(*) FROM jobq.register_kind('shop.place_order', 'shop.place_order(jsonb)');
+                  SELECT search_path FROM jobq.kinds WHERE name = 'shop.place_order'}),
+    "1\nshop, pg_temp", 'the superuser registers the kind from a session whose search_path is "shop"');
 
 # The owner's trap: evil.orders, whose trigger escalates him.
 sql_as('owen', 'appdb', q{
@@ -146,17 +157,20 @@ for my $db (@hostile_dbs)
     sql($db, q{
         CREATE EXTENSION jobq;
         -- What the handler's session looks like.
-        CREATE TABLE public.seen (job_id bigint, cur name, settings text);
-        CREATE FUNCTION public.note_env(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+        CREATE SCHEMA tap;
+        CREATE TABLE tap.seen (job_id bigint, cur name, settings text);
+        CREATE FUNCTION tap.note_env(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO public.seen VALUES ((jobq.current_job()).id, current_user,
+            INSERT INTO tap.seen VALUES ((jobq.current_job()).id, current_user,
                 concat_ws(' ', 'role=' || current_setting('role'),
                           'isolation=' || current_setting('transaction_isolation'),
                           'read_only=' || current_setting('transaction_read_only'),
                           'statement_timeout=' || current_setting('statement_timeout'),
                           'lock_timeout=' || current_setting('lock_timeout')));
         END $$;
-        SELECT jobq.register_kind('tap.note_env', 'public.note_env(jsonb)', max_attempts => 1);
+        SET search_path = tap;
+        SELECT jobq.register_kind('tap.note_env', 'tap.note_env(jsonb)', max_attempts => 1);
+        RESET search_path;
         -- One job ready now, one that housekeeping must promote first.
         SELECT jobq.enqueue('tap.note_env', '{"n": 1}');
         SELECT jobq.enqueue('tap.note_env', '{"n": 2}', run_at => now() + interval '1 second');
@@ -176,11 +190,11 @@ note "server settings: $server_settings";
 # Now the workers connect, after every ALTER DATABASE.
 sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf();});
 
-# (1): the job ran against public.orders, and the owner gained nothing.
+# (1): the job ran against shop.orders, and the owner gained nothing.
 is(join(',', poll_all(['appdb'], "SELECT state FROM jobq.jobs WHERE id = $order", 'completed', $bound)),
     '', 'appdb: the job completes');
-is(sql('appdb', q{SELECT string_agg(item || ' by ' || by_role, ', ') FROM public.orders}),
-    "book by $su", 'appdb: the handler inserted into public.orders, as its kind\'s owner');
+is(sql('appdb', q{SELECT string_agg(item || ' by ' || by_role, ', ') FROM shop.orders}),
+    "book by $su", 'appdb: the handler inserted into shop.orders, as its kind\'s owner');
 is(sql('appdb', q{SELECT count(*) FROM evil.orders}), '0',
     'appdb: nothing reached the owner\'s evil.orders');
 is(sql('appdb', q{SELECT coalesce(string_agg(cur || ' (session ' || sess || ')', ', '), '') FROM evil.trap}),
@@ -196,7 +210,7 @@ for my $db (@hostile_dbs)
 {
     my $what = join(', ', @{ $hostile{$db} });
     ok(!grep({ $_ eq $db } @stuck), "$db ($what): the workers complete both jobs");
-    is(sql($db, q{SELECT string_agg(DISTINCT cur || ': ' || settings, '; ') FROM public.seen}),
+    is(sql($db, q{SELECT string_agg(DISTINCT cur || ': ' || settings, '; ') FROM tap.seen}),
         "$su: $server_settings", "$db ($what): handlers ran as the kind's owner, with the server's settings");
     is(sql($db, q{SELECT count(*) FROM jobq.job_error}), '0', "$db: no attempt failed");
 }
