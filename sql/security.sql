@@ -805,6 +805,16 @@ SET search_path = sec_sp_app, sec_sp_granted;
 SELECT jobq.register_kind('sec.sp.granted', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
 SET search_path = sec_sp_owned, sec_sp_granted;
 SELECT jobq.register_kind('sec.sp.external', queue => 'sec_sp_ext');
+-- CREATE granted to PUBLIC should be refused the same way, and is not: a
+-- known gap (the check takes PUBLIC's grantee id, 0, for "no role").  Any
+-- role could put a sec_sp_note in sec_sp_public for this kind's handler,
+-- which runs as the superuser; a public schema that still grants CREATE
+-- to PUBLIC (as before PostgreSQL 15) is taken as safe too.  When it is
+-- closed, this registration fails with 42501.
+CREATE SCHEMA sec_sp_public;
+GRANT CREATE ON SCHEMA sec_sp_public TO PUBLIC;
+SET search_path = sec_sp_public, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.public', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
 -- (j3) A schema safe at registration, and granted CREATE afterwards.
 CREATE SCHEMA sec_sp_late;
 SET search_path = sec_sp_late, sec_sp_app;
@@ -1043,8 +1053,8 @@ UPDATE jobq.queue SET paused = false WHERE name IN (SELECT name FROM sec_paused_
 DROP TABLE sec_paused_queues;
 DROP SCHEMA sec_billing, sec_team, sec_alice, sec_bob CASCADE;
 SELECT lo_unlink(lo) AS unlinked FROM sec_lo_bob.doc;
-DROP SCHEMA sec_dbo, sec_sp_app, sec_sp_owned, sec_sp_granted, sec_sp_late, sec_sp_later,
-    sec_lo_alice, sec_lo_bob CASCADE;
+DROP SCHEMA sec_dbo, sec_sp_app, sec_sp_owned, sec_sp_granted, sec_sp_public, sec_sp_late,
+    sec_sp_later, sec_lo_alice, sec_lo_bob CASCADE;
 DROP TABLE public.sec_rls_notes, public.sec_sly_calls;
 DROP TABLE public.hijack_log, public.sec_fixture, public.sec_claims, public.sec_calls,
     public.sec_outcome, sec_shadow, public.sec_gen_producer_feed, public.sec_gen_producer_src,
