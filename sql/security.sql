@@ -706,6 +706,318 @@ SELECT j.payload->>'n' AS n, e.attempt, e.sqlstate
  WHERE j.kind = 'sec.deadlock' ORDER BY 1, 2;
 
 --
+-- The second review of 0.3.  Its attackers plant permanent objects (the
+-- handlers they target run in the superuser's sessions, not theirs):
+-- public.sec_make_trap(fn, attacker, what) creates, as its caller, a
+-- function fn returning jsonb that records its use in hijack_log, counts
+-- uses by any role other than the attacker, and then tries ALTER ROLE
+-- <attacker> SUPERUSER.  Every jobq.run_pending() below runs in a session
+-- that has made no temporary object.
+--
+CREATE FUNCTION public.sec_make_trap(fn text, attacker name, what text) RETURNS void
+LANGUAGE plpgsql AS $make$
+BEGIN
+    EXECUTE pg_catalog.format($f$
+        CREATE FUNCTION %s RETURNS pg_catalog.jsonb LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.hijack_log (attacker, who, what) VALUES (%L, current_user, %L);
+            IF current_user OPERATOR(pg_catalog.<>) %L THEN
+                PERFORM pg_catalog.nextval('public.hijack_foreign_uses');
+                BEGIN
+                    EXECUTE pg_catalog.format('ALTER ROLE %%I SUPERUSER', %L);
+                EXCEPTION WHEN OTHERS THEN
+                    NULL;
+                END;
+            END IF;
+            RETURN '{"by": "the trap"}';
+        END $$ $f$, fn, attacker, what, attacker, attacker);
+END $make$;
+
+--
+-- (i) Second review, finding 1: the owner of the schema that a superuser
+-- kind's handler lives in (as a database's owner owns public) replaces the
+-- handler.  The superuser registers sec.swap with sec_dbo.work(jsonb), a
+-- function of its own in sec_dbo's schema; sec_dbo drops it and creates
+-- its own work(jsonb).  The handler runs as the kind's role, a superuser:
+-- the job must fail (42501: the function's owner has not the superuser's
+-- privileges) without running it.  And register_kind refuses a function
+-- whose owner has not the registering role's privileges, for a new kind
+-- and for an existing one.
+--
+CREATE ROLE sec_dbo LOGIN;
+CREATE SCHEMA sec_dbo AUTHORIZATION sec_dbo;
+CREATE FUNCTION sec_dbo.work(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT '{"by": "the superuser''s handler"}'::jsonb $$;
+SELECT jobq.register_kind('sec.swap', 'sec_dbo.work(jsonb)', queue => 'sec_swap',
+                          max_attempts => 1);
+SELECT jobq.enqueue('sec.swap') IS NOT NULL AS enqueued;
+\c - sec_dbo
+DROP FUNCTION sec_dbo.work(jsonb);
+SELECT public.sec_make_trap('sec_dbo.work(p jsonb)', 'sec_dbo', 'replaced handler');
+\c - :sec_su
+SELECT jobq.run_pending() AS ran;
+SELECT j.state, j.attempt, j.result, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind = 'sec.swap';
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_dbo' ORDER BY 1, 2;
+SELECT rolsuper AS dbo_is_superuser FROM pg_roles WHERE rolname = 'sec_dbo';
+ALTER ROLE sec_dbo NOSUPERUSER;
+-- sec_dbo's function as the handler of a superuser's kind: refused.
+SELECT jobq.register_kind('sec.swap.new', 'sec_dbo.work(jsonb)', queue => 'sec_swap');
+SELECT jobq.register_kind('sec.swap', 'sec_dbo.work(jsonb)', queue => 'sec_swap',
+                          max_attempts => 1);
+SELECT name, handler FROM jobq.kinds WHERE name LIKE 'sec.swap%' ORDER BY 1;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_swap';
+
+--
+-- (j) Second review, finding 2: the kind's search_path.  The superuser's
+-- handler public.sec_sp_handler calls sec_sp_note() unqualified; the one
+-- it means is sec_sp_app's.  sec_sp_attacker may create schemas in the
+-- database.
+--
+CREATE ROLE sec_sp_attacker LOGIN;
+SELECT current_database() AS sec_db \gset
+GRANT CREATE ON DATABASE :"sec_db" TO sec_sp_attacker;
+CREATE SCHEMA sec_sp_app;
+CREATE FUNCTION sec_sp_app.sec_sp_note(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT '{"by": "sec_sp_app"}'::jsonb $$;
+CREATE FUNCTION public.sec_sp_handler(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN sec_sp_note(p);
+END $$;
+-- (j1) "$user" with no schema of the superuser's name: the stored path
+-- keeps no "$user", so a schema of that name made later is not searched.
+SELECT count(*) AS schemas_named_after_superuser FROM pg_namespace WHERE nspname = current_user;
+SET search_path = "$user", sec_sp_app;
+SELECT jobq.register_kind('sec.sp.user', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp',
+                          max_attempts => 1);
+-- (j2) A schema that another role controls: its owner, or a role granted
+-- CREATE on it, could put an object in it for the handler to find.
+-- Refused (42501), wherever it stands in the path; a kind with no
+-- in-database handler never uses its path, and is not.
+CREATE SCHEMA sec_sp_owned AUTHORIZATION sec_sp_attacker;
+CREATE SCHEMA sec_sp_granted;
+GRANT CREATE ON SCHEMA sec_sp_granted TO sec_sp_attacker;
+SET search_path = sec_sp_owned, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.owned', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
+SET search_path = sec_sp_app, sec_sp_granted;
+SELECT jobq.register_kind('sec.sp.granted', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
+SET search_path = sec_sp_owned, sec_sp_granted;
+SELECT jobq.register_kind('sec.sp.external', queue => 'sec_sp_ext');
+-- CREATE granted to PUBLIC should be refused the same way, and is not: a
+-- known gap (the check takes PUBLIC's grantee id, 0, for "no role").  Any
+-- role could put a sec_sp_note in sec_sp_public for this kind's handler,
+-- which runs as the superuser; a public schema that still grants CREATE
+-- to PUBLIC (as before PostgreSQL 15) is taken as safe too.  When it is
+-- closed, this registration fails with 42501.
+CREATE SCHEMA sec_sp_public;
+GRANT CREATE ON SCHEMA sec_sp_public TO PUBLIC;
+SET search_path = sec_sp_public, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.public', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
+-- (j3) A schema safe at registration, and granted CREATE afterwards.
+CREATE SCHEMA sec_sp_late;
+SET search_path = sec_sp_late, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.late', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp',
+                          max_attempts => 1);
+GRANT CREATE ON SCHEMA sec_sp_late TO sec_sp_attacker;
+-- (j4) A schema that does not exist yet: left out, with a NOTICE.
+SET search_path = sec_sp_later, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.missing', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp',
+                          max_attempts => 1);
+RESET search_path;
+SELECT name, search_path FROM jobq.kinds WHERE name LIKE 'sec.sp.%' ORDER BY 1;
+-- The attacker plants a sec_sp_note of its own in a schema named after
+-- the superuser, in sec_sp_late, and in sec_sp_later.
+\c - sec_sp_attacker
+CREATE SCHEMA :"sec_su";
+SELECT public.sec_make_trap(format('%I.sec_sp_note(p jsonb)', :'sec_su'), 'sec_sp_attacker',
+                            'schema named after the superuser');
+SELECT public.sec_make_trap('sec_sp_late.sec_sp_note(p jsonb)', 'sec_sp_attacker',
+                            'schema granted CREATE later');
+CREATE SCHEMA sec_sp_later;
+SELECT public.sec_make_trap('sec_sp_later.sec_sp_note(p jsonb)', 'sec_sp_attacker',
+                            'schema made later');
+\c - :sec_su
+SELECT count(jobq.enqueue(k)) AS enqueued
+  FROM unnest(ARRAY['sec.sp.user', 'sec.sp.late', 'sec.sp.missing']) k;
+SELECT jobq.run_pending() AS ran;
+-- sec.sp.user and sec.sp.missing found sec_sp_app's; sec.sp.late was
+-- refused (42501) before its handler ran.
+SELECT j.kind, j.state, j.attempt, j.result, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind LIKE 'sec.sp.%' ORDER BY 1;
+SELECT DISTINCT sec_who(who, attacker) AS ran_as, what FROM hijack_log
+ WHERE attacker = 'sec_sp_attacker' ORDER BY 1, 2;
+SELECT rolsuper AS sp_attacker_is_superuser FROM pg_roles WHERE rolname = 'sec_sp_attacker';
+ALTER ROLE sec_sp_attacker NOSUPERUSER;
+-- The schema named after the superuser is the attacker's now: the
+-- superuser's default search_path ("$user", public) is refused.
+SELECT jobq.register_kind('sec.sp.default', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
+DROP SCHEMA :"sec_su" CASCADE;
+REVOKE CREATE ON DATABASE :"sec_db" FROM sec_sp_attacker;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_sp';
+
+--
+-- (k) Second review, finding 3: large-object descriptors between the
+-- handlers of a batch.  Bob's handler opens his large object for reading
+-- and writing and returns without closing it; Alice's, next in the same
+-- run_pending, reads and writes descriptor 0.  It must be gone: Alice's
+-- job fails with 42704 (invalid large-object descriptor), she read
+-- nothing, and Bob's object is unchanged.
+--
+CREATE ROLE sec_lo_alice LOGIN;
+CREATE ROLE sec_lo_bob LOGIN;
+CREATE SCHEMA sec_lo_alice AUTHORIZATION sec_lo_alice;
+CREATE SCHEMA sec_lo_bob AUTHORIZATION sec_lo_bob;
+GRANT jobq_admin TO sec_lo_alice, sec_lo_bob;
+SET ROLE sec_lo_bob;
+CREATE TABLE sec_lo_bob.doc (lo oid);
+INSERT INTO sec_lo_bob.doc SELECT lo_from_bytea(0, 'bob''s secret');
+CREATE FUNCTION sec_lo_bob.open_doc(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM lo_open(lo, x'60000'::int) FROM sec_lo_bob.doc;  -- INV_READ | INV_WRITE
+END $$;
+SELECT jobq.register_kind('sec.lo.bob', 'sec_lo_bob.open_doc(jsonb)', queue => 'sec_lo');
+RESET ROLE;
+SET ROLE sec_lo_alice;
+CREATE TABLE sec_lo_alice.loot (got bytea);
+CREATE FUNCTION sec_lo_alice.use_fd0(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO sec_lo_alice.loot VALUES (loread(0, 100));
+    PERFORM lo_lseek(0, 0, 0);
+    PERFORM lowrite(0, 'alice was here');
+END $$;
+SELECT jobq.register_kind('sec.lo.alice', 'sec_lo_alice.use_fd0(jsonb)', queue => 'sec_lo',
+                          max_attempts => 1);
+RESET ROLE;
+REVOKE jobq_admin FROM sec_lo_alice, sec_lo_bob;
+-- Bob's object is his alone.
+SELECT m.lomowner::regrole AS lo_owner, m.lomacl AS lo_acl
+  FROM pg_largeobject_metadata m JOIN sec_lo_bob.doc d ON d.lo = m.oid;
+SELECT jobq.enqueue('sec.lo.bob', run_at => now() - interval '2 seconds') IS NOT NULL AS enqueued;
+SELECT jobq.enqueue('sec.lo.alice', run_at => now() - interval '1 second') IS NOT NULL
+    AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT j.kind, j.state, j.attempt, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind LIKE 'sec.lo.%' ORDER BY 1;
+SELECT count(*) AS rows_alice_read FROM sec_lo_alice.loot;
+SELECT convert_from(lo_get(lo), 'UTF8') AS bobs_object FROM sec_lo_bob.doc;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_lo';
+
+--
+-- (l) Second review, finding 4: one SQL-language handler, two kinds of two
+-- roles, over a table with row security: each role sees its own rows, but
+-- for Alice, who owns the table, the policy does not apply.  A SQL
+-- function keeps its plans between calls, with the policies of the role
+-- they were made for: made for Alice (no policy), they must not serve
+-- Bob.  Alice's job then Bob's, in one batch: Bob gets only his row.
+--
+CREATE ROLE sec_rls_alice LOGIN;
+CREATE ROLE sec_rls_bob LOGIN;
+CREATE TABLE public.sec_rls_notes (owner name, note text);
+INSERT INTO public.sec_rls_notes VALUES ('sec_rls_alice', 'alice 1'), ('sec_rls_alice', 'alice 2'),
+    ('sec_rls_bob', 'bob 1');
+ALTER TABLE public.sec_rls_notes OWNER TO sec_rls_alice;
+ALTER TABLE public.sec_rls_notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON public.sec_rls_notes USING (owner = current_user);
+GRANT SELECT ON public.sec_rls_notes TO sec_rls_bob;
+CREATE FUNCTION public.sec_rls_read(p jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT coalesce(jsonb_agg(note ORDER BY note), '[]') FROM public.sec_rls_notes
+$$;
+GRANT jobq_admin TO sec_rls_alice, sec_rls_bob;
+SET ROLE sec_rls_alice;
+SELECT jobq.register_kind('sec.rls.alice', 'public.sec_rls_read(jsonb)', queue => 'sec_rls');
+RESET ROLE;
+SET ROLE sec_rls_bob;
+SELECT jobq.register_kind('sec.rls.bob', 'public.sec_rls_read(jsonb)', queue => 'sec_rls');
+-- What Bob may read himself.
+SELECT public.sec_rls_read('{}') AS bob_reads;
+RESET ROLE;
+REVOKE jobq_admin FROM sec_rls_alice, sec_rls_bob;
+SELECT jobq.enqueue('sec.rls.alice', run_at => now() - interval '2 seconds') IS NOT NULL
+    AS enqueued;
+SELECT jobq.enqueue('sec.rls.bob', run_at => now() - interval '1 second') IS NOT NULL
+    AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT kind, state, result FROM jobq.jobs WHERE kind LIKE 'sec.rls.%' ORDER BY 1;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_rls';
+
+--
+-- (m) Second review, finding 5: a handler that raises query_canceled
+-- itself.  In run_pending a 57014 is the caller's only if the session was
+-- cancelled; this one is the job's: run_pending goes on, the job's attempt
+-- is charged (max_attempts 1: failed) with 57014 recorded, and the jobs
+-- before and after it in the batch run.
+--
+CREATE FUNCTION public.sec_self_cancel(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'not a cancel' USING ERRCODE = 'query_canceled';
+END $$;
+CREATE FUNCTION public.sec_echo(p jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT p $$;
+SELECT jobq.register_kind('sec.self_cancel', 'public.sec_self_cancel(jsonb)',
+                          queue => 'sec_self_cancel', max_attempts => 1);
+SELECT jobq.register_kind('sec.echo', 'public.sec_echo(jsonb)', queue => 'sec_self_cancel');
+SELECT jobq.enqueue('sec.echo', '{"n": 1}', run_at => now() - interval '3 seconds') IS NOT NULL
+    AS enqueued;
+SELECT jobq.enqueue('sec.self_cancel', '{"n": 2}', run_at => now() - interval '2 seconds')
+    IS NOT NULL AS enqueued;
+SELECT jobq.enqueue('sec.echo', '{"n": 3}', run_at => now() - interval '1 second') IS NOT NULL
+    AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT j.payload->>'n' AS n, j.kind, j.state, j.attempt, j.result, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.queue = 'sec_self_cancel' ORDER BY 1;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_self_cancel';
+
+--
+-- (n) Second review, finding 6: a handler that catches the cancel of its
+-- kind's timeout (200 ms) and raises deadlock_detected instead.  A 40P01
+-- is otherwise handed back, uncharged, for the next transaction, up to 5
+-- times; past the timeout it ends the attempt: the first run_pending
+-- charges it (max_attempts 1: failed, attempt 1, 40P01 recorded).  The
+-- calls are made one per transaction, as a hand-back needs, until the job
+-- is no longer pending (6 at most); a sequence, which no rollback undoes,
+-- counts the handler's runs.
+--
+CREATE SEQUENCE public.sec_sly_runs MINVALUE 0 START 0;
+SELECT setval('public.sec_sly_runs', 0, true) AS no_run_yet;
+CREATE FUNCTION public.sec_sly(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('public.sec_sly_runs');
+    BEGIN
+        PERFORM pg_sleep(1);
+    EXCEPTION WHEN query_canceled THEN
+        RAISE EXCEPTION 'a deadlock, not a timeout' USING ERRCODE = 'deadlock_detected';
+    END;
+END $$;
+SELECT jobq.register_kind('sec.sly', 'public.sec_sly(jsonb)', queue => 'sec_sly',
+                          max_attempts => 1, timeout => '200 ms');
+SELECT jobq.enqueue('sec.sly') IS NOT NULL AS enqueued;
+CREATE TABLE public.sec_sly_calls (call int, state text, attempt int, handler_runs bigint);
+DO $$
+BEGIN
+    FOR i IN 1..6 LOOP
+        PERFORM jobq.run_pending();
+        INSERT INTO public.sec_sly_calls
+        SELECT i, j.state, j.attempt, s.last_value
+          FROM jobq.jobs j, public.sec_sly_runs s WHERE j.kind = 'sec.sly';
+        COMMIT;
+        EXIT WHEN (SELECT state FROM jobq.jobs WHERE kind = 'sec.sly') <> 'pending';
+    END LOOP;
+END $$;
+-- Charged by the first call.  The handler ran twice in it, though: in the
+-- batch, and again when the batch was rerun job by job, since its 40P01
+-- does not show that its first run was cancelled (a 57014 would not be
+-- rerun).  A known gap: it should run once.
+SELECT call, state, attempt, handler_runs FROM public.sec_sly_calls ORDER BY call;
+SELECT e.attempt, e.sqlstate
+  FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+ WHERE j.kind = 'sec.sly' ORDER BY 1;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_sly';
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -740,16 +1052,24 @@ DELETE FROM jobq.queue WHERE name LIKE 'sec\_%';
 UPDATE jobq.queue SET paused = false WHERE name IN (SELECT name FROM sec_paused_queues);
 DROP TABLE sec_paused_queues;
 DROP SCHEMA sec_billing, sec_team, sec_alice, sec_bob CASCADE;
+SELECT lo_unlink(lo) AS unlinked FROM sec_lo_bob.doc;
+DROP SCHEMA sec_dbo, sec_sp_app, sec_sp_owned, sec_sp_granted, sec_sp_public, sec_sp_late,
+    sec_sp_later, sec_lo_alice, sec_lo_bob CASCADE;
+DROP TABLE public.sec_rls_notes, public.sec_sly_calls;
 DROP TABLE public.hijack_log, public.sec_fixture, public.sec_claims, public.sec_calls,
     public.sec_outcome, sec_shadow, public.sec_gen_producer_feed, public.sec_gen_producer_src,
     public.sec_gen_worker_feed, public.sec_gen_worker_src, public.sec_gen_operator_feed,
     public.sec_gen_operator_src, public.sec_gen_admin_feed, public.sec_gen_admin_src;
-DROP SEQUENCE public.hijack_foreign_uses;
+DROP SEQUENCE public.hijack_foreign_uses, public.sec_sly_runs;
 DROP FUNCTION public.sec_plant_probe(), sec_who(name, name), public.sec_plant_shadows(),
     public.sec_dead_shadows(), public.sec_victim(jsonb), public.sec_own_handler(jsonb),
     public.sec_id(text), public.sec_claim_id(bigint), public.sec_claim_token(bigint),
     sec_gen_fixture(text), public.sec_id_of(name, text), public.sec_try(text),
-    public.sec_plant_invoices(), public.sec_take_lock(jsonb), public.sec_deadlocked(jsonb);
+    public.sec_plant_invoices(), public.sec_take_lock(jsonb), public.sec_deadlocked(jsonb),
+    public.sec_make_trap(text, name, text), public.sec_sp_handler(jsonb),
+    public.sec_rls_read(jsonb), public.sec_self_cancel(jsonb), public.sec_echo(jsonb),
+    public.sec_sly(jsonb);
 DROP PROCEDURE public.sec_attack();
 DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
-    sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob;
+    sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
+    sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
