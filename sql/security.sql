@@ -606,11 +606,13 @@ SELECT jobq.run_pending() AS ran;
 SELECT id, charged FROM sec_billing.invoices ORDER BY 1;
 
 --
--- (f) Finding 7: handlers of one batch, of two roles.  Alice's handler
--- opens a cursor over her table and returns without closing it; Bob's
--- handler runs next in the same batch (same priority, enqueued after) and
--- fetches from a cursor of that name.  The cursor must be gone: Bob's job
--- fails with 34000 (invalid_cursor_name) and he read nothing.
+-- (f) Finding 7: handlers of two roles, one after the other.  Alice's
+-- handler opens a cursor over her table and returns without closing it;
+-- Bob's handler runs next (same priority, enqueued after) and fetches from
+-- a cursor of that name.  The cursor must be gone: Bob's job fails with
+-- 34000 (invalid_cursor_name) and he read nothing.  (Handlers of two roles
+-- never share a batch, nor a run_pending call: the first call runs
+-- Alice's, the second Bob's.)
 --
 CREATE ROLE sec_alice LOGIN;
 CREATE ROLE sec_bob LOGIN;
@@ -648,6 +650,7 @@ REVOKE jobq_admin FROM sec_alice, sec_bob;
 SELECT has_table_privilege('sec_bob', 'sec_alice.alice_secrets', 'SELECT') AS bob_may_read;
 SELECT jobq.enqueue('sec.alice', run_at => now() - interval '2 seconds') IS NOT NULL AS enqueued;
 SELECT jobq.enqueue('sec.bob', run_at => now() - interval '1 second') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
 SELECT jobq.run_pending() AS ran;
 SELECT count(*) AS rows_bob_read FROM sec_bob.loot;
 SELECT j.kind, j.state, j.attempt, e.sqlstate
@@ -805,12 +808,10 @@ SET search_path = sec_sp_app, sec_sp_granted;
 SELECT jobq.register_kind('sec.sp.granted', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
 SET search_path = sec_sp_owned, sec_sp_granted;
 SELECT jobq.register_kind('sec.sp.external', queue => 'sec_sp_ext');
--- CREATE granted to PUBLIC should be refused the same way, and is not: a
--- known gap (the check takes PUBLIC's grantee id, 0, for "no role").  Any
--- role could put a sec_sp_note in sec_sp_public for this kind's handler,
--- which runs as the superuser; a public schema that still grants CREATE
--- to PUBLIC (as before PostgreSQL 15) is taken as safe too.  When it is
--- closed, this registration fails with 42501.
+-- CREATE granted to PUBLIC is refused the same way: any role could put a
+-- sec_sp_note in sec_sp_public for this kind's handler, which runs as the
+-- superuser (so could a public schema that still grants CREATE to PUBLIC,
+-- as before PostgreSQL 15).
 CREATE SCHEMA sec_sp_public;
 GRANT CREATE ON SCHEMA sec_sp_public TO PUBLIC;
 SET search_path = sec_sp_public, sec_sp_app;
@@ -859,12 +860,12 @@ REVOKE CREATE ON DATABASE :"sec_db" FROM sec_sp_attacker;
 UPDATE jobq.queue SET paused = true WHERE name = 'sec_sp';
 
 --
--- (k) Second review, finding 3: large-object descriptors between the
--- handlers of a batch.  Bob's handler opens his large object for reading
--- and writing and returns without closing it; Alice's, next in the same
--- run_pending, reads and writes descriptor 0.  It must be gone: Alice's
--- job fails with 42704 (invalid large-object descriptor), she read
--- nothing, and Bob's object is unchanged.
+-- (k) Second review, finding 3: large-object descriptors between
+-- handlers.  Bob's handler opens his large object for reading and writing
+-- and returns without closing it; Alice's, next, reads and writes
+-- descriptor 0.  It must be gone: Alice's job fails with 42704 (invalid
+-- large-object descriptor), she read nothing, and Bob's object is
+-- unchanged.  (One role per run_pending call: two calls.)
 --
 CREATE ROLE sec_lo_alice LOGIN;
 CREATE ROLE sec_lo_bob LOGIN;
@@ -899,6 +900,7 @@ SELECT jobq.enqueue('sec.lo.bob', run_at => now() - interval '2 seconds') IS NOT
 SELECT jobq.enqueue('sec.lo.alice', run_at => now() - interval '1 second') IS NOT NULL
     AS enqueued;
 SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() AS ran;
 SELECT j.kind, j.state, j.attempt, e.sqlstate
   FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
  WHERE j.kind LIKE 'sec.lo.%' ORDER BY 1;
@@ -912,7 +914,10 @@ UPDATE jobq.queue SET paused = true WHERE name = 'sec_lo';
 -- for Alice, who owns the table, the policy does not apply.  A SQL
 -- function keeps its plans between calls, with the policies of the role
 -- they were made for: made for Alice (no policy), they must not serve
--- Bob.  Alice's job then Bob's, in one batch: Bob gets only his row.
+-- Bob.  Alice's job then Bob's: Bob gets only his row.  They never share a
+-- transaction (a function called from a PL/pgSQL handler keeps its state
+-- per transaction, not per role): the first run_pending call runs Alice's
+-- job only, the second Bob's.
 --
 CREATE ROLE sec_rls_alice LOGIN;
 CREATE ROLE sec_rls_bob LOGIN;
@@ -940,6 +945,8 @@ SELECT jobq.enqueue('sec.rls.alice', run_at => now() - interval '2 seconds') IS 
     AS enqueued;
 SELECT jobq.enqueue('sec.rls.bob', run_at => now() - interval '1 second') IS NOT NULL
     AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT kind, state FROM jobq.jobs WHERE kind LIKE 'sec.rls.%' ORDER BY 1;
 SELECT jobq.run_pending() AS ran;
 SELECT kind, state, result FROM jobq.jobs WHERE kind LIKE 'sec.rls.%' ORDER BY 1;
 UPDATE jobq.queue SET paused = true WHERE name = 'sec_rls';
@@ -1007,15 +1014,34 @@ BEGIN
         EXIT WHEN (SELECT state FROM jobq.jobs WHERE kind = 'sec.sly') <> 'pending';
     END LOOP;
 END $$;
--- Charged by the first call.  The handler ran twice in it, though: in the
--- batch, and again when the batch was rerun job by job, since its 40P01
--- does not show that its first run was cancelled (a 57014 would not be
--- rerun).  A known gap: it should run once.
+-- Charged by the first call, and run once: a handler cancelled at its
+-- timeout is not run again when its batch is rerun job by job, whatever
+-- error it raised then.
 SELECT call, state, attempt, handler_runs FROM public.sec_sly_calls ORDER BY call;
 SELECT e.attempt, e.sqlstate
   FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
  WHERE j.kind = 'sec.sly' ORDER BY 1;
 UPDATE jobq.queue SET paused = true WHERE name = 'sec_sly';
+
+--
+-- (o) run_pending runs handlers in the caller's transaction, so it refuses
+-- one that holds what a handler could use with the caller's rights: an
+-- open cursor (fetched by name), large objects opened in it (descriptors
+-- by number).  A cursor closed again is fine.
+--
+BEGIN;
+DECLARE sec_mine CURSOR FOR SELECT 1;
+SELECT jobq.run_pending() AS ran;
+ROLLBACK;
+BEGIN;
+SELECT lo_open(lo_create(0), x'20000'::int) AS fd;
+SELECT jobq.run_pending() AS ran;
+ROLLBACK;
+BEGIN;
+DECLARE sec_closed CURSOR FOR SELECT 1;
+CLOSE sec_closed;
+SELECT jobq.run_pending() AS ran;
+ROLLBACK;
 
 --
 -- Clean up.  The attackers' sessions must have ended (their temporary

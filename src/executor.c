@@ -8,7 +8,8 @@
  * locked with FOR UPDATE SKIP LOCKED in the current transaction: the row
  * lock is the lease, so a crash anywhere before commit gives every job back
  * untouched.  Each handler's writes and its job's completion commit
- * together (principle 5).
+ * together (principle 5).  A batch runs the handlers of one role only: what
+ * functions cache within a transaction is not kept per role.
  *
  * Subtransactions cost about 40% of a no-op job, so a batch first runs
  * optimistically: all its handlers, and the completions, in one
@@ -984,10 +985,12 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 			 n, edata->message);
 
 		/*
-		 * A cancelled handler (jobs[ran] was running) would only be
-		 * cancelled again, after as long: its outcome is decided now.
+		 * A handler that was cancelled or ran past its timeout (jobs[ran]
+		 * was running), whatever error it then raised, would only be
+		 * cancelled again after as long: its outcome is decided now.
 		 */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ran < n)
+		if (ran < n && (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+						JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
 		{
 			jobs[ran]->stopped_action = classify_failure(edata, JOBQ_CONFLICT_RETRIES,
 														 slot, jobs[ran]);
@@ -1189,17 +1192,47 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 }
 
 /*
+ * Keep, of n picked jobs, those whose handlers run as *owner (set to the
+ * first job's if invalid): handlers of two roles never share a transaction.
+ * Within one, what a function caches (PL/pgSQL's plans and expression
+ * states, a SQL function's plans made with its caller's row security) is
+ * kept per function, not per role, and would serve the next role's call.
+ * The jobs left out stay ready, uncharged; they are locked until this
+ * transaction ends, for the next batch.  Returns how many are kept.
+ */
+static int
+keep_one_owner(BatchJob *jobs, int n, Oid *owner)
+{
+	int			kept = 0;
+	int			i;
+
+	if (n > 0 && !OidIsValid(*owner))
+		*owner = jobs[0].owner;
+	for (i = 0; i < n; i++)
+	{
+		if (jobs[i].owner != *owner)
+			continue;
+		if (kept != i)
+			jobs[kept] = jobs[i];
+		kept++;
+	}
+	return kept;
+}
+
+/*
  * Run one batch of ready in-database jobs in the current transaction.
  *
  * With can_commit (a worker), jobs that need a durable start record are
  * left alone and their ids returned in *later (ended by 0): the caller
  * leases and runs each in transactions of their own (JobqLeaseForRun, then
  * JobqRunLeasedJob), so that at most one of them is ever leased and not
- * yet started.  Otherwise they run carefully here.  slot is the worker's slot, or NULL in a session.  Must run in a
- * transaction with an active snapshot.
+ * yet started.  Otherwise they run carefully here.  slot is the worker's
+ * slot, or NULL in a session.  Only the jobs whose handlers run as *owner
+ * run (the first picked job's, if *owner is invalid; see keep_one_owner).
+ * Must run in a transaction with an active snapshot.
  */
 void
-JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit, Oid *owner,
 			 JobqBatchResult *result, int64 **later_ids)
 {
 	MemoryContext batch_cxt;
@@ -1239,6 +1272,8 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;
+	n = keep_one_owner(jobs, n, owner);
+	result->other_owner = result->picked - deferred - n;
 
 	optimistic = palloc(sizeof(BatchJob *) * Max(n, 1));
 	careful = palloc(sizeof(BatchJob *) * Max(n, 1));
@@ -1509,27 +1544,6 @@ jobq_current_job(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
-/*
- * Raise 55000 if this session has a temporary schema.  A handler cannot
- * make one (it runs security-restricted), but could put objects into one
- * the session has, where the caller's own statements would then find them
- * first: a temporary type or function of the handler's role's choosing.
- */
-static void
-refuse_session_with_temp_schema(void)
-{
-	Oid			temp_schema;
-	Oid			temp_toast_schema;
-
-	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
-	if (OidIsValid(temp_schema))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("jobq.run_pending() cannot run in a session that has used temporary objects"),
-				 errdetail("A handler could leave an object among them that this session's own statements would then use."),
-				 errhint("Call jobq.run_pending() from a session that has made no temporary table.")));
-}
-
 PG_FUNCTION_INFO_V1(jobq_run_pending);
 
 /*
@@ -1545,6 +1559,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
 	volatile int32 ran = 0;
+	Oid			owner = InvalidOid;
 
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
 	if (current_job != NULL)
@@ -1558,8 +1573,6 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 				 errmsg("argument \"max_jobs\" must be between 1 and %d", 1000000)));
 	JobqRequireCurrentObjects("jobq.run_pending()");
 
-	refuse_session_with_temp_schema();
-
 	JobqBeginHandlerSession();
 	JobqNoteSessionCancels();
 	JobqStartWatchdog();
@@ -1570,15 +1583,17 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 			JobqBatchResult result;
 			int64	   *later;
 
-			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
+			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &owner,
+						 &result, &later);
 			ran += result.completed + result.failed;
 
 			/*
-			 * Nothing left, or a job handed back after a conflict: this
-			 * transaction holds its lock and would only pick it again; let
-			 * the caller commit first.
+			 * Nothing left, a job handed back after a conflict, or jobs of
+			 * another role (this call runs one role's): this transaction
+			 * holds their locks and would only pick them again; let the
+			 * caller commit first.
 			 */
-			if (result.picked == 0 || result.handed_back > 0)
+			if (result.picked == 0 || result.handed_back > 0 || result.other_owner > 0)
 				break;
 			CommandCounterIncrement();
 		}

@@ -18,6 +18,7 @@ typedef struct JobqBatchResult
 	int			failed;			/* attempts that ended in error */
 	int			handed_back;	/* jobs given back untouched (shutdown) */
 	int			leased;			/* jobs left to lease in transactions of their own */
+	int			other_owner;	/* left ready: their handlers run as another role */
 } JobqBatchResult;
 
 /* A job leased by a batch, to run in a transaction of its own. */
@@ -27,7 +28,7 @@ typedef struct JobqLeasedJob
 	int64		lease_token;
 } JobqLeasedJob;
 
-extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit, Oid *owner,
 						 JobqBatchResult *result, int64 **later_ids);
 extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
 extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);

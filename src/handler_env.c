@@ -164,14 +164,80 @@ cursor_names(void)
 	return names;
 }
 
+/* Whether a memory context of that name is a child of TopMemoryContext. */
+static bool
+top_memory_child_exists(const char *name)
+{
+	MemoryContext child;
+
+	for (child = TopMemoryContext->firstchild; child != NULL; child = child->nextchild)
+		if (strcmp(child->name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Whether the session has a cursor open (a portal other than the active one). */
+static bool
+has_open_cursors(void)
+{
+	MemoryContext top = top_portal_context();
+	List	   *names;
+	ListCell   *lc;
+	bool		found = false;
+
+	/* Each portal has a memory context there; the running statement's is one. */
+	if (top != NULL && (top->firstchild == NULL || top->firstchild->nextchild == NULL))
+		return false;
+	names = cursor_names();
+	foreach(lc, names)
+	{
+		Portal		portal = GetPortalByName((const char *) lfirst(lc));
+
+		if (PortalIsValid(portal) && portal->status != PORTAL_ACTIVE)
+			found = true;
+	}
+	list_free_deep(names);
+	return found;
+}
+
 /*
- * Note what a run_pending caller's session holds before handlers run in
- * it: whether it holds advisory locks.  Workers need not call this.  Pair
+ * Before jobq.run_pending() runs handlers in the caller's session and
+ * transaction: refuse (55000) what of the caller's they could reach, and
+ * note whether it holds advisory locks.  Workers need not call this.  Pair
  * with JobqEndHandlerSession.
+ *	- a temporary schema: a handler cannot make one (it is
+ *	  security-restricted), but could put a temporary type or function into
+ *	  one the session has, which the caller's own statements would then
+ *	  find first;
+ *	- an open cursor, or large objects opened in this transaction: a
+ *	  handler could fetch from the cursor by name, or read and write a
+ *	  descriptor by number, with the rights of whoever opened it.
  */
 void
 JobqBeginHandlerSession(void)
 {
+	Oid			temp_schema;
+	Oid			temp_toast_schema;
+
+	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
+	if (OidIsValid(temp_schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run in a session that has used temporary objects"),
+				 errdetail("A handler could leave an object among them that this session's own statements would then use."),
+				 errhint("Call jobq.run_pending() from a session that has made no temporary table.")));
+	if (has_open_cursors())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run while this session has cursors open"),
+				 errdetail("A handler could fetch from them."),
+				 errhint("Close the cursors first, or call jobq.run_pending() in a transaction of its own.")));
+	if (top_memory_child_exists("Filesystem"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run in a transaction that has opened large objects"),
+				 errdetail("A handler could use their descriptors."),
+				 errhint("Call jobq.run_pending() in a transaction of its own.")));
 	caller_has_advisory_locks = holds_advisory_locks();
 }
 

@@ -99,16 +99,16 @@ acting_role(Oid roleid)
 }
 
 /*
- * A role, other than "runner" and those with its privileges, that can create
- * objects in schema nspid: its owner or a grantee of CREATE (ACL_ID_PUBLIC
- * for PUBLIC).  InvalidOid if there is none: the schema is safe for runner.
+ * Whether a role other than "runner" and those with its privileges can
+ * create objects in schema nspid: its owner, or a grantee of CREATE.  If
+ * so, *creator is that role, or ACL_ID_PUBLIC (which is 0) for PUBLIC.
  */
-static Oid
-untrusted_creator(Oid nspid, Oid runner)
+static bool
+has_untrusted_creator(Oid nspid, Oid runner, Oid *creator)
 {
 	HeapTuple	tuple;
 	Form_pg_namespace form;
-	Oid			found = InvalidOid;
+	bool		found = false;
 	Datum		aclDatum;
 	bool		isnull;
 
@@ -117,22 +117,27 @@ untrusted_creator(Oid nspid, Oid runner)
 		elog(ERROR, "cache lookup failed for schema %u", nspid);
 	form = (Form_pg_namespace) GETSTRUCT(tuple);
 	if (!has_privs_of_role(acting_role(form->nspowner), runner))
-		found = form->nspowner;
+	{
+		found = true;
+		*creator = form->nspowner;
+	}
 	aclDatum = SysCacheGetAttr(NAMESPACEOID, tuple, Anum_pg_namespace_nspacl, &isnull);
-	if (!OidIsValid(found) && !isnull)
+	if (!found && !isnull)
 	{
 		Acl		   *acl = DatumGetAclPCopy(aclDatum);
 		AclItem    *items = ACL_DAT(acl);
 		int			i;
 
-		for (i = 0; i < ACL_NUM(acl) && !OidIsValid(found); i++)
+		for (i = 0; i < ACL_NUM(acl) && !found; i++)
 		{
 			if (!(items[i].ai_privs & ACL_CREATE))
 				continue;
 			if (items[i].ai_grantee == ACL_ID_PUBLIC ||
 				!has_privs_of_role(acting_role(items[i].ai_grantee), runner))
-				found = items[i].ai_grantee == ACL_ID_PUBLIC ? ACL_ID_PUBLIC
-					: items[i].ai_grantee;
+			{
+				found = true;
+				*creator = items[i].ai_grantee;
+			}
 		}
 		pfree(acl);
 	}
@@ -144,10 +149,10 @@ untrusted_creator(Oid nspid, Oid runner)
 static void
 require_safe_schema(Oid nspid, Oid runner)
 {
-	Oid			creator = untrusted_creator(nspid, runner);
+	Oid			creator;
 	char	   *runner_name;
 
-	if (!OidIsValid(creator))
+	if (!has_untrusted_creator(nspid, runner, &creator))
 		return;
 	runner_name = GetUserNameFromId(runner, false);
 	ereport(ERROR,

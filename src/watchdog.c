@@ -254,11 +254,12 @@ JobqSessionWasCancelled(void)
 	return session_cancelled;
 }
 
-/* No handler deadline until the next JobqLimitHandler. */
+/* No handler deadline, and no cancel sent, until the next JobqLimitHandler. */
 void
 JobqForgetHandlerDeadline(void)
 {
 	handler_deadline = DT_NOEND;
+	handler_cancelled = false;
 }
 
 /* Whether the last handler ran past its kind's timeout. */

@@ -371,6 +371,7 @@ static bool
 run_one_batch(MemoryContext loop_cxt)
 {
 	JobqBatchResult result;
+	Oid			owner = InvalidOid;
 	int64	   *later;
 	int			i;
 
@@ -395,7 +396,7 @@ run_one_batch(MemoryContext loop_cxt)
 		JobqStopWatchdog();
 		return false;
 	}
-	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
+	JobqRunBatch(jobq_batch_size, MySlot, true, &owner, &result, &later);
 	finish_transaction(loop_cxt);
 
 	for (i = 0; later != NULL && later[i] != 0 && !JobqShutdownRequested; i++)
@@ -414,7 +415,8 @@ run_one_batch(MemoryContext loop_cxt)
 	}
 
 	JobqStopWatchdog();
-	return result.picked >= jobq_batch_size;
+	/* A full batch, or jobs left for another role's batch: more to do now. */
+	return result.picked >= jobq_batch_size || result.other_owner > 0;
 }
 
 /*
