@@ -39,6 +39,13 @@
 #     or to mallory: 42501), or when it holds anything, tables or not: an
 #     operator mallory planted while she could, a collation, a text search
 #     configuration (55000, not empty).
+# (f) Probes cannot be stalled: mallory makes two databases whose
+#     defaults are serializable, read-only and deferrable, and keeps a
+#     serializable read-write transaction open, so that a transaction
+#     started with those defaults waits for a safe snapshot as long as hers
+#     lasts.  Two probes stuck there would hold both probe places for ever.
+#     A database the superuser then makes, with jobq and jobs, must get its
+#     worker and have its jobs done while her transaction is still open.
 #
 # The look-alike tables are made from the CREATE TYPE / TABLE / SEQUENCE /
 # INDEX statements of the install script of jobq.control's default version,
@@ -50,6 +57,9 @@
 # attacker is still filling, the node starts with
 # jobq.workers_per_database = 0 (the launcher then starts no worker at
 # all), and a reload turns the workers on once every look-alike is ready.
+# Before (f) the workers are turned off again in the same way, and on with
+# one worker per database, so that realdb and evil_pre leave two of the
+# four slots to probes and to the new database.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -393,6 +403,82 @@ for my $what (sort keys %holding)
         'pre_schema: jobq is not installed');
 }
 sql('pre_schema', 'DROP EXTENSION IF EXISTS jobq CASCADE; DROP SCHEMA IF EXISTS jobq CASCADE;');
+
+### (f) Probes that wait for a safe snapshot.
+# Workers off while mallory prepares her databases.
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
+ok(poll_within('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'},
+        '0', $bound),
+    'with jobq.workers_per_database = 0, no jobq worker runs');
+my @stalls = qw(stall1 stall2);
+for my $db (@stalls)
+{
+    sql_as('mallory', 'postgres', qq{
+        CREATE DATABASE $db;
+        ALTER DATABASE $db SET default_transaction_isolation = serializable;
+        ALTER DATABASE $db SET default_transaction_read_only = on;
+        ALTER DATABASE $db SET default_transaction_deferrable = on;
+    });
+}
+my %stall_oid = map { $_ => sql('postgres', "SELECT oid FROM pg_database WHERE datname = '$_'") } @stalls;
+# Her serializable read-write transaction, open from now on.
+my $hold = $node->background_psql('stall1', extra_params => [ '-U', 'mallory' ]);
+$hold->query_safe('BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE');
+my $hold_pid = $hold->query_safe('SELECT pg_backend_pid()');
+is(sql('postgres', qq{SELECT usename || ', ' || state FROM pg_stat_activity WHERE pid = $hold_pid}),
+    'mallory, idle in transaction', 'mallory holds a transaction open in stall1');
+
+$offset = -s $node->logfile;
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf();});
+# Each of her databases is probed first.  Its probe must answer (the
+# postmaster then unregisters it), not wait for a safe snapshot; one that
+# waited and was ended by the launcher would have been seen waiting.
+for my $db (@stalls)
+{
+    my $deadline = time() + $bound;
+    my $seen = '';
+    while (!$seen && time() < $deadline)
+    {
+        if ($node->log_contains(qr/unregistering background worker "jobq worker $stall_oid{$db}\/0"/, $offset))
+        {
+            $seen = 'answered';
+        }
+        elsif (sql('postgres', qq{SELECT count(*) FROM pg_stat_activity
+                                   WHERE backend_type = 'jobq worker' AND datname = '$db'
+                                     AND wait_event = 'SafeSnapshot'}) ne '0')
+        {
+            $seen = 'waits for a safe snapshot';
+        }
+        else
+        {
+            usleep(100_000);
+        }
+    }
+    ok($seen, "$db was probed") or diag "no probe of $db seen within $bound s";
+    is($seen, 'answered', "$db: its probe answered, without waiting for a safe snapshot");
+}
+
+# Now the superuser's new database, with jobq and jobs.
+sql('postgres', 'CREATE DATABASE after_stall');
+sql('after_stall', q{
+    CREATE EXTENSION jobq;
+    CREATE TABLE ledger (n int PRIMARY KEY);
+    CREATE FUNCTION tap_record(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO ledger VALUES ((p->>'n')::int); END $$;
+    SELECT jobq.register_kind('tap.record', 'tap_record(jsonb)');
+    SELECT count(*) FROM jobq.enqueue_many('tap.record',
+        ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
+});
+ok(poll_within('after_stall', q{SELECT count(*) FILTER (WHERE state = 'completed') || '/' || count(*)
+                                  FROM jobq.jobs WHERE kind = 'tap.record'}, '5/5', $bound),
+    'the new database\'s jobs complete while mallory\'s databases would stall a probe');
+is(sql('postgres', qq{SELECT state FROM pg_stat_activity WHERE pid = $hold_pid}),
+    'idle in transaction', 'mallory\'s transaction was open all along');
+is(sql('postgres', q{SELECT count(*) FROM pg_stat_activity
+                      WHERE backend_type = 'jobq worker' AND wait_event = 'SafeSnapshot'}),
+    '0', 'no jobq worker waits for a safe snapshot');
+$hold->query_safe('COMMIT');
+$hold->quit;
 
 $node->stop;
 done_testing();
