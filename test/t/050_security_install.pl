@@ -21,6 +21,31 @@
 #     42501 instead of adopting it (an adopted schema stays its maker's, who
 #     could then drop jobq's tables with it).  Once the schema is gone,
 #     jobq installs, in a schema of the installing role's.
+# (d) The older versions' scripts guard the schema too: in mallory's
+#     database, with her schema jobq, CREATE EXTENSION jobq VERSION '0.1'
+#     and '0.2' fail with 42501.  And an installation at 0.1 whose schema
+#     jobq was given to mallory (ALTER SCHEMA ... OWNER TO), or where she was
+#     granted CREATE, is not updated: there she plants an operator
+#     jobq.=(oid, regprocedure), which the 0.1-to-0.2 script's
+#     handler_signature_0_2 (run per kind, as the superuser, with
+#     search_path jobq) would take for its "p.oid = handler": an exact
+#     match, preferred to pg_catalog's =(oid, oid).
+#     ALTER EXTENSION jobq UPDATE, and UPDATE TO '0.2', fail with 42501
+#     before any step of the update: her operator never runs (its
+#     sequence, which a rollback does not undo, is never advanced), and
+#     the installation stays at 0.1, jobq.kind.handler a regprocedure.
+# (e) A schema jobq that the installing superuser owns is refused too
+#     when other roles may create objects in it (CREATE granted to PUBLIC,
+#     or to mallory: 42501), or when it holds anything, tables or not: an
+#     operator mallory planted while she could, a collation, a text search
+#     configuration (55000, not empty).
+# (f) Probes cannot be stalled: mallory makes two databases whose
+#     defaults are serializable, read-only and deferrable, and keeps a
+#     serializable read-write transaction open, so that a transaction
+#     started with those defaults waits for a safe snapshot as long as hers
+#     lasts.  Two probes stuck there would hold both probe places for ever.
+#     A database the superuser then makes, with jobq and jobs, must get its
+#     worker and have its jobs done while her transaction is still open.
 #
 # The look-alike tables are made from the CREATE TYPE / TABLE / SEQUENCE /
 # INDEX statements of the install script of jobq.control's default version,
@@ -32,6 +57,9 @@
 # attacker is still filling, the node starts with
 # jobq.workers_per_database = 0 (the launcher then starts no worker at
 # all), and a reload turns the workers on once every look-alike is ready.
+# Before (f) the workers are turned off again in the same way, and on with
+# one worker per database, so that realdb and evil_pre leave two of the
+# four slots to probes and to the new database.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -254,6 +282,203 @@ like(error_as('mallory', 'evil_pre', 'CREATE TABLE jobq.decoy (n int)'), qr/ERRO
     'nor create objects in it');
 is(sql('evil_pre', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '1',
     'jobq stays installed');
+
+### (d) The install scripts of 0.1 and 0.2, and the update from 0.1.
+sql_as('mallory', 'postgres', 'CREATE DATABASE evil_old');
+sql_as('mallory', 'evil_old', 'CREATE SCHEMA jobq');
+for my $version (qw(0.1 0.2))
+{
+    my $err = error_as($su, 'evil_old', "CREATE EXTENSION jobq VERSION '$version'");
+    like($err, qr/ERROR:  42501: schema "jobq" is not owned by the role installing/,
+        "evil_old: CREATE EXTENSION jobq VERSION '$version' refuses mallory's schema jobq, with 42501")
+      or note "error: $err";
+    is(sql('evil_old', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '0',
+        "evil_old: jobq $version is not installed");
+    # Only an install that went through leaves something to drop.
+    sql('evil_old', 'DROP EXTENSION IF EXISTS jobq CASCADE');
+}
+
+# An installation at 0.1, made by the superuser in a database of mallory's,
+# with one kind (its handler a regprocedure, as 0.1 stored it).  Then the
+# superuser gives mallory the schema, or CREATE on it, and she plants her
+# operator.
+my $plant = q{
+    CREATE SEQUENCE public.planted_runs;
+    CREATE FUNCTION public.planted_eq(l oid, r regprocedure) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_catalog.nextval('public.planted_runs');
+        RAISE WARNING 'mallory''s operator jobq.= ran as %', current_user;
+        RETURN l = r::oid;
+    END $$;
+    CREATE OPERATOR jobq.= (LEFTARG = oid, RIGHTARG = regprocedure, FUNCTION = public.planted_eq);
+};
+my %opened = (
+    upd_owner => [ 'ALTER SCHEMA jobq OWNER TO mallory',
+                   qr/ERROR:  42501: schema "jobq" is not owned by the owner of extension "jobq"/ ],
+    upd_grant => [ 'GRANT CREATE ON SCHEMA jobq TO mallory',
+                   qr/ERROR:  42501: other roles may create objects in schema "jobq"/ ],
+);
+for my $db (sort keys %opened)
+{
+    my ($how, $refusal) = @{ $opened{$db} };
+    sql_as('mallory', 'postgres', "CREATE DATABASE $db");
+    sql($db, q{
+        CREATE EXTENSION jobq VERSION '0.1';
+        INSERT INTO jobq.queue (name) VALUES ('default');
+        INSERT INTO jobq.kind (name, handler, queue, queue_id, max_attempts, backoff_base,
+                               backoff_max, timeout, side_effects, retry_safe, owner)
+        SELECT 'legacy.work', 'pg_catalog.jsonb_strip_nulls(jsonb)'::regprocedure, 'default', id, 3,
+               '1 second', '1 hour', '5 minutes', '{}', false, current_user::regrole
+          FROM jobq.queue WHERE name = 'default';
+    });
+    sql($db, $how);
+    sql_as('mallory', $db, $plant);
+    is(sql($db, q{SELECT count(*) FROM pg_operator
+                   WHERE oprnamespace = 'jobq'::regnamespace AND oprowner = 'mallory'::regrole}),
+        '1', "$db ($how): mallory's operator is in schema jobq");
+
+    for my $update ('ALTER EXTENSION jobq UPDATE', "ALTER EXTENSION jobq UPDATE TO '0.2'")
+    {
+        my $err = error_as($su, $db, $update);
+        like($err, $refusal, "$db ($how): $update fails with 42501")
+          or note "error: $err";
+    }
+    is(sql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'jobq'}), '0.1',
+        "$db: jobq stays at 0.1");
+    is(sql($db, q{SELECT atttypid::regtype FROM pg_attribute
+                   WHERE attrelid = 'jobq.kind'::regclass AND attname = 'handler'}),
+        'regprocedure', "$db: no step of the 0.1-to-0.2 update ran (jobq.kind.handler is untouched)");
+    is(sql($db, q{SELECT is_called FROM public.planted_runs}), 'f',
+        "$db: mallory's operator never ran");
+    sql($db, 'DROP EXTENSION jobq CASCADE');
+}
+
+### (e) A schema jobq of the installing superuser's, but open, or not empty.
+sql('postgres', 'CREATE DATABASE pre_schema');
+sub fresh_schema
+{
+    sql('pre_schema', 'DROP EXTENSION IF EXISTS jobq CASCADE; DROP SCHEMA IF EXISTS jobq CASCADE;
+                       CREATE SCHEMA jobq;');
+}
+for my $grantee (qw(PUBLIC mallory))
+{
+    fresh_schema();
+    sql('pre_schema', "GRANT CREATE ON SCHEMA jobq TO $grantee");
+    my $err = error_as($su, 'pre_schema', 'CREATE EXTENSION jobq');
+    like($err, qr/ERROR:  42501: other roles may create objects in schema "jobq"/,
+        "pre_schema: CREATE EXTENSION jobq refuses a schema jobq where $grantee has CREATE, with 42501")
+      or note "error: $err";
+    is(sql('pre_schema', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '0',
+        'pre_schema: jobq is not installed');
+}
+# What the schema holds: mallory's operator, planted while she had CREATE
+# (since revoked), or the superuser's own collation or text search
+# configuration.
+my %holding = (
+    "mallory's operator" => sub {
+        sql('pre_schema', 'GRANT CREATE ON SCHEMA jobq TO mallory');
+        sql_as('mallory', 'pre_schema',
+            'CREATE OPERATOR jobq.=== (LEFTARG = int4, RIGHTARG = int4, FUNCTION = pg_catalog.int4eq)');
+        sql('pre_schema', 'REVOKE CREATE ON SCHEMA jobq FROM mallory');
+    },
+    'a collation' => sub {
+        sql('pre_schema', 'CREATE COLLATION jobq.c_copy FROM "C"');
+    },
+    'a text search configuration' => sub {
+        sql('pre_schema', 'CREATE TEXT SEARCH CONFIGURATION jobq.ts_copy (COPY = pg_catalog.simple)');
+    },
+);
+for my $what (sort keys %holding)
+{
+    fresh_schema();
+    $holding{$what}->();
+    is(sql('pre_schema', q{SELECT count(*) FROM pg_class WHERE relnamespace = 'jobq'::regnamespace}),
+        '0', "pre_schema: the schema jobq with $what has no table");
+    my $err = error_as($su, 'pre_schema', 'CREATE EXTENSION jobq');
+    like($err, qr/ERROR:  55000: schema "jobq" is not empty/,
+        "pre_schema: CREATE EXTENSION jobq refuses a schema jobq holding $what, with 55000")
+      or note "error: $err";
+    is(sql('pre_schema', q{SELECT count(*) FROM pg_extension WHERE extname = 'jobq'}), '0',
+        'pre_schema: jobq is not installed');
+}
+sql('pre_schema', 'DROP EXTENSION IF EXISTS jobq CASCADE; DROP SCHEMA IF EXISTS jobq CASCADE;');
+
+### (f) Probes that wait for a safe snapshot.
+# Workers off while mallory prepares her databases.
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
+ok(poll_within('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'},
+        '0', $bound),
+    'with jobq.workers_per_database = 0, no jobq worker runs');
+my @stalls = qw(stall1 stall2);
+for my $db (@stalls)
+{
+    sql_as('mallory', 'postgres', qq{
+        CREATE DATABASE $db;
+        ALTER DATABASE $db SET default_transaction_isolation = serializable;
+        ALTER DATABASE $db SET default_transaction_read_only = on;
+        ALTER DATABASE $db SET default_transaction_deferrable = on;
+    });
+}
+my %stall_oid = map { $_ => sql('postgres', "SELECT oid FROM pg_database WHERE datname = '$_'") } @stalls;
+# Her serializable read-write transaction, open from now on.
+my $hold = $node->background_psql('stall1', extra_params => [ '-U', 'mallory' ]);
+$hold->query_safe('BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE');
+my $hold_pid = $hold->query_safe('SELECT pg_backend_pid()');
+is(sql('postgres', qq{SELECT usename || ', ' || state FROM pg_stat_activity WHERE pid = $hold_pid}),
+    'mallory, idle in transaction', 'mallory holds a transaction open in stall1');
+
+$offset = -s $node->logfile;
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf();});
+# Each of her databases is probed first.  Its probe must answer (the
+# postmaster then unregisters it), not wait for a safe snapshot; one that
+# waited and was ended by the launcher would have been seen waiting.
+for my $db (@stalls)
+{
+    my $deadline = time() + $bound;
+    my $seen = '';
+    while (!$seen && time() < $deadline)
+    {
+        if ($node->log_contains(qr/unregistering background worker "jobq worker $stall_oid{$db}\/0"/, $offset))
+        {
+            $seen = 'answered';
+        }
+        elsif (sql('postgres', qq{SELECT count(*) FROM pg_stat_activity
+                                   WHERE backend_type = 'jobq worker' AND datname = '$db'
+                                     AND wait_event = 'SafeSnapshot'}) ne '0')
+        {
+            $seen = 'waits for a safe snapshot';
+        }
+        else
+        {
+            usleep(100_000);
+        }
+    }
+    ok($seen, "$db was probed") or diag "no probe of $db seen within $bound s";
+    is($seen, 'answered', "$db: its probe answered, without waiting for a safe snapshot");
+}
+
+# Now the superuser's new database, with jobq and jobs.
+sql('postgres', 'CREATE DATABASE after_stall');
+sql('after_stall', q{
+    CREATE EXTENSION jobq;
+    CREATE TABLE ledger (n int PRIMARY KEY);
+    CREATE FUNCTION tap_record(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO ledger VALUES ((p->>'n')::int); END $$;
+    SELECT jobq.register_kind('tap.record', 'tap_record(jsonb)');
+    SELECT count(*) FROM jobq.enqueue_many('tap.record',
+        ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
+});
+ok(poll_within('after_stall', q{SELECT count(*) FILTER (WHERE state = 'completed') || '/' || count(*)
+                                  FROM jobq.jobs WHERE kind = 'tap.record'}, '5/5', $bound),
+    'the new database\'s jobs complete while mallory\'s databases would stall a probe');
+is(sql('postgres', qq{SELECT state FROM pg_stat_activity WHERE pid = $hold_pid}),
+    'idle in transaction', 'mallory\'s transaction was open all along');
+is(sql('postgres', q{SELECT count(*) FROM pg_stat_activity
+                      WHERE backend_type = 'jobq worker' AND wait_event = 'SafeSnapshot'}),
+    '0', 'no jobq worker waits for a safe snapshot');
+$hold->query_safe('COMMIT');
+$hold->quit;
 
 $node->stop;
 done_testing();

@@ -23,6 +23,15 @@
 #     its own, then all of them together.  jobq's own bookkeeping (promoting
 #     a scheduled job, picking, completing) must go on, and handlers run
 #     with the server's values of those settings, not the owner's.
+# (3) Settings of loadable modules too: the owner loads PL/pgSQL in his
+#     session (any DO block does) and sets plpgsql.check_asserts = off for
+#     his database, which silences every ASSERT in its sessions.  A
+#     superuser's kind whose PL/pgSQL handler asserts on its payload must
+#     still assert in a worker: the job whose payload fails the ASSERT
+#     fails with P0004 (assert_failure), the other completes, and the
+#     handler sees the server's plpgsql.check_asserts (on).  A worker that
+#     remembered the server's settings before PL/pgSQL was loaded would
+#     leave the owner's value in place.
 #
 # The workers are off (jobq.workers_per_database = 0) until every database
 # is set up, so that each worker connects after the owner's ALTER DATABASE.
@@ -177,6 +186,33 @@ for my $db (@hostile_dbs)
     });
     sql_as('owen', 'postgres', join('', map { "ALTER DATABASE $db SET $_;\n" } @{ $hostile{$db} }));
 }
+
+### (3) ALTER DATABASE ... SET plpgsql.check_asserts = off
+sql('postgres', q{CREATE DATABASE h_asserts OWNER owen});
+sql('h_asserts', q{
+    CREATE EXTENSION jobq;
+    CREATE SCHEMA tap;
+    CREATE TABLE tap.checked (n int, check_asserts text);
+    CREATE FUNCTION tap.check(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        ASSERT (p->>'ok')::boolean, 'the payload is not ok';
+        INSERT INTO tap.checked VALUES ((p->>'n')::int, current_setting('plpgsql.check_asserts'));
+    END $$;
+    SET search_path = tap;
+    SELECT jobq.register_kind('tap.check', 'tap.check(jsonb)', max_attempts => 1);
+    RESET search_path;
+});
+# The owner loads PL/pgSQL, so that its settings exist in his session, and
+# sets one of them for his database.
+sql_as('owen', 'postgres', q{
+    DO $$ BEGIN END $$;
+    ALTER DATABASE h_asserts SET plpgsql.check_asserts = off;
+});
+is(sql('h_asserts', q{DO $$ BEGIN ASSERT false; END $$; SELECT 'no assertion failed'}),
+    'no assertion failed', 'h_asserts: in an ordinary session, the owner\'s setting silences ASSERT');
+my $asserts_ok = sql('h_asserts', q{SELECT jobq.enqueue('tap.check', '{"n": 1, "ok": true}')});
+my $asserts_bad = sql('h_asserts', q{SELECT jobq.enqueue('tap.check', '{"n": 2, "ok": false}')});
+
 # What a handler should see: the server's own settings (postgres has none
 # of its own).
 my $server_settings = $node->safe_psql('postgres', q{
@@ -214,6 +250,22 @@ for my $db (@hostile_dbs)
         "$su: $server_settings", "$db ($what): handlers ran as the kind's owner, with the server's settings");
     is(sql($db, q{SELECT count(*) FROM jobq.job_error}), '0', "$db: no attempt failed");
 }
+
+# (3): the ASSERT fired for the job whose payload is not ok.
+is(join(',', poll_all(['h_asserts'],
+            q{SELECT count(*) FROM jobq.jobs WHERE state IN ('completed', 'failed')}, '2', $bound)),
+    '', 'h_asserts: both jobs are done');
+is(sql('h_asserts', qq{SELECT state FROM jobq.jobs WHERE id = $asserts_ok}), 'completed',
+    'h_asserts: the job whose payload passes the ASSERT completes');
+is(sql('h_asserts', qq{SELECT concat_ws(' ', j.state, e.sqlstate, e.message)
+                        FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+                       WHERE j.id = $asserts_bad}),
+    'failed P0004 the payload is not ok',
+    'h_asserts: the job whose payload fails it fails with P0004: the ASSERT fired in the worker');
+is(sql('h_asserts', q{SELECT string_agg(n || ': check_asserts=' || check_asserts, ', ' ORDER BY n)
+                        FROM tap.checked}),
+    '1: check_asserts=on', 'h_asserts: the handler ran with the server\'s plpgsql.check_asserts');
+
 is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'owen'}), 'f',
     'the database owner is still no superuser at the end');
 
