@@ -57,7 +57,10 @@ BEGIN
        OR EXISTS (SELECT FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace OPERATOR(pg_catalog.=) schema_oid
                   AND x.dictowner OPERATOR(pg_catalog.<>) ext_owner)
        OR EXISTS (SELECT FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace OPERATOR(pg_catalog.=) schema_oid
-                  AND x.stxowner OPERATOR(pg_catalog.<>) ext_owner) THEN
+                  AND x.stxowner OPERATOR(pg_catalog.<>) ext_owner)
+       OR EXISTS (SELECT FROM pg_catalog.pg_extension x
+                   WHERE x.extnamespace OPERATOR(pg_catalog.=) schema_oid
+                     AND x.extname OPERATOR(pg_catalog.<>) 'jobq') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'insufficient_privilege',
             MESSAGE = 'schema "jobq" holds objects that the owner of extension "jobq" does not own',

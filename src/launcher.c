@@ -10,11 +10,13 @@
  * finds jobq in pg_extension (and the launcher fills up the pool) or exits
  * at once saying it found none (and the launcher looks again after
  * JOBQ_REPROBE_MS).  Anyone allowed to create databases makes databases
- * without jobq, so probes run few at a time, after the pools of the
- * databases that have it.  CREATE EXTENSION jobq
- * wakes the launcher at commit, so a new database starts processing
- * within a second, without a restart.  Template databases and databases
- * that refuse connections are left alone.
+ * without jobq, and can make a probe wait (a database's settings or a lock
+ * held on it), so probes run few at a time, after the pools of the
+ * databases that have it, and one that has not answered within
+ * JOBQ_PROBE_TIMEOUT_MS is ended.  CREATE EXTENSION jobq wakes the launcher
+ * at commit, so a new database starts processing within a second, without
+ * a restart.  Template databases and databases that refuse connections are
+ * left alone.
  *
  * A worker that dies of an error is started again after a pause that
  * doubles with each failure in a row, up to a minute.  An ERROR in the
@@ -148,16 +150,17 @@ reap_slots(TimestampTz now)
 				db->failures = 0;
 		}
 		else if (slot->state == JOBQ_SLOT_RUNNING && handles[i] != NULL &&
+				 db->status != DB_HAS_JOBQ &&
 				 TimestampDifferenceExceeds(slot->started_at, now, JOBQ_PROBE_TIMEOUT_MS))
 		{
 			/*
 			 * A probe that has not answered is stuck (a database's settings
 			 * or locks can make its first transaction wait): end it, so that
 			 * it does not hold one of the few probe places, and look again
-			 * later.
+			 * no sooner than at a database without jobq.
 			 */
 			TerminateBackgroundWorker(handles[i]);
-			db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_PROBE_TIMEOUT_MS);
+			db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_REPROBE_MS);
 		}
 		else if (slot->state == JOBQ_SLOT_EXITED)
 		{
@@ -179,9 +182,11 @@ reap_slots(TimestampTz now)
 				case JOBQ_EXIT_HANDLER_ENDED:
 					break;
 				case JOBQ_EXIT_UNKNOWN:
+					/* (A probe the launcher ended keeps its longer pause.) */
 					db->failures = Min(db->failures + 1, 16);
-					db->next_try = TimestampTzPlusMilliseconds(now,
-															   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1)));
+					db->next_try = Max(db->next_try,
+									   TimestampTzPlusMilliseconds(now,
+																   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1))));
 					break;
 			}
 			slot->state = JOBQ_SLOT_FREE;
@@ -193,6 +198,17 @@ reap_slots(TimestampTz now)
 			bool		gone = handles[i] == NULL
 				? TimestampDifferenceExceeds(slot->registered_at, now, JOBQ_START_TIMEOUT_MS)
 				: GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
+
+			/*
+			 * A probe still connecting is stuck too (someone holds its
+			 * database's lock, say, in a transaction left open): end it.
+			 */
+			if (!gone && handles[i] != NULL && db->status != DB_HAS_JOBQ &&
+				TimestampDifferenceExceeds(slot->registered_at, now, JOBQ_PROBE_TIMEOUT_MS))
+			{
+				TerminateBackgroundWorker(handles[i]);
+				db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_REPROBE_MS);
+			}
 
 			if (gone)
 			{

@@ -30,6 +30,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "fmgr.h"
@@ -210,6 +211,36 @@ remember_server_settings(void)
 	}
 }
 
+/* Whether a setting's source is ALTER DATABASE or ALTER ROLE ... SET. */
+static bool
+from_database_or_role(GucSource source)
+{
+	return source == PGC_S_GLOBAL || source == PGC_S_DATABASE ||
+		source == PGC_S_USER || source == PGC_S_DATABASE_USER;
+}
+
+/*
+ * A setting of a module not loaded yet (a placeholder) that only the
+ * database or a role gave: the server has no value of it to put back.
+ * When the module defines it (a handler loads the module), PostgreSQL
+ * applies the placeholder's value, so the value goes: the placeholder's
+ * strings are set to none from no source, and the module's default then
+ * stands.  This writes the GUC machinery's own fields, as nothing in its
+ * interface removes a value; the strings it drops are left allocated.
+ */
+static void
+forget_placeholder_value(struct config_generic *gconf)
+{
+	struct config_string *conf = (struct config_string *) gconf;
+
+	Assert(gconf->vartype == PGC_STRING && gconf->stack == NULL);
+	*conf->variable = NULL;
+	conf->reset_val = NULL;
+	gconf->source = gconf->reset_source = PGC_S_DEFAULT;
+	gconf->scontext = gconf->reset_scontext = PGC_INTERNAL;
+	gconf->srole = gconf->reset_srole = BOOTSTRAP_SUPERUSERID;
+}
+
 /*
  * Undo what ALTER DATABASE ... SET and ALTER ROLE ... SET applied when the
  * worker connected.  A database's owner may set those for its database,
@@ -218,7 +249,8 @@ remember_server_settings(void)
  * must not change what jobq's bookkeeping or another role's handler does.
  * Each such setting goes back to the server's configuration value, set as
  * a connection option would be, so that a handler's own SET still works
- * and RESET comes back here.  Runs once, before any transaction: settings
+ * and RESET comes back here; one of a module not loaded yet, that the
+ * server does not set, loses its value (forget_placeholder_value).  Runs once, before any transaction: settings
  * check their values without the catalogs then, as when they are read
  * from the configuration file.
  */
@@ -232,19 +264,18 @@ reset_database_settings(void)
 
 	for (i = 0; i < n; i++)
 	{
-		GucSource	source = vars[i]->source;
-
-		if (source != PGC_S_GLOBAL && source != PGC_S_DATABASE &&
-			source != PGC_S_USER && source != PGC_S_DATABASE_USER)
+		if (!from_database_or_role(vars[i]->source) &&
+			!from_database_or_role(vars[i]->reset_source))
 			continue;
 		for (j = 0; j < n_server_settings; j++)
 			if (strcmp(server_settings[j].name, vars[i]->name) == 0)
 				break;
-		if (j == n_server_settings)
-			continue;
-		(void) set_config_option(server_settings[j].name, server_settings[j].value,
-								 PGC_SUSET, PGC_S_CLIENT, GUC_ACTION_SET, true,
-								 WARNING, false);
+		if (j < n_server_settings)
+			(void) set_config_option(server_settings[j].name, server_settings[j].value,
+									 PGC_SUSET, PGC_S_CLIENT, GUC_ACTION_SET, true,
+									 WARNING, false);
+		else if (vars[i]->flags & GUC_CUSTOM_PLACEHOLDER)
+			forget_placeholder_value(vars[i]);
 	}
 }
 

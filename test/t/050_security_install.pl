@@ -46,6 +46,11 @@
 #     lasts.  Two probes stuck there would hold both probe places for ever.
 #     A database the superuser then makes, with jobq and jobs, must get its
 #     worker and have its jobs done while her transaction is still open.
+# (g) Nor while they connect: mallory renames two databases of hers in
+#     transactions she leaves open, so that a probe connecting to either
+#     waits for its lock.  The launcher ends a probe that has not answered
+#     within 10 s, so a new database of the superuser's still gets its
+#     worker and its jobs done while her transactions are open.
 #
 # The look-alike tables are made from the CREATE TYPE / TABLE / SEQUENCE /
 # INDEX statements of the install script of jobq.control's default version,
@@ -479,6 +484,39 @@ is(sql('postgres', q{SELECT count(*) FROM pg_stat_activity
     '0', 'no jobq worker waits for a safe snapshot');
 $hold->query_safe('COMMIT');
 $hold->quit;
+
+### (g) Probes that wait for a database's lock while they connect.
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
+ok(poll_within('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'},
+        '0', $bound),
+    'workers off again');
+my @renamers;
+for my $db (qw(lock1 lock2))
+{
+    sql_as('mallory', 'postgres', "CREATE DATABASE $db");
+    my $session = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
+    $session->query_safe("BEGIN; ALTER DATABASE $db RENAME TO ${db}_renamed");
+    push @renamers, $session;
+}
+sql('postgres', q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf();});
+sql('postgres', 'CREATE DATABASE after_lock');
+sql('after_lock', q{
+    CREATE EXTENSION jobq;
+    CREATE TABLE ledger (n int PRIMARY KEY);
+    CREATE FUNCTION tap_record(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO ledger VALUES ((p->>'n')::int); END $$;
+    SELECT jobq.register_kind('tap.record', 'tap_record(jsonb)');
+    SELECT count(*) FROM jobq.enqueue_many('tap.record',
+        ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
+});
+ok(poll_within('after_lock', q{SELECT count(*) FILTER (WHERE state = 'completed') || '/' || count(*)
+                                 FROM jobq.jobs WHERE kind = 'tap.record'}, '5/5', $bound),
+    'the new database\'s jobs complete while probes of mallory\'s databases wait for their locks');
+is(sql('postgres', q{SELECT count(*) FROM pg_stat_activity
+                      WHERE usename = 'mallory' AND state = 'idle in transaction'}),
+    '2', 'mallory\'s renaming transactions were open all along');
+$_->query_safe('ROLLBACK') for @renamers;
+$_->quit for @renamers;
 
 $node->stop;
 done_testing();

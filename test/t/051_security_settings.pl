@@ -32,6 +32,12 @@
 #     handler sees the server's plpgsql.check_asserts (on).  A worker that
 #     remembered the server's settings before PL/pgSQL was loaded would
 #     leave the owner's value in place.
+# (4) And of modules loaded only later, by a handler: the owner loads
+#     pg_trgm in his session and sets pg_trgm.similarity_threshold = 0.01
+#     for his database.  A worker connects with that value on a
+#     placeholder, which pg_trgm takes when a handler loads it; a handler
+#     of the superuser's must see pg_trgm's own default (0.3), under which
+#     'word' and 'wodr' are not similar.
 #
 # The workers are off (jobq.workers_per_database = 0) until every database
 # is set up, so that each worker connects after the owner's ALTER DATABASE.
@@ -213,6 +219,31 @@ is(sql('h_asserts', q{DO $$ BEGIN ASSERT false; END $$; SELECT 'no assertion fai
 my $asserts_ok = sql('h_asserts', q{SELECT jobq.enqueue('tap.check', '{"n": 1, "ok": true}')});
 my $asserts_bad = sql('h_asserts', q{SELECT jobq.enqueue('tap.check', '{"n": 2, "ok": false}')});
 
+### (4) ALTER DATABASE ... SET pg_trgm.similarity_threshold = 0.01
+sql('postgres', q{CREATE DATABASE h_trgm OWNER owen});
+sql('h_trgm', q{
+    CREATE EXTENSION jobq;
+    CREATE EXTENSION pg_trgm;
+    CREATE SCHEMA tap;
+    CREATE TABLE tap.trgm (threshold text, alike boolean);
+    CREATE FUNCTION tap.trgm(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        alike boolean := 'word' OPERATOR(public.%) 'wodr';
+    BEGIN
+        INSERT INTO tap.trgm VALUES (current_setting('pg_trgm.similarity_threshold'), alike);
+    END $$;
+    SET search_path = tap;
+    SELECT jobq.register_kind('tap.trgm', 'tap.trgm(jsonb)', max_attempts => 1);
+    RESET search_path;
+});
+sql_as('owen', 'h_trgm', q{
+    SELECT public.similarity('a', 'b');
+    ALTER DATABASE h_trgm SET pg_trgm.similarity_threshold = 0.01;
+});
+is(sql('h_trgm', q{SELECT current_setting('pg_trgm.similarity_threshold')}), '0.01',
+    'h_trgm: in an ordinary session, the owner\'s threshold applies');
+sql('h_trgm', q{SELECT jobq.enqueue('tap.trgm')});
+
 # What a handler should see: the server's own settings (postgres has none
 # of its own).
 my $server_settings = $node->safe_psql('postgres', q{
@@ -265,6 +296,12 @@ is(sql('h_asserts', qq{SELECT concat_ws(' ', j.state, e.sqlstate, e.message)
 is(sql('h_asserts', q{SELECT string_agg(n || ': check_asserts=' || check_asserts, ', ' ORDER BY n)
                         FROM tap.checked}),
     '1: check_asserts=on', 'h_asserts: the handler ran with the server\'s plpgsql.check_asserts');
+
+# (4): the handler saw pg_trgm's default, not the owner's threshold.
+is(join(',', poll_all(['h_trgm'], q{SELECT count(*) FROM tap.trgm}, '1', $bound)),
+    '', 'h_trgm: the job ran');
+is(sql('h_trgm', q{SELECT threshold || ' ' || alike FROM tap.trgm}), '0.3 false',
+    'h_trgm: the handler ran with pg_trgm\'s own threshold (the owner\'s placeholder value was dropped)');
 
 is(sql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'owen'}), 'f',
     'the database owner is still no superuser at the end');
