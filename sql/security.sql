@@ -1044,6 +1044,44 @@ SELECT jobq.run_pending() AS ran;
 ROLLBACK;
 
 --
+-- (p) Third review: handlers of two roles never share a transaction, even
+-- across several run_pending calls in it.  One role's handler could
+-- otherwise use what another's left cached in the transaction (a PL/pgSQL
+-- expression's state, built with the other role's EXECUTE right).  Three
+-- calls in one statement run one role's job; the next transaction, the
+-- other's.
+--
+CREATE ROLE sec_tx_alice LOGIN;
+CREATE ROLE sec_tx_bob LOGIN;
+CREATE FUNCTION public.sec_tx_echo(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT to_jsonb(current_user::text) $$;
+GRANT jobq_admin TO sec_tx_alice, sec_tx_bob;
+SET ROLE sec_tx_alice;
+SELECT jobq.register_kind('sec.tx.alice', 'public.sec_tx_echo(jsonb)', queue => 'sec_tx');
+RESET ROLE;
+SET ROLE sec_tx_bob;
+SELECT jobq.register_kind('sec.tx.bob', 'public.sec_tx_echo(jsonb)', queue => 'sec_tx');
+RESET ROLE;
+REVOKE jobq_admin FROM sec_tx_alice, sec_tx_bob;
+SELECT jobq.enqueue('sec.tx.alice', run_at => now() - interval '2 seconds') IS NOT NULL AS enqueued;
+SELECT jobq.enqueue('sec.tx.bob', run_at => now() - interval '1 second') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran FROM generate_series(1, 3);
+SELECT kind, state, result FROM jobq.jobs WHERE kind LIKE 'sec.tx.%' ORDER BY 1;
+SELECT jobq.run_pending() AS ran;
+SELECT kind, state, result FROM jobq.jobs WHERE kind LIKE 'sec.tx.%' ORDER BY 1;
+UPDATE jobq.queue SET paused = true WHERE name = 'sec_tx';
+
+--
+-- (q) Third review: run_pending refuses a session that holds advisory
+-- locks: a handler could release them (pg_advisory_unlock_all), and jobq
+-- could not tell its own session's from a handler's to release those.
+--
+SELECT pg_advisory_lock(4242);
+SELECT jobq.run_pending() AS ran;
+SELECT pg_advisory_unlock(4242);
+SELECT jobq.run_pending() AS ran;
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --

@@ -51,6 +51,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "pgstat.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -166,6 +167,10 @@ static SPIPlanPtr plan_complete_leased;
 static SPIPlanPtr plan_hold_leased;
 
 static int32 last_queue_served = 0;
+
+/* The role whose handlers the current transaction runs (keep_one_owner). */
+static Oid	txn_owner = InvalidOid;
+static LocalTransactionId txn_owner_lxid = InvalidLocalTransactionId;
 
 static void keep_recorded_steps(BatchJob *job);
 
@@ -1192,8 +1197,10 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 }
 
 /*
- * Keep, of n picked jobs, those whose handlers run as *owner (set to the
- * first job's if invalid): handlers of two roles never share a transaction.
+ * Keep, of n picked jobs, those whose handlers run as the role whose
+ * handlers this transaction runs (the first picked job's, if it has run
+ * none yet): handlers of two roles never share a transaction, however many
+ * batches or run_pending calls it holds.
  * Within one, what a function caches (PL/pgSQL's plans and expression
  * states, a SQL function's plans made with its caller's row security) is
  * kept per function, not per role, and would serve the next role's call.
@@ -1201,16 +1208,21 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
  * transaction ends, for the next batch.  Returns how many are kept.
  */
 static int
-keep_one_owner(BatchJob *jobs, int n, Oid *owner)
+keep_one_owner(BatchJob *jobs, int n)
 {
 	int			kept = 0;
 	int			i;
 
-	if (n > 0 && !OidIsValid(*owner))
-		*owner = jobs[0].owner;
+	if (txn_owner_lxid != MyProc->lxid)
+		txn_owner = InvalidOid;
+	if (n > 0 && !OidIsValid(txn_owner))
+	{
+		txn_owner = jobs[0].owner;
+		txn_owner_lxid = MyProc->lxid;
+	}
 	for (i = 0; i < n; i++)
 	{
-		if (jobs[i].owner != *owner)
+		if (jobs[i].owner != txn_owner)
 			continue;
 		if (kept != i)
 			jobs[kept] = jobs[i];
@@ -1227,12 +1239,12 @@ keep_one_owner(BatchJob *jobs, int n, Oid *owner)
  * leases and runs each in transactions of their own (JobqLeaseForRun, then
  * JobqRunLeasedJob), so that at most one of them is ever leased and not
  * yet started.  Otherwise they run carefully here.  slot is the worker's
- * slot, or NULL in a session.  Only the jobs whose handlers run as *owner
- * run (the first picked job's, if *owner is invalid; see keep_one_owner).
+ * slot, or NULL in a session.  Only the jobs of one role run (see
+ * keep_one_owner).
  * Must run in a transaction with an active snapshot.
  */
 void
-JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit, Oid *owner,
+JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 			 JobqBatchResult *result, int64 **later_ids)
 {
 	MemoryContext batch_cxt;
@@ -1272,7 +1284,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit, Oid *owner,
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;
-	n = keep_one_owner(jobs, n, owner);
+	n = keep_one_owner(jobs, n);
 	result->other_owner = result->picked - deferred - n;
 
 	optimistic = palloc(sizeof(BatchJob *) * Max(n, 1));
@@ -1559,7 +1571,6 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
 	volatile int32 ran = 0;
-	Oid			owner = InvalidOid;
 
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
 	if (current_job != NULL)
@@ -1583,8 +1594,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 			JobqBatchResult result;
 			int64	   *later;
 
-			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &owner,
-						 &result, &later);
+			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
 			ran += result.completed + result.failed;
 
 			/*
@@ -1602,7 +1612,6 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 	{
 		JobqStopWatchdog();
 		JobqForgetSessionCancels();
-		JobqEndHandlerSession();
 	}
 	PG_END_TRY();
 	PG_RETURN_INT32(ran);

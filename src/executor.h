@@ -28,7 +28,7 @@ typedef struct JobqLeasedJob
 	int64		lease_token;
 } JobqLeasedJob;
 
-extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit, Oid *owner,
+extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 						 JobqBatchResult *result, int64 **later_ids);
 extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
 extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);

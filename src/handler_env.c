@@ -33,12 +33,10 @@
  * a child of TopPortalContext, and a new child goes first in its list.
  *
  * In a worker, nothing else of the session holds an advisory lock, so the
- * handler's session locks are all there are.  A run_pending caller may
- * hold its own, which jobq cannot tell from the handler's without the
- * lock manager's private table; JobqBeginHandlerSession looks first, and
- * if the session holds any advisory lock, the session locks handlers take
- * stay with the caller's session (whose role has the privileges of every
- * handler run_pending runs) rather than release the caller's.
+ * handler's session locks are all there are.  A run_pending caller could
+ * hold its own, which jobq cannot tell from the handler's without the lock
+ * manager's private table, and which a handler could release: run_pending
+ * refuses a session that holds any (JobqBeginHandlerSession).
  *
  *-------------------------------------------------------------------------
  */
@@ -60,9 +58,6 @@
 
 #include "handler_env.h"
 #include "jobq.h"
-
-/* Whether a run_pending caller held advisory locks (see the file header). */
-static bool caller_has_advisory_locks = false;
 
 /*
  * The parent of every portal's memory context, found once by name (portal
@@ -202,16 +197,16 @@ has_open_cursors(void)
 
 /*
  * Before jobq.run_pending() runs handlers in the caller's session and
- * transaction: refuse (55000) what of the caller's they could reach, and
- * note whether it holds advisory locks.  Workers need not call this.  Pair
- * with JobqEndHandlerSession.
+ * transaction: refuse (55000) what of the caller's they could reach.
+ * Workers need not call this.
  *	- a temporary schema: a handler cannot make one (it is
  *	  security-restricted), but could put a temporary type or function into
  *	  one the session has, which the caller's own statements would then
  *	  find first;
  *	- an open cursor, or large objects opened in this transaction: a
  *	  handler could fetch from the cursor by name, or read and write a
- *	  descriptor by number, with the rights of whoever opened it.
+ *	  descriptor by number, with the rights of whoever opened it;
+ *	- advisory locks: a handler could release the session's.
  */
 void
 JobqBeginHandlerSession(void)
@@ -238,14 +233,12 @@ JobqBeginHandlerSession(void)
 				 errmsg("jobq.run_pending() cannot run in a transaction that has opened large objects"),
 				 errdetail("A handler could use their descriptors."),
 				 errhint("Call jobq.run_pending() in a transaction of its own.")));
-	caller_has_advisory_locks = holds_advisory_locks();
-}
-
-/* Forget what JobqBeginHandlerSession noted: the session is a worker's again. */
-void
-JobqEndHandlerSession(void)
-{
-	caller_has_advisory_locks = false;
+	if (holds_advisory_locks())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.run_pending() cannot run while this session holds advisory locks"),
+				 errdetail("A handler could release them (pg_advisory_unlock_all), and jobq could not tell its own session locks from the session's to release them."),
+				 errhint("Release them first, or call jobq.run_pending() from another session.")));
 }
 
 /*
@@ -272,12 +265,15 @@ close_handler_cursors(JobqHandlerEnv *env)
 	list_free_deep(names);
 }
 
-/* Release the session-level advisory locks a handler took. */
+/*
+ * Release the session-level advisory locks a handler took: the session has
+ * none of its own (a worker takes none; run_pending refuses a session that
+ * holds any).
+ */
 static void
 release_handler_session_locks(void)
 {
-	if (!caller_has_advisory_locks)
-		LockReleaseSession(USER_LOCKMETHOD);
+	LockReleaseSession(USER_LOCKMETHOD);
 }
 
 /* The kind's search_path the last handler ran with, for JobqAdoptHandlerSearchPath. */

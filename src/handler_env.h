@@ -20,7 +20,6 @@ typedef struct JobqHandlerEnv
 
 extern void JobqAdoptHandlerSearchPath(void);
 extern void JobqBeginHandlerSession(void);
-extern void JobqEndHandlerSession(void);
 extern void JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path);
 extern void JobqLeaveHandlerEnv(JobqHandlerEnv *env);
 extern void JobqCleanUpAfterFailedHandler(void);

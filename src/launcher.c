@@ -360,38 +360,45 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 }
 
 /*
- * How many running or starting workers are probes: in a database not yet
- * known to have jobq.
+ * How many running or starting workers are probes (in a database not yet
+ * known to have jobq), and how many slots are free.
  */
-static int
-count_probes(void)
+static void
+count_slots(int *probes, int *free_slots)
 {
-	int			probes = 0;
 	int			i;
 
+	*probes = 0;
+	*free_slots = 0;
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	for (i = 0; i < JobqShared->nslots; i++)
 	{
 		JobqWorkerSlot *slot = &JobqShared->slots[i];
 		DbEntry    *db;
 
+		if (slot->state == JOBQ_SLOT_FREE)
+		{
+			(*free_slots)++;
+			continue;
+		}
 		if (slot->state != JOBQ_SLOT_STARTING && slot->state != JOBQ_SLOT_RUNNING)
 			continue;
 		db = hash_search(databases, &slot->dboid, HASH_FIND, NULL);
 		if (db == NULL || db->status != DB_HAS_JOBQ)
-			probes++;
+			(*probes)++;
 	}
 	LWLockRelease(JobqShared->lock);
-	return probes;
 }
 
 /*
  * Start the workers one database lacks: its pool if it has jobq, else one
- * probe.  *probes counts the probes running; none is started past
- * JOBQ_MAX_PROBES_RUNNING.
+ * probe.  *probes counts the probes running, and none is started past
+ * JOBQ_MAX_PROBES_RUNNING; *free_slots counts the free slots, and a probe
+ * waits for one quietly (the next pass tries again) where a pool's worker
+ * says that there is none.
  */
 static void
-fill_pool(DbEntry *db, TimestampTz now, int *probes)
+fill_pool(DbEntry *db, TimestampTz now, int *probes, int *free_slots)
 {
 	bool		rank_used[1024] = {0};
 	int			running = 0;
@@ -425,7 +432,8 @@ fill_pool(DbEntry *db, TimestampTz now, int *probes)
 	LWLockRelease(JobqShared->lock);
 
 	/* A probe is a worker already; wait for its answer. */
-	if (db->status == DB_UNKNOWN && (running > 0 || *probes >= JOBQ_MAX_PROBES_RUNNING))
+	if (db->status == DB_UNKNOWN &&
+		(running > 0 || *probes >= JOBQ_MAX_PROBES_RUNNING || *free_slots <= 0))
 		return;
 
 	for (rank = 0; running < wanted && rank < wanted; rank++)
@@ -438,6 +446,7 @@ fill_pool(DbEntry *db, TimestampTz now, int *probes)
 			break;
 		}
 		running++;
+		(*free_slots)--;
 		if (db->status == DB_UNKNOWN)
 			(*probes)++;
 	}
@@ -446,17 +455,20 @@ fill_pool(DbEntry *db, TimestampTz now, int *probes)
 /*
  * Start the workers each database lacks: first the pools of the databases
  * known to have jobq, then probes, those asked for by a CREATE EXTENSION
- * first.  Probes are few at a time, so that databases without jobq (made
- * by anyone allowed to create one) never take the slots of those with it.
+ * first.  Probes are few at a time and take only free slots, so that
+ * databases without jobq (made by anyone allowed to create one) never take
+ * the slots of those with it, nor keep a new one's probe waiting long.
  */
 static void
 fill_pools(TimestampTz now)
 {
 	HASH_SEQ_STATUS status;
 	DbEntry    *db;
-	int			probes = count_probes();
+	int			probes;
+	int			free_slots;
 	int			pass;
 
+	count_slots(&probes, &free_slots);
 	for (pass = 0; pass < 3; pass++)
 	{
 		hash_seq_init(&status, databases);
@@ -466,7 +478,7 @@ fill_pools(TimestampTz now)
 				: db->probe_requested_at != 0 ? 1 : 2;
 
 			if (db_pass == pass && db->next_try <= now)
-				fill_pool(db, now, &probes);
+				fill_pool(db, now, &probes, &free_slots);
 		}
 	}
 }

@@ -223,7 +223,9 @@ JobqHandlerWasCancelled(void)
 static void
 session_sigint(SIGNAL_ARGS)
 {
-	session_cancelled = true;
+	/* A lock_timeout's SIGINT is a handler's own error, not a cancel. */
+	if (!get_timeout_indicator(LOCK_TIMEOUT, false))
+		session_cancelled = true;
 	if (session_sigint_handler != NULL)
 		session_sigint_handler(postgres_signal_arg);
 }

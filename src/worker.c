@@ -92,7 +92,19 @@ worker_sigint(SIGNAL_ARGS)
 	int			save_errno = errno;
 
 	if (JobqInHandler)
-		JobqCancelHandlerFromSignal(false);
+	{
+		/*
+		 * The handler's own lock_timeout sends SIGINT too: that is an error
+		 * of the handler's, which it may catch, not a cancel of it.
+		 */
+		if (get_timeout_indicator(LOCK_TIMEOUT, false))
+		{
+			QueryCancelPending = true;
+			InterruptPending = true;
+		}
+		else
+			JobqCancelHandlerFromSignal(false);
+	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -402,7 +414,6 @@ static bool
 run_one_batch(MemoryContext loop_cxt)
 {
 	JobqBatchResult result;
-	Oid			owner = InvalidOid;
 	int64	   *later;
 	int			i;
 
@@ -427,7 +438,7 @@ run_one_batch(MemoryContext loop_cxt)
 		JobqStopWatchdog();
 		return false;
 	}
-	JobqRunBatch(jobq_batch_size, MySlot, true, &owner, &result, &later);
+	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
 
 	for (i = 0; later != NULL && later[i] != 0 && !JobqShutdownRequested; i++)

@@ -11,6 +11,13 @@
 # (b) A session-level advisory lock that a handler takes is released when
 #     it returns: after its job completed, pg_locks shows no advisory lock
 #     of the worker, and another session can take that lock.
+# (c) A handler's own lock_timeout is its error, not a cancel: PostgreSQL
+#     signals a lock timeout as it signals a cancel.  With another session
+#     holding the table it locks, a handler that catches lock_not_available
+#     and returns completes its job in a worker; one that then raises
+#     query_canceled itself fails its own job in run_pending, which goes on
+#     (it took the raise for the caller's cancel, failed, and left the job
+#     uncharged for ever).
 #
 # One worker in the database, and both jobs of (a) enqueued in one
 # transaction, alice's due first, so that one batch would take both.
@@ -142,6 +149,43 @@ is(sql(qq{SELECT coalesce(string_agg(format('%s %s/%s %s', pid, classid, objid, 
             FROM pg_locks WHERE locktype = 'advisory' AND pid = $worker}),
     '', 'the worker holds no advisory lock after the job');
 is(sql(q{SELECT pg_try_advisory_lock(777)}), 't', 'another session can take the lock the handler took');
+
+### (c) A handler's own lock_timeout.
+sql(q{CREATE TABLE public.contended (x int); GRANT SELECT ON public.contended TO carol;});
+sql_as('carol', q{
+    CREATE FUNCTION carol.try_lock(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+    BEGIN
+        SET LOCAL lock_timeout = '50ms';
+        BEGIN
+            LOCK TABLE public.contended IN ACCESS SHARE MODE;
+        EXCEPTION WHEN lock_not_available THEN
+            IF (p->>'then') = 'raise' THEN
+                RAISE EXCEPTION 'not really cancelled' USING ERRCODE = 'query_canceled';
+            END IF;
+            RETURN to_jsonb('gave up waiting'::text);
+        END;
+        RETURN to_jsonb('got it'::text);
+    END $$;
+    SELECT jobq.register_kind('carol.try_lock', 'carol.try_lock(jsonb)', max_attempts => 1);
+});
+my $holder = $node->background_psql('postgres');
+$holder->query_safe(q{BEGIN; LOCK TABLE public.contended IN ACCESS EXCLUSIVE MODE});
+my $try_job = sql_as('carol', q{SELECT jobq.enqueue('carol.try_lock', '{"then": "return"}')});
+ok(wait_finished($try_job), 'the job whose handler gives up on the lock finished');
+is(sql(qq{SELECT concat_ws(' ', state, result #>> '{}') FROM jobq.jobs WHERE id = $try_job}),
+    'completed gave up waiting', 'in a worker, it completed: its lock timeout was no cancel');
+# Now in a session's run_pending, with the workers off.
+sql(q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
+$node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '0')
+  or die 'the workers did not stop';
+my $raise_job = sql_as('carol', q{SELECT jobq.enqueue('carol.try_lock', '{"then": "raise"}')});
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT jobq.run_pending()});
+is($ret, 0, 'run_pending did not fail') or diag $err;
+is(sql(qq{SELECT concat_ws(' ', j.state, e.sqlstate, e.message)
+            FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id WHERE j.id = $raise_job}),
+    'failed 57014 not really cancelled', 'the job that raised 57014 itself failed, charged');
+$holder->query_safe('COMMIT');
+$holder->quit;
 
 $node->stop;
 done_testing();
