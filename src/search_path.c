@@ -37,6 +37,7 @@
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -259,52 +260,102 @@ JobqCheckKindSearchPath(const char *path, Oid owner)
 }
 
 /*
- * Whether a session whose search_path is session_path resolves names as a
- * kind's "kind_path" does.  Equal settings do; without a temporary schema in
- * the session (never in a worker: it can make none, all it runs being
- * security-restricted), where pg_temp stands makes no difference, so the
- * same schemas in the same order do too.
+ * The schemas a search_path setting makes a role search, in order, as
+ * names: temporary schemas left out (the caller checked that there is
+ * none), "$user" as the role's own schema, schemas that do not exist left
+ * out, as PostgreSQL itself resolves it.
+ */
+static List *
+effective_schemas(const char *path, Oid role)
+{
+	List	   *names = split_path(path);
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+
+		if (is_temp_name(name))
+			continue;
+		if (strcmp(name, "$user") == 0)
+			name = GetUserNameFromId(role, true);
+		if (name != NULL && OidIsValid(get_namespace_oid(name, true)))
+			result = lappend(result, (void *) name);
+	}
+	return result;
+}
+
+/* The last answer of JobqSearchPathsEquivalent, until a schema changes. */
+static struct
+{
+	bool		valid;
+	char	   *session_path;	/* in TopMemoryContext */
+	char	   *kind_path;
+	Oid			role;
+	bool		equivalent;
+}			last_answer;
+
+static void
+forget_last_answer(Datum arg, int cacheid, uint32 hashvalue)
+{
+	last_answer.valid = false;
+}
+
+/*
+ * Whether a session whose search_path is session_path makes "role" resolve
+ * names as its kind's "kind_path" does.  Equal settings do; so do, without
+ * a temporary schema in the session (never in a worker: it can make none,
+ * all it runs being security-restricted), settings that come to the same
+ * schemas in the same order for that role (see effective_schemas).  The
+ * last answer is kept until a schema is made, renamed or dropped.
  */
 bool
-JobqSearchPathsEquivalent(const char *session_path, const char *kind_path)
+JobqSearchPathsEquivalent(const char *session_path, const char *kind_path, Oid role)
 {
+	static bool callback_registered = false;
 	Oid			temp_schema;
 	Oid			temp_toast_schema;
 	List	   *a;
 	List	   *b;
 	ListCell   *la;
 	ListCell   *lb;
-	bool		same = true;
+	bool		same;
 
 	if (strcmp(session_path, kind_path) == 0)
 		return true;
 	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
 	if (OidIsValid(temp_schema))
 		return false;
-	a = split_path(session_path);
-	b = split_path(kind_path);
-	la = list_head(a);
-	lb = list_head(b);
-	for (;;)
+	if (last_answer.valid && last_answer.role == role &&
+		strcmp(last_answer.session_path, session_path) == 0 &&
+		strcmp(last_answer.kind_path, kind_path) == 0)
+		return last_answer.equivalent;
+
+	a = effective_schemas(session_path, role);
+	b = effective_schemas(kind_path, role);
+	same = list_length(a) == list_length(b);
+	forboth(la, a, lb, b)
 	{
-		while (la != NULL && is_temp_name((const char *) lfirst(la)))
-			la = lnext(a, la);
-		while (lb != NULL && is_temp_name((const char *) lfirst(lb)))
-			lb = lnext(b, lb);
-		if (la == NULL || lb == NULL)
-		{
-			same = la == NULL && lb == NULL;
+		if (!same)
 			break;
-		}
-		if (strcmp((const char *) lfirst(la), (const char *) lfirst(lb)) != 0)
-		{
-			same = false;
-			break;
-		}
-		la = lnext(a, la);
-		lb = lnext(b, lb);
+		same = strcmp((const char *) lfirst(la), (const char *) lfirst(lb)) == 0;
 	}
-	list_free(a);
-	list_free(b);
+
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_last_answer, (Datum) 0);
+		callback_registered = true;
+	}
+	if (last_answer.session_path != NULL)
+	{
+		pfree(last_answer.session_path);
+		pfree(last_answer.kind_path);
+	}
+	last_answer.session_path = MemoryContextStrdup(TopMemoryContext, session_path);
+	last_answer.kind_path = MemoryContextStrdup(TopMemoryContext, kind_path);
+	last_answer.role = role;
+	last_answer.equivalent = same;
+	last_answer.valid = true;
 	return same;
 }
