@@ -1466,6 +1466,17 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	return job.succeeded;
 }
 
+/*
+ * After an ERROR escaped a batch (jobq's own bookkeeping failed) and the
+ * caller rolled its transaction back: no handler runs, and the slot says so.
+ */
+void
+JobqResetExecutorAfterError(JobqWorkerSlot *slot)
+{
+	JobqUnlimitHandler();
+	clear_activity(slot);
+}
+
 /* The id of the job whose handler runs in this backend, or 0. */
 int64
 JobqCurrentJobId(void)

@@ -16,8 +16,8 @@
  * its subtransaction rolls back, and the job is handed back without
  * charging an attempt; a handler that ignores that cancel too ends the
  * process a second later.  Exiting with code 0 tells the launcher why
- * through the slot; an ERROR in jobq's own bookkeeping ends the worker with
- * code 1 and the launcher starts another after a pause.
+ * through the slot.  An ERROR in jobq's own bookkeeping does not end the
+ * worker: it rolls back, logs it, pauses and goes on.
  *
  * The worker connects as the bootstrap superuser, and jobq is often not
  * the database owner's: it undoes the settings that ALTER DATABASE and
@@ -91,20 +91,18 @@ worker_sigint(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	if (JobqInHandler)
+	/*
+	 * A lock_timeout sends SIGINT too: in a handler an error of its own,
+	 * which it may catch, not a cancel of it; in jobq's bookkeeping an error
+	 * the worker survives.
+	 */
+	if (get_timeout_indicator(LOCK_TIMEOUT, false))
 	{
-		/*
-		 * The handler's own lock_timeout sends SIGINT too: that is an error
-		 * of the handler's, which it may catch, not a cancel of it.
-		 */
-		if (get_timeout_indicator(LOCK_TIMEOUT, false))
-		{
-			QueryCancelPending = true;
-			InterruptPending = true;
-		}
-		else
-			JobqCancelHandlerFromSignal(false);
+		QueryCancelPending = true;
+		InterruptPending = true;
 	}
+	else if (JobqInHandler)
+		JobqCancelHandlerFromSignal(false);
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -461,6 +459,21 @@ run_one_batch(MemoryContext loop_cxt)
 	return result.picked >= jobq_batch_size || result.other_owner > 0;
 }
 
+/* Errors of jobq's bookkeeping in a row, for the pause after the next. */
+static volatile int errors_in_a_row = 0;
+
+/*
+ * Wait a little after an error of jobq's own, 0.2 s doubling with each one
+ * in a row up to about 25 s; a shutdown or a reload ends the wait.
+ */
+static void
+pause_after_error(int errors)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 100L << errors, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 /*
  * Sleep until a wake-up for work, a signal the loop must act on, or the
  * end of the poll interval.  The latch alone does not tell: SIGALRM sets
@@ -511,6 +524,7 @@ JobqWorkerMain(Datum main_arg)
 	uint32		generation;
 	Oid			dboid;
 	MemoryContext loop_cxt;
+	sigjmp_buf	local_sigjmp_buf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	/* Until jobq is found here, a SIGTERM (the launcher's, too) just ends it. */
@@ -577,6 +591,31 @@ JobqWorkerMain(Datum main_arg)
 	if (JobqShared->launcher_latch)
 		SetLatch(JobqShared->launcher_latch);
 
+	/*
+	 * An ERROR in jobq's own bookkeeping (a deadlock with a concurrent DROP
+	 * EXTENSION or unregister_kind, a lock timeout of the server's...) comes
+	 * back here: it is logged, the transaction rolls back, and the worker
+	 * goes on after a pause that grows while errors follow each other.  Only
+	 * FATAL, shutdown and the extension's absence end a worker.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		QueryCancelPending = false;
+		EmitErrorReport();
+		JobqStopWatchdog();
+		AbortCurrentTransaction();
+		JobqResetExecutorAfterError(MySlot);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		errors_in_a_row = Min(errors_in_a_row + 1, 8);
+		pause_after_error(errors_in_a_row);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
 	for (;;)
 	{
 		bool		more;
@@ -595,6 +634,7 @@ JobqWorkerMain(Datum main_arg)
 
 		MemoryContextReset(loop_cxt);
 		more = run_one_batch(loop_cxt);
+		errors_in_a_row = 0;
 		JobqAdoptHandlerSearchPath();
 		/* More work than one batch: bring in a sleeping peer, too. */
 		if (more && !JobqShutdownRequested)
