@@ -312,6 +312,13 @@ SELECT jobq.register_kind('bad.kind', handler => 'pg_catalog.now()');
 -- a handler OID that names no function
 SELECT jobq.register_kind('bad.kind', handler => 4294967295::oid::regprocedure);
 \echo :SQLSTATE
+-- the OID of a function dropped since (its number, which varies, not shown)
+CREATE FUNCTION bad_gone_fn(p jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT 'bad_gone_fn(jsonb)'::regprocedure::oid AS gone_fn \gset
+DROP FUNCTION bad_gone_fn(jsonb);
+\set VERBOSITY sqlstate
+SELECT jobq.register_kind('bad.kind', handler => :gone_fn::oid::regprocedure);
+\set VERBOSITY default
 -- a handler that is OID 0, '-' (it crashed the backend before 0.3), for a
 -- new kind and for an existing one
 SELECT jobq.register_kind('bad.kind', handler => '-'::regprocedure);
@@ -1252,6 +1259,13 @@ SELECT jobq.subscribe('bad.s', 0::oid::regclass, 'bad.sub');
 -- an OID that names no relation
 SELECT jobq.subscribe('bad.s', 4294967295::oid::regclass, 'bad.sub');
 \echo :SQLSTATE
+-- the OID of a table dropped since (its number, which varies, not shown)
+CREATE TABLE bad_gone_table (id int);
+SELECT 'bad_gone_table'::regclass::oid AS gone_table \gset
+DROP TABLE bad_gone_table;
+\set VERBOSITY sqlstate
+SELECT jobq.subscribe('bad.s', :gone_table::oid::regclass, 'bad.sub');
+\set VERBOSITY default
 -- a source that is a statement, not a name (refused by regclass itself)
 SELECT jobq.subscribe('bad.s', 'bad_src; DROP TABLE bad_src', 'bad.sub');
 \echo :SQLSTATE
