@@ -131,7 +131,8 @@ SELECT jobq.register_kind('upg.new');
 -- The update.
 ALTER EXTENSION jobq UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'jobq';
-SELECT name, regexp_replace(handler, '[0-9]+', 'N') AS handler
+-- Kinds keep the default path as it resolves for their role, pg_temp last.
+SELECT name, regexp_replace(handler, '[0-9]+', 'N') AS handler, search_path
   FROM jobq.kinds ORDER BY name;
 SELECT jobq.run_pending() AS ran;
 SELECT kind, payload->>'n' AS n, state, result,
