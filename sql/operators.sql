@@ -195,7 +195,7 @@ SELECT v AS view, r.seq_scans, r.indexes, r.rows_read,
        LATERAL job_reads('SELECT * FROM ' || v) r
  ORDER BY n;
 \c :ops_db
-DROP DATABASE jobq_ops_views;
+DROP DATABASE jobq_ops_views WITH (FORCE);
 
 -- Bad input.
 SELECT * FROM error_of('SELECT jobq.retry(NULL)');
