@@ -82,6 +82,7 @@ SELECT jobq.fail(:held_job, :held_tok, 'SMTP timeout after DATA') AS held_state;
 SELECT jobq.enqueue('bad.fragile', '{}') AS failed_job \gset
 SELECT lease_token AS failed_tok FROM jobq.claim('bad_fail_q') \gset
 SELECT jobq.fail(:failed_job, :failed_tok, 'gave up') AS failed_state;
+SELECT jobq.create_queue('bad_done_q');
 SELECT jobq.enqueue('bad.kind', '{"n": 3}', queue => 'bad_done_q') AS done_job \gset
 SELECT lease_token AS done_tok FROM jobq.claim('bad_done_q') \gset
 SELECT jobq.complete(:done_job, :done_tok, '{"done": true}');

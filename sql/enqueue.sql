@@ -43,10 +43,16 @@ SELECT pg_sleep_until(:'soon_at'::timestamptz + interval '10 milliseconds');
 SELECT id = :soon AS is_soon, payload, attempt FROM jobq.claim('enq_main');
 
 --
--- Queues: a job goes to its kind's queue unless enqueue names another one,
--- which is created on first use.
+-- Queues: a job goes to its kind's queue unless enqueue names another one.
+-- Only administrators make queues: naming one that does not exist is an
+-- error (42704), and makes no queue.
 --
+SELECT * FROM error_of($$SELECT jobq.enqueue('enq.main', '{"n": "side"}', queue => 'enq_side')$$);
+SELECT * FROM error_of($$SELECT jobq.enqueue_many('enq.main', '{"{}"}', queue => 'enq_side')$$);
 SELECT count(*) AS side_queues FROM jobq.queue WHERE name = 'enq_side';
+SELECT jobq.create_queue('enq_side');
+SELECT * FROM error_of($$SELECT jobq.create_queue('enq_side')$$);
+SELECT jobq.create_queue('enq_side', if_not_exists => true);
 SELECT jobq.enqueue('enq.main', '{"n": "side"}', queue => 'enq_side') AS side \gset
 SELECT name FROM jobq.queue WHERE name LIKE 'enq%' ORDER BY name;
 SELECT queue, kind FROM jobq.jobs WHERE id = :side;
@@ -86,6 +92,7 @@ SELECT ord, id > :big AS new_id, rank() OVER (ORDER BY id) AS id_rank
        WITH ORDINALITY AS t(id, ord)
  ORDER BY ord;
 -- Each returned id is the job with the payload at that position.
+SELECT jobq.create_queue('enq_many');
 CREATE TEMP TABLE enq_many AS
     SELECT t.id, t.ord
       FROM jobq.enqueue_many('enq.other', '{"{\"n\": 3}","{\"n\": 1}","{\"n\": 2}"}',
@@ -138,8 +145,9 @@ ROLLBACK TO SAVEPOINT s;
 COMMIT;
 SELECT payload->>'n' AS n FROM jobq.jobs
  WHERE payload->>'n' IN ('kept', 'undone') ORDER BY 1;
--- A queue created by a rolled-back enqueue is gone too.
+-- A queue created in a rolled-back transaction is gone too.
 BEGIN;
+SELECT jobq.create_queue('enq_rolled_back');
 SELECT jobq.enqueue('enq.main', queue => 'enq_rolled_back') \gset
 ROLLBACK;
 SELECT count(*) AS rolled_back_queues FROM jobq.queue WHERE name = 'enq_rolled_back';

@@ -21,6 +21,7 @@ SELECT count(*) AS jobs, min(idempotency_key) AS key
 SELECT jobq.enqueue('idem.a', '{"a": 1, "b": [1, 2]}', idempotency_key => 'k2') AS k2 \gset
 SELECT jobq.enqueue('idem.a', '{ "b":[1,2],"a":1 }', idempotency_key => 'k2') = :k2 AS same_id;
 -- The repeat's other arguments are ignored: the job stays as it was.
+SELECT jobq.create_queue('idem_other');
 SELECT jobq.enqueue('idem.a', '{"order": 1}', idempotency_key => 'k1',
                     priority => 9, run_at => now() + interval '1 hour',
                     queue => 'idem_other') = :k1 AS same_id;

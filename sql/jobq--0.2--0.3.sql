@@ -158,3 +158,16 @@ $$;
  * 1000, the planner checked them against jobq.running by reading every job.
  */
 ALTER FUNCTION jobq.worker_jobs() ROWS 8;
+
+/*
+ * Queues and who may use them.  Only administrators make queues: a
+ * producer naming one that does not exist gets an error, never a new
+ * queue.  The queues that exist stay.
+ */
+CREATE FUNCTION jobq.create_queue(queue text, if_not_exists boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_create_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION jobq.create_queue(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.create_queue(text, boolean) TO jobq_admin;

@@ -918,3 +918,16 @@ GRANT EXECUTE ON FUNCTION
     jobq.tick_schedules(timestamptz),
     jobq.purge_finished(interval)
     TO jobq_admin;
+
+/*
+ * Queues and who may use them.  Only administrators make queues: a
+ * producer naming one that does not exist gets an error, never a new
+ * queue.
+ */
+CREATE FUNCTION jobq.create_queue(queue text, if_not_exists boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_create_queue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION jobq.create_queue(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.create_queue(text, boolean) TO jobq_admin;

@@ -72,6 +72,7 @@ INSERT INTO priv_call VALUES
  ('jobq.register_kind(text,regprocedure,text,integer,interval,interval,interval,text[],boolean)',
   $$SELECT jobq.register_kind('priv.new', queue => 'priv_q')$$),
  ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
+ ('jobq.create_queue(text,boolean)', $$SELECT jobq.create_queue('priv_new')$$),
  ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
   $$SELECT jobq.enqueue('priv.ext', '{"n": 6}', idempotency_key => 'k6')$$),
  ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',

@@ -29,6 +29,7 @@ $$;
 --
 -- Backoff: attempt 1 fails -> retry after 5..10 s.
 --
+SELECT jobq.create_queue('rb_p');
 SELECT jobq.enqueue('rb.plain', '{"job": "p"}', queue => 'rb_p') AS p \gset
 SELECT lease_token AS tok, attempt FROM pg_temp.claim_one('rb_p') \gset
 SELECT :attempt AS attempt;
@@ -127,6 +128,7 @@ SELECT id = :safe AS is_safe, attempt FROM jobq.claim('rb_q');
 --
 -- Jitter: twenty jobs failing at attempt 1 get delays spread over 5..10 s.
 --
+SELECT jobq.create_queue('rb_jitter');
 SELECT count(*) FROM jobq.enqueue_many('rb.plain',
     ARRAY(SELECT jsonb_build_object('jitter', g) FROM generate_series(1, 20) g),
     queue => 'rb_jitter');

@@ -405,7 +405,8 @@ INSERT INTO public.sec_calls VALUES
  -- Not the owner: refused, but the ddl_command_start trigger runs first.
  -- (Should the attacker have become superuser, the division by zero rolls
  -- the drop back.)
- (44, 'jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq; SELECT 1 / 0$$);
+ (44, 'jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq; SELECT 1 / 0$$),
+ (45, 'jobq.create_queue(text, boolean)', $$SELECT jobq.create_queue('sec_gen_{L}_new')$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

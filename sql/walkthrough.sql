@@ -24,6 +24,9 @@ SELECT r.rolname, array_agg(g.rolname ORDER BY g.rolname) AS member_of, r.rolsup
 CREATE SCHEMA shop AUTHORIZATION walk_shop;
 -- Job ids as in the README.
 SELECT setval('jobq.job_id_seq', 41) IS NOT NULL AS ids_set;
+-- The operator log starts empty, as in the README (earlier files created
+-- queues, which is logged).
+DELETE FROM jobq.operator_action;
 
 -- The exporter's session: exporter(sql) runs sql there, as walk_exporter,
 -- and returns the first column of its first row as text.  The connection

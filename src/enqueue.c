@@ -61,6 +61,16 @@ static SPIPlanPtr plan_take_key;
 static SPIPlanPtr plan_insert_keyed;
 static SPIPlanPtr plan_existing_key;
 
+/* Kind settings a direct insert needs. */
+typedef struct KindRow
+{
+	int32		queue_id;
+	int32		max_attempts;
+	bool		in_db;
+} KindRow;
+
+static KindRow lookup_kind(Datum kind);
+
 
 /* Ready in-database work wakes a worker when the transaction commits. */
 static void
@@ -211,12 +221,25 @@ read_common_args(FunctionCallInfo fcinfo, EnqueueArgs *args)
 	args->lane = CharGetDatum(PG_GETARG_TIMESTAMPTZ(3) <= GetCurrentTimestamp() ? 'r' : 's');
 }
 
-/* Turn an explicit queue name into its id, creating the queue if needed. */
+/*
+ * Turn an explicit queue name into its id.  Producers never create queues:
+ * one that does not exist is an error (42704).
+ */
 static void
 resolve_queue(EnqueueArgs *args)
 {
-	if (!args->queue_isnull)
-		args->queue_id = Int32GetDatum(JobqQueueId(args->queue));
+	int32		id;
+
+	if (args->queue_isnull)
+		return;
+	id = JobqFindQueue(args->queue, NULL);
+	if (id == 0)
+	{
+		/* An unknown kind is the first thing to fix: say so first. */
+		(void) lookup_kind(args->kind);
+		JobqReportUnknownQueue(TextDatumGetCString(args->queue));
+	}
+	args->queue_id = Int32GetDatum(id);
 }
 
 static void
@@ -268,14 +291,6 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 
 	PG_RETURN_INT64(job_id);
 }
-
-/* Kind settings a direct insert needs. */
-typedef struct KindRow
-{
-	int32		queue_id;
-	int32		max_attempts;
-	bool		in_db;
-} KindRow;
 
 /* Look up a kind; raises the unknown-kind error.  Between Begin/EndAccess. */
 static KindRow

@@ -194,7 +194,9 @@ extern bool JobqSearchPathsEquivalent(const char *session_path, const char *kind
 extern void JobqRegisterLauncher(void);
 
 /* queues.c */
-extern int32 JobqQueueId(Datum name);
+extern int32 JobqFindQueue(Datum name, bool *paused);
+extern int32 JobqQueueId(Datum name, bool create);
+extern void JobqReportUnknownQueue(const char *name) pg_attribute_noreturn();
 
 /*
  * concurrency.c.  JOBQ_KEY_FREE(alias) is a condition on a jobq.job row:

@@ -279,7 +279,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(kind);
 	values[9] = ObjectIdGetDatum(access.caller);
 	nulls[9] = ' ';
-	values[10] = Int32GetDatum(JobqQueueId(values[2]));
+	values[10] = Int32GetDatum(JobqQueueId(values[2], true));
 	nulls[10] = ' ';
 	nulls[11] = ' ';
 

@@ -433,10 +433,7 @@ set_queue_paused(FunctionCallInfo fcinfo, bool paused)
 					"UPDATE jobq.queue SET paused = $2 WHERE name = $1",
 					2, argtypes);
 	if (JobqExecutePlan(plan_pause, values, NULL, SPI_OK_UPDATE, 0) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("queue \"%s\" does not exist", queue),
-				 errhint("A queue exists once a kind or a job names it; see jobq.queues.")));
+		JobqReportUnknownQueue(queue);
 	if (!paused)
 		JobqWakeWorkersAtCommit();
 	JobqLogOperatorAction(access.caller, paused ? "pause_queue" : "resume_queue",

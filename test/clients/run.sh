@@ -123,10 +123,12 @@ sql() { as_role "$TEST_USER" psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 as_test psql -X -q -h "$WORK" -p "$PORT" -d postgres -c 'CREATE DATABASE shop'
 
 # The business tables, the kind (no handler: external workers claim it),
-# and a role for each side with only the rights it needs.
+# its queues, and a role for each side with only the rights it needs.
 sql <<'SQL'
 CREATE EXTENSION jobq;
 SELECT jobq.register_kind('shop.ship_order', max_attempts => 3) \g /dev/null
+-- The queues the producer names: only administrators make queues.
+SELECT jobq.create_queue(q) FROM unnest('{ship_py,ship_js,ship_any}'::text[]) AS q \g /dev/null
 
 CREATE TABLE orders (
     id          int PRIMARY KEY,
