@@ -17,9 +17,10 @@ SELECT attnum, attname, atttypid::regtype AS type
  WHERE attrelid = 'jobq.claimed_job'::regclass AND attnum > 0 AND NOT attisdropped
  ORDER BY attnum;
 
--- Nothing to claim yet, and a queue nobody ever used is just empty.
+-- Nothing to claim yet.  A queue that does not exist is an error (42704):
+-- a worker polling a misspelt queue would otherwise wait for ever.
 SELECT count(*) AS claimed FROM jobq.claim('cc_q');
-SELECT count(*) AS claimed FROM jobq.claim('cc_nowhere', max_jobs => 10);
+SELECT * FROM error_of($$SELECT count(*) FROM jobq.claim('cc_nowhere', max_jobs => 10)$$);
 
 --
 -- Claim order: priority (lower first), then run_at.  Jobs of a kind with

@@ -931,3 +931,78 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 REVOKE ALL ON FUNCTION jobq.create_queue(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.create_queue(text, boolean) TO jobq_admin;
+
+/*
+ * Per-queue privileges: produce (enqueue into it), work (claim its jobs,
+ * report on them, run them) and operate (read its jobs, act on them, pause
+ * it), granted to roles by jobq.grant() and taken back by jobq.revoke().
+ * A role has a privilege on a queue through a grant to a role whose
+ * privileges it has, or through the privilege's shorthand role, which
+ * stands for every queue: jobq_producer, jobq_worker, jobq_operator.  Rows
+ * of roles dropped since grant nothing and are forgotten at the next
+ * grant or revoke.
+ */
+CREATE TABLE jobq.queue_grant (
+    queue_id    integer NOT NULL,           /* jobq.queue.id */
+    privilege   text NOT NULL,              /* produce | work | operate */
+    grantee     pg_catalog.regrole NOT NULL,
+    granted_by  name NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT queue_grant_pkey PRIMARY KEY (queue_id, privilege, grantee)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('jobq.queue_grant', '');
+
+CREATE FUNCTION jobq."grant"(queue text, role pg_catalog.regrole, privileges text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_grant'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION jobq."revoke"(queue text, role pg_catalog.regrole,
+                              privileges text[] DEFAULT '{all}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_revoke'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * The grants: all of them for members of jobq_operator, a role's own (and
+ * those of the roles whose privileges it has) for anyone else.
+ */
+CREATE VIEW jobq.queue_privileges WITH (security_barrier) AS
+    SELECT q.name AS queue, g.grantee, g.privilege, g.granted_by, g.granted_at
+      FROM jobq.queue_grant g
+      JOIN jobq.queue q ON q.id = g.queue_id
+     WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE');
+
+REVOKE ALL ON jobq.queue_grant FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq."grant"(text, pg_catalog.regrole, text[]),
+    jobq."revoke"(text, pg_catalog.regrole, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq."grant"(text, pg_catalog.regrole, text[]),
+    jobq."revoke"(text, pg_catalog.regrole, text[]) TO jobq_admin;
+GRANT SELECT ON jobq.queue_privileges TO PUBLIC;
+
+/*
+ * The functions that touch a queue's jobs check the caller's privilege on
+ * the queue themselves, so PUBLIC may execute them: a role granted a
+ * privilege on one queue needs nothing else.  The four roles keep their own
+ * EXECUTE grants, so revoking these from PUBLIC limits jobq to them.
+ */
+GRANT EXECUTE ON FUNCTION
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
+    jobq.claim(text, text, integer, interval),
+    jobq.complete(bigint, bigint, jsonb),
+    jobq.complete_many(bigint[], bigint[]),
+    jobq.fail(bigint, bigint, text, interval),
+    jobq.heartbeat(bigint, bigint, interval),
+    jobq.snooze(bigint, bigint, interval),
+    jobq.retry(bigint, text, boolean),
+    jobq.retry_failed(text, timestamptz, text),
+    jobq.cancel(bigint, text),
+    jobq.discard(bigint, text),
+    jobq.resolve(bigint, text),
+    jobq.pause_queue(text, text),
+    jobq.resume_queue(text, text),
+    jobq.run_pending(integer)
+    TO PUBLIC;

@@ -12,6 +12,12 @@ CREATE ROLE priv_producer LOGIN IN ROLE jobq_producer;
 CREATE ROLE priv_worker LOGIN IN ROLE jobq_worker;
 CREATE ROLE priv_operator LOGIN IN ROLE jobq_operator;
 CREATE ROLE priv_admin LOGIN IN ROLE jobq_admin;
+-- For the matrix per queue (below): roles with a privilege on one queue
+-- and none of jobq's roles, and the role its in-database handlers run as.
+CREATE ROLE priv_app LOGIN;
+CREATE ROLE priv_qa_producer LOGIN;
+CREATE ROLE priv_qa_worker LOGIN IN ROLE priv_app;
+CREATE ROLE priv_qa_operator LOGIN IN ROLE priv_app;
 
 -- The roles, made once per cluster, and what jobq_admin holds.
 SELECT rolname, rolcanlogin, rolsuper FROM pg_roles
@@ -73,6 +79,8 @@ INSERT INTO priv_call VALUES
   $$SELECT jobq.register_kind('priv.new', queue => 'priv_q')$$),
  ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
  ('jobq.create_queue(text,boolean)', $$SELECT jobq.create_queue('priv_new')$$),
+ ('jobq."grant"(text,regrole,text[])', $$SELECT jobq.grant('priv_q', 'priv_none', '{work}')$$),
+ ('jobq.revoke(text,regrole,text[])', $$SELECT jobq.revoke('priv_q', 'priv_none')$$),
  ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
   $$SELECT jobq.enqueue('priv.ext', '{"n": 6}', idempotency_key => 'k6')$$),
  ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',
@@ -227,6 +235,160 @@ RESET client_min_messages;
 \c :first_db
 DROP DATABASE jobq_priv_calls WITH (FORCE);
 
+-- The matrix per queue.  Roles granted one privilege on queue priv_a only
+-- (with jobq.grant(), and none of jobq's roles) call every function that
+-- acts on a queue's jobs, on the jobs of priv_a and of priv_b.  "x": it
+-- ran; "-": 42501.  A function that acts on every queue the caller may
+-- use (retry_failed, run_pending) counts as denied on a queue when it did
+-- not reach that queue's job.
+CREATE DATABASE jobq_priv_queues;
+\c jobq_priv_queues
+CREATE EXTENSION jobq;
+SET client_min_messages = warning;
+-- The in-database kinds run as priv_app, which registers them (as a
+-- member of jobq_admin, for that moment only) with a handler of its own.
+CREATE SCHEMA priv_app AUTHORIZATION priv_app;
+GRANT jobq_admin TO priv_app;
+SET ROLE priv_app;
+SET search_path = priv_app;
+CREATE FUNCTION priv_app.noop(p jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT jobq.register_kind('pq.a.db', 'priv_app.noop(jsonb)', queue => 'priv_a');
+SELECT jobq.register_kind('pq.b.db', 'priv_app.noop(jsonb)', queue => 'priv_b');
+RESET search_path;
+RESET ROLE;
+REVOKE jobq_admin FROM priv_app;
+CREATE TABLE pq_fixture (what text, q text, id bigint, token bigint);
+GRANT SELECT ON pq_fixture TO PUBLIC;
+CREATE FUNCTION pq_id(what text, q text) RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT id FROM pq_fixture f WHERE f.what = $1 AND f.q = $2 $$;
+CREATE FUNCTION pq_token(q text) RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT token FROM pq_fixture f WHERE f.what = 'running' AND f.q = $1 $$;
+-- Denied, for a call that touched nothing of the queue.
+CREATE FUNCTION pq_some(n bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF n = 0 THEN
+        RAISE EXCEPTION 'nothing of the queue was reached' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+CREATE FUNCTION pq_ran(id bigint) RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM jobq.job j WHERE j.id = $1 AND j.state = 'completed') THEN
+        RAISE EXCEPTION 'the job did not run' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+DO $$
+DECLARE
+    q text;
+BEGIN
+    FOREACH q IN ARRAY ARRAY['a', 'b'] LOOP
+        PERFORM jobq.register_kind(format('pq.%s.ext', q), queue => 'priv_' || q, max_attempts => 1);
+        PERFORM jobq.register_kind(format('pq.%s.mail', q), queue => 'priv_' || q,
+                                   side_effects => '{email}');
+        INSERT INTO pq_fixture (what, q, id)
+        VALUES ('failed', q, jobq.enqueue(format('pq.%s.ext', q), '{"n": 1}'));
+        PERFORM jobq.fail(c.id, c.lease_token, 'no') FROM jobq.claim('priv_' || q) c;
+        INSERT INTO pq_fixture (what, q, id)
+        VALUES ('held', q, jobq.enqueue(format('pq.%s.mail', q), '{"n": 2}'));
+        PERFORM jobq.fail(c.id, c.lease_token, 'SMTP timeout') FROM jobq.claim('priv_' || q) c;
+        PERFORM jobq.enqueue(format('pq.%s.ext', q), '{"n": 3}');
+        INSERT INTO pq_fixture (what, q, id, token)
+        SELECT 'running', q, c.id, c.lease_token FROM jobq.claim('priv_' || q, lease => '1 day') c;
+        INSERT INTO pq_fixture (what, q, id)
+        VALUES ('pending', q, jobq.enqueue(format('pq.%s.ext', q), '{"n": 4}')),
+               ('db', q, jobq.enqueue(format('pq.%s.db', q), '{"n": 5}'));
+    END LOOP;
+END $$;
+SELECT f.q, f.what, j.kind, j.state FROM pq_fixture f JOIN jobq.jobs j ON j.id = f.id
+ ORDER BY f.q, j.id;
+SELECT jobq.grant('priv_a', 'priv_qa_producer', '{produce}');
+SELECT jobq.grant('priv_a', 'priv_qa_worker', '{work}');
+SELECT jobq.grant('priv_a', 'priv_qa_operator', '{operate}');
+SELECT queue, grantee, privilege FROM jobq.queue_privileges ORDER BY 1, 2::text, 3;
+
+-- {q} stands for the queue's letter.
+CREATE TABLE pq_call (fn regprocedure PRIMARY KEY, stmt text NOT NULL);
+INSERT INTO pq_call VALUES
+ ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
+  $$SELECT jobq.enqueue('pq.{q}.ext', '{"n": 6}')$$),
+ ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',
+  $$SELECT count(*) FROM jobq.enqueue_many('pq.{q}.ext', ARRAY['{"n": 7}']::jsonb[])$$),
+ ('jobq.claim(text,text,integer,interval)', $$SELECT count(*) FROM jobq.claim('priv_{q}')$$),
+ ('jobq.complete(bigint,bigint,jsonb)', $$SELECT jobq.complete(pq_id('running', '{q}'), pq_token('{q}'))$$),
+ ('jobq.complete_many(bigint[],bigint[])',
+  $$SELECT jobq.complete_many(ARRAY[pq_id('running', '{q}')], ARRAY[pq_token('{q}')])$$),
+ ('jobq.fail(bigint,bigint,text,interval)', $$SELECT jobq.fail(pq_id('running', '{q}'), pq_token('{q}'), 'boom')$$),
+ ('jobq.heartbeat(bigint,bigint,interval)', $$SELECT jobq.heartbeat(pq_id('running', '{q}'), pq_token('{q}'))$$),
+ ('jobq.snooze(bigint,bigint,interval)',
+  $$SELECT jobq.snooze(pq_id('running', '{q}'), pq_token('{q}'), '1 minute')$$),
+ ('jobq.record_step(bigint,text,jsonb,bigint)',
+  $$SELECT jobq.record_step(pq_id('running', '{q}'), 'step', '{}', pq_token('{q}'))$$),
+ ('jobq.step_result(bigint,text)', $$SELECT jobq.step_result(pq_id('running', '{q}'), 'step')$$),
+ ('jobq.external_key(bigint,text)', $$SELECT jobq.external_key(pq_id('running', '{q}'), 'step')$$),
+ ('jobq.retry(bigint,text,boolean)', $$SELECT jobq.retry(pq_id('failed', '{q}'), 'again')$$),
+ ('jobq.retry_failed(text,timestamptz,text)', $$SELECT pq_some(jobq.retry_failed('pq.{q}.ext'))$$),
+ ('jobq.cancel(bigint,text)', $$SELECT jobq.cancel(pq_id('pending', '{q}'), 'not needed')$$),
+ ('jobq.discard(bigint,text)', $$SELECT jobq.discard(pq_id('failed', '{q}'), 'bad payload')$$),
+ ('jobq.resolve(bigint,text)', $$SELECT jobq.resolve(pq_id('held', '{q}'), 'sent by hand')$$),
+ ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_{q}', 'incident')$$),
+ ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_{q}', 'over')$$),
+ ('jobq.run_pending(integer)', $$SELECT jobq.run_pending(); SELECT pq_ran(pq_id('db', '{q}'))$$);
+
+CREATE TABLE pq_outcome (fn regprocedure, role name, q text, outcome text, message text);
+DO $$
+DECLARE
+    roles name[] := ARRAY['priv_qa_producer', 'priv_qa_worker', 'priv_qa_operator'];
+    fns regprocedure[];
+    f regprocedure;
+    r name;
+    q text;
+    call text;
+    state text;
+    msg text;
+BEGIN
+    SELECT array_agg(c.fn ORDER BY c.fn::text) INTO fns FROM pq_call c;
+    FOREACH f IN ARRAY fns LOOP
+        call := (SELECT c.stmt FROM pq_call c WHERE c.fn = f);
+        FOREACH r IN ARRAY roles LOOP
+            FOREACH q IN ARRAY ARRAY['a', 'b'] LOOP
+                BEGIN
+                    EXECUTE format('SET LOCAL ROLE %I', r);
+                    EXECUTE replace(call, '{q}', q);
+                    RAISE EXCEPTION 'priv: the call ran' USING ERRCODE = 'ZX001';
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                END;
+                INSERT INTO pq_outcome
+                VALUES (f, r, q, CASE state WHEN 'ZX001' THEN 'x' WHEN '42501' THEN '-' ELSE state END,
+                        CASE WHEN state NOT IN ('ZX001', '42501') THEN msg END);
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END $$;
+
+-- x: allowed, -: denied (42501), on queue priv_a (granted) and priv_b.
+SELECT fn AS function,
+       max(outcome) FILTER (WHERE role = 'priv_qa_producer' AND q = 'a') AS "producer a",
+       max(outcome) FILTER (WHERE role = 'priv_qa_producer' AND q = 'b') AS "producer b",
+       max(outcome) FILTER (WHERE role = 'priv_qa_worker' AND q = 'a') AS "worker a",
+       max(outcome) FILTER (WHERE role = 'priv_qa_worker' AND q = 'b') AS "worker b",
+       max(outcome) FILTER (WHERE role = 'priv_qa_operator' AND q = 'a') AS "operator a",
+       max(outcome) FILTER (WHERE role = 'priv_qa_operator' AND q = 'b') AS "operator b"
+  FROM pq_outcome GROUP BY fn ORDER BY fn::text;
+-- Calls that failed for another reason than a privilege (none).
+SELECT fn, role, q, outcome, message FROM pq_outcome
+ WHERE outcome NOT IN ('x', '-') ORDER BY fn::text, role, q;
+-- Every function that takes a queue or a job of one is in the matrix.
+SELECT p.oid::regprocedure AS not_in_queue_matrix
+  FROM pg_proc p
+ WHERE p.pronamespace = 'jobq'::regnamespace
+   AND has_function_privilege('public', p.oid, 'EXECUTE')
+   AND p.oid NOT IN (SELECT fn FROM pq_call)
+ ORDER BY 1::text;
+RESET client_min_messages;
+\c :first_db
+DROP DATABASE jobq_priv_queues WITH (FORCE);
+
 -- Trigger functions: writers never call them directly, and cannot.
 SET ROLE priv_none;
 SELECT * FROM error_of('SELECT jobq.dispatch()');
@@ -252,4 +414,5 @@ SELECT count(*) AS jobq_roles_after_drop FROM pg_roles WHERE rolname LIKE 'jobq\
 \c :first_db
 DROP DATABASE jobq_priv_second WITH (FORCE);
 
-DROP ROLE priv_none, priv_producer, priv_worker, priv_operator, priv_admin;
+DROP ROLE priv_none, priv_producer, priv_worker, priv_operator, priv_admin,
+    priv_app, priv_qa_producer, priv_qa_worker, priv_qa_operator;

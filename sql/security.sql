@@ -406,7 +406,9 @@ INSERT INTO public.sec_calls VALUES
  -- (Should the attacker have become superuser, the division by zero rolls
  -- the drop back.)
  (44, 'jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq; SELECT 1 / 0$$),
- (45, 'jobq.create_queue(text, boolean)', $$SELECT jobq.create_queue('sec_gen_{L}_new')$$);
+ (45, 'jobq.create_queue(text, boolean)', $$SELECT jobq.create_queue('sec_gen_{L}_new')$$),
+ (46, 'jobq."grant"(text, regrole, text[])', $$SELECT jobq.grant('sec_gen_{L}', 'sec_gen_{L}', '{operate}')$$),
+ (47, 'jobq.revoke(text, regrole, text[])', $$SELECT jobq.revoke('sec_gen_{L}', 'sec_gen_{L}')$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

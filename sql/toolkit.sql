@@ -338,11 +338,11 @@ SELECT jobq.run_pending() AS ran;
 SELECT state, result, last_error FROM jobq.jobs WHERE id = :own;
 SELECT step, result, attempt FROM jobq.job_step WHERE job_id = :own ORDER BY step;
 
--- Outside a handler, a job's steps and keys are for a worker (a role with
--- jobq_worker's rights) in the session that holds the job's lease, or for
--- a role with SELECT on jobq.jobs (42501 otherwise, also for a job that
--- does not exist, and also in the session holding the lease); recording a
--- step needs the current lease token as well.
+-- Outside a handler, a job's steps and keys are for a worker (a role that
+-- may work on the job's queue) in the session that holds the job's lease,
+-- or for a role that may operate the job's queue (42501 otherwise, also for
+-- a job that does not exist, and also in the session holding the lease);
+-- recording a step needs the current lease token as well.
 CREATE ROLE regress_tk_claimer IN ROLE jobq_worker;
 SELECT jobq.enqueue('tk.ext', '{"order": 14}') AS own \gset
 SET ROLE regress_tk_claimer;
@@ -365,7 +365,7 @@ SELECT * FROM error_of($$SELECT jobq.external_key(-1)$$) \gx
 SELECT * FROM error_of(format($$SELECT jobq.record_step(%s, 'notify', '{"sent": true}', %s)$$,
                               :victim, :victim_tok), :victim, 'victim') \gx
 RESET ROLE;
-GRANT SELECT ON jobq.jobs TO regress_tk_reader;
+SELECT jobq.grant('tk_ext', 'regress_tk_reader', '{operate}');
 SET ROLE regress_tk_reader;
 SELECT jobq.record_step(:victim, 'notify', '{"sent": true}', :victim_tok);
 SELECT * FROM error_of(format($$SELECT jobq.record_step(%s, 'notify', '{}', %s)$$,
@@ -460,9 +460,9 @@ SELECT * FROM error_of($$SELECT jobq.resolve(NULL, 'x')$$) \gx
 SELECT * FROM error_of(format($$SELECT jobq.resolve(%s, NULL)$$, :sms)) \gx
 SELECT * FROM error_of(format($$SELECT jobq.resolve(%s, '')$$, :sms)) \gx
 SELECT * FROM error_of(format($$SELECT jobq.resolve(%s, repeat('n', 8193))$$, :sms)) \gx
--- Only operators may resolve.
+-- Only operators of the job's queue may resolve.
 SET ROLE regress_tk_reader;
-SELECT * FROM error_of(format($$SELECT jobq.resolve(%s, 'mine')$$, :sms)) \gx
+SELECT * FROM error_of(format($$SELECT jobq.resolve(%s, 'mine')$$, :sms), :sms, 'sms') \gx
 RESET ROLE;
 -- Two resolves, two log rows: the refused calls logged nothing.
 SELECT count(*) - :log_rows AS new_log_rows FROM jobq.operator_log;
@@ -578,6 +578,7 @@ DELETE FROM jobq.job_key WHERE kind LIKE 'tk.%';
 DELETE FROM jobq.job WHERE kind LIKE 'tk.%';
 DELETE FROM jobq.operation WHERE operation_id LIKE 'tk:%' OR operation_id LIKE 'mail:%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tk.%' ORDER BY name;
+SELECT jobq.revoke('tk_ext', 'regress_tk_reader');
 DELETE FROM jobq.queue WHERE name LIKE 'tk\_%';
 DROP VIEW tk_aged_jobs;
 DROP TABLE tk_aged, tk_outbox;

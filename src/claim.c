@@ -405,6 +405,10 @@ jobq_claim(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	JobqBeginAccess(&access);
 
+	/* A member of jobq_worker may claim from every queue: nothing to read. */
+	if (!JobqHasAllQueues(access.caller, JOBQ_WORK))
+		(void) JobqQueueForPrivilege(values[0], access.caller, JOBQ_WORK, NULL);
+
 	(void) JobqPromoteDueJobs();
 	if (rescue_due())
 		(void) JobqRescueLeases(false, JOBQ_RESCUE_BATCH);
@@ -442,6 +446,11 @@ jobq_claim(PG_FUNCTION_ARGS)
 		rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
 		for (i = 0; i < rows; i++)
 			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	}
+	else if (JobqFindQueue(values[0], NULL) == 0)
+	{
+		/* Nothing to hand out: say so if the queue is not there at all. */
+		JobqReportUnknownQueue(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	}
 
 	JobqEndAccess(&access);

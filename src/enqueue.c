@@ -242,6 +242,24 @@ resolve_queue(EnqueueArgs *args)
 	args->queue_id = Int32GetDatum(id);
 }
 
+/*
+ * Raise 42501 unless the caller may produce into the job's queue: the one
+ * named, or the kind's.  Must run between JobqBeginAccess and
+ * JobqEndAccess, after resolve_queue.
+ */
+static void
+check_produce(EnqueueArgs *args, Oid caller)
+{
+	int32		queue_id;
+
+	if (JobqHasAllQueues(caller, JOBQ_PRODUCE))
+		return;
+	queue_id = args->queue_isnull ? lookup_kind(args->kind).queue_id
+		: DatumGetInt32(args->queue_id);
+	if (!JobqHasQueuePrivilege(queue_id, caller, JOBQ_PRODUCE))
+		JobqReportQueuePrivilege(JobqQueueName(queue_id), caller, JOBQ_PRODUCE, 0);
+}
+
 static void
 check_key(Datum key)
 {
@@ -283,6 +301,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	resolve_queue(&args);
+	check_produce(&args, access.caller);
 	if (PG_ARGISNULL(2))
 		job_id = insert_job(&args, payload);
 	else
@@ -516,6 +535,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	JobqBeginAccess(&access);
 	resolve_queue(&args);
+	check_produce(&args, access.caller);
 	if (n == 0)
 		(void) lookup_kind(args.kind);
 	else if (keys == NULL)

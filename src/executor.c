@@ -649,10 +649,16 @@ error_info(ErrorData *edata, BatchJob *job, bool timed_out, JobqErrorInfo *info)
 	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
 	" LIMIT $1"
 
-/* In a session: only kinds whose owner the caller ($3) has the privileges of. */
+/*
+ * In a session: only kinds whose owner the caller ($3) has the privileges
+ * of, in queues it may work on or operate ($5: every queue).
+ */
 #define PICK_RUNNER_FILTER \
 	"   AND EXISTS (SELECT FROM jobq.kind r WHERE r.name = job.kind" \
-	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE'))"
+	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE'))" \
+	"   AND ($5 OR EXISTS (SELECT FROM jobq.queue_grant g" \
+	"     WHERE g.queue_id = job.queue_id AND g.privilege IN ('work', 'operate')" \
+	"     AND pg_catalog.pg_has_role($3, g.grantee::pg_catalog.oid, 'USAGE')))"
 #define PICK_EXCLUDED_FILTER	"   AND NOT (id = ANY ($4))"
 
 /*
@@ -699,8 +705,8 @@ text_or_null(Datum d, bool isnull)
  * excluded: an int8[] of job ids not to pick again (this transaction's own
  * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
  * session, the caller, whose jobq.run_pending() runs only the handlers of
- * kinds whose owner it has the privileges of; InvalidOid in a worker or
- * for a superuser.  Each row is deformed once: fetching its columns one by
+ * kinds whose owner it has the privileges of, in queues it may work on or
+ * operate; InvalidOid in a worker or for a superuser.  Each row is deformed once: fetching its columns one by
  * one would walk the tuple again for each.
  */
 static int
@@ -711,18 +717,23 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 		{PICK_SQL(""), PICK_SQL(PICK_EXCLUDED_FILTER)},
 		{PICK_SQL(PICK_RUNNER_FILTER), PICK_SQL(PICK_RUNNER_FILTER PICK_EXCLUDED_FILTER)}
 	};
-	Oid			argtypes[4] = {INT4OID, INT4OID, OIDOID, INT8ARRAYOID};
-	Datum		values[4] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
-	ObjectIdGetDatum(runner), excluded};
+	Oid			argtypes[5] = {INT4OID, INT4OID, OIDOID, INT8ARRAYOID, BOOLOID};
+	Datum		values[5] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
+	ObjectIdGetDatum(runner), excluded, BoolGetDatum(true)};
+	char		nulls[5] = {' ', ' ', ' ', excluded != (Datum) 0 ? ' ' : 'n', ' '};
 	int			by_runner = OidIsValid(runner) ? 1 : 0;
 	int			by_excluded = excluded != (Datum) 0 ? 1 : 0;
 	int			rows;
 	int			i;
 	BatchJob   *jobs;
 
+	/* A runner with work or operate on every queue reads no grants. */
+	if (by_runner)
+		values[4] = BoolGetDatum(JobqHasAllQueues(runner, JOBQ_WORK) ||
+								 JobqHasAllQueues(runner, JOBQ_OPERATE));
 	JobqPreparePlan(&plans[by_runner][by_excluded], sql[by_runner][by_excluded],
-					by_excluded ? 4 : 3, argtypes);
-	rows = JobqExecutePlan(plans[by_runner][by_excluded], values, NULL, SPI_OK_SELECT, 0);
+					5, argtypes);
+	rows = JobqExecutePlan(plans[by_runner][by_excluded], values, nulls, SPI_OK_SELECT, 0);
 
 	check_handler_column(7);
 	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
@@ -1596,6 +1607,14 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"max_jobs\" must be between 1 and %d", 1000000)));
 	JobqRequireCurrentObjects("jobq.run_pending()");
+	{
+		JobqAccess	access;
+
+		JobqBeginAccess(&access);
+		JobqCheckSomeQueue(access.caller, (1 << JOBQ_WORK) | (1 << JOBQ_OPERATE),
+						   "jobq.run_pending()", "work on or operate");
+		JobqEndAccess(&access);
+	}
 
 	JobqBeginHandlerSession();
 	JobqNoteSessionCancels();

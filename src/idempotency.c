@@ -57,29 +57,29 @@ static SPIPlanPtr plan_holds_lease;
 
 /*
  * Whether this session holds job_id's lease (it claimed the job, or beat
- * for it last) and the caller has a worker's right to act on a lease.
+ * for it last) and the caller may work on the job's queue.
  */
 static bool
 session_holds_lease(int64 job_id, Oid caller)
 {
-	Oid			argtypes[4] = {INT8OID, INT4OID, TIMESTAMPTZOID, OIDOID};
-	Datum		values[4] = {Int64GetDatum(job_id), Int32GetDatum(MyProcPid),
-	TimestampTzGetDatum(MyStartTimestamp), ObjectIdGetDatum(caller)};
+	Oid			argtypes[3] = {INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		values[3] = {Int64GetDatum(job_id), Int32GetDatum(MyProcPid),
+	TimestampTzGetDatum(MyStartTimestamp)};
 
 	JobqPreparePlan(&plan_holds_lease,
 					"SELECT FROM jobq.job WHERE id = $1 AND state = 'running'"
-					" AND holder_pid = $2 AND holder_start = $3"
-					" AND pg_catalog.has_function_privilege($4,"
-					"   'jobq.heartbeat(bigint, bigint, interval)', 'EXECUTE')",
-					4, argtypes);
-	return JobqExecutePlan(plan_holds_lease, values, NULL, SPI_OK_SELECT, 0) == 1;
+					" AND holder_pid = $2 AND holder_start = $3",
+					3, argtypes);
+	if (JobqExecutePlan(plan_holds_lease, values, NULL, SPI_OK_SELECT, 0) != 1)
+		return false;
+	return JobqHasJobPrivilege(job_id, caller, JOBQ_WORK);
 }
 
 /*
  * Check that the caller may touch job_id's steps and keys: inside a
- * handler, only its own job; outside, for a worker (jobq_worker's rights),
- * a job whose lease this session holds, and any job with the right to read
- * jobq.jobs.  (A lease token is
+ * handler, only its own job; outside, for a worker (the work privilege on
+ * the job's queue), a job whose lease this session holds, and any job of a
+ * queue the caller may operate.  (A lease token is
  * no proof: tokens are small counters, and these functions are PUBLIC.)
  */
 static void
@@ -97,17 +97,13 @@ check_job_scope(int64 job_id, Oid caller)
 							   (long long) current, (long long) job_id)));
 		return;
 	}
-	{
-		Oid			view = get_relname_relid("jobs", JobqRequireExtension()->schema);
-
-		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK &&
-			!session_holds_lease(job_id, caller))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for the steps and keys of job %lld",
-							(long long) job_id),
-					 errhint("Call it from the job's handler, from the session that claimed the job as a role with jobq_worker's rights, or as a role with SELECT on jobq.jobs.")));
-	}
+	if (!JobqHasJobPrivilege(job_id, caller, JOBQ_OPERATE) &&
+		!session_holds_lease(job_id, caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for the steps and keys of job %lld",
+						(long long) job_id),
+				 errhint("Call it from the job's handler, from the session that claimed the job as a role that may work on its queue, or as a role that may operate its queue.")));
 }
 
 static void

@@ -196,7 +196,33 @@ extern void JobqRegisterLauncher(void);
 /* queues.c */
 extern int32 JobqFindQueue(Datum name, bool *paused);
 extern int32 JobqQueueId(Datum name, bool create);
+extern char *JobqQueueName(int32 id);
 extern void JobqReportUnknownQueue(const char *name) pg_attribute_noreturn();
+
+/* queue_acl.c: who may produce into, work on and operate each queue. */
+typedef enum JobqQueuePrivilege
+{
+	JOBQ_PRODUCE = 0,			/* enqueue into it */
+	JOBQ_WORK,					/* claim its jobs, report on them, run them */
+	JOBQ_OPERATE				/* read its jobs, act on them, pause it */
+} JobqQueuePrivilege;
+
+#define JOBQ_QUEUE_PRIVILEGES	3
+
+extern const char *JobqQueuePrivilegeName(JobqQueuePrivilege privilege);
+extern bool JobqHasAllQueues(Oid role, JobqQueuePrivilege privilege);
+extern bool JobqHasQueuePrivilege(int32 queue_id, Oid role, JobqQueuePrivilege privilege);
+extern void JobqCheckQueuePrivilege(int32 queue_id, const char *queue, Oid role,
+									JobqQueuePrivilege privilege);
+extern int32 JobqQueueForPrivilege(Datum name, Oid role, JobqQueuePrivilege privilege,
+								   bool *paused);
+extern void JobqCheckJobsPrivilege(Datum ids, Oid role, JobqQueuePrivilege privilege);
+extern void JobqCheckJobPrivilege(int64 job_id, Oid role, JobqQueuePrivilege privilege);
+extern bool JobqHasJobPrivilege(int64 job_id, Oid role, JobqQueuePrivilege privilege);
+extern void JobqCheckSomeQueue(Oid role, int mask, const char *function, const char *may);
+extern void JobqReportQueuePrivilege(const char *queue, Oid role,
+									 JobqQueuePrivilege privilege, int64 job_id)
+			pg_attribute_noreturn();
 
 /*
  * concurrency.c.  JOBQ_KEY_FREE(alias) is a condition on a jobq.job row:

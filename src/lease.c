@@ -351,6 +351,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	}
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete,
 					"UPDATE jobq.job SET state = 'completed', result = $3,"
 					" finished_at = pg_catalog.clock_timestamp()"
@@ -444,6 +445,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	JobqBeginAccess(&access);
+	JobqCheckJobsPrivilege(values[0], access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete_many,
 					"UPDATE jobq.job j SET state = 'completed',"
 					" finished_at = pg_catalog.clock_timestamp()"
@@ -519,6 +521,7 @@ jobq_fail(PG_FUNCTION_ARGS)
 		retry_in = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(3), "retry_in");
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	outcome = JobqFailAttempt(job_id, lease_token, &error, have_retry_in, retry_in, NULL);
 	JobqEndAccess(&access);
 	PG_RETURN_TEXT_P(cstring_to_text(outcome));
@@ -562,6 +565,7 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	values[4] = TimestampTzGetDatum(MyStartTimestamp);
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_heartbeat,
 					"UPDATE jobq.job SET"
 					" lease_expires_at = pg_catalog.clock_timestamp()"
@@ -606,6 +610,7 @@ jobq_snooze(PG_FUNCTION_ARGS)
 	values[2] = TimestampTzGetDatum(run_at);
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_snooze,
 					"UPDATE jobq.job SET state = 'pending',"
 					" lane = CASE WHEN $3 <= pg_catalog.clock_timestamp() THEN 'r'"

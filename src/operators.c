@@ -31,6 +31,7 @@ static SPIPlanPtr plan_resolve;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_retry;
 static SPIPlanPtr plan_retry_failed;
+static SPIPlanPtr plan_retry_failed_granted;
 static SPIPlanPtr plan_cancel;
 static SPIPlanPtr plan_discard;
 static SPIPlanPtr plan_pause;
@@ -150,6 +151,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	values[1] = BoolGetDatum(force);
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
 	JobqPreparePlan(&plan_retry,
 					"UPDATE jobq.job j SET" RERUN_SET
 					" FROM jobq.kind k"
@@ -205,9 +207,9 @@ Datum
 jobq_retry_failed(PG_FUNCTION_ARGS)
 {
 	JobqAccess	access;
-	Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
-	Datum		values[2];
-	char		nulls[2] = {' ', ' '};
+	Oid			argtypes[3] = {TEXTOID, TIMESTAMPTZOID, OIDOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	char	   *reason;
 	int			rows;
 	int64	   *ids;
@@ -228,6 +230,7 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 	reason = reason_arg(fcinfo, 2, "reason");
 
 	JobqBeginAccess(&access);
+	JobqCheckSomeQueue(access.caller, 1 << JOBQ_OPERATE, "jobq.retry_failed()", "operate");
 	if (nulls[0] == ' ')
 	{
 		Oid			kind_types[1] = {TEXTOID};
@@ -241,15 +244,39 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 							TextDatumGetCString(values[0])),
 					 errhint("Failed jobs of a kind can only run again while it is registered.")));
 	}
-	JobqPreparePlan(&plan_retry_failed,
-					"UPDATE jobq.job j SET" RERUN_SET
-					" FROM jobq.kind k"
-					" WHERE j.lane = 'a' AND j.state = 'failed' AND k.name = j.kind"
-					"   AND ($1::text IS NULL OR j.kind = $1)"
-					"   AND ($2::timestamptz IS NULL OR j.finished_at >= $2)"
-					" RETURNING j.id, j.in_db",
-					2, argtypes);
-	rows = JobqExecutePlan(plan_retry_failed, values, nulls, SPI_OK_UPDATE_RETURNING, 0);
+	if (JobqHasAllQueues(access.caller, JOBQ_OPERATE))
+	{
+		JobqPreparePlan(&plan_retry_failed,
+						"UPDATE jobq.job j SET" RERUN_SET
+						" FROM jobq.kind k"
+						" WHERE j.lane = 'a' AND j.state = 'failed' AND k.name = j.kind"
+						"   AND ($1::text IS NULL OR j.kind = $1)"
+						"   AND ($2::timestamptz IS NULL OR j.finished_at >= $2)"
+						" RETURNING j.id, j.in_db",
+						2, argtypes);
+		rows = JobqExecutePlan(plan_retry_failed, values, nulls, SPI_OK_UPDATE_RETURNING, 0);
+	}
+	else
+	{
+		/*
+		 * Only the jobs of the queues the caller may operate (it may
+		 * operate some, and so the objects are current).
+		 */
+		values[2] = ObjectIdGetDatum(access.caller);
+		JobqPreparePlan(&plan_retry_failed_granted,
+						"UPDATE jobq.job j SET" RERUN_SET
+						" FROM jobq.kind k"
+						" WHERE j.lane = 'a' AND j.state = 'failed' AND k.name = j.kind"
+						"   AND ($1::text IS NULL OR j.kind = $1)"
+						"   AND ($2::timestamptz IS NULL OR j.finished_at >= $2)"
+						"   AND EXISTS (SELECT FROM jobq.queue_grant g"
+						"     WHERE g.queue_id = j.queue_id AND g.privilege = 'operate'"
+						"       AND pg_catalog.pg_has_role($3, g.grantee::pg_catalog.oid, 'USAGE'))"
+						" RETURNING j.id, j.in_db",
+						3, argtypes);
+		rows = JobqExecutePlan(plan_retry_failed_granted, values, nulls,
+							   SPI_OK_UPDATE_RETURNING, 0);
+	}
 	ids = palloc(sizeof(int64) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
 	{
@@ -300,10 +327,12 @@ jobq_cancel(PG_FUNCTION_ARGS)
 				 errmsg("jobq.cancel() cannot be called from a job's handler"),
 				 errhint("Cancel jobs from a session of their own; a handler ends its own job by returning or raising an error.")));
 
+	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
+
 	/* An in-database handler holds the job's row lock: stop it first. */
 	JobqRequestCancel(job_id);
 
-	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_cancel,
 					"UPDATE jobq.job SET state = 'cancelled', lane = NULL,"
 					" finished_at = pg_catalog.clock_timestamp(),"
@@ -348,6 +377,7 @@ jobq_discard(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(job_id);
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
 	JobqPreparePlan(&plan_discard,
 					"WITH gone AS ("
 					"  DELETE FROM jobq.job"
@@ -398,6 +428,7 @@ jobq_resolve(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 
 	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
 	JobqPreparePlan(&plan_resolve,
 					"UPDATE jobq.job SET state = 'completed', lane = NULL,"
 					" finished_at = pg_catalog.clock_timestamp(),"
@@ -429,6 +460,7 @@ set_queue_paused(FunctionCallInfo fcinfo, bool paused)
 	values[1] = BoolGetDatum(paused);
 
 	JobqBeginAccess(&access);
+	(void) JobqQueueForPrivilege(values[0], access.caller, JOBQ_OPERATE, NULL);
 	JobqPreparePlan(&plan_pause,
 					"UPDATE jobq.queue SET paused = $2 WHERE name = $1",
 					2, argtypes);

@@ -24,6 +24,7 @@
 static SPIPlanPtr plan_find_queue;
 static SPIPlanPtr plan_create_queue;
 static SPIPlanPtr plan_insert_queue;
+static SPIPlanPtr plan_queue_name;
 
 /* Raise the error for a queue that does not exist (42704). */
 void
@@ -53,6 +54,24 @@ JobqFindQueue(Datum name, bool *paused)
 	if (paused != NULL)
 		*paused = JobqGetBool(0, 2);
 	return JobqGetInt32(0, 1);
+}
+
+/*
+ * The name of the queue with this id, in the current memory context.  Must
+ * run between JobqBeginAccess and JobqEndAccess.
+ */
+char *
+JobqQueueName(int32 id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(id)};
+	bool		isnull;
+
+	JobqPreparePlan(&plan_queue_name,
+					"SELECT name FROM jobq.queue WHERE id = $1", 1, argtypes);
+	if (JobqExecutePlan(plan_queue_name, values, NULL, SPI_OK_SELECT, 1) != 1)
+		elog(ERROR, "queue %d does not exist", id);
+	return TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 }
 
 /*

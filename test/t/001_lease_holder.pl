@@ -8,7 +8,9 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('lease_holder');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'jobq'\n");
+# No workers: their own rescue sweeps would race the one this test makes.
+$node->append_conf('postgresql.conf',
+    "shared_preload_libraries = 'jobq'\njobq.workers_per_database = 0\n");
 $node->start;
 
 $node->safe_psql('postgres', q{

@@ -6,9 +6,9 @@
 # jobs in every state (pending, scheduled in the future, running under a
 # committed claim with a concurrency key, completed with results, failed
 # with their error rows, held, resolved, cancelled), idempotency keys,
-# step checkpoints, once() operation ids, a paused queue, schedules (one
-# paused) with their events, subscriptions on two tables, and the
-# operator log.  The background workers are off until the comparisons are
+# step checkpoints, once() operation ids, a paused queue, a queue
+# privilege, schedules (one paused) with their events, subscriptions on two
+# tables, and the operator log.  The background workers are off until the comparisons are
 # done, so that nothing moves under them.
 #
 # In each restored database: every jobq table holds exactly the source's
@@ -150,6 +150,10 @@ sql(q{
     SELECT jobq.run_pending();
     INSERT INTO app.orders VALUES (3, 'initech', 99);
 
+    -- A queue privilege of a role without jobq's roles.
+    CREATE ROLE app_exporter;
+    SELECT jobq.grant('ext', 'app_exporter', '{work}');
+
     -- In-database work left for the workers of the restored databases.
     SELECT count(*) FROM jobq.enqueue_many('app.work',
         ARRAY['{"n": 10}', '{"n": 11}', '{"n": 12}']::jsonb[],
@@ -179,7 +183,7 @@ is(sql(qq{SELECT state || '|' || concurrency_key FROM jobq.jobs WHERE id IN ($id
     "running|customer:acme\npending|customer:acme",
     'a running job holds a concurrency key another job waits for');
 
-my @tables = qw(job job_key job_error job_step operation kind queue lease schedule
+my @tables = qw(job job_key job_error job_step operation kind queue queue_grant lease schedule
   schedule_event subscription operator_action);
 is(sql('SELECT ' . join(' || ', map { qq{(SELECT count(*) > 0 FROM jobq.$_)::int::text} } @tables,
             'instance', 'concurrency_lock')),
@@ -264,6 +268,15 @@ for my $db (qw(restored_plain restored_custom))
                 SELECT jobq.external_key($id{run}, 'charge');
                 ROLLBACK;}, $db), $src_key{run},
         "$db: (with the restore's own salt the key would differ)");
+
+    # The restored grant is the role's: it may claim from its queue, and
+    # from no other (in a transaction rolled back, which claims nothing).
+    my ($rc, $out, $err) = $node->psql($db, q{BEGIN; SET LOCAL ROLE app_exporter;
+        SELECT 'ext claimed ' || count(*) FROM jobq.claim('ext', max_jobs => 1);
+        SELECT count(*) FROM jobq.claim('reports');
+        ROLLBACK;});
+    like($out, qr/^ext claimed [01]$/m, "$db: the restored grant lets its role claim from its queue");
+    like($err, qr/permission denied for queue "reports"/, "$db: and from no other queue");
 
     ### New rows get ids above the restored ones.
     my $max_job = sql(q{SELECT max(id) FROM jobq.job}, $db);

@@ -167,15 +167,16 @@ my ($rc, $out, $err) = $new->psql('app',
     "SELECT jobq.complete($claimed, $token, '{\"ok\": true}')");
 like($err, qr/job $claimed is not running/, 'the lease of a session of the old cluster is refused');
 # Claim and complete what the exporter queue hands out until the rescued
-# job comes back (the rescue charged its attempt and set a backoff).
+# job comes back (the rescue charged its attempt and set a backoff).  Each
+# claim is completed in its own statement: a lease whose session has
+# exited is the workers' to rescue.
 my $completed_again = 0;
 for (my $i = 0; $i < 60 && !$completed_again; $i++)
 {
-    for my $row (split /\n/, $new->safe_psql('app', q{
-        SELECT id || '|' || lease_token FROM jobq.claim('ext', 'exporter', 10)}))
+    for my $id (split /\n/, $new->safe_psql('app', q{
+        SELECT c.id FROM jobq.claim('ext', 'exporter', 10) c,
+               LATERAL jobq.complete(c.id, c.lease_token)}))
     {
-        my ($id, $tok) = split /\|/, $row;
-        $new->safe_psql('app', "SELECT jobq.complete($id, $tok)");
         $completed_again = 1 if $id == $claimed;
     }
     sleep 1 unless $completed_again;
