@@ -109,49 +109,7 @@ BEGIN
 END
 $$;
 
-/*
- * Every attempt of a job with its timing, worker and outcome, and every
- * operator action on it, oldest first.  Its names are qualified, and
- * pg_temp comes last, so that no temporary type or relation of the caller
- * stands in for one of them.
- */
-CREATE OR REPLACE FUNCTION jobq.history(id bigint)
-RETURNS TABLE (at timestamptz, attempt integer, event text, worker text,
-               duration interval, detail text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(e.started_at, e.failed_at), e.attempt,
-           CASE e.outcome
-               WHEN 'pending' THEN 'attempt failed, to be retried'
-               WHEN 'failed' THEN 'attempt failed, no attempts left'
-               WHEN 'held' THEN 'attempt failed, job held'
-               ELSE 'attempt ' OPERATOR(pg_catalog.||) e.outcome::pg_catalog.text
-           END, e.worker,
-           e.failed_at OPERATOR(pg_catalog.-) e.started_at,
-           coalesce(e.sqlstate OPERATOR(pg_catalog.||) ': ', '')
-               OPERATOR(pg_catalog.||) e.message
-      FROM jobq.job_error e
-     WHERE e.job_id OPERATOR(pg_catalog.=) $1
-    UNION ALL
-    SELECT j.started_at, j.attempt, 'attempt ' OPERATOR(pg_catalog.||) j.state::pg_catalog.text,
-           j.worker, j.finished_at OPERATOR(pg_catalog.-) j.started_at,
-           CASE WHEN j.state OPERATOR(pg_catalog.=) 'running'
-                THEN 'lease expires ' OPERATOR(pg_catalog.||)
-                     j.lease_expires_at::pg_catalog.text END
-      FROM jobq.job j
-     WHERE j.id OPERATOR(pg_catalog.=) $1 AND j.attempt OPERATOR(pg_catalog.>) 0
-       AND (j.state OPERATOR(pg_catalog.=) 'running'
-            OR (j.state OPERATOR(pg_catalog.=) 'completed'
-                AND NOT EXISTS (SELECT FROM jobq.job_error e
-                                 WHERE e.job_id OPERATOR(pg_catalog.=) j.id
-                                   AND e.attempt OPERATOR(pg_catalog.=) j.attempt)))
-    UNION ALL
-    SELECT o.at, NULL, o.action OPERATOR(pg_catalog.||) ' by ' OPERATOR(pg_catalog.||) o.role,
-           NULL, NULL, o.reason
-      FROM jobq.operator_action o
-     WHERE o.job_ids OPERATOR(pg_catalog.@>) ARRAY[$1]
-    ORDER BY 1, 2 NULLS LAST
-$$;
+
 
 /*
  * jobq.worker_jobs() returns at most one row per worker slot; expecting
@@ -246,3 +204,131 @@ GRANT EXECUTE ON FUNCTION
     jobq.resume_queue(text, text),
     jobq.run_pending(integer)
     TO PUBLIC;
+
+/*
+ * Every attempt of a job with its timing, worker and outcome, and every
+ * operator action on it, oldest first, for a reader who may operate the
+ * job's queue (42501 otherwise).  The actions on a job that no longer
+ * exists are for members of jobq_operator.
+ * It was a SECURITY DEFINER SQL function, which cannot tell who calls it.
+ */
+CREATE OR REPLACE FUNCTION jobq.history(id bigint)
+RETURNS TABLE (at timestamptz, attempt integer, event text, worker text,
+               duration interval, detail text)
+AS 'MODULE_PATHNAME', 'jobq_history'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE ROWS 20;
+
+/*
+ * Every job, live or retained, of the queues the reader may operate (every
+ * queue for members of jobq_operator).  The views that show jobs are
+ * security barriers: a reader's own conditions, and the functions in them,
+ * see only the rows the view lets through.
+ */
+CREATE OR REPLACE VIEW jobq.jobs WITH (security_barrier) AS
+    SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
+           j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
+           j.last_error, j.created_at, j.started_at, j.finished_at,
+           j.lease_token, j.lease_expires_at, j.heartbeat_at, j.worker,
+           j.holder_pid, j.concurrency_key
+      FROM jobq.job j
+      JOIN jobq.queue q ON q.id = j.queue_id
+     WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR j.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
+                           WHERE g.privilege = 'operate'
+                             AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+/*
+ * Per queue, kind and state: how many jobs, and how late the ready ones
+ * are, for the queues the reader may operate.
+ */
+CREATE OR REPLACE VIEW jobq.overview WITH (security_barrier) AS
+    WITH live AS (
+        SELECT queue_id, kind, 'pending'::jobq.job_state AS state, run_at AS ready_since
+          FROM jobq.job WHERE lane = 'r' AND in_db
+        UNION ALL
+        SELECT queue_id, kind, 'pending', run_at
+          FROM jobq.job WHERE lane = 'r' AND NOT in_db
+        UNION ALL
+        SELECT queue_id, kind, 'pending', NULL
+          FROM jobq.job WHERE lane = 's'
+        UNION ALL
+        SELECT queue_id, kind, state, NULL
+          FROM jobq.job WHERE lane = 'a'
+        UNION ALL
+        SELECT j.queue_id, j.kind, j.state, NULL
+          FROM (SELECT DISTINCT u.id FROM jobq.lease l
+                 CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)) leased
+          JOIN jobq.job j ON j.id = leased.id
+         WHERE j.state = 'running'
+    )
+    SELECT q.name AS queue, j.kind, j.state,
+           pg_catalog.count(*) AS jobs,
+           pg_catalog.count(j.ready_since) AS ready,
+           pg_catalog.now() - pg_catalog.min(j.ready_since) AS oldest_ready_age,
+           q.paused AS queue_paused
+      FROM live j
+      JOIN jobq.queue q ON q.id = j.queue_id
+     WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR j.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
+                           WHERE g.privilege = 'operate'
+                             AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'))
+     GROUP BY q.name, j.kind, j.state, q.paused;
+
+/* Failed and held jobs: the work that waits for an operator. */
+CREATE OR REPLACE VIEW jobq.failures WITH (security_barrier) AS
+    SELECT j.id, j.kind, q.name AS queue, j.state, j.attempt, j.max_attempts,
+           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload
+      FROM jobq.job j
+      JOIN jobq.queue q ON q.id = j.queue_id
+      LEFT JOIN LATERAL (
+            SELECT je.sqlstate, je.failed_at FROM jobq.job_error je
+             WHERE je.job_id = j.id
+             ORDER BY je.failed_at DESC LIMIT 1) e ON true
+     WHERE j.lane = 'a'
+       AND ((SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+            OR j.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
+                               WHERE g.privilege = 'operate'
+                                 AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
+
+/*
+ * Jobs running now: leased ones (external workers, and in-database jobs
+ * with side effects), then those a background worker runs inside a batch
+ * that has not committed yet.
+ */
+CREATE OR REPLACE VIEW jobq.running WITH (security_barrier) AS
+    SELECT r.id, r.kind, q.name AS queue, r.attempt, r.worker, r.pid, r.started_at,
+           r.running_for, r.heartbeat_at, r.lease_expires_at, r.leased_at
+      FROM (
+        SELECT j.id, j.kind, j.queue_id, j.attempt, j.worker, j.holder_pid AS pid,
+               j.started_at, pg_catalog.now() - j.started_at AS running_for,
+               j.heartbeat_at, j.lease_expires_at, leased.leased_at
+          FROM (SELECT u.id, pg_catalog.max(l.claimed_at) AS leased_at
+                  FROM jobq.lease l
+                 CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)
+                 GROUP BY u.id) leased
+          JOIN jobq.job j ON j.id = leased.id
+         WHERE j.state = 'running'
+        UNION ALL
+        SELECT w.job_id, w.kind, k.queue_id, w.attempt, 'jobq worker', w.pid,
+               w.started_at, pg_catalog.now() - w.started_at,
+               NULL, NULL, NULL
+          FROM jobq.worker_jobs() w
+          LEFT JOIN jobq.kind k ON k.name = w.kind
+         WHERE NOT EXISTS (SELECT FROM jobq.job j
+                            WHERE j.id = w.job_id AND j.state = 'running')
+      ) r
+      LEFT JOIN jobq.queue q ON q.id = r.queue_id
+     WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR r.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
+                           WHERE g.privilege = 'operate'
+                             AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+GRANT EXECUTE ON FUNCTION jobq.history(bigint) TO PUBLIC;
+/*
+ * The views of jobs show each reader the queues it may operate;
+ * worker_jobs(), behind jobq.running, the jobs of those queues (it reads
+ * them, so it runs in the leader only).
+ */
+ALTER FUNCTION jobq.worker_jobs() PARALLEL RESTRICTED;
+GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;

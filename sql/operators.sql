@@ -194,8 +194,23 @@ SELECT v AS view, r.seq_scans, r.indexes, r.rows_read,
        WITH ORDINALITY AS v(v, n),
        LATERAL job_reads('SELECT * FROM ' || v) r
  ORDER BY n;
+-- The same for a role that may operate the queues through jobq.grant(),
+-- not jobq_operator: the views check its grants, and still read no
+-- finished job.
+CREATE ROLE regress_ops_viewer;
+SELECT jobq.grant('v_ext', 'regress_ops_viewer', '{operate}');
+SELECT jobq.grant('v_db', 'regress_ops_viewer', '{operate}');
+SET ROLE regress_ops_viewer;
+SELECT v AS view, r.seq_scans, r.indexes, r.rows_read,
+       r.seq_scans = 0 AND r.rows_read <= :live + :leased AS reads_live_jobs_only
+  FROM unnest(ARRAY['jobq.overview', 'jobq.failures', 'jobq.running', 'jobq.jobs'])
+       WITH ORDINALITY AS v(v, n),
+       LATERAL job_reads('SELECT * FROM ' || v) r
+ ORDER BY n;
+RESET ROLE;
 \c :ops_db
 DROP DATABASE jobq_ops_views WITH (FORCE);
+DROP ROLE regress_ops_viewer;
 
 -- Bad input.
 SELECT * FROM error_of('SELECT jobq.retry(NULL)');

@@ -66,6 +66,8 @@ SELECT jobq.schedule('priv.sched', '@daily', 'priv.ext') IS NOT NULL AS schedule
 SELECT jobq.schedule('priv.sched_paused', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
 SELECT jobq.pause_schedule('priv.sched_paused');
 SELECT jobq.subscribe('priv.feed', 'priv_feed', 'priv.ext');
+-- A queue privilege (the worker has it already, through jobq_worker).
+SELECT jobq.grant('priv_q', 'priv_worker', '{work}');
 -- A kind of the admin's own: only its registering role may unregister it.
 SET ROLE priv_admin;
 SELECT jobq.register_kind('priv.admins');
@@ -174,7 +176,8 @@ BEGIN
     END LOOP;
 END $$;
 
--- Tables and views: a SELECT as every role.
+-- Tables and views: a SELECT as every role.  A view that shows each role
+-- only some rows may show it none: "0".
 CREATE TABLE priv_read (rel regclass, role name, outcome text);
 DO $$
 DECLARE
@@ -184,6 +187,7 @@ DECLARE
     v regclass;
     r name;
     state text;
+    seen boolean;
 BEGIN
     SELECT array_agg(c.oid::regclass ORDER BY c.oid) INTO rels
       FROM pg_class c
@@ -192,13 +196,14 @@ BEGIN
         FOREACH r IN ARRAY roles LOOP
             BEGIN
                 EXECUTE format('SET LOCAL ROLE %I', r);
-                EXECUTE format('SELECT FROM %s LIMIT 1', v);
-                RAISE EXCEPTION 'priv: the read ran' USING ERRCODE = 'ZX001';
+                EXECUTE format('SELECT EXISTS (SELECT FROM %s)', v) INTO seen;
+                RAISE EXCEPTION 'priv: the read ran' USING ERRCODE = CASE WHEN seen THEN 'ZX001' ELSE 'ZX000' END;
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
             END;
             INSERT INTO priv_read
-            VALUES (v, r, CASE state WHEN 'ZX001' THEN 'x' WHEN '42501' THEN '-' ELSE state END);
+            VALUES (v, r, CASE state WHEN 'ZX001' THEN 'x' WHEN 'ZX000' THEN '0'
+                                     WHEN '42501' THEN '-' ELSE state END);
         END LOOP;
     END LOOP;
 END $$;
@@ -208,7 +213,7 @@ SELECT rolname AS role_without_column FROM pg_roles
  WHERE rolname LIKE 'jobq\_%'
    AND rolname NOT IN ('jobq_producer', 'jobq_worker', 'jobq_operator', 'jobq_admin');
 
--- x: allowed, -: denied (42501).
+-- x: allowed, -: denied (42501), 0: a read that shows this role no row.
 SELECT object,
        max(outcome) FILTER (WHERE role = 'priv_none') AS "none",
        max(outcome) FILTER (WHERE role = 'priv_producer') AS producer,
@@ -225,7 +230,7 @@ SELECT object,
 SELECT fn, role, outcome, message FROM priv_outcome
  WHERE outcome NOT IN ('x', '-') ORDER BY fn::text, role;
 SELECT rel, role, outcome FROM priv_read
- WHERE outcome NOT IN ('x', '-') ORDER BY rel::text, role;
+ WHERE outcome NOT IN ('x', '-', '0') ORDER BY rel::text, role;
 -- Entries for functions that do not exist are refused by the regprocedure
 -- cast above; the calls left are exactly the functions.
 SELECT count(*) AS calls,
@@ -259,6 +264,8 @@ RESET ROLE;
 REVOKE jobq_admin FROM priv_app;
 CREATE TABLE pq_fixture (what text, q text, id bigint, token bigint);
 GRANT SELECT ON pq_fixture TO PUBLIC;
+CREATE TABLE pq_seen (view text, role name, a bigint, b bigint);
+GRANT INSERT ON pq_seen TO PUBLIC;
 CREATE FUNCTION pq_id(what text, q text) RETURNS bigint LANGUAGE sql STABLE
     AS $$ SELECT id FROM pq_fixture f WHERE f.what = $1 AND f.q = $2 $$;
 CREATE FUNCTION pq_token(q text) RETURNS bigint LANGUAGE sql STABLE
@@ -332,7 +339,8 @@ INSERT INTO pq_call VALUES
  ('jobq.resolve(bigint,text)', $$SELECT jobq.resolve(pq_id('held', '{q}'), 'sent by hand')$$),
  ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_{q}', 'incident')$$),
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_{q}', 'over')$$),
- ('jobq.run_pending(integer)', $$SELECT jobq.run_pending(); SELECT pq_ran(pq_id('db', '{q}'))$$);
+ ('jobq.run_pending(integer)', $$SELECT jobq.run_pending(); SELECT pq_ran(pq_id('db', '{q}'))$$),
+ ('jobq.history(bigint)', $$SELECT count(*) FROM jobq.history(pq_id('failed', '{q}'))$$);
 
 CREATE TABLE pq_outcome (fn regprocedure, role name, q text, outcome text, message text);
 DO $$
@@ -375,6 +383,25 @@ SELECT fn AS function,
        max(outcome) FILTER (WHERE role = 'priv_qa_operator' AND q = 'a') AS "operator a",
        max(outcome) FILTER (WHERE role = 'priv_qa_operator' AND q = 'b') AS "operator b"
   FROM pq_outcome GROUP BY fn ORDER BY fn::text;
+-- The views show each role the jobs of the queues it may operate: how many
+-- rows of each queue each role reads.
+DO $$
+DECLARE
+    v text;
+    r name;
+BEGIN
+    FOREACH v IN ARRAY ARRAY['jobq.jobs', 'jobq.failures', 'jobq.running', 'jobq.overview'] LOOP
+        FOREACH r IN ARRAY ARRAY['priv_qa_producer', 'priv_qa_worker', 'priv_qa_operator'] LOOP
+            EXECUTE format('SET LOCAL ROLE %I', r);
+            EXECUTE format($q$INSERT INTO pq_seen
+                SELECT %L, current_user, count(*) FILTER (WHERE queue = 'priv_a'),
+                       count(*) FILTER (WHERE queue = 'priv_b') FROM %s$q$, v, v);
+            RESET ROLE;
+        END LOOP;
+    END LOOP;
+END $$;
+SELECT view, role, a AS "rows of priv_a", b AS "rows of priv_b" FROM pq_seen ORDER BY 1, 2;
+
 -- Calls that failed for another reason than a privilege (none).
 SELECT fn, role, q, outcome, message FROM pq_outcome
  WHERE outcome NOT IN ('x', '-') ORDER BY fn::text, role, q;

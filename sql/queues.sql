@@ -151,6 +151,34 @@ RESET ROLE;
 SELECT id = :b1 AS b1, id = :b2 AS b2, state FROM jobq.jobs
  WHERE id IN (:b1, :b2) ORDER BY id;
 
+-- The views show an operator the jobs of its queues only, and history()
+-- refuses the others.
+SET ROLE regress_qp_operator;
+SELECT queue, count(*) FROM jobq.jobs WHERE queue LIKE 'qp\_%' GROUP BY 1 ORDER BY 1;
+SELECT queue, count(*) FROM jobq.failures WHERE queue LIKE 'qp\_%' GROUP BY 1 ORDER BY 1;
+SELECT queue, sum(jobs) FROM jobq.overview WHERE queue LIKE 'qp\_%' GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS running FROM jobq.running;
+SELECT count(*) > 0 AS history_of_a4 FROM jobq.history(:a4);
+SELECT * FROM error_of(format('SELECT count(*) FROM jobq.history(%s)', :b2), :b2, 'b2');
+-- A job that does not exist has no history to show it.
+SELECT count(*) AS history_of_nothing FROM jobq.history(-1);
+-- Attack: a cheap function of the reader's own in a condition on a view
+-- would see rows before the view's own condition had removed them, and
+-- could copy them out.  The views are security barriers: it sees only the
+-- rows the view lets through.
+CREATE TEMP TABLE qp_leaked (payload jsonb);
+CREATE FUNCTION pg_temp.qp_leak(p jsonb) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN
+    INSERT INTO qp_leaked VALUES (p);
+    RETURN true;
+END $$;
+SELECT count(*) AS rows_shown FROM jobq.jobs WHERE pg_temp.qp_leak(payload) AND queue LIKE 'qp\_%';
+SELECT count(*) FROM jobq.failures WHERE pg_temp.qp_leak(payload) AND queue LIKE 'qp\_%';
+SELECT count(*) AS leaked_from_qp_b FROM qp_leaked WHERE payload->>'n' LIKE 'b%';
+DROP FUNCTION pg_temp.qp_leak(jsonb);
+DROP TABLE qp_leaked;
+RESET ROLE;
+
 -- A role with no privilege anywhere: every queue function is refused.
 SET ROLE regress_qp_nobody;
 SELECT * FROM error_of($$SELECT jobq.enqueue('qp.a')$$);

@@ -19,9 +19,11 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #include "jobq.h"
 #include "shmem.h"
@@ -37,6 +39,7 @@ static SPIPlanPtr plan_discard;
 static SPIPlanPtr plan_pause;
 static SPIPlanPtr plan_kind_exists;
 static SPIPlanPtr plan_kind_registered;
+static SPIPlanPtr plan_history;
 
 /* What every rerun sets: due now, fresh attempts, no lease, no result. */
 #define RERUN_SET \
@@ -496,4 +499,72 @@ jobq_resume_queue(PG_FUNCTION_ARGS)
 {
 	set_queue_paused(fcinfo, false);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_history);
+
+/*
+ * jobq.history(id)
+ *
+ * Every attempt of a job with its timing, worker and outcome, and every
+ * operator action on it, oldest first: for a caller who may operate the
+ * job's queue (42501 otherwise).  The actions logged on a job that no
+ * longer exists (discarded, purged) have no queue to go by: only members
+ * of jobq_operator see them.
+ */
+Datum
+jobq_history(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqAccess	access;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		job_id;
+	int			rows;
+	int			i;
+
+	JobqCheckNotNull(fcinfo, 0, "id");
+	job_id = PG_GETARG_INT64(0);
+	values[0] = Int64GetDatum(job_id);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	JobqBeginAccess(&access);
+	if (!JobqHasJobPrivilege(job_id, access.caller, JOBQ_OPERATE))
+	{
+		/* Refused if the job exists; nothing to show if it does not. */
+		JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
+		JobqEndAccess(&access);
+		return (Datum) 0;
+	}
+	JobqPreparePlan(&plan_history,
+					"SELECT coalesce(e.started_at, e.failed_at), e.attempt,"
+					"  CASE e.outcome"
+					"    WHEN 'pending' THEN 'attempt failed, to be retried'"
+					"    WHEN 'failed' THEN 'attempt failed, no attempts left'"
+					"    WHEN 'held' THEN 'attempt failed, job held'"
+					"    ELSE 'attempt ' || e.outcome::text"
+					"  END, e.worker, e.failed_at - e.started_at,"
+					"  coalesce(e.sqlstate || ': ', '') || e.message"
+					" FROM jobq.job_error e WHERE e.job_id = $1"
+					" UNION ALL"
+					" SELECT j.started_at, j.attempt, 'attempt ' || j.state::text, j.worker,"
+					"  j.finished_at - j.started_at,"
+					"  CASE WHEN j.state = 'running'"
+					"    THEN 'lease expires ' || j.lease_expires_at::text END"
+					" FROM jobq.job j"
+					" WHERE j.id = $1 AND j.attempt > 0"
+					"  AND (j.state = 'running'"
+					"       OR (j.state = 'completed'"
+					"           AND NOT EXISTS (SELECT FROM jobq.job_error e"
+					"                            WHERE e.job_id = j.id AND e.attempt = j.attempt)))"
+					" UNION ALL"
+					" SELECT o.at, NULL, o.action || ' by ' || o.role, NULL, NULL, o.reason"
+					" FROM jobq.operator_action o WHERE o.job_ids @> ARRAY[$1]"
+					" ORDER BY 1, 2 NULLS LAST",
+					1, argtypes);
+	rows = JobqExecutePlan(plan_history, values, NULL, SPI_OK_SELECT, 0);
+	for (i = 0; i < rows; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	JobqEndAccess(&access);
+	return (Datum) 0;
 }

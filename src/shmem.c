@@ -408,17 +408,23 @@ PG_FUNCTION_INFO_V1(jobq_worker_jobs);
 
 /*
  * jobq.worker_jobs(): the jobs that this database's workers are running,
- * behind the jobq.running view.  Empty when the workers are not loaded.
+ * behind the jobq.running view: all of them for a caller who may operate
+ * every queue, those of the queues it may operate for anyone else.  Empty
+ * when the workers are not loaded.
  */
 Datum
 jobq_worker_jobs(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		filter = !JobqHasAllQueues(GetUserId(), JOBQ_OPERATE);
+	JobqAccess	access;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (JobqShared == NULL)
 		return (Datum) 0;
+	if (filter)
+		JobqBeginAccess(&access);
 
 	for (i = 0; i < JobqShared->nslots; i++)
 	{
@@ -447,6 +453,9 @@ jobq_worker_jobs(PG_FUNCTION_ARGS)
 		LWLockRelease(JobqShared->lock);
 		if (job_id == 0)
 			continue;
+		/* The slot lock is released: the lookup may take its time. */
+		if (filter && !JobqHasJobPrivilege(job_id, access.caller, JOBQ_OPERATE))
+			continue;
 
 		values[0] = Int32GetDatum(pid);
 		values[1] = Int64GetDatum(job_id);
@@ -455,6 +464,8 @@ jobq_worker_jobs(PG_FUNCTION_ARGS)
 		values[4] = TimestampTzGetDatum(started_at);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	if (filter)
+		JobqEndAccess(&access);
 	return (Datum) 0;
 }
 

@@ -47,7 +47,7 @@ sql(q{
     CREATE ROLE alice LOGIN;
     CREATE ROLE bob LOGIN;
     CREATE ROLE carol LOGIN;
-    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA jobq TO alice, bob, carol;
+    GRANT jobq_admin TO alice, bob, carol;
     CREATE SCHEMA app;
     GRANT USAGE, CREATE ON SCHEMA app TO alice, bob, carol;
 
