@@ -628,21 +628,41 @@ error_info(ErrorData *edata, BatchJob *job, bool timed_out, JobqErrorInfo *info)
  * queue after the one served first last time.  Returns how many, copied
  * into the current memory context.  Must run between JobqBeginAccess and
  * JobqEndAccess.
+ *
+ * The queues to visit come from the ready index itself, one descent per
+ * queue that has ready in-database jobs ("after": the ids above $2, then
+ * "upto": those up to it), never from jobq.queue: however many queues
+ * exist, a pick costs what the queues with work cost, and an idle worker's
+ * pick a few index pages.  Paused queues are looked up by id among those.
  */
 #define PICK_COLUMNS	17
+#define PICK_NEXT_QUEUE(cond) \
+	"(SELECT queue_id FROM jobq.job WHERE lane = 'r' AND in_db AND " cond \
+	"  ORDER BY queue_id LIMIT 1)"
 #define PICK_SQL(filter) \
-	"SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
+	"WITH RECURSIVE after(id) AS (" \
+	"  SELECT " PICK_NEXT_QUEUE("queue_id > $2") \
+	"  UNION ALL" \
+	"  SELECT " PICK_NEXT_QUEUE("queue_id > a.id") " FROM after a WHERE a.id IS NOT NULL" \
+	"), upto(id) AS (" \
+	"  SELECT " PICK_NEXT_QUEUE("queue_id <= $2") \
+	"  UNION ALL" \
+	"  SELECT " PICK_NEXT_QUEUE("queue_id > u.id AND queue_id <= $2") \
+	"    FROM upto u WHERE u.id IS NOT NULL" \
+	")" \
+	" SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
 	" j.lease_token, k.handler, k.owner::pg_catalog.oid," \
 	" k.timeout, k.backoff_base, k.backoff_max," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
 	"   AND NOT k.retry_safe, false)," \
 	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path" \
-	" FROM (SELECT id FROM jobq.queue WHERE NOT paused" \
-	"   ORDER BY id <= $2, id) q" \
+	" FROM (SELECT id FROM after WHERE id IS NOT NULL" \
+	"       UNION ALL SELECT id FROM upto WHERE id IS NOT NULL) q" \
 	" CROSS JOIN LATERAL (" \
 	"   SELECT * FROM jobq.job" \
 	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
+	"   AND NOT (SELECT p.paused FROM jobq.queue p WHERE p.id = q.id)" \
 	"   AND" JOBQ_KEY_FREE("job") filter \
 	"   ORDER BY priority, run_at" \
 	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
