@@ -232,3 +232,48 @@ DELETE FROM jobq.queue WHERE name LIKE 'qp\_%';
 DELETE FROM jobq.operator_action WHERE queue LIKE 'qp\_%' OR role LIKE 'regress\_qp\_%';
 DROP ROLE regress_qp_admin, regress_qp_shorthand, regress_qp_team, regress_qp_member,
     regress_qp_producer, regress_qp_worker, regress_qp_operator, regress_qp_nobody;
+
+--
+-- The README's producer, worker and operator of one queue ("Privileges"),
+-- statement for statement between the "-- README" markers, each role in a
+-- session of its own, in a database of their own (ids as in the README).
+--
+SELECT current_database() AS qp_db, current_user AS qp_su \gset
+CREATE DATABASE jobq_readme_queues;
+\c jobq_readme_queues
+CREATE EXTENSION jobq;
+-- README: one queue, three roles
+CREATE ROLE billing_app LOGIN;       -- the service that enqueues
+CREATE ROLE billing_worker LOGIN;    -- the external worker
+CREATE ROLE billing_oncall LOGIN;    -- whoever is on call for billing
+SELECT jobq.create_queue('billing');
+SELECT jobq.create_queue('shipping');
+SELECT jobq.register_kind('billing.charge', queue => 'billing', max_attempts => 3);
+SELECT jobq.grant('billing', 'billing_app', '{produce}');
+SELECT jobq.grant('billing', 'billing_worker', '{work}');
+SELECT jobq.grant('billing', 'billing_oncall', '{operate}');
+SELECT queue, grantee, privilege FROM jobq.queue_privileges ORDER BY privilege;
+-- README end
+-- None of them holds any of jobq's roles.
+SELECT count(*) AS jobq_roles_held FROM pg_auth_members m
+  JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+ WHERE r.rolname LIKE 'jobq\_%' AND u.rolname LIKE 'billing\_%';
+\c - billing_app
+-- README: billing_app
+SELECT jobq.enqueue('billing.charge', '{"invoice": 1001}');
+-- README end
+\c - billing_worker
+-- README: billing_worker
+SELECT id, lease_token FROM jobq.claim('billing') \gset
+SELECT jobq.complete(:id, :lease_token, '{"charged": true}');
+-- README end
+\c - billing_oncall
+-- README: billing_oncall
+SELECT id, kind, state, result FROM jobq.jobs ORDER BY id;
+SELECT jobq.pause_queue('billing', reason => 'card processor incident');
+SELECT jobq.resume_queue('billing');
+SELECT jobq.pause_queue('shipping');  -- 42501: permission denied for queue "shipping"
+-- README end
+\c :qp_db :qp_su
+DROP DATABASE jobq_readme_queues WITH (FORCE);
+DROP ROLE billing_app, billing_worker, billing_oncall;
