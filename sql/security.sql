@@ -1102,6 +1102,53 @@ SELECT pg_advisory_unlock(4242);
 SELECT jobq.run_pending() AS ran;
 
 --
+-- (A5) Authorization review, finding 5: subscribe() makes the checks of
+-- CREATE TRIGGER ON schema.table: USAGE on the schema, then TRIGGER on the
+-- table.  An admin with TRIGGER on a table in a schema it may not use
+-- passed the table by OID (no name lookup, so no USAGE check) and got its
+-- rows in the payloads.
+--
+CREATE ROLE sec_sub_admin LOGIN;
+GRANT jobq_admin TO sec_sub_admin;
+CREATE SCHEMA sec_hidden;
+CREATE TABLE sec_hidden.payroll (who text, salary int);
+GRANT TRIGGER ON sec_hidden.payroll TO sec_sub_admin;
+SELECT 'sec_hidden.payroll'::regclass::oid AS sec_payroll \gset
+SELECT jobq.register_kind('sec.sub.sink', queue => 'sec_sub');
+\c - sec_sub_admin
+-- PostgreSQL refuses the trigger, and jobq the subscription, whose
+-- table comes by OID.
+CREATE TRIGGER sec_direct AFTER INSERT ON sec_hidden.payroll
+    FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger();
+SELECT jobq.subscribe('sec.sub.payroll', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+INSERT INTO sec_hidden.payroll VALUES ('ceo', 1000000);
+SELECT count(*) AS payroll_jobs FROM jobq.jobs WHERE kind = 'sec.sub.sink';
+-- With USAGE on the schema, the subscription is made.
+GRANT USAGE ON SCHEMA sec_hidden TO sec_sub_admin;
+\c - sec_sub_admin
+SELECT jobq.subscribe('sec.sub.payroll', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+-- Without USAGE, it cannot be unsubscribed either (nor the trigger
+-- dropped), as DROP TRIGGER ... ON sec_hidden.payroll would need it.
+REVOKE USAGE ON SCHEMA sec_hidden FROM sec_sub_admin;
+\c - sec_sub_admin
+SELECT jobq.unsubscribe('sec.sub.payroll');
+\c - :sec_su
+GRANT USAGE ON SCHEMA sec_hidden TO sec_sub_admin;
+REVOKE TRIGGER ON sec_hidden.payroll FROM sec_sub_admin;
+\c - sec_sub_admin
+-- Without TRIGGER on the table, as before.
+SELECT jobq.unsubscribe('sec.sub.payroll');
+SELECT jobq.subscribe('sec.sub.payroll2', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+SELECT jobq.unsubscribe('sec.sub.payroll');
+DROP SCHEMA sec_hidden CASCADE;
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1157,3 +1204,4 @@ DROP PROCEDURE public.sec_attack();
 DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
+DROP ROLE sec_sub_admin;

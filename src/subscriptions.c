@@ -104,13 +104,17 @@ events_array(int mask)
 
 /*
  * Check that a subscription may watch relid: a permanent table of the
- * user's, on which the caller may create triggers.
+ * user's, on which the caller may create triggers.  The checks are those
+ * of CREATE TRIGGER ON schema.table: USAGE on the schema (naming the table
+ * needs it; a regclass given as an OID skips the lookup that checks it),
+ * then TRIGGER on the table.
  */
 static void
 check_source(Oid relid, Oid caller, const char *action)
 {
 	char		relkind = get_rel_relkind(relid);
 	char	   *relname = get_rel_name(relid);
+	Oid			nspid;
 
 	if (relname == NULL)
 		ereport(ERROR,
@@ -129,6 +133,14 @@ check_source(Oid relid, Oid caller, const char *action)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot subscribe to jobq's own table \"%s\"", relname)));
+	nspid = get_rel_namespace(relid);
+	if (pg_namespace_aclcheck(nspid, caller, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s table \"%s\"", action, relname),
+				 errdetail("The table is in schema \"%s\", on which the USAGE privilege is needed, as for CREATE TRIGGER.",
+						   get_namespace_name(nspid)),
+				 errhint("Ask the schema's owner to GRANT USAGE ON SCHEMA to you.")));
 	if (pg_class_aclcheck(relid, caller, ACL_TRIGGER) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
