@@ -1469,7 +1469,7 @@ SELECT b.tbl, a.rows = b.rows AS same_rows, a.digest = b.digest AS unchanged
  ORDER BY b.tbl;
 SELECT name FROM jobq.kind WHERE name LIKE 'bad%' ORDER BY name;
 SELECT name, paused FROM jobq.queue WHERE name LIKE 'bad%' ORDER BY name;
-SELECT kind, payload, state, attempt, lease_token, idempotency_key, concurrency_key, last_error
+SELECT kind, payload, state, attempt, lease_token > 0 AS leased, idempotency_key, concurrency_key, last_error
   FROM jobq.jobs WHERE kind LIKE 'bad.%' AND kind <> 'bad.sub' ORDER BY id;
 SELECT name, cron, timezone, kind, payload, overlap, misfire, concurrency_key, paused,
        next_fire_at, last_outcome

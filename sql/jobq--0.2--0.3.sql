@@ -158,3 +158,19 @@ $$;
  * 1000, the planner checked them against jobq.running by reading every job.
  */
 ALTER FUNCTION jobq.worker_jobs() ROWS 8;
+
+/*
+ * Lease tokens are random now, and the lease's secret: jobq.jobs shows
+ * them to superusers only.
+ */
+CREATE OR REPLACE VIEW jobq.jobs AS
+    SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
+           j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
+           j.last_error, j.created_at, j.started_at, j.finished_at,
+           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = CURRENT_USER)
+                THEN j.lease_token END AS lease_token,
+           j.lease_expires_at, j.heartbeat_at, j.worker,
+           j.holder_pid, j.concurrency_key
+      FROM jobq.job j
+      JOIN jobq.queue q ON q.id = j.queue_id;

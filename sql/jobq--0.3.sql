@@ -348,12 +348,18 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_id_seq', '');
 
-/* Every job, live or retained. */
+/*
+ * Every job, live or retained.  The lease token is the lease's secret (it
+ * lets a session report on the job): it is NULL here but for superusers.
+ */
 CREATE VIEW jobq.jobs AS
     SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
            j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
            j.last_error, j.created_at, j.started_at, j.finished_at,
-           j.lease_token, j.lease_expires_at, j.heartbeat_at, j.worker,
+           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = CURRENT_USER)
+                THEN j.lease_token END AS lease_token,
+           j.lease_expires_at, j.heartbeat_at, j.worker,
            j.holder_pid, j.concurrency_key
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id;

@@ -111,7 +111,7 @@ SELECT jobq.register_kind('kinds.switch', handler => 'kinds_returns_jsonb(jsonb)
        queue => 'kinds_switch');
 SELECT count(*) AS claimed_with_handler FROM jobq.claim('kinds_switch');
 SELECT jobq.register_kind('kinds.switch', queue => 'kinds_switch');
-SELECT id = :switch_job AS same_job, kind, payload, attempt, lease_token
+SELECT id = :switch_job AS same_job, kind, payload, attempt, lease_token > 0 AS leased
   FROM jobq.claim('kinds_switch');
 
 --

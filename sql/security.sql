@@ -1149,6 +1149,76 @@ SELECT jobq.unsubscribe('sec.sub.payroll');
 DROP SCHEMA sec_hidden CASCADE;
 
 --
+-- (A2) Authorization review, finding 2: lease tokens are random, and no
+-- error, log line or view shows them.  A role with only jobq_worker took
+-- over another worker's job: a token was a per-claim counter (1 at a
+-- first claim), and heartbeat's error named the current one; heartbeat
+-- with it made the thief the holder, and external_key, step_result and
+-- complete worked for it.  Here the thief tries every token a counter
+-- would have given and keeps each error's text: none is accepted, and no
+-- text names a token.
+--
+CREATE ROLE sec_tok_victim LOGIN;
+CREATE ROLE sec_tok_thief LOGIN;
+CREATE ROLE sec_tok_op LOGIN;
+GRANT jobq_worker TO sec_tok_victim, sec_tok_thief;
+GRANT jobq_operator TO sec_tok_op;
+CREATE TABLE public.sec_tok_seen (what text);
+GRANT INSERT ON public.sec_tok_seen TO sec_tok_thief;
+SELECT jobq.register_kind('sec.tok.pay', queue => 'sec_tok');
+SELECT jobq.enqueue('sec.tok.pay', '{"amount": 100}') AS sec_tok_job \gset
+\c - sec_tok_victim
+SELECT lease_token AS sec_tok_token FROM jobq.claim('sec_tok', 'victim', 1, '1 hour') \gset
+SELECT jobq.record_step(:sec_tok_job, 'charge', '{"charge": "ch_1"}', :sec_tok_token);
+\c - sec_tok_thief
+CREATE FUNCTION pg_temp.sec_tok_try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    m text; d text; h text; s text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT,
+        d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+    INSERT INTO public.sec_tok_seen VALUES (concat_ws(' | ', m, d, h));
+    RETURN s;
+END $$;
+SELECT pg_temp.sec_tok_try(format(f, :sec_tok_job, t)) AS outcome, count(*) AS tries
+  FROM generate_series(0, 1000) t,
+       unnest(ARRAY['SELECT jobq.heartbeat(%s, %s)', 'SELECT jobq.complete(%s, %s)',
+                    'SELECT jobq.snooze(%s, %s, ''0'')', 'SELECT jobq.fail(%s, %s, ''x'')']) f
+ GROUP BY 1 ORDER BY 1;
+-- Not the holder: the job's steps and keys stay closed to the thief.
+SELECT pg_temp.sec_tok_try(format('SELECT jobq.step_result(%s, %L)', :sec_tok_job, 'charge')) AS step_result;
+SELECT pg_temp.sec_tok_try(format('SELECT jobq.external_key(%s, %L)', :sec_tok_job, 'charge')) AS external_key;
+\c - sec_tok_op
+-- An operator sees the job, not its token.
+SELECT state, worker, lease_token IS NULL AS token_hidden FROM jobq.jobs WHERE id = :sec_tok_job;
+\c - :sec_su
+SELECT count(*) AS errors_kept,
+       count(*) FILTER (WHERE what LIKE '%' || :'sec_tok_token' || '%') AS naming_the_token,
+       count(*) FILTER (WHERE what ~ '\d{10,}') AS naming_any_token
+  FROM public.sec_tok_seen;
+-- The job is still the victim's, who completes it; a superuser sees the
+-- token.
+SELECT state, worker, lease_token = :sec_tok_token AS victims_token, holder_pid IS NOT NULL AS held
+  FROM jobq.jobs WHERE id = :sec_tok_job;
+\c - sec_tok_victim
+SELECT jobq.complete(:sec_tok_job, :sec_tok_token, '{"charged": true}');
+\c - :sec_su
+SELECT state, result FROM jobq.jobs WHERE id = :sec_tok_job;
+-- Tokens are random 63-bit numbers, a new one at every claim: twenty
+-- claims give twenty tokens, none of them small.
+SELECT count(jobq.enqueue('sec.tok.pay', jsonb_build_object('n', g))) AS enqueued
+  FROM generate_series(1, 20) g;
+CREATE TEMP TABLE sec_tok_claims AS SELECT id, lease_token FROM jobq.claim('sec_tok', 'many', 20);
+SELECT count(*) AS claimed, count(DISTINCT lease_token) AS distinct_tokens,
+       bool_and(lease_token > 4294967296) AS all_beyond_32_bits
+  FROM sec_tok_claims;
+SELECT jobq.complete_many(array_agg(id), array_agg(lease_token)) AS completed FROM sec_tok_claims;
+DROP TABLE sec_tok_claims, public.sec_tok_seen;
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1204,4 +1274,4 @@ DROP PROCEDURE public.sec_attack();
 DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
-DROP ROLE sec_sub_admin;
+DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op;

@@ -79,8 +79,9 @@ session_holds_lease(int64 job_id, Oid caller)
  * Check that the caller may touch job_id's steps and keys: inside a
  * handler, only its own job; outside, for a worker (jobq_worker's rights),
  * a job whose lease this session holds, and any job with the right to read
- * jobq.jobs.  (A lease token is
- * no proof: tokens are small counters, and these functions are PUBLIC.)
+ * jobq.jobs.  (step_result and external_key take no lease token: the
+ * session's holding the lease, which it got by claiming the job or by a
+ * heartbeat with the token, stands for it.)
  */
 static void
 check_job_scope(int64 job_id, Oid caller)
