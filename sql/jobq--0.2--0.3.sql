@@ -174,3 +174,15 @@ CREATE OR REPLACE VIEW jobq.jobs AS
            j.holder_pid, j.concurrency_key
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id;
+
+/*
+ * Operation ids are per role: jobq.once() records current_user with each,
+ * and one role's ids never answer for another's (nor can another role
+ * learn them, or make a worker wait for its uncommitted one).  Ids
+ * recorded before have no role ('-'): who recorded them is unknown, so
+ * they keep answering for every role, until jobq.retention removes them.
+ */
+ALTER TABLE jobq.operation ADD COLUMN recorded_by pg_catalog.regrole NOT NULL
+    DEFAULT 0::pg_catalog.oid::pg_catalog.regrole;
+ALTER TABLE jobq.operation DROP CONSTRAINT operation_pkey;
+ALTER TABLE jobq.operation ADD CONSTRAINT operation_pkey PRIMARY KEY (recorded_by, operation_id);

@@ -227,13 +227,18 @@ CREATE TABLE jobq.job_error (
 CREATE INDEX job_error_job_idx ON jobq.job_error (job_id, attempt);
 
 /*
- * Operation ids recorded by jobq.once(): a row exists only if the
- * transaction that recorded it committed.  Kept for jobq.retention.
+ * Operation ids recorded by jobq.once(), each in the namespace of the role
+ * that recorded it (current_user; a handler's is its kind's owner): one
+ * role's id never answers for another's.  A row exists only if the
+ * transaction that recorded it committed.  Ids recorded before 0.3 have no
+ * role ('-'): they answer for every role.  Kept for jobq.retention.
  */
 CREATE TABLE jobq.operation (
-    operation_id    text PRIMARY KEY,
+    operation_id    text NOT NULL,
     job_id          bigint,        /* the handler's job, if any */
-    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    recorded_by     pg_catalog.regrole NOT NULL DEFAULT 0::pg_catalog.oid::pg_catalog.regrole,
+    CONSTRAINT operation_pkey PRIMARY KEY (recorded_by, operation_id)
 );
 
 CREATE INDEX operation_recorded_idx ON jobq.operation (recorded_at);

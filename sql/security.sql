@@ -1219,6 +1219,50 @@ SELECT jobq.complete_many(array_agg(id), array_agg(lease_token)) AS completed FR
 DROP TABLE sec_tok_claims, public.sec_tok_seen;
 
 --
+-- (A1) Authorization review, finding 1: jobq.once() records each id in the
+-- namespace of the role that records it.  Any login role could record
+-- once('ship:42') first and silently suppress another role's shipment, or
+-- ask once() whether an id was recorded (it said false).  Now each role
+-- gets its own answers: alice's ids are not bob's, and bob learns nothing
+-- of alice's (an id she recorded and one she did not answer alike).
+-- (That an uncommitted once() of another role does not make a worker wait
+-- is test/t/057_security_reach.pl, (b).)
+--
+CREATE ROLE sec_once_alice LOGIN;
+CREATE ROLE sec_once_bob LOGIN;
+\c - sec_once_bob
+-- Bob records alice's operation id first.
+SELECT jobq.once('sec.ship:42') AS bob_first;
+\c - sec_once_alice
+-- Alice's own first record of it is hers: true, then false.
+SELECT jobq.once('sec.ship:42') AS alice_first, jobq.once('sec.ship:42') AS alice_again;
+SELECT jobq.once('sec.secret:1') AS alice_records_a_secret;
+\c - sec_once_bob
+-- Bob probes: an id alice recorded and one nobody did answer alike.
+SELECT jobq.once('sec.secret:1') AS recorded_by_alice, jobq.once('sec.secret:2') AS recorded_by_nobody;
+SELECT jobq.once('sec.ship:42') AS bob_again;
+\c - :sec_su
+SELECT operation_id, recorded_by FROM jobq.operation WHERE operation_id LIKE 'sec.s%'
+ ORDER BY 1, 2::text;
+-- A handler records in its kind owner's namespace: alice's kind, run by
+-- the superuser's run_pending, finds alice's id recorded.
+CREATE FUNCTION public.sec_once_ship(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT pg_catalog.to_jsonb(jobq.once('sec.ship:42')) $$;
+ALTER FUNCTION public.sec_once_ship(jsonb) OWNER TO sec_once_alice;
+GRANT jobq_admin TO sec_once_alice;
+\c - sec_once_alice
+SET search_path = pg_catalog;
+SELECT jobq.register_kind('sec.once.ship', 'public.sec_once_ship(jsonb)', queue => 'sec_once');
+SELECT jobq.enqueue('sec.once.ship') AS sec_once_job \gset
+\c - :sec_su
+SELECT jobq.run_pending() AS ran;
+SELECT state, result AS first_time FROM jobq.jobs WHERE id = :sec_once_job;
+DELETE FROM jobq.operation WHERE operation_id LIKE 'sec.%';
+DELETE FROM jobq.job WHERE id = :sec_once_job;
+SELECT jobq.unregister_kind('sec.once.ship');
+DROP FUNCTION public.sec_once_ship(jsonb);
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1274,4 +1318,5 @@ DROP PROCEDURE public.sec_attack();
 DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
-DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op;
+DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op, sec_once_alice,
+    sec_once_bob;

@@ -123,6 +123,12 @@ SELECT jobq.enqueue('upg.indb', '{"n": 1}', 'first') IS NOT NULL AS enqueued,
        jobq.enqueue('upg.gone', '{"n": 3}') IS NOT NULL AS enqueued_gone;
 SELECT id AS ext_id, lease_token AS ext_token FROM jobq.claim('default', 'upg', 1) \gset
 SELECT jobq.complete(:ext_id, :ext_token, '{"ok": true}');
+-- once() has one namespace until the update.
+CREATE ROLE upg_other;
+SELECT jobq.once('upg:shipped') AS recorded;
+SET ROLE upg_other;
+SELECT jobq.once('upg:shipped') AS other_role_too;
+RESET ROLE;
 SELECT jobq.run_pending();
 \echo :SQLSTATE
 SELECT jobq.register_kind('upg.new');
@@ -142,6 +148,17 @@ SELECT jobq.enqueue('upg.indb', '{"n": 1}', 'first') IS NOT NULL AS same_key_sam
        (SELECT count(*) FROM jobq.job WHERE kind = 'upg.indb') AS jobs;
 SELECT jobq.register_kind('upg.new', 'upg_handler(jsonb)');
 SELECT handler FROM jobq.kinds WHERE name = 'upg.new';
+-- An operation id recorded before the update answers for every role: who
+-- recorded it is not known.  New ids are the recording role's.
+SELECT operation_id,
+       CASE WHEN recorded_by = '-'::regrole THEN 'every role'
+            WHEN recorded_by::text = current_user THEN 'the superuser'
+            ELSE recorded_by::text END AS namespace
+  FROM jobq.operation ORDER BY 1;
+SELECT jobq.once('upg:shipped') AS recorded_again, jobq.once('upg:new') AS new_id;
+SET ROLE upg_other;
+SELECT jobq.once('upg:shipped') AS other_role_again, jobq.once('upg:new') AS other_role_new_id;
+RESET ROLE;
 
 -- The updated objects are those of a fresh install.
 CREATE TABLE upgraded AS SELECT jobq_objects() AS line;
@@ -158,3 +175,4 @@ ORDER BY 1, 2;
 
 \c :first_db
 DROP DATABASE jobq_upgrade WITH (FORCE);
+DROP ROLE upg_other;

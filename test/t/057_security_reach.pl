@@ -7,6 +7,12 @@
 #     connected to "other" sees only other's worker, while a job of kind
 #     "payroll.secret" runs in "postgres"; a role with pg_read_all_stats,
 #     like a superuser, sees the workers of both databases.
+# (b) An uncommitted jobq.once() of another role does not stall a worker.
+#     Operation ids had one namespace: mallory, who may call once() (it is
+#     PUBLIC), held once('ship:42') in an open transaction, and the worker
+#     whose handler recorded the same id waited for her.  Now the handler
+#     records it in its kind owner's namespace: its job completes, and its
+#     shipment is made, while mallory's transaction stays open.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -69,6 +75,34 @@ is($node->safe_psql('other', q{SELECT string_agg(database, ', ' ORDER BY databas
 sql(q{INSERT INTO public.release VALUES (1)});
 ok($node->poll_query_until('postgres', qq{SELECT state FROM jobq.jobs WHERE id = $job}, 'completed'),
     'the payroll job completed');
+
+### (b) once() and another role's uncommitted id.
+sql(q{
+    CREATE ROLE mallory LOGIN;
+    CREATE TABLE public.shipments (order_id int);
+    CREATE FUNCTION public.ship(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF jobq.once('ship:' || (p->>'order')) THEN
+            INSERT INTO public.shipments VALUES ((p->>'order')::int);
+        END IF;
+    END $$;
+    SELECT jobq.register_kind('shop.ship', 'public.ship(jsonb)');
+});
+my $mallory = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
+$mallory->query_safe(q{BEGIN});
+is($mallory->query_safe(q{SELECT jobq.once('ship:42')}), 't',
+    'mallory records "ship:42" in a transaction she keeps open');
+my $ship = sql(q{SELECT jobq.enqueue('shop.ship', '{"order": 42}')});
+ok($node->poll_query_until('postgres', qq{SELECT state FROM jobq.jobs WHERE id = $ship}, 'completed'),
+    'the worker completes the shipping job meanwhile');
+is(sql(q{SELECT string_agg(order_id::text, ',') FROM public.shipments}), '42',
+    'and order 42 is shipped');
+$mallory->query_safe(q{COMMIT});
+$mallory->quit;
+my $su = sql(q{SELECT current_user});
+is(join(', ', sort split /\n/, sql(q{SELECT operation_id || ' ' || recorded_by::text FROM jobq.operation})),
+    join(', ', sort ('ship:42 mallory', "ship:42 $su")),
+    'each role\'s record of "ship:42" is its own');
 
 $node->stop;
 done_testing();
