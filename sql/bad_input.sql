@@ -1517,6 +1517,7 @@ SELECT jobq.unschedule('bad.nightly');
 SELECT jobq.unschedule('bad.paused');
 DELETE FROM jobq.operator_log o WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (o.job_ids) AND j.kind LIKE 'bad.%');
+DELETE FROM jobq.operator_log WHERE schedule LIKE 'bad.%';
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'bad.%');
 DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'bad.%');
 DELETE FROM jobq.lease l WHERE EXISTS (

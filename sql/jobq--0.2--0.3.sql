@@ -186,3 +186,32 @@ ALTER TABLE jobq.operation ADD COLUMN recorded_by pg_catalog.regrole NOT NULL
     DEFAULT 0::pg_catalog.oid::pg_catalog.regrole;
 ALTER TABLE jobq.operation DROP CONSTRAINT operation_pkey;
 ALTER TABLE jobq.operation ADD CONSTRAINT operation_pkey PRIMARY KEY (recorded_by, operation_id);
+
+/*
+ * Schedules have owners, as kinds do: replacing, pausing, resuming,
+ * running or dropping one needs its owner's privileges, and each change is
+ * logged in jobq.operator_log, which names the schedule.  A schedule made
+ * before belongs to the role that created it (created_by) if that role
+ * still exists, else to the extension's owner (superusers only, then).
+ */
+ALTER TABLE jobq.schedule ADD COLUMN owner pg_catalog.regrole;
+UPDATE jobq.schedule s
+   SET owner = coalesce(
+           (SELECT r.oid FROM pg_catalog.pg_roles r
+             WHERE r.rolname OPERATOR(pg_catalog.=) s.created_by),
+           (SELECT e.extowner FROM pg_catalog.pg_extension e
+             WHERE e.extname OPERATOR(pg_catalog.=) 'jobq'))::pg_catalog.regrole;
+ALTER TABLE jobq.schedule ALTER COLUMN owner SET NOT NULL;
+
+ALTER TABLE jobq.operator_action ADD COLUMN schedule text;
+
+CREATE OR REPLACE VIEW jobq.operator_log AS
+    SELECT id, at, role, action, job_ids, queue, reason, schedule FROM jobq.operator_action;
+
+CREATE OR REPLACE VIEW jobq.schedules AS
+    SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
+           s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
+           s.last_outcome, s.last_job_id, j.state AS last_job_state,
+           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at, s.owner
+      FROM jobq.schedule s
+      LEFT JOIN jobq.job j ON j.id = s.last_job_id;

@@ -274,7 +274,8 @@ CREATE TABLE jobq.operator_action (
     action          text NOT NULL,
     job_ids         bigint[] NOT NULL,
     queue           text,          /* for actions on a queue */
-    reason          text
+    reason          text,
+    schedule        text           /* for changes of a schedule */
 );
 
 /*
@@ -314,7 +315,8 @@ CREATE TABLE jobq.schedule (
     last_evaluated_at   timestamptz,
     created_by          name NOT NULL,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    owner               pg_catalog.regrole NOT NULL   /* only its privileges change it */
 );
 
 CREATE INDEX schedule_next_idx ON jobq.schedule (next_fire_at) WHERE NOT paused;
@@ -816,7 +818,7 @@ $$;
 
 /* What operators did, and why. */
 CREATE VIEW jobq.operator_log AS
-    SELECT id, at, role, action, job_ids, queue, reason FROM jobq.operator_action;
+    SELECT id, at, role, action, job_ids, queue, reason, schedule FROM jobq.operator_action;
 
 CREATE VIEW jobq.kinds AS
     SELECT name, handler, queue, max_attempts, backoff_base, backoff_max, timeout,
@@ -830,7 +832,7 @@ CREATE VIEW jobq.schedules AS
     SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
            s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
            s.last_outcome, s.last_job_id, j.state AS last_job_state,
-           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at
+           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at, s.owner
       FROM jobq.schedule s
       LEFT JOIN jobq.job j ON j.id = s.last_job_id;
 

@@ -320,6 +320,8 @@ BEGIN
     END LOOP;
     PERFORM jobq.enqueue(k || '.victim', '{"n": 1}');
     PERFORM jobq.schedule(k, '0 0 1 1 *', k || '.ext', start_at => '2100-01-01 00:00+00');
+    -- The attacker's own, so that its calls run the whole code path.
+    UPDATE jobq.schedule SET owner = who::regrole WHERE name = k;
     EXECUTE format('CREATE TABLE public.%I (id int PRIMARY KEY, note text)', q || '_feed');
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I TO PUBLIC', q || '_feed');
     PERFORM jobq.subscribe(k || '.feed', format('public.%I', q || '_feed')::regclass,
@@ -1263,6 +1265,52 @@ SELECT jobq.unregister_kind('sec.once.ship');
 DROP FUNCTION public.sec_once_ship(jsonb);
 
 --
+-- (A4) Authorization review, finding 4: schedules have owners, as kinds
+-- do.  Any jobq_admin replaced or dropped anyone's schedule (and pointed
+-- it at a kind of its own), created_by stayed the original, and nothing
+-- was logged.  Now alice's schedule refuses bob (jobq_admin) and an
+-- operator (42501) for every change; alice, a member of her role and a
+-- superuser may make them; each change is in jobq.operator_log.
+--
+CREATE ROLE sec_sch_alice LOGIN;
+CREATE ROLE sec_sch_bob LOGIN;
+CREATE ROLE sec_sch_op LOGIN;
+CREATE ROLE sec_sch_mate LOGIN IN ROLE sec_sch_alice;
+GRANT jobq_admin TO sec_sch_alice, sec_sch_bob;
+GRANT jobq_operator TO sec_sch_op, sec_sch_mate;
+SELECT jobq.register_kind('sec.sch.report', queue => 'sec_sch');
+SELECT jobq.register_kind('sec.sch.steal', queue => 'sec_sch');
+\c - sec_sch_alice
+SELECT jobq.schedule('sec.sch.nightly', '0 3 * * *', 'sec.sch.report') IS NOT NULL AS scheduled;
+\c - sec_sch_bob
+SELECT jobq.schedule('sec.sch.nightly', '* * * * *', 'sec.sch.steal');
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly');
+SELECT jobq.unschedule('sec.sch.nightly');
+\c - sec_sch_op
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly');
+\c - :sec_su
+SELECT name, cron, kind, paused, owner, created_by FROM jobq.schedules WHERE name LIKE 'sec.sch.%';
+SELECT count(*) AS jobs FROM jobq.jobs WHERE kind LIKE 'sec.sch.%';
+-- A member of alice's role, with jobq_operator.
+\c - sec_sch_mate
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly') IS NOT NULL AS ran_now;
+\c - sec_sch_alice
+SELECT jobq.schedule('sec.sch.nightly', '0 4 * * *', 'sec.sch.report') IS NOT NULL AS replaced;
+\c - :sec_su
+SELECT name, cron, kind, paused, owner, created_by FROM jobq.schedules WHERE name LIKE 'sec.sch.%';
+SELECT jobq.unschedule('sec.sch.nightly');
+SELECT CASE WHEN role = current_user THEN 'the superuser' ELSE role::text END AS role,
+       action, cardinality(job_ids) AS jobs, schedule
+  FROM jobq.operator_log WHERE schedule LIKE 'sec.sch.%' ORDER BY id;
+DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.sch.%';
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1279,6 +1327,7 @@ BEGIN
     PERFORM jobq.unsubscribe(name) FROM jobq.subscription WHERE name LIKE 'sec.%';
     PERFORM jobq.unschedule(name) FROM jobq.schedule WHERE name LIKE 'sec.%';
 END $$;
+DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.%';
 DELETE FROM jobq.schedule_event WHERE schedule LIKE 'sec.%';
 DELETE FROM jobq.lease WHERE job_ids && ARRAY(SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
 DELETE FROM jobq.concurrency_lock WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
@@ -1319,4 +1368,4 @@ DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
 DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op, sec_once_alice,
-    sec_once_bob;
+    sec_once_bob, sec_sch_alice, sec_sch_bob, sec_sch_op, sec_sch_mate;

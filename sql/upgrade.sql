@@ -133,6 +133,17 @@ SELECT jobq.run_pending();
 \echo :SQLSTATE
 SELECT jobq.register_kind('upg.new');
 \echo :SQLSTATE
+-- Schedules fire, and changing one waits for the update (owners).  The
+-- schedules were made as 0.1's schedule() did: by a role that is still
+-- there, and by one that is gone.
+CREATE ROLE upg_scheduler;
+INSERT INTO jobq.schedule (name, cron, kind, payload, timezone, overlap, misfire,
+                           next_fire_at, created_by)
+VALUES ('upg.kept', '@daily', 'upg.ext', '{}', 'UTC', 'skip', 'once', '2000-01-02 00:00+00', 'upg_scheduler'),
+       ('upg.orphan', '@daily', 'upg.ext', '{}', 'UTC', 'skip', 'once', '2000-01-02 00:00+00', 'upg_gone');
+SELECT jobq.tick_schedules('2000-01-02 00:00:30+00') AS fired;
+SELECT jobq.pause_schedule('upg.kept');
+\echo :SQLSTATE
 
 -- The update.
 ALTER EXTENSION jobq UPDATE;
@@ -148,6 +159,14 @@ SELECT jobq.enqueue('upg.indb', '{"n": 1}', 'first') IS NOT NULL AS same_key_sam
        (SELECT count(*) FROM jobq.job WHERE kind = 'upg.indb') AS jobs;
 SELECT jobq.register_kind('upg.new', 'upg_handler(jsonb)');
 SELECT handler FROM jobq.kinds WHERE name = 'upg.new';
+-- A schedule belongs to the role that created it if it still exists, else
+-- to the extension's owner.
+SELECT name, CASE WHEN owner::text = current_user THEN 'the extension''s owner'
+                  ELSE owner::text END AS owner, created_by
+  FROM jobq.schedules ORDER BY name;
+SELECT jobq.pause_schedule('upg.kept');
+SELECT role = current_user AS by_me, action, schedule FROM jobq.operator_log
+ WHERE schedule IS NOT NULL ORDER BY id;
 -- An operation id recorded before the update answers for every role: who
 -- recorded it is not known.  New ids are the recording role's.
 SELECT operation_id,
@@ -175,4 +194,4 @@ ORDER BY 1, 2;
 
 \c :first_db
 DROP DATABASE jobq_upgrade WITH (FORCE);
-DROP ROLE upg_other;
+DROP ROLE upg_other, upg_scheduler;
