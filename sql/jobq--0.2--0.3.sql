@@ -93,9 +93,11 @@ CREATE OR REPLACE VIEW jobq.kinds AS
       FROM jobq.kind;
 
 /*
- * A dropped table or trigger takes its subscription with it.  It runs at
- * every DROP, as whoever drops: every name is qualified, and pg_temp comes
- * last, or a temporary view could stand in for pg_trigger.
+ * A dropped table or trigger takes its subscription with it.  The
+ * subscription's trigger is the one on its table that calls jobq.dispatch()
+ * with the subscription's name first, whatever it is called now.  It runs
+ * at every DROP, as whoever drops: every name is qualified, and pg_temp
+ * comes last, or a temporary view could stand in for pg_trigger.
  */
 CREATE OR REPLACE FUNCTION jobq.forget_dropped_subscriptions()
 RETURNS event_trigger
@@ -105,7 +107,10 @@ BEGIN
     DELETE FROM jobq.subscription s
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid OPERATOR(pg_catalog.=) s.source::pg_catalog.oid
-                          AND t.tgname OPERATOR(pg_catalog.=) s.trigger_name);
+                          AND t.tgfoid OPERATOR(pg_catalog.=)
+                              pg_catalog.to_regprocedure('jobq.dispatch()')
+                          AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'),
+                                                    E'\\000', 1) OPERATOR(pg_catalog.=) s.name);
 END
 $$;
 
@@ -215,3 +220,18 @@ CREATE OR REPLACE VIEW jobq.schedules AS
            s.last_evaluated_at, s.created_by, s.created_at, s.updated_at, s.owner
       FROM jobq.schedule s
       LEFT JOIN jobq.job j ON j.id = s.last_job_id;
+
+/*
+ * A subscription's trigger is the one on its table that calls
+ * jobq.dispatch() with the subscription's name first: a renamed trigger
+ * stays the subscription's, and jobq.subscriptions shows its name now.
+ */
+CREATE OR REPLACE VIEW jobq.subscriptions AS
+    SELECT s.name, s.source, s.kind, s.events,
+           (SELECT t.tgname FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = s.source::pg_catalog.oid
+               AND t.tgfoid = pg_catalog.to_regprocedure('jobq.dispatch()')
+               AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 1)
+                   = s.name) AS trigger_name,
+           s.created_by, s.created_at
+      FROM jobq.subscription s;

@@ -620,9 +620,11 @@ AS 'MODULE_PATHNAME', 'jobq_dispatch'
 LANGUAGE C;
 
 /*
- * A dropped table or trigger takes its subscription with it.  It runs at
- * every DROP, as whoever drops: every name is qualified, and pg_temp comes
- * last, or a temporary view could stand in for pg_trigger.
+ * A dropped table or trigger takes its subscription with it.  The
+ * subscription's trigger is the one on its table that calls jobq.dispatch()
+ * with the subscription's name first, whatever it is called now.  It runs
+ * at every DROP, as whoever drops: every name is qualified, and pg_temp
+ * comes last, or a temporary view could stand in for pg_trigger.
  */
 CREATE FUNCTION jobq.forget_dropped_subscriptions()
 RETURNS event_trigger
@@ -632,7 +634,10 @@ BEGIN
     DELETE FROM jobq.subscription s
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid OPERATOR(pg_catalog.=) s.source::pg_catalog.oid
-                          AND t.tgname OPERATOR(pg_catalog.=) s.trigger_name);
+                          AND t.tgfoid OPERATOR(pg_catalog.=)
+                              pg_catalog.to_regprocedure('jobq.dispatch()')
+                          AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'),
+                                                    E'\\000', 1) OPERATOR(pg_catalog.=) s.name);
 END
 $$;
 
@@ -839,9 +844,16 @@ CREATE VIEW jobq.schedules AS
 CREATE VIEW jobq.schedule_events AS
     SELECT id, schedule, at, slot, event, job_id, detail FROM jobq.schedule_event;
 
+/* trigger_name: the subscription's trigger as it is called now. */
 CREATE VIEW jobq.subscriptions AS
-    SELECT name, source, kind, events, trigger_name, created_by, created_at
-      FROM jobq.subscription;
+    SELECT s.name, s.source, s.kind, s.events,
+           (SELECT t.tgname FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = s.source::pg_catalog.oid
+               AND t.tgfoid = pg_catalog.to_regprocedure('jobq.dispatch()')
+               AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 1)
+                   = s.name) AS trigger_name,
+           s.created_by, s.created_at
+      FROM jobq.subscription s;
 
 /*
  * Privileges.  Nothing is open to PUBLIC but current_job() and the

@@ -1311,6 +1311,52 @@ SELECT CASE WHEN role = current_user THEN 'the superuser' ELSE role::text END AS
 DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.sch.%';
 
 --
+-- (A6) Authorization review, finding 6: a subscription's trigger is the
+-- trigger on its table that calls jobq.dispatch() with the subscription's
+-- name, whatever it is called.  A subscription trigger renamed by its
+-- table's owner became an orphan: it kept enqueuing, unsubscribe could not
+-- find it, the next DROP of anything forgot the subscription, and DROP
+-- EXTENSION jobq failed on it.  In a database of its own, where the
+-- extension is dropped at the end.
+--
+SELECT current_database() AS sec_first_db \gset
+CREATE DATABASE jobq_sec_subs;
+\c jobq_sec_subs
+SET client_min_messages = warning;
+CREATE EXTENSION jobq;
+CREATE TABLE orders (id int);
+CREATE TABLE parted (id int) PARTITION BY RANGE (id);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (10);
+SELECT jobq.register_kind('sub.ship');
+SELECT jobq.subscribe('sub.orders', 'orders', 'sub.ship');
+SELECT jobq.subscribe('sub.audit', 'orders', 'sub.ship');
+SELECT jobq.subscribe('sub.parted', 'parted', 'sub.ship');
+ALTER TRIGGER "jobq_sub.orders" ON orders RENAME TO renamed_by_owner;
+ALTER TRIGGER "jobq_sub.parted" ON parted RENAME TO parted_renamed;
+-- Still the subscriptions', under their new names, also after a DROP.
+CREATE TABLE scratch (); DROP TABLE scratch;
+SELECT name, source, trigger_name FROM jobq.subscriptions ORDER BY name;
+INSERT INTO orders VALUES (1);
+SELECT payload->>'subscription' AS subscription, count(*) AS jobs FROM jobq.jobs
+ GROUP BY 1 ORDER BY 1;
+-- unsubscribe finds the renamed trigger.
+SELECT jobq.unsubscribe('sub.orders');
+SELECT tgrelid::regclass AS source, tgname FROM pg_trigger
+ WHERE tgfoid = 'jobq.dispatch()'::regprocedure AND tgparentid = 0 ORDER BY 1::text, 2;
+-- A trigger 0.2 left behind: renamed, then its subscription gone.
+ALTER TRIGGER "jobq_sub.audit" ON orders RENAME TO orphan;
+DELETE FROM jobq.subscription WHERE name = 'sub.audit';
+-- DROP EXTENSION succeeds, and takes every trigger that calls
+-- jobq.dispatch() with it: the renamed one, the orphan, the clone on the
+-- partition.
+DROP EXTENSION jobq;
+SELECT count(*) AS triggers_left FROM pg_trigger
+ WHERE tgrelid IN ('orders'::regclass, 'parted'::regclass, 'parted_low'::regclass);
+RESET client_min_messages;
+\c :sec_first_db
+DROP DATABASE jobq_sec_subs WITH (FORCE);
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
