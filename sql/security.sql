@@ -1357,6 +1357,40 @@ RESET client_min_messages;
 DROP DATABASE jobq_sec_subs WITH (FORCE);
 
 --
+-- (A8) Authorization review, finding 8: idempotency keys are shared by
+-- every producer of a kind (SECURITY.md says what that means).  Their
+-- 23505 named the job holding a key to any producer, and a job due in 50
+-- years holds its key that long.  Now the detail names the job only to a
+-- role that may read jobq.jobs; an operator frees a squatted key with
+-- cancel and discard.
+--
+CREATE ROLE sec_key_mallory LOGIN;
+CREATE ROLE sec_key_bob LOGIN;
+CREATE ROLE sec_key_admin LOGIN;
+CREATE ROLE sec_key_op LOGIN;
+GRANT jobq_producer TO sec_key_mallory, sec_key_bob;
+GRANT jobq_admin TO sec_key_admin;
+GRANT jobq_operator TO sec_key_op;
+SELECT jobq.register_kind('sec.key.invoice', queue => 'sec_key');
+\c - sec_key_mallory
+-- Mallory squats bob's next key with a job due in 50 years.
+SELECT jobq.enqueue('sec.key.invoice', '{"amount": 1}', 'invoice-7',
+                    run_at => now() + interval '50 years') AS sec_squat \gset
+\c - sec_key_bob
+SELECT sqlstate, message, detail, detail ~ '[0-9]' AS names_a_number
+  FROM error_of($$SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7')$$);
+\c - sec_key_admin
+-- A role that may read jobq.jobs is told which job.
+SELECT sqlstate, detail = format('Job %s was enqueued with that key.', :sec_squat) AS names_the_job
+  FROM error_of($$SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7')$$);
+\c - sec_key_op
+SELECT jobq.cancel(:sec_squat, 'squatted key invoice-7');
+SELECT jobq.discard(:sec_squat, 'squatted key invoice-7');
+\c - sec_key_bob
+SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7') <> :sec_squat AS own_job;
+\c - :sec_su
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1414,4 +1448,5 @@ DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
 DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op, sec_once_alice,
-    sec_once_bob, sec_sch_alice, sec_sch_bob, sec_sch_op, sec_sch_mate;
+    sec_once_bob, sec_sch_alice, sec_sch_bob, sec_sch_op, sec_sch_mate, sec_key_mallory,
+    sec_key_bob, sec_key_admin, sec_key_op;

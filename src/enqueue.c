@@ -33,6 +33,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -53,6 +54,7 @@ typedef struct EnqueueArgs
 	Datum		priority;		/* int4 */
 	Datum		concurrency_key;	/* text */
 	bool		concurrency_key_isnull;
+	Oid			caller;			/* the role that enqueues */
 } EnqueueArgs;
 
 static SPIPlanPtr plan_insert;
@@ -139,12 +141,26 @@ existing_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 		elog(ERROR, "job %lld holding idempotency key \"%s\" does not exist",
 			 (long long) job_id, TextDatumGetCString(key));
 	if (!DatumGetBool(same))
+	{
+		/*
+		 * The job is named only to a role that may read jobq.jobs: to other
+		 * producers of the kind, a key in use is all this says (SECURITY.md,
+		 * on idempotency keys).
+		 */
+		Oid			jobs_view = get_relname_relid("jobs", JobqRequireExtension()->schema);
+		bool		may_read = OidIsValid(jobs_view) &&
+			pg_class_aclcheck(jobs_view, args->caller, ACL_SELECT) == ACLCHECK_OK;
+
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("idempotency key \"%s\" of kind \"%s\" was already used with a different payload",
 						TextDatumGetCString(key), TextDatumGetCString(args->kind)),
-				 errdetail("Job %lld was enqueued with that key.", (long long) job_id),
+				 may_read ?
+				 errdetail("Job %lld was enqueued with that key.", (long long) job_id) :
+				 errdetail("Another job of kind \"%s\" holds that key.",
+						   TextDatumGetCString(args->kind)),
 				 errhint("Use a new key for different work, or repeat the same payload.")));
+	}
 	return job_id;
 }
 
@@ -259,6 +275,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	JobqBeginAccess(&access);
+	args.caller = access.caller;
 	resolve_queue(&args);
 	if (PG_ARGISNULL(2))
 		job_id = insert_job(&args, payload);
@@ -500,6 +517,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	JobqBeginAccess(&access);
+	args.caller = access.caller;
 	resolve_queue(&args);
 	if (n == 0)
 		(void) lookup_kind(args.kind);
