@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/upgrade/release.sh: the released versions of jobq, built from their
 # own sources, for tests that must run a database through the code that
-# made it (test/t/046_update_from_releases.pl).
+# made it (test/t/043_pg_upgrade.pl, test/t/046_update_from_releases.pl).
 #
 #   release.sh copy DIR
 #       Copy the PostgreSQL installation whose pg_config comes first in PATH
