@@ -7,9 +7,10 @@
  * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
  * each other and never get the same job.  Each claimed job gets a lease:
  * the attempt is charged, the job gets a new random lease token (see
- * lease.c), and the lease runs until lease_expires_at.  The backend that claimed (or last heartbeated)
- * is the lease holder.  Each claim also writes one jobq.lease row listing
- * its jobs: that small table is where rescue looks for running jobs.
+ * lease.c), and the lease runs until lease_expires_at.  The backend that
+ * claimed (or last heartbeated) is the lease holder.  Each claim also
+ * writes one jobq.lease row listing its jobs: that small table is where
+ * rescue looks for running jobs.
  *
  * A lease is rescued when its time ran out or its holder's backend is
  * gone: the attempt stays charged and the job is due again at once (or

@@ -823,7 +823,6 @@ lock_schedule(Datum name, Schedule *s, Oid caller, const char *action, bool prep
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {name};
-
 	bool		isnull;
 
 	JobqPreparePlan(&plan_one,

@@ -8,7 +8,12 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('lease_holder');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'jobq'\n");
+# No background worker: its own rescue sweep would race the test's call,
+# which must be the one that rescues the orphaned lease.
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.workers_per_database = 0
+});
 $node->start;
 
 $node->safe_psql('postgres', q{
