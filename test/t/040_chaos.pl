@@ -262,7 +262,9 @@ sub alive
     return $line !~ /\) Z /;
 }
 
-### The chaos actions.  Each returns once the server runs again.
+### The chaos actions.  Each returns once the server runs again, with
+### whether the server's log shows that the action took place: a round
+### counts as done only then.
 my %done;
 my $busy_kills = 0;
 
@@ -286,22 +288,27 @@ my %chaos = (
         my $offset = -s $node->logfile;
         ok(kill('KILL', $pid), "SIGKILL worker $pid" . ($busy ? ' (busy)' : ' (idle)'));
         $node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
-        ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $offset),
+        my $logged = ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $offset),
             'the crash of the worker is logged');
         wait_recovered();
         reap_all();
         start_all();
+        return $logged;
     },
     term_worker => sub {
         my ($pid, $busy) = pick_worker();
+        my $offset = -s $node->logfile;
         is(sql("SELECT pg_terminate_backend($pid)"), 't',
             "pg_terminate_backend(worker $pid)" . ($busy ? ' (busy)' : ' (idle)'));
         ok(wait_until(qq{SELECT count(*) FROM jobq.workers WHERE pid <> $pid}, '2'),
             'the launcher replaces the terminated worker');
+        return ok($node->log_contains(qr/\[$pid\] LOG:  jobq worker stopped \(shutdown\)/, $offset),
+            "worker $pid logged that it stopped for the shutdown request");
     },
     kill_postmaster => sub {
         my $pm = $node->{_pid};
         my @kids = children_of($pm);
+        my $offset = -s $node->logfile;
         $node->kill9;
         # The server can start again once the children have left the
         # shared memory and the dead postmaster was reaped (until then its
@@ -318,13 +325,19 @@ my %chaos = (
         $node->start;
         wait_recovered();
         start_all();
+        return ok($node->{_pid} != $pm
+              && $node->log_contains(qr/automatic recovery in progress/, $offset),
+            "a new postmaster ($node->{_pid}) recovered from the crash");
     },
     immediate_stop => sub {
+        my $offset = -s $node->logfile;
         $node->stop('immediate');
         reap_all();
         $node->start;
         wait_recovered();
         start_all();
+        return ok($node->log_contains(qr/received immediate shutdown request.*automatic recovery in progress/s,
+                $offset), 'the server stopped in immediate mode and recovered on start');
     },
 );
 
@@ -399,8 +412,7 @@ for my $round (1 .. $ROUNDS)
             ARRAY(SELECT jsonb_build_object('burst', g) FROM generate_series($ext_from, $burst_ext) g),
             ARRAY(SELECT 'x' || g FROM generate_series($ext_from, $burst_ext) g))});
     note("round $round: $action");
-    $chaos{$action}->();
-    $done{$action}++;
+    $done{$action}++ if $chaos{$action}->();
     kill_external();
     # Let the stream flow again before the next round.
     my $rows = ledger_rows();
@@ -434,8 +446,24 @@ for my $c (values %clients)
 }
 
 ### The proof.
-is_deeply(\%done, { map { $_ => $ROUNDS / @CHAOS } @CHAOS }, 'every chaos action ran')
+is_deeply(\%done, { map { $_ => $ROUNDS / @CHAOS } @CHAOS },
+    'every chaos action took place, as the server log shows')
   or diag(explain \%done);
+# The whole log, counted: these events and no others (a crash no action
+# explains would show here).
+my $full_log = slurp_file($node->logfile);
+my %logged = (
+    'crash restarts' => scalar(() = $full_log =~ /all server processes terminated; reinitializing/g),
+    'recoveries'     => scalar(() = $full_log =~ /automatic recovery in progress/g),
+    'worker stops'   => scalar(() = $full_log =~ /LOG:  jobq worker stopped \(shutdown\)/g));
+is_deeply(\%logged,
+    { 'crash restarts' => $done{kill_worker} // 0,
+      'recoveries' => ($done{kill_worker} // 0) + ($done{kill_postmaster} // 0)
+        + ($done{immediate_stop} // 0),
+      'worker stops' => $done{term_worker} // 0 },
+    'the server log has one crash restart per killed worker, one recovery per crash or '
+      . 'immediate stop, one shutdown per terminated worker, and no other')
+  or diag(explain \%logged);
 is(scalar(@unexpected), 0, 'no client met an error that the chaos does not explain')
   or diag(join("\n", @unexpected));
 cmp_ok($max_acked, '>=', 200, "the producer had $max_acked commits acknowledged");
