@@ -152,3 +152,9 @@ AS $$
      WHERE o.job_ids OPERATOR(pg_catalog.@>) ARRAY[$1]
     ORDER BY 1, 2 NULLS LAST
 $$;
+
+/*
+ * jobq.worker_jobs() returns at most one row per worker slot; expecting
+ * 1000, the planner checked them against jobq.running by reading every job.
+ */
+ALTER FUNCTION jobq.worker_jobs() ROWS 8;
