@@ -8,8 +8,9 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('lease_holder');
 $node->init;
-# No background worker: its own rescue sweep would race the test's call,
-# which must be the one that rescues the orphaned lease.
+# No background workers: they sweep lost leases by themselves, and one that
+# rescued the orphaned lease first would leave jobq.rescue_leases() below
+# nothing to do.
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
 jobq.workers_per_database = 0
