@@ -6,9 +6,16 @@
 # Runs the pg_regress suite, the isolation suite and the TAP suite, each
 # on a throwaway cluster of its own with jobq preloaded, then the client
 # examples (Python, Node.js, psql; test/clients/run.sh), then fuzzes the
-# cron parser for FUZZ_SECONDS (60) seconds, and ends with the
-# line "suites: N passed, N failed".  Exits non-zero if any suite failed.
-# On a failure it prints the differences and the server logs.
+# cron parser for FUZZ_SECONDS (60) seconds.  Then the checked build
+# (jobq with assertions and AddressSanitizer, installed into a private
+# copy of PostgreSQL under $BUILD/checked: the installation above stays
+# the one the other suites test) runs the regress and isolation suites
+# again ("asan", test/asan/run.sh), and the function fuzzer runs against
+# it twice, with a fixed and a random seed, FUZZ_SQL_SECONDS (90) each
+# ("fuzz-functions", test/fuzz/functions.sh).  Ends with the line
+# "suites: N passed, N failed".  Exits non-zero if any suite failed.  On
+# a failure it prints the differences, the server logs, the sanitizer
+# reports and the fuzzer's last statements.
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 passed=0
@@ -58,6 +65,36 @@ else
     failed=$((failed + 1))
     echo "--- fuzz FAILED" >&2
     tail -n 60 "$BUILD/ci-fuzz.log"
+fi
+
+# The checked build: the regress and isolation suites under
+# AddressSanitizer, with assertions compiled in.
+echo "--- asan" >&2
+if as_test bash "$BUILD/test/asan/run.sh" "$BUILD/checked" >"$BUILD/ci-asan.log" 2>&1; then
+    passed=$((passed + 1))
+    grep -E 'tests passed|^asan: ' "$BUILD/ci-asan.log" || true
+else
+    failed=$((failed + 1))
+    echo "--- asan FAILED" >&2
+    tail -n 300 "$BUILD/ci-asan.log"
+fi
+
+# Every jobq function fuzzed, against the same checked build.
+echo "--- fuzz-functions" >&2
+fuzz_env=()
+for v in FUZZ_SQL_SECONDS FUZZ_SQL_SEED FUZZ_SQL_RUNS FUZZ_SQL_SESSIONS; do
+    if [ -n "${!v:-}" ]; then
+        fuzz_env+=("$v=${!v}")
+    fi
+done
+if as_test env "${fuzz_env[@]}" bash "$BUILD/test/fuzz/functions.sh" "$BUILD/checked" \
+    >"$BUILD/ci-fuzz-functions.log" 2>&1; then
+    passed=$((passed + 1))
+    grep -E '^fuzz: (seed .* statements|no failure|never)' "$BUILD/ci-fuzz-functions.log" || true
+else
+    failed=$((failed + 1))
+    echo "--- fuzz-functions FAILED" >&2
+    tail -n 600 "$BUILD/ci-fuzz-functions.log"
 fi
 
 echo "suites: $passed passed, $failed failed"
