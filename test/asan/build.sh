@@ -29,11 +29,11 @@
 set -euo pipefail
 
 DIR=${1:?usage: build.sh DIR}
-SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 CC=${CC:-gcc}
 
 mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+DIR=$(cd "$DIR" && pwd -P)
 PGBIN=$(bash "$SRC/test/private_pg.sh" "$DIR/pg")
 PG_CONFIG=$PGBIN/pg_config
 
@@ -45,9 +45,14 @@ ASAN_LIB=$(readlink -f "$ASAN_LIB")
     exit 1
 }
 
-# tar keeps the files' times, so an unchanged source is not rebuilt.
+# tar keeps the files' times, so an unchanged source is not rebuilt.  DIR
+# may lie inside the tree (test/check.sh uses $BUILD/checked): not copied.
 mkdir -p "$DIR/src"
-tar -C "$SRC" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+inside=()
+case $DIR in
+    "$SRC"/*) inside=(--exclude="./${DIR#"$SRC"/}") ;;
+esac
+tar -C "$SRC" "${inside[@]}" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
     --exclude='tmp_check*' --exclude=results --exclude=output_iso --exclude=log \
     --exclude=node_modules --exclude='regression.*' -cf - . | tar -C "$DIR/src" -xf -
 

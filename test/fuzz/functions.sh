@@ -13,8 +13,8 @@
 #   FUZZ_SQL_SEED      the seed of the first run (1)
 #   FUZZ_SQL_RUNS      how many runs with a random seed follow it (1)
 #   FUZZ_SQL_SESSIONS  concurrent sessions (3)
-#   PGBIN              fuzz the jobq installed in this PostgreSQL instead
-#                      (no checked build), e.g. the system's
+#   FUZZ_SQL_PGBIN     fuzz the jobq installed in the PostgreSQL of this bin
+#                      directory instead (no checked build), e.g. the system's
 #
 # Exits non-zero at the first failed run, after its report.  Needs
 # python3-psycopg; run it as the user who owns DIR (not root).
@@ -27,8 +27,8 @@ SEED=${FUZZ_SQL_SEED:-1}
 RUNS=${FUZZ_SQL_RUNS:-1}
 PYTHON=/usr/bin/python3   # Debian's, the python that python3-psycopg is for
 
-if [ -n "${PGBIN:-}" ]; then
-    bin=$PGBIN
+if [ -n "${FUZZ_SQL_PGBIN:-}" ]; then
+    bin=$FUZZ_SQL_PGBIN
 else
     bin=$(bash "$HERE/../asan/build.sh" "$DIR" | tail -n 1)
 fi
