@@ -36,12 +36,15 @@ jobq_operator + jobq_worker, jobq_producer and a role with no jobq role at
 all.  Errors caused by bad arguments are expected.  The run FAILS on:
 
   - an error with SQLSTATE XX000, XX001 or XX002 (an internal error: an
-    elog() that "cannot happen" happened, or corrupted data);
+    elog() that "cannot happen" happened, or corrupted data), but for
+    PostgreSQL's own errors of a statement that waited for a concurrent
+    DROP EXTENSION (see RACES: they are listed in the summary);
   - a connection lost, or a statement that hangs past every timeout;
   - in the server log: a process terminated by a signal, a crash restart,
     a failed assertion (TRAP), a PANIC, a jobq background worker or
-    launcher that exited with a non-zero code, an XX00x error of any
-    process, an AddressSanitizer report (also as a report file);
+    launcher that exited with a non-zero code, an XX00x error of a process
+    other than the sessions', an AddressSanitizer report (also as a
+    report file);
   - at the end, jobq not working: the workers must still run a job.
 
 On a failure it prints the last statements of every session with their
@@ -80,7 +83,20 @@ LOG_FAILURES = re.compile(
     r'all server processes terminated; reinitializing|'
     r'background worker "jobq [a-z]+" \(PID \d+\) exited with exit code [1-9]|'
     r'TRAP: |PANIC: |AddressSanitizer|runtime error: |'
-    r' XX00[012] +(ERROR|FATAL|PANIC): ')
+    r'\[\d+\] (?!client backend )\S.*? XX00[012] +(ERROR|FATAL|PANIC): ')
+# (The sessions check their own errors, see RACES.)
+#
+# A statement that starts while DROP EXTENSION is running can wait for
+# that command's locks and then meet the objects it resolved before gone:
+# PostgreSQL itself then fails with XX000, as it does for any function
+# whose return type is dropped under a waiting call, e.g.
+#   s1: BEGIN; DROP EXTENSION jobq;     s2: SELECT * FROM jobq.claim('q');
+#   s1: COMMIT;   s2: ERROR:  could not open relation with OID 16531
+# These messages, in statements that overlap a DROP or CREATE EXTENSION,
+# are counted and listed in the summary, not failures.  The same message
+# at any other time fails the run.
+RACES = re.compile(r'(could not open relation with OID \d+|cache lookup failed for .*|'
+                   r'tuple concurrently (updated|deleted))$')
 # After the shutdown request, only crashes count (the launcher ends with
 # exit code 1 on SIGTERM, as every FATAL does).
 LOG_CRASHES = re.compile(
@@ -677,7 +693,7 @@ class Session(threading.Thread):
         if self.fuzz.stop.is_set():
             raise StopIteration
         self.current = statement
-        self.running_since = time.monotonic()
+        start = self.running_since = time.monotonic()
         res = self.conn.execute(statement)
         self.running_since = None
         self.statements += 1
@@ -687,7 +703,10 @@ class Session(threading.Thread):
         if res.lost:
             raise Failure('session %d (%s): the connection was lost at: %s'
                           % (self.no, self.role, short(statement, 1000)))
-        if not res.ok and res.sqlstate in INTERNAL:
+        if (not res.ok and res.sqlstate in INTERNAL and RACES.match(res.message or '')
+                and self.fuzz.during_extension_churn(start, time.monotonic())):
+            self.stats.race(what, res.message, statement)
+        elif not res.ok and res.sqlstate in INTERNAL:
             raise Failure('session %d (%s): internal error %s "%s" at %s, from: %s'
                           % (self.no, self.role, res.sqlstate, res.message, res.where,
                              short(statement, 1000)))
@@ -1217,17 +1236,21 @@ class Session(threading.Thread):
         if op < 0.3 and now - self.fuzz.last_extension_churn > self.fuzz.extension_every:
             self.fuzz.last_extension_churn = now
             self.sql("SET lock_timeout = '5s'")
-            res = self.ddl('DROP EXTENSION jobq%s' % r.choice([' CASCADE', ' CASCADE', '']),
-                           what='drop extension')
-            if res.ok:
-                self.fuzz.stats.count('extension dropped')
-                time.sleep(r.uniform(0, 1.5))
-                if r.random() < 0.3:
-                    self.ddl("CREATE EXTENSION jobq VERSION '0.1'", what='create extension')
-                    self.ddl('ALTER EXTENSION jobq UPDATE', what='create extension')
-                else:
-                    self.ddl('CREATE EXTENSION jobq', what='create extension')
-            self.ddl("CREATE EXTENSION IF NOT EXISTS jobq", what='create extension')
+            churn = self.fuzz.extension_churn_begins()
+            try:
+                res = self.ddl('DROP EXTENSION jobq%s' % r.choice([' CASCADE', ' CASCADE', '']),
+                               what='drop extension')
+                if res.ok:
+                    self.fuzz.stats.count('extension dropped')
+                    time.sleep(r.uniform(0, 1.5))
+                    if r.random() < 0.3:
+                        self.ddl("CREATE EXTENSION jobq VERSION '0.1'", what='create extension')
+                        self.ddl('ALTER EXTENSION jobq UPDATE', what='create extension')
+                    else:
+                        self.ddl('CREATE EXTENSION jobq', what='create extension')
+                self.ddl("CREATE EXTENSION IF NOT EXISTS jobq", what='create extension')
+            finally:
+                self.fuzz.extension_churn_ends(churn)
             self.sql("SET lock_timeout = '3s'")
         elif op < 0.55:
             setting = r.choice([
@@ -1268,6 +1291,8 @@ class Stats:
         self.states = collections.Counter()
         self.pairs = collections.Counter()
         self.events = collections.Counter()
+        self.races = collections.Counter()
+        self.race_samples = {}
 
     def record(self, what, res):
         with self.lock:
@@ -1278,6 +1303,12 @@ class Stats:
             elif res.sqlstate:
                 self.states[res.sqlstate] += 1
                 self.pairs[(key, res.sqlstate)] += 1
+
+    def race(self, what, message, statement):
+        key = (what or 'other', re.sub(r'\d+', 'N', message))
+        with self.lock:
+            self.races[key] += 1
+            self.race_samples.setdefault(key, statement)
 
     def count(self, event):
         with self.lock:
@@ -1296,12 +1327,29 @@ class Fuzz:
         self.stats = Stats()
         self.start_time = time.monotonic()
         self.last_extension_churn = 0.0
+        self.churn_lock = threading.Lock()
+        self.churns = []       # [start, end or None] of each DROP/CREATE EXTENSION
         self.extension_every = max(10.0, args.seconds / 4)
         self.functions = []
         self.views = []
         base = tempfile.mkdtemp(prefix='jobq-fuzz-sql.', dir=args.tmpdir)
         os.chmod(base, 0o755)
         self.cluster = Cluster(args.pgbin, base, 5432)
+
+    def extension_churn_begins(self):
+        with self.churn_lock:
+            self.churns.append([time.monotonic(), None])
+            return len(self.churns) - 1
+
+    def extension_churn_ends(self, i):
+        with self.churn_lock:
+            self.churns[i][1] = time.monotonic()
+
+    def during_extension_churn(self, start, end):
+        """Whether [start, end] overlaps a DROP/CREATE EXTENSION (1 s margin)."""
+        with self.churn_lock:
+            return any(start <= (e if e is not None else end) + 1.0 and end >= s - 1.0
+                       for s, e in self.churns)
 
     def elapsed(self):
         return time.monotonic() - self.start_time
@@ -1436,6 +1484,10 @@ class Fuzz:
             '%s %d' % kv for kv in st.states.most_common(25)))
         print('fuzz: most frequent errors: %s' % ', '.join(
             '%s %s %d' % (k[0], k[1], v) for k, v in st.pairs.most_common(12)))
+        for (what, msg), n in st.races.items():
+            print('fuzz: %d time(s) %s met "%s" (XX000) racing DROP/CREATE EXTENSION, '
+                  'PostgreSQL\'s own race, not a failure; e.g. %s'
+                  % (n, what, msg, short(st.race_samples[(what, msg)], 200)))
         if st.events:
             print('fuzz: %s' % ', '.join('%s %d' % kv for kv in st.events.items()))
         if final:
