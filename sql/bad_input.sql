@@ -1371,10 +1371,10 @@ SELECT n, c.what, f.fn, e.sqlstate, replace(e.message, c.name, '<name>') AS mess
   ) AS f(fn, stmt),
   LATERAL error_of(format(f.stmt, c.name)) AS e
  ORDER BY n, f.fn;
--- A part that starts with a character outside ASCII: refused as well.
--- (The detail is left out: it quotes the first byte of that character
--- alone, which is not valid UTF-8.)
-SELECT n, c.what, f.fn, e.sqlstate, replace(e.message, c.name, '<name>') AS message
+-- A part that starts with a character outside ASCII: refused as well.  The
+-- detail names no character: quoting the first byte of a multibyte one
+-- alone would put invalid UTF-8 in the message.
+SELECT n, c.what, f.fn, e.sqlstate, replace(e.message, c.name, '<name>') AS message, e.detail
   FROM (VALUES
     (1, 'fullwidth letters', 'ｂａｄ.x'),
     (2, 'a right-to-left override', E'bad.\u202ex'),

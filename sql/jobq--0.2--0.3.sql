@@ -72,11 +72,19 @@ $guard$;
 /*
  * A kind fixes its handler's search_path, as CREATE FUNCTION ... SET does.
  * Kinds registered before had their handlers resolve names with the
- * worker's settings; they get the default path, with pg_temp last.
+ * worker's settings; they get the default path as it resolves today for
+ * their role ("$user" as the role's schema if there is one, public), with
+ * pg_temp last.
  * Register a kind again to give it the path of the registering session.
  */
 ALTER TABLE jobq.kind ADD COLUMN search_path text;
-UPDATE jobq.kind SET search_path = '"$user", public, pg_temp';
+UPDATE jobq.kind k
+   SET search_path = pg_catalog.concat_ws(', ',
+           (SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_namespace n
+             WHERE n.nspname OPERATOR(pg_catalog.=) pg_catalog.pg_get_userbyid(k.owner::pg_catalog.oid)),
+           (SELECT 'public' FROM pg_catalog.pg_namespace n
+             WHERE n.nspname OPERATOR(pg_catalog.=) 'public'),
+           'pg_temp');
 ALTER TABLE jobq.kind ALTER COLUMN search_path SET NOT NULL;
 
 CREATE OR REPLACE VIEW jobq.kinds AS
@@ -144,3 +152,9 @@ AS $$
      WHERE o.job_ids OPERATOR(pg_catalog.@>) ARRAY[$1]
     ORDER BY 1, 2 NULLS LAST
 $$;
+
+/*
+ * jobq.worker_jobs() returns at most one row per worker slot; expecting
+ * 1000, the planner checked them against jobq.running by reading every job.
+ */
+ALTER FUNCTION jobq.worker_jobs() ROWS 8;

@@ -665,13 +665,18 @@ LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
 CREATE VIEW jobq.workers AS
     SELECT * FROM jobq.worker_status();
 
-/* The jobs this database's workers are running now (none without preload). */
+/*
+ * The jobs this database's workers are running now (none without preload):
+ * at most one per worker slot.  ROWS says so, or the planner would expect
+ * 1000 and check them against jobq.running by reading every job, finished
+ * ones included, rather than looking each one up.
+ */
 CREATE FUNCTION jobq.worker_jobs(
     OUT pid integer, OUT job_id bigint, OUT kind text, OUT attempt integer,
     OUT started_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'jobq_worker_jobs'
-LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE ROWS 8;
 
 /* Wake the launcher when CREATE EXTENSION commits (used just below). */
 CREATE FUNCTION jobq.wake_launcher()

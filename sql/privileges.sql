@@ -1,11 +1,17 @@
--- privileges: what each of the four roles (and a role with none) may call
--- and read.  Every function of the schema is called as every role; a call
--- counts as allowed when it fails for any reason but a missing privilege.
-CREATE ROLE priv_none;
-CREATE ROLE priv_producer IN ROLE jobq_producer;
-CREATE ROLE priv_worker IN ROLE jobq_worker;
-CREATE ROLE priv_operator IN ROLE jobq_operator;
-CREATE ROLE priv_admin IN ROLE jobq_admin;
+-- privileges: what each of jobq's four roles, and a login role with none of
+-- them, may call and read.  Every function of schema jobq (taken from
+-- pg_proc, so a new one cannot be missed) is called for real as every role,
+-- with arguments that make the call succeed when it is allowed: jobs,
+-- leases, queues, kinds, schedules and subscriptions made for it.  A call
+-- is denied when it raises 42501 (insufficient_privilege), whatever the
+-- message; any other error shows as its SQLSTATE: a call that is broken,
+-- not a privilege.  Each call runs in a subtransaction that is rolled back,
+-- so every role finds the same jobs.
+CREATE ROLE priv_none LOGIN;
+CREATE ROLE priv_producer LOGIN IN ROLE jobq_producer;
+CREATE ROLE priv_worker LOGIN IN ROLE jobq_worker;
+CREATE ROLE priv_operator LOGIN IN ROLE jobq_operator;
+CREATE ROLE priv_admin LOGIN IN ROLE jobq_admin;
 
 -- The roles, made once per cluster, and what jobq_admin holds.
 SELECT rolname, rolcanlogin, rolsuper FROM pg_roles
@@ -16,79 +22,209 @@ SELECT r.rolname AS member_of, m.rolname AS member
   JOIN pg_roles m ON m.oid = a.member
  WHERE m.rolname = 'jobq_admin' ORDER BY 1;
 
--- Call fn with NULL arguments as the current role.
-CREATE FUNCTION priv_call(fn regprocedure) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    args text;
-BEGIN
-    SELECT coalesce(string_agg('NULL::' || format_type(t, NULL), ', ' ORDER BY n), '')
-      INTO args
-      FROM unnest((SELECT proargtypes::oid[] FROM pg_proc WHERE oid = fn))
-           WITH ORDINALITY AS a(t, n);
-    BEGIN
-        EXECUTE format('SELECT %s(%s)', fn::oid::regproc, args);
-    EXCEPTION
-        WHEN insufficient_privilege THEN
-            IF SQLERRM LIKE 'permission denied for function%' THEN
-                RETURN '-';
-            END IF;
-            RETURN 'x';
-        WHEN OTHERS THEN
-            RETURN 'x';
-    END;
-    RETURN 'x';
-END $$;
+-- The matrix runs in a database of its own, so that what it sets up stays
+-- out of the other files' way.
+SELECT current_database() AS first_db \gset
+CREATE DATABASE jobq_priv_calls;
+\c jobq_priv_calls
+CREATE EXTENSION jobq;
+SET client_min_messages = warning;
 
-CREATE FUNCTION priv_read(rel regclass) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('SELECT FROM %s LIMIT 0', rel);
-    RETURN 'x';
-EXCEPTION WHEN insufficient_privilege THEN
-    RETURN '-';
-END $$;
+-- What the calls work on.  Tables anyone may write to and subscribe to, so
+-- that only jobq's rights decide; a schema where anyone may create a table
+-- (and drop it: the DROP event trigger).
+CREATE TABLE priv_src (id int);
+CREATE TABLE priv_feed (id int);
+GRANT INSERT, TRIGGER ON priv_src, priv_feed TO PUBLIC;
+CREATE SCHEMA priv_scratch;
+GRANT USAGE, CREATE ON SCHEMA priv_scratch TO PUBLIC;
+CREATE FUNCTION priv_noop(p jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT jobq.register_kind('priv.ext', queue => 'priv_q', max_attempts => 1);
+SELECT jobq.register_kind('priv.mail', queue => 'priv_q', side_effects => '{email}');
+SELECT jobq.register_kind('priv.db', 'priv_noop(jsonb)', queue => 'priv_db');
+SELECT jobq.register_kind('priv.paused', queue => 'priv_paused');
+SELECT jobq.pause_queue('priv_paused');
+-- A failed job and a held one.
+SELECT jobq.enqueue('priv.ext', '{"n": 1}') AS failed_id \gset
+SELECT jobq.fail(id, lease_token, 'no') FROM jobq.claim('priv_q');
+SELECT jobq.enqueue('priv.mail', '{"n": 2}') AS held_id \gset
+SELECT jobq.fail(id, lease_token, 'SMTP timeout') FROM jobq.claim('priv_q');
+-- A job this session holds the lease of.
+SELECT jobq.enqueue('priv.ext', '{"n": 3}') AS running_id \gset
+SELECT lease_token AS running_token FROM jobq.claim('priv_q', lease => '1 day') \gset
+-- A pending job (claimed by claim, cancelled by cancel) and a due
+-- in-database one (for run_pending).
+SELECT jobq.enqueue('priv.ext', '{"n": 4}') AS pending_id \gset
+SELECT jobq.enqueue('priv.db', '{"n": 5}') IS NOT NULL AS due;
+SELECT jobq.schedule('priv.sched', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
+SELECT jobq.schedule('priv.sched_paused', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
+SELECT jobq.pause_schedule('priv.sched_paused');
+SELECT jobq.subscribe('priv.feed', 'priv_feed', 'priv.ext');
+-- A kind of the admin's own: only its registering role may unregister it.
+SET ROLE priv_admin;
+SELECT jobq.register_kind('priv.admins');
+RESET ROLE;
+SELECT id, kind, state FROM jobq.jobs ORDER BY id;
 
-CREATE TABLE priv_matrix (object text, role text, allowed text);
+-- One real call per function.
+CREATE TABLE priv_call (fn regprocedure PRIMARY KEY, stmt text NOT NULL);
+INSERT INTO priv_call VALUES
+ ('jobq.register_kind(text,regprocedure,text,integer,interval,interval,interval,text[],boolean)',
+  $$SELECT jobq.register_kind('priv.new', queue => 'priv_q')$$),
+ ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
+ ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
+  $$SELECT jobq.enqueue('priv.ext', '{"n": 6}', idempotency_key => 'k6')$$),
+ ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',
+  $$SELECT jobq.enqueue_many('priv.ext', ARRAY['{"n": 7}', '{"n": 8}']::jsonb[])$$),
+ ('jobq.claim(text,text,integer,interval)', $$SELECT * FROM jobq.claim('priv_q', 'w1', 1)$$),
+ ('jobq.complete(bigint,bigint,jsonb)',
+  format($$SELECT jobq.complete(%s, %s, '{"ok": true}')$$, :running_id, :running_token)),
+ ('jobq.complete_many(bigint[],bigint[])',
+  format($$SELECT jobq.complete_many(ARRAY[%s]::bigint[], ARRAY[%s]::bigint[])$$, :running_id, :running_token)),
+ ('jobq.fail(bigint,bigint,text,interval)',
+  format($$SELECT jobq.fail(%s, %s, 'boom')$$, :running_id, :running_token)),
+ ('jobq.heartbeat(bigint,bigint,interval)',
+  format($$SELECT jobq.heartbeat(%s, %s)$$, :running_id, :running_token)),
+ ('jobq.snooze(bigint,bigint,interval)',
+  format($$SELECT jobq.snooze(%s, %s, '1 minute')$$, :running_id, :running_token)),
+ ('jobq.rescue_leases()', $$SELECT jobq.rescue_leases()$$),
+ ('jobq.run_pending(integer)', $$SELECT jobq.run_pending()$$),
+ ('jobq.current_job()', $$SELECT jobq.current_job()$$),
+ ('jobq.once(text)', $$SELECT jobq.once('priv-op')$$),
+ ('jobq.record_step(bigint,text,jsonb,bigint)',
+  format($$SELECT jobq.record_step(%s, 'step', '{"ok": true}', %s)$$, :running_id, :running_token)),
+ ('jobq.step_result(bigint,text)', format($$SELECT jobq.step_result(%s, 'step')$$, :running_id)),
+ ('jobq.external_key(bigint,text)', format($$SELECT jobq.external_key(%s, 'step')$$, :running_id)),
+ ('jobq.retry(bigint,text,boolean)', format($$SELECT jobq.retry(%s, 'again')$$, :failed_id)),
+ ('jobq.retry_failed(text,timestamptz,text)',
+  $$SELECT jobq.retry_failed('priv.ext', reason => 'all again')$$),
+ ('jobq.cancel(bigint,text)', format($$SELECT jobq.cancel(%s, 'not needed')$$, :pending_id)),
+ ('jobq.discard(bigint,text)', format($$SELECT jobq.discard(%s, 'bad payload')$$, :failed_id)),
+ ('jobq.resolve(bigint,text)', format($$SELECT jobq.resolve(%s, 'sent by hand')$$, :held_id)),
+ ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_q', 'incident')$$),
+ ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_paused', 'over')$$),
+ ('jobq.history(bigint)', format($$SELECT count(*) FROM jobq.history(%s)$$, :failed_id)),
+ ('jobq.schedule(text,text,text,jsonb,text,text,text,text,timestamptz)',
+  $$SELECT jobq.schedule('priv.sched_new', '@hourly', 'priv.ext')$$),
+ ('jobq.unschedule(text)', $$SELECT jobq.unschedule('priv.sched')$$),
+ ('jobq.pause_schedule(text)', $$SELECT jobq.pause_schedule('priv.sched')$$),
+ ('jobq.resume_schedule(text)', $$SELECT jobq.resume_schedule('priv.sched_paused')$$),
+ ('jobq.run_schedule_now(text)', $$SELECT jobq.run_schedule_now('priv.sched')$$),
+ ('jobq.tick_schedules(timestamptz)', $$SELECT jobq.tick_schedules(now() + interval '2 days')$$),
+ ('jobq.subscribe(text,regclass,text,text[])',
+  $$SELECT jobq.subscribe('priv.src', 'priv_src', 'priv.ext')$$),
+ ('jobq.unsubscribe(text)', $$SELECT jobq.unsubscribe('priv.feed')$$),
+ ('jobq.purge_finished(interval)', $$SELECT jobq.purge_finished('1 day')$$),
+ ('jobq.cron_next(text,timestamptz,text)', $$SELECT jobq.cron_next('@daily')$$),
+ ('jobq.worker_status()', $$SELECT count(*) FROM jobq.worker_status()$$),
+ ('jobq.worker_jobs()', $$SELECT count(*) FROM jobq.worker_jobs()$$),
+ ('jobq.wake_launcher()', $$SELECT jobq.wake_launcher()$$),
+ -- Trigger functions are called by what fires them: a write to a
+ -- subscribed table, a DROP, DROP EXTENSION.
+ ('jobq.dispatch()', $$INSERT INTO priv_feed VALUES (1)$$),
+ ('jobq.forget_dropped_subscriptions()',
+  $$CREATE TABLE priv_scratch.t (id int); DROP TABLE priv_scratch.t$$),
+ ('jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq$$);
+
+-- Run every call as every role.  For each, "x": it ran; "-": 42501; any
+-- other SQLSTATE: the call is broken; "no call": the function has no entry
+-- above.  The loops walk arrays, not queries: run_pending refuses a
+-- session with a cursor open.
+CREATE TABLE priv_outcome (fn regprocedure, role name, outcome text, message text);
 DO $$
 DECLARE
-    r text;
+    roles name[] := ARRAY['priv_none', 'priv_producer', 'priv_worker',
+                          'priv_operator', 'priv_admin'];
+    fns regprocedure[];
     f regprocedure;
-    v regclass;
-    allowed text;
+    r name;
+    call text;
+    state text;
+    msg text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['priv_none', 'priv_producer', 'priv_worker',
-                             'priv_operator', 'priv_admin'] LOOP
-        FOR f IN SELECT p.oid FROM pg_proc p
-                  WHERE p.pronamespace = 'jobq'::regnamespace
-                    AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
-                    AND p.proname <> 'wake_launcher'
-                  ORDER BY 1 LOOP
-            EXECUTE format('SET LOCAL ROLE %I', r);
-            allowed := priv_call(f);
-            RESET ROLE;
-            INSERT INTO priv_matrix VALUES (f::text, r, allowed);
-        END LOOP;
-        FOR v IN SELECT c.oid FROM pg_class c
-                  WHERE c.relnamespace = 'jobq'::regnamespace
-                    AND c.relkind IN ('r', 'v')
-                  ORDER BY 1 LOOP
-            EXECUTE format('SET LOCAL ROLE %I', r);
-            allowed := priv_read(v);
-            RESET ROLE;
-            INSERT INTO priv_matrix VALUES (v::text, r, allowed);
+    SELECT array_agg(p.oid::regprocedure ORDER BY p.oid) INTO fns
+      FROM pg_proc p WHERE p.pronamespace = 'jobq'::regnamespace;
+    FOREACH f IN ARRAY fns LOOP
+        call := (SELECT c.stmt FROM priv_call c WHERE c.fn = f);
+        FOREACH r IN ARRAY roles LOOP
+            IF call IS NULL THEN
+                INSERT INTO priv_outcome VALUES (f, r, 'no call', NULL);
+                CONTINUE;
+            END IF;
+            BEGIN
+                EXECUTE format('SET LOCAL ROLE %I', r);
+                EXECUTE call;
+                RAISE EXCEPTION 'priv: the call ran' USING ERRCODE = 'ZX001';
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            END;
+            INSERT INTO priv_outcome
+            VALUES (f, r, CASE state WHEN 'ZX001' THEN 'x' WHEN '42501' THEN '-' ELSE state END,
+                    CASE WHEN state NOT IN ('ZX001', '42501') THEN msg END);
         END LOOP;
     END LOOP;
 END $$;
 
--- x: allowed, -: permission denied.
+-- Tables and views: a SELECT as every role.
+CREATE TABLE priv_read (rel regclass, role name, outcome text);
+DO $$
+DECLARE
+    roles name[] := ARRAY['priv_none', 'priv_producer', 'priv_worker',
+                          'priv_operator', 'priv_admin'];
+    rels regclass[];
+    v regclass;
+    r name;
+    state text;
+BEGIN
+    SELECT array_agg(c.oid::regclass ORDER BY c.oid) INTO rels
+      FROM pg_class c
+     WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind IN ('r', 'v');
+    FOREACH v IN ARRAY rels LOOP
+        FOREACH r IN ARRAY roles LOOP
+            BEGIN
+                EXECUTE format('SET LOCAL ROLE %I', r);
+                EXECUTE format('SELECT FROM %s LIMIT 1', v);
+                RAISE EXCEPTION 'priv: the read ran' USING ERRCODE = 'ZX001';
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
+            END;
+            INSERT INTO priv_read
+            VALUES (v, r, CASE state WHEN 'ZX001' THEN 'x' WHEN '42501' THEN '-' ELSE state END);
+        END LOOP;
+    END LOOP;
+END $$;
+
+-- Every role jobq makes has its column.
+SELECT rolname AS role_without_column FROM pg_roles
+ WHERE rolname LIKE 'jobq\_%'
+   AND rolname NOT IN ('jobq_producer', 'jobq_worker', 'jobq_operator', 'jobq_admin');
+
+-- x: allowed, -: denied (42501).
 SELECT object,
-       max(allowed) FILTER (WHERE role = 'priv_none') AS "none",
-       max(allowed) FILTER (WHERE role = 'priv_producer') AS producer,
-       max(allowed) FILTER (WHERE role = 'priv_worker') AS worker,
-       max(allowed) FILTER (WHERE role = 'priv_operator') AS operator,
-       max(allowed) FILTER (WHERE role = 'priv_admin') AS admin
-  FROM priv_matrix GROUP BY object ORDER BY object;
+       max(outcome) FILTER (WHERE role = 'priv_none') AS "none",
+       max(outcome) FILTER (WHERE role = 'priv_producer') AS producer,
+       max(outcome) FILTER (WHERE role = 'priv_worker') AS worker,
+       max(outcome) FILTER (WHERE role = 'priv_operator') AS operator,
+       max(outcome) FILTER (WHERE role = 'priv_admin') AS admin
+  FROM (SELECT fn::text AS object, role, outcome FROM priv_outcome
+        UNION ALL
+        SELECT rel::text, role, outcome FROM priv_read) o
+ GROUP BY object ORDER BY object;
+
+-- Calls that failed for another reason than a privilege, or have no entry
+-- (none: each is a broken test).
+SELECT fn, role, outcome, message FROM priv_outcome
+ WHERE outcome NOT IN ('x', '-') ORDER BY fn::text, role;
+SELECT rel, role, outcome FROM priv_read
+ WHERE outcome NOT IN ('x', '-') ORDER BY rel::text, role;
+-- Entries for functions that do not exist are refused by the regprocedure
+-- cast above; the calls left are exactly the functions.
+SELECT count(*) AS calls,
+       (SELECT count(*) FROM pg_proc WHERE pronamespace = 'jobq'::regnamespace) AS functions
+  FROM priv_call;
+RESET client_min_messages;
+\c :first_db
+DROP DATABASE jobq_priv_calls WITH (FORCE);
 
 -- Trigger functions: writers never call them directly, and cannot.
 SET ROLE priv_none;
@@ -115,7 +251,4 @@ SELECT count(*) AS jobq_roles_after_drop FROM pg_roles WHERE rolname LIKE 'jobq\
 \c :first_db
 DROP DATABASE jobq_priv_second WITH (FORCE);
 
-DROP TABLE priv_matrix;
-DROP FUNCTION priv_call(regprocedure);
-DROP FUNCTION priv_read(regclass);
 DROP ROLE priv_none, priv_producer, priv_worker, priv_operator, priv_admin;

@@ -857,6 +857,26 @@ ALTER ROLE sec_sp_attacker NOSUPERUSER;
 SELECT jobq.register_kind('sec.sp.default', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp');
 DROP SCHEMA :"sec_su" CASCADE;
 REVOKE CREATE ON DATABASE :"sec_db" FROM sec_sp_attacker;
+-- (j5) A schema of the kind's path dropped after registration: whoever
+-- made one of that name would choose what the handler finds, so the job
+-- fails with 3F000 before its handler runs, and a schema that does exist
+-- again is checked again.
+CREATE SCHEMA sec_sp_gone;
+SET search_path = sec_sp_gone, sec_sp_app;
+SELECT jobq.register_kind('sec.sp.gone', 'public.sec_sp_handler(jsonb)', queue => 'sec_sp',
+                          max_attempts => 1);
+RESET search_path;
+DROP SCHEMA sec_sp_gone;
+SELECT jobq.enqueue('sec.sp.gone', '{"try": 1}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+CREATE SCHEMA sec_sp_gone AUTHORIZATION sec_sp_attacker;
+SELECT jobq.enqueue('sec.sp.gone', '{"try": 2}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT j.payload->>'try' AS try, j.state, e.sqlstate,
+       replace(e.message, current_user, 'SU') AS message
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind = 'sec.sp.gone' ORDER BY 1;
+DROP SCHEMA sec_sp_gone;
 UPDATE jobq.queue SET paused = true WHERE name = 'sec_sp';
 
 --

@@ -484,10 +484,9 @@ SELECT jobq.complete(:old_done, :tok, '{"done": true}');
 SELECT jobq.enqueue('tk.one', '{"order": 21}', idempotency_key => 'order-21') AS old_failed \gset
 SELECT lease_token AS tok FROM jobq.claim('tk_one') \gset
 SELECT jobq.fail(:old_failed, :tok, 'declined') AS state;
--- Cancelled (by hand: there is no jobq.cancel yet).
+-- Cancelled by an operator.
 SELECT jobq.enqueue('tk.ext', '{"order": 22}', idempotency_key => 'order-22') AS old_cancelled \gset
-UPDATE jobq.job SET state = 'cancelled', lane = NULL, finished_at = clock_timestamp()
- WHERE id = :old_cancelled;
+SELECT jobq.cancel(:old_cancelled, 'order withdrawn');
 -- Completed three days ago: younger than the retention.
 SELECT jobq.enqueue('tk.ext', '{"order": 23}', idempotency_key => 'order-23') AS recent_done \gset
 SELECT lease_token AS tok FROM jobq.claim('tk_ext') \gset
@@ -571,7 +570,8 @@ DELETE FROM jobq.lease l WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'tk.%')
     OR l.job_ids && ARRAY(SELECT id FROM tk_aged);
 DELETE FROM jobq.operator_log o WHERE EXISTS (
-    SELECT 1 FROM jobq.job j WHERE j.id = ANY (o.job_ids) AND j.kind LIKE 'tk.%');
+    SELECT 1 FROM jobq.job j WHERE j.id = ANY (o.job_ids) AND j.kind LIKE 'tk.%')
+    OR o.job_ids && ARRAY(SELECT id FROM tk_aged);
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'tk.%');
 DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'tk.%');
 DELETE FROM jobq.job_key WHERE kind LIKE 'tk.%';

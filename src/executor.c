@@ -424,6 +424,8 @@ call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	}
 
 	JobqForgetHandlerDeadline();	/* a cancel before the handler is no timeout */
+	/* A cancel of the session that came between handlers is the session's. */
+	CHECK_FOR_INTERRUPTS();
 	if (JobqCancelRequested(job->id))
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),

@@ -315,7 +315,7 @@ JobqEnterHandlerEnv(JobqHandlerEnv *env, Oid owner, const char *search_path)
 {
 	env->subid = GetCurrentSubTransactionId();
 	env->newest_portal = newest_portal_memory();
-	if (!JobqSearchPathsEquivalent(namespace_search_path, search_path, owner))
+	if (!JobqSearchPathsEquivalent(namespace_search_path, search_path))
 	{
 		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);

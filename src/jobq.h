@@ -188,8 +188,7 @@ extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
 /* search_path.c: a kind's search_path, resolved and safe for its role. */
 extern char *JobqKindSearchPath(const char *session_path, Oid owner, bool for_handler);
 extern void JobqCheckKindSearchPath(const char *path, Oid owner);
-extern bool JobqSearchPathsEquivalent(const char *session_path, const char *kind_path,
-									  Oid role);
+extern bool JobqSearchPathsEquivalent(const char *session_path, const char *kind_path);
 
 /* launcher.c */
 extern void JobqRegisterLauncher(void);

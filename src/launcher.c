@@ -76,6 +76,7 @@ typedef struct DbEntry
 	int			failures;		/* workers that died of errors in a row */
 	bool		seen;			/* still in pg_database at the last look */
 	TimestampTz probe_requested_at; /* last CREATE EXTENSION seen here */
+	TimestampTz last_probe;		/* when its last probe started */
 } DbEntry;
 
 static HTAB *databases = NULL;
@@ -102,6 +103,7 @@ database_entry(Oid dboid)
 		db->next_try = 0;
 		db->failures = 0;
 		db->probe_requested_at = 0;
+		db->last_probe = 0;
 	}
 	return db;
 }
@@ -214,8 +216,9 @@ reap_slots(TimestampTz now)
 			{
 				/* It never reached its slot: count it as a failure. */
 				db->failures = Min(db->failures + 1, 16);
-				db->next_try = TimestampTzPlusMilliseconds(now,
-														   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1)));
+				db->next_try = Max(db->next_try,
+								   TimestampTzPlusMilliseconds(now,
+															   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1))));
 				slot->state = JOBQ_SLOT_FREE;
 				forget_handle(i);
 			}
@@ -448,7 +451,10 @@ fill_pool(DbEntry *db, TimestampTz now, int *probes, int *free_slots)
 		running++;
 		(*free_slots)--;
 		if (db->status == DB_UNKNOWN)
+		{
 			(*probes)++;
+			db->last_probe = now;
+		}
 	}
 }
 
@@ -459,18 +465,32 @@ fill_pool(DbEntry *db, TimestampTz now, int *probes, int *free_slots)
  * databases without jobq (made by anyone allowed to create one) never take
  * the slots of those with it, nor keep a new one's probe waiting long.
  */
+static int
+by_last_probe(const void *a, const void *b)
+{
+	TimestampTz ta = (*(DbEntry *const *) a)->last_probe;
+	TimestampTz tb = (*(DbEntry *const *) b)->last_probe;
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
 static void
 fill_pools(TimestampTz now)
 {
 	HASH_SEQ_STATUS status;
 	DbEntry    *db;
+	DbEntry   **due;
+	int			ndue;
 	int			probes;
 	int			free_slots;
 	int			pass;
+	int			i;
 
 	count_slots(&probes, &free_slots);
+	due = palloc(sizeof(DbEntry *) * Max(hash_get_num_entries(databases), 1));
 	for (pass = 0; pass < 3; pass++)
 	{
+		ndue = 0;
 		hash_seq_init(&status, databases);
 		while ((db = hash_seq_search(&status)) != NULL)
 		{
@@ -478,9 +498,15 @@ fill_pools(TimestampTz now)
 				: db->probe_requested_at != 0 ? 1 : 2;
 
 			if (db_pass == pass && db->next_try <= now)
-				fill_pool(db, now, &probes, &free_slots);
+				due[ndue++] = db;
 		}
+		/* Probes in turn, the longest waiting first: none is left behind. */
+		if (pass > 0)
+			qsort(due, ndue, sizeof(DbEntry *), by_last_probe);
+		for (i = 0; i < ndue; i++)
+			fill_pool(due[i], now, &probes, &free_slots);
 	}
+	pfree(due);
 }
 
 /* Entry point of the launcher. */

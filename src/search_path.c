@@ -213,19 +213,33 @@ JobqKindSearchPath(const char *session_path, Oid owner, bool for_handler)
 	return buf.data;
 }
 
+/* A schema changed: check every path again. */
+static void
+forget_checked_paths(Datum arg, int cacheid, uint32 hashvalue)
+{
+	checked_lxid = InvalidLocalTransactionId;
+}
+
 /*
  * Raise 42501, as the job's error, if a schema of a kind's stored search
  * path is no longer safe for its role (its owner or grants changed since
- * registration, or it was dropped and made again).  Checked once per
- * transaction for each (path, owner).  In a transaction.
+ * registration, or it was dropped and made again), or 3F000 if one no
+ * longer exists.  Checked once per transaction for each (path, owner), and
+ * again whenever a schema changes.  In a transaction.
  */
 void
 JobqCheckKindSearchPath(const char *path, Oid owner)
 {
+	static bool callback_registered = false;
 	List	   *names;
 	ListCell   *lc;
 	int			i;
 
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_checked_paths, (Datum) 0);
+		callback_registered = true;
+	}
 	if (checked_lxid != MyProc->lxid)
 	{
 		for (i = 0; i < nchecked; i++)
@@ -243,11 +257,16 @@ JobqCheckKindSearchPath(const char *path, Oid owner)
 		const char *name = (const char *) lfirst(lc);
 		Oid			nspid;
 
-		if (is_temp_name(name) || strcmp(name, "$user") == 0)
+		if (is_temp_name(name))
 			continue;
 		nspid = get_namespace_oid(name, true);
-		if (OidIsValid(nspid))
-			require_safe_schema(nspid, owner);
+		if (!OidIsValid(nspid))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_SCHEMA_NAME),
+					 errmsg("schema \"%s\" in the search_path of the kind does not exist", name),
+					 errdetail("Whoever creates a schema of that name would decide what the handler's names resolve to."),
+					 errhint("Register the kind again from a session with the search_path it needs.")));
+		require_safe_schema(nspid, owner);
 	}
 	list_free(names);
 
@@ -260,60 +279,35 @@ JobqCheckKindSearchPath(const char *path, Oid owner)
 }
 
 /*
- * The schemas a search_path setting makes a role search, in order, as
- * names: temporary schemas left out (the caller checked that there is
- * none), "$user" as the role's own schema, schemas that do not exist left
- * out, as PostgreSQL itself resolves it.
+ * The schema names of a search_path setting other than temporary ones, in
+ * order, as written ("$user" stays "$user").
  */
 static List *
-effective_schemas(const char *path, Oid role)
+named_schemas(const char *path)
 {
 	List	   *names = split_path(path);
 	List	   *result = NIL;
 	ListCell   *lc;
 
 	foreach(lc, names)
-	{
-		const char *name = (const char *) lfirst(lc);
-
-		if (is_temp_name(name))
-			continue;
-		if (strcmp(name, "$user") == 0)
-			name = GetUserNameFromId(role, true);
-		if (name != NULL && OidIsValid(get_namespace_oid(name, true)))
-			result = lappend(result, (void *) name);
-	}
+		if (!is_temp_name((const char *) lfirst(lc)))
+			result = lappend(result, lfirst(lc));
 	return result;
 }
 
-/* The last answer of JobqSearchPathsEquivalent, until a schema changes. */
-static struct
-{
-	bool		valid;
-	char	   *session_path;	/* in TopMemoryContext */
-	char	   *kind_path;
-	Oid			role;
-	bool		equivalent;
-}			last_answer;
-
-static void
-forget_last_answer(Datum arg, int cacheid, uint32 hashvalue)
-{
-	last_answer.valid = false;
-}
-
 /*
- * Whether a session whose search_path is session_path makes "role" resolve
- * names as its kind's "kind_path" does.  Equal settings do; so do, without
- * a temporary schema in the session (never in a worker: it can make none,
- * all it runs being security-restricted), settings that come to the same
- * schemas in the same order for that role (see effective_schemas).  The
- * last answer is kept until a schema is made, renamed or dropped.
+ * Whether a session whose search_path is session_path makes a handler
+ * resolve names as its kind's "kind_path" does, whatever schemas are made
+ * while it runs.  Equal settings do; so do, without a temporary schema in
+ * the session (never in a worker: it can make none, all it runs being
+ * security-restricted), settings that name the same schemas in the same
+ * order.  "$user" never matches (the kind's path has none, and a schema of
+ * the role's name could be made during the handler), nor does a missing
+ * schema (JobqCheckKindSearchPath refuses a kind's path that names one).
  */
 bool
-JobqSearchPathsEquivalent(const char *session_path, const char *kind_path, Oid role)
+JobqSearchPathsEquivalent(const char *session_path, const char *kind_path)
 {
-	static bool callback_registered = false;
 	Oid			temp_schema;
 	Oid			temp_toast_schema;
 	List	   *a;
@@ -327,13 +321,8 @@ JobqSearchPathsEquivalent(const char *session_path, const char *kind_path, Oid r
 	GetTempNamespaceState(&temp_schema, &temp_toast_schema);
 	if (OidIsValid(temp_schema))
 		return false;
-	if (last_answer.valid && last_answer.role == role &&
-		strcmp(last_answer.session_path, session_path) == 0 &&
-		strcmp(last_answer.kind_path, kind_path) == 0)
-		return last_answer.equivalent;
-
-	a = effective_schemas(session_path, role);
-	b = effective_schemas(kind_path, role);
+	a = named_schemas(session_path);
+	b = named_schemas(kind_path);
 	same = list_length(a) == list_length(b);
 	forboth(la, a, lb, b)
 	{
@@ -341,21 +330,5 @@ JobqSearchPathsEquivalent(const char *session_path, const char *kind_path, Oid r
 			break;
 		same = strcmp((const char *) lfirst(la), (const char *) lfirst(lb)) == 0;
 	}
-
-	if (!callback_registered)
-	{
-		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_last_answer, (Datum) 0);
-		callback_registered = true;
-	}
-	if (last_answer.session_path != NULL)
-	{
-		pfree(last_answer.session_path);
-		pfree(last_answer.kind_path);
-	}
-	last_answer.session_path = MemoryContextStrdup(TopMemoryContext, session_path);
-	last_answer.kind_path = MemoryContextStrdup(TopMemoryContext, kind_path);
-	last_answer.role = role;
-	last_answer.equivalent = same;
-	last_answer.valid = true;
 	return same;
 }

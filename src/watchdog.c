@@ -54,7 +54,8 @@ typedef enum EndReason
 	END_NONE = 0,
 	END_TIMEOUT,				/* the handler overran its timeout + grace */
 	END_CANCEL,					/* it ignored jobq.cancel() for the grace */
-	END_SHUTDOWN				/* it ignored the shutdown cancel */
+	END_SHUTDOWN,				/* it ignored the shutdown cancel */
+	END_SESSION_CANCEL			/* it ignored a cancel of run_pending's caller */
 } EndReason;
 
 volatile sig_atomic_t JobqShutdownRequested = false;
@@ -79,9 +80,10 @@ static JobqLimitedJob limited;
 
 static TimeoutId watchdog_timeout = MAX_TIMEOUTS;
 
-/* In a session's run_pending: its SIGINT handler, and whether it ran. */
+/* In a session's run_pending: its SIGINT handler, whether it ran, when. */
 static pqsigfunc session_sigint_handler = NULL;
 static volatile sig_atomic_t session_cancelled = false;
+static volatile TimestampTz session_cancel_at = 0;
 
 static void record_ended_handler(int code, Datum arg);
 
@@ -136,6 +138,8 @@ watchdog(void)
 		end_process(END_TIMEOUT);
 	else if (operator_cancel_at != 0 && now >= operator_cancel_at + grace)
 		end_process(END_CANCEL);
+	else if (session_cancel_at != 0 && now >= session_cancel_at + grace)
+		end_process(END_SESSION_CANCEL);
 }
 
 /*
@@ -175,7 +179,12 @@ JobqLimitHandler(const JobqLimitedJob *job)
 
 	limited = *job;
 	handler_cancelled = false;
-	session_cancelled = false;
+	/* A cancel of the session still pending is the session's, not this job's. */
+	if (!QueryCancelPending)
+	{
+		session_cancelled = false;
+		session_cancel_at = 0;
+	}
 	operator_cancel_at = 0;
 	shutdown_cancel_sent = false;
 	handler_deadline = deadline;
@@ -225,7 +234,11 @@ session_sigint(SIGNAL_ARGS)
 {
 	/* A lock_timeout's SIGINT is a handler's own error, not a cancel. */
 	if (!get_timeout_indicator(LOCK_TIMEOUT, false))
+	{
 		session_cancelled = true;
+		if (JobqInHandler && session_cancel_at == 0)
+			session_cancel_at = GetCurrentTimestamp();
+	}
 	if (session_sigint_handler != NULL)
 		session_sigint_handler(postgres_signal_arg);
 }
@@ -274,14 +287,21 @@ JobqHandlerPastDeadline(void)
 /*
  * After a handler returned normally (and JobqUnlimitHandler): if it ran
  * past its deadline, or a cancel was sent to it, raise the cancel as the
- * job's error, in the handler's subtransaction.  A session's own cancel
- * that arrived meanwhile is left pending, for the session.
+ * job's error, in the handler's subtransaction; a cancel of the session
+ * (run_pending's caller) is raised as the session's, which the caller then
+ * gets.
  */
 void
 JobqRaiseIfHandlerOverran(void)
 {
 	bool		overran = JobqHandlerPastDeadline();
 
+	if (session_cancelled && !overran)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("canceling statement due to a cancel of the session"),
+				 errdetail("The session was cancelled while the handler of job %lld ran, and the handler returned.",
+						   (long long) limited.id)));
 	if (!overran && !handler_cancelled)
 		return;
 	/* The cancel was the handler's: it must not reach jobq's bookkeeping. */
@@ -388,7 +408,8 @@ record_ended_handler(int code, Datum arg)
 {
 	JobqAccess	access;
 	static const char *const reasons[] = {
-		"", "it overran its timeout", "it ignored jobq.cancel()", "it ignored the shutdown"
+		"", "it overran its timeout", "it ignored jobq.cancel()", "it ignored the shutdown",
+		"it ignored a cancel of the session"
 	};
 
 	if (end_reason == END_NONE)

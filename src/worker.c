@@ -547,7 +547,12 @@ JobqWorkerMain(Datum main_arg)
 	 */
 	load_file("plpgsql", false);
 	remember_server_settings();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/*
+	 * As the bootstrap superuser, named: then the session's user is fixed
+	 * as a login's is, and ALTER DATABASE ... SET session_authorization
+	 * cannot choose it.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(dboid, BOOTSTRAP_SUPERUSERID, 0);
 
 	/*
 	 * What the database's owner or a role setting chose is not the

@@ -20,16 +20,17 @@
 # pgbench runs in prepared mode (-M prepared): what is measured is the
 # server's work, not the parsing of the same statement over and over.
 #
-# Usage: test/bench/core.sh [rounds] [seconds]   (defaults: 3 rounds, 10 s)
+# Usage: test/bench/core.sh [rounds] [seconds]   (defaults: 5 rounds, 10 s)
 # Run it as root (it builds a cluster as an unprivileged user) or as a
 # non-root user with jobq installed.  Results are written to
-# test/bench/results/core-<timestamp>.md as well.
+# test/bench/reports/core-<timestamp>.md as well, with the commit, the
+# settings and every raw measurement.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
-ROUNDS=${1:-3}
+ROUNDS=${1:-5}
 SECS=${2:-10}
 
 bench_start_cluster core

@@ -8,6 +8,11 @@
 # measure SCEN SIDE SCRIPT MULT PGBENCH-ARGS...
 #                            run pgbench once, record tps * MULT
 # report TITLE SCEN LABEL... print medians and jobq/floor ratios
+# report_provenance          commit, date, machine, server, settings, command
+# report_raw                 every measurement, as recorded
+#
+# Reports are written to test/bench/reports/<script>-<UTC stamp>.md (or
+# $BENCH_RESULTS): the README's figures come from reports committed there.
 #
 # As root, the cluster runs as the unprivileged user $BENCH_USER (default
 # pgtest), created if missing; PostgreSQL refuses to run as root.
@@ -15,7 +20,10 @@
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BENCH_USER=${BENCH_USER:-pgtest}
 BENCH_DIR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR_ROOT/results}
+BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR_ROOT/reports}
+BENCH_COMMAND="$(basename "$0") $*"
+BENCH_STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 as_bench_user() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -112,6 +120,31 @@ median_of() {
         awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# Where a report's numbers come from: the code, the machine, the settings.
+report_provenance() {
+    local commit dirty=""
+    commit=$(git -C "$BENCH_DIR_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    if [ "$commit" != unknown ] && [ -n "$(git -C "$BENCH_DIR_ROOT/../.." status --porcelain -- src sql 2>/dev/null)" ]; then
+        dirty=" (with uncommitted changes to src/ or sql/)"
+    fi
+    echo "- command: \`test/bench/$BENCH_COMMAND\`"
+    echo "- commit: $commit$dirty"
+    echo "- started: $BENCH_STARTED; ended: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); load average at the start $BENCH_LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- server: $("$PGBIN/postgres" --version)"
+    echo "- settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')${BENCH_EXTRA_CONF:+; $(printf '%s' "$BENCH_EXTRA_CONF" | paste -sd ';' | sed 's/;/; /g')}"
+}
+
+# Every measurement of the run, in the order taken: scenario, side, value.
+report_raw() {
+    echo
+    echo "Raw measurements (scenario, side, value; in the order taken):"
+    echo
+    echo '```'
+    cat "$RAW"
+    echo '```'
+}
+
 # report TITLE [SCENARIO LABEL]... [BASE=side] : markdown table, floor vs jobq
 report() {
     local title=$1
@@ -123,8 +156,9 @@ report() {
     {
         echo "## $title"
         echo
-        echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $("$PGBIN/postgres" --version)," \
-            "medians of $(awk -F'\t' '{ print $1 FS $2 }' "$RAW" | sort | uniq -c | awk '{ print $1 }' | sort -n | head -1) interleaved runs"
+        report_provenance
+        echo
+        echo "Medians of $(awk -F'\t' '{ print $1 FS $2 }' "$RAW" | sort | uniq -c | awk '{ print $1 }' | sort -n | head -1) interleaved runs."
         echo
         echo "| scenario | floor (/s) | jobq (/s) | jobq / floor | ratio per round |"
         echo "|---|---:|---:|---:|---|"
@@ -147,9 +181,10 @@ report() {
         done
         echo
         echo "jobq / floor is the median of the per-round ratios (each round runs the floor and jobq back to back)."
-        echo
-        echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')"
+        if [ -n "${REPORT_EXTRA:-}" ]; then "$REPORT_EXTRA"; fi
+        report_raw
     } | tee "$file"
     echo >&2
     echo "written to $file" >&2
+    REPORT_FILE=$file
 }

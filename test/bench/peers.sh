@@ -32,9 +32,9 @@
 #
 # Usage: sudo bash test/bench/peers.sh     (ROUNDS=3; QUICK=1 for a smoke run;
 #        SCENARIOS="drain latency" to run only some;
-#        RENDER=test/bench/results/peers-<UTC> to redo a report from its files)
+#        RENDER=test/bench/reports/peers-<UTC> to redo a report from its files)
 # Installs what is missing (postgresql-15-pgq3, pgqd, gnuplot-nox, the npm
-# packages of test/bench/peers).  Writes test/bench/results/peers-<UTC>.md
+# packages of test/bench/peers).  Writes test/bench/reports/peers-<UTC>.md
 # and its PNG charts.
 set -euo pipefail
 
@@ -450,7 +450,7 @@ report() {
 
 main() {
     local started stamp
-    # RENDER=test/bench/results/peers-STAMP: only redo that run's report.
+    # RENDER=test/bench/reports/peers-STAMP: only redo that run's report.
     if [ -n "${RENDER:-}" ]; then
         WORK=$(mktemp -d /tmp/jobq-bench-peers-render.XXXXXX)
         trap 'rm -rf "$WORK"' EXIT

@@ -18,8 +18,8 @@
 #    of jobq.job, its indexes and jobq.lease, the number of rows, and the
 #    throughput; it reports them per phase.
 #
-# Benchmarks only: not part of test/check.sh.  Results go to
-# test/bench/results/soak-*.md.
+# Benchmarks only: not part of test/check.sh.  The report goes to
+# test/bench/reports/soak-*.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
@@ -31,7 +31,8 @@ CLAIMS=${CLAIMS:-500}			# claim(100) transactions per measurement
 # Finished jobs are removed after a minute (jobq.retention's minimum) here,
 # so that the soak reaches a steady state within its phases.
 BENCH_EXTRA_CONF="jobq.retention = '1min'
-jobq.poll_interval = '1s'" bench_start_cluster soak
+jobq.poll_interval = '1s'"
+bench_start_cluster soak
 
 psql_bench -q <<'SQL'
 CREATE EXTENSION jobq;
@@ -138,7 +139,7 @@ file="$BENCH_RESULTS/soak-$stamp.md"
 {
     echo "## Soak: retained history, steady load, an old snapshot"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $("$PGBIN/postgres" --version)"
+    report_provenance
     echo
     echo "### claim(100) + complete_many against 100,000 pending jobs"
     echo
@@ -161,7 +162,6 @@ file="$BENCH_RESULTS/soak-$stamp.md"
     echo "| phase | t (s) | jobq.job (MB) | its indexes (MB) | jobq.lease (kB) | rows | pending |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '{ printf "| %s | %s | %.1f | %.1f | %.0f | %s | %s |\n", $1, $2, $3 / 1048576, $4 / 1048576, $5 / 1024, $6, $7 }' "$SAMPLES"
-    echo
-    echo "Settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g'); jobq.retention = 1min"
+    report_raw
 } | tee "$file"
 echo "written to $file" >&2

@@ -157,11 +157,13 @@ fail() {
     done
     exit 1
 }
-# expect WHAT VALUE QUERY: the query must return VALUE.
+# expect WHAT VALUE QUERY: the query must return VALUE.  Counted.
+checks=0
 expect() {
     local got
     got=$(sql -c "$3") || fail "$1: the query failed: $3"
     [ "$got" = "$2" ] || fail "$1: expected '$2', got '$got'"
+    checks=$((checks + 1))
 }
 produce() { as_role shop_producer bash "$WORK/produce.sh" "$@"; }
 # client python|node ARGS...: run worker.py or worker.js as shop_worker.
@@ -276,3 +278,4 @@ SELECT j.queue, count(*) AS jobs,
   LEFT JOIN shipments s ON s.job_id = j.id
  GROUP BY j.queue ORDER BY j.queue;
 SQL
+echo "clients: all $checks checks passed"

@@ -8,7 +8,13 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('lease_holder');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'jobq'\n");
+# No background workers: they sweep lost leases by themselves, and one that
+# rescued the orphaned lease first would leave jobq.rescue_leases() below
+# nothing to do.
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'jobq'
+jobq.workers_per_database = 0
+});
 $node->start;
 
 $node->safe_psql('postgres', q{

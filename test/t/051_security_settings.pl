@@ -19,8 +19,8 @@
 #     register_kind refuses it (42501).
 # (2) Other settings a database's owner may set: default_transaction_read_only,
 #     default_transaction_isolation = serializable, lock_timeout = 1,
-#     statement_timeout = 1 and role = <the owner>, each in a database of
-#     its own, then all of them together.  jobq's own bookkeeping (promoting
+#     statement_timeout = 1, role = <the owner> and session_authorization =
+#     <the owner>, each in a database of its own, then all of them together.  jobq's own bookkeeping (promoting
 #     a scheduled job, picking, completing) must go on, and handlers run
 #     with the server's values of those settings, not the owner's.
 # (3) Settings of loadable modules too: the owner loads PL/pgSQL in his
@@ -163,6 +163,7 @@ my %hostile = (
     h_lock_timeout => [ 'lock_timeout = 1' ],
     h_statement_timeout => [ 'statement_timeout = 1' ],
     h_role => [ 'role = owen' ],
+    h_session_user => [ 'session_authorization = owen' ],
 );
 $hostile{h_all} = [ map { @$_ } values %hostile ];
 my @hostile_dbs = sort keys %hostile;
@@ -177,7 +178,7 @@ for my $db (@hostile_dbs)
         CREATE FUNCTION tap.note_env(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
         BEGIN
             INSERT INTO tap.seen VALUES ((jobq.current_job()).id, current_user,
-                concat_ws(' ', 'role=' || current_setting('role'),
+                concat_ws(' ', 'session=' || session_user, 'role=' || current_setting('role'),
                           'isolation=' || current_setting('transaction_isolation'),
                           'read_only=' || current_setting('transaction_read_only'),
                           'statement_timeout=' || current_setting('statement_timeout'),
@@ -247,7 +248,7 @@ sql('h_trgm', q{SELECT jobq.enqueue('tap.trgm')});
 # What a handler should see: the server's own settings (postgres has none
 # of its own).
 my $server_settings = $node->safe_psql('postgres', q{
-    SELECT concat_ws(' ', 'role=' || current_setting('role'),
+    SELECT concat_ws(' ', 'session=' || session_user, 'role=' || current_setting('role'),
                      'isolation=' || current_setting('transaction_isolation'),
                      'read_only=' || current_setting('transaction_read_only'),
                      'statement_timeout=' || current_setting('statement_timeout'),

@@ -18,6 +18,18 @@
 #     query_canceled itself fails its own job in run_pending, which goes on
 #     (it took the raise for the caller's cancel, failed, and left the job
 #     uncharged for ever).
+# (d) A schema made while a handler runs is not searched.  Dave's session
+#     calls run_pending with search_path "$user", dave_app and no schema
+#     named dave; his kind's path is dave_app.  While his handler sleeps,
+#     mallory (CREATE on the database) makes a schema named dave with a
+#     note() of her own: the handler's note() after the sleep is still
+#     dave_app's (the two paths differ as written, so the kind's is set).
+# (e) A cancel of run_pending's caller while a handler runs is the
+#     caller's.  A handler that catches it and returns does not swallow it:
+#     run_pending fails with 57014 and no job is charged.  The caller's
+#     statement_timeout is the same.  A handler that catches it for ever is
+#     ended with its process after jobq.shutdown_grace, and the job stays
+#     as it was.
 #
 # One worker in the database, and both jobs of (a) enqueued in one
 # transaction, alice's due first, so that one batch would take both.
@@ -186,6 +198,110 @@ is(sql(qq{SELECT concat_ws(' ', j.state, e.sqlstate, e.message)
     'failed 57014 not really cancelled', 'the job that raised 57014 itself failed, charged');
 $holder->query_safe('COMMIT');
 $holder->quit;
+
+# Wait until a session of a role sleeps in pg_sleep; return its pid.
+sub sleeping_pid
+{
+    my $role = shift;
+    $node->poll_query_until('postgres', qq{
+        SELECT count(*) = 1 FROM pg_stat_activity
+         WHERE usename = '$role' AND wait_event = 'PgSleep'}) or die "$role never slept";
+    return sql(qq{SELECT pid FROM pg_stat_activity WHERE usename = '$role' AND wait_event = 'PgSleep'});
+}
+
+### (d) A schema made while a handler runs.
+sql(q{
+    CREATE ROLE dave LOGIN;
+    CREATE ROLE mallory LOGIN;
+    GRANT jobq_admin TO dave;
+    GRANT CREATE ON DATABASE postgres TO mallory;
+    CREATE SCHEMA dave_app AUTHORIZATION dave;
+});
+sql_as('dave', q{
+    CREATE FUNCTION dave_app.note() RETURNS text LANGUAGE sql AS $$ SELECT 'dave_app' $$;
+    CREATE FUNCTION dave_app.slow_note(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_sleep((p->>'sleep')::float8);
+        RETURN to_jsonb(note());
+    END $$;
+    SET search_path = "$user", dave_app;
+    SELECT jobq.register_kind('dave.note', 'dave_app.slow_note(jsonb)', max_attempts => 1);
+});
+is(sql(q{SELECT search_path FROM jobq.kinds WHERE name = 'dave.note'}), 'dave_app, pg_temp',
+    'the kind keeps no "$user"');
+my $note_job = sql_as('dave', q{SELECT jobq.enqueue('dave.note', '{"sleep": 2}')});
+my $dave = $node->background_psql('postgres', extra_params => [ '-U', 'dave' ]);
+$dave->query_until(qr/started/, qq{\\echo started\nSET search_path = "\$user", dave_app;\nSELECT jobq.run_pending();\n});
+sleeping_pid('dave');
+sql_as('mallory', q{
+    CREATE SCHEMA dave;
+    CREATE FUNCTION dave.note() RETURNS text LANGUAGE sql AS $$ SELECT 'mallory, as ' || current_user $$;
+});
+$dave->query_safe('SELECT 1');
+$dave->quit;
+is(sql(qq{SELECT concat_ws(' ', state, result #>> '{}') FROM jobq.jobs WHERE id = $note_job}),
+    'completed dave_app', 'the handler found dave_app.note(), not the schema made meanwhile');
+sql(q{DROP SCHEMA dave CASCADE});
+
+### (e) A cancel of run_pending's caller.
+sql_as('dave', q{
+    CREATE FUNCTION dave_app.stubborn(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+    BEGIN
+        LOOP
+            BEGIN
+                PERFORM pg_sleep(60);
+            EXCEPTION WHEN query_canceled THEN
+                IF (p->>'then') = 'return' THEN
+                    RETURN to_jsonb('caught the cancel'::text);
+                END IF;
+            END;
+        END LOOP;
+    END $$;
+    SELECT jobq.register_kind('dave.stubborn', 'dave_app.stubborn(jsonb)', max_attempts => 1);
+});
+
+# Run dave's stubborn job in run_pending, cancel the caller as $how says,
+# and return (run_pending's error, the job's state and attempt).
+sub cancel_caller
+{
+    my ($then, $how) = @_;
+    my $job = sql_as('dave', qq{SELECT jobq.enqueue('dave.stubborn', '{"then": "$then"}')});
+    my $bg = $node->background_psql('postgres', on_error_stop => 0,
+        extra_params => [ '-U', 'dave', '-v', 'VERBOSITY=verbose' ]);
+    my $setup = $how eq 'statement_timeout' ? "SET statement_timeout = '1s';\n" : '';
+    $bg->query_until(qr/started/, "\\echo started\n${setup}SELECT jobq.run_pending();\n");
+    my $pid = sleeping_pid('dave');
+    sql(qq{SELECT pg_cancel_backend($pid)}) if $how eq 'cancel';
+    # The session may end under it: then psql does too.
+    eval { $bg->query('SELECT 1'); };
+    my $err = $bg->{stderr};
+    eval { $bg->quit; };
+    my $state = sql(qq{SELECT state || ' ' || attempt FROM jobq.jobs WHERE id = $job});
+    # Out of the way of the next case.
+    sql(qq{SELECT jobq.cancel($job)});
+    return ($err, $state, $job);
+}
+
+my ($cancel_err, $state) = cancel_caller('return', 'cancel');
+like($cancel_err, qr/ERROR:  57014: canceling statement due to a cancel of the session/,
+    'a handler that catches the caller\'s cancel and returns: run_pending fails with 57014');
+is($state, 'pending 0', 'and the job is not charged');
+($cancel_err, $state) = cancel_caller('return', 'statement_timeout');
+like($cancel_err, qr/ERROR:  57014: canceling statement due to a cancel of the session/,
+    'the caller\'s statement_timeout is the caller\'s too');
+is($state, 'pending 0', 'and the job is not charged');
+
+# A handler that never gives up: its process ends after the grace.
+sql(q{ALTER SYSTEM SET jobq.shutdown_grace = '1s'; SELECT pg_reload_conf();});
+my $log_offset = -s $node->logfile;
+my $stubborn_job;
+($cancel_err, $state, $stubborn_job) = cancel_caller('loop', 'cancel');
+like($cancel_err, qr/terminat|server closed the connection/,
+    'a handler that catches the caller\'s cancel for ever: the session ends');
+ok($node->wait_for_log(qr/jobq ended the process running job $stubborn_job .*: it ignored a cancel of the session/,
+    $log_offset), 'and the log says why');
+is($state, 'pending 0', 'the job stays as it was');
+is(sql(q{SELECT 1}), '1', 'the server goes on');
 
 $node->stop;
 done_testing();
