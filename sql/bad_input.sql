@@ -1470,7 +1470,7 @@ SELECT b.tbl, a.rows = b.rows AS same_rows, a.digest = b.digest AS unchanged
  ORDER BY b.tbl;
 SELECT name FROM jobq.kind WHERE name LIKE 'bad%' ORDER BY name;
 SELECT name, paused FROM jobq.queue WHERE name LIKE 'bad%' ORDER BY name;
-SELECT kind, payload, state, attempt, lease_token, idempotency_key, concurrency_key, last_error
+SELECT kind, payload, state, attempt, lease_token > 0 AS leased, idempotency_key, concurrency_key, last_error
   FROM jobq.jobs WHERE kind LIKE 'bad.%' AND kind <> 'bad.sub' ORDER BY id;
 SELECT name, cron, timezone, kind, payload, overlap, misfire, concurrency_key, paused,
        next_fire_at, last_outcome
@@ -1518,6 +1518,7 @@ SELECT jobq.unschedule('bad.nightly');
 SELECT jobq.unschedule('bad.paused');
 DELETE FROM jobq.operator_log o WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (o.job_ids) AND j.kind LIKE 'bad.%');
+DELETE FROM jobq.operator_log WHERE schedule LIKE 'bad.%';
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'bad.%');
 DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'bad.%');
 DELETE FROM jobq.lease l WHERE EXISTS (

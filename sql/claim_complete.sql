@@ -49,14 +49,27 @@ INSERT INTO cc_claimed
       FROM jobq.claim('cc_q', worker => 'w2', max_jobs => 10, lease => '30 seconds')
            WITH ORDINALITY AS c(id, kind, payload, attempt, lease_token,
                                 lease_expires_at, idempotency_key, ord);
-SELECT batch, ord, payload->>'name' AS name, kind, attempt, lease_token,
+SELECT batch, ord, payload->>'name' AS name, kind, attempt, lease_token > 0 AS token_set,
        idempotency_key, lease_expires_at > now() AS lease_in_future
   FROM cc_claimed ORDER BY batch, ord;
+-- Lease tokens are random, each job's its own.
+SELECT count(DISTINCT lease_token) AS distinct_tokens FROM cc_claimed;
+SELECT lease_token AS a_tok FROM cc_claimed WHERE payload->>'name' = 'a' \gset
+SELECT lease_token AS b_tok FROM cc_claimed WHERE payload->>'name' = 'b' \gset
+SELECT lease_token AS c_tok FROM cc_claimed WHERE payload->>'name' = 'c' \gset
+SELECT lease_token AS e_tok FROM cc_claimed WHERE payload->>'name' = 'e' \gset
+-- How a job's lease token compares with the one its claim returned.
+CREATE FUNCTION cc_token(id bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN j.lease_token = 0 THEN 'none'
+                WHEN j.lease_token = c.lease_token THEN 'as claimed'
+                ELSE 'other' END
+      FROM jobq.jobs j LEFT JOIN cc_claimed c ON c.id = j.id WHERE j.id = $1
+$$;
 -- Nothing left to claim: f belongs to the in-database handler.
 SELECT count(*) AS claimed FROM jobq.claim('cc_q', max_jobs => 10);
 
 -- The claimed jobs are running under their lease, attempt charged.
-SELECT payload->>'name' AS name, state, attempt, lease_token, worker,
+SELECT payload->>'name' AS name, state, attempt, cc_token(id) AS token, worker,
        started_at IS NOT NULL AS started, finished_at
   FROM jobq.jobs WHERE kind LIKE 'cc.%' ORDER BY payload->>'name';
 -- The lease lasts the kind's timeout unless the claim asked for a length.
@@ -85,21 +98,22 @@ SELECT count(*) AS lease_rows FROM jobq.lease;
 --
 -- complete, with and without a result.
 --
-SELECT jobq.complete(:c, 1, '{"charged": 42}');
-SELECT jobq.complete(:b, 1);
+SELECT jobq.complete(:c, :c_tok, '{"charged": 42}');
+SELECT jobq.complete(:b, :b_tok);
 SELECT payload->>'name' AS name, state, attempt, result,
        finished_at IS NOT NULL AS finished, finished_at >= started_at AS after_start
   FROM jobq.jobs WHERE id IN (:b, :c) ORDER BY payload->>'name';
 
--- Reports with the wrong state or token raise 55000 and change nothing.
+-- Reports with the wrong state or token raise 55000 and change nothing,
+-- and no message names a token.
 -- c is completed already:
-SELECT * FROM error_of(format('SELECT jobq.complete(%s, 1, %L)', :c, '{"again": 1}'),
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s, %L)', :c, :c_tok, '{"again": 1}'),
                                :c, 'c') \gx
 -- f was never claimed:
 SELECT * FROM error_of(format('SELECT jobq.complete(%s, 0)', :f), :f, 'f') \gx
--- e was never leased with token 2:
-SELECT * FROM error_of(format('SELECT jobq.complete(%s, 2)', :e), :e, 'e') \gx
-SELECT payload->>'name' AS name, state, lease_token, result
+-- e was never leased with this token (its own, one bit off):
+SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s)', :e, :e_tok # 1), :e, 'e') \gx
+SELECT payload->>'name' AS name, state, cc_token(id) AS token, result
   FROM jobq.jobs WHERE id IN (:c, :e, :f) ORDER BY payload->>'name';
 
 --
@@ -111,11 +125,11 @@ SELECT jobq.complete_many(ARRAY[:e, :a, :d], ARRAY[1, 1]::bigint[]);
 SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
                                       :e, :a, :e), :e, 'e') \gx
 -- All or nothing: c is no longer running, so neither e nor a is completed.
-SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ''{1,1,1}'')',
-                                      :e, :a, :c), :c, 'c') \gx
--- A stale token fails the whole call too.
-SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ''{1,0}'')',
-                                      :e, :a), :a, 'a') \gx
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s, %s], ARRAY[%s, %s, %s]::bigint[])',
+                                      :e, :a, :c, :e_tok, :a_tok, :c_tok), :c, 'c') \gx
+-- A token that is not the current one fails the whole call too.
+SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s, %s], ARRAY[%s, 0]::bigint[])',
+                                      :e, :a, :e_tok), :a, 'a') \gx
 SELECT payload->>'name' AS name, state FROM jobq.jobs
  WHERE id IN (:e, :a, :d) ORDER BY payload->>'name';
 -- Nothing to do.
@@ -134,24 +148,24 @@ SELECT jobq.rescue_leases() AS rescued;
 SELECT count(*) AS batch1_lease_rows FROM jobq.lease WHERE first_id = :c;
 
 --
--- The lease token grows with every claim of a job; an older token is
+-- Every claim of a job gives it a new lease token; an older token is
 -- refused once the job was claimed again.
 --
 SELECT jobq.enqueue('cc.work', '{"name": "g"}') AS g \gset
 SELECT lease_token AS g_token1, attempt FROM jobq.claim('cc_q') \gset
-SELECT :g_token1 AS token, :attempt AS attempt;
+SELECT :g_token1 > 0 AS token_set, :attempt AS attempt;
 SELECT jobq.fail(:g, :g_token1, 'try again', retry_in => '0');
 SELECT lease_token AS g_token2, attempt FROM jobq.claim('cc_q') \gset
-SELECT :g_token2 AS token, :attempt AS attempt;
+SELECT :g_token2 > 0 AS token_set, :g_token2 <> :g_token1 AS new_token, :attempt AS attempt;
 SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s)', :g, :g_token1),
                                :g, 'g') \gx
 SELECT * FROM error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s]::bigint[])',
                                       :g, :g_token1), :g, 'g') \gx
-SELECT state, attempt, lease_token, result FROM jobq.jobs WHERE id = :g;
+SELECT state, attempt, lease_token = :g_token2 AS current_token, result FROM jobq.jobs WHERE id = :g;
 SELECT count(*) AS g_lease_rows FROM jobq.lease WHERE :g = ANY (job_ids);
 -- Completing a claim of one job removes its lease rows at once.
 SELECT jobq.complete(:g, :g_token2, '{"ok": true}');
-SELECT state, attempt, lease_token, result FROM jobq.jobs WHERE id = :g;
+SELECT state, attempt, lease_token = :g_token2 AS current_token, result FROM jobq.jobs WHERE id = :g;
 SELECT count(*) AS g_lease_rows FROM jobq.lease WHERE :g = ANY (job_ids);
 
 -- Without a worker label, the claim names the session.
@@ -179,13 +193,14 @@ SELECT state, result FROM jobq.jobs WHERE id = :h;
 SELECT note FROM cc_effects;
 
 -- Final states.
-SELECT payload->>'name' AS name, kind, state, attempt, lease_token
+SELECT payload->>'name' AS name, kind, state, attempt, lease_token > 0 AS leased
   FROM jobq.jobs WHERE kind LIKE 'cc.%' ORDER BY payload->>'name';
 
 --
 -- Clean up.
 --
 DROP TABLE cc_effects;
+DROP FUNCTION cc_token(bigint);
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'cc.%');
 DELETE FROM jobq.lease l WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'cc.%');

@@ -36,9 +36,20 @@ SELECT kind, payload FROM jobq.claim('enq_main', max_jobs => 10) ORDER BY payloa
 SELECT state, attempt FROM jobq.jobs WHERE id = :later;
 
 -- A job due a moment from now becomes claimable once that moment passed.
-SELECT clock_timestamp() + interval '1 second' AS soon_at \gset
-SELECT jobq.enqueue('enq.other', '{"when": "soon"}', run_at => :'soon_at') AS soon \gset
-SELECT count(*) AS claimable_before FROM jobq.claim('enq_main');
+-- A claim's clock is the start of its statement: a claim in the statement
+-- that enqueued the job runs before the job is due, however slow the
+-- machine.  (The enqueue files the job as not yet due when its run_at,
+-- computed a moment before in the same call, is still ahead of the clock.)
+DO $$
+DECLARE
+    soon bigint := jobq.enqueue('enq.other', '{"when": "soon"}',
+                                run_at => clock_timestamp() + interval '1 second');
+BEGIN
+    RAISE NOTICE 'in the future at enqueue: %, claimable before: %',
+        (SELECT lane = 's' FROM jobq.job WHERE id = soon),
+        (SELECT count(*) FROM jobq.claim('enq_main'));
+END $$;
+SELECT id AS soon, run_at AS soon_at FROM jobq.jobs WHERE payload->>'when' = 'soon' \gset
 SELECT pg_sleep_until(:'soon_at'::timestamptz + interval '10 milliseconds');
 SELECT id = :soon AS is_soon, payload, attempt FROM jobq.claim('enq_main');
 

@@ -199,8 +199,15 @@ SELECT payload->>'n' AS n, state, result, last_error FROM jobq.jobs
  WHERE kind = 'hd.named' ORDER BY 1;
 DROP SCHEMA "hd Schema" CASCADE;
 
--- Handlers are not handed out to external claimers.
+-- Handlers are not handed out to external claimers: a due job of a kind
+-- with a handler stays where it is, for run_pending, which runs it.
+SELECT jobq.enqueue('hd.setter') AS hd_due \gset
+SELECT state, run_at <= now() AS due FROM jobq.jobs WHERE id = :hd_due;
 SELECT count(*) AS claimable FROM jobq.claim('hd', 'x', 10);
+SELECT state, attempt FROM jobq.jobs WHERE id = :hd_due;
+SELECT jobq.run_pending() AS ran;
+SELECT state, attempt, worker LIKE 'run_pending %' AS by_run_pending
+  FROM jobq.jobs WHERE id = :hd_due;
 
 -- Clean up.
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');

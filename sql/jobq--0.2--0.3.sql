@@ -93,9 +93,11 @@ CREATE OR REPLACE VIEW jobq.kinds AS
       FROM jobq.kind;
 
 /*
- * A dropped table or trigger takes its subscription with it.  It runs at
- * every DROP, as whoever drops: every name is qualified, and pg_temp comes
- * last, or a temporary view could stand in for pg_trigger.
+ * A dropped table or trigger takes its subscription with it.  The
+ * subscription's trigger is the one on its table that calls jobq.dispatch()
+ * with the subscription's name first, whatever it is called now.  It runs
+ * at every DROP, as whoever drops: every name is qualified, and pg_temp
+ * comes last, or a temporary view could stand in for pg_trigger.
  */
 CREATE OR REPLACE FUNCTION jobq.forget_dropped_subscriptions()
 RETURNS event_trigger
@@ -105,7 +107,10 @@ BEGIN
     DELETE FROM jobq.subscription s
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid OPERATOR(pg_catalog.=) s.source::pg_catalog.oid
-                          AND t.tgname OPERATOR(pg_catalog.=) s.trigger_name);
+                          AND t.tgfoid OPERATOR(pg_catalog.=)
+                              pg_catalog.to_regprocedure('jobq.dispatch()')
+                          AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'),
+                                                    E'\\000', 1) OPERATOR(pg_catalog.=) s.name);
 END
 $$;
 
@@ -116,6 +121,78 @@ $$;
  * 1000, the planner checked them against jobq.running by reading every job.
  */
 ALTER FUNCTION jobq.worker_jobs() ROWS 8;
+
+/*
+ * Lease tokens are random now, and the lease's secret: jobq.jobs shows
+ * them to superusers only.
+ */
+CREATE OR REPLACE VIEW jobq.jobs AS
+    SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
+           j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
+           j.last_error, j.created_at, j.started_at, j.finished_at,
+           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = CURRENT_USER)
+                THEN j.lease_token END AS lease_token,
+           j.lease_expires_at, j.heartbeat_at, j.worker,
+           j.holder_pid, j.concurrency_key
+      FROM jobq.job j
+      JOIN jobq.queue q ON q.id = j.queue_id;
+
+/*
+ * Operation ids are per role: jobq.once() records current_user with each,
+ * and one role's ids never answer for another's (nor can another role
+ * learn them, or make a worker wait for its uncommitted one).  Ids
+ * recorded before have no role ('-'): who recorded them is unknown, so
+ * they keep answering for every role, until jobq.retention removes them.
+ */
+ALTER TABLE jobq.operation ADD COLUMN recorded_by pg_catalog.regrole NOT NULL
+    DEFAULT 0::pg_catalog.oid::pg_catalog.regrole;
+ALTER TABLE jobq.operation DROP CONSTRAINT operation_pkey;
+ALTER TABLE jobq.operation ADD CONSTRAINT operation_pkey PRIMARY KEY (recorded_by, operation_id);
+
+/*
+ * Schedules have owners, as kinds do: replacing, pausing, resuming,
+ * running or dropping one needs its owner's privileges, and each change is
+ * logged in jobq.operator_log, which names the schedule.  A schedule made
+ * before belongs to the role that created it (created_by) if that role
+ * still exists, else to the extension's owner (superusers only, then).
+ */
+ALTER TABLE jobq.schedule ADD COLUMN owner pg_catalog.regrole;
+UPDATE jobq.schedule s
+   SET owner = coalesce(
+           (SELECT r.oid FROM pg_catalog.pg_roles r
+             WHERE r.rolname OPERATOR(pg_catalog.=) s.created_by),
+           (SELECT e.extowner FROM pg_catalog.pg_extension e
+             WHERE e.extname OPERATOR(pg_catalog.=) 'jobq'))::pg_catalog.regrole;
+ALTER TABLE jobq.schedule ALTER COLUMN owner SET NOT NULL;
+
+ALTER TABLE jobq.operator_action ADD COLUMN schedule text;
+
+CREATE OR REPLACE VIEW jobq.operator_log AS
+    SELECT id, at, role, action, job_ids, queue, reason, schedule FROM jobq.operator_action;
+
+CREATE OR REPLACE VIEW jobq.schedules AS
+    SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
+           s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
+           s.last_outcome, s.last_job_id, j.state AS last_job_state,
+           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at, s.owner
+      FROM jobq.schedule s
+      LEFT JOIN jobq.job j ON j.id = s.last_job_id;
+
+/*
+ * A subscription's trigger is the one on its table that calls
+ * jobq.dispatch() with the subscription's name first: a renamed trigger
+ * stays the subscription's, and jobq.subscriptions shows its name now.
+ */
+CREATE OR REPLACE VIEW jobq.subscriptions AS
+    SELECT s.name, s.source, s.kind, s.events,
+           (SELECT t.tgname FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = s.source::pg_catalog.oid
+               AND t.tgfoid = pg_catalog.to_regprocedure('jobq.dispatch()')
+               AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 1)
+                   = s.name) AS trigger_name,
+           s.created_by, s.created_at
+      FROM jobq.subscription s;
 
 /*
  * Queues and who may use them.  Only administrators make queues: a
@@ -222,13 +299,18 @@ LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE ROWS 20;
  * Every job, live or retained, of the queues the reader may operate (every
  * queue for members of jobq_operator).  The views that show jobs are
  * security barriers: a reader's own conditions, and the functions in them,
- * see only the rows the view lets through.
+ * see only the rows the view lets through.  The lease token is the lease's
+ * secret (it lets a session report on the job): it is NULL here but for
+ * superusers.
  */
 CREATE OR REPLACE VIEW jobq.jobs WITH (security_barrier) AS
     SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
            j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
            j.last_error, j.created_at, j.started_at, j.finished_at,
-           j.lease_token, j.lease_expires_at, j.heartbeat_at, j.worker,
+           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = CURRENT_USER)
+                THEN j.lease_token END AS lease_token,
+           j.lease_expires_at, j.heartbeat_at, j.worker,
            j.holder_pid, j.concurrency_key
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id

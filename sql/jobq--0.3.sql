@@ -246,13 +246,18 @@ CREATE TABLE jobq.job_error (
 CREATE INDEX job_error_job_idx ON jobq.job_error (job_id, attempt);
 
 /*
- * Operation ids recorded by jobq.once(): a row exists only if the
- * transaction that recorded it committed.  Kept for jobq.retention.
+ * Operation ids recorded by jobq.once(), each in the namespace of the role
+ * that recorded it (current_user; a handler's is its kind's owner): one
+ * role's id never answers for another's.  A row exists only if the
+ * transaction that recorded it committed.  Ids recorded before 0.3 have no
+ * role ('-'): they answer for every role.  Kept for jobq.retention.
  */
 CREATE TABLE jobq.operation (
-    operation_id    text PRIMARY KEY,
+    operation_id    text NOT NULL,
     job_id          bigint,        /* the handler's job, if any */
-    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    recorded_by     pg_catalog.regrole NOT NULL DEFAULT 0::pg_catalog.oid::pg_catalog.regrole,
+    CONSTRAINT operation_pkey PRIMARY KEY (recorded_by, operation_id)
 );
 
 CREATE INDEX operation_recorded_idx ON jobq.operation (recorded_at);
@@ -288,7 +293,8 @@ CREATE TABLE jobq.operator_action (
     action          text NOT NULL,
     job_ids         bigint[] NOT NULL,
     queue           text,          /* for actions on a queue */
-    reason          text
+    reason          text,
+    schedule        text           /* for changes of a schedule */
 );
 
 /*
@@ -328,7 +334,8 @@ CREATE TABLE jobq.schedule (
     last_evaluated_at   timestamptz,
     created_by          name NOT NULL,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    owner               pg_catalog.regrole NOT NULL   /* only its privileges change it */
 );
 
 CREATE INDEX schedule_next_idx ON jobq.schedule (next_fire_at) WHERE NOT paused;
@@ -372,13 +379,18 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.queue_id_seq', '');
  * Every job, live or retained, of the queues the reader may operate (every
  * queue for members of jobq_operator).  The views that show jobs are
  * security barriers: a reader's own conditions, and the functions in them,
- * see only the rows the view lets through.
+ * see only the rows the view lets through.  The lease token is the lease's
+ * secret (it lets a session report on the job): it is NULL here but for
+ * superusers.
  */
 CREATE VIEW jobq.jobs WITH (security_barrier) AS
     SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
            j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
            j.last_error, j.created_at, j.started_at, j.finished_at,
-           j.lease_token, j.lease_expires_at, j.heartbeat_at, j.worker,
+           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = CURRENT_USER)
+                THEN j.lease_token END AS lease_token,
+           j.lease_expires_at, j.heartbeat_at, j.worker,
            j.holder_pid, j.concurrency_key
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id
@@ -636,9 +648,11 @@ AS 'MODULE_PATHNAME', 'jobq_dispatch'
 LANGUAGE C;
 
 /*
- * A dropped table or trigger takes its subscription with it.  It runs at
- * every DROP, as whoever drops: every name is qualified, and pg_temp comes
- * last, or a temporary view could stand in for pg_trigger.
+ * A dropped table or trigger takes its subscription with it.  The
+ * subscription's trigger is the one on its table that calls jobq.dispatch()
+ * with the subscription's name first, whatever it is called now.  It runs
+ * at every DROP, as whoever drops: every name is qualified, and pg_temp
+ * comes last, or a temporary view could stand in for pg_trigger.
  */
 CREATE FUNCTION jobq.forget_dropped_subscriptions()
 RETURNS event_trigger
@@ -648,7 +662,10 @@ BEGIN
     DELETE FROM jobq.subscription s
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid OPERATOR(pg_catalog.=) s.source::pg_catalog.oid
-                          AND t.tgname OPERATOR(pg_catalog.=) s.trigger_name);
+                          AND t.tgfoid OPERATOR(pg_catalog.=)
+                              pg_catalog.to_regprocedure('jobq.dispatch()')
+                          AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'),
+                                                    E'\\000', 1) OPERATOR(pg_catalog.=) s.name);
 END
 $$;
 
@@ -821,7 +838,7 @@ LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE ROWS 20;
 
 /* What operators did, and why. */
 CREATE VIEW jobq.operator_log AS
-    SELECT id, at, role, action, job_ids, queue, reason FROM jobq.operator_action;
+    SELECT id, at, role, action, job_ids, queue, reason, schedule FROM jobq.operator_action;
 
 CREATE VIEW jobq.kinds AS
     SELECT name, handler, queue, max_attempts, backoff_base, backoff_max, timeout,
@@ -835,16 +852,23 @@ CREATE VIEW jobq.schedules AS
     SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
            s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
            s.last_outcome, s.last_job_id, j.state AS last_job_state,
-           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at
+           s.last_evaluated_at, s.created_by, s.created_at, s.updated_at, s.owner
       FROM jobq.schedule s
       LEFT JOIN jobq.job j ON j.id = s.last_job_id;
 
 CREATE VIEW jobq.schedule_events AS
     SELECT id, schedule, at, slot, event, job_id, detail FROM jobq.schedule_event;
 
+/* trigger_name: the subscription's trigger as it is called now. */
 CREATE VIEW jobq.subscriptions AS
-    SELECT name, source, kind, events, trigger_name, created_by, created_at
-      FROM jobq.subscription;
+    SELECT s.name, s.source, s.kind, s.events,
+           (SELECT t.tgname FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid = s.source::pg_catalog.oid
+               AND t.tgfoid = pg_catalog.to_regprocedure('jobq.dispatch()')
+               AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 1)
+                   = s.name) AS trigger_name,
+           s.created_by, s.created_at
+      FROM jobq.subscription s;
 
 /*
  * Privileges.  Nothing is open to PUBLIC but current_job() and the

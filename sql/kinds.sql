@@ -111,7 +111,7 @@ SELECT jobq.register_kind('kinds.switch', handler => 'kinds_returns_jsonb(jsonb)
        queue => 'kinds_switch');
 SELECT count(*) AS claimed_with_handler FROM jobq.claim('kinds_switch');
 SELECT jobq.register_kind('kinds.switch', queue => 'kinds_switch');
-SELECT id = :switch_job AS same_job, kind, payload, attempt, lease_token
+SELECT id = :switch_job AS same_job, kind, payload, attempt, lease_token > 0 AS leased
   FROM jobq.claim('kinds_switch');
 
 --
@@ -243,10 +243,9 @@ SELECT jobq.complete(id, lease_token) FROM jobq.claim('kinds_live');
 SELECT jobq.unregister_kind('kinds.live');
 \echo :SQLSTATE
 SELECT name, max_attempts FROM jobq.kind WHERE name = 'kinds.live';
--- Once no live job is left the kind goes; its finished jobs keep its name.
-DELETE FROM jobq.job_error WHERE job_id IN (
-    SELECT id FROM jobq.job WHERE kind = 'kinds.live' AND state = 'held');
-DELETE FROM jobq.job WHERE kind = 'kinds.live' AND state = 'held';
+-- An operator resolves the held job (its email was sent by hand): once no
+-- live job is left the kind goes; its finished jobs keep its name.
+SELECT jobq.resolve(id, 'sent by hand') FROM kinds_claimed WHERE n = '1';
 SELECT jobq.unregister_kind('kinds.live');
 SELECT count(*) AS live_kinds FROM jobq.kind WHERE name = 'kinds.live';
 SELECT payload->>'n' AS n, kind, state FROM jobq.jobs WHERE kind = 'kinds.live' ORDER BY id;
@@ -258,6 +257,8 @@ SELECT name, max_attempts, side_effects FROM jobq.kind WHERE name = 'kinds.live'
 --
 -- Clean up: jobs, kinds, queues, roles and functions of this file.
 --
+DELETE FROM jobq.operator_log o WHERE EXISTS (
+    SELECT 1 FROM jobq.job j WHERE j.id = ANY (o.job_ids) AND j.kind LIKE 'kinds.%');
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'kinds.%');
 DELETE FROM jobq.lease l WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'kinds.%');

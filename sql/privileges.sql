@@ -65,6 +65,12 @@ SELECT jobq.enqueue('priv.db', '{"n": 5}') IS NOT NULL AS due;
 SELECT jobq.schedule('priv.sched', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
 SELECT jobq.schedule('priv.sched_paused', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
 SELECT jobq.pause_schedule('priv.sched_paused');
+-- Schedules belong to their creator; these two to a role every caller is a
+-- member of, so that only the functions' privileges decide here (owners
+-- are sql/security.sql's, section A4).
+CREATE ROLE priv_team;
+GRANT priv_team TO priv_none, priv_producer, priv_worker, priv_operator, priv_admin;
+UPDATE jobq.schedule SET owner = 'priv_team' WHERE name LIKE 'priv.sched%';
 SELECT jobq.subscribe('priv.feed', 'priv_feed', 'priv.ext');
 -- A queue privilege (the worker has it already, through jobq_worker).
 SELECT jobq.grant('priv_q', 'priv_worker', '{work}');
@@ -441,5 +447,5 @@ SELECT count(*) AS jobq_roles_after_drop FROM pg_roles WHERE rolname LIKE 'jobq\
 \c :first_db
 DROP DATABASE jobq_priv_second WITH (FORCE);
 
-DROP ROLE priv_none, priv_producer, priv_worker, priv_operator, priv_admin,
+DROP ROLE priv_none, priv_producer, priv_worker, priv_operator, priv_admin, priv_team,
     priv_app, priv_qa_producer, priv_qa_worker, priv_qa_operator;

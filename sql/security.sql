@@ -320,6 +320,8 @@ BEGIN
     END LOOP;
     PERFORM jobq.enqueue(k || '.victim', '{"n": 1}');
     PERFORM jobq.schedule(k, '0 0 1 1 *', k || '.ext', start_at => '2100-01-01 00:00+00');
+    -- The attacker's own, so that its calls run the whole code path.
+    UPDATE jobq.schedule SET owner = who::regrole WHERE name = k;
     EXECUTE format('CREATE TABLE public.%I (id int PRIMARY KEY, note text)', q || '_feed');
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I TO PUBLIC', q || '_feed');
     PERFORM jobq.subscribe(k || '.feed', format('public.%I', q || '_feed')::regclass,
@@ -1105,6 +1107,294 @@ SELECT pg_advisory_unlock(4242);
 SELECT jobq.run_pending() AS ran;
 
 --
+-- (A5) Authorization review, finding 5: subscribe() makes the checks of
+-- CREATE TRIGGER ON schema.table: USAGE on the schema, then TRIGGER on the
+-- table.  An admin with TRIGGER on a table in a schema it may not use
+-- passed the table by OID (no name lookup, so no USAGE check) and got its
+-- rows in the payloads.
+--
+CREATE ROLE sec_sub_admin LOGIN;
+GRANT jobq_admin TO sec_sub_admin;
+CREATE SCHEMA sec_hidden;
+CREATE TABLE sec_hidden.payroll (who text, salary int);
+GRANT TRIGGER ON sec_hidden.payroll TO sec_sub_admin;
+SELECT 'sec_hidden.payroll'::regclass::oid AS sec_payroll \gset
+SELECT jobq.register_kind('sec.sub.sink', queue => 'sec_sub');
+\c - sec_sub_admin
+-- PostgreSQL refuses the trigger, and jobq the subscription, whose
+-- table comes by OID.
+CREATE TRIGGER sec_direct AFTER INSERT ON sec_hidden.payroll
+    FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger();
+SELECT jobq.subscribe('sec.sub.payroll', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+INSERT INTO sec_hidden.payroll VALUES ('ceo', 1000000);
+SELECT count(*) AS payroll_jobs FROM jobq.jobs WHERE kind = 'sec.sub.sink';
+-- With USAGE on the schema, the subscription is made.
+GRANT USAGE ON SCHEMA sec_hidden TO sec_sub_admin;
+\c - sec_sub_admin
+SELECT jobq.subscribe('sec.sub.payroll', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+-- Without USAGE, it cannot be unsubscribed either (nor the trigger
+-- dropped), as DROP TRIGGER ... ON sec_hidden.payroll would need it.
+REVOKE USAGE ON SCHEMA sec_hidden FROM sec_sub_admin;
+\c - sec_sub_admin
+SELECT jobq.unsubscribe('sec.sub.payroll');
+\c - :sec_su
+GRANT USAGE ON SCHEMA sec_hidden TO sec_sub_admin;
+REVOKE TRIGGER ON sec_hidden.payroll FROM sec_sub_admin;
+\c - sec_sub_admin
+-- Without TRIGGER on the table, as before.
+SELECT jobq.unsubscribe('sec.sub.payroll');
+SELECT jobq.subscribe('sec.sub.payroll2', :sec_payroll::pg_catalog.oid::pg_catalog.regclass,
+                      'sec.sub.sink');
+\c - :sec_su
+SELECT jobq.unsubscribe('sec.sub.payroll');
+DROP SCHEMA sec_hidden CASCADE;
+
+--
+-- (A2) Authorization review, finding 2: lease tokens are random, and no
+-- error, log line or view shows them.  A role with only jobq_worker took
+-- over another worker's job: a token was a per-claim counter (1 at a
+-- first claim), and heartbeat's error named the current one; heartbeat
+-- with it made the thief the holder, and external_key, step_result and
+-- complete worked for it.  Here the thief tries every token a counter
+-- would have given and keeps each error's text: none is accepted, and no
+-- text names a token.
+--
+CREATE ROLE sec_tok_victim LOGIN;
+CREATE ROLE sec_tok_thief LOGIN;
+CREATE ROLE sec_tok_op LOGIN;
+GRANT jobq_worker TO sec_tok_victim, sec_tok_thief;
+GRANT jobq_operator TO sec_tok_op;
+CREATE TABLE public.sec_tok_seen (what text);
+GRANT INSERT ON public.sec_tok_seen TO sec_tok_thief;
+SELECT jobq.register_kind('sec.tok.pay', queue => 'sec_tok');
+SELECT jobq.enqueue('sec.tok.pay', '{"amount": 100}') AS sec_tok_job \gset
+\c - sec_tok_victim
+SELECT lease_token AS sec_tok_token FROM jobq.claim('sec_tok', 'victim', 1, '1 hour') \gset
+SELECT jobq.record_step(:sec_tok_job, 'charge', '{"charge": "ch_1"}', :sec_tok_token);
+\c - sec_tok_thief
+CREATE FUNCTION pg_temp.sec_tok_try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    m text; d text; h text; s text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT,
+        d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+    INSERT INTO public.sec_tok_seen VALUES (concat_ws(' | ', m, d, h));
+    RETURN s;
+END $$;
+SELECT pg_temp.sec_tok_try(format(f, :sec_tok_job, t)) AS outcome, count(*) AS tries
+  FROM generate_series(0, 1000) t,
+       unnest(ARRAY['SELECT jobq.heartbeat(%s, %s)', 'SELECT jobq.complete(%s, %s)',
+                    'SELECT jobq.snooze(%s, %s, ''0'')', 'SELECT jobq.fail(%s, %s, ''x'')']) f
+ GROUP BY 1 ORDER BY 1;
+-- Not the holder: the job's steps and keys stay closed to the thief.
+SELECT pg_temp.sec_tok_try(format('SELECT jobq.step_result(%s, %L)', :sec_tok_job, 'charge')) AS step_result;
+SELECT pg_temp.sec_tok_try(format('SELECT jobq.external_key(%s, %L)', :sec_tok_job, 'charge')) AS external_key;
+\c - sec_tok_op
+-- An operator sees the job, not its token.
+SELECT state, worker, lease_token IS NULL AS token_hidden FROM jobq.jobs WHERE id = :sec_tok_job;
+\c - :sec_su
+SELECT count(*) AS errors_kept,
+       count(*) FILTER (WHERE what LIKE '%' || :'sec_tok_token' || '%') AS naming_the_token,
+       count(*) FILTER (WHERE what ~ '\d{10,}') AS naming_any_token
+  FROM public.sec_tok_seen;
+-- The job is still the victim's, who completes it; a superuser sees the
+-- token.
+SELECT state, worker, lease_token = :sec_tok_token AS victims_token, holder_pid IS NOT NULL AS held
+  FROM jobq.jobs WHERE id = :sec_tok_job;
+\c - sec_tok_victim
+SELECT jobq.complete(:sec_tok_job, :sec_tok_token, '{"charged": true}');
+\c - :sec_su
+SELECT state, result FROM jobq.jobs WHERE id = :sec_tok_job;
+-- Tokens are random 63-bit numbers, a new one at every claim: twenty
+-- claims give twenty tokens, none of them small.
+SELECT count(jobq.enqueue('sec.tok.pay', jsonb_build_object('n', g))) AS enqueued
+  FROM generate_series(1, 20) g;
+CREATE TEMP TABLE sec_tok_claims AS SELECT id, lease_token FROM jobq.claim('sec_tok', 'many', 20);
+SELECT count(*) AS claimed, count(DISTINCT lease_token) AS distinct_tokens,
+       bool_and(lease_token > 4294967296) AS all_beyond_32_bits
+  FROM sec_tok_claims;
+SELECT jobq.complete_many(array_agg(id), array_agg(lease_token)) AS completed FROM sec_tok_claims;
+DROP TABLE sec_tok_claims, public.sec_tok_seen;
+
+--
+-- (A1) Authorization review, finding 1: jobq.once() records each id in the
+-- namespace of the role that records it.  Any login role could record
+-- once('ship:42') first and silently suppress another role's shipment, or
+-- ask once() whether an id was recorded (it said false).  Now each role
+-- gets its own answers: alice's ids are not bob's, and bob learns nothing
+-- of alice's (an id she recorded and one she did not answer alike).
+-- (That an uncommitted once() of another role does not make a worker wait
+-- is test/t/057_security_reach.pl, (b).)
+--
+CREATE ROLE sec_once_alice LOGIN;
+CREATE ROLE sec_once_bob LOGIN;
+\c - sec_once_bob
+-- Bob records alice's operation id first.
+SELECT jobq.once('sec.ship:42') AS bob_first;
+\c - sec_once_alice
+-- Alice's own first record of it is hers: true, then false.
+SELECT jobq.once('sec.ship:42') AS alice_first, jobq.once('sec.ship:42') AS alice_again;
+SELECT jobq.once('sec.secret:1') AS alice_records_a_secret;
+\c - sec_once_bob
+-- Bob probes: an id alice recorded and one nobody did answer alike.
+SELECT jobq.once('sec.secret:1') AS recorded_by_alice, jobq.once('sec.secret:2') AS recorded_by_nobody;
+SELECT jobq.once('sec.ship:42') AS bob_again;
+\c - :sec_su
+SELECT operation_id, recorded_by FROM jobq.operation WHERE operation_id LIKE 'sec.s%'
+ ORDER BY 1, 2::text;
+-- A handler records in its kind owner's namespace: alice's kind, run by
+-- the superuser's run_pending, finds alice's id recorded.
+CREATE FUNCTION public.sec_once_ship(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT pg_catalog.to_jsonb(jobq.once('sec.ship:42')) $$;
+ALTER FUNCTION public.sec_once_ship(jsonb) OWNER TO sec_once_alice;
+GRANT jobq_admin TO sec_once_alice;
+\c - sec_once_alice
+SET search_path = pg_catalog;
+SELECT jobq.register_kind('sec.once.ship', 'public.sec_once_ship(jsonb)', queue => 'sec_once');
+SELECT jobq.enqueue('sec.once.ship') AS sec_once_job \gset
+\c - :sec_su
+SELECT jobq.run_pending() AS ran;
+SELECT state, result AS first_time FROM jobq.jobs WHERE id = :sec_once_job;
+DELETE FROM jobq.operation WHERE operation_id LIKE 'sec.%';
+DELETE FROM jobq.job WHERE id = :sec_once_job;
+SELECT jobq.unregister_kind('sec.once.ship');
+DROP FUNCTION public.sec_once_ship(jsonb);
+
+--
+-- (A4) Authorization review, finding 4: schedules have owners, as kinds
+-- do.  Any jobq_admin replaced or dropped anyone's schedule (and pointed
+-- it at a kind of its own), created_by stayed the original, and nothing
+-- was logged.  Now alice's schedule refuses bob (jobq_admin) and an
+-- operator (42501) for every change; alice, a member of her role and a
+-- superuser may make them; each change is in jobq.operator_log.
+--
+CREATE ROLE sec_sch_alice LOGIN;
+CREATE ROLE sec_sch_bob LOGIN;
+CREATE ROLE sec_sch_op LOGIN;
+CREATE ROLE sec_sch_mate LOGIN IN ROLE sec_sch_alice;
+GRANT jobq_admin TO sec_sch_alice, sec_sch_bob;
+GRANT jobq_operator TO sec_sch_op, sec_sch_mate;
+SELECT jobq.register_kind('sec.sch.report', queue => 'sec_sch');
+SELECT jobq.register_kind('sec.sch.steal', queue => 'sec_sch');
+\c - sec_sch_alice
+SELECT jobq.schedule('sec.sch.nightly', '0 3 * * *', 'sec.sch.report') IS NOT NULL AS scheduled;
+\c - sec_sch_bob
+SELECT jobq.schedule('sec.sch.nightly', '* * * * *', 'sec.sch.steal');
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly');
+SELECT jobq.unschedule('sec.sch.nightly');
+\c - sec_sch_op
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly');
+\c - :sec_su
+SELECT name, cron, kind, paused, owner, created_by FROM jobq.schedules WHERE name LIKE 'sec.sch.%';
+SELECT count(*) AS jobs FROM jobq.jobs WHERE kind LIKE 'sec.sch.%';
+-- A member of alice's role, with jobq_operator.
+\c - sec_sch_mate
+SELECT jobq.pause_schedule('sec.sch.nightly');
+SELECT jobq.resume_schedule('sec.sch.nightly');
+SELECT jobq.run_schedule_now('sec.sch.nightly') IS NOT NULL AS ran_now;
+\c - sec_sch_alice
+SELECT jobq.schedule('sec.sch.nightly', '0 4 * * *', 'sec.sch.report') IS NOT NULL AS replaced;
+\c - :sec_su
+SELECT name, cron, kind, paused, owner, created_by FROM jobq.schedules WHERE name LIKE 'sec.sch.%';
+SELECT jobq.unschedule('sec.sch.nightly');
+SELECT CASE WHEN role = current_user THEN 'the superuser' ELSE role::text END AS role,
+       action, cardinality(job_ids) AS jobs, schedule
+  FROM jobq.operator_log WHERE schedule LIKE 'sec.sch.%' ORDER BY id;
+DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.sch.%';
+
+--
+-- (A6) Authorization review, finding 6: a subscription's trigger is the
+-- trigger on its table that calls jobq.dispatch() with the subscription's
+-- name, whatever it is called.  A subscription trigger renamed by its
+-- table's owner became an orphan: it kept enqueuing, unsubscribe could not
+-- find it, the next DROP of anything forgot the subscription, and DROP
+-- EXTENSION jobq failed on it.  In a database of its own, where the
+-- extension is dropped at the end.
+--
+SELECT current_database() AS sec_first_db \gset
+CREATE DATABASE jobq_sec_subs;
+\c jobq_sec_subs
+SET client_min_messages = warning;
+CREATE EXTENSION jobq;
+CREATE TABLE orders (id int);
+CREATE TABLE parted (id int) PARTITION BY RANGE (id);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (10);
+SELECT jobq.register_kind('sub.ship');
+SELECT jobq.subscribe('sub.orders', 'orders', 'sub.ship');
+SELECT jobq.subscribe('sub.audit', 'orders', 'sub.ship');
+SELECT jobq.subscribe('sub.parted', 'parted', 'sub.ship');
+ALTER TRIGGER "jobq_sub.orders" ON orders RENAME TO renamed_by_owner;
+ALTER TRIGGER "jobq_sub.parted" ON parted RENAME TO parted_renamed;
+-- Still the subscriptions', under their new names, also after a DROP.
+CREATE TABLE scratch (); DROP TABLE scratch;
+SELECT name, source, trigger_name FROM jobq.subscriptions ORDER BY name;
+INSERT INTO orders VALUES (1);
+SELECT payload->>'subscription' AS subscription, count(*) AS jobs FROM jobq.jobs
+ GROUP BY 1 ORDER BY 1;
+-- unsubscribe finds the renamed trigger.
+SELECT jobq.unsubscribe('sub.orders');
+SELECT tgrelid::regclass AS source, tgname FROM pg_trigger
+ WHERE tgfoid = 'jobq.dispatch()'::regprocedure AND tgparentid = 0 ORDER BY 1::text, 2;
+-- A trigger 0.2 left behind: renamed, then its subscription gone.
+ALTER TRIGGER "jobq_sub.audit" ON orders RENAME TO orphan;
+DELETE FROM jobq.subscription WHERE name = 'sub.audit';
+-- DROP EXTENSION succeeds, and takes every trigger that calls
+-- jobq.dispatch() with it: the renamed one, the orphan, the clone on the
+-- partition.
+DROP EXTENSION jobq;
+SELECT count(*) AS triggers_left FROM pg_trigger
+ WHERE tgrelid IN ('orders'::regclass, 'parted'::regclass, 'parted_low'::regclass);
+RESET client_min_messages;
+\c :sec_first_db
+DROP DATABASE jobq_sec_subs WITH (FORCE);
+
+--
+-- (A8) Authorization review, finding 8: idempotency keys are shared by
+-- every producer of a kind (SECURITY.md says what that means).  Their
+-- 23505 named the job holding a key to any producer, and a job due in 50
+-- years holds its key that long.  Now the detail names the job only to a
+-- role that may operate its queue (and so read it in jobq.jobs; jobq.jobs
+-- itself any role may read); an operator frees a squatted key with cancel
+-- and discard.
+--
+CREATE ROLE sec_key_mallory LOGIN;
+CREATE ROLE sec_key_bob LOGIN;
+CREATE ROLE sec_key_admin LOGIN;
+CREATE ROLE sec_key_op LOGIN;
+GRANT jobq_producer TO sec_key_mallory, sec_key_bob;
+GRANT jobq_admin TO sec_key_admin;
+GRANT jobq_operator TO sec_key_op;
+SELECT jobq.register_kind('sec.key.invoice', queue => 'sec_key');
+\c - sec_key_mallory
+-- Mallory squats bob's next key with a job due in 50 years.
+SELECT jobq.enqueue('sec.key.invoice', '{"amount": 1}', 'invoice-7',
+                    run_at => now() + interval '50 years') AS sec_squat \gset
+\c - sec_key_bob
+SELECT sqlstate, message, detail, detail ~ '[0-9]' AS names_a_number
+  FROM error_of($$SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7')$$);
+\c - sec_key_admin
+-- A role that may operate the job's queue is told which job.
+SELECT sqlstate, detail = format('Job %s was enqueued with that key.', :sec_squat) AS names_the_job
+  FROM error_of($$SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7')$$);
+\c - sec_key_op
+SELECT jobq.cancel(:sec_squat, 'squatted key invoice-7');
+SELECT jobq.discard(:sec_squat, 'squatted key invoice-7');
+\c - sec_key_bob
+SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7') <> :sec_squat AS own_job;
+\c - :sec_su
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --
@@ -1121,6 +1411,7 @@ BEGIN
     PERFORM jobq.unsubscribe(name) FROM jobq.subscription WHERE name LIKE 'sec.%';
     PERFORM jobq.unschedule(name) FROM jobq.schedule WHERE name LIKE 'sec.%';
 END $$;
+DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.%';
 DELETE FROM jobq.schedule_event WHERE schedule LIKE 'sec.%';
 DELETE FROM jobq.lease WHERE job_ids && ARRAY(SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
 DELETE FROM jobq.concurrency_lock WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.%');
@@ -1160,3 +1451,6 @@ DROP PROCEDURE public.sec_attack();
 DROP ROLE sec_anyone, sec_history_op, sec_gen_producer, sec_gen_worker, sec_gen_operator,
     sec_gen_admin, sec_op, sec_team, sec_alice, sec_bob, sec_dbo, sec_sp_attacker,
     sec_lo_alice, sec_lo_bob, sec_rls_alice, sec_rls_bob;
+DROP ROLE sec_sub_admin, sec_tok_victim, sec_tok_thief, sec_tok_op, sec_once_alice,
+    sec_once_bob, sec_sch_alice, sec_sch_bob, sec_sch_op, sec_sch_mate, sec_key_mallory,
+    sec_key_bob, sec_key_admin, sec_key_op;

@@ -6,10 +6,11 @@
  * A claim takes the first ready jobs of a queue in (priority, run_at)
  * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
  * each other and never get the same job.  Each claimed job gets a lease:
- * the attempt is charged, the lease token grows by one, and the lease runs
- * until lease_expires_at.  The backend that claimed (or last heartbeated)
- * is the lease holder.  Each claim also writes one jobq.lease row listing
- * its jobs: that small table is where rescue looks for running jobs.
+ * the attempt is charged, the job gets a new random lease token (see
+ * lease.c), and the lease runs until lease_expires_at.  The backend that
+ * claimed (or last heartbeated) is the lease holder.  Each claim also
+ * writes one jobq.lease row listing its jobs: that small table is where
+ * rescue looks for running jobs.
  *
  * A lease is rescued when its time ran out or its holder's backend is
  * gone: the attempt stays charged and the job is due again at once (or
@@ -226,11 +227,10 @@ rescue_due(void)
 	" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n)," \
 	" pg_catalog.array_agg(p.ctid ORDER BY p.n)," \
 	" pg_catalog.bool_or(p.concurrency_key IS NOT NULL)," \
-	" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n)," \
-	" pg_catalog.array_agg(p.lease_token ORDER BY p.n)" \
-	" FROM (SELECT id, kind, ctid, concurrency_key, lease_token," \
+	" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n)" \
+	" FROM (SELECT id, kind, ctid, concurrency_key," \
 	"   pg_catalog.row_number() OVER () AS n FROM (" \
-	"   SELECT id, kind, ctid, concurrency_key, lease_token FROM jobq.job" \
+	"   SELECT id, kind, ctid, concurrency_key FROM jobq.job" \
 	"   WHERE lane = 'r' AND NOT in_db" \
 	"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)" \
 	"   AND" JOBQ_KEY_FREE("job") extra \
@@ -247,16 +247,20 @@ rescue_due(void)
  * it, no standing lease holds it, and no earlier job of this claim took
  * it.  The others stay ready, uncharged, and the next jobs in line replace
  * them, a few rounds at most.  Returns how many, with int8[], interval[]
- * and tid[] arrays.  Must run between JobqBeginAccess and JobqEndAccess.
+ * and tid[] arrays, and an int8[] of the new lease tokens (a key is held
+ * under its job's new token).  Must run between JobqBeginAccess and
+ * JobqEndAccess.
  */
 static int
 pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
-			   Datum *ids_out, Datum *leases_out, Datum *tids_out)
+			   Datum *ids_out, Datum *leases_out, Datum *tids_out, Datum *tokens_out)
 {
 	Oid			picktypes[4] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID};
 	Datum	   *ids = palloc(sizeof(Datum) * max_jobs);
 	Datum	   *leases = palloc(sizeof(Datum) * max_jobs);
 	Datum	   *tids = palloc(sizeof(Datum) * max_jobs);
+	int64	   *new_tokens = palloc(sizeof(int64) * max_jobs);
+	Datum	   *tokens = palloc(sizeof(Datum) * max_jobs);
 	List	   *taken = NIL;
 	List	   *busy = NIL;
 	int			n = 0;
@@ -271,7 +275,6 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 		Datum	   *tid_elems;
 		Datum	   *key_elems;
 		bool	   *key_nulls;
-		Datum	   *token_elems;
 		bool		isnull;
 		int			nbusy = list_length(busy);
 		int			got;
@@ -304,8 +307,14 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			*ids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)));
 			*leases_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
 			*tids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
-			return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*ids_out)),
-								  ARR_DIMS(DatumGetArrayTypeP(*ids_out)));
+			n = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*ids_out)),
+							   ARR_DIMS(DatumGetArrayTypeP(*ids_out)));
+			JobqNewLeaseTokens(new_tokens, n);
+			for (i = 0; i < n; i++)
+				tokens[i] = Int64GetDatum(new_tokens[i]);
+			*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8,
+														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			return n;
 		}
 
 		got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
@@ -316,8 +325,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 									TIDOID, "ctids", false, &tid_elems, NULL);
 		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
 									TEXTOID, "keys", true, &key_elems, &key_nulls);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 6, &isnull)),
-									INT8OID, "tokens", false, &token_elems, NULL);
+		JobqNewLeaseTokens(&new_tokens[n], got);
 		for (i = 0; i < got; i++)
 		{
 			if (!key_nulls[i])
@@ -326,7 +334,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 
 				if (JobqKeyTakenHere(taken, key) || !JobqTryLockConcurrencyKey(key) ||
 					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
-											DatumGetInt64(token_elems[i]) + 1))
+											new_tokens[n]))
 				{
 					busy = lappend(busy, JobqCopyId(DatumGetInt64(id_elems[i])));
 					continue;
@@ -336,6 +344,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			ids[n] = id_elems[i];
 			leases[n] = lease_elems[i];
 			tids[n] = tid_elems[i];
+			tokens[n] = Int64GetDatum(new_tokens[n]);
 			n++;
 		}
 		if (list_length(busy) == nbusy)
@@ -349,6 +358,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 												  false, TYPALIGN_DOUBLE));
 	*tids_out = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
 												false, TYPALIGN_SHORT));
+	*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
 	return n;
 }
 
@@ -367,10 +378,10 @@ jobq_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
-	Oid			leasetypes[7] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
-	TIMESTAMPTZOID, TEXTOID, TIDARRAYOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			leasetypes[8] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
+	TIMESTAMPTZOID, TEXTOID, TIDARRAYOID, INT8ARRAYOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int32		max_jobs;
 	int			rows;
 	int			i;
@@ -414,7 +425,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 		(void) JobqRescueLeases(false, JOBQ_RESCUE_BATCH);
 
 	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
-					   &values[1], &values[2], &values[6]) > 0)
+					   &values[1], &values[2], &values[6], &values[7]) > 0)
 	{
 		nulls[2] = ' ';
 		nulls[6] = ' ';
@@ -425,13 +436,13 @@ jobq_claim(PG_FUNCTION_ARGS)
 		JobqPreparePlan(&plan_lease,
 						"WITH leased AS ("
 						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-						"    attempt = j.attempt + 1, lease_token = j.lease_token + 1,"
+						"    attempt = j.attempt + 1, lease_token = p.token,"
 						"    started_at = pg_catalog.clock_timestamp(),"
 						"    heartbeat_at = pg_catalog.clock_timestamp(),"
 						"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
 						"    holder_pid = $4, holder_start = $5, worker = $6"
-						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3))"
-						"    WITH ORDINALITY AS p(id, lease, ord)"
+						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+						"    pg_catalog.unnest($8)) WITH ORDINALITY AS p(id, lease, token, ord)"
 						"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($7) AND j.id = p.id"
 						"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
 						"    j.lease_expires_at, j.idempotency_key, p.ord"
@@ -442,7 +453,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 						" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
 						"   idempotency_key"
 						" FROM leased ORDER BY ord",
-						7, leasetypes);
+						8, leasetypes);
 		rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
 		for (i = 0; i < rows; i++)
 			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);

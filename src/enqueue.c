@@ -53,6 +53,7 @@ typedef struct EnqueueArgs
 	Datum		priority;		/* int4 */
 	Datum		concurrency_key;	/* text */
 	bool		concurrency_key_isnull;
+	Oid			caller;			/* the role that enqueues */
 } EnqueueArgs;
 
 static SPIPlanPtr plan_insert;
@@ -149,12 +150,24 @@ existing_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 		elog(ERROR, "job %lld holding idempotency key \"%s\" does not exist",
 			 (long long) job_id, TextDatumGetCString(key));
 	if (!DatumGetBool(same))
+	{
+		/*
+		 * The job is named only to a role that may operate its queue (and
+		 * so read it in jobq.jobs): to other producers of the kind, a key
+		 * in use is all this says (SECURITY.md, on idempotency keys).
+		 */
+		bool		may_read = JobqHasJobPrivilege(job_id, args->caller, JOBQ_OPERATE);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("idempotency key \"%s\" of kind \"%s\" was already used with a different payload",
 						TextDatumGetCString(key), TextDatumGetCString(args->kind)),
-				 errdetail("Job %lld was enqueued with that key.", (long long) job_id),
+				 may_read ?
+				 errdetail("Job %lld was enqueued with that key.", (long long) job_id) :
+				 errdetail("Another job of kind \"%s\" holds that key.",
+						   TextDatumGetCString(args->kind)),
 				 errhint("Use a new key for different work, or repeat the same payload.")));
+	}
 	return job_id;
 }
 
@@ -300,6 +313,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	JobqBeginAccess(&access);
+	args.caller = access.caller;
 	resolve_queue(&args);
 	check_produce(&args, access.caller);
 	if (PG_ARGISNULL(2))
@@ -534,6 +548,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	JobqBeginAccess(&access);
+	args.caller = access.caller;
 	resolve_queue(&args);
 	check_produce(&args, access.caller);
 	if (n == 0)

@@ -1172,30 +1172,32 @@ JobqLeasedJob
 JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 {
 	JobqAccess	access;
-	Oid			argtypes[4] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID};
-	Datum		values[4];
+	Oid			argtypes[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID};
+	Datum		values[5];
 	JobqLeasedJob leased = {0, 0};
+	int64		token;
 
+	JobqNewLeaseTokens(&token, 1);
 	values[0] = Int64GetDatum(job_id);
 	values[1] = Int32GetDatum(MyProcPid);
 	values[2] = TimestampTzGetDatum(MyStartTimestamp);
 	values[3] = CStringGetTextDatum(worker_label(slot));
+	values[4] = Int64GetDatum(token);
 
 	JobqBeginAccess(&access);
 
 	/* A keyed job is leased only with its key, which the lease then holds. */
 	JobqPreparePlan(&plan_lease_key,
-					"SELECT concurrency_key, lease_token FROM jobq.job"
+					"SELECT concurrency_key FROM jobq.job"
 					" WHERE id = $1 AND lane = 'r' AND in_db AND concurrency_key IS NOT NULL",
 					1, argtypes);
 	if (JobqExecutePlan(plan_lease_key, values, NULL, SPI_OK_SELECT, 0) == 1)
 	{
 		bool		isnull;
 		Datum		key = datumCopy(JobqGetDatum(0, 1, &isnull), false, -1);
-		int64		token = JobqGetInt64(0, 2);
 
 		if (!JobqTryLockConcurrencyKey(TextDatumGetCString(key)) ||
-			!JobqHoldConcurrencyKey(key, job_id, token + 1))
+			!JobqHoldConcurrencyKey(key, job_id, token))
 		{
 			JobqEndAccess(&access);
 			return leased;
@@ -1205,7 +1207,7 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 	JobqPreparePlan(&plan_lease_jobs,
 					"WITH leased AS ("
 					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-					"    attempt = j.attempt + 1, lease_token = j.lease_token + 1,"
+					"    attempt = j.attempt + 1, lease_token = $5,"
 					"    started_at = pg_catalog.clock_timestamp(),"
 					"    heartbeat_at = pg_catalog.clock_timestamp(),"
 					"    lease_expires_at = pg_catalog.clock_timestamp()"
@@ -1219,7 +1221,7 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 					"  SELECT id, $2, ARRAY[id] FROM leased"
 					")"
 					" SELECT id, lease_token FROM leased",
-					4, argtypes);
+					5, argtypes);
 	if (JobqExecutePlan(plan_lease_jobs, values, NULL, SPI_OK_SELECT, 0) == 1)
 	{
 		leased.id = JobqGetInt64(0, 1);

@@ -7,9 +7,14 @@
  * of completion or can be recognised as done.  These functions record that
  * proof in the caller's transaction, so it commits or rolls back with the
  * work:
- *	once(operation_id)		true the first time an operation id commits;
- *							concurrent callers with one id wait for each
- *							other on the primary key, like keyed enqueues.
+ *	once(operation_id)		true the first time an operation id commits, in
+ *							the namespace of the recording role
+ *							(current_user: inside a handler, its kind's
+ *							owner), so that no role can suppress, probe or
+ *							stall another's; concurrent callers of one role
+ *							with one id wait for each other on the primary
+ *							key, like keyed enqueues.  Ids recorded before
+ *							0.3 have no role and answer for every role.
  *	record_step / step_result
  *							durable checkpoints of a job's steps, so that a
  *							retry, a rescue or an operator's rerun skips what
@@ -22,9 +27,10 @@
  * Inside a handler these reach only the handler's own job, and the steps
  * it records survive a failure of its attempt (the executor writes them
  * again after rolling the attempt back).  Outside a handler, a job's steps
- * and keys are for a worker in the session that holds its lease, or a
- * role that may read jobq.jobs; record_step also needs the job's current lease token (a
- * rescued holder's late checkpoint is refused).
+ * and keys are for a worker of its queue in the session that holds its
+ * lease, or a role that may operate its queue; record_step also needs the
+ * job's current lease token (a rescued holder's late checkpoint is
+ * refused).
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +54,7 @@
 #define JOBQ_STEP_NAME_MAX		200		/* bytes of a step name */
 
 static SPIPlanPtr plan_once;
+static SPIPlanPtr plan_once_unscoped;
 static SPIPlanPtr plan_lock_lease;
 static SPIPlanPtr plan_record_step;
 static SPIPlanPtr plan_step_result;
@@ -79,8 +86,9 @@ session_holds_lease(int64 job_id, Oid caller)
  * Check that the caller may touch job_id's steps and keys: inside a
  * handler, only its own job; outside, for a worker (the work privilege on
  * the job's queue), a job whose lease this session holds, and any job of a
- * queue the caller may operate.  (A lease token is
- * no proof: tokens are small counters, and these functions are PUBLIC.)
+ * queue the caller may operate.  (step_result and external_key take no
+ * lease token: the session's holding the lease, which it got by claiming
+ * the job or by a heartbeat with the token, stands for it.)
  */
 static void
 check_job_scope(int64 job_id, Oid caller)
@@ -117,18 +125,20 @@ PG_FUNCTION_INFO_V1(jobq_once);
 /*
  * jobq.once(operation_id)
  *
- * Record an operation id and return true, or return false if it is
- * already recorded.  The record commits or rolls back with the caller's
- * transaction; a concurrent caller with the same id waits for it, then
- * gets false if it committed, true if it rolled back.
+ * Record an operation id for the calling role (current_user) and return
+ * true, or return false if that role, or no role before 0.3, recorded it
+ * already.  The record commits or rolls back with the caller's
+ * transaction; a concurrent caller of the same role with the same id waits
+ * for it, then gets false if it committed, true if it rolled back.  Other
+ * roles' ids, committed or not, change nothing here.
  */
 Datum
 jobq_once(PG_FUNCTION_ARGS)
 {
 	JobqAccess	access;
-	Oid			argtypes[2] = {TEXTOID, INT8OID};
-	Datum		values[2];
-	char		nulls[2] = {' ', ' '};
+	Oid			argtypes[3] = {TEXTOID, INT8OID, REGROLEOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	int64		job_id = JobqCurrentJobId();
 	bool		first;
 
@@ -138,12 +148,27 @@ jobq_once(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = Int64GetDatum(job_id);
 	nulls[1] = job_id ? ' ' : 'n';
+	values[2] = ObjectIdGetDatum(GetUserId());
 
 	JobqBeginAccess(&access);
+	if (!JobqObjectsAreCurrent())
+	{
+		/* Objects older than 0.3: one namespace, until the update. */
+		JobqPreparePlan(&plan_once_unscoped,
+						"INSERT INTO jobq.operation (operation_id, job_id) VALUES ($1, $2)"
+						" ON CONFLICT (operation_id) DO NOTHING",
+						2, argtypes);
+		first = JobqExecutePlan(plan_once_unscoped, values, nulls, SPI_OK_INSERT, 0) == 1;
+		JobqEndAccess(&access);
+		PG_RETURN_BOOL(first);
+	}
 	JobqPreparePlan(&plan_once,
-					"INSERT INTO jobq.operation (operation_id, job_id) VALUES ($1, $2)"
-					" ON CONFLICT (operation_id) DO NOTHING",
-					2, argtypes);
+					"INSERT INTO jobq.operation (recorded_by, operation_id, job_id)"
+					" SELECT $3, $1, $2"
+					" WHERE NOT EXISTS (SELECT FROM jobq.operation"
+					"   WHERE recorded_by = '-'::pg_catalog.regrole AND operation_id = $1)"
+					" ON CONFLICT (recorded_by, operation_id) DO NOTHING",
+					3, argtypes);
 	first = JobqExecutePlan(plan_once, values, nulls, SPI_OK_INSERT, 0) == 1;
 	JobqEndAccess(&access);
 	PG_RETURN_BOOL(first);
@@ -175,7 +200,9 @@ PG_FUNCTION_INFO_V1(jobq_record_step);
  *
  * Record that a step of a job is done, with its result.  Inside a handler
  * it must be the handler's job; outside one, lease_token must be the job's
- * current lease and the caller must be allowed to read jobq.jobs.  Recording a step again with the same result does
+ * current lease, and the caller must hold it in this session with the work
+ * privilege on the job's queue, or operate that queue.  Recording a step
+ * again with the same result does
  * nothing; with another result it is an error (23505).
  */
 Datum

@@ -10,9 +10,10 @@
  *	job			one unit of work of a kind, with a JSON payload.
  *	attempt		one run of a job; counted when the run starts.
  *	lease		the right to run a claimed job until lease_expires_at.
- *	lease_token	the fencing token of a lease: it grows with every claim of
- *				the job, and every report (complete, fail, heartbeat, snooze)
- *				must present the current one.
+ *	lease_token	the fencing token of a lease: a new random 63-bit number at
+ *				every claim of the job, and every report (complete, fail,
+ *				heartbeat, snooze) must present the current one.  It is the
+ *				lease's secret: no message, log line or view shows it.
  *
  *-------------------------------------------------------------------------
  */
@@ -169,6 +170,7 @@ extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
 							  const JobqErrorInfo *error, const char *worker,
 							  TimestampTz started_at);
 extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
+extern void JobqNewLeaseTokens(int64 *tokens, int n);
 extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
 
 /* executor.c */

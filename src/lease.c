@@ -10,6 +10,14 @@
  * longer running, changes nothing and raises 55000 with a detail that says
  * why: that is the fencing that refuses a rescued worker's late writes.
  *
+ * A lease token is a random 63-bit number drawn from pg_strong_random()
+ * at each claim, never a counter: presenting it is what lets a session
+ * report on the job, so it must not be guessable from the job's history,
+ * and no message, log line or view shows it to anyone but the superuser
+ * (the claimer has it from jobq.claim).  So a token that is not the
+ * current one is refused the same way whether it belonged to an earlier
+ * lease or was never the job's: nothing tells the two apart.
+ *
  * After a failed attempt the job goes, in this order of precedence:
  *	held		if its kind declares side effects and is not retry_safe
  *				(an operator decides whether running it again is safe);
@@ -61,8 +69,9 @@ static SPIPlanPtr plan_snooze;
 
 /*
  * Raise the error that explains why a report for (job_id, lease_token)
- * matched no running job.  Must run between JobqBeginAccess and
- * JobqEndAccess.
+ * matched no running job.  Neither token is named: the caller's own would
+ * land in the server log, and the current one is the lease's secret.  Must
+ * run between JobqBeginAccess and JobqEndAccess.
  */
 void
 JobqReportLeaseProblem(int64 job_id, int64 lease_token)
@@ -70,11 +79,10 @@ JobqReportLeaseProblem(int64 job_id, int64 lease_token)
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(job_id)};
 	char	   *state;
-	int64		current;
 	bool		isnull;
 
 	JobqPreparePlan(&plan_lease_state,
-					"SELECT state::text, lease_token FROM jobq.job WHERE id = $1",
+					"SELECT state::text FROM jobq.job WHERE id = $1",
 					1, argtypes);
 	if (JobqExecutePlan(plan_lease_state, values, NULL, SPI_OK_SELECT, 0) == 0)
 		ereport(ERROR,
@@ -82,26 +90,49 @@ JobqReportLeaseProblem(int64 job_id, int64 lease_token)
 				 errmsg("job %lld does not exist", (long long) job_id)));
 
 	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
-	current = JobqGetInt64(0, 2);
-
 	if (strcmp(state, "running") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("job %lld is not running", (long long) job_id),
-				 errdetail("The job is \"%s\", so lease token %lld no longer holds it.",
-						   state, (long long) lease_token)));
-	if (lease_token < current)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("lease token for job %lld is no longer valid", (long long) job_id),
-				 errdetail("The lease with token %lld ended and the job was claimed again with token %lld.",
-						   (long long) lease_token, (long long) current),
-				 errhint("Drop this attempt: the job belongs to the newer lease.")));
+				 errdetail("The job is \"%s\": no lease holds it any more.", state),
+				 errhint("Drop this attempt.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("lease token for job %lld is not valid", (long long) job_id),
-			 errdetail("The job was never leased with token %lld; its current token is %lld.",
-					   (long long) lease_token, (long long) current)));
+			 errdetail("The job runs under another lease: the lease this token came with ended (it expired, or its holder exited, and the job was claimed again), or the token was never the job's."),
+			 errhint("Drop this attempt: the job belongs to the current lease.")));
+}
+
+/*
+ * Fill tokens[0..n-1] with new lease tokens: random, positive 63-bit
+ * numbers from pg_strong_random(), never 0 (the token of a job never
+ * leased).  A new token equals the job's previous one with probability
+ * 2^-63, which the fencing accepts.  Raises an ERROR if the system's
+ * random source fails.
+ */
+void
+JobqNewLeaseTokens(int64 *tokens, int n)
+{
+	int			i;
+
+	if (n <= 0)
+		return;
+	if (!pg_strong_random(tokens, sizeof(int64) * n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random lease token")));
+	for (i = 0; i < n; i++)
+	{
+		tokens[i] &= PG_INT64_MAX;
+		while (tokens[i] == 0)
+		{
+			if (!pg_strong_random(&tokens[i], sizeof(int64)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("could not generate a random lease token")));
+			tokens[i] &= PG_INT64_MAX;
+		}
+	}
 }
 
 /*

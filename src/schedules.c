@@ -34,6 +34,12 @@
  * one evaluator per database at a time (a jobq lock); the SQL
  * function jobq.tick_schedules(now) does the same at a given time.
  *
+ * Owners: a schedule belongs to the role that created it, as a kind does.
+ * Replacing, pausing, resuming, running now or dropping it needs that
+ * role's privileges (has_privs_of_role: the role, its members,
+ * superusers), and each of these changes is logged in jobq.operator_log
+ * with the schedule's name.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -43,6 +49,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
@@ -84,6 +91,7 @@ typedef struct Schedule
 	TimestampTz next_fire_at;
 	int64		last_job_id;	/* 0 if none */
 	TimestampTz last_fire_at;	/* 0 if none */
+	Oid			owner;			/* the role that created it */
 } Schedule;
 
 static SPIPlanPtr plan_due_worker;
@@ -102,6 +110,12 @@ static SPIPlanPtr plan_unschedule;
 static SPIPlanPtr plan_one;
 static SPIPlanPtr plan_failed;
 static SPIPlanPtr plan_slot_job;
+static SPIPlanPtr plan_owner;
+static SPIPlanPtr plan_log;
+
+static Oid	schedule_owner(Datum name);
+static void check_schedule_owner(const Schedule *s, Oid caller, const char *action);
+static void log_schedule_action(Oid caller, const char *action, Datum name, int64 job_id);
 
 /* The policy letter of an overlap or misfire argument, checked. */
 static char
@@ -620,11 +634,12 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	TimestampTz start_at;
 	TimestampTz next;
 	Oid			kind_types[1] = {TEXTOID};
-	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TIMESTAMPTZOID, NAMEOID, BOOLOID};
-	Datum		values[11];
-	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[12] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID, NAMEOID, BOOLOID, OIDOID};
+	Datum		values[12];
+	char		nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		created;
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	JobqCheckNotNull(fcinfo, 1, "cron");
@@ -659,6 +674,7 @@ jobq_schedule(PG_FUNCTION_ARGS)
 				 errmsg("cron expression \"%s\" never fires after %s", cron_text,
 						timestamptz_to_str(start_at))));
 
+	JobqRequireCurrentObjects("jobq.schedule()");
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_kind_exists,
 					"SELECT FROM jobq.kind WHERE name = $1 FOR KEY SHARE", 1, kind_types);
@@ -681,10 +697,18 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	values[8] = TimestampTzGetDatum(next);
 	values[9] = CStringGetDatum(GetUserNameFromId(access.caller, false));
 	values[10] = BoolGetDatum(!PG_ARGISNULL(8));
+	values[11] = ObjectIdGetDatum(access.caller);
+
+	/*
+	 * Replacing another role's schedule needs its privileges.  The check is
+	 * the upsert's, on the row it locked: a schedule made meanwhile by
+	 * someone else is checked too.  A new row has xmax 0, a replaced one
+	 * this transaction's id.
+	 */
 	JobqPreparePlan(&plan_upsert,
 					"INSERT INTO jobq.schedule AS s (name, cron, kind, payload, timezone,"
-					" overlap, misfire, concurrency_key, next_fire_at, created_by)"
-					" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+					" overlap, misfire, concurrency_key, next_fire_at, created_by, owner)"
+					" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12::pg_catalog.regrole)"
 					" ON CONFLICT (name) DO UPDATE SET cron = EXCLUDED.cron,"
 					" kind = EXCLUDED.kind, payload = EXCLUDED.payload,"
 					" timezone = EXCLUDED.timezone, overlap = EXCLUDED.overlap,"
@@ -693,12 +717,86 @@ jobq_schedule(PG_FUNCTION_ARGS)
 					"   AND s.timezone = EXCLUDED.timezone AND NOT $11"
 					"   THEN s.next_fire_at ELSE EXCLUDED.next_fire_at END,"
 					" updated_at = pg_catalog.now()"
-					" RETURNING next_fire_at",
-					11, argtypes);
-	JobqExecutePlan(plan_upsert, values, nulls, SPI_OK_INSERT_RETURNING, 0);
+					" WHERE pg_catalog.pg_has_role($12, s.owner::pg_catalog.oid, 'USAGE')"
+					" RETURNING next_fire_at, s.xmax = '0'::pg_catalog.xid",
+					12, argtypes);
+	if (JobqExecutePlan(plan_upsert, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
+	{
+		Schedule	s = {0};
+
+		s.name = values[0];
+		s.name_str = name;
+		s.owner = schedule_owner(values[0]);
+		check_schedule_owner(&s, access.caller, "replace");
+		elog(ERROR, "schedule \"%s\" was neither created nor replaced", name);
+	}
 	next = DatumGetTimestampTz(JobqGetDatum(0, 1, &isnull));
+	created = JobqGetBool(0, 2);
+	log_schedule_action(access.caller, created ? "schedule" : "schedule (replaced)",
+						values[0], 0);
 	JobqEndAccess(&access);
 	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+/* The owner of the schedule "name" (InvalidOid if there is none). */
+static Oid
+schedule_owner(Datum name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {name};
+	bool		isnull;
+
+	JobqPreparePlan(&plan_owner,
+					"SELECT owner::pg_catalog.oid FROM jobq.schedule WHERE name = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_owner, values, NULL, SPI_OK_SELECT, 0) != 1)
+		return InvalidOid;
+	return DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
+}
+
+/*
+ * Raise 42501 unless the caller has the privileges of the schedule's owner
+ * (as for kinds: the owner, its members, superusers).  "action" is what
+ * the caller tried, for the message.
+ */
+static void
+check_schedule_owner(const Schedule *s, Oid caller, const char *action)
+{
+	char	   *owner_name;
+
+	if (has_privs_of_role(caller, s->owner))
+		return;
+	owner_name = GetUserNameFromId(s->owner, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s schedule \"%s\"", action, s->name_str),
+			 owner_name ?
+			 errdetail("Schedule \"%s\" belongs to role \"%s\".", s->name_str, owner_name) :
+			 errdetail("The role that created schedule \"%s\" no longer exists.", s->name_str),
+			 errhint("Only that role, its members and superusers may replace, pause, resume, run or drop it.")));
+}
+
+/*
+ * Log a change of a schedule in jobq.operator_log, with the job it
+ * enqueued if any.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+static void
+log_schedule_action(Oid caller, const char *action, Datum name, int64 job_id)
+{
+	Oid			argtypes[4] = {NAMEOID, TEXTOID, INT8ARRAYOID, TEXTOID};
+	Datum		values[4];
+	Datum		id = Int64GetDatum(job_id);
+
+	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
+	values[1] = CStringGetTextDatum(action);
+	values[2] = PointerGetDatum(construct_array(&id, job_id ? 1 : 0, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = name;
+	JobqPreparePlan(&plan_log,
+					"INSERT INTO jobq.operator_action (role, action, job_ids, schedule)"
+					" VALUES ($1, $2, $3, $4)",
+					4, argtypes);
+	JobqExecutePlan(plan_log, values, NULL, SPI_OK_INSERT, 0);
 }
 
 /* Raise the error for a schedule that does not exist. */
@@ -713,20 +811,31 @@ report_no_schedule(Datum name)
 			 errmsg("schedule \"%s\" does not exist", cname)));
 }
 
-/* Read and lock the schedule "name", or raise that it does not exist. */
+/*
+ * Read and lock the schedule "name", or raise that it does not exist;
+ * raise 42501 unless the caller has its owner's privileges ("action" says
+ * what it tried, for the message).  With "prepare", parse its expression
+ * and zone too.  Needs the objects of 0.3 (owners): the caller checks.
+ * Must run between JobqBeginAccess and JobqEndAccess.
+ */
 static void
-lock_schedule(Datum name, Schedule *s)
+lock_schedule(Datum name, Schedule *s, Oid caller, const char *action, bool prepare)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {name};
+	bool		isnull;
 
 	JobqPreparePlan(&plan_one,
-					"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule WHERE name = $1 FOR UPDATE",
+					"SELECT " SCHEDULE_COLUMNS ", owner::pg_catalog.oid"
+					" FROM jobq.schedule WHERE name = $1 FOR UPDATE",
 					1, argtypes);
 	if (JobqExecutePlan(plan_one, values, NULL, SPI_OK_SELECT, 0) != 1)
 		report_no_schedule(name);
 	read_schedule(0, s);
-	prepare_schedule(s);
+	s->owner = DatumGetObjectId(JobqGetDatum(0, 12, &isnull));
+	check_schedule_owner(s, caller, action);
+	if (prepare)
+		prepare_schedule(s);
 }
 
 PG_FUNCTION_INFO_V1(jobq_unschedule);
@@ -738,10 +847,14 @@ jobq_unschedule(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
+	Schedule	s = {0};
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
+	JobqRequireCurrentObjects("jobq.unschedule()");
 	JobqBeginAccess(&access);
+	/* Not parsed: a schedule whose time zone is gone can still be dropped. */
+	lock_schedule(values[0], &s, access.caller, "drop", false);
 	JobqPreparePlan(&plan_unschedule,
 					"WITH gone AS (DELETE FROM jobq.schedule WHERE name = $1 RETURNING name),"
 					" events AS (DELETE FROM jobq.schedule_event"
@@ -750,6 +863,7 @@ jobq_unschedule(PG_FUNCTION_ARGS)
 					1, argtypes);
 	if (JobqExecutePlan(plan_unschedule, values, NULL, SPI_OK_SELECT, 0) != 1)
 		report_no_schedule(values[0]);
+	log_schedule_action(access.caller, "unschedule", values[0], 0);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();
 }
@@ -768,8 +882,9 @@ set_schedule_paused(FunctionCallInfo fcinfo, bool paused)
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
+	JobqRequireCurrentObjects(paused ? "jobq.pause_schedule()" : "jobq.resume_schedule()");
 	JobqBeginAccess(&access);
-	lock_schedule(values[0], &s);
+	lock_schedule(values[0], &s, access.caller, paused ? "pause" : "resume", true);
 	{
 		Oid			types[3] = {TEXTOID, BOOLOID, TIMESTAMPTZOID};
 		Datum		vals[3];
@@ -790,6 +905,8 @@ set_schedule_paused(FunctionCallInfo fcinfo, bool paused)
 	}
 	record_event(&s, 0, paused ? "paused" : "resumed", 0, NULL);
 	prune_events(s.name);
+	log_schedule_action(access.caller, paused ? "pause_schedule" : "resume_schedule",
+						values[0], 0);
 	JobqEndAccess(&access);
 }
 
@@ -834,8 +951,9 @@ jobq_run_schedule_now(PG_FUNCTION_ARGS)
 
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
+	JobqRequireCurrentObjects("jobq.run_schedule_now()");
 	JobqBeginAccess(&access);
-	lock_schedule(values[0], &s);
+	lock_schedule(values[0], &s, access.caller, "run", true);
 	job_id = fire(&s, now, psprintf("%s@now:%s", s.name_str, timestamptz_to_str(now)));
 	record_event(&s, now, "run_now", job_id, NULL);
 	values[1] = Int64GetDatum(job_id);
@@ -845,6 +963,7 @@ jobq_run_schedule_now(PG_FUNCTION_ARGS)
 					2, argtypes);
 	JobqExecutePlan(plan_current, values, NULL, SPI_OK_UPDATE, 0);
 	prune_events(s.name);
+	log_schedule_action(access.caller, "run_schedule_now", values[0], job_id);
 	JobqEndAccess(&access);
 	PG_RETURN_INT64(job_id);
 }

@@ -22,6 +22,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -31,6 +32,7 @@
 #include "storage/lwlock.h"
 #include "storage/procarray.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -488,16 +490,22 @@ jobq_wake_launcher(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(jobq_worker_status);
 
 /*
- * jobq.worker_status(): one row per live worker of the cluster, behind the
- * jobq.workers view.
+ * jobq.worker_status(): one row per live worker, behind the jobq.workers
+ * view.  A worker's row names the job, kind and database it works on, so
+ * the caller sees the workers of the current database only, unless it may
+ * read every session's activity (pg_read_all_stats, as pg_stat_activity
+ * decides) or is a superuser: then those of every database.
  */
 Datum
 jobq_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		all_databases;
 	int			i;
 
 	JobqRequireShmem();
+	all_databases = superuser() ||
+		has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 	InitMaterializedSRF(fcinfo, 0);
 
 	for (i = 0; i < JobqShared->nslots; i++)
@@ -509,7 +517,8 @@ jobq_worker_status(PG_FUNCTION_ARGS)
 		char	   *dbname;
 
 		LWLockAcquire(JobqShared->lock, LW_SHARED);
-		if (slot->state != JOBQ_SLOT_RUNNING)
+		if (slot->state != JOBQ_SLOT_RUNNING ||
+			(!all_databases && slot->dboid != MyDatabaseId))
 		{
 			LWLockRelease(JobqShared->lock);
 			continue;

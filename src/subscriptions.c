@@ -10,19 +10,33 @@
  * retries.  Because the trigger belongs to the user's table, pg_dump dumps
  * it with the table and the row of jobq.subscription with jobq's data.
  *
+ * A subscription's trigger is the trigger on its table that calls
+ * jobq.dispatch() with the subscription's name as its first argument,
+ * whatever it is called: a trigger renamed with ALTER TRIGGER stays
+ * managed (unsubscribe and DROP EXTENSION find it), and a dump restored
+ * elsewhere, which makes the trigger again under a new OID, keeps it too.
+ * Only a role with EXECUTE on jobq.dispatch() (none but superusers and
+ * jobq's owner) can make such a trigger by hand.
+ *
  * Clean-up: dropping the table drops its trigger, and an sql_drop event
  * trigger then forgets the subscription; DROP EXTENSION jobq first drops
- * every subscription trigger (a ddl_command_start event trigger), since
- * the triggers depend on jobq.dispatch().
+ * every trigger that calls jobq.dispatch() (a ddl_command_start event
+ * trigger), subscribed or not, since they depend on it: the drop never
+ * fails on them.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
-#include "access/htup_details.h"
 #include "commands/event_trigger.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -30,8 +44,10 @@
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "jobq.h"
 
@@ -41,7 +57,6 @@ static SPIPlanPtr plan_lock_kind;
 static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_upsert;
 static SPIPlanPtr plan_delete;
-static SPIPlanPtr plan_all;
 static SPIPlanPtr plan_dispatch;
 static SPIPlanPtr plan_placeholder;
 
@@ -104,13 +119,17 @@ events_array(int mask)
 
 /*
  * Check that a subscription may watch relid: a permanent table of the
- * user's, on which the caller may create triggers.
+ * user's, on which the caller may create triggers.  The checks are those
+ * of CREATE TRIGGER ON schema.table: USAGE on the schema (naming the table
+ * needs it; a regclass given as an OID skips the lookup that checks it),
+ * then TRIGGER on the table.
  */
 static void
 check_source(Oid relid, Oid caller, const char *action)
 {
 	char		relkind = get_rel_relkind(relid);
 	char	   *relname = get_rel_name(relid);
+	Oid			nspid;
 
 	if (relname == NULL)
 		ereport(ERROR,
@@ -129,6 +148,14 @@ check_source(Oid relid, Oid caller, const char *action)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot subscribe to jobq's own table \"%s\"", relname)));
+	nspid = get_rel_namespace(relid);
+	if (pg_namespace_aclcheck(nspid, caller, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s table \"%s\"", action, relname),
+				 errdetail("The table is in schema \"%s\", on which the USAGE privilege is needed, as for CREATE TRIGGER.",
+						   get_namespace_name(nspid)),
+				 errhint("Ask the schema's owner to GRANT USAGE ON SCHEMA to you.")));
 	if (pg_class_aclcheck(relid, caller, ACL_TRIGGER) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -155,13 +182,85 @@ run_ddl(const char *sql)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 }
 
-/* Drop a subscription's trigger, if its table and trigger still exist. */
-static void
-drop_trigger(Oid relid, const char *trigger_name)
+/* The OID of jobq.dispatch(), from the catalog (no privilege involved). */
+static Oid
+dispatch_oid(void)
 {
+	oidvector  *noargs = buildoidvector(NULL, 0);
+	Oid			fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+									 CStringGetDatum("dispatch"), PointerGetDatum(noargs),
+									 ObjectIdGetDatum(JobqRequireExtension()->schema));
+
+	if (!OidIsValid(fn))
+		elog(ERROR, "function jobq.dispatch() does not exist");
+	return fn;
+}
+
+/* The first argument of a pg_trigger tuple, or NULL if it has none. */
+static char *
+trigger_first_arg(HeapTuple tuple, TupleDesc desc)
+{
+	Form_pg_trigger form = (Form_pg_trigger) GETSTRUCT(tuple);
+	bool		isnull;
+	Datum		d;
+	bytea	   *args;
+
+	if (form->tgnargs < 1)
+		return NULL;
+	d = heap_getattr(tuple, Anum_pg_trigger_tgargs, desc, &isnull);
+	if (isnull)
+		return NULL;
+	args = DatumGetByteaPP(d);
+	/* The arguments are NUL-terminated strings, one after the other. */
+	return pnstrdup(VARDATA_ANY(args), VARSIZE_ANY_EXHDR(args));
+}
+
+/*
+ * The current name of the trigger of subscription "name" on relid (see
+ * the file header), or NULL if there is none.
+ */
+static char *
+find_subscription_trigger(Oid relid, const char *name)
+{
+	Oid			fn = dispatch_oid();
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *found = NULL;
+
+	rel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_trigger_tgrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, TriggerRelidNameIndexId, true, NULL, 1, &key);
+	while (found == NULL && HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Form_pg_trigger form = (Form_pg_trigger) GETSTRUCT(tuple);
+		char	   *arg;
+
+		if (form->tgfoid != fn || OidIsValid(form->tgparentid))
+			continue;
+		arg = trigger_first_arg(tuple, RelationGetDescr(rel));
+		if (arg != NULL && strcmp(arg, name) == 0)
+			found = pstrdup(NameStr(form->tgname));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* Drop the trigger of subscription "name" on relid, if both still exist. */
+static void
+drop_trigger(Oid relid, const char *name)
+{
+	char	   *trigger_name;
+
 	if (get_rel_name(relid) == NULL)
 		return;
-	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+	trigger_name = find_subscription_trigger(relid, name);
+	if (trigger_name == NULL)
+		return;
+	run_ddl(psprintf("DROP TRIGGER %s ON %s",
 					 quote_identifier(trigger_name), qualified_name(relid)));
 }
 
@@ -180,7 +279,6 @@ lock_subscription(Datum name, Oid caller, bool create)
 	Datum		values[2] = {name, CStringGetDatum(GetUserNameFromId(caller, false))};
 	bool		isnull;
 	Oid			relid;
-	char	   *trigger_name;
 
 	if (create)
 	{
@@ -193,18 +291,17 @@ lock_subscription(Datum name, Oid caller, bool create)
 		JobqExecutePlan(plan_placeholder, values, NULL, SPI_OK_INSERT, 0);
 	}
 	JobqPreparePlan(&plan_find,
-					"SELECT source::pg_catalog.oid, trigger_name::text"
+					"SELECT source::pg_catalog.oid"
 					" FROM jobq.subscription WHERE name = $1 FOR UPDATE",
 					1, argtypes);
 	if (JobqExecutePlan(plan_find, values, NULL, SPI_OK_SELECT, 0) == 0)
 		return false;
 	relid = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
-	trigger_name = TextDatumGetCString(JobqGetDatum(0, 2, &isnull));
 	if (!OidIsValid(relid))
 		return false;			/* our placeholder */
 	if (get_rel_name(relid) != NULL)
 		check_source(relid, caller, create ? "replace the subscription to" : "unsubscribe from");
-	drop_trigger(relid, trigger_name);
+	drop_trigger(relid, TextDatumGetCString(name));
 	return true;
 }
 
@@ -465,8 +562,11 @@ PG_FUNCTION_INFO_V1(jobq_drop_subscription_triggers);
 
 /*
  * Event trigger, at the start of DROP EXTENSION: if jobq is being dropped,
- * drop the subscription triggers on users' tables, which depend on
- * jobq.dispatch() and would otherwise make the drop fail.
+ * drop every trigger that calls jobq.dispatch(), which depend on it and
+ * would otherwise make the drop fail: those of the subscriptions, under
+ * whatever name, and any whose subscription is gone (a trigger renamed
+ * under 0.2, then unsubscribed, stayed behind).  Clones on partitions go
+ * with their parent.
  */
 Datum
 jobq_drop_subscription_triggers(PG_FUNCTION_ARGS)
@@ -475,8 +575,10 @@ jobq_drop_subscription_triggers(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	List	   *statements = NIL;
 	ListCell   *lc;
-	int			rows;
-	int			i;
+	Oid			fn;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tuple;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -496,22 +598,22 @@ jobq_drop_subscription_triggers(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_all,
-					"SELECT source::pg_catalog.oid, trigger_name::text FROM jobq.subscription",
-					0, NULL);
-	rows = JobqExecutePlan(plan_all, NULL, NULL, SPI_OK_SELECT, 0);
-	for (i = 0; i < rows; i++)
+	fn = dispatch_oid();
+	rel = table_open(TriggerRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
-		bool		isnull;
-		Oid			relid = DatumGetObjectId(JobqGetDatum(i, 1, &isnull));
-		char	   *trigger_name = TextDatumGetCString(JobqGetDatum(i, 2, &isnull));
+		Form_pg_trigger form = (Form_pg_trigger) GETSTRUCT(tuple);
 
-		if (get_rel_name(relid) != NULL)
-			statements = lappend(statements,
-								 psprintf("DROP TRIGGER IF EXISTS %s ON %s",
-										  quote_identifier(trigger_name),
-										  qualified_name(relid)));
+		if (form->tgfoid != fn || OidIsValid(form->tgparentid))
+			continue;
+		statements = lappend(statements,
+							 psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+									  quote_identifier(NameStr(form->tgname)),
+									  qualified_name(form->tgrelid)));
 	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	foreach(lc, statements)
 		run_ddl((const char *) lfirst(lc));
 	JobqEndAccess(&access);

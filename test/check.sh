@@ -6,12 +6,19 @@
 # Runs the pg_regress suite, the isolation suite and the TAP suite, each
 # on a throwaway cluster of its own with jobq preloaded, then the client
 # examples (Python, Node.js, psql; test/clients/run.sh), then fuzzes the
-# cron parser for FUZZ_SECONDS (60) seconds, and ends with the
-# line "tests: N passed, N failed", the sum of the suites' own counts.  A
+# cron parser for FUZZ_SECONDS (60) seconds.  Then the checked build
+# (jobq with assertions and AddressSanitizer, installed into a private
+# copy of PostgreSQL under $BUILD/checked: the installation above stays
+# the one the other suites test) runs the regress and isolation suites
+# again ("asan", test/asan/run.sh), and the function fuzzer runs against
+# it twice, with a fixed and a random seed, FUZZ_SQL_SECONDS (90) each
+# ("fuzz-functions", test/fuzz/functions.sh).  Ends with the line
+# "tests: N passed, N failed", the sum of the suites' own counts.  A
 # suite fails if it exits non-zero, if a test in it failed, or if its log
 # shows no count of tests (a suite that ran none, such as TAP tests left
 # out of the build).  Exits non-zero if any suite failed.
-# On a failure it prints the differences and the server logs.
+# On a failure it prints the differences, the server logs, the sanitizer
+# reports and the fuzzer's last statements.
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 tests_passed=0
@@ -47,6 +54,21 @@ count_tests() {
             ;;
         fuzz)
             grep -q '^cron fuzzing: no failure' "$log" && echo "1 0"
+            ;;
+        asan)
+            # Both pg_regress summaries, added up.
+            n=$(sed -n 's/^ *All \([0-9][0-9]*\) tests passed\. *$/\1/p' "$log" |
+                awk '{ s += $1 } END { print s + 0 }')
+            m=$(sed -n 's/^ *\([0-9][0-9]*\) of \([0-9][0-9]*\) tests failed\..*$/\1 \2/p' "$log" |
+                awk '{ f += $1; p += $2 - $1 } END { print p + 0, f + 0 }')
+            set -- $m
+            [ "$((n + $1 + $2))" -gt 0 ] && echo "$((n + $1)) $2"
+            ;;
+        fuzz-functions)
+            # One test per fuzzing run.
+            n=$(grep -c '^fuzz: no failure' "$log" || true)
+            m=$(grep -c '^FUZZ FAILURE' "$log" || true)
+            [ "$((n + m))" -gt 0 ] && echo "$n $m"
             ;;
     esac
     return 0
@@ -125,6 +147,36 @@ if finish_suite fuzz "$BUILD/ci-fuzz.log" "$status"; then
 else
     echo "--- fuzz FAILED" >&2
     tail -n 60 "$BUILD/ci-fuzz.log"
+fi
+
+# The checked build: the regress and isolation suites under
+# AddressSanitizer, with assertions compiled in.
+echo "--- asan" >&2
+status=0
+as_test bash "$BUILD/test/asan/run.sh" "$BUILD/checked" >"$BUILD/ci-asan.log" 2>&1 || status=$?
+if finish_suite asan "$BUILD/ci-asan.log" "$status"; then
+    grep -E 'tests passed|^asan: ' "$BUILD/ci-asan.log" || true
+else
+    echo "--- asan FAILED" >&2
+    tail -n 300 "$BUILD/ci-asan.log"
+fi
+
+# Every jobq function fuzzed, against the same checked build.
+echo "--- fuzz-functions" >&2
+fuzz_env=()
+for v in FUZZ_SQL_SECONDS FUZZ_SQL_SEED FUZZ_SQL_RUNS FUZZ_SQL_SESSIONS; do
+    if [ -n "${!v:-}" ]; then
+        fuzz_env+=("$v=${!v}")
+    fi
+done
+status=0
+as_test env "${fuzz_env[@]}" bash "$BUILD/test/fuzz/functions.sh" "$BUILD/checked" \
+    >"$BUILD/ci-fuzz-functions.log" 2>&1 || status=$?
+if finish_suite fuzz-functions "$BUILD/ci-fuzz-functions.log" "$status"; then
+    grep -E '^fuzz: (seed .* statements|no failure|never|[0-9]+ time)' "$BUILD/ci-fuzz-functions.log" || true
+else
+    echo "--- fuzz-functions FAILED" >&2
+    tail -n 600 "$BUILD/ci-fuzz-functions.log"
 fi
 
 echo "tests: $tests_passed passed, $tests_failed failed"

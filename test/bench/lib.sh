@@ -23,6 +23,7 @@ BENCH_DIR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR_ROOT/reports}
 BENCH_COMMAND="$(basename "$0") $*"
 BENCH_STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 as_bench_user() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -129,7 +130,7 @@ report_provenance() {
     echo "- command: \`test/bench/$BENCH_COMMAND\`"
     echo "- commit: $commit$dirty"
     echo "- started: $BENCH_STARTED; ended: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+    echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); load average at the start $BENCH_LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- server: $("$PGBIN/postgres" --version)"
     echo "- settings: $(grep -v '^#' "$BENCH_DIR_ROOT/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')${BENCH_EXTRA_CONF:+; $(printf '%s' "$BENCH_EXTRA_CONF" | paste -sd ';' | sed 's/;/; /g')}"
 }

@@ -81,16 +81,25 @@ check_pool(0, 'reloaded with 0');
 is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'}),
     '1', 'the launcher keeps running with no workers');
 
-# With no workers, a job waits; it runs once workers are back.
+# With no workers, a job waits; it runs once workers are back, and only
+# then: it was started after they came back, once, by one of the new
+# workers.  (Read right after the enqueue, "pending" alone would prove
+# nothing: no worker could have taken it yet anyway.)
 my $waiting = sql(q{SELECT jobq.enqueue('tap.record', '{"n": 10000}')});
 is(sql(qq{SELECT state FROM jobq.jobs WHERE id = $waiting}), 'pending',
     'with jobq.workers_per_database = 0 a job stays pending');
+my $back_at = sql(q{SELECT clock_timestamp()});
 
 sql(q{ALTER SYSTEM RESET jobq.workers_per_database});
 sql(q{SELECT pg_reload_conf()});
 check_pool(2, 'reset to the default');
-is(sql(qq{SELECT state FROM jobq.jobs WHERE id = $waiting}), 'completed',
-    'the job that waited ran when workers came back');
+is(sql(qq{SELECT state || ' ' || attempt FROM jobq.jobs WHERE id = $waiting}), 'completed 1',
+    'the job that waited ran when workers came back, once');
+is(sql(qq{SELECT j.started_at > '$back_at'
+                 AND j.worker IN (SELECT 'jobq worker ' || pid FROM jobq.workers
+                                   WHERE started_at > '$back_at')
+            FROM jobq.jobs j WHERE j.id = $waiting}), 't',
+    'it was started after the workers came back, by one of the new workers');
 
 ok(!$node->log_contains(qr/\] (ERROR|FATAL|PANIC):/, 0),
     'no ERROR or FATAL in the server log');

@@ -63,14 +63,23 @@ sql(q{
     CREATE TABLE cfg (slow boolean NOT NULL);
     INSERT INTO cfg VALUES (true);
 
-    -- Records its job first, then sleeps: p->>'sleep' seconds if given,
-    -- else a minute while cfg.slow is set.  Every start is logged.
+    -- Records its job first, then sleeps: p->>'sleep' seconds if given;
+    -- with "until_stopping", until postmaster.pid says the server is
+    -- stopping (a minute at most); else a minute while cfg.slow is set.
+    -- Every start is logged.
     CREATE FUNCTION tap_slow(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        t0 timestamptz := clock_timestamp();
     BEGIN
         RAISE LOG 'tap handler start n=%', p->>'n';
         INSERT INTO ledger VALUES ((p->>'n')::int);
         IF p ? 'sleep' THEN
             PERFORM pg_sleep((p->>'sleep')::float8);
+        ELSIF p ? 'until_stopping' THEN
+            WHILE pg_read_file('postmaster.pid') !~ '\mstopping\M'
+                  AND clock_timestamp() < t0 + interval '60 seconds' LOOP
+                PERFORM pg_sleep(0.05);
+            END LOOP;
         ELSIF (SELECT slow FROM cfg) THEN
             PERFORM pg_sleep(60);
         END IF;
@@ -87,8 +96,10 @@ my $consistent_q = q{
     SELECT count(*) FROM jobq.jobs j LEFT JOIN ledger l ON l.n = (j.payload->>'n')::int
      WHERE (j.state = 'completed') <> (l.n IS NOT NULL)};
 
-### (a) A handler that needs 1 s, with a grace of 10 s: the stop waits for it.
-my $a = sql(q{SELECT jobq.enqueue('tap.slow', '{"n": 1, "sleep": 1}')});
+### (a) A handler that ends once the server is stopping, with a grace of
+### 10 s: the stop waits for it.  (It used to sleep 1 s, which a loaded
+### machine could spend before the stop was even asked for.)
+my $a = sql(q{SELECT jobq.enqueue('tap.slow', '{"n": 1, "until_stopping": true}')});
 my $a_pid = wait_sleeping($a);
 next_start_with({ 'jobq.workers_per_database' => 0 });
 my $offset = -s $node->logfile;

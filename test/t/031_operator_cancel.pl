@@ -216,12 +216,23 @@ is(wait_sleeping($f), $pid, 'a long handler runs in the worker');
 my $canceller = $node->background_psql('postgres');
 $canceller->query_safe('BEGIN');
 $canceller->query_safe(qq{SELECT jobq.cancel($f, 'changed my mind')});
+# jobq.cancel() returned inside its open transaction: the handler is
+# stopped already, and the worker has handed the job back and committed.
+is(sql(qq{SELECT state || '|' || attempt FROM jobq.jobs WHERE id = $f}), 'pending|0',
+    'before the cancel commits, the worker has handed the interrupted job back, uncharged');
+is(sql(qq{SELECT count(*) FROM jobq.workers WHERE job_id = $f}) . '/'
+    . handler_log_count('start', $f) . '/' . handler_log_count('finish', $f), '0/1/0',
+    'its handler started once, never finished, and runs no more');
 sql(q{UPDATE cfg SET slow = false});
 $canceller->query_safe('ROLLBACK');
 $canceller->quit;
 ok($node->poll_query_until('postgres', qq{SELECT state FROM jobq.jobs WHERE id = $f}, 'completed'),
     'after the rolled-back cancel the job runs again and completes');
 is(sql(qq{SELECT attempt FROM jobq.jobs WHERE id = $f}), '1', 'the interrupted run was not charged');
+is(handler_log_count('start', $f) . '/' . handler_log_count('finish', $f), '2/1',
+    'its handler ran twice: the interrupted run and the rerun, which finished');
+is(sql(qq{SELECT string_agg(attempt::text, ',') FROM finished WHERE job_id = $f}), '1',
+    'the rerun recorded its finish once, as attempt 1');
 is(sql(qq{SELECT count(*) FROM jobq.operator_log WHERE job_ids @> ARRAY[${f}::bigint]}), '0',
     'the rolled-back cancel left no log entry');
 

@@ -1,7 +1,7 @@
 # Chaos (principles 5 and 6): under a steady stream of jobs, while
 # external workers claim, do their work and complete, the test repeatedly
-# SIGKILLs a background worker (a crash restart of the whole server),
-# terminates one with pg_terminate_backend, SIGKILLs the postmaster itself
+# SIGKILLs a background worker in the middle of a job (a crash restart of
+# the whole server), terminates one with pg_terminate_backend, SIGKILLs the postmaster itself
 # and starts the server again, and stops it in immediate mode and starts it
 # again; every round it also terminates the backend of an external worker
 # that holds a committed lease, whose lease must be rescued by itself
@@ -11,7 +11,8 @@
 # key, and acknowledges each commit with a notice; after a crash it starts
 # again after its last acknowledged job (a job committed but not
 # acknowledged is enqueued again with the same key: the same job).  Bursts
-# of known size are enqueued between the rounds.  In-database handlers and
+# of known size are enqueued between the rounds, and a "stall" job that
+# keeps the worker to be SIGKILLed busy.  In-database handlers and
 # external workers both insert their job's id into a ledger whose primary
 # key refuses a second effect.  At the end, once drained:
 #   - every acknowledged or burst enqueue is a job, and every job completed
@@ -53,10 +54,21 @@ sql(q{
     CREATE TABLE dup_effect (job_id bigint, lease_token bigint, worker text,
                              at timestamptz NOT NULL DEFAULT clock_timestamp());
 
+    -- While stall.hold is set, a job with "stall" in its payload keeps
+    -- its worker busy (up to a minute): the worker to SIGKILL.
+    CREATE TABLE stall (hold boolean NOT NULL);
+    INSERT INTO stall VALUES (false);
+
     CREATE FUNCTION tap_db(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        t0 timestamptz := clock_timestamp();
     BEGIN
         INSERT INTO public.ledger (job_id, via) VALUES ((jobq.current_job()).id, 'db');
         PERFORM pg_sleep(0.001);
+        WHILE p ? 'stall' AND (SELECT hold FROM public.stall)
+              AND clock_timestamp() < t0 + interval '60 seconds' LOOP
+            PERFORM pg_sleep(0.01);
+        END LOOP;
     END $$;
 
     SELECT jobq.register_kind('tap.db', 'tap_db(jsonb)');
@@ -262,9 +274,12 @@ sub alive
     return $line !~ /\) Z /;
 }
 
-### The chaos actions.  Each returns once the server runs again.
+### The chaos actions.  Each returns once the server runs again, with
+### whether the server's log shows that the action took place: a round
+### counts as done only then.
 my %done;
 my $busy_kills = 0;
+my $stalls = 0;           # stall jobs enqueued (jobs of their own)
 
 # A worker's pid, a busy one if one is busy within two seconds.
 sub pick_worker
@@ -281,27 +296,41 @@ sub pick_worker
 
 my %chaos = (
     kill_worker => sub {
-        my ($pid, $busy) = pick_worker();
-        $busy_kills++ if $busy;
+        # The worker running a stall job, ahead of the burst, is busy
+        # until it is killed, however fast or slow the machine.
+        sql(q{UPDATE stall SET hold = true});
+        $stalls++;
+        my $stall = sql(qq{SELECT jobq.enqueue('tap.db', '{"stall": $stalls}',
+                                               idempotency_key => 's$stalls', priority => -1)});
+        ok(wait_until(qq{SELECT count(*) FROM jobq.workers WHERE job_id = $stall}, '1'),
+            "a worker runs stall job $stall");
+        my $pid = sql(qq{SELECT pid FROM jobq.workers WHERE job_id = $stall});
         my $offset = -s $node->logfile;
-        ok(kill('KILL', $pid), "SIGKILL worker $pid" . ($busy ? ' (busy)' : ' (idle)'));
+        ok(kill('KILL', $pid), "SIGKILL worker $pid (busy with job $stall)");
         $node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
-        ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $offset),
+        my $logged = ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $offset),
             'the crash of the worker is logged');
+        $busy_kills++ if $logged;
         wait_recovered();
+        sql(q{UPDATE stall SET hold = false});
         reap_all();
         start_all();
+        return $logged;
     },
     term_worker => sub {
         my ($pid, $busy) = pick_worker();
+        my $offset = -s $node->logfile;
         is(sql("SELECT pg_terminate_backend($pid)"), 't',
             "pg_terminate_backend(worker $pid)" . ($busy ? ' (busy)' : ' (idle)'));
         ok(wait_until(qq{SELECT count(*) FROM jobq.workers WHERE pid <> $pid}, '2'),
             'the launcher replaces the terminated worker');
+        return ok($node->log_contains(qr/\[$pid\] LOG:  jobq worker stopped \(shutdown\)/, $offset),
+            "worker $pid logged that it stopped for the shutdown request");
     },
     kill_postmaster => sub {
         my $pm = $node->{_pid};
         my @kids = children_of($pm);
+        my $offset = -s $node->logfile;
         $node->kill9;
         # The server can start again once the children have left the
         # shared memory and the dead postmaster was reaped (until then its
@@ -318,13 +347,19 @@ my %chaos = (
         $node->start;
         wait_recovered();
         start_all();
+        return ok($node->{_pid} != $pm
+              && $node->log_contains(qr/automatic recovery in progress/, $offset),
+            "a new postmaster ($node->{_pid}) recovered from the crash");
     },
     immediate_stop => sub {
+        my $offset = -s $node->logfile;
         $node->stop('immediate');
         reap_all();
         $node->start;
         wait_recovered();
         start_all();
+        return ok($node->log_contains(qr/received immediate shutdown request.*automatic recovery in progress/s,
+                $offset), 'the server stopped in immediate mode and recovered on start');
     },
 );
 
@@ -399,8 +434,7 @@ for my $round (1 .. $ROUNDS)
             ARRAY(SELECT jsonb_build_object('burst', g) FROM generate_series($ext_from, $burst_ext) g),
             ARRAY(SELECT 'x' || g FROM generate_series($ext_from, $burst_ext) g))});
     note("round $round: $action");
-    $chaos{$action}->();
-    $done{$action}++;
+    $done{$action}++ if $chaos{$action}->();
     kill_external();
     # Let the stream flow again before the next round.
     my $rows = ledger_rows();
@@ -434,8 +468,24 @@ for my $c (values %clients)
 }
 
 ### The proof.
-is_deeply(\%done, { map { $_ => $ROUNDS / @CHAOS } @CHAOS }, 'every chaos action ran')
+is_deeply(\%done, { map { $_ => $ROUNDS / @CHAOS } @CHAOS },
+    'every chaos action took place, as the server log shows')
   or diag(explain \%done);
+# The whole log, counted: these events and no others (a crash no action
+# explains would show here).
+my $full_log = slurp_file($node->logfile);
+my %logged = (
+    'crash restarts' => scalar(() = $full_log =~ /all server processes terminated; reinitializing/g),
+    'recoveries'     => scalar(() = $full_log =~ /automatic recovery in progress/g),
+    'worker stops'   => scalar(() = $full_log =~ /LOG:  jobq worker stopped \(shutdown\)/g));
+is_deeply(\%logged,
+    { 'crash restarts' => $done{kill_worker} // 0,
+      'recoveries' => ($done{kill_worker} // 0) + ($done{kill_postmaster} // 0)
+        + ($done{immediate_stop} // 0),
+      'worker stops' => $done{term_worker} // 0 },
+    'the server log has one crash restart per killed worker, one recovery per crash or '
+      . 'immediate stop, one shutdown per terminated worker, and no other')
+  or diag(explain \%logged);
 is(scalar(@unexpected), 0, 'no client met an error that the chaos does not explain')
   or diag(join("\n", @unexpected));
 cmp_ok($max_acked, '>=', 200, "the producer had $max_acked commits acknowledged");
@@ -448,8 +498,9 @@ is(sql(q{SELECT count(*) FROM jobq.jobs WHERE idempotency_key LIKE 'b%' AND kind
 my $unacked = sql(qq{SELECT count(*) FROM jobq.jobs WHERE idempotency_key ~ '^p'
                        AND substr(idempotency_key, 2)::int > $max_acked});
 my $total = sql('SELECT count(*) FROM jobq.jobs');
-is($total, $max_acked + $burst_db + $burst_ext + $unacked,
-    "no other job: $max_acked acked, $burst_db + $burst_ext burst, $unacked committed but not acked");
+is($total, $max_acked + $burst_db + $burst_ext + $unacked + $stalls,
+    "no other job: $max_acked acked, $burst_db + $burst_ext burst, $unacked committed but not acked, "
+      . "$stalls stall jobs");
 is(sql(q{SELECT string_agg(state || '=' || n, ' ' ORDER BY state) FROM
            (SELECT state::text, count(*) n FROM jobq.jobs GROUP BY state) s}),
     "completed=$total", 'no job pending, running, failed or held');
@@ -472,12 +523,12 @@ is(sql(q{SELECT count(*) FROM jobq.job_error WHERE outcome <> 'pending'}), '0',
     'every lost attempt went back to pending');
 cmp_ok($ext_rescued, '>=', 1, "leases of terminated external workers were rescued automatically "
     . "($ext_rescued of $ext_kills; $ext_finished_first completed just before the signal)");
-cmp_ok($busy_kills, '>=', 1, "$busy_kills of the worker kills hit a busy worker");
+is($busy_kills, $ROUNDS / @CHAOS, 'every worker SIGKILLed was in the middle of a job');
 
 note(sprintf('%d rounds in %.1f s: %s', $ROUNDS, time() - $t0,
     join(', ', map { "$_ x$done{$_}" } sort keys %done)));
 note("jobs: $total ($max_acked acked from the producer + $unacked unacked, "
-     . "$burst_db + $burst_ext burst); ledger: "
+     . "$burst_db + $burst_ext burst, $stalls stall); ledger: "
      . sql(q{SELECT string_agg(via || '=' || n, ' ') FROM (SELECT via, count(*) n FROM ledger GROUP BY via) s}));
 note('attempts: ' . sql(q{SELECT string_agg(attempt || ':' || n, ' ' ORDER BY attempt)
                             FROM (SELECT attempt, count(*) n FROM jobq.jobs GROUP BY attempt) s}));

@@ -331,12 +331,31 @@ for my $db (qw(restored_plain restored_custom))
           . 'orders.changed delete app.orders,returns.created insert public.returns',
         "$db: both subscriptions dispatch, each for its events");
 
-    ### The concurrency key still admits one job at a time.
-    my @claimed = split /\n/, sql(q{SELECT id FROM jobq.claim('ext', max_jobs => 10)}, $db);
-    cmp_ok(scalar(@claimed), '>=', 1, "$db: external jobs can be claimed");
-    is(sql(q{SELECT count(*) FROM jobq.jobs WHERE concurrency_key = 'customer:acme'
-               AND state = 'running'}, $db),
-        '1', "$db: one job with the concurrency key runs, not two");
+    ### The concurrency key still admits one job at a time.  The restored
+    ### lease of invoice 5 is rescued (its holder, a session of the
+    ### source, has exited; its kind allows one attempt, so it fails); of
+    ### the jobs that wait for the key, one claim takes one, and a second
+    ### claim none while that one runs (its holder stays connected).
+    my $key_jobs_q = q{SELECT string_agg(payload->>'invoice' || ' ' || state || ' ' || attempt, ', '
+                                         ORDER BY id)
+                         FROM jobq.jobs WHERE concurrency_key = 'customer:acme'};
+    is(sql(q{SELECT jobq.rescue_leases()}, $db), '1',
+        "$db: the restored lease, whose holder has exited, is rescued");
+    sql(q{SELECT jobq.enqueue('app.export', '{"invoice": 101}', priority => -10,
+                              concurrency_key => 'customer:acme')}, $db);
+    my $holder = $node->background_psql($db);
+    my @claimed = split /\n/,
+      $holder->query_safe(q{SELECT payload->>'invoice' FROM jobq.claim('ext', max_jobs => 10)});
+    is(scalar(grep { $_ eq '6' || $_ eq '101' } @claimed), 1,
+        "$db: one claim of the whole queue takes one of the two jobs waiting for the key")
+      or diag("claimed: @claimed");
+    is(sql($key_jobs_q, $db), '5 failed 1, 6 running 1, 101 pending 0',
+        "$db: the first in line runs, the other waits, uncharged");
+    is(sql(q{SELECT count(*) FROM jobq.claim('ext', max_jobs => 10)}, $db), '0',
+        "$db: a second claim gets nothing while the key is taken");
+    is(sql($key_jobs_q, $db), '5 failed 1, 6 running 1, 101 pending 0',
+        "$db: one job with the concurrency key runs, not two");
+    $holder->quit;
 }
 
 is(join('', map { table_text($_) eq $src{$_} ? '' : "$_ " } @tables, 'instance'), '',

@@ -4,8 +4,11 @@
 # pg_upgrade keeps user tables' files as they are, so it refuses columns
 # of reg* types whose OIDs it does not preserve.  jobq 0.1 stored a kind's
 # handler as regprocedure: a database still at 0.1 makes `pg_upgrade
-# --check` fail, and ALTER EXTENSION jobq UPDATE clears it.  Then the real
-# upgrade runs, and in the new cluster:
+# --check` fail, and ALTER EXTENSION jobq UPDATE clears it.  That database
+# is made by the 0.1 library itself (test/upgrade/release.sh builds it and
+# installs it into a private copy of the installation, which both clusters
+# use; the current library replaces it there before anything else runs).
+# Then the real upgrade runs, and in the new cluster:
 # - every jobq table holds exactly the old rows (sorted text);
 # - the background workers run the jobs that were pending, with the
 #   handlers named by signature (also the one the update converted);
@@ -15,6 +18,8 @@
 #   token is refused, and the job is claimed and completed again.
 use strict;
 use warnings;
+use File::Basename qw(dirname);
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -25,34 +30,54 @@ jobq.poll_interval = '100ms'
 timezone = 'UTC'
 };
 
-my $old = PostgreSQL::Test::Cluster->new('old');
+# Run test/upgrade/release.sh; its output, or die with its errors.
+my $upgrade_dir = dirname(__FILE__) . '/../upgrade';
+sub release_sh
+{
+    my @args = @_;
+    my ($out, $err) = ('', '');
+    IPC::Run::run([ 'bash', "$upgrade_dir/release.sh", @args ], '>', \$out, '2>', \$err)
+      or die "release.sh @args failed:\n$err";
+    chomp $out;
+    return $out;
+}
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+my $install_path = release_sh('copy', "$tmp/pg");
+release_sh('install', '0.1', "$tmp/pg", "$tmp/build-0.1");
+
+my $old = PostgreSQL::Test::Cluster->new('old', install_path => $install_path);
 $old->init;
-$old->append_conf('postgresql.conf', $conf . "jobq.workers_per_database = 1\n");
+$old->append_conf('postgresql.conf', $conf . "jobq.workers_per_database = 0\n");
 $old->start;
 
 $old->safe_psql('postgres', 'CREATE DATABASE app');
 $old->safe_psql('postgres', 'CREATE DATABASE legacy');
 
-### A database still at 0.1, with a kind whose handler 0.1 stored as
-### regprocedure (0.1's register_kind wrote the row this way).
+### A database made by jobq 0.1, whose register_kind stores a kind's
+### handler as regprocedure.
 $old->safe_psql('legacy', q{
     CREATE EXTENSION jobq VERSION '0.1';
     CREATE TABLE ran (job_id bigint PRIMARY KEY, payload jsonb NOT NULL);
     CREATE FUNCTION legacy_work(p jsonb) RETURNS void LANGUAGE sql
         AS $$ INSERT INTO ran VALUES ((jobq.current_job()).id, p) $$;
-    INSERT INTO jobq.queue (name) VALUES ('default');
-    INSERT INTO jobq.kind (name, handler, queue, queue_id, max_attempts, backoff_base,
-                           backoff_max, timeout, side_effects, retry_safe, owner)
-    SELECT 'legacy.work', 'legacy_work(jsonb)'::regprocedure, 'default', id, 3,
-           '1 second', '1 hour', '5 minutes', '{}', false, current_user::regrole
-      FROM jobq.queue WHERE name = 'default';
+    SELECT jobq.register_kind('legacy.work', 'legacy_work(jsonb)', max_attempts => 3);
     SELECT jobq.enqueue('legacy.work', jsonb_build_object('n', i))
       FROM generate_series(1, 5) i;
 });
+is($old->safe_psql('legacy', q{
+        SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 'jobq.kind'::regclass AND attname = 'handler'}),
+    'regprocedure', 'jobq 0.1 stores the handler as regprocedure');
+
+### The current library from here on, its workers on.
+$old->stop;
+release_sh('install', 'current', "$tmp/pg");
+$old->adjust_conf('postgresql.conf', 'jobq.workers_per_database', 1);
+my $log_offset = -s $old->logfile;
+$old->start;
 
 # The current library's worker there runs none of them until the update,
 # and says why, once.
-my $log_offset = 0;
 $old->wait_for_log(qr/jobq worker in database "legacy" runs no in-database jobs until the extension is updated/,
     $log_offset);
 sleep 1;
@@ -110,7 +135,7 @@ sub table_rows
     return \%rows;
 }
 
-my $new = PostgreSQL::Test::Cluster->new('new');
+my $new = PostgreSQL::Test::Cluster->new('new', install_path => $install_path);
 $new->init;
 $new->append_conf('postgresql.conf', $conf . "jobq.workers_per_database = 0\n");
 
@@ -168,17 +193,18 @@ my ($rc, $out, $err) = $new->psql('app',
 like($err, qr/job $claimed is not running/, 'the lease of a session of the old cluster is refused');
 # Claim and complete what the exporter queue hands out until the rescued
 # job comes back (the rescue charged its attempt and set a backoff).  Each
-# claim is completed in its own statement: a lease whose session has
-# exited is the workers' to rescue.
+# claim is completed in the session that holds it: once that session ends,
+# a worker may rescue the job before another session completes it.
 my $completed_again = 0;
 for (my $i = 0; $i < 60 && !$completed_again; $i++)
 {
-    for my $id (split /\n/, $new->safe_psql('app', q{
-        SELECT c.id FROM jobq.claim('ext', 'exporter', 10) c,
-               LATERAL jobq.complete(c.id, c.lease_token)}))
-    {
-        $completed_again = 1 if $id == $claimed;
-    }
+    my $ids = $new->safe_psql('app', q{
+        CREATE TEMP TABLE claimed AS SELECT * FROM jobq.claim('ext', 'exporter', 10);
+        SELECT count(jobq.complete(id, lease_token)) FROM claimed;
+        SELECT 'claimed: ' || coalesce(string_agg(id::text, ','), '') FROM claimed;
+    });
+    my ($list) = $ids =~ /claimed: ([\d,]*)/;
+    $completed_again = 1 if grep { $_ == $claimed } split /,/, $list;
     sleep 1 unless $completed_again;
 }
 ok($completed_again, 'the rescued job is claimed and completed again');

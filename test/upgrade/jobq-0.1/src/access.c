@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/access.c
+ *		How jobq's SQL functions reach their own tables.
+ *
+ * The job tables are private to the extension's owner: callers get
+ * EXECUTE on the functions, never direct write access to the tables, so
+ * that nobody can skip the lease checks.  Each function therefore records
+ * its caller, switches to the owner of the jobq schema, pins the search
+ * path to pg_catalog alone (so a caller's objects can never stand in for an
+ * operator or function used in our queries), and connects to SPI.  An
+ * ERROR anywhere in between is cleaned up by transaction abort, which
+ * restores the user id and pops the search path.
+ *
+ * The search path is pinned with an override rather than a GUC change:
+ * the override costs a list push, where SET search_path would make every
+ * call re-parse the setting twice, and enqueue is commit-bound work where
+ * microseconds show.  PostgreSQL 17 removed overrides; there the GUC is
+ * used.
+ *
+ * Plans are prepared once per backend and kept (SPI_keepplan); the plan
+ * cache replans them by itself when the tables change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "executor/spi.h"
+#include "jit/jit.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "jobq.h"
+
+/*
+ * Return the owner of the jobq schema, which is the role that created the
+ * extension.  Raises an ERROR if the schema is gone.
+ */
+static Oid
+jobq_owner(void)
+{
+	Oid			nspid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	nspid = get_namespace_oid("jobq", true);
+	if (!OidIsValid(nspid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"jobq\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION jobq.")));
+	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for namespace %u", nspid);
+	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * Enter jobq's own context: owner rights, fixed search_path, SPI.  Must run
+ * inside a transaction; pair with JobqEndAccess on the success path.  The
+ * caller's memory context stays current (SPI_connect would switch to its
+ * own, freed by SPI_finish), so what the caller allocates meanwhile
+ * survives JobqEndAccess; SPI results themselves must still be copied.
+ */
+void
+JobqBeginAccess(JobqAccess *access)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	access->caller = GetUserId();
+	GetUserIdAndSecContext(&access->save_userid, &access->save_sec_context);
+	SetUserIdAndSecContext(jobq_owner(),
+						   access->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+#if PG_VERSION_NUM < 170000
+	{
+		OverrideSearchPath path = {NIL, true, false, 0};
+
+		PushOverrideSearchPath(&path);
+	}
+#else
+	access->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+#endif
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller_cxt);
+}
+
+/*
+ * Leave jobq's context.  Anything read through SPI must have been copied
+ * out of the SPI memory context before this call.
+ */
+void
+JobqEndAccess(JobqAccess *access)
+{
+	SPI_finish();
+#if PG_VERSION_NUM < 170000
+	PopOverrideSearchPath();
+#else
+	AtEOXact_GUC(true, access->save_nestlevel);
+#endif
+	SetUserIdAndSecContext(access->save_userid, access->save_sec_context);
+}
+
+/*
+ * Return the cached plan for a query, preparing and keeping it the first
+ * time.  Plans are generic from the start: every query here is written so
+ * that its generic plan is the right one, and that spares a planner run
+ * per call.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+SPIPlanPtr
+JobqPreparePlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	MemoryContextSwitchTo(caller_cxt);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	*cache = plan;
+	return plan;
+}
+
+/*
+ * Execute a prepared plan and check that SPI answered with the expected
+ * code.  Returns the number of rows processed.  The caller's memory
+ * context is current again afterwards (SPI leaves its own), so the rule
+ * between JobqBeginAccess and JobqEndAccess is simple: what the caller
+ * allocates is its own; SPI_tuptable lasts until the next statement.
+ */
+int
+JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
+				int expected, long tcount)
+{
+	return JobqExecutePlanWithSnapshot(plan, values, nulls, InvalidSnapshot,
+									   expected, tcount);
+}
+
+/*
+ * JobqExecutePlan, but with the given snapshot (InvalidSnapshot: the usual
+ * one).  Checks that must see what committed a moment ago, whatever the
+ * caller's isolation level, pass GetLatestSnapshot().
+ */
+int
+JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
+							Snapshot snapshot, int expected, long tcount)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	volatile bool save_jit = jit_enabled;
+	int			rc;
+
+	/*
+	 * No JIT for jobq's own statements: a generic plan over a big backlog
+	 * can cost enough to pass jit_above_cost, and JIT would then compile it
+	 * again on every execution, for statements that touch a hundred rows.
+	 */
+	jit_enabled = false;
+	PG_TRY();
+	{
+		if (snapshot == InvalidSnapshot)
+			rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+		else
+			rc = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot,
+									  false, true, tcount);
+	}
+	PG_FINALLY();
+	{
+		jit_enabled = save_jit;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_cxt);
+	if (rc != expected)
+		elog(ERROR, "SPI_execute_plan returned %s, expected %s",
+			 SPI_result_code_string(rc), SPI_result_code_string(expected));
+	return (int) SPI_processed;
+}
+
+/* Column accessors for the last SPI result; col is 1-based. */
+Datum
+JobqGetDatum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 col, isnull);
+}
+
+bool
+JobqGetBool(int row, int col)
+{
+	bool		isnull;
+	Datum		d = JobqGetDatum(row, col, &isnull);
+
+	return isnull ? false : DatumGetBool(d);
+}
+
+int32
+JobqGetInt32(int row, int col)
+{
+	bool		isnull;
+	Datum		d = JobqGetDatum(row, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+int64
+JobqGetInt64(int row, int col)
+{
+	bool		isnull;
+	Datum		d = JobqGetDatum(row, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}

@@ -1,0 +1,524 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/enqueue.c
+ *		jobq.enqueue and jobq.enqueue_many.
+ *
+ * Enqueue is transactional: the job row is written in the caller's
+ * transaction, so it exists only if that transaction commits, and workers
+ * (which only see committed rows) never run a job whose producer rolled
+ * back.
+ *
+ * Idempotency keys live in jobq.job_key, whose primary key (kind, key)
+ * makes concurrent enqueues with one key wait for each other: the second
+ * one's INSERT ... ON CONFLICT DO NOTHING blocks until the first commits or
+ * aborts, then either finds the committed key or takes it.  A key stays
+ * taken while its job, live or finished, is retained.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_enum.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/tuplestore.h"
+
+#include "jobq.h"
+#include "shmem.h"
+
+/* What one enqueue call asks for, as SPI parameters. */
+typedef struct EnqueueArgs
+{
+	Datum		kind;			/* text */
+	Datum		queue;			/* text, or NULL for the kind's queue */
+	bool		queue_isnull;
+	Datum		queue_id;		/* int4 id of queue, once resolved */
+	Datum		lane;			/* "char": 'r' if due now, else 's' */
+	Datum		run_at;			/* timestamptz */
+	Datum		priority;		/* int4 */
+	Datum		concurrency_key;	/* text */
+	bool		concurrency_key_isnull;
+} EnqueueArgs;
+
+static SPIPlanPtr plan_insert;
+static SPIPlanPtr plan_kind_row;
+static SPIPlanPtr plan_take_key;
+static SPIPlanPtr plan_insert_keyed;
+static SPIPlanPtr plan_existing_key;
+
+
+/* Ready in-database work wakes a worker when the transaction commits. */
+static void
+note_wake(EnqueueArgs *args, bool in_db)
+{
+	if (in_db && DatumGetChar(args->lane) == 'r')
+		JobqWakeWorkersAtCommit();
+}
+
+static void
+report_unknown_kind(Datum kind)
+{
+	char	   *name = TextDatumGetCString(kind);
+
+	/* A malformed name is bad input (22023) rather than an unknown kind. */
+	JobqCheckKindName(name);
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("kind \"%s\" is not registered", name),
+			 errhint("Register it with jobq.register_kind().")));
+}
+
+/* Insert one job without a key and return its id. */
+static int64
+insert_job(EnqueueArgs *args, Datum payload)
+{
+	Oid			argtypes[7] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID, CHAROID,
+	TEXTOID};
+	Datum		values[7] = {args->kind, payload, args->queue_id, args->run_at,
+	args->priority, args->lane, args->concurrency_key};
+	char		nulls[7] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ',
+	args->concurrency_key_isnull ? 'n' : ' '};
+
+	JobqPreparePlan(&plan_insert,
+					"INSERT INTO jobq.job (kind, queue_id, state, lane, in_db, priority,"
+					" max_attempts, run_at, payload, concurrency_key)"
+					" SELECT k.name, coalesce($3, k.queue_id), 'pending', $6,"
+					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7"
+					" FROM jobq.kind k WHERE k.name = $1"
+					" RETURNING id, in_db",
+					7, argtypes);
+	if (JobqExecutePlan(plan_insert, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
+		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
+	return JobqGetInt64(0, 1);
+}
+
+/*
+ * Return the job that already holds an idempotency key, after checking
+ * that it was enqueued with the same payload.
+ */
+static int64
+existing_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[3] = {args->kind, key, payload};
+	int64		job_id;
+	bool		isnull;
+	Datum		same;
+
+	JobqPreparePlan(&plan_existing_key,
+					"SELECT k.job_id, j.payload = $3,"
+					" EXISTS (SELECT 1 FROM jobq.kind WHERE name = $1)"
+					" FROM jobq.job_key k"
+					" LEFT JOIN jobq.job j ON j.id = k.job_id"
+					" WHERE k.kind = $1 AND k.key = $2",
+					3, argtypes);
+	if (JobqExecutePlan(plan_existing_key, values, NULL, SPI_OK_SELECT, 1) != 1)
+		elog(ERROR, "idempotency key \"%s\" of kind \"%s\" vanished",
+			 TextDatumGetCString(key), TextDatumGetCString(args->kind));
+	if (!JobqGetBool(0, 3))
+		report_unknown_kind(args->kind);
+	job_id = JobqGetInt64(0, 1);
+	same = JobqGetDatum(0, 2, &isnull);
+	if (isnull)
+		elog(ERROR, "job %lld holding idempotency key \"%s\" does not exist",
+			 (long long) job_id, TextDatumGetCString(key));
+	if (!DatumGetBool(same))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("idempotency key \"%s\" of kind \"%s\" was already used with a different payload",
+						TextDatumGetCString(key), TextDatumGetCString(args->kind)),
+				 errdetail("Job %lld was enqueued with that key.", (long long) job_id),
+				 errhint("Use a new key for different work, or repeat the same payload.")));
+	return job_id;
+}
+
+/*
+ * Insert one job with an idempotency key, or return the id of the job that
+ * already holds the key.
+ */
+static int64
+insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
+{
+	Oid			keytypes[2] = {TEXTOID, TEXTOID};
+	Datum		keyvalues[2] = {args->kind, key};
+	Oid			argtypes[9] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
+	INT8OID, TEXTOID, CHAROID, TEXTOID};
+	Datum		values[9] = {args->kind, payload, args->queue_id, args->run_at,
+	args->priority, 0, key, args->lane, args->concurrency_key};
+	char		nulls[9] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ', ' ', ' ',
+	args->concurrency_key_isnull ? 'n' : ' '};
+
+	JobqPreparePlan(&plan_take_key,
+					"INSERT INTO jobq.job_key (kind, key, job_id)"
+					" VALUES ($1, $2, pg_catalog.nextval('jobq.job_id_seq'))"
+					" ON CONFLICT DO NOTHING RETURNING job_id",
+					2, keytypes);
+	if (JobqExecutePlan(plan_take_key, keyvalues, NULL, SPI_OK_INSERT_RETURNING, 0) == 0)
+		return existing_keyed_job(args, key, payload);
+
+	values[5] = Int64GetDatum(JobqGetInt64(0, 1));
+	JobqPreparePlan(&plan_insert_keyed,
+					"INSERT INTO jobq.job (id, kind, queue_id, state, lane, in_db, priority,"
+					" max_attempts, run_at, payload, idempotency_key, concurrency_key)"
+					" SELECT $6, k.name, coalesce($3, k.queue_id), 'pending', $8,"
+					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9"
+					" FROM jobq.kind k WHERE k.name = $1"
+					" RETURNING id, in_db",
+					9, argtypes);
+	if (JobqExecutePlan(plan_insert_keyed, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
+		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
+	return JobqGetInt64(0, 1);
+}
+
+/* Read and check the arguments enqueue and enqueue_many share. */
+static void
+read_common_args(FunctionCallInfo fcinfo, EnqueueArgs *args)
+{
+	JobqCheckNotNull(fcinfo, 0, "kind");
+	JobqCheckNotNull(fcinfo, 3, "run_at");
+	JobqCheckNotNull(fcinfo, 4, "priority");
+	args->kind = PointerGetDatum(PG_GETARG_TEXT_PP(0));
+	args->run_at = PG_GETARG_DATUM(3);
+	args->priority = PG_GETARG_DATUM(4);
+	args->queue_isnull = PG_ARGISNULL(5);
+	args->queue = args->queue_isnull ? (Datum) 0 : PointerGetDatum(PG_GETARG_TEXT_PP(5));
+	args->queue_id = (Datum) 0;
+	args->concurrency_key = (Datum) 0;
+	args->concurrency_key_isnull = true;
+	if (!args->queue_isnull)
+		JobqCheckQueueName(TextDatumGetCString(args->queue));
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"run_at\" must be a finite timestamp")));
+	args->lane = CharGetDatum(PG_GETARG_TIMESTAMPTZ(3) <= GetCurrentTimestamp() ? 'r' : 's');
+}
+
+/* Turn an explicit queue name into its id, creating the queue if needed. */
+static void
+resolve_queue(EnqueueArgs *args)
+{
+	if (!args->queue_isnull)
+		args->queue_id = Int32GetDatum(JobqQueueId(args->queue));
+}
+
+static void
+check_key(Datum key)
+{
+	JobqCheckText(TextDatumGetCString(key), "idempotency key", JOBQ_KEY_MAX);
+}
+
+PG_FUNCTION_INFO_V1(jobq_enqueue);
+
+/*
+ * jobq.enqueue(kind, payload, idempotency_key, run_at, priority, queue,
+ *				concurrency_key)
+ *
+ * Enqueue one job in the caller's transaction and return its id.  With a
+ * key already taken, return the holder's id, or raise 23505 if the holder
+ * was enqueued with another payload.  With a concurrency key, the job never
+ * runs while another job with that key runs.
+ */
+Datum
+jobq_enqueue(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	EnqueueArgs args;
+	Datum		payload;
+	int64		job_id;
+
+	read_common_args(fcinfo, &args);
+	JobqCheckNotNull(fcinfo, 1, "payload");
+	payload = PG_GETARG_DATUM(1);
+	JobqCheckJsonbSize(payload, "payload");
+	if (!PG_ARGISNULL(2))
+		check_key(PG_GETARG_DATUM(2));
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		JobqCheckText(TextDatumGetCString(PG_GETARG_DATUM(6)), "concurrency key",
+					  JOBQ_KEY_MAX);
+		args.concurrency_key = PG_GETARG_DATUM(6);
+		args.concurrency_key_isnull = false;
+	}
+
+	JobqBeginAccess(&access);
+	resolve_queue(&args);
+	if (PG_ARGISNULL(2))
+		job_id = insert_job(&args, payload);
+	else
+		job_id = insert_keyed_job(&args, PG_GETARG_DATUM(2), payload);
+	JobqEndAccess(&access);
+
+	PG_RETURN_INT64(job_id);
+}
+
+/* Kind settings a direct insert needs. */
+typedef struct KindRow
+{
+	int32		queue_id;
+	int32		max_attempts;
+	bool		in_db;
+} KindRow;
+
+/* Look up a kind; raises the unknown-kind error.  Between Begin/EndAccess. */
+static KindRow
+lookup_kind(Datum kind)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	KindRow		row;
+
+	JobqPreparePlan(&plan_kind_row,
+					"SELECT queue_id, max_attempts, handler IS NOT NULL"
+					" FROM jobq.kind WHERE name = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_kind_row, &kind, NULL, SPI_OK_SELECT, 0) != 1)
+		report_unknown_kind(kind);
+	row.queue_id = JobqGetInt32(0, 1);
+	row.max_attempts = JobqGetInt32(0, 2);
+	row.in_db = JobqGetBool(0, 3);
+	return row;
+}
+
+/* Attribute number (1-based) of a column of jobq.job; ERROR if missing. */
+static AttrNumber
+job_attnum(TupleDesc desc, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "jobq.job has no column \"%s\"", name);
+	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+/*
+ * Insert many unkeyed jobs the way COPY does: tuples built here, written
+ * with table_multi_insert (one WAL record per page instead of one per
+ * row), then their index entries.  jobq.job has no triggers, no CHECK
+ * constraints and no default that is not set here, so nothing of the
+ * executor's INSERT path is skipped.  Ids go to the tuplestore in payload
+ * order.  Must run between JobqBeginAccess and JobqEndAccess (the table's
+ * owner writes it).
+ */
+static void
+insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
+				   Tuplestorestate *store, TupleDesc store_desc)
+{
+	KindRow		kind = lookup_kind(args->kind);
+	Oid			nspid;
+	Oid			job_relid;
+	Oid			seq_relid;
+	Oid			state_pending;
+	Relation	rel;
+	TupleDesc	desc;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	TupleTableSlot **slots;
+	CommandId	cid = GetCurrentCommandId(true);
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			natts;
+	int			chunk = Min(n, 64);	/* slots are costly to make: reuse a few */
+	int			done = 0;
+	int			i;
+	AttrNumber	a_id, a_run_at, a_created_at, a_lease_token, a_state, a_queue_id,
+				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
+				a_payload;
+
+	nspid = get_namespace_oid("jobq", false);
+	job_relid = get_relname_relid("job", nspid);
+	seq_relid = get_relname_relid("job_id_seq", nspid);
+	state_pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+									ObjectIdGetDatum(GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+																	 CStringGetDatum("job_state"),
+																	 ObjectIdGetDatum(nspid))),
+									CStringGetDatum("pending"));
+	if (!OidIsValid(job_relid) || !OidIsValid(seq_relid) || !OidIsValid(state_pending))
+		elog(ERROR, "jobq's tables are not as expected");
+
+	rel = table_open(job_relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	natts = desc->natts;
+	a_id = job_attnum(desc, "id");
+	a_run_at = job_attnum(desc, "run_at");
+	a_created_at = job_attnum(desc, "created_at");
+	a_lease_token = job_attnum(desc, "lease_token");
+	a_state = job_attnum(desc, "state");
+	a_queue_id = job_attnum(desc, "queue_id");
+	a_priority = job_attnum(desc, "priority");
+	a_attempt = job_attnum(desc, "attempt");
+	a_max_attempts = job_attnum(desc, "max_attempts");
+	a_lane = job_attnum(desc, "lane");
+	a_in_db = job_attnum(desc, "in_db");
+	a_kind = job_attnum(desc, "kind");
+	a_payload = job_attnum(desc, "payload");
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	bistate = NULL;		/* a ring of 16MB would evict the queue's own pages */
+	slots = palloc(sizeof(TupleTableSlot *) * chunk);
+	for (i = 0; i < chunk; i++)
+		slots[i] = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));
+
+	while (done < n)
+	{
+		int			k = Min(chunk, n - done);
+
+		for (i = 0; i < k; i++)
+		{
+			TupleTableSlot *slot = slots[i];
+			Datum	   *v = slot->tts_values;
+			bool	   *isnull = slot->tts_isnull;
+			int64		id = nextval_internal(seq_relid, false);
+
+			ExecClearTuple(slot);
+			memset(isnull, true, sizeof(bool) * natts);
+			v[a_id - 1] = Int64GetDatum(id);
+			v[a_run_at - 1] = args->run_at;
+			v[a_created_at - 1] = TimestampTzGetDatum(now);
+			v[a_lease_token - 1] = Int64GetDatum(0);
+			v[a_state - 1] = ObjectIdGetDatum(state_pending);
+			v[a_queue_id - 1] = args->queue_isnull ? Int32GetDatum(kind.queue_id) : args->queue_id;
+			v[a_priority - 1] = args->priority;
+			v[a_attempt - 1] = Int32GetDatum(0);
+			v[a_max_attempts - 1] = Int32GetDatum(kind.max_attempts);
+			v[a_lane - 1] = args->lane;
+			v[a_in_db - 1] = BoolGetDatum(kind.in_db);
+			v[a_kind - 1] = args->kind;
+			v[a_payload - 1] = payloads[done + i];
+			isnull[a_id - 1] = isnull[a_run_at - 1] = isnull[a_created_at - 1] = false;
+			isnull[a_lease_token - 1] = isnull[a_state - 1] = isnull[a_queue_id - 1] = false;
+			isnull[a_priority - 1] = isnull[a_attempt - 1] = isnull[a_max_attempts - 1] = false;
+			isnull[a_lane - 1] = isnull[a_in_db - 1] = isnull[a_kind - 1] = false;
+			isnull[a_payload - 1] = false;
+			ExecStoreVirtualTuple(slot);
+			tuplestore_putvalues(store, store_desc, &v[a_id - 1], &isnull[a_id - 1]);
+		}
+
+		table_multi_insert(rel, slots, k, cid, 0, bistate);
+		for (i = 0; i < k; i++)
+		{
+			List	   *recheck;
+
+			ResetPerTupleExprContext(estate);
+			recheck = ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
+			list_free(recheck);
+		}
+		done += k;
+	}
+
+	for (i = 0; i < chunk; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	/* Later statements of this transaction see the new jobs. */
+	CommandCounterIncrement();
+	note_wake(args, kind.in_db);
+}
+
+PG_FUNCTION_INFO_V1(jobq_enqueue_many);
+
+/*
+ * jobq.enqueue_many(kind, payloads, idempotency_keys, run_at, priority, queue)
+ *
+ * Enqueue one job per payload, in one call, and return the ids in payload
+ * order.  idempotency_keys, when given, pairs a key (or NULL) with each
+ * payload.
+ */
+Datum
+jobq_enqueue_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqAccess	access;
+	EnqueueArgs args;
+	Datum	   *payloads;
+	bool	   *payload_nulls;
+	Datum	   *keys = NULL;
+	bool	   *key_nulls = NULL;
+	int			n;
+	int			i;
+
+	read_common_args(fcinfo, &args);
+	JobqCheckNotNull(fcinfo, 1, "payloads");
+	/* Nulls are checked below, after the size: that error comes first. */
+	n = JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, "payloads", true,
+							 &payloads, &payload_nulls);
+	if (n > JOBQ_ENQUEUE_MANY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("too many payloads for one call"),
+				 errdetail("The limit is %d; this call passes %d.", JOBQ_ENQUEUE_MANY_MAX, n)));
+	for (i = 0; i < n; i++)
+	{
+		if (payload_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"payloads\" must not contain nulls"),
+					 errdetail("Element %d is null.", i + 1)));
+		JobqCheckJsonbSize(payloads[i], "payload");
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		int			nkeys;
+
+		nkeys = JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(2), TEXTOID, "idempotency_keys",
+									 true, &keys, &key_nulls);
+		if (nkeys != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("arguments \"payloads\" and \"idempotency_keys\" must have the same length"),
+					 errdetail("Their lengths are %d and %d.", n, nkeys)));
+		for (i = 0; i < n; i++)
+			if (!key_nulls[i])
+				check_key(keys[i]);
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	JobqBeginAccess(&access);
+	resolve_queue(&args);
+	if (n == 0)
+		(void) lookup_kind(args.kind);
+	else if (keys == NULL)
+		insert_many_direct(&args, payloads, n, rsinfo->setResult, rsinfo->setDesc);
+	else
+	{
+		for (i = 0; i < n; i++)
+		{
+			Datum		id;
+			bool		isnull = false;
+
+			if (key_nulls[i])
+				id = Int64GetDatum(insert_job(&args, payloads[i]));
+			else
+				id = Int64GetDatum(insert_keyed_job(&args, keys[i], payloads[i]));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		}
+	}
+	JobqEndAccess(&access);
+	return (Datum) 0;
+}

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/executor.h
+ *		Running in-database handlers, for the workers and jobq.run_pending.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_EXECUTOR_H
+#define JOBQ_EXECUTOR_H
+
+#include "shmem.h"
+
+/* What one batch did. */
+typedef struct JobqBatchResult
+{
+	int			picked;			/* jobs taken from the queue */
+	int			completed;		/* jobs whose handler succeeded */
+	int			failed;			/* attempts that ended in error */
+	int			handed_back;	/* jobs given back untouched (shutdown) */
+	int			leased;			/* jobs left to lease in transactions of their own */
+} JobqBatchResult;
+
+/* A job leased by a batch, to run in a transaction of its own. */
+typedef struct JobqLeasedJob
+{
+	int64		id;
+	int64		lease_token;
+} JobqLeasedJob;
+
+extern volatile sig_atomic_t JobqShutdownRequested;
+extern volatile TimestampTz JobqShutdownRequestedAt;
+extern volatile sig_atomic_t JobqInHandler;
+extern volatile int64 JobqHandlerJobId;	/* the job whose handler runs */
+
+extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+						 JobqBatchResult *result, int64 **later_ids);
+extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
+extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);
+extern void JobqInitExecutor(void);
+
+#endif							/* JOBQ_EXECUTOR_H */

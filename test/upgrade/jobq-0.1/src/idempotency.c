@@ -1,0 +1,335 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/idempotency.c
+ *		The idempotency toolkit: jobq.once, step checkpoints, external keys.
+ *
+ * Retries are safe when the work they repeat either commits with its proof
+ * of completion or can be recognised as done.  These functions record that
+ * proof in the caller's transaction, so it commits or rolls back with the
+ * work:
+ *	once(operation_id)		true the first time an operation id commits;
+ *							concurrent callers with one id wait for each
+ *							other on the primary key, like keyed enqueues.
+ *	record_step / step_result
+ *							durable checkpoints of a job's steps, so that a
+ *							retry, a rescue or an operator's rerun skips what
+ *							is done and reads back its result.
+ *	external_key			a stable key for an external API's idempotency
+ *							header: the same across attempts, rescues and
+ *							reruns of a job; different across jobs, steps and
+ *							installations.
+ *
+ * Inside a handler these reach only the handler's own job, and the steps
+ * it records survive a failure of its attempt (the executor writes them
+ * again after rolling the attempt back).  Outside a handler, a job's steps
+ * and keys need the right to read jobq.jobs, and record_step also needs the
+ * job's current lease token (a rescued holder's late checkpoint is
+ * refused).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "executor.h"
+#include "jobq.h"
+
+#define JOBQ_OPERATION_ID_MAX	512		/* bytes of an operation id */
+#define JOBQ_STEP_NAME_MAX		200		/* bytes of a step name */
+
+static SPIPlanPtr plan_once;
+static SPIPlanPtr plan_lock_lease;
+static SPIPlanPtr plan_record_step;
+static SPIPlanPtr plan_step_result;
+static SPIPlanPtr plan_job_exists;
+static SPIPlanPtr plan_salt;
+
+/*
+ * Check that the caller may touch job_id's steps and keys: inside a
+ * handler, only its own job; outside, the right to read jobq.jobs (when
+ * needs_read) is enough.
+ */
+static void
+check_job_scope(int64 job_id, Oid caller, bool needs_read)
+{
+	int64		current = JobqCurrentJobId();
+
+	if (current != 0)
+	{
+		if (current != job_id)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("a handler may only use the steps and keys of its own job"),
+					 errdetail("The handler runs job %lld, not job %lld.",
+							   (long long) current, (long long) job_id)));
+		return;
+	}
+	if (needs_read)
+	{
+		Oid			view = get_relname_relid("jobs", get_namespace_oid("jobq", false));
+
+		if (pg_class_aclcheck(view, caller, ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for the steps and keys of job %lld",
+							(long long) job_id),
+					 errhint("Grant SELECT on jobq.jobs to this role, or call the function from the job's handler.")));
+	}
+}
+
+static void
+check_step_name(text *step)
+{
+	JobqCheckText(text_to_cstring(step), "step name", JOBQ_STEP_NAME_MAX);
+}
+
+PG_FUNCTION_INFO_V1(jobq_once);
+
+/*
+ * jobq.once(operation_id)
+ *
+ * Record an operation id and return true, or return false if it is
+ * already recorded.  The record commits or rolls back with the caller's
+ * transaction; a concurrent caller with the same id waits for it, then
+ * gets false if it committed, true if it rolled back.
+ */
+Datum
+jobq_once(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int64		job_id = JobqCurrentJobId();
+	bool		first;
+
+	JobqCheckNotNull(fcinfo, 0, "operation_id");
+	JobqCheckText(text_to_cstring(PG_GETARG_TEXT_PP(0)), "operation id",
+				  JOBQ_OPERATION_ID_MAX);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = Int64GetDatum(job_id);
+	nulls[1] = job_id ? ' ' : 'n';
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_once,
+					"INSERT INTO jobq.operation (operation_id, job_id) VALUES ($1, $2)"
+					" ON CONFLICT (operation_id) DO NOTHING",
+					2, argtypes);
+	first = JobqExecutePlan(plan_once, values, nulls, SPI_OK_INSERT, 0) == 1;
+	JobqEndAccess(&access);
+	PG_RETURN_BOOL(first);
+}
+
+/*
+ * Check, under a share lock that a lease rescue must wait for, that a job
+ * is running under lease_token.  Raises the lease error otherwise.
+ */
+static void
+check_current_lease(int64 job_id, int64 lease_token)
+{
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(job_id), Int64GetDatum(lease_token)};
+
+	JobqPreparePlan(&plan_lock_lease,
+					"SELECT 1 FROM jobq.job"
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
+					" FOR SHARE",
+					2, argtypes);
+	if (JobqExecutePlan(plan_lock_lease, values, NULL, SPI_OK_SELECT, 0) != 1)
+		JobqReportLeaseProblem(job_id, lease_token);
+}
+
+PG_FUNCTION_INFO_V1(jobq_record_step);
+
+/*
+ * jobq.record_step(job_id, step, result, lease_token)
+ *
+ * Record that a step of a job is done, with its result.  Inside a handler
+ * it must be the handler's job; outside one, lease_token must be the job's
+ * current lease and the caller must be allowed to read jobq.jobs.  Recording a step again with the same result does
+ * nothing; with another result it is an error (23505).
+ */
+Datum
+jobq_record_step(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int64		job_id;
+	int64		current = JobqCurrentJobId();
+
+	JobqCheckNotNull(fcinfo, 0, "job_id");
+	JobqCheckNotNull(fcinfo, 1, "step");
+	JobqCheckNotNull(fcinfo, 2, "result");
+	job_id = PG_GETARG_INT64(0);
+	check_step_name(PG_GETARG_TEXT_PP(1));
+	JobqCheckJsonbSize(PG_GETARG_DATUM(2), "step result");
+	if (current == 0 && PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"lease_token\" must not be null outside a job handler"),
+				 errhint("Pass the lease token jobq.claim() returned with the job.")));
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = Int32GetDatum(JobqCurrentJobAttempt());
+	nulls[3] = current ? ' ' : 'n';
+
+	JobqBeginAccess(&access);
+	check_job_scope(job_id, access.caller, current == 0);
+	if (current == 0)
+		check_current_lease(job_id, PG_GETARG_INT64(3));
+
+	/*
+	 * ON CONFLICT DO UPDATE rather than DO NOTHING: when another session
+	 * recorded the step meanwhile, it waits for it and returns the row as
+	 * committed, so the comparison below sees it.
+	 */
+	JobqPreparePlan(&plan_record_step,
+					"INSERT INTO jobq.job_step AS s (job_id, step, result, attempt)"
+					" SELECT $1, $2, $3, coalesce($4, j.attempt) FROM jobq.job j WHERE j.id = $1"
+					" ON CONFLICT (job_id, step) DO UPDATE SET result = s.result"
+					" RETURNING s.result = $3",
+					4, argtypes);
+	if (JobqExecutePlan(plan_record_step, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) job_id)));
+	if (!JobqGetBool(0, 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("step \"%s\" of job %lld was already recorded with another result",
+						text_to_cstring(PG_GETARG_TEXT_PP(1)), (long long) job_id),
+				 errhint("Read it back with jobq.step_result() instead of doing the step again.")));
+	JobqEndAccess(&access);
+
+	/* A handler's checkpoint must outlive a failure of its attempt. */
+	if (current != 0)
+		JobqRememberStep(PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_step_result);
+
+/*
+ * jobq.step_result(job_id, step)
+ *
+ * The result a step of a job was recorded with, or NULL if it was not.
+ */
+Datum
+jobq_step_result(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+	Datum		result = (Datum) 0;
+	bool		isnull = true;
+
+	JobqCheckNotNull(fcinfo, 0, "job_id");
+	JobqCheckNotNull(fcinfo, 1, "step");
+	check_step_name(PG_GETARG_TEXT_PP(1));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+
+	JobqBeginAccess(&access);
+	check_job_scope(PG_GETARG_INT64(0), access.caller, true);
+	JobqPreparePlan(&plan_step_result,
+					"SELECT result FROM jobq.job_step WHERE job_id = $1 AND step = $2",
+					2, argtypes);
+	if (JobqExecutePlan(plan_step_result, values, NULL, SPI_OK_SELECT, 0) == 1)
+	{
+		result = JobqGetDatum(0, 1, &isnull);
+		if (!isnull)
+			result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+	}
+	JobqEndAccess(&access);
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * This installation's key salt: the oldest row of jobq.instance (a restore
+ * adds the dumped one, older, next to the one the install made).  Between
+ * JobqBeginAccess and JobqEndAccess; the result is palloc'd.
+ */
+static char *
+key_salt(void)
+{
+	bool		isnull;
+
+	JobqPreparePlan(&plan_salt,
+					"SELECT key_salt FROM jobq.instance ORDER BY created_at, key_salt LIMIT 1",
+					0, NULL);
+	if (JobqExecutePlan(plan_salt, NULL, NULL, SPI_OK_SELECT, 0) != 1)
+		elog(ERROR, "jobq.instance holds no key salt");
+	return TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+}
+
+PG_FUNCTION_INFO_V1(jobq_external_key);
+
+/*
+ * jobq.external_key(job_id, step)
+ *
+ * "jobq-" and the hex SHA-256 of this installation's salt, the job id and
+ * the step: a key for an external API's idempotency header that stays the
+ * same for every attempt and rerun of the step, and is unguessable
+ * without the salt.
+ */
+Datum
+jobq_external_key(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		job_id;
+	char	   *step;
+	char	   *salt;
+	char	   *input;
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
+	pg_cryptohash_ctx *ctx;
+	int			i;
+
+	JobqCheckNotNull(fcinfo, 0, "job_id");
+	JobqCheckNotNull(fcinfo, 1, "step");
+	job_id = PG_GETARG_INT64(0);
+	step = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if ((int) strlen(step) > JOBQ_STEP_NAME_MAX)
+		check_step_name(PG_GETARG_TEXT_PP(1));
+	values[0] = Int64GetDatum(job_id);
+
+	JobqBeginAccess(&access);
+	check_job_scope(job_id, access.caller, true);
+	JobqPreparePlan(&plan_job_exists,
+					"SELECT 1 FROM jobq.job WHERE id = $1", 1, argtypes);
+	if (JobqExecutePlan(plan_job_exists, values, NULL, SPI_OK_SELECT, 0) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) job_id)));
+	salt = key_salt();
+	JobqEndAccess(&access);
+
+	input = psprintf("%s:%lld:%s", salt, (long long) job_id, step);
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (uint8 *) input, strlen(input)) < 0 ||
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+		elog(ERROR, "could not compute a SHA-256 digest: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("jobq-%s", hex)));
+}

@@ -1,0 +1,176 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/jobq.h
+ *		Declarations shared by the jobq source files.
+ *
+ * Vocabulary used throughout:
+ *	kind		a registered, named type of job ("billing.charge_invoice") whose
+ *				settings (queue, attempts, backoff, timeout, side effects)
+ *				govern its jobs.
+ *	job			one unit of work of a kind, with a JSON payload.
+ *	attempt		one run of a job; counted when the run starts.
+ *	lease		the right to run a claimed job until lease_expires_at.
+ *	lease_token	the fencing token of a lease: it grows with every claim of
+ *				the job, and every report (complete, fail, heartbeat, snooze)
+ *				must present the current one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_JOBQ_H
+#define JOBQ_JOBQ_H
+
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/timestamp.h"
+
+/* Limits that are part of the documented SQL surface. */
+#define JOBQ_KIND_NAME_MAX		100		/* characters */
+#define JOBQ_QUEUE_NAME_MAX		63		/* characters */
+#define JOBQ_KEY_MAX			512		/* bytes of an idempotency key */
+#define JOBQ_WORKER_LABEL_MAX	200		/* bytes of a worker label */
+#define JOBQ_ERROR_TEXT_MAX		8192	/* bytes kept of an error message */
+#define JOBQ_CLAIM_MAX_JOBS		10000	/* max_jobs of one claim */
+#define JOBQ_MAX_ATTEMPTS_LIMIT 1000	/* max_attempts of a kind */
+#define JOBQ_ENQUEUE_MANY_MAX	100000	/* payloads in one enqueue_many */
+
+/*
+ * Advisory locks jobq takes, as (class, object) pairs.  The class spells
+ * "jobq" in ASCII; the two-integer form never collides with the one-bigint
+ * form applications commonly use.
+ */
+#define JOBQ_LOCK_CLASS			1785684593
+#define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
+#define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
+#define JOBQ_LOCK_CLASS_KEYS	1785684594	/* concurrency keys, by hash */
+
+/* guc.c */
+extern int	jobq_max_payload_size;	/* bytes */
+extern int	jobq_rescue_interval;	/* milliseconds */
+extern int	jobq_batch_size;	/* jobs per transaction */
+extern int	jobq_max_workers;	/* worker slots in the cluster */
+extern int	jobq_workers_per_database;	/* workers in each database */
+extern int	jobq_poll_interval; /* milliseconds */
+extern int	jobq_shutdown_grace;	/* milliseconds */
+extern int	jobq_retention;		/* seconds */
+
+extern void JobqDefineGucs(void);
+extern void JobqDefineWorkerGucs(void);
+
+/*
+ * access.c: every SQL-callable function does its bookkeeping between
+ * JobqBeginAccess and JobqEndAccess, with the extension owner's rights, a
+ * fixed search_path and an SPI connection.
+ */
+typedef struct JobqAccess
+{
+	Oid			caller;			/* the role that called the function */
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} JobqAccess;
+
+extern void JobqBeginAccess(JobqAccess *access);
+extern void JobqEndAccess(JobqAccess *access);
+extern SPIPlanPtr JobqPreparePlan(SPIPlanPtr *cache, const char *sql,
+								  int nargs, Oid *argtypes);
+extern int	JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
+							int expected, long tcount);
+extern int	JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
+										Snapshot snapshot, int expected, long tcount);
+extern bool JobqGetBool(int row, int col);
+extern int32 JobqGetInt32(int row, int col);
+extern int64 JobqGetInt64(int row, int col);
+extern Datum JobqGetDatum(int row, int col, bool *isnull);
+
+/* args.c: argument checks shared by the SQL functions. */
+extern void JobqCheckNotNull(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void JobqCheckName(const char *name, const char *what, int maxlen);
+extern void JobqCheckKindName(const char *name);
+extern void JobqCheckQueueName(const char *name);
+extern void JobqCheckText(const char *value, const char *what, int maxbytes);
+extern int64 JobqIntervalUsecs(Interval *span);
+extern int64 JobqCheckPositiveInterval(Interval *span, const char *argname);
+extern int64 JobqCheckNonNegativeInterval(Interval *span, const char *argname);
+extern void JobqCheckJsonbSize(Datum value, const char *what);
+extern int	JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argname,
+								 bool nulls_allowed, Datum **elems, bool **nulls);
+extern int64 *JobqCopyId(int64 id);
+extern Datum JobqIdListArray(List *ids);
+
+/* lease.c: the end of an attempt, shared with the executor. */
+typedef struct JobqErrorInfo
+{
+	const char *sqlstate;		/* five characters, or NULL */
+	const char *message;
+	const char *detail;
+	const char *hint;
+	const char *context;
+} JobqErrorInfo;
+
+/* What a lease-rescue sweep saw of a lost lease. */
+typedef struct JobqLostLease
+{
+	bool		has_holder;		/* holder_pid and holder_start are set */
+	int32		holder_pid;		/* the holder seen exited */
+	TimestampTz holder_start;
+} JobqLostLease;
+
+extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
+								   const JobqErrorInfo *error,
+								   bool have_retry_in, int64 retry_in_usecs,
+								   const JobqLostLease *lost);
+extern const char *JobqNextStateAfterFailure(int32 attempt, int32 max_attempts,
+											 bool hold, int64 base_usecs,
+											 int64 max_usecs, bool have_retry_in,
+											 int64 retry_in_usecs,
+											 TimestampTz *run_at);
+extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
+							  const char *state, TimestampTz run_at,
+							  const JobqErrorInfo *error, const char *worker,
+							  TimestampTz started_at);
+extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
+extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
+
+/* executor.c */
+extern int64 JobqCurrentJobId(void);
+extern int32 JobqCurrentJobAttempt(void);
+extern void JobqRememberStep(Datum step, Datum result);
+
+/* operators.c */
+extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids,
+								  int n, const char *queue, const char *reason);
+
+/* retention.c */
+extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
+extern bool JobqPurgeWalkUnfinished(void);
+extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
+
+/* launcher.c */
+extern void JobqRegisterLauncher(void);
+
+/* queues.c */
+extern int32 JobqQueueId(Datum name);
+
+/*
+ * concurrency.c.  JOBQ_KEY_FREE(alias) is a condition on a jobq.job row:
+ * it has no concurrency key, or no other job holds its key under a
+ * standing lease.
+ */
+#define JOBQ_KEY_FREE(alias) \
+	" (" alias ".concurrency_key IS NULL OR NOT EXISTS (" \
+	"   SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id" \
+	"   AND h.lease_token = c.lease_token AND h.state = 'running'" \
+	"   WHERE c.key = " alias ".concurrency_key))"
+extern bool JobqTryLockConcurrencyKey(const char *key);
+extern bool JobqKeyTakenHere(List *taken, const char *key);
+extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
+extern bool JobqConcurrencyKeyLeased(Datum key);
+
+/* schedules.c */
+extern int	JobqTickSchedules(TimestampTz now, bool from_worker);
+
+/* claim.c */
+extern int	JobqPromoteDueJobs(void);
+extern int	JobqRescueLeases(bool wait);
+
+#endif							/* JOBQ_JOBQ_H */

@@ -1,0 +1,617 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/lease.c
+ *		Reports on a leased job: complete, complete_many, fail, heartbeat
+ *		and snooze, and the end-of-attempt rules they share with lease
+ *		rescue and the in-database executor.
+ *
+ * Every report names the job and the lease token it was claimed with.  A
+ * report whose token is not the job's current one, or whose job is no
+ * longer running, changes nothing and raises 55000 with a detail that says
+ * why: that is the fencing that refuses a rescued worker's late writes.
+ *
+ * After a failed attempt the job goes, in this order of precedence:
+ *	held		if its kind declares side effects and is not retry_safe
+ *				(an operator decides whether running it again is safe);
+ *	failed		if its attempts are exhausted (the dead-letter set);
+ *	pending		otherwise, at now + backoff(attempt): exponential from the
+ *				kind's backoff_base, capped at backoff_max, with "equal
+ *				jitter" (a uniform draw between half the delay and the
+ *				whole of it), unless the caller chose the delay.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+#include "shmem.h"
+
+static SPIPlanPtr plan_complete;
+static SPIPlanPtr plan_complete_many;
+static SPIPlanPtr plan_forget_lease;
+static SPIPlanPtr plan_forget_lease_one;
+static SPIPlanPtr plan_lease_state;
+static SPIPlanPtr plan_lock_for_fail;
+static SPIPlanPtr plan_lock_for_rescue;
+static SPIPlanPtr plan_record_error;
+static SPIPlanPtr plan_after_failure;
+
+/* Lock a running job under a given lease, with what a failure needs. */
+#define LOCK_FOR_FAIL_SQL_BODY \
+	"SELECT j.attempt, j.max_attempts, j.worker," \
+	" coalesce(k.backoff_base, interval '1 second')," \
+	" coalesce(k.backoff_max, interval '1 hour')," \
+	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)" \
+	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
+	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
+#define LOCK_FOR_FAIL_SQL LOCK_FOR_FAIL_SQL_BODY " FOR UPDATE OF j"
+static SPIPlanPtr plan_heartbeat;
+static SPIPlanPtr plan_snooze;
+
+/*
+ * Raise the error that explains why a report for (job_id, lease_token)
+ * matched no running job.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
+ */
+void
+JobqReportLeaseProblem(int64 job_id, int64 lease_token)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
+	char	   *state;
+	int64		current;
+	bool		isnull;
+
+	JobqPreparePlan(&plan_lease_state,
+					"SELECT state::text, lease_token FROM jobq.job WHERE id = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_lease_state, values, NULL, SPI_OK_SELECT, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) job_id)));
+
+	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+	current = JobqGetInt64(0, 2);
+
+	if (strcmp(state, "running") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job %lld is not running", (long long) job_id),
+				 errdetail("The job is \"%s\", so lease token %lld no longer holds it.",
+						   state, (long long) lease_token)));
+	if (lease_token < current)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lease token for job %lld is no longer valid", (long long) job_id),
+				 errdetail("The lease with token %lld ended and the job was claimed again with token %lld.",
+						   (long long) lease_token, (long long) current),
+				 errhint("Drop this attempt: the job belongs to the newer lease.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("lease token for job %lld is not valid", (long long) job_id),
+			 errdetail("The job was never leased with token %lld; its current token is %lld.",
+					   (long long) lease_token, (long long) current)));
+}
+
+/*
+ * The delay before attempt number "attempt" + 1, in microseconds: base
+ * doubled per attempt, capped at max, then jittered between half and all.
+ */
+int64
+JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs)
+{
+	int64		delay = Max(base_usecs, 1);
+	int			i;
+	int64		half;
+
+	for (i = 1; i < attempt && delay < max_usecs; i++)
+		delay = (delay > max_usecs / 2) ? max_usecs : delay * 2;
+	delay = Min(delay, max_usecs);
+	half = delay / 2;
+	return half + (int64) pg_prng_uint64_range(&pg_global_prng_state, 0, (uint64) (delay - half));
+}
+
+/* Clip a message to the stored length, at a character boundary. */
+static char *
+clip_text(const char *text)
+{
+	int			len = strlen(text);
+
+	if (len <= JOBQ_ERROR_TEXT_MAX)
+		return pstrdup(text);
+	len = pg_mbcliplen(text, len, JOBQ_ERROR_TEXT_MAX);
+	return pnstrdup(text, len);
+}
+
+static Datum
+text_or_null(const char *s, char *null)
+{
+	*null = s ? ' ' : 'n';
+	return s ? CStringGetTextDatum(clip_text(s)) : (Datum) 0;
+}
+
+/*
+ * Decide where a job goes after its attempt number "attempt" failed:
+ * "held", "failed", or "pending" at *run_at.  See the file header.
+ */
+const char *
+JobqNextStateAfterFailure(int32 attempt, int32 max_attempts, bool hold,
+						  int64 base_usecs, int64 max_usecs,
+						  bool have_retry_in, int64 retry_in_usecs,
+						  TimestampTz *run_at)
+{
+	if (hold)
+		return "held";
+	if (attempt >= max_attempts)
+		return "failed";
+	*run_at = GetCurrentTimestamp() +
+		(have_retry_in ? retry_in_usecs : JobqBackoffUsecs(attempt, base_usecs, max_usecs));
+	return "pending";
+}
+
+/*
+ * Record a failed attempt: a jobq.job_error row, and the job's new state,
+ * run_at and last_error.  charge is added to the job's attempt count (the
+ * in-database executor charges here; a claim charged already).  Must run
+ * between JobqBeginAccess and JobqEndAccess, with the job row locked.
+ */
+void
+JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
+				  TimestampTz run_at, const JobqErrorInfo *error,
+				  const char *worker, TimestampTz started_at)
+{
+	Oid			errtypes[10] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		errvalues[10];
+	char		errnulls[10];
+	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
+	TEXTOID, TIMESTAMPTZOID, CHAROID};
+	Datum		values[8];
+	char		nulls[8];
+	char		lane;
+
+	errvalues[0] = Int64GetDatum(job_id);
+	errnulls[0] = ' ';
+	errvalues[1] = Int32GetDatum(attempt);
+	errnulls[1] = ' ';
+	errvalues[2] = text_or_null(worker, &errnulls[2]);
+	errvalues[3] = text_or_null(error->sqlstate, &errnulls[3]);
+	errvalues[4] = text_or_null(error->message ? error->message : "unknown error", &errnulls[4]);
+	errvalues[5] = text_or_null(error->detail, &errnulls[5]);
+	errvalues[6] = text_or_null(error->hint, &errnulls[6]);
+	errvalues[7] = text_or_null(error->context, &errnulls[7]);
+	errvalues[8] = CStringGetTextDatum(state);
+	errnulls[8] = ' ';
+	errvalues[9] = TimestampTzGetDatum(started_at);
+	errnulls[9] = started_at ? ' ' : 'n';
+	/* A claimed attempt's start and worker are on the job row until now. */
+	JobqPreparePlan(&plan_record_error,
+					"INSERT INTO jobq.job_error (job_id, attempt, worker, sqlstate,"
+					" message, detail, hint, context, outcome, started_at)"
+					" SELECT $1, $2, coalesce($3, j.worker), $4, $5, $6, $7, $8,"
+					"  $9::jobq.job_state, coalesce($10, j.started_at)"
+					" FROM jobq.job j WHERE j.id = $1",
+					10, errtypes);
+	JobqExecutePlan(plan_record_error, errvalues, errnulls, SPI_OK_INSERT, 0);
+
+	if (strcmp(state, "pending") == 0)
+		lane = run_at <= GetCurrentTimestamp() ? 'r' : 's';
+	else
+		lane = 'a';				/* failed or held: an operator's turn */
+	values[0] = Int64GetDatum(job_id);
+	nulls[0] = ' ';
+	values[1] = errvalues[4];
+	nulls[1] = ' ';
+	values[2] = CStringGetTextDatum(state);
+	nulls[2] = ' ';
+	values[3] = TimestampTzGetDatum(run_at);
+	nulls[3] = lane == 'r' || lane == 's' ? ' ' : 'n';
+	values[4] = Int32GetDatum(charge);
+	nulls[4] = ' ';
+	values[5] = errvalues[2];
+	nulls[5] = errnulls[2];
+	values[6] = TimestampTzGetDatum(started_at);
+	nulls[6] = started_at ? ' ' : 'n';
+	values[7] = CharGetDatum(lane);
+	nulls[7] = ' ';
+	JobqPreparePlan(&plan_after_failure,
+					"UPDATE jobq.job SET state = $3::jobq.job_state, lane = $8,"
+					" run_at = coalesce($4, run_at), attempt = attempt + $5,"
+					" last_error = $2, worker = coalesce($6, worker),"
+					" started_at = coalesce($7, started_at),"
+					" finished_at = CASE WHEN $3 = 'failed'"
+					"   THEN pg_catalog.clock_timestamp() END,"
+					" holder_pid = NULL, holder_start = NULL"
+					" WHERE id = $1",
+					8, types);
+	JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE, 0);
+}
+
+/*
+ * End a running attempt with an error: record it in jobq.job_error and move
+ * the job to held, failed, or pending after a delay (the caller's retry_in
+ * when have_retry_in, else the kind's backoff).  The lease must be current;
+ * otherwise the lease error is raised and nothing changes.  Returns the
+ * job's new state.  With "lost" (lease rescue: the holder the sweep saw
+ * dead, if any), a job locked by another transaction, no longer under this
+ * lease, or whose lease no longer looks lost is left alone and NULL is
+ * returned instead.  Must run between JobqBeginAccess and JobqEndAccess.
+ */
+const char *
+JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
+				bool have_retry_in, int64 retry_in_usecs, const JobqLostLease *lost)
+{
+	Oid			locktypes[4] = {INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		lockvalues[4] = {Int64GetDatum(job_id), Int64GetDatum(lease_token), 0, 0};
+	char		locknulls[4] = {' ', ' ', ' ', ' '};
+	int32		attempt;
+	bool		isnull;
+	Datum		worker;
+	char	   *worker_label;
+	const char *outcome;
+	TimestampTz run_at = 0;
+	int			found;
+
+	if (lost == NULL)
+	{
+		JobqPreparePlan(&plan_lock_for_fail, LOCK_FOR_FAIL_SQL, 2, locktypes);
+		found = JobqExecutePlan(plan_lock_for_fail, lockvalues, NULL, SPI_OK_SELECT, 0);
+	}
+	else
+	{
+		/*
+		 * Lock it only if the lease still looks lost now that we see its
+		 * latest version: a heartbeat since the sweep looked saves it.
+		 */
+		lockvalues[2] = Int32GetDatum(lost->holder_pid);
+		lockvalues[3] = TimestampTzGetDatum(lost->holder_start);
+		locknulls[2] = lost->has_holder ? ' ' : 'n';
+		locknulls[3] = lost->has_holder ? ' ' : 'n';
+		JobqPreparePlan(&plan_lock_for_rescue,
+						LOCK_FOR_FAIL_SQL_BODY
+						" AND (j.lease_expires_at < pg_catalog.clock_timestamp()"
+						"   OR (j.holder_pid = $3 AND j.holder_start = $4))"
+						" FOR UPDATE OF j SKIP LOCKED",
+						4, locktypes);
+		found = JobqExecutePlan(plan_lock_for_rescue, lockvalues, locknulls, SPI_OK_SELECT, 0);
+	}
+	if (found == 0)
+	{
+		if (lost != NULL)
+			return NULL;
+		JobqReportLeaseProblem(job_id, lease_token);
+	}
+
+	attempt = JobqGetInt32(0, 1);
+	worker = JobqGetDatum(0, 3, &isnull);
+	worker_label = isnull ? NULL : TextDatumGetCString(worker);
+	outcome = JobqNextStateAfterFailure(attempt, JobqGetInt32(0, 2), JobqGetBool(0, 6),
+										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 4, &isnull))),
+										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 5, &isnull))),
+										have_retry_in, retry_in_usecs, &run_at);
+	JobqRecordFailure(job_id, attempt, 0, outcome, run_at, error, worker_label, 0);
+	return outcome;
+}
+
+/* Read the (id, lease_token) pair every report starts with. */
+static void
+read_lease_args(FunctionCallInfo fcinfo, int64 *job_id, int64 *lease_token)
+{
+	JobqCheckNotNull(fcinfo, 0, "id");
+	JobqCheckNotNull(fcinfo, 1, "lease_token");
+	*job_id = PG_GETARG_INT64(0);
+	*lease_token = PG_GETARG_INT64(1);
+}
+
+PG_FUNCTION_INFO_V1(jobq_complete);
+
+/*
+ * jobq.complete(id, lease_token, result)
+ *
+ * Mark a leased job completed and keep its record, in the caller's
+ * transaction: called in the same transaction as the worker's own writes,
+ * both commit together or not at all.  A HOT update: no index changes.
+ */
+Datum
+jobq_complete(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	int64		job_id;
+	int64		lease_token;
+	Oid			argtypes[3] = {INT8OID, INT8OID, JSONBOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	read_lease_args(fcinfo, &job_id, &lease_token);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = Int64GetDatum(lease_token);
+	if (PG_ARGISNULL(2))
+	{
+		values[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
+	else
+	{
+		values[2] = PG_GETARG_DATUM(2);
+		JobqCheckJsonbSize(values[2], "result");
+	}
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_complete,
+					"UPDATE jobq.job SET state = 'completed', result = $3,"
+					" finished_at = pg_catalog.clock_timestamp()"
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
+					" RETURNING concurrency_key IS NOT NULL",
+					3, argtypes);
+	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
+		JobqReportLeaseProblem(job_id, lease_token);
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
+
+	/* A claim of this job alone is over: drop its lease row now. */
+	JobqPreparePlan(&plan_forget_lease_one,
+					"DELETE FROM jobq.lease"
+					" WHERE first_id = $1 AND job_ids = ARRAY[$1]",
+					1, argtypes);
+	JobqExecutePlan(plan_forget_lease_one, values, NULL, SPI_OK_DELETE, 0);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Deconstruct a bigint[] argument that must hold no NULLs. */
+static int
+read_int8_array(FunctionCallInfo fcinfo, int argno, const char *argname, Datum **elems)
+{
+	bool	   *nulls;
+
+	JobqCheckNotNull(fcinfo, argno, argname);
+	return JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(argno), INT8OID, argname, false,
+								elems, &nulls);
+}
+
+PG_FUNCTION_INFO_V1(jobq_complete_many);
+
+/*
+ * jobq.complete_many(ids, lease_tokens)
+ *
+ * Complete many leased jobs in one statement and return how many.  All or
+ * nothing: if any pair is not a current lease, the error names it and no
+ * job is completed.
+ */
+Datum
+jobq_complete_many(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Datum	   *ids;
+	Datum	   *tokens;
+	int64	   *sorted;
+	int			n;
+	int			ntokens;
+	int			done;
+	int			i;
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[2];
+
+	n = read_int8_array(fcinfo, 0, "ids", &ids);
+	ntokens = read_int8_array(fcinfo, 1, "lease_tokens", &tokens);
+	if (n != ntokens)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("arguments \"ids\" and \"lease_tokens\" must have the same length"),
+				 errdetail("Their lengths are %d and %d.", n, ntokens)));
+	if (n > JOBQ_CLAIM_MAX_JOBS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("too many jobs for one call"),
+				 errdetail("The limit is %d; this call passes %d.", JOBQ_CLAIM_MAX_JOBS, n)));
+	sorted = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		sorted[i] = DatumGetInt64(ids[i]);
+	qsort(sorted, n, sizeof(int64), compare_int64);
+	for (i = 1; i < n; i++)
+		if (sorted[i] == sorted[i - 1])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("job %lld appears more than once in argument \"ids\"",
+							(long long) sorted[i])));
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_complete_many,
+					"UPDATE jobq.job j SET state = 'completed',"
+					" finished_at = pg_catalog.clock_timestamp()"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token)"
+					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"
+					" RETURNING j.id, j.concurrency_key IS NOT NULL",
+					2, argtypes);
+	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
+	for (i = 0; i < done; i++)
+		if (JobqGetBool(i, 2))
+		{
+			JobqWakeWorkersAtCommit();
+			break;
+		}
+	if (done != n)
+	{
+		int64	   *completed = palloc(sizeof(int64) * Max(done, 1));
+
+		/* Name the first pair that did not match; the error undoes the rest. */
+		for (i = 0; i < done; i++)
+			completed[i] = JobqGetInt64(i, 1);
+		qsort(completed, done, sizeof(int64), compare_int64);
+		for (i = 0; i < n; i++)
+		{
+			int64		id = DatumGetInt64(ids[i]);
+
+			if (bsearch(&id, completed, done, sizeof(int64), compare_int64) == NULL)
+				JobqReportLeaseProblem(id, DatumGetInt64(tokens[i]));
+		}
+		elog(ERROR, "complete_many matched %d of %d jobs", done, n);
+	}
+
+	/* A claim completed whole (the usual case) needs no rescue sweep. */
+	JobqPreparePlan(&plan_forget_lease,
+					"DELETE FROM jobq.lease"
+					" WHERE first_id = $1[1] AND job_ids OPERATOR(pg_catalog.<@) $1",
+					1, argtypes);
+	JobqExecutePlan(plan_forget_lease, values, NULL, SPI_OK_DELETE, 0);
+	JobqEndAccess(&access);
+	PG_RETURN_INT32(done);
+}
+
+PG_FUNCTION_INFO_V1(jobq_fail);
+
+/*
+ * jobq.fail(id, lease_token, error, retry_in)
+ *
+ * Report a failed attempt and return the job's new state: "pending" (to be
+ * retried after retry_in, or after the kind's backoff when NULL), "failed"
+ * (attempts exhausted) or "held" (the kind has side effects).
+ */
+Datum
+jobq_fail(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	int64		job_id;
+	int64		lease_token;
+	JobqErrorInfo error = {0};
+	bool		have_retry_in = !PG_ARGISNULL(3);
+	int64		retry_in = 0;
+	const char *outcome;
+
+	read_lease_args(fcinfo, &job_id, &lease_token);
+	JobqCheckNotNull(fcinfo, 2, "error");
+	error.message = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (error.message[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"error\" must not be empty"),
+				 errhint("Say what went wrong: it is what operators read in jobq.jobs.last_error.")));
+	if (have_retry_in)
+		retry_in = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(3), "retry_in");
+
+	JobqBeginAccess(&access);
+	outcome = JobqFailAttempt(job_id, lease_token, &error, have_retry_in, retry_in, NULL);
+	JobqEndAccess(&access);
+	PG_RETURN_TEXT_P(cstring_to_text(outcome));
+}
+
+PG_FUNCTION_INFO_V1(jobq_heartbeat);
+
+/*
+ * jobq.heartbeat(id, lease_token, extend)
+ *
+ * Extend a lease from now by "extend", or by the lease's current length
+ * when NULL, make the calling session its holder, and return the new
+ * expiry.  Touches no indexed column, so it is a HOT update.
+ */
+Datum
+jobq_heartbeat(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	int64		job_id;
+	int64		lease_token;
+	Oid			argtypes[5] = {INT8OID, INT8OID, INTERVALOID, INT4OID, TIMESTAMPTZOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	TimestampTz expires;
+	bool		isnull;
+
+	read_lease_args(fcinfo, &job_id, &lease_token);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = Int64GetDatum(lease_token);
+	if (PG_ARGISNULL(2))
+	{
+		values[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
+	else
+	{
+		(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(2), "extend");
+		values[2] = PG_GETARG_DATUM(2);
+	}
+	values[3] = Int32GetDatum(MyProcPid);
+	values[4] = TimestampTzGetDatum(MyStartTimestamp);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_heartbeat,
+					"UPDATE jobq.job SET"
+					" lease_expires_at = pg_catalog.clock_timestamp()"
+					"   + coalesce($3, lease_expires_at - heartbeat_at),"
+					" heartbeat_at = pg_catalog.clock_timestamp(),"
+					" holder_pid = $4, holder_start = $5"
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
+					" RETURNING lease_expires_at",
+					5, argtypes);
+	if (JobqExecutePlan(plan_heartbeat, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
+		JobqReportLeaseProblem(job_id, lease_token);
+	expires = DatumGetTimestampTz(JobqGetDatum(0, 1, &isnull));
+	JobqEndAccess(&access);
+	PG_RETURN_TIMESTAMPTZ(expires);
+}
+
+PG_FUNCTION_INFO_V1(jobq_snooze);
+
+/*
+ * jobq.snooze(id, lease_token, delay)
+ *
+ * Give a leased job back to run again after "delay", without charging the
+ * attempt, and return when it will be due.
+ */
+Datum
+jobq_snooze(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	int64		job_id;
+	int64		lease_token;
+	int64		delay;
+	TimestampTz run_at;
+	Oid			argtypes[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[3];
+
+	read_lease_args(fcinfo, &job_id, &lease_token);
+	JobqCheckNotNull(fcinfo, 2, "delay");
+	delay = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(2), "delay");
+	run_at = GetCurrentTimestamp() + delay;
+	values[0] = Int64GetDatum(job_id);
+	values[1] = Int64GetDatum(lease_token);
+	values[2] = TimestampTzGetDatum(run_at);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_snooze,
+					"UPDATE jobq.job SET state = 'pending',"
+					" lane = CASE WHEN $3 <= pg_catalog.clock_timestamp() THEN 'r'"
+					"   ELSE 's' END::\"char\","
+					" run_at = $3, attempt = attempt - 1,"
+					" holder_pid = NULL, holder_start = NULL"
+					" WHERE id = $1 AND state = 'running' AND lease_token = $2",
+					3, argtypes);
+	if (JobqExecutePlan(plan_snooze, values, NULL, SPI_OK_UPDATE, 0) != 1)
+		JobqReportLeaseProblem(job_id, lease_token);
+	JobqEndAccess(&access);
+	PG_RETURN_TIMESTAMPTZ(run_at);
+}

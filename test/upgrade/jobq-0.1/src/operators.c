@@ -1,0 +1,466 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/operators.c
+ *		What operators do to jobs from psql, and the log of it.
+ *
+ * Every operator action is recorded in jobq.operator_log with the role
+ * that did it, the time, the jobs and the reason, in the same transaction
+ * as the action itself.
+ *
+ * A rerun (retry, retry_failed) keeps the job: its id, idempotency key,
+ * step checkpoints and the operation ids its handler recorded, so what an
+ * earlier attempt did is not done again.  Attempts keep counting, so the
+ * history stays in order; a rerun gets a fresh allowance of the kind's
+ * max_attempts on top of the attempts already made.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "jobq.h"
+#include "shmem.h"
+
+static SPIPlanPtr plan_log;
+static SPIPlanPtr plan_resolve;
+static SPIPlanPtr plan_job_state;
+static SPIPlanPtr plan_retry;
+static SPIPlanPtr plan_retry_failed;
+static SPIPlanPtr plan_cancel;
+static SPIPlanPtr plan_discard;
+static SPIPlanPtr plan_pause;
+static SPIPlanPtr plan_kind_exists;
+static SPIPlanPtr plan_kind_registered;
+
+/* What every rerun sets: due now, fresh attempts, no lease, no result. */
+#define RERUN_SET \
+	" state = 'pending', lane = 'r', run_at = pg_catalog.now()," \
+	" in_db = k.handler IS NOT NULL," \
+	" max_attempts = LEAST(j.attempt + k.max_attempts, 2147483647)," \
+	" finished_at = NULL, result = NULL, lease_expires_at = NULL," \
+	" heartbeat_at = NULL, holder_pid = NULL, holder_start = NULL"
+
+/*
+ * Record an operator action.  Must run between JobqBeginAccess and
+ * JobqEndAccess; "caller" is the role to record.
+ */
+void
+JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids, int n,
+					  const char *queue, const char *reason)
+{
+	Oid			argtypes[5] = {NAMEOID, TEXTOID, INT8ARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(job_ids[i]);
+	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
+	values[1] = CStringGetTextDatum(action);
+	values[2] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[3] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[3] = reason ? ' ' : 'n';
+	values[4] = queue ? CStringGetTextDatum(queue) : (Datum) 0;
+	nulls[4] = queue ? ' ' : 'n';
+	JobqPreparePlan(&plan_log,
+					"INSERT INTO jobq.operator_action (role, action, job_ids, reason, queue)"
+					" VALUES ($1, $2, $3, $4, $5)",
+					5, argtypes);
+	JobqExecutePlan(plan_log, values, nulls, SPI_OK_INSERT, 0);
+	pfree(ids);
+}
+
+/*
+ * Raise the error explaining why job_id is not in a state that "action"
+ * accepts; "accepted" is a sentence saying which are.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+static void
+report_wrong_state(int64 job_id, const char *action, const char *accepted,
+				   const char *hint)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
+	bool		isnull;
+	char	   *state;
+
+	JobqPreparePlan(&plan_job_state,
+					"SELECT state::text FROM jobq.job WHERE id = $1", 1, argtypes);
+	if (JobqExecutePlan(plan_job_state, values, NULL, SPI_OK_SELECT, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) job_id)));
+	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
+	/* The hints callers pass are about completed jobs only. */
+	if (strcmp(state, "completed") != 0)
+		hint = NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s job %lld", action, (long long) job_id),
+			 errdetail("The job is \"%s\". %s", state, accepted),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* The optional reason argument, checked; NULL when not given. */
+static char *
+reason_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *reason;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	reason = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	JobqCheckText(reason, what, JOBQ_ERROR_TEXT_MAX);
+	return reason;
+}
+
+PG_FUNCTION_INFO_V1(jobq_retry);
+
+/*
+ * jobq.retry(id, reason, force)
+ *
+ * Run a failed, held or cancelled job again, now; with force, a completed
+ * one too.  Its kind must still be registered: the kind's settings govern
+ * the rerun.
+ */
+Datum
+jobq_retry(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {INT8OID, BOOLOID};
+	Datum		values[2];
+	int64		job_id;
+	char	   *reason;
+	bool		force;
+	bool		isnull;
+
+	JobqCheckNotNull(fcinfo, 0, "id");
+	JobqCheckNotNull(fcinfo, 2, "force");
+	job_id = PG_GETARG_INT64(0);
+	reason = reason_arg(fcinfo, 1, "reason");
+	force = PG_GETARG_BOOL(2);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = BoolGetDatum(force);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_retry,
+					"UPDATE jobq.job j SET" RERUN_SET
+					" FROM jobq.kind k"
+					" WHERE j.id = $1 AND k.name = j.kind"
+					"   AND (j.state IN ('failed', 'held', 'cancelled')"
+					"        OR ($2 AND j.state = 'completed'))"
+					" RETURNING j.in_db",
+					2, argtypes);
+	if (JobqExecutePlan(plan_retry, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
+	{
+		Oid			kind_types[1] = {INT8OID};
+
+		JobqPreparePlan(&plan_kind_exists,
+						"SELECT j.kind, j.state = 'completed',"
+						"  j.state IN ('failed', 'held', 'cancelled', 'completed')"
+						" FROM jobq.job j"
+						" WHERE j.id = $1"
+						"   AND NOT EXISTS (SELECT FROM jobq.kind k WHERE k.name = j.kind)",
+						1, kind_types);
+		if (JobqExecutePlan(plan_kind_exists, values, NULL, SPI_OK_SELECT, 0) == 1 &&
+			JobqGetBool(0, 3) && (force || !JobqGetBool(0, 2)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("cannot retry job %lld: kind \"%s\" is not registered",
+							(long long) job_id,
+							TextDatumGetCString(JobqGetDatum(0, 1, &isnull))),
+					 errhint("Register the kind again with jobq.register_kind(), then retry.")));
+		report_wrong_state(job_id, "retry",
+						   force ? "Only failed, held, cancelled and completed jobs can be retried."
+						   : "Only failed, held and cancelled jobs can be retried.",
+						   force ? NULL
+						   : "To run a completed job again, pass force => true.");
+	}
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
+	JobqLogOperatorAction(access.caller, force ? "retry (forced)" : "retry",
+						  &job_id, 1, NULL, reason);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_retry_failed);
+
+/*
+ * jobq.retry_failed(kind, since, reason)
+ *
+ * Rerun every failed job (the dead-letter set), of one kind if given, that
+ * failed at or after "since" if given.  Held jobs are left alone: each
+ * needs its own decision.  Jobs of kinds no longer registered are skipped.
+ * Returns how many jobs were put back.
+ */
+Datum
+jobq_retry_failed(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	char	   *reason;
+	int			rows;
+	int64	   *ids;
+	bool		wake = false;
+	int			i;
+
+	if (PG_ARGISNULL(0))
+		nulls[0] = 'n';
+	else
+	{
+		values[0] = PG_GETARG_DATUM(0);
+		JobqCheckKindName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	}
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	else
+		values[1] = PG_GETARG_DATUM(1);
+	reason = reason_arg(fcinfo, 2, "reason");
+
+	JobqBeginAccess(&access);
+	if (nulls[0] == ' ')
+	{
+		Oid			kind_types[1] = {TEXTOID};
+
+		JobqPreparePlan(&plan_kind_registered,
+						"SELECT FROM jobq.kind WHERE name = $1", 1, kind_types);
+		if (JobqExecutePlan(plan_kind_registered, values, NULL, SPI_OK_SELECT, 0) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("kind \"%s\" is not registered",
+							TextDatumGetCString(values[0])),
+					 errhint("Failed jobs of a kind can only run again while it is registered.")));
+	}
+	JobqPreparePlan(&plan_retry_failed,
+					"UPDATE jobq.job j SET" RERUN_SET
+					" FROM jobq.kind k"
+					" WHERE j.lane = 'a' AND j.state = 'failed' AND k.name = j.kind"
+					"   AND ($1::text IS NULL OR j.kind = $1)"
+					"   AND ($2::timestamptz IS NULL OR j.finished_at >= $2)"
+					" RETURNING j.id, j.in_db",
+					2, argtypes);
+	rows = JobqExecutePlan(plan_retry_failed, values, nulls, SPI_OK_UPDATE_RETURNING, 0);
+	ids = palloc(sizeof(int64) * Max(rows, 1));
+	for (i = 0; i < rows; i++)
+	{
+		ids[i] = JobqGetInt64(i, 1);
+		wake |= JobqGetBool(i, 2);
+	}
+	if (wake)
+		JobqWakeWorkersAtCommit();
+	if (rows > 0)
+		JobqLogOperatorAction(access.caller, "retry_failed", ids, rows, NULL, reason);
+	pfree(ids);
+	JobqEndAccess(&access);
+	PG_RETURN_INT32(rows);
+}
+
+PG_FUNCTION_INFO_V1(jobq_cancel);
+
+/*
+ * jobq.cancel(id, reason)
+ *
+ * Stop a job for good: a pending, running, held or failed job becomes
+ * cancelled.  A running job's lease is fenced (its holder's complete, fail
+ * or heartbeat is refused from now on), and if a background worker of this
+ * database runs its handler, the handler is cancelled first; the worker
+ * hands that attempt back uncharged and commits, and this waits for it.
+ */
+Datum
+jobq_cancel(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		job_id;
+	char	   *reason;
+
+	JobqCheckNotNull(fcinfo, 0, "id");
+	job_id = PG_GETARG_INT64(0);
+	reason = reason_arg(fcinfo, 1, "reason");
+	values[0] = Int64GetDatum(job_id);
+
+	/*
+	 * A handler's batch holds its jobs' rows: from inside it, a cancel
+	 * would wait for itself, or be overwritten when the batch completes.
+	 */
+	if (JobqCurrentJobId() != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq.cancel() cannot be called from a job's handler"),
+				 errhint("Cancel jobs from a session of their own; a handler ends its own job by returning or raising an error.")));
+
+	/* An in-database handler holds the job's row lock: stop it first. */
+	JobqRequestCancel(job_id);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_cancel,
+					"UPDATE jobq.job SET state = 'cancelled', lane = NULL,"
+					" finished_at = pg_catalog.clock_timestamp(),"
+					" lease_expires_at = NULL, holder_pid = NULL, holder_start = NULL"
+					" WHERE id = $1 AND state IN ('pending', 'running', 'held', 'failed')",
+					1, argtypes);
+	if (JobqExecutePlan(plan_cancel, values, NULL, SPI_OK_UPDATE, 0) != 1)
+		report_wrong_state(job_id, "cancel",
+						   "Only pending, running, held and failed jobs can be cancelled.",
+						   NULL);
+	JobqLogOperatorAction(access.caller, "cancel", &job_id, 1, NULL, reason);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_discard);
+
+/*
+ * jobq.discard(id, reason)
+ *
+ * Remove a failed, held or cancelled job with its key, steps and errors, so
+ * that its idempotency key can be used again.  The operation ids its
+ * handler recorded with jobq.once() stay: they still stand for effects
+ * that happened.  The operator log keeps the job's id and the reason.
+ */
+Datum
+jobq_discard(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		job_id;
+	char	   *reason;
+
+	JobqCheckNotNull(fcinfo, 0, "id");
+	job_id = PG_GETARG_INT64(0);
+	reason = reason_arg(fcinfo, 1, "reason");
+	values[0] = Int64GetDatum(job_id);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_discard,
+					"WITH gone AS ("
+					"  DELETE FROM jobq.job"
+					"  WHERE id = $1 AND state IN ('failed', 'held', 'cancelled')"
+					"  RETURNING id"
+					"), keys AS ("
+					"  DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM gone)"
+					"), steps AS ("
+					"  DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM gone)"
+					"), errors AS ("
+					"  DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM gone)"
+					")"
+					" SELECT id FROM gone",
+					1, argtypes);
+	if (JobqExecutePlan(plan_discard, values, NULL, SPI_OK_SELECT, 0) != 1)
+		report_wrong_state(job_id, "discard",
+						   "Only failed, held and cancelled jobs can be discarded.",
+						   NULL);
+	JobqLogOperatorAction(access.caller, "discard", &job_id, 1, NULL, reason);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_resolve);
+
+/*
+ * jobq.resolve(id, note)
+ *
+ * Close a held job whose side effect an operator dealt with by hand: it
+ * becomes completed, with {"resolved": note} as its result, and the action
+ * is logged.
+ */
+Datum
+jobq_resolve(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+	int64		job_id;
+	char	   *note;
+
+	JobqCheckNotNull(fcinfo, 0, "id");
+	JobqCheckNotNull(fcinfo, 1, "note");
+	job_id = PG_GETARG_INT64(0);
+	note = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	JobqCheckText(note, "note", JOBQ_ERROR_TEXT_MAX);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = PG_GETARG_DATUM(1);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_resolve,
+					"UPDATE jobq.job SET state = 'completed', lane = NULL,"
+					" finished_at = pg_catalog.clock_timestamp(),"
+					" result = pg_catalog.jsonb_build_object('resolved', $2)"
+					" WHERE id = $1 AND state = 'held'",
+					2, argtypes);
+	if (JobqExecutePlan(plan_resolve, values, NULL, SPI_OK_UPDATE, 0) != 1)
+		report_wrong_state(job_id, "resolve", "Only held jobs can be resolved.", NULL);
+	JobqLogOperatorAction(access.caller, "resolve", &job_id, 1, NULL, note);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+/* Pause or resume a queue; the body of pause_queue and resume_queue. */
+static void
+set_queue_paused(FunctionCallInfo fcinfo, bool paused)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {TEXTOID, BOOLOID};
+	Datum		values[2];
+	char	   *queue;
+	char	   *reason;
+
+	JobqCheckNotNull(fcinfo, 0, "queue");
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	JobqCheckQueueName(queue);
+	reason = reason_arg(fcinfo, 1, "reason");
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = BoolGetDatum(paused);
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_pause,
+					"UPDATE jobq.queue SET paused = $2 WHERE name = $1",
+					2, argtypes);
+	if (JobqExecutePlan(plan_pause, values, NULL, SPI_OK_UPDATE, 0) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", queue),
+				 errhint("A queue exists once a kind or a job names it; see jobq.queues.")));
+	if (!paused)
+		JobqWakeWorkersAtCommit();
+	JobqLogOperatorAction(access.caller, paused ? "pause_queue" : "resume_queue",
+						  NULL, 0, queue, reason);
+	JobqEndAccess(&access);
+}
+
+PG_FUNCTION_INFO_V1(jobq_pause_queue);
+
+/*
+ * jobq.pause_queue(queue, reason)
+ *
+ * Stop handing out the queue's jobs: claims return nothing and workers
+ * skip it.  Running jobs finish; enqueueing goes on.
+ */
+Datum
+jobq_pause_queue(PG_FUNCTION_ARGS)
+{
+	set_queue_paused(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_resume_queue);
+
+/* jobq.resume_queue(queue, reason): hand out the queue's jobs again. */
+Datum
+jobq_resume_queue(PG_FUNCTION_ARGS)
+{
+	set_queue_paused(fcinfo, false);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,511 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/subscriptions.c
+ *		Table changes that dispatch jobs.
+ *
+ * A subscription is an ordinary AFTER ROW trigger on the user's table that
+ * calls jobq.dispatch(), which enqueues one job per changed row in the
+ * writer's own transaction: a rolled-back write leaves no job, and an
+ * error in the trigger fails the write.  The queue, not the trigger, owns
+ * retries.  Because the trigger belongs to the user's table, pg_dump dumps
+ * it with the table and the row of jobq.subscription with jobq's data.
+ *
+ * Clean-up: dropping the table drops its trigger, and an sql_drop event
+ * trigger then forgets the subscription; DROP EXTENSION jobq first drops
+ * every subscription trigger (a ddl_command_start event trigger), since
+ * the triggers depend on jobq.dispatch().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "access/htup_details.h"
+#include "commands/event_trigger.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "jobq.h"
+
+#define SUBSCRIPTION_NAME_MAX	(NAMEDATALEN - 1 - 5)	/* "jobq_" + name */
+
+static SPIPlanPtr plan_lock_kind;
+static SPIPlanPtr plan_find;
+static SPIPlanPtr plan_upsert;
+static SPIPlanPtr plan_delete;
+static SPIPlanPtr plan_all;
+static SPIPlanPtr plan_dispatch;
+static SPIPlanPtr plan_placeholder;
+
+static const char *const event_names[] = {"insert", "update", "delete"};
+
+/*
+ * Check the events argument and return it as a bit set (1 insert, 2
+ * update, 4 delete).
+ */
+static int
+events_mask(ArrayType *events)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			mask = 0;
+	int			i;
+	int			e;
+
+	n = JobqDeconstructArray(events, TEXTOID, "events", false, &elems, &nulls);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must not be empty"),
+				 errhint("Name one or more of insert, update and delete.")));
+	for (i = 0; i < n; i++)
+	{
+		char	   *name = TextDatumGetCString(elems[i]);
+
+		for (e = 0; e < lengthof(event_names); e++)
+			if (strcmp(name, event_names[e]) == 0)
+				break;
+		if (e == lengthof(event_names))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid event \"%s\"", name),
+					 errhint("Events are insert, update and delete, in lowercase.")));
+		if (mask & (1 << e))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event \"%s\" is listed twice", name)));
+		mask |= 1 << e;
+	}
+	return mask;
+}
+
+/* The canonical text[] of an event set, in insert, update, delete order. */
+static Datum
+events_array(int mask)
+{
+	Datum		elems[lengthof(event_names)];
+	int			n = 0;
+	int			e;
+
+	for (e = 0; e < lengthof(event_names); e++)
+		if (mask & (1 << e))
+			elems[n++] = CStringGetTextDatum(event_names[e]);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Check that a subscription may watch relid: a permanent table of the
+ * user's, on which the caller may create triggers.
+ */
+static void
+check_source(Oid relid, Oid caller, const char *action)
+{
+	char		relkind = get_rel_relkind(relid);
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot subscribe to \"%s\"", relname),
+				 errdetail("Only tables can have subscriptions.")));
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot subscribe to temporary table \"%s\"", relname)));
+	if (get_rel_namespace(relid) == get_namespace_oid("jobq", false))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot subscribe to jobq's own table \"%s\"", relname)));
+	if (pg_class_aclcheck(relid, caller, ACL_TRIGGER) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s table \"%s\"", action, relname),
+				 errdetail("A subscription is a trigger on the table: it needs the TRIGGER privilege."),
+				 errhint("Ask the table's owner to GRANT TRIGGER ON it to you.")));
+}
+
+/* The schema-qualified, quoted name of a relation. */
+static char *
+qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/* Run one utility statement through SPI. */
+static void
+run_ddl(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+}
+
+/* Drop a subscription's trigger, if its table and trigger still exist. */
+static void
+drop_trigger(Oid relid, const char *trigger_name)
+{
+	if (get_rel_name(relid) == NULL)
+		return;
+	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+					 quote_identifier(trigger_name), qualified_name(relid)));
+}
+
+/*
+ * Lock the subscription "name" and drop its trigger, after checking that
+ * the caller may (the TRIGGER privilege on its table).  With create, a
+ * missing subscription gets a placeholder row, locked too, which the
+ * caller then fills in: two callers creating one name wait for each
+ * other.  Returns whether the subscription existed.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+static bool
+lock_subscription(Datum name, Oid caller, bool create)
+{
+	Oid			argtypes[2] = {TEXTOID, NAMEOID};
+	Datum		values[2] = {name, CStringGetDatum(GetUserNameFromId(caller, false))};
+	bool		isnull;
+	Oid			relid;
+	char	   *trigger_name;
+
+	if (create)
+	{
+		/* Waits for a concurrent creator; the row is then found below. */
+		JobqPreparePlan(&plan_placeholder,
+						"INSERT INTO jobq.subscription"
+						" (name, source, kind, events, trigger_name, created_by)"
+						" VALUES ($1, 0, '', '{}', '', $2) ON CONFLICT (name) DO NOTHING",
+						2, argtypes);
+		JobqExecutePlan(plan_placeholder, values, NULL, SPI_OK_INSERT, 0);
+	}
+	JobqPreparePlan(&plan_find,
+					"SELECT source::pg_catalog.oid, trigger_name::text"
+					" FROM jobq.subscription WHERE name = $1 FOR UPDATE",
+					1, argtypes);
+	if (JobqExecutePlan(plan_find, values, NULL, SPI_OK_SELECT, 0) == 0)
+		return false;
+	relid = DatumGetObjectId(JobqGetDatum(0, 1, &isnull));
+	trigger_name = TextDatumGetCString(JobqGetDatum(0, 2, &isnull));
+	if (!OidIsValid(relid))
+		return false;			/* our placeholder */
+	if (get_rel_name(relid) != NULL)
+		check_source(relid, caller, create ? "replace the subscription to" : "unsubscribe from");
+	drop_trigger(relid, trigger_name);
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(jobq_subscribe);
+
+/*
+ * jobq.subscribe(name, source, kind, events)
+ *
+ * Create or replace the subscription "name": every insert, update or
+ * delete (as listed) of a row of "source" enqueues a job of "kind" with
+ * the payload {subscription, op, table, old, new}.
+ */
+Datum
+jobq_subscribe(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	char	   *name;
+	Oid			relid;
+	char	   *kind;
+	int			mask;
+	char	   *trigger_name;
+	StringInfoData sql;
+	Oid			kind_types[1] = {TEXTOID};
+	Datum		kind_values[1];
+	Oid			upsert_types[6] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID, NAMEOID, NAMEOID};
+	Datum		upsert_values[6];
+	int			e;
+	bool		first = true;
+
+	JobqCheckNotNull(fcinfo, 0, "name");
+	JobqCheckNotNull(fcinfo, 1, "source");
+	JobqCheckNotNull(fcinfo, 2, "kind");
+	JobqCheckNotNull(fcinfo, 3, "events");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	JobqCheckName(name, "subscription", SUBSCRIPTION_NAME_MAX);
+	relid = PG_GETARG_OID(1);
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	JobqCheckKindName(kind);
+	mask = events_mask(PG_GETARG_ARRAYTYPE_P(3));
+	check_source(relid, GetUserId(), "subscribe to");
+	trigger_name = psprintf("jobq_%s", name);
+
+	JobqBeginAccess(&access);
+
+	/* The kind must exist, and stay until this commits. */
+	kind_values[0] = PG_GETARG_DATUM(2);
+	JobqPreparePlan(&plan_lock_kind,
+					"SELECT FROM jobq.kind WHERE name = $1 FOR KEY SHARE",
+					1, kind_types);
+	if (JobqExecutePlan(plan_lock_kind, kind_values, NULL, SPI_OK_SELECT, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("kind \"%s\" is not registered", kind),
+				 errhint("Register it with jobq.register_kind() first.")));
+
+	/*
+	 * The subscription's row first, so that two subscribes of one name wait
+	 * for each other; replacing, the old trigger goes next.
+	 */
+	lock_subscription(PG_GETARG_DATUM(0), access.caller, true);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ", quote_identifier(trigger_name));
+	for (e = 0; e < lengthof(event_names); e++)
+	{
+		if (!(mask & (1 << e)))
+			continue;
+		appendStringInfo(&sql, "%s%s", first ? "" : " OR ",
+						 e == 0 ? "INSERT" : e == 1 ? "UPDATE" : "DELETE");
+		first = false;
+	}
+	appendStringInfo(&sql, " ON %s FOR EACH ROW EXECUTE FUNCTION jobq.dispatch(%s, %s)",
+					 qualified_name(relid), quote_literal_cstr(name),
+					 quote_literal_cstr(kind));
+	run_ddl(sql.data);
+
+	upsert_values[0] = PG_GETARG_DATUM(0);
+	upsert_values[1] = ObjectIdGetDatum(relid);
+	upsert_values[2] = PG_GETARG_DATUM(2);
+	upsert_values[3] = events_array(mask);
+	upsert_values[4] = CStringGetDatum(trigger_name);
+	upsert_values[5] = CStringGetDatum(GetUserNameFromId(access.caller, false));
+	JobqPreparePlan(&plan_upsert,
+					"INSERT INTO jobq.subscription"
+					" (name, source, kind, events, trigger_name, created_by)"
+					" VALUES ($1, $2::pg_catalog.regclass, $3, $4, $5, $6)"
+					" ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source,"
+					" kind = EXCLUDED.kind, events = EXCLUDED.events,"
+					" trigger_name = EXCLUDED.trigger_name,"
+					" created_by = EXCLUDED.created_by, created_at = pg_catalog.now()",
+					6, upsert_types);
+	JobqExecutePlan(plan_upsert, upsert_values, NULL, SPI_OK_INSERT, 0);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_unsubscribe);
+
+/* jobq.unsubscribe(name): drop the subscription and its trigger. */
+Datum
+jobq_unsubscribe(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	JobqCheckNotNull(fcinfo, 0, "name");
+	values[0] = PG_GETARG_DATUM(0);
+
+	JobqBeginAccess(&access);
+	if (!lock_subscription(values[0], access.caller, false))
+	{
+		char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		JobqCheckName(name, "subscription", SUBSCRIPTION_NAME_MAX);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription \"%s\" does not exist", name)));
+	}
+	JobqPreparePlan(&plan_delete,
+					"DELETE FROM jobq.subscription WHERE name = $1",
+					1, argtypes);
+	JobqExecutePlan(plan_delete, values, NULL, SPI_OK_DELETE, 0);
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_dispatch);
+
+/*
+ * jobq.dispatch(): the subscription trigger, AFTER ROW, with the
+ * subscription and the kind as its arguments.
+ *
+ * It runs as the writer.  The payload is built with the writer's rights
+ * (a column type's cast to json is the writer's to run, not jobq's), and
+ * only the enqueue itself runs with the extension owner's rights, so that
+ * writers need no right on jobq.  Any error is the writer's: the write
+ * fails.
+ */
+Datum
+jobq_dispatch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	JobqAccess	access;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	old_row = NULL;
+	HeapTuple	new_row = NULL;
+	const char *op;
+	Oid			argtypes[5];
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', 'n', 'n'};
+	Oid			enqueue_types[2] = {TEXTOID, JSONBOID};
+	Datum		enqueue_values[2];
+	bool		isnull;
+	int			rc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired by a trigger", "jobq.dispatch")));
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired AFTER ROW with two arguments",
+						"jobq.dispatch"),
+				 errhint("Create subscriptions with jobq.subscribe().")));
+
+	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		op = "insert";
+		new_row = trigdata->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		op = "update";
+		old_row = trigdata->tg_trigtuple;
+		new_row = trigdata->tg_newtuple;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		op = "delete";
+		old_row = trigdata->tg_trigtuple;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" handles only INSERT, UPDATE and DELETE",
+						"jobq.dispatch")));
+
+	/* The payload, as the writer. */
+	argtypes[0] = argtypes[1] = argtypes[2] = TEXTOID;
+	argtypes[3] = argtypes[4] = desc->tdtypeid;
+	values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
+	values[1] = CStringGetTextDatum(op);
+	values[2] = CStringGetTextDatum(qualified_name(RelationGetRelid(rel)));
+	if (old_row != NULL)
+	{
+		values[3] = heap_copy_tuple_as_datum(old_row, desc);
+		nulls[3] = ' ';
+	}
+	if (new_row != NULL)
+	{
+		values[4] = heap_copy_tuple_as_datum(new_row, desc);
+		nulls[4] = ' ';
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
+							   "'subscription', $1, 'op', $2, 'table', $3,"
+							   " 'old', pg_catalog.to_jsonb($4), 'new', pg_catalog.to_jsonb($5))",
+							   5, argtypes, values, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not build the payload of subscription \"%s\"",
+			 trigdata->tg_trigger->tgargs[0]);
+	enqueue_values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MemoryContextSwitchTo(caller_cxt);
+	enqueue_values[1] = PointerGetDatum(PG_DETOAST_DATUM_COPY(enqueue_values[1]));
+	SPI_finish();
+	MemoryContextSwitchTo(caller_cxt);
+
+	/* The job, as jobq's owner. */
+	enqueue_values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[1]);
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_dispatch,
+					"SELECT jobq.enqueue($1, $2)", 2, enqueue_types);
+	JobqExecutePlan(plan_dispatch, enqueue_values, NULL, SPI_OK_SELECT, 0);
+	JobqEndAccess(&access);
+	return PointerGetDatum(NULL);
+}
+
+/* Is this statement a DROP EXTENSION that names jobq? */
+static bool
+drops_jobq(Node *parsetree)
+{
+	DropStmt   *stmt = (DropStmt *) parsetree;
+	ListCell   *lc;
+
+	if (parsetree == NULL || !IsA(parsetree, DropStmt) ||
+		stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, stmt->objects)
+	{
+		Node	   *object = lfirst(lc);
+
+		if (IsA(object, String) && strcmp(strVal(object), "jobq") == 0)
+			return true;
+	}
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(jobq_drop_subscription_triggers);
+
+/*
+ * Event trigger, at the start of DROP EXTENSION: if jobq is being dropped,
+ * drop the subscription triggers on users' tables, which depend on
+ * jobq.dispatch() and would otherwise make the drop fail.
+ */
+Datum
+jobq_drop_subscription_triggers(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	JobqAccess	access;
+	List	   *statements = NIL;
+	ListCell   *lc;
+	int			rows;
+	int			i;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired by an event trigger",
+						"jobq.drop_subscription_triggers")));
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (!drops_jobq(trigdata->parsetree))
+		PG_RETURN_VOID();
+
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_all,
+					"SELECT source::pg_catalog.oid, trigger_name::text FROM jobq.subscription",
+					0, NULL);
+	rows = JobqExecutePlan(plan_all, NULL, NULL, SPI_OK_SELECT, 0);
+	for (i = 0; i < rows; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(JobqGetDatum(i, 1, &isnull));
+		char	   *trigger_name = TextDatumGetCString(JobqGetDatum(i, 2, &isnull));
+
+		if (get_rel_name(relid) != NULL)
+			statements = lappend(statements,
+								 psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+										  quote_identifier(trigger_name),
+										  qualified_name(relid)));
+	}
+	foreach(lc, statements)
+		run_ddl((const char *) lfirst(lc));
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
