@@ -62,15 +62,21 @@ SELECT lease_token AS running_token FROM jobq.claim('priv_q', lease => '1 day') 
 -- in-database one (for run_pending).
 SELECT jobq.enqueue('priv.ext', '{"n": 4}') AS pending_id \gset
 SELECT jobq.enqueue('priv.db', '{"n": 5}') IS NOT NULL AS due;
-SELECT jobq.schedule('priv.sched', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
-SELECT jobq.schedule('priv.sched_paused', '@daily', 'priv.ext') IS NOT NULL AS scheduled;
-SELECT jobq.pause_schedule('priv.sched_paused');
 -- Schedules belong to their creator; these two to a role every caller is a
 -- member of, so that only the functions' privileges decide here (owners
--- are sql/security.sql's, section A4).
+-- are sql/security.sql's, sections A4 and A9).  A schedule enqueues on its
+-- owner's behalf, so the owner may produce into its kind's queue, one of
+-- its own: every caller inherits that privilege from the owner (and sees
+-- that grant in jobq.queue_privileges).
+SELECT jobq.create_queue('priv_cron');
+SELECT jobq.register_kind('priv.cron', queue => 'priv_cron');
+SELECT jobq.schedule('priv.sched', '@daily', 'priv.cron') IS NOT NULL AS scheduled;
+SELECT jobq.schedule('priv.sched_paused', '@daily', 'priv.cron') IS NOT NULL AS scheduled;
+SELECT jobq.pause_schedule('priv.sched_paused');
 CREATE ROLE priv_team;
 GRANT priv_team TO priv_none, priv_producer, priv_worker, priv_operator, priv_admin;
 UPDATE jobq.schedule SET owner = 'priv_team' WHERE name LIKE 'priv.sched%';
+SELECT jobq.grant('priv_cron', 'priv_team', '{produce}');
 SELECT jobq.subscribe('priv.feed', 'priv_feed', 'priv.ext');
 -- A queue privilege (the worker has it already, through jobq_worker).
 SELECT jobq.grant('priv_q', 'priv_worker', '{work}');
@@ -122,7 +128,7 @@ INSERT INTO priv_call VALUES
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_paused', 'over')$$),
  ('jobq.history(bigint)', format($$SELECT count(*) FROM jobq.history(%s)$$, :failed_id)),
  ('jobq.schedule(text,text,text,jsonb,text,text,text,text,timestamptz)',
-  $$SELECT jobq.schedule('priv.sched_new', '@hourly', 'priv.ext')$$),
+  $$SELECT jobq.schedule('priv.sched_new', '@hourly', 'priv.cron')$$),
  ('jobq.unschedule(text)', $$SELECT jobq.unschedule('priv.sched')$$),
  ('jobq.pause_schedule(text)', $$SELECT jobq.pause_schedule('priv.sched')$$),
  ('jobq.resume_schedule(text)', $$SELECT jobq.resume_schedule('priv.sched_paused')$$),

@@ -1314,6 +1314,35 @@ SELECT CASE WHEN role = current_user THEN 'the superuser' ELSE role::text END AS
 DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.sch.%';
 
 --
+-- (A9) tick_schedules(now) with a "now" of the caller's choosing fired
+-- every schedule, so any jobq_admin could fire another role's slots early
+-- (and use up a misfire policy's slots); and a schedule kept enqueuing
+-- into its kind's queue after its owner lost the right to produce there.
+-- Now bob's tick leaves alice's schedule alone (alice's own fires it), and
+-- once alice is no longer an admin the firing fails with 42501, recorded
+-- as the slot's event, and enqueues nothing.
+--
+SELECT jobq.register_kind('sec.sch.tick', queue => 'sec_sch');
+\c - sec_sch_alice
+SELECT jobq.schedule('sec.sch.tick', '0 * * * *', 'sec.sch.tick', overlap => 'allow',
+                     start_at => '2000-01-01 00:00+00') IS NOT NULL AS scheduled;
+\c - sec_sch_bob
+SELECT jobq.tick_schedules('2000-01-01 00:00:30+00') AS bob_fired;
+\c - sec_sch_alice
+SELECT jobq.tick_schedules('2000-01-01 00:00:30+00') AS alice_fired;
+\c - :sec_su
+REVOKE jobq_admin FROM sec_sch_alice;
+SELECT jobq.tick_schedules('2000-01-01 01:00:30+00') AS fired_without_privilege;
+SELECT slot, event, job_id IS NOT NULL AS has_job, detail
+  FROM jobq.schedule_events WHERE schedule = 'sec.sch.tick' ORDER BY id;
+SELECT count(*) AS jobs FROM jobq.jobs WHERE kind = 'sec.sch.tick';
+SELECT jobq.unschedule('sec.sch.tick');
+DELETE FROM jobq.job WHERE kind = 'sec.sch.tick';
+DELETE FROM jobq.job_key WHERE kind = 'sec.sch.tick';
+SELECT jobq.unregister_kind('sec.sch.tick');
+DELETE FROM jobq.operator_action WHERE schedule LIKE 'sec.sch.%';
+
+--
 -- (A6) Authorization review, finding 6: a subscription's trigger is the
 -- trigger on its table that calls jobq.dispatch() with the subscription's
 -- name, whatever it is called.  A subscription trigger renamed by its

@@ -242,7 +242,7 @@ extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
 extern bool JobqConcurrencyKeyLeased(Datum key);
 
 /* schedules.c */
-extern int	JobqTickSchedules(TimestampTz now, bool from_worker);
+extern int	JobqTickSchedules(TimestampTz now, bool from_worker, Oid caller);
 
 /* claim.c */
 extern int	JobqPromoteDueJobs(void);

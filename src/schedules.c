@@ -90,12 +90,18 @@ typedef struct Schedule
 	Datum		concurrency_key;	/* text, or 0 */
 	TimestampTz next_fire_at;
 	int64		last_job_id;	/* 0 if none */
-	TimestampTz last_fire_at;	/* 0 if none */
+	TimestampTz last_fire_at;	/* NO_SLOT if none */
 	Oid			owner;			/* the role that created it */
 } Schedule;
 
+/* "No slot": never 0, which is a real time (2000-01-01 00:00 UTC). */
+#define NO_SLOT DT_NOBEGIN
+
 static SPIPlanPtr plan_due_worker;
+static SPIPlanPtr plan_due_worker_old;
 static SPIPlanPtr plan_due_sql;
+static SPIPlanPtr plan_due_sql_old;
+static SPIPlanPtr plan_kind_queue;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_job_locked;
 static SPIPlanPtr plan_enqueue;
@@ -258,7 +264,7 @@ record_event(Schedule *s, TimestampTz slot, const char *event, int64 job_id,
 
 	values[0] = s->name;
 	values[1] = TimestampTzGetDatum(slot);
-	nulls[1] = slot ? ' ' : 'n';
+	nulls[1] = slot != NO_SLOT ? ' ' : 'n';
 	values[2] = CStringGetTextDatum(event);
 	values[3] = Int64GetDatum(job_id);
 	nulls[3] = job_id ? ' ' : 'n';
@@ -287,6 +293,32 @@ prune_events(Datum name)
 }
 
 /*
+ * Raise 42501 unless the schedule's owner may produce into its kind's
+ * queue: a schedule enqueues on its owner's behalf, and a privilege
+ * revoked after the schedule was made must stop it.  (An owner of
+ * InvalidOid is that of objects older than 0.3, which have none.)  A kind
+ * that is gone is left to enqueue to report.
+ */
+static void
+check_owner_may_produce(Schedule *s)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {s->kind};
+	bool		isnull;
+
+	if (!OidIsValid(s->owner))
+		return;
+	JobqPreparePlan(&plan_kind_queue,
+					"SELECT queue_id, queue FROM jobq.kind WHERE name = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_kind_queue, values, NULL, SPI_OK_SELECT, 0) != 1)
+		return;
+	JobqCheckQueuePrivilege(JobqGetInt32(0, 1),
+							TextDatumGetCString(JobqGetDatum(0, 2, &isnull)),
+							s->owner, JOBQ_PRODUCE);
+}
+
+/*
  * Enqueue the job of one slot (or of a manual run, with its own key) and
  * return its id.  A key that exists already returns the job that holds it:
  * the slot fired before.
@@ -298,6 +330,7 @@ fire(Schedule *s, TimestampTz run_at, const char *key)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
+	check_owner_may_produce(s);
 	values[0] = s->kind;
 	values[1] = s->payload;
 	values[2] = CStringGetTextDatum(key);
@@ -432,7 +465,7 @@ evaluate(Schedule *s, TimestampTz now)
 	values[1] = TimestampTzGetDatum(next);
 	nulls[1] = TIMESTAMP_IS_NOEND(next) ? 'n' : ' ';
 	values[2] = TimestampTzGetDatum(s->last_fire_at);
-	nulls[2] = s->last_fire_at ? ' ' : 'n';
+	nulls[2] = s->last_fire_at != NO_SLOT ? ' ' : 'n';
 	values[3] = Int64GetDatum(s->last_job_id);
 	nulls[3] = s->last_job_id ? ' ' : 'n';
 	values[4] = outcome ? CStringGetTextDatum(outcome) : (Datum) 0;
@@ -481,7 +514,7 @@ read_schedule(int row, Schedule *s)
 	d = JobqGetDatum(row, 10, &isnull);
 	s->last_job_id = isnull ? 0 : DatumGetInt64(d);
 	d = JobqGetDatum(row, 11, &isnull);
-	s->last_fire_at = isnull ? 0 : DatumGetTimestampTz(d);
+	s->last_fire_at = isnull ? NO_SLOT : DatumGetTimestampTz(d);
 }
 
 /*
@@ -542,8 +575,8 @@ evaluate_safely(Schedule *s, TimestampTz now)
 			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
 			next = s->next_fire_at;
 		else
-			next = s->tz != NULL ? next_slot(s, now) : 0;
-		if (next == 0 || TIMESTAMP_IS_NOEND(next))
+			next = s->tz != NULL ? next_slot(s, now) : NO_SLOT;
+		if (next == NO_SLOT || TIMESTAMP_IS_NOEND(next))
 			next = now + 60 * USECS_PER_SEC;
 		values[0] = s->name;
 		values[1] = CStringGetTextDatum(edata->message);
@@ -564,14 +597,16 @@ evaluate_safely(Schedule *s, TimestampTz now)
  * Evaluate every due schedule at "now"; returns how many jobs were
  * enqueued.  A background worker passes from_worker: it evaluates only if
  * no other evaluator is at work, and skips schedules locked by one; SQL
- * callers wait for the rows instead.  Must run between JobqBeginAccess and
- * JobqEndAccess.
+ * callers wait for the rows instead, and name their role as "caller".
+ * Must run between JobqBeginAccess and JobqEndAccess.
  */
 int
-JobqTickSchedules(TimestampTz now, bool from_worker)
+JobqTickSchedules(TimestampTz now, bool from_worker, Oid caller)
 {
-	Oid			argtypes[1] = {TIMESTAMPTZOID};
-	Datum		values[1] = {TimestampTzGetDatum(now)};
+	Oid			argtypes[2] = {TIMESTAMPTZOID, OIDOID};
+	Datum		values[2] = {TimestampTzGetDatum(now), ObjectIdGetDatum(caller)};
+	bool		current = JobqObjectsAreCurrent();
+	SPIPlanPtr *plan;
 	Schedule   *due;
 	int			rows;
 	int			fired = 0;
@@ -586,24 +621,50 @@ JobqTickSchedules(TimestampTz now, bool from_worker)
 			return 0;
 	}
 
-	/* Rows are read once, locked; each is then evaluated on its own. */
-	if (from_worker)
-		JobqPreparePlan(&plan_due_worker,
-						"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule"
+	/*
+	 * Rows are read once, locked; each is then evaluated on its own.  A SQL
+	 * caller evaluates only the schedules whose owner's privileges it has:
+	 * with a "now" of its choosing it would otherwise fire other roles'
+	 * slots early.  (Objects older than 0.3 have no owners.)
+	 */
+	if (from_worker && current)
+		JobqPreparePlan(plan = &plan_due_worker,
+						"SELECT " SCHEDULE_COLUMNS ", owner::pg_catalog.oid"
+						" FROM jobq.schedule"
 						" WHERE NOT paused AND next_fire_at <= $1"
 						" ORDER BY next_fire_at FOR UPDATE SKIP LOCKED",
 						1, argtypes);
+	else if (from_worker)
+		JobqPreparePlan(plan = &plan_due_worker_old,
+						"SELECT " SCHEDULE_COLUMNS ", 0::pg_catalog.oid"
+						" FROM jobq.schedule"
+						" WHERE NOT paused AND next_fire_at <= $1"
+						" ORDER BY next_fire_at FOR UPDATE SKIP LOCKED",
+						1, argtypes);
+	else if (current)
+		JobqPreparePlan(plan = &plan_due_sql,
+						"SELECT " SCHEDULE_COLUMNS ", owner::pg_catalog.oid"
+						" FROM jobq.schedule"
+						" WHERE NOT paused AND next_fire_at <= $1"
+						"   AND pg_catalog.pg_has_role($2, owner::pg_catalog.oid, 'USAGE')"
+						" ORDER BY next_fire_at FOR UPDATE",
+						2, argtypes);
 	else
-		JobqPreparePlan(&plan_due_sql,
-						"SELECT " SCHEDULE_COLUMNS " FROM jobq.schedule"
+		JobqPreparePlan(plan = &plan_due_sql_old,
+						"SELECT " SCHEDULE_COLUMNS ", 0::pg_catalog.oid"
+						" FROM jobq.schedule"
 						" WHERE NOT paused AND next_fire_at <= $1"
 						" ORDER BY next_fire_at FOR UPDATE",
 						1, argtypes);
-	rows = JobqExecutePlan(from_worker ? plan_due_worker : plan_due_sql,
-						   values, NULL, SPI_OK_SELECT, 0);
+	rows = JobqExecutePlan(*plan, values, NULL, SPI_OK_SELECT, 0);
 	due = palloc0(sizeof(Schedule) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
+	{
+		bool		isnull;
+
 		read_schedule(i, &due[i]);
+		due[i].owner = DatumGetObjectId(JobqGetDatum(i, 12, &isnull));
+	}
 	for (i = 0; i < rows; i++)
 		fired += evaluate_safely(&due[i], now);
 	pfree(due);
@@ -903,7 +964,7 @@ set_schedule_paused(FunctionCallInfo fcinfo, bool paused)
 						3, types);
 		JobqExecutePlan(plan_pause, vals, nulls, SPI_OK_UPDATE, 0);
 	}
-	record_event(&s, 0, paused ? "paused" : "resumed", 0, NULL);
+	record_event(&s, NO_SLOT, paused ? "paused" : "resumed", 0, NULL);
 	prune_events(s.name);
 	log_schedule_action(access.caller, paused ? "pause_schedule" : "resume_schedule",
 						values[0], 0);
@@ -973,9 +1034,10 @@ PG_FUNCTION_INFO_V1(jobq_tick_schedules);
 /*
  * jobq.tick_schedules(now)
  *
- * Evaluate every due schedule as the workers would at "now"; returns how
- * many jobs were enqueued.  Tests drive time with it; psql users can use
- * it on servers without the background workers.
+ * Evaluate every due schedule whose owner's privileges the caller has, as
+ * the workers would at "now"; returns how many jobs were enqueued.  Tests
+ * drive time with it; psql users can use it on servers without the
+ * background workers.
  */
 Datum
 jobq_tick_schedules(PG_FUNCTION_ARGS)
@@ -991,7 +1053,7 @@ jobq_tick_schedules(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"now\" must be a finite timestamp")));
 	JobqBeginAccess(&access);
-	fired = JobqTickSchedules(now, false);
+	fired = JobqTickSchedules(now, false, access.caller);
 	JobqEndAccess(&access);
 	PG_RETURN_INT32(fired);
 }

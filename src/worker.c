@@ -344,7 +344,7 @@ housekeeping(MemoryContext loop_cxt)
 	(void) JobqPromoteDueJobs();
 	/* Due schedules fire here, one evaluator per database at a time. */
 	pgstat_report_activity(STATE_RUNNING, "jobq: evaluating schedules");
-	(void) JobqTickSchedules(now, true);
+	(void) JobqTickSchedules(now, true, InvalidOid);
 	if (TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
 	{
 		last_rescue = now;
