@@ -52,3 +52,38 @@ EXCEPTION WHEN OTHERS THEN
     RETURN QUERY SELECT v_state, v_message, nullif(v_detail, ''), nullif(v_hint, '');
 END
 $fn$;
+
+-- Every write of a job in the suites that follow must keep its state and
+-- its lane in step (sql/invariants.sql says why): a write that does not
+-- fails where it happens.  The check is installed again whenever a suite
+-- makes the extension anew in this database.  (Enqueue writes its rows
+-- without the executor, so this sees the updates; invariants.sql reads
+-- the rows left at the end.)
+CREATE FUNCTION public.jobq_check_lane() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT ((NEW.state = 'pending' AND NEW.lane IN ('r', 's'))
+            OR (NEW.state IN ('failed', 'held') AND NEW.lane = 'a')
+            OR (NEW.state IN ('running', 'completed', 'cancelled') AND NEW.lane IS NULL))
+       OR (NEW.lane = 'r' AND NEW.run_at > clock_timestamp()) THEN
+        RAISE EXCEPTION 'job % is % in lane %', NEW.id, NEW.state,
+            coalesce(NEW.lane::text, 'none');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION public.jobq_watch_lanes() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+                WHERE c.object_identity = 'jobq' AND c.object_type = 'extension') THEN
+        CREATE TRIGGER jobq_check_lane AFTER INSERT OR UPDATE ON jobq.job
+            FOR EACH ROW EXECUTE FUNCTION public.jobq_check_lane();
+    END IF;
+END $$;
+CREATE EVENT TRIGGER jobq_watch_lanes ON ddl_command_end
+    WHEN TAG IN ('CREATE EXTENSION') EXECUTE FUNCTION public.jobq_watch_lanes();
+CREATE TRIGGER jobq_check_lane AFTER INSERT OR UPDATE ON jobq.job
+    FOR EACH ROW EXECUTE FUNCTION public.jobq_check_lane();
+-- It fails a write that breaks the rule.
+BEGIN;
+INSERT INTO jobq.job (run_at, state, queue_id, priority, max_attempts, lane, in_db, kind, payload)
+VALUES (now() + interval '1 hour', 'pending', 1, 0, 1, 'r', false, 'setup.bad', '{}');
+ROLLBACK;

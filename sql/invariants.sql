@@ -1,0 +1,24 @@
+-- invariants: what must hold of every job the suites before this one left
+-- behind, in every state they reached.  The claim and rescue indexes
+-- select rows by "lane", never by "state", so the two must agree:
+--   pending                        -> 'r' (due) or 's' (not yet due)
+--   failed, held                   -> 'a' (an operator's turn)
+--   running, completed, cancelled  -> no lane
+-- and a job in the ready lane is due.  A row that breaks this is one a
+-- claim would hand out twice, or never.  Every update of a job in the
+-- suites before this one was checked as it happened (the trigger that
+-- sql/setup.sql installs); here, the rows they left, and that the check
+-- was still in place.
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobq.job'::regclass AND NOT tgisinternal;
+SELECT id, kind, state, lane, run_at > now() AS not_yet_due
+  FROM jobq.job
+ WHERE NOT ((state = 'pending' AND lane IN ('r', 's'))
+         OR (state IN ('failed', 'held') AND lane = 'a')
+         OR (state IN ('running', 'completed', 'cancelled') AND lane IS NULL))
+    OR (lane = 'r' AND run_at > now())
+ ORDER BY id;
+-- Every running job is leased, and every lease names jobs that exist.
+SELECT j.id, j.kind FROM jobq.job j
+ WHERE j.state = 'running'
+   AND NOT EXISTS (SELECT FROM jobq.lease l WHERE j.id = ANY (l.job_ids))
+ ORDER BY j.id;
