@@ -64,6 +64,8 @@ typedef struct LostJob
 int
 JobqPromoteDueJobs(void)
 {
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_promote,
 					"UPDATE jobq.job SET lane = 'r'"
 					" WHERE id IN (SELECT id FROM jobq.job"
@@ -92,6 +94,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 	Datum	   *finished;
 	int			rescued = 0;
 	int			i;
+
+	Assert(JobqInsideAccess());
 
 	/*
 	 * One rescuer at a time, and only for the sweep: the lock is released
@@ -265,6 +269,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 	List	   *busy = NIL;
 	int			n = 0;
 	int			round;
+
+	Assert(JobqInsideAccess());
 
 	for (round = 0; round < 4 && n < max_jobs; round++)
 	{

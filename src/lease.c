@@ -81,6 +81,8 @@ JobqReportLeaseProblem(int64 job_id, int64 lease_token)
 	char	   *state;
 	bool		isnull;
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_lease_state,
 					"SELECT state::text FROM jobq.job WHERE id = $1",
 					1, argtypes);
@@ -212,6 +214,8 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 	char		nulls[8];
 	char		lane;
 
+	Assert(JobqInsideAccess());
+
 	errvalues[0] = Int64GetDatum(job_id);
 	errnulls[0] = ' ';
 	errvalues[1] = Int32GetDatum(attempt);
@@ -293,6 +297,8 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 	const char *outcome;
 	TimestampTz run_at = 0;
 	int			found;
+
+	Assert(JobqInsideAccess());
 
 	if (lost == NULL)
 	{
