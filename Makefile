@@ -13,6 +13,14 @@ PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter \
 	-Wno-missing-field-initializers -Wno-sign-compare
 
+# PostgreSQL's CFLAGS (pg_config) carry gcc options that clang does not
+# know, and its headers declare gnu_printf formats, which clang ignores:
+# its warnings about those are not about jobq's code.
+ifneq (,$(findstring clang,$(CC)))
+PG_CFLAGS += -Wno-unknown-warning-option -Wno-ignored-optimization-argument \
+	-Wno-ignored-attributes
+endif
+
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
 REGRESS = setup cron kinds enqueue idempotency claim_complete retry_backoff lease handlers toolkit bad_input walkthrough subscriptions operators queues privileges security concurrency schedules upgrade
