@@ -60,7 +60,6 @@ ORDER BY 1, 2, 3;
 SELECT 'fresh' AS source, count(*) AS jobq_schemas_left FROM pg_namespace WHERE nspname = 'jobq'
 UNION ALL
 SELECT source, jobq_schemas_left FROM dropped ORDER BY 1;
-SELECT extnamespace::regnamespace AS recorded_in FROM pg_extension WHERE extname = 'jobq';
 CREATE EXTENSION jobq;
 SELECT e.extnamespace::regnamespace AS recorded_in, n.nspname AS member_schema,
        n.nspowner = e.extowner AS owned_by_installer
