@@ -938,7 +938,7 @@ record_completions(BatchJob **done, int n, const char *label)
 
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_complete_batch,
-					"UPDATE jobq.job j SET state = 'completed', lane = NULL,"
+					"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL,"
 					" attempt = j.attempt + 1, started_at = r.started_at,"
 					" finished_at = pg_catalog.clock_timestamp(), result = r.result,"
 					" worker = $4"
@@ -1462,7 +1462,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 
 		JobqBeginAccess(&access);
 		JobqPreparePlan(&plan_complete_leased,
-						"UPDATE jobq.job SET state = 'completed', result = $3,"
+						"UPDATE jobq.job SET state = 'completed', result = $3, last_error = NULL,"
 						" finished_at = pg_catalog.clock_timestamp()"
 						" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
 						3, types3);

@@ -390,7 +390,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete,
-					"UPDATE jobq.job SET state = 'completed', result = $3,"
+					"UPDATE jobq.job SET state = 'completed', result = $3, last_error = NULL,"
 					" finished_at = pg_catalog.clock_timestamp()"
 					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
 					" RETURNING concurrency_key IS NOT NULL",
@@ -484,7 +484,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	JobqCheckJobsPrivilege(values[0], access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete_many,
-					"UPDATE jobq.job j SET state = 'completed',"
+					"UPDATE jobq.job j SET state = 'completed', last_error = NULL,"
 					" finished_at = pg_catalog.clock_timestamp()"
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token)"
 					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"
