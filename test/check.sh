@@ -147,7 +147,7 @@ start_suite() {
 stream() {
     local log=$1 statusfile=$2 filter=$3
     shift 3
-    { "$@" >"$log" 2>&1; echo $? >"$statusfile"; } &
+    { if "$@" >"$log" 2>&1; then echo 0; else echo $?; fi >"$statusfile"; } &
     local pid=$!
     tail -n +1 --pid="$pid" -F "$log" 2>/dev/null | grep --line-buffered -E "$filter" || true
     wait "$pid" || true
