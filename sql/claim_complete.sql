@@ -196,6 +196,22 @@ SELECT note FROM cc_effects;
 SELECT payload->>'name' AS name, kind, state, attempt, lease_token > 0 AS leased
   FROM jobq.jobs WHERE kind LIKE 'cc.%' ORDER BY payload->>'name';
 
+-- A job that failed and then completed keeps no last_error, through
+-- complete and complete_many alike; its errors stay in jobq.job_error.
+SELECT jobq.register_kind('cc.retried', queue => 'cc_retried');
+SELECT jobq.enqueue('cc.retried', '{"n": 1}') AS r1 \gset
+SELECT jobq.enqueue('cc.retried', '{"n": 2}') AS r2 \gset
+SELECT jobq.fail(id, lease_token, 'the first try failed', retry_in => '1 millisecond')
+  FROM jobq.claim('cc_retried', max_jobs => 10) ORDER BY id;
+SELECT pg_sleep(0.05);
+SELECT id AS c1, lease_token AS t1 FROM jobq.claim('cc_retried') \gset
+SELECT jobq.complete(:c1, :t1);
+SELECT id AS c2, lease_token AS t2 FROM jobq.claim('cc_retried') \gset
+SELECT jobq.complete_many(ARRAY[:c2]::bigint[], ARRAY[:t2]::bigint[]) AS completed;
+SELECT payload->>'n' AS n, state, attempt, last_error
+  FROM jobq.jobs WHERE id IN (:r1, :r2) ORDER BY 1;
+SELECT count(*) AS errors_kept FROM jobq.job_error WHERE job_id IN (:r1, :r2);
+
 --
 -- Clean up.
 --

@@ -55,6 +55,18 @@ SELECT e.attempt, e.sqlstate, e.message, e.hint,
        e.context LIKE '%jobq job % (kind "hd.picky", attempt 1)%' AS context_names_job
   FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
  WHERE j.kind = 'hd.picky' ORDER BY e.attempt;
+-- Once its handler succeeds, the job keeps no last_error; its errors stay
+-- in jobq.job_error (and jobq.history).
+CREATE OR REPLACE FUNCTION hd_picky(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hd_ledger VALUES ((p->>'n')::bigint + 2000, (p->>'n')::int);
+END $$;
+UPDATE jobq.job SET run_at = now() WHERE kind = 'hd.picky' AND state = 'pending';
+SELECT jobq.run_pending() AS ran;
+SELECT payload->>'n' AS n, state, attempt, last_error
+  FROM jobq.jobs WHERE kind = 'hd.picky' AND payload->>'n' = '3';
+SELECT count(*) AS errors_kept FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+ WHERE j.kind = 'hd.picky';
 
 -- The kind's timeout cancels a handler that runs too long.
 CREATE FUNCTION hd_slow(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;

@@ -70,6 +70,25 @@ END
 $guard$;
 
 /*
+ * Schema jobq becomes a member of the extension, as in a fresh install of
+ * 0.3, so that DROP EXTENSION drops it.  A schema cannot be a member of the
+ * extension recorded in it, so the extension moves to pg_catalog first:
+ * ALTER EXTENSION SET SCHEMA cannot move one that is not relocatable, so
+ * its row and its dependency on its schema are changed in place (this
+ * script runs as a superuser, as every jobq script does).
+ */
+UPDATE pg_catalog.pg_extension
+   SET extnamespace = 'pg_catalog'::pg_catalog.regnamespace
+ WHERE extname OPERATOR(pg_catalog.=) 'jobq';
+DELETE FROM pg_catalog.pg_depend d
+ WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+   AND d.objid OPERATOR(pg_catalog.=)
+       (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'jobq')
+   AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+   AND d.deptype OPERATOR(pg_catalog.=) 'n';
+ALTER EXTENSION jobq ADD SCHEMA jobq;
+
+/*
  * A kind fixes its handler's search_path, as CREATE FUNCTION ... SET does.
  * Kinds registered before had their handlers resolve names with the
  * worker's settings; they get the default path as it resolves today for

@@ -3,19 +3,28 @@
 \echo Use "CREATE EXTENSION jobq" to load this file. \quit
 
 /*
- * The schema jobq must be the installing role's own, empty, and closed to
- * others.  CREATE EXTENSION makes it, but adopts a schema of that name that
- * exists already: one that another role made, or may create objects in,
- * could hold objects standing in for jobq's, and its owner could drop or
- * replace jobq's tables later.
+ * Schema jobq holds every object.  The script creates it, as a member of
+ * the extension, so that DROP EXTENSION drops it; the extension itself is
+ * recorded in pg_catalog (jobq.control), since a schema cannot be a member
+ * of the extension recorded in it.  A schema jobq that exists already is
+ * taken only if it is the installing role's own, empty, and closed to
+ * others: one that another role made, or may create objects in, could hold
+ * objects standing in for jobq's, and its owner could drop or replace
+ * jobq's tables later.  It then becomes a member too.
  */
 DO $guard$
 DECLARE
     ext_owner pg_catalog.oid;
     schema_oid pg_catalog.oid;
 BEGIN
-    SELECT e.extowner, e.extnamespace INTO ext_owner, schema_oid
+    SELECT e.extowner INTO ext_owner
       FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'jobq';
+    SELECT n.oid INTO schema_oid
+      FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'jobq';
+    IF schema_oid IS NULL THEN
+        CREATE SCHEMA jobq;
+        RETURN;
+    END IF;
     IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) schema_oid)
        OPERATOR(pg_catalog.<>) ext_owner THEN
         RAISE EXCEPTION USING
@@ -50,13 +59,13 @@ BEGIN
        OR EXISTS (SELECT FROM pg_catalog.pg_ts_template x WHERE x.tmplnamespace OPERATOR(pg_catalog.=) schema_oid)
        OR EXISTS (SELECT FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace OPERATOR(pg_catalog.=) schema_oid)
        OR EXISTS (SELECT FROM pg_catalog.pg_extension x
-                   WHERE x.extnamespace OPERATOR(pg_catalog.=) schema_oid
-                     AND x.extname OPERATOR(pg_catalog.<>) 'jobq') THEN
+                   WHERE x.extnamespace OPERATOR(pg_catalog.=) schema_oid) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = 'schema "jobq" is not empty',
             HINT = 'Install jobq into a database without a schema named jobq.';
     END IF;
+    ALTER EXTENSION jobq ADD SCHEMA jobq;
 END
 $guard$;
 

@@ -33,6 +33,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "jit/jit.h"
@@ -41,6 +42,32 @@
 #include "utils/memutils.h"
 
 #include "jobq.h"
+
+/*
+ * Whether this backend is between JobqBeginAccess and JobqEndAccess, for
+ * the Asserts of the functions that must run there.  Accesses nest (a
+ * handler run inside a worker's access may call jobq.once, which opens
+ * its own): each End puts back what its Begin found.  An ERROR skips the
+ * End; the end of the transaction clears the flag.  Until then a flag left
+ * set by an aborted subtransaction only makes the Asserts check less.
+ */
+static bool inside_access = false;
+static bool xact_callback_registered = false;
+
+static void
+clear_inside_access(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT)
+		inside_access = false;
+}
+
+/* Whether JobqBeginAccess has run and its JobqEndAccess not yet. */
+bool
+JobqInsideAccess(void)
+{
+	return inside_access;
+}
 
 /*
  * Enter jobq's own context: owner rights, fixed search_path, SPI.  Must run
@@ -75,6 +102,13 @@ JobqBeginAccess(JobqAccess *access)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	MemoryContextSwitchTo(caller_cxt);
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(clear_inside_access, NULL);
+		xact_callback_registered = true;
+	}
+	access->was_inside = inside_access;
+	inside_access = true;
 }
 
 /*
@@ -84,6 +118,8 @@ JobqBeginAccess(JobqAccess *access)
 void
 JobqEndAccess(JobqAccess *access)
 {
+	Assert(inside_access);
+	inside_access = access->was_inside;
 	SPI_finish();
 #if PG_VERSION_NUM < 170000
 	PopOverrideSearchPath();
@@ -104,6 +140,8 @@ JobqPreparePlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	SPIPlanPtr	plan;
+
+	Assert(JobqInsideAccess());
 
 	if (*cache != NULL)
 		return *cache;
@@ -145,6 +183,8 @@ JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	volatile bool save_jit = jit_enabled;
 	int			rc;
+
+	Assert(JobqInsideAccess());
 
 	/*
 	 * No JIT for jobq's own statements: a generic plan over a big backlog

@@ -54,6 +54,8 @@ typedef struct LostJob
 	int64		lease_token;
 	bool		expired;		/* its time ran out (else its holder exited) */
 	JobqLostLease lease;		/* what the sweep saw of the holder */
+	char	   *kind;			/* for the log line */
+	int32		attempt;
 } LostJob;
 
 /*
@@ -64,6 +66,8 @@ typedef struct LostJob
 int
 JobqPromoteDueJobs(void)
 {
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_promote,
 					"UPDATE jobq.job SET lane = 'r'"
 					" WHERE id IN (SELECT id FROM jobq.job"
@@ -92,6 +96,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 	Datum	   *finished;
 	int			rescued = 0;
 	int			i;
+
+	Assert(JobqInsideAccess());
 
 	/*
 	 * One rescuer at a time, and only for the sweep: the lock is released
@@ -123,7 +129,7 @@ JobqRescueLeases(bool wait, int max_jobs)
 					"  j.holder_pid IS NOT NULL AND NOT EXISTS ("
 					"    SELECT 1 FROM live"
 					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start),"
-					"  j.holder_start"
+					"  j.holder_start, j.kind, j.attempt"
 					" FROM jobq.lease l"
 					" CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
 					" LEFT JOIN jobq.job j ON j.id = u.id"
@@ -159,6 +165,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 				l->lease.holder_pid = JobqGetInt32(i, 5);
 				l->lease.has_holder = !no_start && JobqGetBool(i, 7);
 				l->lease.holder_start = l->lease.has_holder ? DatumGetTimestampTz(start) : 0;
+				l->kind = TextDatumGetCString(JobqGetDatum(i, 9, &isnull));
+				l->attempt = JobqGetInt32(i, 10);
 			}
 		}
 		if (!any_running)
@@ -185,8 +193,9 @@ JobqRescueLeases(bool wait, int max_jobs)
 		if (state == NULL)
 			continue;
 		ereport(LOG,
-				(errmsg("jobq rescued job %lld: %s; it is now %s",
-						(long long) lost[i].id, error.message, state)));
+				(errmsg("jobq rescued job %lld (kind \"%s\", attempt %d): %s; it is now %s",
+						(long long) lost[i].id, lost[i].kind, lost[i].attempt,
+						error.message, state)));
 		rescued++;
 	}
 
@@ -265,6 +274,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 	List	   *busy = NIL;
 	int			n = 0;
 	int			round;
+
+	Assert(JobqInsideAccess());
 
 	for (round = 0; round < 4 && n < max_jobs; round++)
 	{

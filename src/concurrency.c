@@ -75,6 +75,8 @@ JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token)
 	Oid			argtypes[3] = {TEXTOID, INT8OID, INT8OID};
 	Datum		values[3] = {key, Int64GetDatum(job_id), Int64GetDatum(lease_token)};
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_hold,
 					"INSERT INTO jobq.concurrency_lock AS c (key, job_id, lease_token)"
 					" VALUES ($1, $2, $3)"
@@ -101,6 +103,8 @@ JobqConcurrencyKeyLeased(Datum key)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {key};
+
+	Assert(JobqInsideAccess());
 
 	JobqPreparePlan(&plan_leased,
 					"SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id"

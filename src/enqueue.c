@@ -265,6 +265,8 @@ check_produce(EnqueueArgs *args, Oid caller)
 {
 	int32		queue_id;
 
+	Assert(JobqInsideAccess());
+
 	if (JobqHasAllQueues(caller, JOBQ_PRODUCE))
 		return;
 	queue_id = args->queue_isnull ? lookup_kind(args->kind).queue_id
@@ -394,6 +396,8 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	AttrNumber	a_id, a_run_at, a_created_at, a_lease_token, a_state, a_queue_id,
 				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
 				a_payload;
+
+	Assert(JobqInsideAccess());
 
 	nspid = JobqRequireExtension()->schema;
 	job_relid = get_relname_relid("job", nspid);

@@ -747,6 +747,8 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 	int			i;
 	BatchJob   *jobs;
 
+	Assert(JobqInsideAccess());
+
 	/* A runner with work or operate on every queue reads no grants. */
 	if (by_runner)
 		values[4] = BoolGetDatum(JobqHasAllQueues(runner, JOBQ_WORK) ||
@@ -801,6 +803,8 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 	int			kept = 0;
 	int			i;
 
+	Assert(JobqInsideAccess());
+
 	for (i = 0; i < n; i++)
 	{
 		BatchJob   *job = &jobs[i];
@@ -848,6 +852,8 @@ pick_runnable_jobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
 	List	   *busy = NIL;
 	int			n = 0;
 	int			round;
+
+	Assert(JobqInsideAccess());
 
 	*deferred = 0;
 	for (round = 0; round < 4 && n < max_jobs; round++)
@@ -932,7 +938,7 @@ record_completions(BatchJob **done, int n, const char *label)
 
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_complete_batch,
-					"UPDATE jobq.job j SET state = 'completed', lane = NULL,"
+					"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL,"
 					" attempt = j.attempt + 1, started_at = r.started_at,"
 					" finished_at = pg_catalog.clock_timestamp(), result = r.result,"
 					" worker = $4"
@@ -1456,7 +1462,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 
 		JobqBeginAccess(&access);
 		JobqPreparePlan(&plan_complete_leased,
-						"UPDATE jobq.job SET state = 'completed', result = $3,"
+						"UPDATE jobq.job SET state = 'completed', result = $3, last_error = NULL,"
 						" finished_at = pg_catalog.clock_timestamp()"
 						" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
 						3, types3);
@@ -1557,6 +1563,8 @@ keep_recorded_steps(BatchJob *job)
 	static SPIPlanPtr plan_keep_step = NULL;
 	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
 	ListCell   *lc;
+
+	Assert(JobqInsideAccess());
 
 	for (lc = list_head(job->steps); lc != NULL; lc = lnext(job->steps, lnext(job->steps, lc)))
 	{

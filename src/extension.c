@@ -6,9 +6,13 @@
  *
  * "Installed" means that pg_extension has a row for jobq, never that a
  * schema or a table of the right name exists: anyone with CREATE on a
- * database can make a schema called jobq.  The row names the schema
- * (extnamespace) and the role that installed it (extowner), whose rights
- * jobq's own bookkeeping runs with.
+ * database can make a schema called jobq.  The row names the role that
+ * installed it (extowner), whose rights jobq's own bookkeeping runs with.
+ * jobq's objects live in schema jobq: from 0.3 on a member of the
+ * extension, which is recorded in pg_catalog (a schema cannot be a member
+ * of the extension recorded in it), so that DROP EXTENSION drops it;
+ * before 0.3, the extension's own schema (extnamespace), which CREATE
+ * EXTENSION made and DROP EXTENSION left behind.
  *
  * Installing a new package replaces the library at once, while each
  * database keeps its tables until ALTER EXTENSION jobq UPDATE runs there.
@@ -33,8 +37,10 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -47,6 +53,41 @@
 static JobqExtension cached;
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 static TimestampTz cached_statement = 0;
+
+/*
+ * The last schema found to be a member of the extension, so that pg_depend
+ * is read once per installation rather than once per statement.  A member
+ * schema is dropped only with its extension, whose next row has another
+ * OID.
+ */
+static Oid	member_ext = InvalidOid;
+static Oid	member_schema = InvalidOid;
+
+/*
+ * The schema that holds jobq's objects: the extension's own schema if it
+ * is called jobq (a database whose objects predate 0.3), else the schema
+ * called jobq if it is a member of the extension; InvalidOid if neither
+ * (the schema was renamed).  In a transaction.
+ */
+static Oid
+find_jobq_schema(Oid ext_oid, Oid ext_namespace)
+{
+	char	   *name = get_namespace_name(ext_namespace);
+	Oid			nsp;
+
+	if (name != NULL && strcmp(name, "jobq") == 0)
+		return ext_namespace;
+	nsp = get_namespace_oid("jobq", true);
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	if (ext_oid == member_ext && nsp == member_schema)
+		return nsp;
+	if (getExtensionOfObject(NamespaceRelationId, nsp) != ext_oid)
+		return InvalidOid;
+	member_ext = ext_oid;
+	member_schema = nsp;
+	return nsp;
+}
 
 /* Read jobq's row of pg_extension into *ext (ext->oid invalid if none). */
 static void
@@ -72,12 +113,14 @@ read_extension_row(JobqExtension *ext)
 
 		ext->oid = form->oid;
 		ext->owner = form->extowner;
-		ext->schema = form->extnamespace;
+		ext->schema = form->extnamespace;	/* resolved below */
 		if (!isnull)
 			text_to_cstring_buffer(DatumGetTextPP(d), ext->version, sizeof(ext->version));
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	if (OidIsValid(ext->oid))
+		ext->schema = find_jobq_schema(ext->oid, ext->schema);
 }
 
 /*
@@ -101,24 +144,21 @@ JobqLookupExtension(void)
 }
 
 /*
- * jobq's row of pg_extension, which must exist and name the schema "jobq"
- * (a non-relocatable extension's schema is renamed only by hand, and
- * jobq's queries name it).  Raises 55000 otherwise.  Must run inside a
- * transaction.
+ * jobq's row of pg_extension, which must exist, with its schema called
+ * "jobq" (the schema is renamed only by hand, and jobq's queries name it).
+ * Raises 55000 otherwise.  Must run inside a transaction.
  */
 const JobqExtension *
 JobqRequireExtension(void)
 {
 	const JobqExtension *ext = JobqLookupExtension();
-	char	   *nspname;
 
 	if (!OidIsValid(ext->oid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"jobq\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION jobq.")));
-	nspname = get_namespace_name(ext->schema);
-	if (nspname == NULL || strcmp(nspname, "jobq") != 0)
+	if (!OidIsValid(ext->schema))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the schema of extension \"jobq\" is not named \"jobq\""),

@@ -316,6 +316,8 @@ key_salt(void)
 {
 	bool		isnull;
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_salt,
 					"SELECT key_salt FROM jobq.instance ORDER BY created_at, key_salt LIMIT 1",
 					0, NULL);

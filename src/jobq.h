@@ -74,7 +74,8 @@ typedef struct JobqExtension
 {
 	Oid			oid;			/* its pg_extension row; InvalidOid if none */
 	Oid			owner;			/* extowner: jobq's bookkeeping runs as this role */
-	Oid			schema;			/* extnamespace */
+	Oid			schema;			/* schema jobq, which holds its objects;
+								 * InvalidOid if renamed */
 	char		version[64];	/* extversion */
 } JobqExtension;
 
@@ -108,10 +109,12 @@ typedef struct JobqAccess
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
+	bool		was_inside;		/* JobqInsideAccess() before the Begin */
 } JobqAccess;
 
 extern void JobqBeginAccess(JobqAccess *access);
 extern void JobqEndAccess(JobqAccess *access);
+extern bool JobqInsideAccess(void);
 extern SPIPlanPtr JobqPreparePlan(SPIPlanPtr *cache, const char *sql,
 								  int nargs, Oid *argtypes);
 extern int	JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,

@@ -81,6 +81,8 @@ JobqReportLeaseProblem(int64 job_id, int64 lease_token)
 	char	   *state;
 	bool		isnull;
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_lease_state,
 					"SELECT state::text FROM jobq.job WHERE id = $1",
 					1, argtypes);
@@ -212,6 +214,8 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 	char		nulls[8];
 	char		lane;
 
+	Assert(JobqInsideAccess());
+
 	errvalues[0] = Int64GetDatum(job_id);
 	errnulls[0] = ' ';
 	errvalues[1] = Int32GetDatum(attempt);
@@ -293,6 +297,8 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 	const char *outcome;
 	TimestampTz run_at = 0;
 	int			found;
+
+	Assert(JobqInsideAccess());
 
 	if (lost == NULL)
 	{
@@ -384,7 +390,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete,
-					"UPDATE jobq.job SET state = 'completed', result = $3,"
+					"UPDATE jobq.job SET state = 'completed', result = $3, last_error = NULL,"
 					" finished_at = pg_catalog.clock_timestamp()"
 					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
 					" RETURNING concurrency_key IS NOT NULL",
@@ -478,7 +484,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	JobqCheckJobsPrivilege(values[0], access.caller, JOBQ_WORK);
 	JobqPreparePlan(&plan_complete_many,
-					"UPDATE jobq.job j SET state = 'completed',"
+					"UPDATE jobq.job j SET state = 'completed', last_error = NULL,"
 					" finished_at = pg_catalog.clock_timestamp()"
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token)"
 					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"

@@ -63,6 +63,8 @@ JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids, int n,
 	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
 	int			i;
 
+	Assert(JobqInsideAccess());
+
 	for (i = 0; i < n; i++)
 		ids[i] = Int64GetDatum(job_ids[i]);
 	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
@@ -94,6 +96,8 @@ report_wrong_state(int64 job_id, const char *action, const char *accepted,
 	Datum		values[1] = {Int64GetDatum(job_id)};
 	bool		isnull;
 	char	   *state;
+
+	Assert(JobqInsideAccess());
 
 	JobqPreparePlan(&plan_job_state,
 					"SELECT state::text FROM jobq.job WHERE id = $1", 1, argtypes);

@@ -98,6 +98,8 @@ JobqHasQueuePrivilege(int32 queue_id, Oid role, JobqQueuePrivilege privilege)
 	Oid			argtypes[3] = {INT4OID, TEXTOID, OIDOID};
 	Datum		values[3];
 
+	Assert(JobqInsideAccess());
+
 	if (JobqHasAllQueues(role, privilege))
 		return true;
 	/* Objects older than per-queue privileges have no grants to read. */
@@ -146,6 +148,8 @@ void
 JobqCheckQueuePrivilege(int32 queue_id, const char *queue, Oid role,
 						JobqQueuePrivilege privilege)
 {
+	Assert(JobqInsideAccess());
+
 	if (!JobqHasQueuePrivilege(queue_id, role, privilege))
 		JobqReportQueuePrivilege(queue, role, privilege, 0);
 }
@@ -161,6 +165,8 @@ JobqQueueForPrivilege(Datum name, Oid role, JobqQueuePrivilege privilege, bool *
 {
 	int32		id = JobqFindQueue(name, paused);
 	char	   *queue = TextDatumGetCString(name);
+
+	Assert(JobqInsideAccess());
 
 	if (id == 0)
 		JobqReportUnknownQueue(queue);
@@ -180,6 +186,8 @@ JobqCheckJobsPrivilege(Datum ids, Oid role, JobqQueuePrivilege privilege)
 	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, OIDOID};
 	Datum		values[3];
 	bool		isnull;
+
+	Assert(JobqInsideAccess());
 
 	if (JobqHasAllQueues(role, privilege))
 		return;
@@ -240,6 +248,8 @@ JobqHasJobPrivilege(int64 job_id, Oid role, JobqQueuePrivilege privilege)
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(job_id)};
 
+	Assert(JobqInsideAccess());
+
 	if (JobqHasAllQueues(role, privilege))
 		return true;
 	JobqPreparePlan(&plan_job_queue,
@@ -265,6 +275,8 @@ JobqCheckSomeQueue(Oid role, int mask, const char *function, const char *may)
 	Datum		names[JOBQ_QUEUE_PRIVILEGES];
 	int			n = 0;
 	int			p;
+
+	Assert(JobqInsideAccess());
 
 	for (p = 0; p < JOBQ_QUEUE_PRIVILEGES; p++)
 		if ((mask & (1 << p)) != 0)
@@ -376,6 +388,8 @@ privilege_list(const bool *wanted)
 static void
 forget_dropped_grantees(void)
 {
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_forget_dropped,
 					"DELETE FROM jobq.queue_grant g WHERE NOT EXISTS ("
 					"  SELECT FROM pg_catalog.pg_authid a"

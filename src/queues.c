@@ -47,6 +47,8 @@ JobqFindQueue(Datum name, bool *paused)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {name};
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_find_queue,
 					"SELECT id, paused FROM jobq.queue WHERE name = $1", 1, argtypes);
 	if (JobqExecutePlan(plan_find_queue, values, NULL, SPI_OK_SELECT, 0) != 1)
@@ -67,6 +69,8 @@ JobqQueueName(int32 id)
 	Datum		values[1] = {Int32GetDatum(id)};
 	bool		isnull;
 
+	Assert(JobqInsideAccess());
+
 	JobqPreparePlan(&plan_queue_name,
 					"SELECT name FROM jobq.queue WHERE id = $1", 1, argtypes);
 	if (JobqExecutePlan(plan_queue_name, values, NULL, SPI_OK_SELECT, 1) != 1)
@@ -86,6 +90,8 @@ JobqQueueId(Datum name, bool create)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {name};
 	int32		id = JobqFindQueue(name, NULL);
+
+	Assert(JobqInsideAccess());
 
 	if (id != 0)
 		return id;

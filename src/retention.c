@@ -53,6 +53,8 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	int64		last_seen;
 	bool		reached_new;
 
+	Assert(JobqInsideAccess());
+
 	values[0] = Int64GetDatum(walk_cursor);
 	values[1] = TimestampTzGetDatum(cutoff);
 	values[2] = Int32GetDatum(max_jobs);
@@ -141,6 +143,8 @@ JobqPurgeOperations(TimestampTz cutoff, int max_rows)
 {
 	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
 	Datum		values[2] = {TimestampTzGetDatum(cutoff), Int32GetDatum(max_rows)};
+
+	Assert(JobqInsideAccess());
 
 	JobqPreparePlan(&plan_forget_ops,
 					"DELETE FROM jobq.operation WHERE ctid IN ("

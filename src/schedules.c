@@ -612,6 +612,8 @@ JobqTickSchedules(TimestampTz now, bool from_worker, Oid caller)
 	int			fired = 0;
 	int			i;
 
+	Assert(JobqInsideAccess());
+
 	if (from_worker)
 	{
 		LOCKTAG		tag;
@@ -848,6 +850,8 @@ log_schedule_action(Oid caller, const char *action, Datum name, int64 job_id)
 	Datum		values[4];
 	Datum		id = Int64GetDatum(job_id);
 
+	Assert(JobqInsideAccess());
+
 	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
 	values[1] = CStringGetTextDatum(action);
 	values[2] = PointerGetDatum(construct_array(&id, job_id ? 1 : 0, INT8OID, 8,
@@ -885,6 +889,8 @@ lock_schedule(Datum name, Schedule *s, Oid caller, const char *action, bool prep
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {name};
 	bool		isnull;
+
+	Assert(JobqInsideAccess());
 
 	JobqPreparePlan(&plan_one,
 					"SELECT " SCHEDULE_COLUMNS ", owner::pg_catalog.oid"

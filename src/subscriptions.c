@@ -280,6 +280,8 @@ lock_subscription(Datum name, Oid caller, bool create)
 	bool		isnull;
 	Oid			relid;
 
+	Assert(JobqInsideAccess());
+
 	if (create)
 	{
 		/* Waits for a concurrent creator; the row is then found below. */

@@ -351,6 +351,8 @@ record_timed_out_attempt(void)
 	JobqErrorInfo info = {0};
 	char	   *message;
 
+	Assert(JobqInsideAccess());
+
 	message = psprintf("job exceeded the timeout of kind \"%s\" (%lld ms) and ignored its cancel",
 					   limited.kind, (long long) limited.timeout_ms);
 	info.sqlstate = "57014";

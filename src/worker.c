@@ -305,7 +305,8 @@ finish_transaction(MemoryContext cxt)
 	/* Commit leaves TopMemoryContext current. */
 	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	/* Not NULL: pg_stat_activity would go on showing the last job. */
+	pgstat_report_activity(STATE_IDLE, "jobq: idle");
 }
 
 /*
@@ -612,7 +613,7 @@ JobqWorkerMain(Datum main_arg)
 		JobqStopWatchdog();
 		AbortCurrentTransaction();
 		JobqResetExecutorAfterError(MySlot);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, "jobq: idle");
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
 		RESUME_INTERRUPTS();

@@ -1,25 +1,51 @@
 #!/usr/bin/env bash
 # test/check.sh: build, install and run every test suite of jobq.
 #
-#   sudo bash test/check.sh
+#   sudo bash test/check.sh                    # about 15 minutes on 2 cores
+#   sudo BUILD_DIR=/tmp/jobq-ci bash test/check.sh
 #
-# Runs the pg_regress suite, the isolation suite and the TAP suite, each
-# on a throwaway cluster of its own with jobq preloaded, then the client
-# examples (Python, Node.js, psql; test/clients/run.sh), then fuzzes the
-# cron parser for FUZZ_SECONDS (60) seconds.  Then the checked build
-# (jobq with assertions and AddressSanitizer, installed into a private
-# copy of PostgreSQL under $BUILD/checked: the installation above stays
-# the one the other suites test) runs the regress and isolation suites
-# again ("asan", test/asan/run.sh), and the function fuzzer runs against
-# it twice, with a fixed and a random seed, FUZZ_SQL_SECONDS (90) each
-# ("fuzz-functions", test/fuzz/functions.sh).  Ends with the line
-# "tests: N passed, N failed", the sum of the suites' own counts.  A
-# suite fails if it exits non-zero, if a test in it failed, or if its log
-# shows no count of tests (a suite that ran none, such as TAP tests left
-# out of the build).  Exits non-zero if any suite failed.
+# Builds jobq with warnings as errors (gcc, installed; then clang, compile
+# only), builds the Debian package postgresql-15-jobq and installs it
+# ("package": apt-get install ./postgresql-15-jobq_*.deb when PGBIN is the
+# system's PostgreSQL, else its files are unpacked into the private copy
+# PGBIN belongs to), then runs against that install: the pg_regress suite,
+# every SQL block of README.md in order (test/doc/run.sh), the isolation
+# suite and the TAP suite, each on a throwaway cluster of its own with jobq
+# preloaded, then the client examples (Python, Node.js, psql;
+# test/clients/run.sh), then fuzzes the cron parser for FUZZ_SECONDS (60)
+# seconds.  Then the checked build (jobq with assertions and
+# AddressSanitizer, installed into a private copy of PostgreSQL under
+# $BUILD/checked: the installation above stays the one the other suites
+# test) runs the regress and isolation suites again ("asan",
+# test/asan/run.sh), and the function fuzzer runs against it twice, with a
+# fixed and a random seed, FUZZ_SQL_SECONDS (90) each ("fuzz-functions",
+# test/fuzz/functions.sh).
+#
+# Each suite prints a line when it starts and one when it ends, with its
+# counts and its time; the TAP suite prints each file as it passes.  Ends
+# with the line "tests: N passed, N failed", the sum of the suites' own
+# counts.  A suite fails if it exits non-zero, if a test in it failed, or
+# if its log shows no count of tests (a suite that ran none, such as TAP
+# tests left out of the build).  Exits non-zero if any suite failed.
 # On a failure it prints the differences, the server logs, the sanitizer
-# reports and the fuzzer's last statements.
+# reports and the fuzzer's last statements.  The build directory ($BUILD:
+# a new one under /tmp, or BUILD_DIR) keeps every suite's log,
+# ci-<suite>.log.
+check_started=$SECONDS
+
+# elapsed START: the time since START (a value of $SECONDS), as "N s" or
+# "N min N s".
+elapsed() {
+    local t=$((SECONDS - $1))
+    if [ "$t" -ge 60 ]; then
+        echo "$((t / 60)) min $((t % 60)) s"
+    else
+        echo "$t s"
+    fi
+}
+echo "--- build: installing what is missing, building with -Werror, installing" >&2
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+echo "--- build: done in $BUILD ($(elapsed $check_started))" >&2
 
 tests_passed=0
 tests_failed=0
@@ -52,6 +78,12 @@ count_tests() {
             n=$(sed -n 's/^clients: all \([0-9][0-9]*\) checks passed$/\1/p' "$log" | tail -1)
             [ -n "$n" ] && echo "$n 0"
             ;;
+        clang | package | doc)
+            # One "ok N - ..." or "not ok N - ..." line per test.
+            n=$(grep -c '^ok [0-9]' "$log" || true)
+            m=$(grep -c '^not ok [0-9]' "$log" || true)
+            [ "$((n + m))" -gt 0 ] && echo "$n $m"
+            ;;
         fuzz)
             grep -q '^cron fuzzing: no failure' "$log" && echo "1 0"
             ;;
@@ -77,7 +109,8 @@ count_tests() {
 # finish_suite NAME LOG STATUS: count the suite's tests; it passes only if
 # it exited 0, its log says how many tests passed, and that is not none.
 finish_suite() {
-    local name=$1 log=$2 status=$3 counts p f
+    local name=$1 log=$2 status=$3 counts p f took
+    took=$(elapsed "$suite_started")
     counts=$(count_tests "$name" "$log")
     p=${counts%% *}
     f=${counts##* }
@@ -98,19 +131,41 @@ finish_suite() {
     tests_passed=$((tests_passed + p))
     tests_failed=$((tests_failed + f))
     [ "$status" -eq 0 ] || suites_failed=$((suites_failed + 1))
-    echo "--- $name: $p passed, $f failed" >&2
+    echo "--- $name: $p passed, $f failed ($took)" >&2
     return "$status"
 }
 
+# start_suite NAME WHAT: say that a suite starts, and start its clock.
+start_suite() {
+    suite_started=$SECONDS
+    echo "--- $1: $2 (started $(date +%H:%M:%S))" >&2
+}
+
+# stream LOG STATUSFILE FILTER COMMAND...: run COMMAND, its output to LOG,
+# the lines that match FILTER (an extended regular expression) shown as
+# they come; its exit status goes to STATUSFILE.
+stream() {
+    local log=$1 statusfile=$2 filter=$3
+    shift 3
+    { if "$@" >"$log" 2>&1; then echo 0; else echo $?; fi >"$statusfile"; } &
+    local pid=$!
+    tail -n +1 --pid="$pid" -F "$log" 2>/dev/null | grep --line-buffered -E "$filter" || true
+    wait "$pid" || true
+}
+
 run_suite() {
-    local name=$1 log status=0
-    shift
+    local name=$1 what=$2 log status=0 filter
+    shift 2
     log="$BUILD/ci-$name.log"
-    echo "--- $name" >&2
-    as_test make -C "$BUILD" PG_CONFIG="$PG_CONFIG" installcheck "$@" >"$log" 2>&1 || status=$?
-    if finish_suite "$name" "$log" "$status"; then
-        grep -E '^ok |^not ok |^test |tests passed|^t/|^test/t/|Result:|^# ' "$log" || true
-    else
+    start_suite "$name" "$what"
+    case $name in
+        tap) filter='^\[[0-9:]+\] test/t/|^test/t/.*(Dubious|Failed|skipped)' ;;
+        *) filter='^(test|ok|not ok) |^ *(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' ;;
+    esac
+    stream "$log" "$log.status" "$filter" \
+        as_test make -C "$BUILD" PG_CONFIG="$PG_CONFIG" installcheck PROVE_FLAGS=--timer "$@"
+    status=$(cat "$log.status")
+    if ! finish_suite "$name" "$log" "$status"; then
         echo "--- $name FAILED" >&2
         tail -n 60 "$log"
         cat "$BUILD"/regression.diffs "$BUILD"/output_iso/regression.diffs 2>/dev/null | head -n 300 || true
@@ -122,13 +177,57 @@ run_suite() {
     fi
 }
 
+# A compile-only pass with clang, warnings as errors.
+start_suite clang "a compile-only pass with clang-14 and -Werror"
+log="$BUILD/ci-clang.log"
+status=0
+mkdir -p "$BUILD/clang"
+tar -C "$SRC" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+    -cf - Makefile jobq.control src sql | tar -C "$BUILD/clang" -xf -
+[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$BUILD/clang"
+if as_test make -C "$BUILD/clang" -s -j"$(nproc 2>/dev/null || echo 2)" PG_CONFIG="$PG_CONFIG" \
+    CC=clang-14 with_llvm=no \
+    COPT=-Werror >"$log" 2>&1; then
+    echo "ok 1 - jobq compiles with clang-14 -Werror" >>"$log"
+else
+    status=1
+    echo "not ok 1 - jobq does not compile with clang-14 -Werror" >>"$log"
+fi
+if ! finish_suite clang "$log" "$status"; then
+    echo "--- clang FAILED" >&2
+    tail -n 60 "$log"
+fi
+
+# The Debian package, built the Debian way (debian/, pg_buildext), then
+# installed: the suites after this one test the packaged install.
+start_suite package "build postgresql-15-jobq and install it"
+status=0
+bash "$(dirname "${BASH_SOURCE[0]}")/package.sh" "$BUILD/deb" >"$BUILD/ci-package.log" 2>&1 || status=$?
+grep -E '^(ok|not ok) ' "$BUILD/ci-package.log" || true
+if ! finish_suite package "$BUILD/ci-package.log" "$status"; then
+    echo "--- package FAILED" >&2
+    tail -n 80 "$BUILD/ci-package.log"
+fi
+
 # An empty variable on make's command line switches a suite off.
-run_suite regress ISOLATION= TAP_TESTS=
-run_suite isolation REGRESS= TAP_TESTS=
-run_suite tap REGRESS= ISOLATION=
+run_suite regress "the pg_regress suite, against the installed package" ISOLATION= TAP_TESTS=
+
+# Every SQL block of README.md, in order, on a fresh database.
+start_suite doc "every SQL block of README.md, in order"
+status=0
+stream "$BUILD/ci-doc.log" "$BUILD/ci-doc.log.status" '^(ok|not ok|# skip)' \
+    as_test bash "$BUILD/test/doc/run.sh" "$BUILD/doc"
+status=$(cat "$BUILD/ci-doc.log.status")
+if ! finish_suite doc "$BUILD/ci-doc.log" "$status"; then
+    echo "--- doc FAILED" >&2
+    tail -n 120 "$BUILD/ci-doc.log"
+fi
+
+run_suite isolation "the isolation suite" REGRESS= TAP_TESTS=
+run_suite tap "the TAP suite, each file as it passes" REGRESS= ISOLATION=
 
 # The client examples in other languages, on a cluster of their own.
-echo "--- clients" >&2
+start_suite clients "the client examples"
 status=0
 bash "$BUILD/test/clients/run.sh" >"$BUILD/ci-clients.log" 2>&1 || status=$?
 if finish_suite clients "$BUILD/ci-clients.log" "$status"; then
@@ -139,7 +238,7 @@ else
 fi
 
 # The cron parser under libFuzzer, for a bounded time.
-echo "--- fuzz" >&2
+start_suite fuzz "the cron parser under libFuzzer for ${FUZZ_SECONDS:-60} s"
 status=0
 FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash "$(dirname "${BASH_SOURCE[0]}")/fuzz/run.sh" >"$BUILD/ci-fuzz.log" 2>&1 || status=$?
 if finish_suite fuzz "$BUILD/ci-fuzz.log" "$status"; then
@@ -151,7 +250,7 @@ fi
 
 # The checked build: the regress and isolation suites under
 # AddressSanitizer, with assertions compiled in.
-echo "--- asan" >&2
+start_suite asan "the checked build (assertions, AddressSanitizer): regress and isolation"
 status=0
 as_test bash "$BUILD/test/asan/run.sh" "$BUILD/checked" >"$BUILD/ci-asan.log" 2>&1 || status=$?
 if finish_suite asan "$BUILD/ci-asan.log" "$status"; then
@@ -162,7 +261,7 @@ else
 fi
 
 # Every jobq function fuzzed, against the same checked build.
-echo "--- fuzz-functions" >&2
+start_suite fuzz-functions "every jobq function fuzzed, against the checked build"
 fuzz_env=()
 for v in FUZZ_SQL_SECONDS FUZZ_SQL_SEED FUZZ_SQL_RUNS FUZZ_SQL_SESSIONS; do
     if [ -n "${!v:-}" ]; then
@@ -179,5 +278,6 @@ else
     tail -n 600 "$BUILD/ci-fuzz-functions.log"
 fi
 
+echo "--- all suites: $(elapsed $check_started); logs in $BUILD" >&2
 echo "tests: $tests_passed passed, $tests_failed failed"
 [ "$tests_failed" -eq 0 ] && [ "$suites_failed" -eq 0 ]

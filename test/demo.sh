@@ -16,9 +16,12 @@
 #   4. lets a schedule fire every second for three seconds;
 #   5. shows the results: job states, the workers, the schedule's runs, the
 #      psql views an operator reads (overview, failures, history);
-#   6. fixes the failing job's cause and reruns it with jobq.retry().
-# The cluster is removed at the end (KEEP=1 keeps it and prints how to
-# connect).
+#   6. fixes the failing job's cause and reruns it with jobq.retry();
+#   7. sums up what happened, with the time each step took.
+# The cluster and the build directory are removed at the end (KEEP=1 keeps
+# the cluster and prints how to connect; BUILD_DIR names a build directory
+# to use and keep, as for test/check.sh).  About 40 seconds once the
+# packages are installed.
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 DEMO=$(mktemp -d /tmp/jobq-demo.XXXXXX)
@@ -30,6 +33,9 @@ stop_demo() {
     as_test pg_ctl -D "$DEMO/data" -m fast -w stop >/dev/null 2>&1 || true
     if [ -z "${KEEP:-}" ]; then
         rm -rf "$DEMO"
+    fi
+    if [ -z "${BUILD_DIR:-}" ]; then
+        rm -rf "$BUILD"
     fi
 }
 trap stop_demo EXIT
@@ -46,6 +52,9 @@ as_test pg_ctl -D "$DEMO/data" -l "$DEMO/server.log" -w start >/dev/null
 sql() { as_test psql -X -q -v ON_ERROR_STOP=1 -h "$DEMO" -p "$PORT" -d postgres "$@"; }
 
 echo "== a throwaway cluster with jobq preloaded is up ($DEMO)"
+echo
+echo "== 1,000 in-database jobs: enqueued in one transaction, run by the background workers"
+started=$SECONDS
 sql <<'SQL'
 CREATE EXTENSION jobq;
 
@@ -74,10 +83,16 @@ SELECT count(*) AS enqueued
                FROM generate_series(1, 1000) g));
 SQL
 
-echo "== waiting for the background workers"
+echo "   waiting for the background workers"
 until [ "$(sql -Atc "SELECT count(*) FROM jobq.jobs WHERE kind = 'billing.charge_invoice' AND state = 'completed'")" = 1000 ]; do
     sleep 0.2
 done
+took_indb=$((SECONDS - started))
+echo "   all 1,000 completed"
+
+echo
+echo "== 200 external jobs: enqueued, then claimed and completed by a worker loop in psql"
+started=$SECONDS
 
 # 2. External work: a worker loop in psql claims batches, writes its own
 #    row and completes each job in the same transaction.
@@ -91,7 +106,6 @@ SELECT count(*) AS enqueued
                FROM generate_series(1, 200) g));
 SQL
 
-echo "== an external worker loop claims and completes the mail jobs"
 # One psql session per round: a lease belongs to the session that claimed
 # it, so the claim, the work and the completion share the session.  The
 # "send" (here, a row in emails_sent) and the completion commit together.
@@ -114,6 +128,10 @@ while [ "$(sql -Atc "SELECT count(*) FROM jobq.jobs WHERE kind = 'mail.send_rece
     rounds=$((rounds + 1))
 done
 echo "   $rounds rounds of claim (up to 50 jobs), send, complete"
+took_external=$((SECONDS - started))
+
+echo
+echo "== a job whose handler fails: retried with backoff, then failed"
 
 # 3. A handler that fails: retried with backoff, then failed.
 sql <<'SQL'
@@ -133,8 +151,10 @@ SQL
 until [ "$(sql -Atc "SELECT state FROM jobq.jobs WHERE kind = 'shop.sync_order'")" = failed ]; do
     sleep 0.2
 done
+echo "   failed after its 3 attempts"
 
 # 4. A schedule: every second, fired by the workers, each slot once.
+echo
 echo "== a schedule fires every second for 3 seconds"
 sql <<'SQL'
 CREATE TABLE ticks (key text PRIMARY KEY);
@@ -176,6 +196,21 @@ sql <<'SQL'
 \pset footer off
 SELECT j.id AS failing_job FROM jobq.jobs j WHERE j.kind = 'shop.sync_order' \gset
 SELECT attempt, event, detail FROM jobq.history(:failing_job);
+SQL
+
+echo
+echo "== summary"
+sql -At <<SQL
+SELECT format('%s in-database jobs completed by the background workers in about %s s, %s invoice rows written, one per job',
+              (SELECT count(*) FROM jobq.jobs WHERE kind = 'billing.charge_invoice' AND state = 'completed'),
+              $took_indb, (SELECT count(DISTINCT job_id) FROM invoices));
+SELECT format('%s external jobs completed in $rounds rounds of a psql worker loop (about %s s), %s receipts recorded',
+              (SELECT count(*) FROM jobq.jobs WHERE kind = 'mail.send_receipt' AND state = 'completed'),
+              $took_external, (SELECT count(*) FROM emails_sent));
+SELECT format('the failing job: %s attempts failed, then completed after jobq.retry()',
+              (SELECT count(*) FROM jobq.job_error e JOIN jobq.jobs j ON j.id = e.job_id
+                WHERE j.kind = 'shop.sync_order'));
+SELECT format('the schedule fired %s times, each slot once', (SELECT count(*) FROM ticks));
 SQL
 
 if [ -n "${KEEP:-}" ]; then

@@ -7,7 +7,15 @@
 #   root) when running as root;
 # - copies the source tree to $BUILD (owned by $TEST_USER, so pg_regress
 #   and prove can write their results next to the Makefile), builds it
-#   with warnings as errors, and installs it.
+#   with warnings as errors (COPT=-Werror: the shipped Makefile leaves them
+#   warnings), and installs it into the PostgreSQL installation of $PGBIN
+#   (for the whole cluster: every database there gets this jobq).
+#
+# $BUILD is a new directory under /tmp (mktemp) for every run, so that two
+# runs never share a build tree; BUILD_DIR names one instead, which is
+# emptied first.  PGBIN (default /usr/lib/postgresql/15/bin) names the
+# PostgreSQL installation to build against and install into, such as a
+# private copy made by test/private_pg.sh.
 #
 # After sourcing: $SRC, $BUILD, $PGBIN, $PG_CONFIG, and the function
 # as_test, which runs a command as $TEST_USER with a clean environment.
@@ -18,9 +26,12 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 TEST_USER=${TEST_USER:-pgtest}
-BUILD=${BUILD_DIR:-/tmp/jobq-build}
+# What the build, the tests and the Debian package need: debhelper,
+# dpkg-dev and postgresql-server-dev-all (pg_buildext's helpers) build the
+# package.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
-          clang libclang-rt-14-dev patch libasan8 python3-psycopg)
+          clang libclang-rt-14-dev patch libasan8 python3-psycopg
+          postgresql-server-dev-all debhelper dpkg-dev)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
@@ -29,7 +40,7 @@ else
 fi
 
 install_packages() {
-    local missing=() p v pinned=()
+    local missing=() p v c pinned=()
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
     done
@@ -37,11 +48,16 @@ install_packages() {
     echo "installing: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     "${SUDO[@]}" apt-get update -qq
-    # The dev headers must match the installed server exactly.
+    # The dev headers must match the installed server exactly, and
+    # postgresql-server-dev-all the installed postgresql-common (a newer one
+    # would upgrade it under the running clusters).
     v=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
+    c=$(dpkg-query -W -f='${Version}' postgresql-common 2>/dev/null || true)
     for p in "${missing[@]}"; do
         if [ "$p" = postgresql-server-dev-15 ] && [ -n "$v" ]; then
             pinned+=("$p=$v")
+        elif [ "$p" = postgresql-server-dev-all ] && [ -n "$c" ]; then
+            pinned+=("$p=$c")
         else
             pinned+=("$p")
         fi
@@ -69,11 +85,17 @@ if [ "$(id -u)" -eq 0 ] && ! id -u "$TEST_USER" >/dev/null 2>&1; then
     useradd --system --create-home --home-dir "/var/lib/$TEST_USER" --shell /bin/bash "$TEST_USER"
 fi
 
-rm -rf "$BUILD"
-mkdir -p "$BUILD"
+if [ -n "${BUILD_DIR:-}" ]; then
+    BUILD=$BUILD_DIR
+    rm -rf "$BUILD"
+    mkdir -p "$BUILD"
+else
+    BUILD=$(mktemp -d /tmp/jobq-build.XXXXXX)
+fi
+chmod 755 "$BUILD"
 tar -C "$SRC" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
     --exclude='tmp_check*' --exclude=results --exclude=output_iso --exclude=node_modules \
     -cf - . | tar -C "$BUILD" -xf -
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$BUILD"
-as_test make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+as_test make -C "$BUILD" -s -j"$(nproc 2>/dev/null || echo 2)" PG_CONFIG="$PG_CONFIG" COPT=-Werror >/dev/null
 "${SUDO[@]}" make -C "$BUILD" -s PG_CONFIG="$PG_CONFIG" install >/dev/null

@@ -6,7 +6,8 @@
 #
 # Makes DIR/pg, a private copy of the Debian PostgreSQL 15 installation
 # (test/private_pg.sh), copies this source tree to DIR/src, builds jobq
-# there with assertions (USE_ASSERT_CHECKING) and AddressSanitizer, and
+# there with assertions (USE_ASSERT_CHECKING), AddressSanitizer and
+# warnings as errors, and
 # installs it into the copy only: the system's installation is untouched.
 # Run it as the user who will run the tests; it needs no root.
 #
@@ -59,7 +60,7 @@ tar -C "$SRC" "${inside[@]}" --exclude=.git --exclude='*.o' --exclude='*.so' --e
 # COPT reaches both the compiler and the linker; no LLVM bitcode (JIT is
 # off in the tests, and clang would need the flags too).
 make -C "$DIR/src" -s PG_CONFIG="$PG_CONFIG" with_llvm=no CC="$CC" \
-    COPT="-DUSE_ASSERT_CHECKING -fsanitize=address -fno-omit-frame-pointer" >&2
+    COPT="-Werror -DUSE_ASSERT_CHECKING -fsanitize=address -fno-omit-frame-pointer" >&2
 make -C "$DIR/src" -s PG_CONFIG="$PG_CONFIG" with_llvm=no install >&2
 
 # See no_swift.c: without it, the server hangs as it starts.

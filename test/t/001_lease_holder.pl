@@ -47,8 +47,13 @@ $node->poll_query_until('postgres',
     "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $doomed_pid)")
   or die 'the first session did not exit';
 
+my $log_offset = -s $node->logfile;
 is($node->safe_psql('postgres', 'SELECT jobq.rescue_leases()'),
     '1', 'exactly the orphaned lease is rescued');
+ok($node->log_contains(
+        qr/jobq rescued job $claimed \(kind "tap\.holder", attempt 1\): lease holder \(process $doomed_pid\) exited/,
+        $log_offset),
+    'the rescue\'s log line names the job, its kind and its attempt');
 is($node->safe_psql('postgres',
         "SELECT state || ' ' || attempt FROM jobq.jobs WHERE id = $claimed"),
     'pending 1', 'the orphaned job is pending again, its attempt charged');

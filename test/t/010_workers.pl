@@ -110,6 +110,10 @@ ok($node->poll_query_until('postgres',
 ok($node->poll_query_until('postgres',
     q{SELECT count(*) FROM jobq.workers WHERE status = 'idle' AND job_id IS NULL}, '2'),
     'both workers are idle again');
+ok($node->poll_query_until('postgres', q{
+    SELECT count(*) FROM pg_stat_activity
+     WHERE backend_type = 'jobq worker' AND state = 'idle' AND query = 'jobq: idle'}, '2'),
+    'an idle worker\'s query in pg_stat_activity no longer names its last job');
 
 # Retries need polling (a retry is due after its backoff): shorten it.
 sql(q{ALTER SYSTEM SET jobq.poll_interval = '100ms'; SELECT pg_reload_conf();});

@@ -278,8 +278,7 @@ for my $db (qw(evil_pre shared))
 sql('evil_pre', 'DROP SCHEMA IF EXISTS jobq CASCADE; DROP EXTENSION IF EXISTS jobq CASCADE;');
 is(error_as($su, 'evil_pre', 'CREATE EXTENSION jobq'), '',
     'evil_pre: once mallory\'s schema is gone, CREATE EXTENSION jobq succeeds');
-is(sql('evil_pre', q{SELECT n.nspowner::regrole FROM pg_extension e
-                       JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'jobq'}),
+is(sql('evil_pre', q{SELECT n.nspowner::regrole FROM pg_namespace n WHERE n.nspname = 'jobq'}),
     $su, 'its schema belongs to the installing superuser');
 like(error_as('mallory', 'evil_pre', 'DROP SCHEMA jobq CASCADE'), qr/ERROR:  42501: must be owner of schema jobq/,
     'mallory, owner of the database, cannot drop the schema jobq');

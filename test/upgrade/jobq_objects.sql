@@ -75,6 +75,9 @@ SELECT format('schema jobq: owner is extension owner %s, acl %s',
   FROM pg_namespace n, pg_extension x
  WHERE n.nspname = 'jobq' AND x.extname = 'jobq'
 UNION ALL
+SELECT format('extension jobq: recorded in schema %s', x.extnamespace::regnamespace)
+  FROM pg_extension x WHERE x.extname = 'jobq'
+UNION ALL
 SELECT format('dumped %s where %s', cfg.rel::regclass, cfg.cond)
   FROM pg_extension x,
        unnest(x.extconfig, x.extcondition) AS cfg(rel, cond)

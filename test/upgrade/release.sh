@@ -52,7 +52,8 @@ unset MAKEFLAGS MFLAGS MAKELEVEL
 # Remove every file of jobq from the copy under $1.
 remove_jobq() {
     rm -f "$1$pkglibdir/jobq.so" "$1$sharedir/extension/jobq.control" \
-        "$1$sharedir/extension/jobq--"*.sql "$1$pkglibdir/bitcode/jobq.index.bc"
+        "$1$sharedir/extension/jobq--"*.sql "$1$sharedir/extension/jobq--"*.control \
+        "$1$pkglibdir/bitcode/jobq.index.bc"
     rm -rf "$1$pkglibdir/bitcode/jobq"
 }
 
@@ -73,7 +74,7 @@ install)
         remove_jobq "$dir"
         cp -a "$pkglibdir/jobq.so" "$dir$pkglibdir/"
         cp -a "$sharedir/extension/jobq.control" "$sharedir/extension/jobq--"*.sql \
-            "$dir$sharedir/extension/"
+            "$sharedir/extension/jobq--"*.control "$dir$sharedir/extension/"
         if [ -d "$pkglibdir/bitcode/jobq" ]; then
             cp -a "$pkglibdir/bitcode/jobq" "$pkglibdir/bitcode/jobq.index.bc" \
                 "$dir$pkglibdir/bitcode/"
