@@ -20,7 +20,7 @@ PG_CONFIG=$PGBIN/pg_config
 TEST_USER=${TEST_USER:-pgtest}
 BUILD=${BUILD_DIR:-/tmp/jobq-build}
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
-          clang libclang-rt-14-dev patch libasan8 python3-psycopg)
+          clang libclang-rt-14-dev patch libasan8 python3-psycopg pgbouncer)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
