@@ -252,9 +252,9 @@ rescue_due(void)
 /*
  * Pick up to max_jobs jobs of a queue to lease, in claim order, with the
  * length of each lease (lease, or when lease_isnull jobq.default_lease,
- * or the kind's timeout if shorter) and where each row is (the rows are locked, so
- * their ctid holds until the update, which then needs no index descent
- * per job).  Of jobs with a concurrency key, only those whose key this
+ * or the kind's timeout if shorter) and where each row is (the rows are
+ * locked, so their ctid holds until the update, which then needs no index
+ * descent per job).  Of jobs with a concurrency key, only those whose key this
  * claim can take are kept: no other transaction is claiming or running
  * it, no standing lease holds it, and no earlier job of this claim took
  * it.  The others stay ready, uncharged, and the next jobs in line replace
@@ -415,7 +415,10 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
-	/* No holder: the lease is whoever has its token, and ends by expiry. */
+	/*
+	 * The holder, for a bound claim.  Unbound, the lease has none: it is
+	 * whoever presents its token, and it ends when its time runs out.
+	 */
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = TimestampTzGetDatum(MyStartTimestamp);
 	nulls[3] = bound ? ' ' : 'n';
