@@ -548,6 +548,9 @@ SELECT * FROM jobq.claim('bad_q', worker => '');
 -- worker label of 201 bytes
 SELECT * FROM jobq.claim('bad_q', worker => repeat('w', 201));
 \echo :SQLSTATE
+-- bound_to_session NULL
+SELECT * FROM jobq.claim('bad_q', bound_to_session => NULL);
+\echo :SQLSTATE
 
 --
 -- jobq.complete
@@ -716,6 +719,9 @@ SELECT jobq.step_result(-1, NULL);
 -- step_result: empty step
 SELECT jobq.step_result(-1, '');
 \echo :SQLSTATE
+-- step_result: a lease token of an unknown job
+SELECT jobq.step_result(-1, 'step', 1);
+\echo :SQLSTATE
 -- external_key: NULL job_id
 SELECT jobq.external_key(NULL);
 \echo :SQLSTATE
@@ -724,6 +730,9 @@ SELECT jobq.external_key(-1, NULL);
 \echo :SQLSTATE
 -- external_key: unknown job
 SELECT jobq.external_key(-1);
+\echo :SQLSTATE
+-- external_key: a lease token of an unknown job
+SELECT jobq.external_key(-1, 'step', 1);
 \echo :SQLSTATE
 -- purge_finished: a negative interval
 SELECT jobq.purge_finished('-1 day');
@@ -1457,6 +1466,11 @@ SELECT * FROM error_of(format('SELECT jobq.fail(%s, %s, %L)', :failed_job, :fail
 SELECT * FROM error_of(format('SELECT jobq.heartbeat(%s, %s)', :done_job, :done_tok), :done_job, '<completed>') \gx
 SELECT * FROM error_of(format('SELECT jobq.record_step(%s, %L, %L, %s)', :held_job, 'sent', '{"ok": false}', :held_tok), :held_job, '<held>') \gx
 SELECT * FROM error_of(format('SELECT jobq.record_step(%s, %L, %L, %s)', :done_job, 'late', '{}', :done_tok), :done_job, '<completed>') \gx
+SELECT * FROM error_of(format('SELECT jobq.step_result(%s, %L, %s)', :held_job, 'sent', :held_tok), :held_job, '<held>') \gx
+SELECT * FROM error_of(format('SELECT jobq.external_key(%s, %L, %s)', :done_job, 'late', :done_tok), :done_job, '<completed>') \gx
+-- Another token than the running job's, for its steps and keys.
+SELECT * FROM error_of(format('SELECT jobq.step_result(%s, %L, %s)', :job, 'sent', :tok + 1), :job, '<running>') \gx
+SELECT * FROM error_of(format('SELECT jobq.external_key(%s, %L, %s)', :job, 'sent', -:tok), :job, '<running>') \gx
 -- A kind still used by a schedule, by a subscription; a kind with live jobs.
 SELECT * FROM error_of($$SELECT jobq.unregister_kind('bad.sched')$$) \gx
 SELECT * FROM error_of($$SELECT jobq.unregister_kind('bad.sub')$$) \gx

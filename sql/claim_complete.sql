@@ -72,21 +72,24 @@ SELECT count(*) AS claimed FROM jobq.claim('cc_q', max_jobs => 10);
 SELECT payload->>'name' AS name, state, attempt, cc_token(id) AS token, worker,
        started_at IS NOT NULL AS started, finished_at
   FROM jobq.jobs WHERE kind LIKE 'cc.%' ORDER BY payload->>'name';
--- The lease lasts the kind's timeout unless the claim asked for a length.
+-- The lease lasts jobq.default_lease (5 minutes in the regress
+-- configuration), or the kind's timeout if that is shorter, unless the
+-- claim asked for a length.
 SELECT c.batch, c.payload->>'name' AS name, k.timeout AS kind_timeout, x.lease,
        j.lease_expires_at = c.lease_expires_at AS as_returned,
        j.lease_expires_at - j.started_at
          BETWEEN x.lease - interval '1 second' AND x.lease + interval '1 second' AS lasts_lease
   FROM cc_claimed c JOIN jobq.jobs j ON j.id = c.id JOIN jobq.kind k ON k.name = c.kind,
-       LATERAL (SELECT CASE c.batch WHEN 1 THEN k.timeout
-                                    ELSE interval '30 seconds' END AS lease) x
+       LATERAL (SELECT CASE c.batch
+                         WHEN 1 THEN LEAST(k.timeout, current_setting('jobq.default_lease')::interval)
+                         ELSE interval '30 seconds' END AS lease) x
  ORDER BY c.batch, c.ord;
 
 -- Each claim wrote one jobq.lease row listing its jobs in claim order.
 SELECT l.job_ids = (SELECT array_agg(c.id ORDER BY c.ord) FROM cc_claimed c
                      WHERE c.batch = b.batch) AS lists_claim,
        l.first_id = l.job_ids[1] AS first_id_ok,
-       l.holder_pid = pg_backend_pid() AS holder_is_me,
+       l.holder_pid IS NULL AS unbound,
        b.batch
   FROM jobq.lease l
   JOIN (SELECT DISTINCT batch FROM cc_claimed) b

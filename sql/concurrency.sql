@@ -46,7 +46,13 @@ SELECT pg_sleep(0.2);
 -- (The 50 ms lease has run out, whatever the machine's speed.)
 SELECT jobq.rescue_leases() AS rescued;
 SELECT state, attempt FROM jobq.jobs WHERE id = :c3;
-SELECT id = :c4 AS c4_after_rescue FROM jobq.claim('cc', max_jobs => 10);
+-- The rescued job keeps its place in line: it runs again before c4,
+-- which waits for the key again.
+SELECT id = :c3 AS c3_again_after_rescue, lease_token AS c3_tok
+  FROM jobq.claim('cc', max_jobs => 10) \gset
+SELECT :'c3_again_after_rescue' AS c3_again_after_rescue;
+SELECT jobq.complete(:c3, :c3_tok);
+SELECT id = :c4 AS c4_after_c3 FROM jobq.claim('cc', max_jobs => 10);
 
 -- In-database runs share the keys with claimers.
 SELECT jobq.enqueue('cc.ext', '{"n": 9}', concurrency_key => 'account:9') AS ext9 \gset

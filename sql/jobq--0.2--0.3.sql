@@ -214,6 +214,50 @@ CREATE OR REPLACE VIEW jobq.subscriptions AS
       FROM jobq.subscription s;
 
 /*
+ * Leases that fit how clients connect.  The lease token is the lease: any
+ * session may report with it, so a client behind a connection pooler, or
+ * psql, can claim in one session and complete in another.  A lease lasts
+ * "lease" (jobq.default_lease, or the kind's timeout if shorter, when
+ * NULL) from the claim or the last heartbeat; bound_to_session also ends it
+ * when the claiming backend exits, as every claim did before.  Outside a
+ * handler, step_result and external_key take the job's lease token (from
+ * any session), or none in the session the lease is bound to or as an
+ * operator of the job's queue.
+ */
+ALTER TABLE jobq.lease ALTER COLUMN holder_pid DROP NOT NULL;
+
+DROP FUNCTION jobq.claim(text, text, integer, interval);
+CREATE FUNCTION jobq.claim(
+    queue               text DEFAULT 'default',
+    worker              text DEFAULT NULL,
+    max_jobs            integer DEFAULT 1,
+    lease               interval DEFAULT NULL,
+    bound_to_session    boolean DEFAULT false)
+RETURNS SETOF jobq.claimed_job
+AS 'MODULE_PATHNAME', 'jobq_claim_v2'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 10;
+REVOKE ALL ON FUNCTION jobq.claim(text, text, integer, interval, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.claim(text, text, integer, interval, boolean) TO jobq_worker;
+
+DROP FUNCTION jobq.step_result(bigint, text);
+CREATE FUNCTION jobq.step_result(job_id bigint, step text, lease_token bigint DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'jobq_step_result_v2'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE;
+
+DROP FUNCTION jobq.external_key(bigint, text);
+CREATE FUNCTION jobq.external_key(job_id bigint, step text DEFAULT '',
+                                  lease_token bigint DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'jobq_external_key_v2'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION jobq.step_result(bigint, text, bigint),
+    jobq.external_key(bigint, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.step_result(bigint, text, bigint),
+    jobq.external_key(bigint, text, bigint) TO PUBLIC;
+
+/*
  * Queues and who may use them.  Only administrators make queues: a
  * producer naming one that does not exist gets an error, never a new
  * queue.  The queues that exist stay.
@@ -285,7 +329,7 @@ GRANT SELECT ON jobq.queue_privileges TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
     jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
-    jobq.claim(text, text, integer, interval),
+    jobq.claim(text, text, integer, interval, boolean),
     jobq.complete(bigint, bigint, jsonb),
     jobq.complete_many(bigint[], bigint[]),
     jobq.fail(bigint, bigint, text, interval),

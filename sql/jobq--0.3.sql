@@ -146,7 +146,7 @@ CREATE TABLE jobq.job (
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     lease_token         bigint NOT NULL DEFAULT 0,
     lease_expires_at    timestamptz,
-    holder_start        timestamptz,   /* backend_start of the lease holder */
+    holder_start        timestamptz,   /* backend_start of the backend the lease is bound to */
     started_at          timestamptz,   /* start of the current or last attempt */
     heartbeat_at        timestamptz,
     finished_at         timestamptz,
@@ -155,7 +155,7 @@ CREATE TABLE jobq.job (
     priority            integer NOT NULL,
     attempt             integer NOT NULL DEFAULT 0,
     max_attempts        integer NOT NULL,
-    holder_pid          integer,       /* pid of the lease holder */
+    holder_pid          integer,       /* pid of that backend; NULL: an unbound lease */
     lane                "char",        /* 'r' ready, 's' scheduled, 'a' attention */
     in_db               boolean NOT NULL,   /* the kind has an in-database handler */
     kind                text NOT NULL,
@@ -202,7 +202,7 @@ CREATE INDEX job_attention_idx ON jobq.job (id)
 CREATE TABLE jobq.lease (
     first_id        bigint NOT NULL,   /* job_ids[1] */
     claimed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    holder_pid      integer NOT NULL,
+    holder_pid      integer,           /* the backend it is bound to; NULL: unbound */
     job_ids         bigint[] NOT NULL
 ) WITH (autovacuum_vacuum_scale_factor = 0,
         autovacuum_vacuum_threshold = 500,
@@ -468,13 +468,20 @@ RETURNS SETOF bigint
 AS 'MODULE_PATHNAME', 'jobq_enqueue_many'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 1000;
 
+/*
+ * The lease token is the lease: any session may report with it.  A lease
+ * lasts "lease" (jobq.default_lease, or the kind's timeout if shorter,
+ * when NULL) from the claim or the last heartbeat; bound_to_session also
+ * ends it when the claiming backend exits.
+ */
 CREATE FUNCTION jobq.claim(
-    queue       text DEFAULT 'default',
-    worker      text DEFAULT NULL,
-    max_jobs    integer DEFAULT 1,
-    lease       interval DEFAULT NULL)
+    queue               text DEFAULT 'default',
+    worker              text DEFAULT NULL,
+    max_jobs            integer DEFAULT 1,
+    lease               interval DEFAULT NULL,
+    bound_to_session    boolean DEFAULT false)
 RETURNS SETOF jobq.claimed_job
-AS 'MODULE_PATHNAME', 'jobq_claim'
+AS 'MODULE_PATHNAME', 'jobq_claim_v2'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 10;
 
 CREATE FUNCTION jobq.complete(id bigint, lease_token bigint, result jsonb DEFAULT NULL)
@@ -535,14 +542,20 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_record_step'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
-CREATE FUNCTION jobq.step_result(job_id bigint, step text)
+/*
+ * Outside a handler, step_result and external_key take the job's lease
+ * token (from any session), or none in the session the lease is bound to
+ * or as an operator of the job's queue.
+ */
+CREATE FUNCTION jobq.step_result(job_id bigint, step text, lease_token bigint DEFAULT NULL)
 RETURNS jsonb
-AS 'MODULE_PATHNAME', 'jobq_step_result'
+AS 'MODULE_PATHNAME', 'jobq_step_result_v2'
 LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL UNSAFE;
 
-CREATE FUNCTION jobq.external_key(job_id bigint, step text DEFAULT '')
+CREATE FUNCTION jobq.external_key(job_id bigint, step text DEFAULT '',
+                                  lease_token bigint DEFAULT NULL)
 RETURNS text
-AS 'MODULE_PATHNAME', 'jobq_external_key'
+AS 'MODULE_PATHNAME', 'jobq_external_key_v2'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 /*
@@ -899,8 +912,8 @@ GRANT USAGE ON SCHEMA jobq TO PUBLIC;
  * handler's own job, and outside one, record_step needs a current lease.
  */
 GRANT EXECUTE ON FUNCTION jobq.current_job(), jobq.once(text),
-    jobq.record_step(bigint, text, jsonb, bigint), jobq.step_result(bigint, text),
-    jobq.external_key(bigint, text) TO PUBLIC;
+    jobq.record_step(bigint, text, jsonb, bigint), jobq.step_result(bigint, text, bigint),
+    jobq.external_key(bigint, text, bigint) TO PUBLIC;
 /* Anyone may ask when a cron expression fires. */
 GRANT EXECUTE ON FUNCTION jobq.cron_next(text, timestamptz, text) TO PUBLIC;
 
@@ -925,7 +938,7 @@ GRANT EXECUTE ON FUNCTION
     TO jobq_producer;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.claim(text, text, integer, interval),
+    jobq.claim(text, text, integer, interval, boolean),
     jobq.complete(bigint, bigint, jsonb),
     jobq.complete_many(bigint[], bigint[]),
     jobq.fail(bigint, bigint, text, interval),
@@ -1020,7 +1033,7 @@ GRANT SELECT ON jobq.queue_privileges TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
     jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
-    jobq.claim(text, text, integer, interval),
+    jobq.claim(text, text, integer, interval, boolean),
     jobq.complete(bigint, bigint, jsonb),
     jobq.complete_many(bigint[], bigint[]),
     jobq.fail(bigint, bigint, text, interval),

@@ -11,10 +11,10 @@ SELECT jobq.register_kind('ls.once', queue => 'ls_once', max_attempts => 1);
 
 --
 -- heartbeat: extends the lease from now, by default by the lease's current
--- length, and returns the new expiry.
+-- length, and returns the new expiry.  The lease is bound to no session.
 --
 SELECT jobq.enqueue('ls.work', '{"job": "a"}') AS a \gset
-SELECT lease_token AS tok_a, attempt FROM jobq.claim('ls_q') \gset
+SELECT lease_token AS tok_a, attempt FROM jobq.claim('ls_q', lease => '10 minutes') \gset
 SELECT :tok_a > 0 AS token_set, :attempt AS attempt;
 SELECT clock_timestamp() AS t0 \gset
 SELECT jobq.heartbeat(:a, :tok_a) AS expires \gset
@@ -23,7 +23,7 @@ SELECT :'expires'::timestamptz = lease_expires_at AS as_stored,
        :'expires'::timestamptz BETWEEN :'t0'::timestamptz + interval '10 minutes' - interval '1 second'
                                    AND :'t1'::timestamptz + interval '10 minutes' AS ten_minutes_on,
        heartbeat_at BETWEEN :'t0' AND :'t1' AS heartbeat_at_now,
-       holder_pid = pg_backend_pid() AS holder_is_me,
+       holder_pid IS NULL AS unbound,
        state, attempt, lease_token = :tok_a AS current_token
   FROM jobq.jobs WHERE id = :a;
 -- An explicit extension; it becomes the lease's length.
@@ -131,6 +131,107 @@ SELECT count(*) AS idle_lease_rows
   FROM jobq.lease l
  WHERE NOT EXISTS (SELECT 1 FROM jobq.job j
                     WHERE j.id = ANY (l.job_ids) AND j.state = 'running');
+
+--
+-- The length of a lease that a claim does not name: jobq.default_lease,
+-- or the kind's timeout when that is shorter (each job is completed at
+-- once, so that no short lease runs out later).  Its default is 30 seconds
+-- (test/regress.conf sets 5 minutes, so that no lease of the suite runs
+-- out on a slow machine).
+--
+SELECT boot_val, unit, context FROM pg_settings WHERE name = 'jobq.default_lease';
+SELECT jobq.register_kind('ls.quick', queue => 'ls_len', timeout => '5 seconds');
+SELECT jobq.register_kind('ls.slow', queue => 'ls_len', timeout => '1 hour');
+-- In claim order: quick-1, slow-1, quick-2, slow-2, quick-3, slow-3.
+SELECT count(jobq.enqueue(k, jsonb_build_object('job', k || '-' || n),
+                          run_at => now() - (4 - n) * interval '1 minute'
+                                    - CASE k WHEN 'ls.quick' THEN interval '1 second' ELSE '0' END))
+  FROM unnest('{ls.quick,ls.slow}'::text[]) k, generate_series(1, 3) n;
+SET jobq.default_lease = '2min';
+SHOW jobq.default_lease;
+SELECT clock_timestamp() AS t0 \gset
+SELECT c.kind, round(extract(epoch FROM c.lease_expires_at - :'t0'::timestamptz)) AS lease_seconds
+  FROM jobq.claim('ls_len', max_jobs => 2) c, LATERAL (SELECT jobq.complete(c.id, c.lease_token)) done
+ ORDER BY c.kind;
+SET jobq.default_lease = '30s';
+SELECT clock_timestamp() AS t0 \gset
+SELECT c.kind, round(extract(epoch FROM c.lease_expires_at - :'t0'::timestamptz)) AS lease_seconds
+  FROM jobq.claim('ls_len', max_jobs => 2) c, LATERAL (SELECT jobq.complete(c.id, c.lease_token)) done
+ ORDER BY c.kind;
+-- A lease the claim names is taken as it is, longer than the timeout too.
+SELECT clock_timestamp() AS t0 \gset
+SELECT c.kind, round(extract(epoch FROM c.lease_expires_at - :'t0'::timestamptz)) AS lease_seconds
+  FROM jobq.claim('ls_len', max_jobs => 2, lease => '2 hours') c, LATERAL (SELECT jobq.complete(c.id, c.lease_token)) done
+ ORDER BY c.kind;
+RESET jobq.default_lease;
+SELECT * FROM error_of($$SET jobq.default_lease = '500ms'$$) \gx
+SELECT * FROM error_of($$SELECT jobq.claim('ls_len', bound_to_session => NULL)$$) \gx
+
+--
+-- Leases and sessions.  A lease is its token's, not a session's: a claim
+-- bound to no session (the default) survives the end of the session that
+-- claimed it, and the job is reported on from another session; only its
+-- time ends it.  A claim with bound_to_session also ends when its backend
+-- exits.  A heartbeat never changes which session, if any, a lease is
+-- bound to.  A rescued job keeps its run_at, its place in line.
+--
+SELECT jobq.enqueue('ls.work', '{"job": "free"}') AS free \gset
+SELECT jobq.enqueue('ls.work', '{"job": "bound"}') AS bound \gset
+SELECT jobq.enqueue('ls.work', '{"job": "beat"}') AS beat \gset
+SELECT id AS free_claimed, lease_token AS tok_free FROM jobq.claim('ls_q', 'free') \gset
+SELECT id AS bound_claimed, lease_token AS tok_bound
+  FROM jobq.claim('ls_q', 'bound', bound_to_session => true) \gset
+SELECT id AS beat_claimed, lease_token AS tok_beat
+  FROM jobq.claim('ls_q', 'beat', lease => '1 hour', bound_to_session => true) \gset
+SELECT :free_claimed = :free AND :bound_claimed = :bound AND :beat_claimed = :beat AS claimed_in_order;
+SELECT pg_backend_pid() AS claimer_pid \gset
+SELECT payload->>'job' AS job, holder_pid IS NULL AS unbound,
+       holder_pid = pg_backend_pid() AS bound_here
+  FROM jobq.jobs WHERE id IN (:free, :bound, :beat) ORDER BY id;
+SELECT id, run_at AS run_at_before FROM jobq.jobs WHERE id = :bound \gset bound_
+-- A new session: the claiming backend exits.
+\c
+SET ls.claimer_pid = :claimer_pid;
+DO $$
+BEGIN
+    FOR i IN 1 .. 600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity
+                               WHERE pid = current_setting('ls.claimer_pid')::int);
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT count(*) AS claimer_left FROM pg_stat_activity WHERE pid = :claimer_pid;
+-- A heartbeat from this session keeps the "beat" lease bound to the
+-- backend that is gone, and changes no holder.
+SELECT jobq.heartbeat(:beat, :tok_beat) > now() AS beat_extended;
+SELECT jobq.heartbeat(:free, :tok_free) > now() AS free_extended;
+SELECT payload->>'job' AS job, holder_pid IS NULL AS unbound,
+       holder_pid = :claimer_pid AS bound_to_claimer
+  FROM jobq.jobs WHERE id IN (:free, :bound, :beat) ORDER BY id;
+-- The bound leases are rescued, the free one is not.
+SELECT jobq.rescue_leases() AS rescued;
+SELECT payload->>'job' AS job, state, attempt, last_error ~ 'lease holder \(process \d+\) exited' AS holder_exited
+  FROM jobq.jobs WHERE id IN (:free, :bound, :beat) ORDER BY id;
+SELECT run_at = :'bound_run_at_before'::timestamptz AS kept_its_run_at
+  FROM jobq.jobs WHERE id = :bound;
+-- The free lease is reported on from this session with its token.
+SELECT jobq.complete(:free, :tok_free, '{"from": "another session"}');
+SELECT state, result FROM jobq.jobs WHERE id = :free;
+-- The rescued ones are first in line again: their run_at is older than
+-- the job enqueued now, which a claim hands out after them.
+SELECT jobq.enqueue('ls.work', '{"job": "late"}') AS late \gset
+SELECT c.payload->>'job' AS job, c.attempt
+  FROM jobq.claim('ls_q', max_jobs => 3) WITH ORDINALITY
+       AS c(id, kind, payload, attempt, lease_token, lease_expires_at, idempotency_key, ord)
+ ORDER BY c.ord;
+-- Expiry rescues keep the run_at too.
+SELECT jobq.enqueue('ls.work', '{"job": "expiring"}', run_at => now() - interval '1 hour') AS expiring \gset
+SELECT run_at AS expiring_run_at FROM jobq.jobs WHERE id = :expiring \gset
+SELECT count(*) AS claimed FROM jobq.claim('ls_q', lease => '100 milliseconds');
+SELECT pg_sleep(0.3);
+SELECT jobq.rescue_leases() AS rescued;
+SELECT state, attempt, run_at = :'expiring_run_at'::timestamptz AS kept_its_run_at
+  FROM jobq.jobs WHERE id = :expiring;
 
 -- Summary.
 SELECT payload->>'job' AS job, kind, state, attempt, lease_token > 0 AS leased

@@ -110,7 +110,7 @@ SET ROLE regress_qp_worker;
 SELECT id = :a1 AS got_a1, lease_token AS a1_tok FROM jobq.claim('qp_a', lease => '1 hour') \gset
 SELECT jobq.heartbeat(:a1, :a1_tok) > now() AS beat;
 SELECT jobq.record_step(:a1, 'charge', '{"ok": true}', :a1_tok);
-SELECT jobq.step_result(:a1, 'charge') AS step;
+SELECT jobq.step_result(:a1, 'charge', :a1_tok) AS step;
 SELECT jobq.complete(:a1, :a1_tok);
 SELECT * FROM error_of($$SELECT * FROM jobq.claim('qp_b')$$);
 -- Attack: a worker holding another queue's lease token (it leaked, or was
@@ -123,6 +123,8 @@ SELECT * FROM error_of(format('SELECT jobq.fail(%s, %s, ''x'')', :b1, :b1_tok), 
 SELECT * FROM error_of(format('SELECT jobq.snooze(%s, %s, ''1 hour'')', :b1, :b1_tok), :b1, 'b1');
 SELECT * FROM error_of(format('SELECT jobq.complete(%s, %s)', :b1, :b1_tok + 1), :b1, 'b1');
 SELECT * FROM error_of(format('SELECT jobq.step_result(%s, ''charge'')', :b1), :b1, 'b1');
+SELECT * FROM error_of(format('SELECT jobq.step_result(%s, ''charge'', %s)', :b1, :b1_tok), :b1, 'b1');
+SELECT * FROM error_of(format('SELECT jobq.external_key(%s, ''charge'', %s)', :b1, :b1_tok), :b1, 'b1');
 -- Not an operator of either queue.
 SELECT * FROM error_of(format('SELECT jobq.retry(%s)', :b2), :b2, 'b2');
 SELECT * FROM error_of($$SELECT jobq.pause_queue('qp_a')$$);

@@ -345,16 +345,16 @@ INSERT INTO public.sec_calls VALUES
   $$SELECT pg_catalog.count(*) FROM jobq.enqueue_many('sec.gen.{L}.ext', ARRAY['{"m": 1}', '{"m": 2}']::pg_catalog.jsonb[], ARRAY['m1', 'm2'])$$),
  (3, 'jobq.cancel(bigint, text)',
   $$SELECT jobq.cancel(public.sec_id('later'), 'not needed')$$),
- (4, 'jobq.claim(text, text, integer, interval)',
+ (4, 'jobq.claim(text, text, integer, interval, boolean)',
   $$INSERT INTO public.sec_claims SELECT session_user, c.n, c.id, c.lease_token FROM jobq.claim('sec_gen_{L}', 'attacker', 4, '1 hour') WITH ORDINALITY AS c(id, kind, payload, attempt, lease_token, lease_expires_at, idempotency_key, n)$$),
  (5, 'jobq.heartbeat(bigint, bigint, interval)',
   $$SELECT jobq.heartbeat(public.sec_claim_id(1), public.sec_claim_token(1), '2 hours')$$),
  (6, 'jobq.record_step(bigint, text, jsonb, bigint)',
   $$SELECT jobq.record_step(public.sec_claim_id(1), 'charge', '{"ok": true}', public.sec_claim_token(1))$$),
- (7, 'jobq.step_result(bigint, text)',
-  $$SELECT jobq.step_result(public.sec_claim_id(1), 'charge')$$),
- (8, 'jobq.external_key(bigint, text)',
-  $$SELECT jobq.external_key(public.sec_claim_id(1), 'charge')$$),
+ (7, 'jobq.step_result(bigint, text, bigint)',
+  $$SELECT jobq.step_result(public.sec_claim_id(1), 'charge', public.sec_claim_token(1))$$),
+ (8, 'jobq.external_key(bigint, text, bigint)',
+  $$SELECT jobq.external_key(public.sec_claim_id(1), 'charge', public.sec_claim_token(1))$$),
  (9, 'jobq.complete(bigint, bigint, jsonb)',
   $$SELECT jobq.complete(public.sec_claim_id(1), public.sec_claim_token(1), '{"done": true}')$$),
  (10, 'jobq.fail(bigint, bigint, text, interval)',
@@ -1193,9 +1193,17 @@ SELECT pg_temp.sec_tok_try(format(f, :sec_tok_job, t)) AS outcome, count(*) AS t
        unnest(ARRAY['SELECT jobq.heartbeat(%s, %s)', 'SELECT jobq.complete(%s, %s)',
                     'SELECT jobq.snooze(%s, %s, ''0'')', 'SELECT jobq.fail(%s, %s, ''x'')']) f
  GROUP BY 1 ORDER BY 1;
--- Not the holder: the job's steps and keys stay closed to the thief.
+-- Without the token, the job's steps and keys stay closed to the thief;
+-- with the tokens it guesses, too (they take a token from any session,
+-- since 0.3: the token is the lease).
 SELECT pg_temp.sec_tok_try(format('SELECT jobq.step_result(%s, %L)', :sec_tok_job, 'charge')) AS step_result;
 SELECT pg_temp.sec_tok_try(format('SELECT jobq.external_key(%s, %L)', :sec_tok_job, 'charge')) AS external_key;
+SELECT pg_temp.sec_tok_try(format(f, :sec_tok_job, t)) AS outcome, count(*) AS tries
+  FROM generate_series(0, 1000) t,
+       unnest(ARRAY['SELECT jobq.step_result(%s, ''charge'', %s)',
+                    'SELECT jobq.external_key(%s, ''charge'', %s)',
+                    'SELECT jobq.record_step(%s, ''charge'', ''{}'', %s)']) f
+ GROUP BY 1 ORDER BY 1;
 \c - sec_tok_op
 -- An operator sees the job, not its token.
 SELECT state, worker, lease_token IS NULL AS token_hidden FROM jobq.jobs WHERE id = :sec_tok_job;
@@ -1206,7 +1214,7 @@ SELECT count(*) AS errors_kept,
   FROM public.sec_tok_seen;
 -- The job is still the victim's, who completes it; a superuser sees the
 -- token.
-SELECT state, worker, lease_token = :sec_tok_token AS victims_token, holder_pid IS NOT NULL AS held
+SELECT state, worker, lease_token = :sec_tok_token AS victims_token, holder_pid IS NULL AS unbound
   FROM jobq.jobs WHERE id = :sec_tok_job;
 \c - sec_tok_victim
 SELECT jobq.complete(:sec_tok_job, :sec_tok_token, '{"charged": true}');

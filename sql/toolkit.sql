@@ -339,22 +339,82 @@ SELECT state, result, last_error FROM jobq.jobs WHERE id = :own;
 SELECT step, result, attempt FROM jobq.job_step WHERE job_id = :own ORDER BY step;
 
 -- Outside a handler, a job's steps and keys are for a worker (a role that
--- may work on the job's queue) in the session that holds the job's lease,
--- or for a role that may operate the job's queue (42501 otherwise, also for
--- a job that does not exist, and also in the session holding the lease);
--- recording a step needs the current lease token as well.
+-- may work on the job's queue) that passes the job's current lease token,
+-- from any session, or passes none in the session its lease is bound to
+-- (claim's bound_to_session), and for a role that may operate the job's
+-- queue (42501 otherwise, also for a job that does not exist); recording a
+-- step always needs the current lease token.
 CREATE ROLE regress_tk_claimer IN ROLE jobq_worker;
+CREATE ROLE regress_tk_stranger;
 SELECT jobq.enqueue('tk.ext', '{"order": 14}') AS own \gset
 SET ROLE regress_tk_claimer;
 SELECT count(*) AS jobs_the_claimer_sees FROM jobq.jobs;
-SELECT id AS claimed, lease_token AS own_tok FROM jobq.claim('tk_ext') \gset
+SELECT id AS claimed, lease_token AS own_tok
+  FROM jobq.claim('tk_ext', bound_to_session => true) \gset
 SELECT :claimed = :own AS claimed_own;
 SELECT jobq.record_step(:own, 'label', '{"printed": true}', :own_tok);
 SELECT jobq.step_result(:own, 'label') AS label,
        jobq.external_key(:own, 'label') ~ '^jobq-' AS own_key;
--- Once its lease is over, the job is no longer this session's.
+-- Once its lease is over, the job is no longer this session's, and its
+-- token is stale.
 SELECT jobq.complete(:own, :own_tok);
 SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label')$$, :own), :own, 'own') \gx
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label', %s)$$, :own, :own_tok),
+                       :own, 'own') \gx
+RESET ROLE;
+
+-- A lease bound to no session (claim's default): without its token, not
+-- even the claiming session reaches the job's steps and keys; with it, any
+-- session does, as a new psql connection (or a pooler's next server
+-- connection) would.
+SELECT jobq.enqueue('tk.ext', '{"order": 15}') AS pooled \gset
+SET ROLE regress_tk_claimer;
+SELECT id = :pooled AS claimed_pooled, lease_token AS pooled_tok FROM jobq.claim('tk_ext') \gset
+SELECT :'claimed_pooled' AS claimed_pooled;
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label')$$, :pooled),
+                       :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.external_key(%s, 'label', NULL)$$, :pooled),
+                       :pooled, 'pooled') \gx
+\c
+SET ROLE regress_tk_claimer;
+SELECT jobq.record_step(:pooled, 'label', '{"printed": true}', :pooled_tok);
+SELECT jobq.step_result(:pooled, 'label', :pooled_tok) AS label,
+       jobq.external_key(:pooled, 'label', :pooled_tok) ~ '^jobq-' AS key_shape;
+-- The same key as an operator reads without a token.
+SELECT jobq.external_key(:pooled, 'label', :pooled_tok) AS pooled_key \gset
+RESET ROLE;
+SELECT jobq.external_key(:pooled, 'label') = :'pooled_key' AS same_key_for_operator;
+SET ROLE regress_tk_claimer;
+-- Another token, from a worker of the queue: the lease error (55000).
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label', %s)$$,
+                              :pooled, :pooled_tok + 1), :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.external_key(%s, 'label', 1)$$, :pooled),
+                       :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.record_step(%s, 'other', '{}', %s)$$,
+                              :pooled, :pooled_tok - 1), :pooled, 'pooled') \gx
+-- Guessing does not get in: none of a thousand tokens near the real one
+-- (or any other; they are random) is accepted.
+SELECT (SELECT sqlstate FROM error_of(format('SELECT jobq.step_result(%s, %L, %s)',
+                                             :pooled, 'label', :pooled_tok + g))) AS outcome,
+       count(*) AS tries
+  FROM generate_series(-500, 500) g WHERE g <> 0 GROUP BY 1 ORDER BY 1;
+RESET ROLE;
+-- A role that may not work on the job's queue, with the right token: 42501,
+-- before the token is looked at.
+SET ROLE regress_tk_stranger;
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label', %s)$$,
+                              :pooled, :pooled_tok), :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.external_key(%s, 'label', %s)$$,
+                              :pooled, :pooled_tok), :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.record_step(%s, 'label', '{"printed": true}', %s)$$,
+                              :pooled, :pooled_tok), :pooled, 'pooled') \gx
+SELECT * FROM error_of(format($$SELECT jobq.step_result(%s, 'label', %s)$$,
+                              -1, :pooled_tok)) \gx
+RESET ROLE;
+SET ROLE regress_tk_claimer;
+SELECT jobq.complete(:pooled, :pooled_tok);
+SELECT * FROM error_of(format($$SELECT jobq.external_key(%s, 'label', %s)$$,
+                              :pooled, :pooled_tok), :pooled, 'pooled') \gx
 RESET ROLE;
 CREATE ROLE regress_tk_reader;
 SELECT jobq.external_key(:ext, 'charge') AS ext_key \gset
@@ -584,8 +644,8 @@ DROP VIEW tk_aged_jobs;
 DROP TABLE tk_aged, tk_outbox;
 DROP FUNCTION tk_send_mail(jsonb), tk_book(jsonb), tk_snoop(jsonb), tk_own(jsonb),
     tk_push(jsonb);
-DROP OWNED BY regress_tk_worker, regress_tk_reader, regress_tk_claimer;
-DROP ROLE regress_tk_worker, regress_tk_reader, regress_tk_claimer;
+DROP OWNED BY regress_tk_worker, regress_tk_reader, regress_tk_claimer, regress_tk_stranger;
+DROP ROLE regress_tk_worker, regress_tk_reader, regress_tk_claimer, regress_tk_stranger;
 SELECT (SELECT count(*) FROM jobq.kind WHERE name LIKE 'tk.%') AS kinds_left,
        (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tk.%') AS jobs_left,
        (SELECT count(*) FROM jobq.queue WHERE name LIKE 'tk\_%') AS queues_left,

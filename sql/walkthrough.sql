@@ -90,7 +90,7 @@ SELECT current_user, session_user, rolsuper FROM pg_roles WHERE rolname = curren
 SELECT walk.exporter($$SELECT lease_token FROM jobq.claim('shop_export', worker => 'exporter-1')
                        WHERE id = 44$$) AS exporter_token \gset
 SELECT :exporter_token IS NOT NULL AS claimed_44,
-       (SELECT pid <> pg_backend_pid() FROM jobq.running WHERE id = 44) AS held_by_its_session;
+       (SELECT worker = 'exporter-1' FROM jobq.running WHERE id = 44) AS held_by_the_exporter;
 
 -- README: what is going on
 SELECT queue, kind, state, jobs, ready, queue_paused

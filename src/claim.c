@@ -7,18 +7,29 @@
  * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
  * each other and never get the same job.  Each claimed job gets a lease:
  * the attempt is charged, the job gets a new random lease token (see
- * lease.c), and the lease runs until lease_expires_at.  The backend that
- * claimed (or last heartbeated) is the lease holder.  Each claim also
- * writes one jobq.lease row listing its jobs: that small table is where
- * rescue looks for running jobs.
+ * lease.c), and the lease runs until lease_expires_at: the claim's
+ * "lease", or jobq.default_lease (the kind's timeout if that is shorter),
+ * renewed by heartbeats.  Each claim also writes one jobq.lease row
+ * listing its jobs: that small table is where rescue looks for running
+ * jobs.
  *
- * A lease is rescued when its time ran out or its holder's backend is
- * gone: the attempt stays charged and the job is due again at once (or
- * failed or held, by the same rules as after jobq.fail).  The holder is recognised
- * by pid and backend start time, so a reused pid is not mistaken for it.
- * Rescue runs at most once per jobq.rescue_interval in each backend, and
- * one backend at a time (a jobq lock held for the sweep only): a lost
- * lease waits at most about that long after it expired.
+ * Whoever presents the lease token holds the lease, from any session:
+ * behind a connection pooler, each transaction of a client may run in
+ * another backend, and a backend may outlive or predecease the client.
+ * Such a lease ends only when its time runs out.  A client that keeps one
+ * connection may claim with bound_to_session: the claiming backend (by
+ * pid and backend start time, so a reused pid is not mistaken for it) is
+ * then recorded as the lease's holder, and its exit ends the lease at the
+ * next sweep, without waiting for the time to run out.  In-database jobs
+ * leased by the executor are always bound to their worker's backend.
+ *
+ * A lost lease is rescued: the attempt stays charged and the job is due
+ * again at once, at its old place in line (its run_at is kept), or failed
+ * or held, by the same rules as after jobq.fail.  Rescue runs at most once
+ * per jobq.rescue_interval in each backend, and one backend at a time (a
+ * jobq lock held for the sweep only): a lost lease waits at most about
+ * that long after it expired or its bound backend exited, while the
+ * background workers or claimers sweep.
  *
  *-------------------------------------------------------------------------
  */
@@ -188,8 +199,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 			: psprintf("lease holder (process %d) exited before the job finished",
 					   lost[i].lease.holder_pid);
 		/* NULL: finished or re-leased meanwhile, or listed twice. */
-		state = JobqFailAttempt(lost[i].id, lost[i].lease_token, &error, true, 0,
-								&lost[i].lease);
+		state = JobqFailAttempt(lost[i].id, lost[i].lease_token, &error, true,
+								JOBQ_KEEP_PLACE, &lost[i].lease);
 		if (state == NULL)
 			continue;
 		ereport(LOG,
@@ -233,7 +244,7 @@ rescue_due(void)
 
 #define CLAIM_PICK_SQL(extra) \
 	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
-	" pg_catalog.array_agg(coalesce($3, k.timeout, interval '5 minutes') ORDER BY p.n)," \
+	" pg_catalog.array_agg(coalesce($3, LEAST(k.timeout, $5)) ORDER BY p.n)," \
 	" pg_catalog.array_agg(p.ctid ORDER BY p.n)," \
 	" pg_catalog.bool_or(p.concurrency_key IS NOT NULL)," \
 	" pg_catalog.array_agg(p.concurrency_key ORDER BY p.n)" \
@@ -249,9 +260,10 @@ rescue_due(void)
 
 /*
  * Pick up to max_jobs jobs of a queue to lease, in claim order, with the
- * length of each lease and where each row is (the rows are locked, so
- * their ctid holds until the update, which then needs no index descent
- * per job).  Of jobs with a concurrency key, only those whose key this
+ * length of each lease (lease, or when lease_isnull jobq.default_lease,
+ * or the kind's timeout if shorter) and where each row is (the rows are
+ * locked, so their ctid holds until the update, which then needs no index
+ * descent per job).  Of jobs with a concurrency key, only those whose key this
  * claim can take are kept: no other transaction is claiming or running
  * it, no standing lease holds it, and no earlier job of this claim took
  * it.  The others stay ready, uncharged, and the next jobs in line replace
@@ -264,7 +276,8 @@ static int
 pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			   Datum *ids_out, Datum *leases_out, Datum *tids_out, Datum *tokens_out)
 {
-	Oid			picktypes[4] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID};
+	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
+	Interval   *default_lease = palloc0(sizeof(Interval));
 	Datum	   *ids = palloc(sizeof(Datum) * max_jobs);
 	Datum	   *leases = palloc(sizeof(Datum) * max_jobs);
 	Datum	   *tids = palloc(sizeof(Datum) * max_jobs);
@@ -277,10 +290,12 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 
 	Assert(JobqInsideAccess());
 
+	default_lease->time = (int64) jobq_default_lease * 1000;
 	for (round = 0; round < 4 && n < max_jobs; round++)
 	{
-		Datum		values[4] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0};
-		char		nulls[4] = {' ', ' ', lease_isnull ? 'n' : ' ', 'n'};
+		Datum		values[5] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0,
+		IntervalPGetDatum(default_lease)};
+		char		nulls[5] = {' ', ' ', lease_isnull ? 'n' : ' ', 'n', ' '};
 		Datum	   *id_elems;
 		Datum	   *lease_elems;
 		Datum	   *tid_elems;
@@ -293,7 +308,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 
 		if (busy == NIL)
 		{
-			JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 3, picktypes);
+			/* $4 is not used here: one list of types for both plans. */
+			JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
 			JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
 		}
 		else
@@ -306,7 +322,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			values[3] = JobqIdListArray(seen);
 			nulls[3] = ' ';
 			JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
-							4, picktypes);
+							5, picktypes);
 			JobqExecutePlan(plan_pick_more, values, nulls, SPI_OK_SELECT, 0);
 		}
 		(void) JobqGetDatum(0, 1, &isnull);
@@ -374,18 +390,15 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 	return n;
 }
 
-PG_FUNCTION_INFO_V1(jobq_claim);
-
 /*
- * jobq.claim(queue, worker, max_jobs, lease)
- *
- * Lease up to max_jobs due jobs of a queue to the calling session, for
- * external workers: only kinds without an in-database handler are handed
- * out.  The lease lasts "lease", or the kind's timeout when NULL.  Due
- * scheduled jobs are promoted and lost leases rescued first.
+ * Lease up to max_jobs due jobs of a queue (the arguments of jobq.claim),
+ * for external workers: only kinds without an in-database handler are
+ * handed out.  With "bound", the calling backend is recorded as the
+ * holder, and its exit ends the leases.  Due scheduled jobs are promoted
+ * and lost leases rescued first.  Returns the jobs in fcinfo's tuplestore.
  */
-Datum
-jobq_claim(PG_FUNCTION_ARGS)
+static void
+claim_jobs(FunctionCallInfo fcinfo, bool bound)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
@@ -413,8 +426,14 @@ jobq_claim(PG_FUNCTION_ARGS)
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
+	/*
+	 * The holder, for a bound claim.  Unbound, the lease has none: it is
+	 * whoever presents its token, and it ends when its time runs out.
+	 */
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = TimestampTzGetDatum(MyStartTimestamp);
+	nulls[3] = bound ? ' ' : 'n';
+	nulls[4] = bound ? ' ' : 'n';
 	if (PG_ARGISNULL(1))
 		values[5] = CStringGetTextDatum(psprintf("pid %d", MyProcPid));
 	else
@@ -476,6 +495,37 @@ jobq_claim(PG_FUNCTION_ARGS)
 	}
 
 	JobqEndAccess(&access);
+}
+
+PG_FUNCTION_INFO_V1(jobq_claim_v2);
+
+/*
+ * jobq.claim(queue, worker, max_jobs, lease, bound_to_session)
+ *
+ * Lease up to max_jobs due jobs of a queue.  The lease is the token's,
+ * from any session, and lasts "lease" (or jobq.default_lease, or the
+ * kind's timeout if shorter) from the claim or the last heartbeat; with
+ * bound_to_session it also ends when the calling backend exits.
+ */
+Datum
+jobq_claim_v2(PG_FUNCTION_ARGS)
+{
+	JobqCheckNotNull(fcinfo, 4, "bound_to_session");
+	claim_jobs(fcinfo, PG_GETARG_BOOL(4));
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(jobq_claim);
+
+/*
+ * jobq.claim(queue, worker, max_jobs, lease) of objects older than 0.3,
+ * until ALTER EXTENSION jobq UPDATE: their leases were the claiming
+ * session's, so they are bound to it.
+ */
+Datum
+jobq_claim(PG_FUNCTION_ARGS)
+{
+	claim_jobs(fcinfo, true);
 	return (Datum) 0;
 }
 

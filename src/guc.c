@@ -18,6 +18,7 @@
 
 int			jobq_max_payload_size = 1024 * 1024;	/* bytes */
 int			jobq_rescue_interval = 1000;	/* milliseconds */
+int			jobq_default_lease = 30000; /* milliseconds */
 int			jobq_batch_size = 100;	/* jobs per transaction */
 int			jobq_max_workers = 8;	/* worker slots in the cluster */
 int			jobq_workers_per_database = 2;	/* workers in each database */
@@ -43,6 +44,17 @@ JobqDefineGucs(void)
 							"at most this long after.",
 							&jobq_rescue_interval,
 							1000, 0, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.default_lease",
+							"How long an external claim's lease lasts when it names none.",
+							"Heartbeats renew it.  A kind whose timeout is shorter gets "
+							"its timeout instead.  A lease not bound to its session ends "
+							"only when this runs out, so it is how soon a vanished "
+							"client's jobs run again.",
+							&jobq_default_lease,
+							30000, 1000, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

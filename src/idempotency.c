@@ -27,10 +27,14 @@
  * Inside a handler these reach only the handler's own job, and the steps
  * it records survive a failure of its attempt (the executor writes them
  * again after rolling the attempt back).  Outside a handler, a job's steps
- * and keys are for a worker of its queue in the session that holds its
- * lease, or a role that may operate its queue; record_step also needs the
- * job's current lease token (a rescued holder's late checkpoint is
- * refused).
+ * and keys are for a worker of its queue that presents the job's current
+ * lease token, from any session (behind a connection pooler, each call may
+ * run in another backend), or, without a token, in the session its lease
+ * is bound to (jobq.claim's bound_to_session); and for a role that may
+ * operate its queue.  record_step always needs the current token (a
+ * rescued holder's late checkpoint is refused).  A token that is not the
+ * current one is refused with the lease error, after the privilege check,
+ * so that only a worker of the queue learns anything from it.
  *
  *-------------------------------------------------------------------------
  */
@@ -56,6 +60,7 @@
 static SPIPlanPtr plan_once;
 static SPIPlanPtr plan_once_unscoped;
 static SPIPlanPtr plan_lock_lease;
+static SPIPlanPtr plan_check_lease;
 static SPIPlanPtr plan_record_step;
 static SPIPlanPtr plan_step_result;
 static SPIPlanPtr plan_job_exists;
@@ -63,8 +68,8 @@ static SPIPlanPtr plan_salt;
 static SPIPlanPtr plan_holds_lease;
 
 /*
- * Whether this session holds job_id's lease (it claimed the job, or beat
- * for it last) and the caller may work on the job's queue.
+ * Whether this session holds job_id's lease, bound to it by the claim (or
+ * by a claim of jobq 0.2), and the caller may work on the job's queue.
  */
 static bool
 session_holds_lease(int64 job_id, Oid caller)
@@ -83,15 +88,44 @@ session_holds_lease(int64 job_id, Oid caller)
 }
 
 /*
- * Check that the caller may touch job_id's steps and keys: inside a
- * handler, only its own job; outside, for a worker (the work privilege on
- * the job's queue), a job whose lease this session holds, and any job of a
- * queue the caller may operate.  (step_result and external_key take no
- * lease token: the session's holding the lease, which it got by claiming
- * the job or by a heartbeat with the token, stands for it.)
+ * Check, with a share lock that a lease rescue must wait for when "lock",
+ * that a job is running under lease_token.  Raises the lease error
+ * otherwise.
  */
 static void
-check_job_scope(int64 job_id, Oid caller)
+check_current_lease(int64 job_id, int64 lease_token, bool lock)
+{
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(job_id), Int64GetDatum(lease_token)};
+
+#define CURRENT_LEASE_SQL \
+	"SELECT 1 FROM jobq.job WHERE id = $1 AND state = 'running' AND lease_token = $2"
+	if (lock)
+	{
+		JobqPreparePlan(&plan_lock_lease, CURRENT_LEASE_SQL " FOR SHARE", 2, argtypes);
+		if (JobqExecutePlan(plan_lock_lease, values, NULL, SPI_OK_SELECT, 0) == 1)
+			return;
+	}
+	else
+	{
+		JobqPreparePlan(&plan_check_lease, CURRENT_LEASE_SQL, 2, argtypes);
+		if (JobqExecutePlan(plan_check_lease, values, NULL, SPI_OK_SELECT, 0) == 1)
+			return;
+	}
+	JobqReportLeaseProblem(job_id, lease_token);
+}
+
+/*
+ * Check that the caller may touch job_id's steps and keys: inside a
+ * handler, only its own job (a token is not needed there, and not
+ * looked at); outside one, with a lease token (has_token), a role that may
+ * work on or operate the job's queue, and the token must be the job's
+ * current one (55000 otherwise; with "lock", a rescue waits for the
+ * caller's transaction); without one, a role that may operate the job's
+ * queue, or a worker of the queue in the session the lease is bound to.
+ */
+static void
+check_job_scope(int64 job_id, Oid caller, bool has_token, int64 lease_token, bool lock)
 {
 	int64		current = JobqCurrentJobId();
 
@@ -105,13 +139,25 @@ check_job_scope(int64 job_id, Oid caller)
 							   (long long) current, (long long) job_id)));
 		return;
 	}
+	if (has_token)
+	{
+		if (!JobqHasJobPrivilege(job_id, caller, JOBQ_WORK) &&
+			!JobqHasJobPrivilege(job_id, caller, JOBQ_OPERATE))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for the steps and keys of job %lld",
+							(long long) job_id),
+					 errhint("A lease token is accepted from a role that may work on the job's queue.")));
+		check_current_lease(job_id, lease_token, lock);
+		return;
+	}
 	if (!JobqHasJobPrivilege(job_id, caller, JOBQ_OPERATE) &&
 		!session_holds_lease(job_id, caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for the steps and keys of job %lld",
 						(long long) job_id),
-				 errhint("Call it from the job's handler, from the session that claimed the job as a role that may work on its queue, or as a role that may operate its queue.")));
+				 errhint("Pass the job's lease token, as a role that may work on its queue, or call it from the job's handler, or as a role that may operate its queue.")));
 }
 
 static void
@@ -174,25 +220,6 @@ jobq_once(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(first);
 }
 
-/*
- * Check, under a share lock that a lease rescue must wait for, that a job
- * is running under lease_token.  Raises the lease error otherwise.
- */
-static void
-check_current_lease(int64 job_id, int64 lease_token)
-{
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		values[2] = {Int64GetDatum(job_id), Int64GetDatum(lease_token)};
-
-	JobqPreparePlan(&plan_lock_lease,
-					"SELECT 1 FROM jobq.job"
-					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
-					" FOR SHARE",
-					2, argtypes);
-	if (JobqExecutePlan(plan_lock_lease, values, NULL, SPI_OK_SELECT, 0) != 1)
-		JobqReportLeaseProblem(job_id, lease_token);
-}
-
 PG_FUNCTION_INFO_V1(jobq_record_step);
 
 /*
@@ -200,10 +227,9 @@ PG_FUNCTION_INFO_V1(jobq_record_step);
  *
  * Record that a step of a job is done, with its result.  Inside a handler
  * it must be the handler's job; outside one, lease_token must be the job's
- * current lease, and the caller must hold it in this session with the work
- * privilege on the job's queue, or operate that queue.  Recording a step
- * again with the same result does
- * nothing; with another result it is an error (23505).
+ * current lease, presented from any session by a role that may work on or
+ * operate the job's queue.  Recording a step again with the same result
+ * does nothing; with another result it is an error (23505).
  */
 Datum
 jobq_record_step(PG_FUNCTION_ARGS)
@@ -234,9 +260,8 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	nulls[3] = current ? ' ' : 'n';
 
 	JobqBeginAccess(&access);
-	check_job_scope(job_id, access.caller);
-	if (current == 0)
-		check_current_lease(job_id, PG_GETARG_INT64(3));
+	check_job_scope(job_id, access.caller, true,
+					PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3), true);
 
 	/*
 	 * ON CONFLICT DO UPDATE rather than DO NOTHING: when another session
@@ -267,21 +292,20 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(jobq_step_result);
-
 /*
- * jobq.step_result(job_id, step)
- *
- * The result a step of a job was recorded with, or NULL if it was not.
+ * The result a step of a job was recorded with, or NULL if it was not:
+ * jobq.step_result(job_id, step [, lease_token]), with the token when
+ * has_token_arg (see check_job_scope).
  */
-Datum
-jobq_step_result(PG_FUNCTION_ARGS)
+static Datum
+step_result(FunctionCallInfo fcinfo, bool has_token_arg)
 {
 	JobqAccess	access;
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		values[2];
 	Datum		result = (Datum) 0;
 	bool		isnull = true;
+	bool		has_token = has_token_arg && !PG_ARGISNULL(2);
 
 	JobqCheckNotNull(fcinfo, 0, "job_id");
 	JobqCheckNotNull(fcinfo, 1, "step");
@@ -290,7 +314,8 @@ jobq_step_result(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 
 	JobqBeginAccess(&access);
-	check_job_scope(PG_GETARG_INT64(0), access.caller);
+	check_job_scope(PG_GETARG_INT64(0), access.caller, has_token,
+					has_token ? PG_GETARG_INT64(2) : 0, false);
 	JobqPreparePlan(&plan_step_result,
 					"SELECT result FROM jobq.job_step WHERE job_id = $1 AND step = $2",
 					2, argtypes);
@@ -304,6 +329,24 @@ jobq_step_result(PG_FUNCTION_ARGS)
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
+}
+
+PG_FUNCTION_INFO_V1(jobq_step_result_v2);
+
+/* jobq.step_result(job_id, step, lease_token) */
+Datum
+jobq_step_result_v2(PG_FUNCTION_ARGS)
+{
+	return step_result(fcinfo, true);
+}
+
+PG_FUNCTION_INFO_V1(jobq_step_result);
+
+/* jobq.step_result(job_id, step) of objects older than 0.3. */
+Datum
+jobq_step_result(PG_FUNCTION_ARGS)
+{
+	return step_result(fcinfo, false);
 }
 
 /*
@@ -326,18 +369,17 @@ key_salt(void)
 	return TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 }
 
-PG_FUNCTION_INFO_V1(jobq_external_key);
-
 /*
- * jobq.external_key(job_id, step)
+ * jobq.external_key(job_id, step [, lease_token]), with the token when
+ * has_token_arg (see check_job_scope).
  *
  * "jobq-" and the hex SHA-256 of this installation's salt, the job id and
  * the step: a key for an external API's idempotency header that stays the
  * same for every attempt and rerun of the step, and is unguessable
  * without the salt.
  */
-Datum
-jobq_external_key(PG_FUNCTION_ARGS)
+static Datum
+external_key(FunctionCallInfo fcinfo, bool has_token_arg)
 {
 	JobqAccess	access;
 	Oid			argtypes[1] = {INT8OID};
@@ -350,6 +392,7 @@ jobq_external_key(PG_FUNCTION_ARGS)
 	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
 	pg_cryptohash_ctx *ctx;
 	int			i;
+	bool		has_token = has_token_arg && !PG_ARGISNULL(2);
 
 	JobqCheckNotNull(fcinfo, 0, "job_id");
 	JobqCheckNotNull(fcinfo, 1, "step");
@@ -360,7 +403,8 @@ jobq_external_key(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(job_id);
 
 	JobqBeginAccess(&access);
-	check_job_scope(job_id, access.caller);
+	check_job_scope(job_id, access.caller, has_token,
+					has_token ? PG_GETARG_INT64(2) : 0, false);
 	JobqPreparePlan(&plan_job_exists,
 					"SELECT 1 FROM jobq.job WHERE id = $1", 1, argtypes);
 	if (JobqExecutePlan(plan_job_exists, values, NULL, SPI_OK_SELECT, 0) != 1)
@@ -380,4 +424,22 @@ jobq_external_key(PG_FUNCTION_ARGS)
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("jobq-%s", hex)));
+}
+
+PG_FUNCTION_INFO_V1(jobq_external_key_v2);
+
+/* jobq.external_key(job_id, step, lease_token) */
+Datum
+jobq_external_key_v2(PG_FUNCTION_ARGS)
+{
+	return external_key(fcinfo, true);
+}
+
+PG_FUNCTION_INFO_V1(jobq_external_key);
+
+/* jobq.external_key(job_id, step) of objects older than 0.3. */
+Datum
+jobq_external_key(PG_FUNCTION_ARGS)
+{
+	return external_key(fcinfo, false);
 }

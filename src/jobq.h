@@ -88,6 +88,7 @@ extern void JobqRequireCurrentObjects(const char *what);
 /* guc.c */
 extern int	jobq_max_payload_size;	/* bytes */
 extern int	jobq_rescue_interval;	/* milliseconds */
+extern int	jobq_default_lease;	/* milliseconds */
 extern int	jobq_batch_size;	/* jobs per transaction */
 extern int	jobq_max_workers;	/* worker slots in the cluster */
 extern int	jobq_workers_per_database;	/* workers in each database */
@@ -158,6 +159,12 @@ typedef struct JobqLostLease
 	int32		holder_pid;		/* the holder seen exited */
 	TimestampTz holder_start;
 } JobqLostLease;
+
+/*
+ * retry_in_usecs of JobqFailAttempt for a rescue: due again at once, at its
+ * old place in line (its run_at is kept).
+ */
+#define JOBQ_KEEP_PLACE			(-1)
 
 extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
 								   const JobqErrorInfo *error,

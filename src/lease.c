@@ -60,7 +60,7 @@ static SPIPlanPtr plan_after_failure;
 	" coalesce(k.backoff_base, interval '1 second')," \
 	" coalesce(k.backoff_max, interval '1 hour')," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)," \
-	" j.concurrency_key IS NOT NULL" \
+	" j.concurrency_key IS NOT NULL, j.run_at" \
 	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
 	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
 #define LOCK_FOR_FAIL_SQL LOCK_FOR_FAIL_SQL_BODY " FOR UPDATE OF j"
@@ -276,7 +276,8 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 /*
  * End a running attempt with an error: record it in jobq.job_error and move
  * the job to held, failed, or pending after a delay (the caller's retry_in
- * when have_retry_in, else the kind's backoff).  The lease must be current;
+ * when have_retry_in, else the kind's backoff; JOBQ_KEEP_PLACE: at once,
+ * with its run_at kept).  The lease must be current;
  * otherwise the lease error is raised and nothing changes.  Returns the
  * job's new state.  With "lost" (lease rescue: the holder the sweep saw
  * dead, if any), a job locked by another transaction, no longer under this
@@ -339,7 +340,15 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 	outcome = JobqNextStateAfterFailure(attempt, JobqGetInt32(0, 2), JobqGetBool(0, 6),
 										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 4, &isnull))),
 										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 5, &isnull))),
-										have_retry_in, retry_in_usecs, &run_at);
+										have_retry_in, Max(retry_in_usecs, 0), &run_at);
+
+	/*
+	 * A rescued job was not at fault (or not known to be): it keeps its
+	 * place in line rather than queueing behind the jobs that arrived while
+	 * it ran.  A running job's run_at has passed, so it is ready at once.
+	 */
+	if (have_retry_in && retry_in_usecs == JOBQ_KEEP_PLACE && strcmp(outcome, "pending") == 0)
+		run_at = Min(run_at, DatumGetTimestampTz(JobqGetDatum(0, 8, &isnull)));
 	JobqRecordFailure(job_id, attempt, 0, outcome, run_at, error, worker_label, 0);
 	return outcome;
 }
@@ -570,8 +579,11 @@ PG_FUNCTION_INFO_V1(jobq_heartbeat);
  * jobq.heartbeat(id, lease_token, extend)
  *
  * Extend a lease from now by "extend", or by the lease's current length
- * when NULL, make the calling session its holder, and return the new
- * expiry.  Touches no indexed column, so it is a HOT update.
+ * when NULL, and return the new expiry.  It changes no lease's holder: an
+ * unbound lease stays unbound, so a heartbeat through a pooler never ties
+ * it to the backend that happened to serve it, and a bound lease stays
+ * with the session that claimed it.  Touches no indexed column, so it is
+ * a HOT update.
  */
 Datum
 jobq_heartbeat(PG_FUNCTION_ARGS)
@@ -579,9 +591,9 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	int64		job_id;
 	int64		lease_token;
-	Oid			argtypes[5] = {INT8OID, INT8OID, INTERVALOID, INT4OID, TIMESTAMPTZOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[3] = {INT8OID, INT8OID, INTERVALOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	TimestampTz expires;
 	bool		isnull;
 
@@ -598,8 +610,6 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 		(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(2), "extend");
 		values[2] = PG_GETARG_DATUM(2);
 	}
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = TimestampTzGetDatum(MyStartTimestamp);
 
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);
@@ -607,11 +617,10 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 					"UPDATE jobq.job SET"
 					" lease_expires_at = pg_catalog.clock_timestamp()"
 					"   + coalesce($3, lease_expires_at - heartbeat_at),"
-					" heartbeat_at = pg_catalog.clock_timestamp(),"
-					" holder_pid = $4, holder_start = $5"
+					" heartbeat_at = pg_catalog.clock_timestamp()"
 					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
 					" RETURNING lease_expires_at",
-					5, argtypes);
+					3, argtypes);
 	if (JobqExecutePlan(plan_heartbeat, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		JobqReportLeaseProblem(job_id, lease_token);
 	expires = DatumGetTimestampTz(JobqGetDatum(0, 1, &isnull));

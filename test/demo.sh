@@ -106,8 +106,8 @@ SELECT count(*) AS enqueued
                FROM generate_series(1, 200) g));
 SQL
 
-# One psql session per round: a lease belongs to the session that claimed
-# it, so the claim, the work and the completion share the session.  The
+# One psql session per round (the lease token, not the session, is the
+# lease: the completion could as well come from the next psql).  The
 # "send" (here, a row in emails_sent) and the completion commit together.
 cat > "$DEMO/worker.sql" <<'SQL'
 SELECT count(*) > 0 AS got, array_agg(id) AS ids, array_agg(lease_token) AS tokens

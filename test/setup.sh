@@ -30,7 +30,7 @@ TEST_USER=${TEST_USER:-pgtest}
 # dpkg-dev and postgresql-server-dev-all (pg_buildext's helpers) build the
 # package.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
-          clang libclang-rt-14-dev patch libasan8 python3-psycopg
+          clang libclang-rt-14-dev patch libasan8 python3-psycopg pgbouncer
           postgresql-server-dev-all debhelper dpkg-dev)
 
 if [ "$(id -u)" -eq 0 ]; then

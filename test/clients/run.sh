@@ -15,7 +15,11 @@
 #      first with --max-jobs, then --until-empty;
 #   2. the same on queue ship_js with worker.js;
 #   3. worker.py and worker.js both wait on queue ship_any, and 300 orders
-#      arrive: they share them.
+#      arrive: they share them;
+#   4. the same on queue ship_pool with 200 orders, both workers connected
+#      through pgbouncer in transaction pooling mode, which recycles its
+#      server connections every second while they work: no job is run
+#      twice, and no lease is lost.
 # Each queue has one order whose first attempt fails.  The checks: every
 # job completed, one shipment per job written by the worker that completed
 # it with the quote its step recorded, the failing job failed once
@@ -38,6 +42,7 @@ if [ "$(id -u)" -eq 0 ]; then
     "$PYTHON" -c 'import psycopg' 2>/dev/null || missing+=(python3-psycopg)
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
+    [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -66,6 +71,8 @@ if ! "$PYTHON" -c 'import psycopg'; then
     exit 1
 fi
 NODE=$(command -v node) || { echo "clients: node is missing" >&2; exit 1; }
+PGBOUNCER=/usr/sbin/pgbouncer
+[ -x "$PGBOUNCER" ] || { echo "clients: pgbouncer is missing" >&2; exit 1; }
 if [ ! -d "$HERE/node_modules/pg" ]; then
     (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
@@ -81,6 +88,10 @@ cleanup() {
     set +e
     trap '' HUP INT PIPE TERM   # finish cleaning up, even with no one reading
     for pid in "${workers[@]}"; do kill "$pid" 2>/dev/null; done
+    if [ -f "$WORK/bouncer/pgbouncer.pid" ]; then
+        kill "$(cat "$WORK/bouncer/pgbouncer.pid")" 2>/dev/null
+        sleep 0.5
+    fi
     if [ "$rc" -ne 0 ]; then   # before the shutdown adds its own FATAL lines
         log=$(grep -E -A 2 ' (ERROR|FATAL|PANIC|WARNING): ' "$WORK/server.log" 2>/dev/null |
               tail -n 30)
@@ -128,7 +139,7 @@ sql <<'SQL'
 CREATE EXTENSION jobq;
 SELECT jobq.register_kind('shop.ship_order', max_attempts => 3) \g /dev/null
 -- The queues the producer names: only administrators make queues.
-SELECT jobq.create_queue(q) FROM unnest('{ship_py,ship_js,ship_any}'::text[]) AS q \g /dev/null
+SELECT jobq.create_queue(q) FROM unnest('{ship_py,ship_js,ship_any,ship_pool}'::text[]) AS q \g /dev/null
 
 CREATE TABLE orders (
     id          int PRIMARY KEY,
@@ -168,13 +179,15 @@ expect() {
     checks=$((checks + 1))
 }
 produce() { as_role shop_producer bash "$WORK/produce.sh" "$@"; }
-# client python|node ARGS...: run worker.py or worker.js as shop_worker.
+# client python|node ARGS...: run worker.py or worker.js as shop_worker
+# (through pgbouncer if POOLED is set).
 client() {
-    local lang=$1
+    local lang=$1 via=()
     shift
+    [ -n "${POOLED:-}" ] && via=(env PGHOST="$WORK/bouncer" PGPORT=6432)
     case $lang in
-        python) as_role shop_worker "$PYTHON" "$WORK/worker.py" "$@" ;;
-        node) as_role shop_worker "$NODE" "$WORK/worker.js" "$@" ;;
+        python) as_role shop_worker "${via[@]}" "$PYTHON" "$WORK/worker.py" "$@" ;;
+        node) as_role shop_worker "${via[@]}" "$NODE" "$WORK/worker.js" "$@" ;;
     esac
 }
 
@@ -258,8 +271,55 @@ check_queue ship_any 300 1001
 expect "ship_any: workers that shipped orders" 2 \
     "SELECT count(DISTINCT worker) FROM jobq.jobs WHERE queue = 'ship_any'"
 
+# --- 4: both workers behind pgbouncer, transaction pooling, server
+# connections recycled every second; it listens on a Unix socket only.
+mkdir "$WORK/bouncer"
+echo '"shop_worker" ""' >"$WORK/bouncer/users.txt"
+cat >"$WORK/bouncer/pgbouncer.ini" <<EOF
+[databases]
+shop = host=$WORK port=$PORT dbname=shop
+
+[pgbouncer]
+listen_port = 6432
+unix_socket_dir = $WORK/bouncer
+auth_type = trust
+auth_file = $WORK/bouncer/users.txt
+pool_mode = transaction
+default_pool_size = 4
+server_lifetime = 1
+server_idle_timeout = 1
+logfile = $WORK/bouncer/pgbouncer.log
+pidfile = $WORK/bouncer/pgbouncer.pid
+EOF
+[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$WORK/bouncer"
+as_test "$PGBOUNCER" -d "$WORK/bouncer/pgbouncer.ini" || fail "pgbouncer did not start"
+for _ in $(seq 100); do
+    as_test psql -X -q -h "$WORK/bouncer" -p 6432 -U shop_worker -d shop -c 'SELECT 1' \
+        >/dev/null 2>&1 && break
+    sleep 0.1
+done
+for lang in python node; do
+    POOLED=1 client "$lang" --queue ship_pool --name "ship_pool-$lang" --until-empty --idle 5 \
+        >"$WORK/ship_pool-$lang.log" 2>&1 &
+    workers+=($!)
+done
+out=$(produce -q ship_pool -n 200 -s 2001 -f 2001) || fail "produce.sh failed"
+say "ship_pool: $(head -n 1 <<<"$out"), workers behind pgbouncer"
+for i in 0 1; do
+    wait "${workers[$i]}" || fail "ship_pool: a worker (pid ${workers[$i]}) exited with $?"
+done
+workers=()
+check_queue ship_pool 200 2001
+expect "ship_pool: workers that shipped orders" 2 \
+    "SELECT count(DISTINCT worker) FROM jobq.jobs WHERE queue = 'ship_pool'"
+lost=$(cat "$WORK"/ship_pool-*.log | grep -c 'lease lost' || true)
+[ "$lost" = 0 ] || fail "ship_pool: $lost leases lost behind the pooler"
+checks=$((checks + 1))
+recycled=$(grep -c 'lifetime' "$WORK/bouncer/pgbouncer.log" || true)
+say "ship_pool: pgbouncer closed $recycled server connections for their lifetime meanwhile"
+
 # Nothing anywhere else: no stray job, no shipment without its job.
-expect "jobs, completed jobs, shipments" "380 380 380" \
+expect "jobs, completed jobs, shipments" "580 580 580" \
     "SELECT (SELECT count(*) FROM jobq.jobs) || ' '
          || (SELECT count(*) FROM jobq.jobs WHERE state = 'completed') || ' '
          || (SELECT count(*) FROM shipments)"

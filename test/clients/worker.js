@@ -10,9 +10,10 @@
 //   node worker.js --dsn postgresql://shop_worker@db/shop --max-jobs 100
 //
 // Without --dsn, the usual PG* environment variables (PGHOST, PGDATABASE,
-// PGUSER, ...) say where to connect.  The role needs jobq_worker (which
-// covers the steps of the jobs this session claimed) and INSERT on
-// shipments.
+// PGUSER, ...) say where to connect: to the server, or to a connection
+// pooler in front of it (pgbouncer in transaction mode works).  The role
+// needs the work privilege on the queue (jobq.grant, or jobq_worker) and
+// INSERT on shipments.
 //
 // Job ids and lease tokens are bigint: node-postgres returns them as
 // strings, and they are passed back as strings, never as numbers.
@@ -45,8 +46,10 @@ async function ship(client, job, worker) {
   // Step 1, checkpointed: an earlier attempt may already have a quote.
   // record_step runs outside a transaction block, so it commits at once:
   // the quote survives a failure of the steps after it, and a retry does
-  // not ask again.
-  let quote = (await client.query("SELECT jobq.step_result($1, 'quote') AS q", [id])).rows[0].q;
+  // not ask again.  Every call passes the lease token: it, not the
+  // connection, is what holds the job.
+  let quote = (await client.query("SELECT jobq.step_result($1, 'quote', $2) AS q",
+    [id, token])).rows[0].q;
   if (quote === null) {
     quote = await askCarrierForQuote(payload);
     await client.query("SELECT jobq.record_step($1, 'quote', $2, $3)",
@@ -80,9 +83,10 @@ async function handle(client, job, worker) {
     return true;
   } catch (e) {
     if (e.code === '55000') {
-      // Our lease was rescued (we were too slow) or the job was cancelled.
-      // Our writes rolled back; whoever holds the job now finishes it.
-      console.error(`${worker}: job ${job.id}: lease lost: ${e.message}`);
+      // Our lease ended (we were too slow, and it was rescued) or the job
+      // was cancelled.  Our writes rolled back; whoever holds the job now
+      // finishes it.  Drop it: calling fail would only be refused too.
+      console.error(`${worker}: job ${job.id}: lease lost, dropped: ${e.message}`);
       return false;
     }
     if (!(e instanceof CarrierError) && !(e instanceof pg.DatabaseError)) throw e;
@@ -95,7 +99,7 @@ async function handle(client, job, worker) {
         + ` now ${rows[0].state}`);
     } catch (e2) {
       if (e2.code !== '55000') throw e2;
-      console.error(`${worker}: job ${job.id}: lease lost: ${e2.message}`);
+      console.error(`${worker}: job ${job.id}: lease lost, dropped: ${e2.message}`);
     }
     return false;
   }
@@ -115,9 +119,12 @@ async function main() {
   const maxJobs = Number(args['max-jobs']);
   const idleMs = Number(args.idle) * 1000;
 
-  // One session for everything: a lease belongs to the session that
-  // claimed it, and if this process dies, its leases are rescued at once.
-  // Outside BEGIN ... COMMIT every statement commits by itself.
+  // A lease is its token's, not this connection's: each call may run in
+  // another server connection (behind a pooler), and if this process dies,
+  // its jobs run again when their leases (LEASE) run out.  Outside
+  // BEGIN ... COMMIT every statement commits by itself.  Queries are not
+  // named, so node-postgres prepares none that outlive them: a pooler in
+  // transaction mode may send the next to another server connection.
   const client = new pg.Client({ connectionString: args.dsn, application_name: args.name });
   await client.connect();
   let completed = 0;

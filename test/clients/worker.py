@@ -10,9 +10,10 @@ transaction, so the shipment exists if and only if the job is completed.
     python3 worker.py --dsn "host=/run/postgresql dbname=shop" --max-jobs 100
 
 Without --dsn, the usual PG* environment variables (PGHOST, PGDATABASE,
-PGUSER, ...) say where to connect.  The role needs jobq_worker (which
-covers the steps of the jobs this session claimed) and INSERT on
-shipments.
+PGUSER, ...) say where to connect: to the server, or to a connection
+pooler in front of it (pgbouncer in transaction mode works).  The role
+needs the work privilege on the queue (jobq.grant, or jobq_worker) and
+INSERT on shipments.
 """
 
 import argparse
@@ -52,7 +53,10 @@ def ship(conn, job, worker):
     # Step 1, checkpointed: an earlier attempt may already have a quote.
     # record_step commits by itself (autocommit), so the quote survives a
     # failure of the steps after it, and a retry does not ask again.
-    quote = conn.execute("SELECT jobq.step_result(%s, 'quote') AS q", (job_id,)).fetchone()["q"]
+    # Every call passes the lease token: it, not the connection, is what
+    # holds the job.
+    quote = conn.execute("SELECT jobq.step_result(%s, 'quote', %s) AS q",
+                         (job_id, token)).fetchone()["q"]
     if quote is None:
         quote = ask_carrier_for_quote(payload)
         conn.execute("SELECT jobq.record_step(%s, 'quote', %s, %s)",
@@ -77,9 +81,11 @@ def handle(conn, job, worker):
         ship(conn, job, worker)
         return True
     except LeaseLost as e:
-        # Our lease was rescued (we were too slow) or the job was cancelled.
-        # Our writes rolled back; whoever holds the job now finishes it.
-        print(f"{worker}: job {job['id']}: lease lost: {e}", file=sys.stderr)
+        # Our lease ended (we were too slow, and it was rescued) or the job
+        # was cancelled.  Our writes rolled back; whoever holds the job now
+        # finishes it.  Drop it: calling fail would only be refused too.
+        print(f"{worker}: job {job['id']}: lease lost, dropped: {e.diag.message_primary}",
+              file=sys.stderr)
         return False
     except (CarrierError, psycopg.DatabaseError) as e:
         error = str(e)
@@ -91,7 +97,8 @@ def handle(conn, job, worker):
         print(f"{worker}: job {job['id']} attempt {job['attempt']} failed ({error}); now {state}",
               file=sys.stderr)
     except LeaseLost as e:
-        print(f"{worker}: job {job['id']}: lease lost: {e}", file=sys.stderr)
+        print(f"{worker}: job {job['id']}: lease lost, dropped: {e.diag.message_primary}",
+              file=sys.stderr)
     return False
 
 
@@ -109,12 +116,15 @@ def main():
     p.add_argument("--idle", type=float, default=3.0)
     args = p.parse_args()
 
-    # One session for everything: a lease belongs to the session that
-    # claimed it, and if this process dies, its leases are rescued at once.
+    # A lease is its token's, not this connection's: each call may run in
+    # another server connection (behind a pooler), and if this process
+    # dies, its jobs run again when their leases (LEASE) run out.
     # Autocommit, so that claims, heartbeats and steps commit as they go;
-    # the shipment's transaction is explicit.
+    # the shipment's transaction is explicit.  No server-side prepared
+    # statements: a pooler in transaction mode may send the next execution
+    # to a server connection that never saw them.
     with psycopg.connect(args.dsn, autocommit=True, row_factory=dict_row,
-                         application_name=args.name) as conn:
+                         prepare_threshold=None, application_name=args.name) as conn:
         completed = attempts = 0
         last_claimed = time.monotonic()
         while not args.max_jobs or attempts < args.max_jobs:

@@ -521,7 +521,7 @@ class Gen:
             "'pg_catalog.sum(integer)'::regprocedure", "'pg_catalog.row_number()'::regprocedure",
             "'jobq.run_pending(integer)'::regprocedure", "'jobq.dispatch()'::regprocedure",
             "'jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)'::regprocedure",
-            "'jobq.step_result(bigint,text)'::regprocedure",
+            "'jobq.step_result(bigint,text,bigint)'::regprocedure",
             "'pg_catalog.jsonb_agg(anyelement)'::regprocedure",
         ])
 
@@ -1011,7 +1011,8 @@ class Session(threading.Thread):
             self.sql('BEGIN')
         res = self.call('claim', '%s, %s, %d%s' % (
             queue, lit('w%d' % self.no), r.choice([1, 2, 5, 100]),
-            r.choice(['', ", interval '10 ms'", ", interval '1 s'", ", interval '1 hour'", ', NULL'])))
+            r.choice(['', ", interval '10 ms'", ", interval '1 s'", ", interval '1 hour'", ', NULL',
+                      ", NULL, true", ", interval '1 s', false", ", NULL, NULL"])))
         claimed = []
         if res is not None and res.ok:
             names = getattr(res, 'names', [])
@@ -1039,9 +1040,11 @@ class Session(threading.Thread):
             elif op < 0.82:
                 self.call('record_step', '%s, %s, %s, %s' % (i, lit('s%d' % r.randint(0, 2)),
                                                              self.gen.jsonb(), token))
-                self.call('step_result', '%s, %s' % (i, lit('s%d' % r.randint(0, 2))))
+                self.call('step_result', '%s, %s%s' % (i, lit('s%d' % r.randint(0, 2)),
+                                                       r.choice(['', ', %s' % token, ', NULL'])))
             elif op < 0.9:
-                self.call('external_key', '%s, %s' % (i, self.gen.text()))
+                self.call('external_key', '%s, %s%s' % (i, self.gen.text(),
+                                                        r.choice(['', ', %s' % token, ', NULL'])))
             else:
                 self.call('complete_many', 'ARRAY[%s]::bigint[], ARRAY[%s]::bigint[]' % (i, token))
         if len(claimed) > 1 and r.random() < 0.5:

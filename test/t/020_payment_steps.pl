@@ -131,7 +131,7 @@ sub claim
     $lease //= '1 hour';
     my $row = $w->{s}->query_safe(
         qq{SELECT id, lease_token, attempt, payload
-             FROM jobq.claim('pay', '$w->{name}', 1, '$lease')});
+             FROM jobq.claim('pay', '$w->{name}', 1, '$lease', bound_to_session => true)});
     chomp $row;
     die "$w->{name} claimed nothing" if $row eq '';
     my ($id, $token, $attempt, $payload) = split /\|/, $row, 4;

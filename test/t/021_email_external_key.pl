@@ -120,7 +120,7 @@ sub claim
 {
     my ($w, $queue) = @_;
     my $row = wq($w, qq{SELECT id, lease_token, attempt, payload->>'to', payload->>'subject'
-                          FROM jobq.claim('$queue', '$w->{name}', 1, '1 hour')});
+                          FROM jobq.claim('$queue', '$w->{name}', 1, '1 hour', bound_to_session => true)});
     return undef if $row eq '';
     my %job;
     @job{qw(id token attempt to subject)} = split /\|/, $row;

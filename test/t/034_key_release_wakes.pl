@@ -55,7 +55,7 @@ sub hold_key_with_waiter
     my ($key) = @_;
     my $ext = sql("SELECT jobq.enqueue('kw.ext', concurrency_key => '$key')");
     my ($id, $token) = split /\|/,
-        sql(q{SELECT id, lease_token FROM jobq.claim('ext', 'kw', 1)});
+        sql(q{SELECT id, lease_token FROM jobq.claim('ext', 'kw', 1, bound_to_session => true)});
     die "claimed $id instead of $ext" unless $id == $ext;
     my $batches = sql('SELECT batches FROM jobq.workers');
     my $waiter = sql("SELECT jobq.enqueue('kw.db', concurrency_key => '$key')");

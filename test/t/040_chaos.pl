@@ -173,7 +173,7 @@ DECLARE
     k bigint := 0;
 BEGIN
     LOOP
-        SELECT c.id, c.lease_token INTO r FROM jobq.claim('ext', '$name', 1, '1 hour') c;
+        SELECT c.id, c.lease_token INTO r FROM jobq.claim('ext', '$name', 1, '1 hour', true) c;
         IF NOT FOUND THEN
             COMMIT;
             PERFORM pg_sleep(0.05);

@@ -70,7 +70,7 @@ sub claim
 {
     my ($w, $lease) = @_;
     my $row = ok_in($w, qq{SELECT id, lease_token, attempt
-                             FROM jobq.claim('zq', '$w->{name}', 1, '$lease')});
+                             FROM jobq.claim('zq', '$w->{name}', 1, '$lease', bound_to_session => true)});
     die "$w->{name} claimed nothing" if $row eq '';
     my ($id, $token, $attempt) = split /\|/, $row;
     return { id => $id, token => $token, attempt => $attempt };

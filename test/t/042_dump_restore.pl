@@ -116,7 +116,8 @@ sql(q{
                         concurrency_key => 'customer:acme', idempotency_key => 'inv-5') AS run \gset
     SELECT jobq.enqueue('app.export', '{"invoice": 6}', priority => -10,
                         concurrency_key => 'customer:acme') AS waits \gset
-    SELECT lease_token AS runt FROM jobq.claim('ext', worker => 'exporter-2', lease => '1 hour') \gset
+    SELECT lease_token AS runt FROM jobq.claim('ext', worker => 'exporter-2', lease => '1 hour',
+                                              bound_to_session => true) \gset
     SELECT jobq.record_step(:run, 'started', '{"part": 1}', :runt);
     -- Scheduled in the future.
     SELECT jobq.enqueue('app.export', '{"invoice": 7}', run_at => now() + interval '2 days',

@@ -116,7 +116,7 @@ $old->safe_psql('app', q{
 });
 # A claim committed in the old cluster, by a session that ends with it.
 my ($claimed, $token) = split /\|/, $old->safe_psql('app',
-    q{SELECT id, lease_token FROM jobq.claim('ext', 'exporter', 1, '1 day')});
+    q{SELECT id, lease_token FROM jobq.claim('ext', 'exporter', 1, '1 day', bound_to_session => true)});
 my $key_before = $old->safe_psql('app', "SELECT jobq.external_key($claimed, 'charge')");
 
 # The rows of every jobq table, as sorted text, per database.
