@@ -177,6 +177,8 @@ request_probe(DbEntry *db, TimestampTz now)
 		db->status = DB_UNKNOWN;
 		db->next_try = 0;
 	}
+	else if (db->status == DB_HAS_JOBQ)
+		wake_database_at(db, now);	/* installed again while it had no worker */
 }
 
 /* Drop the launcher's handle of a slot's worker. */

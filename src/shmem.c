@@ -18,9 +18,10 @@
  * A database may have no worker at all: the launcher shares few slots
  * among many databases (launcher.c).  Then the commit asks the launcher
  * for a visit instead: now for ready work, at run_at for a job scheduled
- * later, at the next fire for a schedule, at the lease's end for a lease
- * taken outside the workers.  A worker that is leaving (asked to give its
- * slot up) counts as none, so nothing falls between it and the launcher.
+ * later, at the next fire for a schedule, at the back-off for a retry.  A
+ * worker that is leaving (asked to give its slot up) counts as none, so
+ * nothing falls between it and the launcher.  (A transaction prepared for
+ * two-phase commit asks nothing: the next visit finds its jobs.)
  *
  * The locking protocol is described with JobqSharedState in shmem.h.
  *
@@ -336,8 +337,8 @@ JobqWakeLauncherAtCommit(void)
 /*
  * Ask for a worker of this database at "at", when the current transaction
  * commits, if none is there then: for in-database work that comes due
- * later (a job's run_at, a schedule's next fire, the end of a lease taken
- * outside the workers).  The earliest time asked in the transaction wins.
+ * later (a job's run_at, a schedule's next fire, a retry's back-off).  The
+ * earliest time asked in the transaction wins.
  * A no-op without shared memory.
  */
 void
