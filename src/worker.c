@@ -557,7 +557,7 @@ next_visit(void)
 											   (int64) JOBQ_MAX_VISIT_MS));
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_next_visit,
-					"SELECT pg_catalog.least("
+					"SELECT LEAST("
 					" (SELECT pg_catalog.min(run_at) FROM jobq.job"
 					"   WHERE lane = 's' AND in_db),"
 					" (SELECT pg_catalog.min(next_fire_at) FROM jobq.schedule"
@@ -585,6 +585,7 @@ yield_slot(MemoryContext loop_cxt) pg_attribute_noreturn();
 static void
 yield_slot(MemoryContext loop_cxt)
 {
+	static bool tried = false;	/* an ERROR in an earlier try came back here */
 	TimestampTz next;
 
 	/*
@@ -595,11 +596,13 @@ yield_slot(MemoryContext loop_cxt)
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	LWLockRelease(JobqShared->lock);
 
-	if (MySlot->idle_since == 0 || woken_for_work || MySlot->wake_requested ||
+	/* After an error, come back at once rather than hold the slot. */
+	if (tried || MySlot->idle_since == 0 || woken_for_work || MySlot->wake_requested ||
 		purge_backlog || rescue_backlog)
 		next = GetCurrentTimestamp();
 	else
 	{
+		tried = true;
 		start_jobq_transaction(loop_cxt);
 		next = next_visit();
 		finish_transaction(loop_cxt);
