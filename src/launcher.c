@@ -227,6 +227,17 @@ reap_slots(TimestampTz now)
 		}
 		else if (slot->state == JOBQ_SLOT_EXITED)
 		{
+			pid_t		pid;
+
+			/*
+			 * Until the postmaster has seen the process go, its background
+			 * worker slot is still taken: a new worker in this slot now
+			 * could find max_worker_processes used up.  The postmaster
+			 * signals the launcher when it has.
+			 */
+			if (handles[i] != NULL &&
+				GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+				continue;
 			switch (slot->exit_reason)
 			{
 				case JOBQ_EXIT_NO_EXTENSION:
