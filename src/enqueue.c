@@ -73,12 +73,20 @@ typedef struct KindRow
 static KindRow lookup_kind(Datum kind);
 
 
-/* Ready in-database work wakes a worker when the transaction commits. */
+/*
+ * Ready in-database work wakes a worker when the transaction commits;
+ * later in-database work asks for a worker at its run_at, if its database
+ * has none then.
+ */
 static void
 note_wake(EnqueueArgs *args, bool in_db)
 {
-	if (in_db && DatumGetChar(args->lane) == 'r')
+	if (!in_db)
+		return;
+	if (DatumGetChar(args->lane) == 'r')
 		JobqWakeWorkersAtCommit();
+	else
+		JobqVisitAtCommit(DatumGetTimestampTz(args->run_at));
 }
 
 static void

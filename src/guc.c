@@ -86,16 +86,18 @@ JobqDefineWorkerGucs(void)
 {
 	DefineCustomIntVariable("jobq.max_workers",
 							"Worker slots for the whole cluster.",
-							"Each database with jobq uses jobq.workers_per_database of "
-							"them; they also count against max_worker_processes.",
+							"The launcher shares them among the databases that have jobq "
+							"and due work, a first worker for each before a second for "
+							"any; they also count against max_worker_processes.",
 							&jobq_max_workers,
 							8, 1, 1024,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("jobq.workers_per_database",
-							"Background workers in each database that has jobq.",
-							"0 stops the workers; jobs can still run through "
+							"Most background workers in one database that has jobq.",
+							"A database gets them while jobq.max_workers has slots to "
+							"spare. 0 stops the workers; jobs can still run through "
 							"jobq.run_pending and external workers.",
 							&jobq_workers_per_database,
 							2, 0, 1024,

@@ -1,27 +1,61 @@
 /*-------------------------------------------------------------------------
  *
  * src/launcher.c
- *		The launcher: one per cluster, it keeps jobq.workers_per_database
- *		workers running in every database that has jobq.
+ *		The launcher: one per cluster, it shares jobq.max_workers worker
+ *		slots among the databases that have jobq and due work.
  *
- * The launcher reads only the shared catalog pg_database, so it cannot see
- * which databases have the extension.  It finds out through the workers: a
- * database it knows nothing about gets one worker, a probe, which either
- * finds jobq in pg_extension (and the launcher fills up the pool) or exits
- * at once saying it found none (and the launcher looks again after
+ * Sharing the slots.  A database needs a worker when it has due work:
+ * ready in-database jobs, a scheduled job or a schedule whose time came, a
+ * lease to rescue, a retention pass.  While a worker runs there, it sees
+ * all of that itself.  A database without a worker is known to the
+ * launcher by the time it next needs one (wake_at): the commit of an
+ * enqueue asks for a visit now (ready work) or at its run_at, a schedule
+ * at its next fire, a retry at its back-off (shmem.c); and a worker that
+ * gives its slot up says when its database next has due work, at most an
+ * hour away, for retention.  Each pass, in this order:
+ *	 1. every database that waits for its first worker (due, none running)
+ *		gets one, the longest waiting first, from a free slot or else from a
+ *		slot taken back: the slot of an idle worker (of the database with
+ *		the most workers), else of a busy one of a database that has more
+ *		than one, else of the sole worker that has had its slot for
+ *		JOBQ_TURN_MS (a turn: under load the databases take turns, the one
+ *		that gave its slot up waiting behind the others);
+ *	 2. probes (below), few at a time;
+ *	 3. while nothing waits, the free slots fill the pools of databases
+ *		that have a worker up to jobq.workers_per_database, one more worker
+ *		per database per round, busy databases first.
+ * So every database with due work gets its first worker before any gets
+ * its second, none starves, and with few databases nothing changes: each
+ * keeps its pool, idle, and an enqueue wakes a worker at once.  Idle
+ * workers keep their slots until a database that waits needs them: the
+ * idle cost is at most jobq.max_workers workers polling, however many
+ * databases there are.  A worker asked to leave finishes its batch first.
+ *
+ * Probes.  The launcher reads only the shared catalog pg_database, so it
+ * cannot see which databases have the extension.  It finds out through
+ * the workers: a database it knows nothing about gets one worker, a
+ * probe, which either finds jobq in pg_extension (and stays, a worker) or
+ * exits at once saying it found none (and the launcher looks again after
  * JOBQ_REPROBE_MS).  Anyone allowed to create databases makes databases
  * without jobq, and can make a probe wait (a database's settings or a lock
- * held on it), so probes run few at a time, after the pools of the
- * databases that have it, and one that has not answered within
- * JOBQ_PROBE_TIMEOUT_MS is ended.  CREATE EXTENSION jobq wakes the launcher
- * at commit, so a new database starts processing within a second, without
- * a restart.  Template databases and databases that refuse connections are
+ * held on it), so probes run few at a time, take a free slot or the slot
+ * of a worker idle for JOBQ_PROBE_IDLE_MS (never a busy one), and one that
+ * has not answered within JOBQ_PROBE_TIMEOUT_MS is ended.  CREATE
+ * EXTENSION jobq wakes the launcher at commit and its database waits as
+ * due work does, so it starts processing within a second, without a
+ * restart.  Template databases and databases that refuse connections are
  * left alone.
  *
  * A worker that dies of an error is started again after a pause that
  * doubles with each failure in a row, up to a minute.  An ERROR in the
  * launcher itself ends it; the postmaster starts it again after
- * bgw_restart_time, and it adopts the workers still running.
+ * bgw_restart_time, and it adopts the workers still running; what it knew
+ * of the databases without a worker is lost, so it probes them all again
+ * (a probe that finds jobq runs the database's due work).
+ *
+ * Memory: the databases' hash lives as long as the launcher and holds one
+ * entry per database of pg_database; everything else a pass allocates is
+ * in the pass's context, reset at the top of each pass.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,13 +91,17 @@
 #define LAUNCHER_NAP_MS		1000
 #define JOBQ_MAX_PROBES_RUNNING 2	/* probe workers at once, cluster-wide */
 #define JOBQ_PROBE_TIMEOUT_MS	10000	/* a probe that has not answered is stuck */
+#define JOBQ_PROBE_IDLE_MS	5000	/* a probe takes the slot of a worker idle this long */
+#define JOBQ_TURN_MS		5000	/* a database's turn, when every slot is busy */
+#define JOBQ_MAX_SLOTS		1024	/* jobq.max_workers' maximum */
+#define JOBQ_MAX_RANK		JOBQ_MAX_SLOTS	/* a database has at most every slot */
 
 PGDLLEXPORT void JobqLauncherMain(Datum main_arg) pg_attribute_noreturn();
 
 typedef enum DbStatus
 {
 	DB_UNKNOWN,					/* probe it */
-	DB_HAS_JOBQ,				/* keep its pool full */
+	DB_HAS_JOBQ,				/* serve it when it has due work */
 	DB_NO_JOBQ					/* look again at next_try */
 } DbStatus;
 
@@ -77,10 +115,13 @@ typedef struct DbEntry
 	bool		seen;			/* still in pg_database at the last look */
 	TimestampTz probe_requested_at; /* last CREATE EXTENSION seen here */
 	TimestampTz last_probe;		/* when its last probe started */
+	TimestampTz wake_at;		/* when it needs a worker; 0: no need known */
+	int			nworkers;		/* this pass: its workers, not leaving */
+	bool		busy;			/* this pass: one of them is at work */
 } DbEntry;
 
 static HTAB *databases = NULL;
-static BackgroundWorkerHandle *handles[1024];
+static BackgroundWorkerHandle *handles[JOBQ_MAX_SLOTS];
 
 static void
 launcher_exit(int code, Datum arg)
@@ -104,8 +145,26 @@ database_entry(Oid dboid)
 		db->failures = 0;
 		db->probe_requested_at = 0;
 		db->last_probe = 0;
+		db->wake_at = 0;
+		db->nworkers = 0;
+		db->busy = false;
 	}
 	return db;
+}
+
+/* Remember that a database needs a worker at "at" (the earliest such time). */
+static void
+wake_database_at(DbEntry *db, TimestampTz at)
+{
+	if (db->wake_at == 0 || at < db->wake_at)
+		db->wake_at = at;
+}
+
+/* Whether a running worker sleeps for want of work.  Under the lock. */
+static bool
+slot_is_idle(JobqWorkerSlot *slot)
+{
+	return slot->state == JOBQ_SLOT_RUNNING && slot->sleeping && slot->idle_since != 0;
 }
 
 /* CREATE EXTENSION committed in this database: look at it now. */
@@ -118,6 +177,8 @@ request_probe(DbEntry *db, TimestampTz now)
 		db->status = DB_UNKNOWN;
 		db->next_try = 0;
 	}
+	else if (db->status == DB_HAS_JOBQ)
+		wake_database_at(db, now);	/* installed again while it had no worker */
 }
 
 /* Drop the launcher's handle of a slot's worker. */
@@ -166,6 +227,17 @@ reap_slots(TimestampTz now)
 		}
 		else if (slot->state == JOBQ_SLOT_EXITED)
 		{
+			pid_t		pid;
+
+			/*
+			 * Until the postmaster has seen the process go, its background
+			 * worker slot is still taken: a new worker in this slot now
+			 * could find max_worker_processes used up.  The postmaster
+			 * signals the launcher when it has.
+			 */
+			if (handles[i] != NULL &&
+				GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+				continue;
 			switch (slot->exit_reason)
 			{
 				case JOBQ_EXIT_NO_EXTENSION:
@@ -179,9 +251,19 @@ reap_slots(TimestampTz now)
 					db->status = DB_NO_JOBQ;
 					db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_REPROBE_MS);
 					break;
+				case JOBQ_EXIT_YIELDED:
+					/* It said when its database next has due work. */
+					wake_database_at(db, slot->next_visit);
+					break;
 				case JOBQ_EXIT_SURPLUS:
 				case JOBQ_EXIT_SHUTDOWN:
 				case JOBQ_EXIT_HANDLER_ENDED:
+					/*
+					 * Its database was being served: a new worker (if it has
+					 * none left, and workers are wanted) looks at it.
+					 */
+					if (db->status == DB_HAS_JOBQ)
+						wake_database_at(db, now);
 					break;
 				case JOBQ_EXIT_UNKNOWN:
 					/* (A probe the launcher ended keeps its longer pause.) */
@@ -189,6 +271,8 @@ reap_slots(TimestampTz now)
 					db->next_try = Max(db->next_try,
 									   TimestampTzPlusMilliseconds(now,
 																   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1))));
+					if (db->status == DB_HAS_JOBQ)
+						wake_database_at(db, now);
 					break;
 			}
 			slot->state = JOBQ_SLOT_FREE;
@@ -215,6 +299,8 @@ reap_slots(TimestampTz now)
 			if (gone)
 			{
 				/* It never reached its slot: count it as a failure. */
+				if (db->status == DB_HAS_JOBQ)
+					wake_database_at(db, now);
 				db->failures = Min(db->failures + 1, 16);
 				db->next_try = Max(db->next_try,
 								   TimestampTzPlusMilliseconds(now,
@@ -224,9 +310,47 @@ reap_slots(TimestampTz now)
 			}
 		}
 	}
+	/*
+	 * Requests for databases the scan skipped (templates, databases that
+	 * refuse connections, dropped ones) are dropped: a worker connected to
+	 * a template would make CREATE DATABASE from it fail.
+	 */
 	for (i = 0; i < JobqShared->nprobes; i++)
-		request_probe(database_entry(JobqShared->probes[i]), now);
+	{
+		DbEntry    *db = hash_search(databases, &JobqShared->probes[i], HASH_FIND, NULL);
+
+		if (db != NULL)
+			request_probe(db, now);
+	}
 	JobqShared->nprobes = 0;
+
+	/* Only a database with jobq asks for a visit (its commit ran jobq's code). */
+	for (i = 0; i < JobqShared->nvisits; i++)
+	{
+		DbEntry    *db = hash_search(databases, &JobqShared->visits[i].dboid, HASH_FIND, NULL);
+
+		if (db == NULL)
+			continue;
+		if (db->status != DB_HAS_JOBQ)
+		{
+			/* An older probe's "no jobq" and its pause are out of date. */
+			db->status = DB_HAS_JOBQ;
+			db->next_try = 0;
+		}
+		wake_database_at(db, JobqShared->visits[i].at);
+	}
+	JobqShared->nvisits = 0;
+	if (JobqShared->visit_all)
+	{
+		HASH_SEQ_STATUS status;
+		DbEntry    *db;
+
+		hash_seq_init(&status, databases);
+		while ((db = hash_seq_search(&status)) != NULL)
+			if (db->status == DB_HAS_JOBQ)
+				wake_database_at(db, now);
+		JobqShared->visit_all = false;
+	}
 	if (JobqShared->probe_all)
 	{
 		HASH_SEQ_STATUS status;
@@ -318,6 +442,9 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 		slot->has_extension = false;
 		slot->sleeping = false;
 		slot->wake_requested = false;
+		slot->leave_requested = false;
+		slot->idle_since = 0;
+		slot->next_visit = 0;
 	}
 	LWLockRelease(JobqShared->lock);
 
@@ -362,109 +489,233 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 	return true;
 }
 
+/* What a pass counts of the slots, cluster-wide. */
+typedef struct SlotCount
+{
+	int			free_slots;		/* FREE */
+	int			probes;			/* starting or running in a database not known to have jobq */
+	int			leaving;		/* asked to leave, not gone yet: slots on their way */
+} SlotCount;
+
 /*
- * How many running or starting workers are probes (in a database not yet
- * known to have jobq), and how many slots are free.
+ * Count the slots, and each database's workers into its entry (nworkers,
+ * busy; a worker asked to leave no longer counts).  Takes the lock shared.
  */
 static void
-count_slots(int *probes, int *free_slots)
+count_slots(SlotCount *count)
 {
+	HASH_SEQ_STATUS status;
+	DbEntry    *db;
 	int			i;
 
-	*probes = 0;
-	*free_slots = 0;
+	memset(count, 0, sizeof(*count));
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+	{
+		db->nworkers = 0;
+		db->busy = false;
+	}
+
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	for (i = 0; i < JobqShared->nslots; i++)
 	{
 		JobqWorkerSlot *slot = &JobqShared->slots[i];
-		DbEntry    *db;
 
 		if (slot->state == JOBQ_SLOT_FREE)
 		{
-			(*free_slots)++;
+			count->free_slots++;
 			continue;
 		}
 		if (slot->state != JOBQ_SLOT_STARTING && slot->state != JOBQ_SLOT_RUNNING)
 			continue;
 		db = hash_search(databases, &slot->dboid, HASH_FIND, NULL);
 		if (db == NULL || db->status != DB_HAS_JOBQ)
-			(*probes)++;
+			count->probes++;
+		if (slot->leave_requested)
+		{
+			count->leaving++;
+			continue;
+		}
+		if (db == NULL)
+			continue;
+		db->nworkers++;
+		if (slot->state == JOBQ_SLOT_STARTING || !slot_is_idle(slot))
+			db->busy = true;
 	}
 	LWLockRelease(JobqShared->lock);
 }
 
-/*
- * Start the workers one database lacks: its pool if it has jobq, else one
- * probe.  *probes counts the probes running, and none is started past
- * JOBQ_MAX_PROBES_RUNNING; *free_slots counts the free slots, and a probe
- * waits for one quietly (the next pass tries again) where a pool's worker
- * says that there is none.
- */
-static void
-fill_pool(DbEntry *db, TimestampTz now, int *probes, int *free_slots)
+/* The lowest rank no live worker of a database has (the pool's next). */
+static int
+free_rank(Oid dboid)
 {
-	bool		rank_used[1024] = {0};
-	int			running = 0;
-	int			wanted;
+	bool		rank_used[JOBQ_MAX_RANK] = {0};
 	int			rank;
 	int			i;
-
-	if (db->status == DB_HAS_JOBQ)
-		wanted = jobq_workers_per_database;
-	else
-	{
-		/* No jobq last time we looked (or never looked): probe. */
-		db->status = DB_UNKNOWN;
-		wanted = 1;
-	}
-	wanted = Min(wanted, 1024);
 
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	for (i = 0; i < JobqShared->nslots; i++)
 	{
 		JobqWorkerSlot *slot = &JobqShared->slots[i];
 
-		if (slot->dboid == db->dboid &&
-			(slot->state == JOBQ_SLOT_STARTING || slot->state == JOBQ_SLOT_RUNNING))
-		{
-			running++;
-			if (slot->rank >= 0 && slot->rank < 1024)
-				rank_used[slot->rank] = true;
-		}
+		if (slot->dboid == dboid &&
+			(slot->state == JOBQ_SLOT_STARTING || slot->state == JOBQ_SLOT_RUNNING) &&
+			slot->rank >= 0 && slot->rank < JOBQ_MAX_RANK)
+			rank_used[slot->rank] = true;
 	}
 	LWLockRelease(JobqShared->lock);
-
-	/* A probe is a worker already; wait for its answer. */
-	if (db->status == DB_UNKNOWN &&
-		(running > 0 || *probes >= JOBQ_MAX_PROBES_RUNNING || *free_slots <= 0))
-		return;
-
-	for (rank = 0; running < wanted && rank < wanted; rank++)
-	{
-		if (rank_used[rank])
-			continue;
-		if (!start_worker(db->dboid, rank, now))
-		{
-			db->next_try = TimestampTzPlusMilliseconds(now, 5000);
-			break;
-		}
-		running++;
-		(*free_slots)--;
-		if (db->status == DB_UNKNOWN)
-		{
-			(*probes)++;
-			db->last_probe = now;
-		}
-	}
+	for (rank = 0; rank < JOBQ_MAX_RANK - 1 && rank_used[rank]; rank++)
+		;
+	return rank;
 }
 
 /*
- * Start the workers each database lacks: first the pools of the databases
- * known to have jobq, then probes, those asked for by a CREATE EXTENSION
- * first.  Probes are few at a time and take only free slots, so that
- * databases without jobq (made by anyone allowed to create one) never take
- * the slots of those with it, nor keep a new one's probe waiting long.
+ * Start one more worker in a database, in a free slot.  Returns false,
+ * with the database's next try a little later, if none could start.
  */
+static bool
+add_worker(DbEntry *db, TimestampTz now, SlotCount *count)
+{
+	bool		probe = db->status != DB_HAS_JOBQ;
+
+	if (!start_worker(db->dboid, free_rank(db->dboid), now))
+	{
+		db->next_try = TimestampTzPlusMilliseconds(now, 5000);
+		return false;
+	}
+	count->free_slots--;
+	db->nworkers++;
+	db->busy = true;
+	if (probe)
+	{
+		db->status = DB_UNKNOWN;
+		count->probes++;
+		db->last_probe = now;
+	}
+	return true;
+}
+
+/*
+ * Whether a candidate (tier, its database's workers, time) makes a better
+ * worker to ask to leave than the best so far.  Higher tiers first; within
+ * a tier the database with the most workers, then the earliest time, but
+ * for time slices (tier 1), where every database has one worker.
+ */
+static bool
+better_victim(int tier, int n, TimestampTz t, int best_tier, int best_n, TimestampTz best_t)
+{
+	if (tier != best_tier)
+		return tier > best_tier;
+	if (tier != 1 && n != best_n)
+		return n > best_n;
+	return t < best_t;
+}
+
+/*
+ * Ask a worker of another database to give its slot to "waiter", and
+ * return whether one was asked.  First choice, a worker that sleeps for
+ * want of work (of the database with the most workers, the longest idle);
+ * for a probe that is all, and the worker must have been idle for
+ * JOBQ_PROBE_IDLE_MS.  For due work then a busy worker of a database that
+ * has more than one (the most workers, the highest rank); then the sole
+ * worker of a database that has had its slot for JOBQ_TURN_MS (the
+ * longest).  The worker leaves after its batch.
+ */
+static bool
+take_back_slot(DbEntry *waiter, bool due, TimestampTz now)
+{
+	int			best = -1;
+	int			best_tier = 0;
+	int			best_n = 0;
+	TimestampTz best_t = 0;
+	DbEntry    *best_db = NULL;
+	int			i;
+
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < JobqShared->nslots; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+		DbEntry    *db;
+		int			tier;
+		TimestampTz t;
+
+		if (slot->state != JOBQ_SLOT_RUNNING || !slot->has_extension ||
+			slot->leave_requested || slot->dboid == waiter->dboid || slot->latch == NULL)
+			continue;
+		db = hash_search(databases, &slot->dboid, HASH_FIND, NULL);
+		if (db == NULL)
+			continue;
+		if (slot_is_idle(slot))
+		{
+			if (!due && !TimestampDifferenceExceeds(slot->idle_since, now, JOBQ_PROBE_IDLE_MS))
+				continue;
+			tier = 3;
+			t = slot->idle_since;
+		}
+		else if (!due)
+			continue;
+		else if (db->nworkers > 1)
+		{
+			tier = 2;
+			t = -slot->rank;	/* the highest rank first */
+		}
+		else if (TimestampDifferenceExceeds(slot->started_at, now, JOBQ_TURN_MS))
+		{
+			tier = 1;
+			t = slot->started_at;
+		}
+		else
+			continue;
+
+		if (better_victim(tier, db->nworkers, t, best_tier, best_n, best_t))
+		{
+			best = i;
+			best_tier = tier;
+			best_n = db->nworkers;
+			best_t = t;
+			best_db = db;
+		}
+	}
+	if (best >= 0)
+	{
+		JobqShared->slots[best].leave_requested = true;
+		SetLatch(JobqShared->slots[best].latch);
+		best_db->nworkers--;
+	}
+	LWLockRelease(JobqShared->lock);
+	return best >= 0;
+}
+
+/*
+ * Whether a database waits for its first worker: due work (or a CREATE
+ * EXTENSION not yet looked at) and none of its workers.
+ */
+static bool
+is_waiting(DbEntry *db, TimestampTz now)
+{
+	if (db->nworkers > 0 || db->next_try > now)
+		return false;
+	if (db->status == DB_HAS_JOBQ)
+		return db->wake_at != 0 && db->wake_at <= now;
+	return db->probe_requested_at > db->last_probe;
+}
+
+/* Since when a waiting database waits: the longest waiting first. */
+static TimestampTz
+waiting_since(const DbEntry *db)
+{
+	return db->status == DB_HAS_JOBQ ? db->wake_at : db->probe_requested_at;
+}
+
+static int
+by_waiting_since(const void *a, const void *b)
+{
+	TimestampTz ta = waiting_since(*(DbEntry *const *) a);
+	TimestampTz tb = waiting_since(*(DbEntry *const *) b);
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
 static int
 by_last_probe(const void *a, const void *b)
 {
@@ -474,39 +725,120 @@ by_last_probe(const void *a, const void *b)
 	return ta < tb ? -1 : ta > tb ? 1 : 0;
 }
 
+/*
+ * Share the slots out (the policy is at the top of this file): first a
+ * worker for each database that waits, the longest waiting first, taking
+ * slots back when none is free; then probes, few at a time; then, from the
+ * slots still free, the pools of databases that have workers, one more
+ * worker per database per round.  The arrays live in the pass's context.
+ */
 static void
-fill_pools(TimestampTz now)
+assign_slots(TimestampTz now)
 {
 	HASH_SEQ_STATUS status;
 	DbEntry    *db;
-	DbEntry   **due;
-	int			ndue;
-	int			probes;
-	int			free_slots;
-	int			pass;
+	DbEntry   **list;
+	int			n;
+	SlotCount	count;
+	int			coming;
+	bool		probes_wait = false;
+	int			level;
 	int			i;
 
-	count_slots(&probes, &free_slots);
-	due = palloc(sizeof(DbEntry *) * Max(hash_get_num_entries(databases), 1));
-	for (pass = 0; pass < 3; pass++)
+	count_slots(&count);
+	coming = count.leaving;
+	list = palloc(sizeof(DbEntry *) * Max(hash_get_num_entries(databases), 1));
+
+	/* A database's workers see its due work: nothing to remember. */
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+		if (db->nworkers > 0 && db->wake_at != 0 && db->wake_at <= now)
+			db->wake_at = 0;
+
+	/* Databases that wait for their first worker. */
+	n = 0;
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+		if (is_waiting(db, now))
+			list[n++] = db;
+	qsort(list, n, sizeof(DbEntry *), by_waiting_since);
+	for (i = 0; i < n; i++)
 	{
-		ndue = 0;
+		db = list[i];
+		if (db->status != DB_HAS_JOBQ && count.probes >= JOBQ_MAX_PROBES_RUNNING)
+			continue;
+		if (count.free_slots > 0)
+		{
+			if (add_worker(db, now, &count) && db->status == DB_HAS_JOBQ)
+				db->wake_at = 0;
+		}
+		else if (coming > 0)
+			coming--;			/* a slot on its way is this one's */
+		else if (!take_back_slot(db, true, now))
+			break;				/* every slot is at work and had little time */
+	}
+
+	/* Probes of databases not known to have jobq, in turn. */
+	n = 0;
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+		if (db->status != DB_HAS_JOBQ && db->nworkers == 0 && db->next_try <= now)
+			list[n++] = db;
+	qsort(list, n, sizeof(DbEntry *), by_last_probe);
+	for (i = 0; i < n && count.probes < JOBQ_MAX_PROBES_RUNNING; i++)
+	{
+		db = list[i];
+		if (count.free_slots > 0)
+			(void) add_worker(db, now, &count);
+		else
+		{
+			probes_wait = true;
+			/* One slot at a time, and only one whose worker has long been idle. */
+			if (coming == 0 && take_back_slot(db, false, now))
+				coming++;
+			break;
+		}
+	}
+
+	/*
+	 * The pools, from free slots only, while no database and no probe
+	 * waits: every database gets its first worker before any its second.
+	 */
+	if (probes_wait)
+		return;
+	for (level = 1; level < jobq_workers_per_database && count.free_slots > 0; level++)
+	{
+		n = 0;
 		hash_seq_init(&status, databases);
 		while ((db = hash_seq_search(&status)) != NULL)
-		{
-			int			db_pass = db->status == DB_HAS_JOBQ ? 0
-				: db->probe_requested_at != 0 ? 1 : 2;
-
-			if (db_pass == pass && db->next_try <= now)
-				due[ndue++] = db;
-		}
-		/* Probes in turn, the longest waiting first: none is left behind. */
-		if (pass > 0)
-			qsort(due, ndue, sizeof(DbEntry *), by_last_probe);
-		for (i = 0; i < ndue; i++)
-			fill_pool(due[i], now, &probes, &free_slots);
+			if (db->status == DB_HAS_JOBQ && db->nworkers == level && db->next_try <= now)
+				list[n++] = db;
+		/* Busy databases first. */
+		for (i = 0; i < n && count.free_slots > 0; i++)
+			if (list[i]->busy)
+				(void) add_worker(list[i], now, &count);
+		for (i = 0; i < n && count.free_slots > 0; i++)
+			if (!list[i]->busy && list[i]->nworkers == level)
+				(void) add_worker(list[i], now, &count);
 	}
-	pfree(due);
+}
+
+/*
+ * How long the launcher may sleep: until its next look at the databases,
+ * or the earliest time a database without a worker needs one.
+ */
+static long
+nap_ms(TimestampTz now)
+{
+	HASH_SEQ_STATUS status;
+	DbEntry    *db;
+	long		ms = LAUNCHER_NAP_MS;
+
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+		if (db->wake_at > now)
+			ms = Min(ms, (long) ((db->wake_at - now + 999) / 1000));
+	return Max(ms, 1);
 }
 
 /* Entry point of the launcher. */
@@ -555,10 +887,10 @@ JobqLauncherMain(Datum main_arg)
 		MemoryContextSwitchTo(pass_cxt);
 		reap_slots(now);
 		if (jobq_workers_per_database > 0)
-			fill_pools(now);
+			assign_slots(now);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);
+						 nap_ms(GetCurrentTimestamp()), PG_WAIT_EXTENSION);
 	}
 }
 

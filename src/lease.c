@@ -268,9 +268,12 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 					" finished_at = CASE WHEN $3 = 'failed'"
 					"   THEN pg_catalog.clock_timestamp() END,"
 					" holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1",
+					" WHERE id = $1 RETURNING in_db",
 					8, types);
-	JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE, 0);
+	/* An in-database retry later needs a worker then. */
+	if (JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE_RETURNING, 0) == 1 &&
+		lane == 's' && JobqGetBool(0, 1))
+		JobqVisitAtCommit(run_at);
 }
 
 /*

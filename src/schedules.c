@@ -57,6 +57,7 @@
 
 #include "cron.h"
 #include "jobq.h"
+#include "shmem.h"
 
 #define JOBQ_SCHEDULE_NAME_MAX		100
 #define JOBQ_SCHEDULE_GRACE			(60 * USECS_PER_SEC)
@@ -794,6 +795,9 @@ jobq_schedule(PG_FUNCTION_ARGS)
 		elog(ERROR, "schedule \"%s\" was neither created nor replaced", name);
 	}
 	next = DatumGetTimestampTz(JobqGetDatum(0, 1, &isnull));
+	/* A database without a worker then gets one for the first fire. */
+	if (!isnull)
+		JobqVisitAtCommit(next);
 	created = JobqGetBool(0, 2);
 	log_schedule_action(access.caller, created ? "schedule" : "schedule (replaced)",
 						values[0], 0);
@@ -969,6 +973,8 @@ set_schedule_paused(FunctionCallInfo fcinfo, bool paused)
 						" WHERE name = $1",
 						3, types);
 		JobqExecutePlan(plan_pause, vals, nulls, SPI_OK_UPDATE, 0);
+		if (!paused && !TIMESTAMP_IS_NOEND(next))
+			JobqVisitAtCommit(next);
 	}
 	record_event(&s, NO_SLOT, paused ? "paused" : "resumed", 0, NULL);
 	prune_events(s.name);

@@ -15,6 +15,14 @@
  * their latch before looking for work.  No NOTIFY, so no global lock at
  * commit.
  *
+ * A database may have no worker at all: the launcher shares few slots
+ * among many databases (launcher.c).  Then the commit asks the launcher
+ * for a visit instead: now for ready work, at run_at for a job scheduled
+ * later, at the next fire for a schedule, at the back-off for a retry.  A
+ * worker that is leaving (asked to give its slot up) counts as none, so
+ * nothing falls between it and the launcher.  (A transaction prepared for
+ * two-phase commit asks nothing: the next visit finds its jobs.)
+ *
  * The locking protocol is described with JobqSharedState in shmem.h.
  *
  *-------------------------------------------------------------------------
@@ -49,6 +57,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool xact_callback_registered = false;
 static bool wake_workers_pending = false;
 static bool wake_launcher_pending = false;
+static TimestampTz visit_pending_at = 0;	/* 0: no visit asked for */
 
 static Size
 shmem_size(void)
@@ -128,6 +137,61 @@ wake_slot(JobqWorkerSlot *slot)
 	SetLatch(slot->latch);
 }
 
+/*
+ * Whether a worker of this database will see what this transaction
+ * committed: one starting (its first transaction begins after this commit)
+ * or, with "running", one running that is not leaving.  Takes the lock
+ * shared.
+ */
+static bool
+worker_here(bool running)
+{
+	bool		found = false;
+	int			i;
+
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	for (i = 0; i < JobqShared->nslots && !found; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->slots[i];
+
+		if (slot->dboid != MyDatabaseId || slot->leave_requested)
+			continue;
+		found = slot->state == JOBQ_SLOT_STARTING ||
+			(running && slot->state == JOBQ_SLOT_RUNNING);
+	}
+	LWLockRelease(JobqShared->lock);
+	return found;
+}
+
+/*
+ * Ask the launcher for a worker in this database at "at": keep the
+ * earliest time per database; if the list is full, ask it to visit every
+ * database instead.  Sets the launcher's latch.
+ */
+static void
+ask_for_visit(TimestampTz at)
+{
+	int			i;
+
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < JobqShared->nvisits; i++)
+		if (JobqShared->visits[i].dboid == MyDatabaseId)
+			break;
+	if (i < JobqShared->nvisits)
+		JobqShared->visits[i].at = Min(JobqShared->visits[i].at, at);
+	else if (JobqShared->nvisits < JOBQ_MAX_VISITS)
+	{
+		JobqShared->visits[i].dboid = MyDatabaseId;
+		JobqShared->visits[i].at = at;
+		JobqShared->nvisits++;
+	}
+	else
+		JobqShared->visit_all = true;
+	if (JobqShared->launcher_latch != NULL)
+		SetLatch(JobqShared->launcher_latch);
+	LWLockRelease(JobqShared->lock);
+}
+
 static void
 wake_one_worker(void)
 {
@@ -146,7 +210,7 @@ wake_one_worker(void)
 		JobqWorkerSlot *slot = &JobqShared->slots[n];
 
 		if (slot->state != JOBQ_SLOT_RUNNING || slot->dboid != MyDatabaseId ||
-			slot->latch == NULL)
+			slot->latch == NULL || slot->leave_requested)
 			continue;
 		if (slot->sleeping)
 			sleeping = n;
@@ -159,6 +223,10 @@ wake_one_worker(void)
 	if (chosen >= 0)
 		wake_slot(&JobqShared->slots[chosen]);
 	LWLockRelease(JobqShared->lock);
+
+	/* No worker here: one must come now. */
+	if (chosen < 0 && !worker_here(false))
+		ask_for_visit(GetCurrentTimestamp());
 }
 
 /*
@@ -180,7 +248,8 @@ JobqWakeSleepingPeer(JobqWorkerSlot *self)
 		JobqWorkerSlot *slot = &JobqShared->slots[i];
 
 		if (slot == self || slot->state != JOBQ_SLOT_RUNNING ||
-			slot->dboid != MyDatabaseId || slot->latch == NULL || !slot->sleeping)
+			slot->dboid != MyDatabaseId || slot->latch == NULL || !slot->sleeping ||
+			slot->leave_requested)
 			continue;
 		wake_slot(slot);
 		break;
@@ -212,8 +281,12 @@ jobq_xact_callback(XactEvent event, void *arg)
 				wake_one_worker();
 			if (wake_launcher_pending)
 				wake_launcher();
+			/* A worker here sees the later work when it polls or leaves. */
+			if (visit_pending_at != 0 && !worker_here(true))
+				ask_for_visit(visit_pending_at);
 			wake_workers_pending = false;
 			wake_launcher_pending = false;
+			visit_pending_at = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -221,6 +294,7 @@ jobq_xact_callback(XactEvent event, void *arg)
 			/* A prepared transaction wakes nobody; polling finds its jobs. */
 			wake_workers_pending = false;
 			wake_launcher_pending = false;
+			visit_pending_at = 0;
 			break;
 		default:
 			break;
@@ -258,6 +332,23 @@ JobqWakeLauncherAtCommit(void)
 		return;
 	register_xact_callback();
 	wake_launcher_pending = true;
+}
+
+/*
+ * Ask for a worker of this database at "at", when the current transaction
+ * commits, if none is there then: for in-database work that comes due
+ * later (a job's run_at, a schedule's next fire, a retry's back-off).  The
+ * earliest time asked in the transaction wins.
+ * A no-op without shared memory.
+ */
+void
+JobqVisitAtCommit(TimestampTz at)
+{
+	if (JobqShared == NULL)
+		return;
+	register_xact_callback();
+	if (visit_pending_at == 0 || at < visit_pending_at)
+		visit_pending_at = at;
 }
 
 /* Publish the job a worker is running (job_id 0: none). */

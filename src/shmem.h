@@ -15,6 +15,7 @@
 
 #define JOBQ_KIND_LABEL_LEN	128		/* bytes of a kind name kept in a slot */
 #define JOBQ_MAX_PROBES		32		/* pending probe requests */
+#define JOBQ_MAX_VISITS		256		/* pending visit requests */
 
 /* Life of a worker slot, as the launcher sees it. */
 typedef enum JobqSlotState
@@ -32,7 +33,8 @@ typedef enum JobqExitReason
 	JOBQ_EXIT_NO_EXTENSION,		/* the database has no jobq */
 	JOBQ_EXIT_SURPLUS,			/* more workers than jobq.workers_per_database */
 	JOBQ_EXIT_SHUTDOWN,			/* SIGTERM */
-	JOBQ_EXIT_HANDLER_ENDED		/* a handler ignored its cancel: see watchdog.c */
+	JOBQ_EXIT_HANDLER_ENDED,	/* a handler ignored its cancel: see watchdog.c */
+	JOBQ_EXIT_YIELDED			/* gave its slot up when the launcher asked */
 } JobqExitReason;
 
 typedef struct JobqWorkerSlot
@@ -48,9 +50,19 @@ typedef struct JobqWorkerSlot
 	TimestampTz registered_at;
 	TimestampTz started_at;
 
+	/*
+	 * Set by the launcher (exclusive lock) to take the slot back for another
+	 * database; the worker leaves after its batch.  Wakers skip such a slot.
+	 */
+	volatile bool leave_requested;
+
 	/* Written by the owner alone, read by anyone. */
 	volatile bool sleeping;		/* waiting on its latch for work */
 	volatile bool has_extension;	/* found jobq in its database */
+	volatile TimestampTz idle_since;	/* since when it found no work; 0: busy */
+	TimestampTz next_visit;		/* when leaving: when its database next has
+								 * due work (written before the slot is
+								 * EXITED, read by the launcher reaping it) */
 
 	/* Set by whoever wakes the worker for work, cleared by the worker. */
 	volatile bool wake_requested;
@@ -82,13 +94,28 @@ typedef struct JobqCancelRequest
 	TransactionId xid;			/* the cancelling transaction */
 } JobqCancelRequest;
 
+/* A database that needs a worker at "at" (now or later); see shmem.c. */
+typedef struct JobqVisit
+{
+	Oid			dboid;
+	TimestampTz at;
+} JobqVisit;
+
 /*
  * Locking protocol: "lock" guards the slot array's state, exit_reason,
- * dboid, rank, pid and latch: the launcher takes it exclusively to assign
- * and reap slots, a worker takes it exclusively to publish itself in its
- * slot and to leave it, and wakers take it shared to find a latch.  The
- * progress fields of a slot are guarded by the slot's mutex.  The launcher
- * fields are written by the launcher under lock.
+ * dboid, rank, pid, latch and leave_requested: the launcher takes it
+ * exclusively to assign, reap and take back slots, a worker takes it
+ * exclusively to publish itself in its slot and to leave it, and wakers
+ * take it shared to find a latch.  A worker reads its own leave_requested
+ * without the lock, then takes the lock once before it reads the tables
+ * to compute its next_visit: a waker that saw the slot without
+ * leave_requested (under the lock, after its commit) has therefore
+ * committed before that read.  sleeping, idle_since and has_extension are
+ * written by the owner without the lock; the launcher reads them under the
+ * shared lock, and a stale value only changes which worker it asks to
+ * leave.  The progress fields of a slot are guarded by the slot's mutex.
+ * The launcher fields, probes and visits are written under the exclusive
+ * lock: by backends at commit (adding) and by the launcher (draining).
  */
 typedef struct JobqSharedState
 {
@@ -99,6 +126,10 @@ typedef struct JobqSharedState
 	int			nprobes;
 	bool		probe_all;		/* the list overflowed */
 	Oid			probes[JOBQ_MAX_PROBES];
+	/* Databases without a worker that need one now or at a time. */
+	int			nvisits;
+	bool		visit_all;		/* the list overflowed: visit every database */
+	JobqVisit	visits[JOBQ_MAX_VISITS];
 	pg_atomic_uint32 next_wake; /* round-robin start for wakers */
 	/* jobq.cancel() calls in progress, under lock; ncancels counts them. */
 	pg_atomic_uint32 ncancels;
@@ -114,6 +145,7 @@ extern void JobqInitShmem(void);
 extern void JobqRequireShmem(void);
 extern void JobqWakeWorkersAtCommit(void);
 extern void JobqWakeLauncherAtCommit(void);
+extern void JobqVisitAtCommit(TimestampTz at);
 extern void JobqWakeSleepingPeer(JobqWorkerSlot *self);
 extern void JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind,
 						   int32 attempt);

@@ -3,12 +3,19 @@
  * src/worker.c
  *		The per-database background worker.
  *
- * The launcher starts jobq.workers_per_database of these in every database
- * that has the extension.  A worker rescues lost leases as soon as it
- * starts (after a crash, every lease whose holder died is given back at
- * once), then loops: run a batch of due in-database jobs in a transaction,
- * run the jobs leased for transactions of their own, and sleep on its
- * latch until an enqueue wakes it or jobq.poll_interval passes.
+ * The launcher starts up to jobq.workers_per_database of these in each
+ * database that has the extension and work, as slots allow (launcher.c).
+ * A worker rescues lost leases as soon as it starts (after a crash, every
+ * lease whose holder died is given back at once), then loops: run a batch
+ * of due in-database jobs in a transaction, run the jobs leased for
+ * transactions of their own, and sleep on its latch until an enqueue wakes
+ * it or jobq.poll_interval passes.
+ *
+ * When the launcher wants its slot for another database, it sets
+ * leave_requested; the worker finishes its batch, writes in its slot when
+ * its database next has due work (ready work: now; else the earliest of a
+ * scheduled in-database job, a schedule's next fire, a lease's end and the
+ * next retention pass), and exits.
  *
  * SIGTERM (smart or fast shutdown, pg_terminate_backend is SIGTERM too)
  * makes it stop claiming.  A handler already running gets
@@ -67,6 +74,14 @@ static bool purge_backlog = false;	/* the retention walk is under way */
 static bool rescue_backlog = false; /* the last sweep rescued a full batch */
 
 #define PURGE_BATCH		5000	/* jobs looked at per retention transaction */
+
+/*
+ * The longest a database without a worker goes without a visit, for
+ * retention and for due work no commit announced (milliseconds).
+ */
+#define JOBQ_MAX_VISIT_MS	(3600 * 1000)
+
+static bool woken_for_work = false; /* a wake-up not yet followed by a batch */
 
 /* SIGTERM: stop claiming; the watchdog enforces the grace period. */
 static void
@@ -156,6 +171,8 @@ leave(JobqExitReason reason)
 		ereport(LOG, (errmsg("jobq worker stopped (%s)",
 							 reason == JOBQ_EXIT_SURPLUS
 							 ? "more workers than jobq.workers_per_database"
+							 : reason == JOBQ_EXIT_YIELDED
+							 ? "its slot went to another database"
 							 : "shutdown")));
 	proc_exit(0);
 }
@@ -410,7 +427,7 @@ objects_are_current(void)
  * batch was full, so that more work is probably waiting.
  */
 static bool
-run_one_batch(MemoryContext loop_cxt)
+run_one_batch(MemoryContext loop_cxt, int *picked)
 {
 	JobqBatchResult result;
 	int64	   *later;
@@ -430,6 +447,7 @@ run_one_batch(MemoryContext loop_cxt)
 		housekeeping(loop_cxt);
 	}
 
+	*picked = 0;
 	start_jobq_transaction(loop_cxt);
 	if (!objects_are_current())
 	{
@@ -439,6 +457,7 @@ run_one_batch(MemoryContext loop_cxt)
 	}
 	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
 	finish_transaction(loop_cxt);
+	*picked = result.picked;
 
 	for (i = 0; later != NULL && later[i] != 0 && !JobqShutdownRequested; i++)
 	{
@@ -497,7 +516,7 @@ sleep_until_woken(void)
 
 		/* A wake may have come while the latch was reset by a wait in the batch. */
 		if (MySlot->wake_requested || JobqShutdownRequested ||
-			ConfigReloadPending || InterruptPending)
+			ConfigReloadPending || InterruptPending || MySlot->leave_requested)
 			break;
 		/* At most the poll interval, even if the clock was set back. */
 		remaining_ms = Min((long) ((deadline - GetCurrentTimestamp()) / 1000),
@@ -511,7 +530,86 @@ sleep_until_woken(void)
 		ResetLatch(MyLatch);
 	}
 	MySlot->sleeping = false;
+	if (MySlot->wake_requested)
+		woken_for_work = true;
 	MySlot->wake_requested = false;
+}
+
+/*
+ * When this database next has due work, as far as its tables tell: the
+ * earliest scheduled in-database job, schedule fire and lease end, and the
+ * next retention pass; at most JOBQ_MAX_VISIT_MS from now.  Ready jobs do
+ * not count: a worker that found none it could run would be called back
+ * at once for jobs that wait on a key or a paused queue, and an enqueue,
+ * a key's release or a resumed queue asks for a worker anyway.  In a
+ * transaction.
+ */
+static TimestampTz
+next_visit(void)
+{
+	static SPIPlanPtr plan_next_visit = NULL;
+	JobqAccess	access;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next;
+	Datum		d;
+	bool		isnull;
+
+	next = TimestampTzPlusMilliseconds(now, Min((int64) jobq_retention * 1000,
+											   (int64) JOBQ_MAX_VISIT_MS));
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_next_visit,
+					"SELECT LEAST("
+					" (SELECT pg_catalog.min(run_at) FROM jobq.job"
+					"   WHERE lane = 's' AND in_db),"
+					" (SELECT pg_catalog.min(next_fire_at) FROM jobq.schedule"
+					"   WHERE NOT paused),"
+					" (SELECT pg_catalog.min(j.lease_expires_at) FROM jobq.lease l"
+					"   CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
+					"   JOIN jobq.job j ON j.id = u.id WHERE j.state = 'running'))",
+					0, NULL);
+	JobqExecutePlan(plan_next_visit, NULL, NULL, SPI_OK_SELECT, 0);
+	d = JobqGetDatum(0, 1, &isnull);
+	if (!isnull)
+		next = Min(next, DatumGetTimestampTz(d));
+	JobqEndAccess(&access);
+	return next;
+}
+
+/*
+ * Give the slot back to the launcher, which asked for it: say when this
+ * database next needs a worker, then exit.  A worker that had work (or a
+ * wake-up it has not acted on) is due again at once, and waits its turn.
+ */
+static void
+yield_slot(MemoryContext loop_cxt) pg_attribute_noreturn();
+
+static void
+yield_slot(MemoryContext loop_cxt)
+{
+	static bool tried = false;	/* an ERROR in an earlier try came back here */
+	TimestampTz next;
+
+	/*
+	 * Wakers skip this slot since leave_requested was set under the lock:
+	 * taking the lock once here orders every commit they saw it without
+	 * the flag before the snapshot below.
+	 */
+	LWLockAcquire(JobqShared->lock, LW_SHARED);
+	LWLockRelease(JobqShared->lock);
+
+	/* After an error, come back at once rather than hold the slot. */
+	if (tried || MySlot->idle_since == 0 || woken_for_work || MySlot->wake_requested ||
+		purge_backlog || rescue_backlog)
+		next = GetCurrentTimestamp();
+	else
+	{
+		tried = true;
+		start_jobq_transaction(loop_cxt);
+		next = next_visit();
+		finish_transaction(loop_cxt);
+	}
+	MySlot->next_visit = next;
+	leave(JOBQ_EXIT_YIELDED);
 }
 
 /*
@@ -579,6 +677,8 @@ JobqWorkerMain(Datum main_arg)
 	MySlot->started_at = GetCurrentTimestamp();
 	MySlot->sleeping = false;
 	MySlot->has_extension = false;
+	MySlot->idle_since = 0;
+	MySlot->next_visit = 0;
 	LWLockRelease(JobqShared->lock);
 	JobqSetSlotJob(MySlot, 0, NULL, 0);
 	before_shmem_exit(worker_exit, (Datum) 0);
@@ -625,6 +725,7 @@ JobqWorkerMain(Datum main_arg)
 	for (;;)
 	{
 		bool		more;
+		int			picked;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -637,10 +738,18 @@ JobqWorkerMain(Datum main_arg)
 			leave(JOBQ_EXIT_SHUTDOWN);
 		if (MySlot->rank >= jobq_workers_per_database)
 			leave(JOBQ_EXIT_SURPLUS);
+		if (MySlot->leave_requested)
+			yield_slot(loop_cxt);
 
 		MemoryContextReset(loop_cxt);
-		more = run_one_batch(loop_cxt);
+		more = run_one_batch(loop_cxt, &picked);
+		woken_for_work = false;
 		errors_in_a_row = 0;
+		/* The launcher takes a slot back from an idle worker first. */
+		if (picked > 0 || more || purge_backlog || rescue_backlog)
+			MySlot->idle_since = 0;
+		else if (MySlot->idle_since == 0)
+			MySlot->idle_since = GetCurrentTimestamp();
 		JobqAdoptHandlerSearchPath();
 		/* More work than one batch: bring in a sleeping peer, too. */
 		if (more && !JobqShutdownRequested)
