@@ -386,6 +386,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 	int			rows;
 	int			i;
 
+	JobqRequirePrimary("jobq.claim()");
 	JobqCheckNotNull(fcinfo, 0, "queue");
 	JobqCheckNotNull(fcinfo, 2, "max_jobs");
 	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
@@ -484,6 +485,7 @@ jobq_rescue_leases(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	int			rescued;
 
+	JobqRequirePrimary("jobq.rescue_leases()");
 	JobqBeginAccess(&access);
 	rescued = JobqRescueLeases(true, 0);
 	JobqEndAccess(&access);

@@ -298,6 +298,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	Datum		payload;
 	int64		job_id;
 
+	JobqRequirePrimary("jobq.enqueue()");
 	read_common_args(fcinfo, &args);
 	JobqCheckNotNull(fcinfo, 1, "payload");
 	payload = PG_GETARG_DATUM(1);
@@ -511,6 +512,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
+	JobqRequirePrimary("jobq.enqueue_many()");
 	read_common_args(fcinfo, &args);
 	JobqCheckNotNull(fcinfo, 1, "payloads");
 	/* Nulls are checked below, after the size: that error comes first. */

@@ -142,6 +142,7 @@ jobq_once(PG_FUNCTION_ARGS)
 	int64		job_id = JobqCurrentJobId();
 	bool		first;
 
+	JobqRequirePrimary("jobq.once()");
 	JobqCheckNotNull(fcinfo, 0, "operation_id");
 	JobqCheckText(text_to_cstring(PG_GETARG_TEXT_PP(0)), "operation id",
 				  JOBQ_OPERATION_ID_MAX);
@@ -215,6 +216,7 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	int64		job_id;
 	int64		current = JobqCurrentJobId();
 
+	JobqRequirePrimary("jobq.record_step()");
 	JobqCheckNotNull(fcinfo, 0, "job_id");
 	JobqCheckNotNull(fcinfo, 1, "step");
 	JobqCheckNotNull(fcinfo, 2, "result");

@@ -110,6 +110,7 @@ typedef struct JobqAccess
 	int			save_nestlevel;
 } JobqAccess;
 
+extern void JobqRequirePrimary(const char *function);
 extern void JobqBeginAccess(JobqAccess *access);
 extern void JobqEndAccess(JobqAccess *access);
 extern SPIPlanPtr JobqPreparePlan(SPIPlanPtr *cache, const char *sql,
