@@ -414,3 +414,12 @@ GRANT EXECUTE ON FUNCTION jobq.history(bigint) TO PUBLIC;
 ALTER FUNCTION jobq.worker_jobs() PARALLEL RESTRICTED;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
+
+/*
+ * A job's external keys come from its id and a random nonce drawn at
+ * enqueue: after an asynchronous failover the new primary hands out again
+ * the ids of the commits it never received, and a key from the id alone
+ * named two jobs.  Jobs enqueued before have no nonce and keep the keys
+ * they had (an API may have seen them).
+ */
+ALTER TABLE jobq.job ADD COLUMN key_nonce bigint;

@@ -126,7 +126,10 @@ CREATE SEQUENCE jobq.job_id_seq AS bigint;
  * index), but completing, failing to held, heartbeating and extending a
  * lease change only unindexed columns, so they are HOT updates: no index
  * entry is written, and the fillfactor keeps room on each page for them.
- * Fixed-width columns come first to avoid alignment padding.  No CHECK
+ * Fixed-width columns come first to avoid alignment padding (but for
+ * key_nonce, last as the update from 0.2 adds it).  jobq.external_key()
+ * derives a job's keys from its id and key_nonce: ids repeat after an
+ * asynchronous failover, nonces do not.  No CHECK
  * constraint guards the state: the executor re-reads a check's expression
  * on every statement, which enqueue cannot afford; only jobq's functions
  * write this table.
@@ -156,6 +159,7 @@ CREATE TABLE jobq.job (
     last_error          text,
     payload             jsonb NOT NULL,
     result              jsonb,
+    key_nonce           bigint,        /* random, drawn at enqueue; NULL before 0.3 */
     CONSTRAINT job_pkey PRIMARY KEY (id)
 ) WITH (fillfactor = 80,
         autovacuum_vacuum_scale_factor = 0.02,

@@ -174,6 +174,9 @@ extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute
 extern void JobqNewLeaseTokens(int64 *tokens, int n);
 extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
 
+/* idempotency.c: the random value behind a job's external keys. */
+extern int64 JobqNewKeyNonce(void);
+
 /* executor.c */
 extern int64 JobqCurrentJobId(void);
 extern int32 JobqCurrentJobAttempt(void);
