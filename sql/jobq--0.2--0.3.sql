@@ -438,7 +438,8 @@ CREATE OR REPLACE VIEW jobq.failures WITH (security_barrier) AS
 /*
  * Jobs running now: leased ones (external workers, and in-database jobs
  * with side effects), then those a background worker runs inside a batch
- * that has not committed yet.
+ * that has not committed yet.  Monitoring roles with pg_read_all_data see
+ * every queue's (they may read jobq's tables anyway).
  */
 CREATE OR REPLACE VIEW jobq.running WITH (security_barrier) AS
     SELECT r.id, r.kind, q.name AS queue, r.attempt, r.worker, r.pid, r.started_at,
@@ -464,6 +465,7 @@ CREATE OR REPLACE VIEW jobq.running WITH (security_barrier) AS
       ) r
       LEFT JOIN jobq.queue q ON q.id = r.queue_id
      WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR (SELECT pg_catalog.pg_has_role('pg_read_all_data', 'USAGE'))
         OR r.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
                            WHERE g.privilege = 'operate'
                              AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
@@ -477,3 +479,19 @@ GRANT EXECUTE ON FUNCTION jobq.history(bigint) TO PUBLIC;
 ALTER FUNCTION jobq.worker_jobs() PARALLEL RESTRICTED;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
+
+/*
+ * A job's external keys come from its id and a random nonce drawn at
+ * enqueue: after an asynchronous failover the new primary hands out again
+ * the ids of the commits it never received, and a key from the id alone
+ * named two jobs.  Jobs enqueued before have no nonce and keep the keys
+ * they had (an API may have seen them).
+ */
+ALTER TABLE jobq.job ADD COLUMN key_nonce bigint;
+
+/*
+ * Monitoring: members of pg_read_all_stats (pg_monitor among them) see
+ * the workers of every database, as in pg_stat_activity.
+ */
+GRANT EXECUTE ON FUNCTION jobq.worker_status() TO pg_read_all_stats;
+GRANT SELECT ON jobq.workers TO pg_read_all_stats;

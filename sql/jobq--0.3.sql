@@ -135,7 +135,10 @@ CREATE SEQUENCE jobq.job_id_seq AS bigint;
  * index), but completing, failing to held, heartbeating and extending a
  * lease change only unindexed columns, so they are HOT updates: no index
  * entry is written, and the fillfactor keeps room on each page for them.
- * Fixed-width columns come first to avoid alignment padding.  No CHECK
+ * Fixed-width columns come first to avoid alignment padding (but for
+ * key_nonce, last as the update from 0.2 adds it).  jobq.external_key()
+ * derives a job's keys from its id and key_nonce: ids repeat after an
+ * asynchronous failover, nonces do not.  No CHECK
  * constraint guards the state: the executor re-reads a check's expression
  * on every statement, which enqueue cannot afford; only jobq's functions
  * write this table.
@@ -165,6 +168,7 @@ CREATE TABLE jobq.job (
     last_error          text,
     payload             jsonb NOT NULL,
     result              jsonb,
+    key_nonce           bigint,        /* random, drawn at enqueue; NULL before 0.3 */
     CONSTRAINT job_pkey PRIMARY KEY (id)
 ) WITH (fillfactor = 80,
         autovacuum_vacuum_scale_factor = 0.02,
@@ -816,7 +820,8 @@ CREATE VIEW jobq.failures WITH (security_barrier) AS
 /*
  * Jobs running now: leased ones (external workers, and in-database jobs
  * with side effects), then those a background worker runs inside a batch
- * that has not committed yet.
+ * that has not committed yet.  Monitoring roles with pg_read_all_data see
+ * every queue's (they may read jobq's tables anyway).
  */
 CREATE VIEW jobq.running WITH (security_barrier) AS
     SELECT r.id, r.kind, q.name AS queue, r.attempt, r.worker, r.pid, r.started_at,
@@ -842,6 +847,7 @@ CREATE VIEW jobq.running WITH (security_barrier) AS
       ) r
       LEFT JOIN jobq.queue q ON q.id = r.queue_id
      WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR (SELECT pg_catalog.pg_has_role('pg_read_all_data', 'USAGE'))
         OR r.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
                            WHERE g.privilege = 'operate'
                              AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
@@ -1055,3 +1061,10 @@ GRANT EXECUTE ON FUNCTION
  */
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
+
+/*
+ * Monitoring: members of pg_read_all_stats (pg_monitor among them) see
+ * the workers of every database, as in pg_stat_activity.
+ */
+GRANT EXECUTE ON FUNCTION jobq.worker_status() TO pg_read_all_stats;
+GRANT SELECT ON jobq.workers TO pg_read_all_stats;

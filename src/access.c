@@ -29,11 +29,17 @@
  * Plans are prepared once per backend and kept (SPI_keepplan); the plan
  * cache replans them by itself when the tables change.
  *
+ * On a hot standby every function that writes refuses at once, with its
+ * own name in the error (JobqRequirePrimary), rather than halfway through
+ * with PostgreSQL's read-only error and jobq's internal statement in the
+ * context; the functions that only read work there as on the primary.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "jit/jit.h"
@@ -67,6 +73,27 @@ bool
 JobqInsideAccess(void)
 {
 	return inside_access;
+}
+
+/*
+ * Raise 25006 (read_only_sql_transaction) if this server is a standby in
+ * recovery: "function" (as "jobq.claim()") writes, and may run only on the
+ * primary.  Called first thing by every SQL function that writes, so that
+ * nothing of it runs on a standby: not its argument checks, and not a
+ * lease rescue that would take the primary's live leases for lost (their
+ * holders are not in this server's pg_stat_activity).  After promotion,
+ * RecoveryInProgress() answers from a local flag, so this costs the
+ * primary's functions a branch.
+ */
+void
+JobqRequirePrimary(const char *function)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot call %s on a standby server", function),
+				 errdetail("This server is a hot standby in recovery: it accepts no writes, and jobq changes jobs only on the primary."),
+				 errhint("Connect to the primary server to call %s.", function)));
 }
 
 /*

@@ -410,6 +410,7 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	int			rows;
 	int			i;
 
+	JobqRequirePrimary("jobq.claim()");
 	JobqCheckNotNull(fcinfo, 0, "queue");
 	JobqCheckNotNull(fcinfo, 2, "max_jobs");
 	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
@@ -545,6 +546,7 @@ jobq_rescue_leases(PG_FUNCTION_ARGS)
 	JobqAccess	access;
 	int			rescued;
 
+	JobqRequirePrimary("jobq.rescue_leases()");
 	JobqBeginAccess(&access);
 	rescued = JobqRescueLeases(true, 0);
 	JobqEndAccess(&access);

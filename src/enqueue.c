@@ -14,6 +14,10 @@
  * aborts, then either finds the committed key or takes it.  A key stays
  * taken while its job, live or finished, is retained.
  *
+ * Each job gets a random key nonce (see JobqNewKeyNonce), from which with
+ * its id jobq.external_key derives the job's keys.  Objects older than 0.3
+ * have no column for it, and jobs enqueued through them get none.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -57,9 +61,11 @@ typedef struct EnqueueArgs
 } EnqueueArgs;
 
 static SPIPlanPtr plan_insert;
+static SPIPlanPtr plan_insert_02;
 static SPIPlanPtr plan_kind_row;
 static SPIPlanPtr plan_take_key;
 static SPIPlanPtr plan_insert_keyed;
+static SPIPlanPtr plan_insert_keyed_02;
 static SPIPlanPtr plan_existing_key;
 
 /* Kind settings a direct insert needs. */
@@ -102,29 +108,62 @@ report_unknown_kind(Datum kind)
 			 errhint("Register it with jobq.register_kind().")));
 }
 
+/*
+ * The INSERT of a job: "idcol" and "idval" for an id given as a parameter,
+ * and with 0.3 objects, the key nonce as parameter $10.
+ */
+#define INSERT_JOB_SQL(idcol, idval, noncecol, nonceval) \
+	"INSERT INTO jobq.job (" idcol "kind, queue_id, state, lane, in_db, priority," \
+	" max_attempts, run_at, payload, idempotency_key, concurrency_key" noncecol ")" \
+	" SELECT " idval "k.name, coalesce($3, k.queue_id), 'pending', $8," \
+	" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9" nonceval \
+	" FROM jobq.kind k WHERE k.name = $1" \
+	" RETURNING id, in_db"
+
+/*
+ * Insert one job, with the given id (0: the next of the sequence) and
+ * idempotency key (0: none), and return its id.
+ */
+static int64
+insert_job_row(EnqueueArgs *args, Datum payload, int64 id, Datum key)
+{
+	Oid			argtypes[10] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
+	INT8OID, TEXTOID, CHAROID, TEXTOID, INT8OID};
+	Datum		values[10] = {args->kind, payload, args->queue_id, args->run_at,
+		args->priority, Int64GetDatum(id), key, args->lane, args->concurrency_key,
+	Int64GetDatum(JobqNewKeyNonce())};
+	char		nulls[10] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ',
+		' ', key ? ' ' : 'n', ' ', args->concurrency_key_isnull ? 'n' : ' ',
+	' '};
+	SPIPlanPtr	plan;
+
+	if (id != 0 && JobqObjectsAreCurrent())
+		plan = JobqPreparePlan(&plan_insert_keyed,
+							   INSERT_JOB_SQL("id, ", "$6, ", ", key_nonce", ", $10"),
+							   10, argtypes);
+	else if (id != 0)
+		plan = JobqPreparePlan(&plan_insert_keyed_02,
+							   INSERT_JOB_SQL("id, ", "$6, ", "", ""),
+							   9, argtypes);
+	else if (JobqObjectsAreCurrent())
+		plan = JobqPreparePlan(&plan_insert,
+							   INSERT_JOB_SQL("", "", ", key_nonce", ", $10"),
+							   10, argtypes);
+	else
+		plan = JobqPreparePlan(&plan_insert_02,
+							   INSERT_JOB_SQL("", "", "", ""),
+							   9, argtypes);
+	if (JobqExecutePlan(plan, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
+		report_unknown_kind(args->kind);
+	note_wake(args, JobqGetBool(0, 2));
+	return JobqGetInt64(0, 1);
+}
+
 /* Insert one job without a key and return its id. */
 static int64
 insert_job(EnqueueArgs *args, Datum payload)
 {
-	Oid			argtypes[7] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID, CHAROID,
-	TEXTOID};
-	Datum		values[7] = {args->kind, payload, args->queue_id, args->run_at,
-	args->priority, args->lane, args->concurrency_key};
-	char		nulls[7] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ',
-	args->concurrency_key_isnull ? 'n' : ' '};
-
-	JobqPreparePlan(&plan_insert,
-					"INSERT INTO jobq.job (kind, queue_id, state, lane, in_db, priority,"
-					" max_attempts, run_at, payload, concurrency_key)"
-					" SELECT k.name, coalesce($3, k.queue_id), 'pending', $6,"
-					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7"
-					" FROM jobq.kind k WHERE k.name = $1"
-					" RETURNING id, in_db",
-					7, argtypes);
-	if (JobqExecutePlan(plan_insert, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
-		report_unknown_kind(args->kind);
-	note_wake(args, JobqGetBool(0, 2));
-	return JobqGetInt64(0, 1);
+	return insert_job_row(args, payload, 0, (Datum) 0);
 }
 
 /*
@@ -188,12 +227,6 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 {
 	Oid			keytypes[2] = {TEXTOID, TEXTOID};
 	Datum		keyvalues[2] = {args->kind, key};
-	Oid			argtypes[9] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
-	INT8OID, TEXTOID, CHAROID, TEXTOID};
-	Datum		values[9] = {args->kind, payload, args->queue_id, args->run_at,
-	args->priority, 0, key, args->lane, args->concurrency_key};
-	char		nulls[9] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ', ' ', ' ', ' ',
-	args->concurrency_key_isnull ? 'n' : ' '};
 
 	JobqPreparePlan(&plan_take_key,
 					"INSERT INTO jobq.job_key (kind, key, job_id)"
@@ -202,20 +235,7 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 					2, keytypes);
 	if (JobqExecutePlan(plan_take_key, keyvalues, NULL, SPI_OK_INSERT_RETURNING, 0) == 0)
 		return existing_keyed_job(args, key, payload);
-
-	values[5] = Int64GetDatum(JobqGetInt64(0, 1));
-	JobqPreparePlan(&plan_insert_keyed,
-					"INSERT INTO jobq.job (id, kind, queue_id, state, lane, in_db, priority,"
-					" max_attempts, run_at, payload, idempotency_key, concurrency_key)"
-					" SELECT $6, k.name, coalesce($3, k.queue_id), 'pending', $8,"
-					" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9"
-					" FROM jobq.kind k WHERE k.name = $1"
-					" RETURNING id, in_db",
-					9, argtypes);
-	if (JobqExecutePlan(plan_insert_keyed, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
-		report_unknown_kind(args->kind);
-	note_wake(args, JobqGetBool(0, 2));
-	return JobqGetInt64(0, 1);
+	return insert_job_row(args, payload, JobqGetInt64(0, 1), key);
 }
 
 /* Read and check the arguments enqueue and enqueue_many share. */
@@ -308,6 +328,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	Datum		payload;
 	int64		job_id;
 
+	JobqRequirePrimary("jobq.enqueue()");
 	read_common_args(fcinfo, &args);
 	JobqCheckNotNull(fcinfo, 1, "payload");
 	payload = PG_GETARG_DATUM(1);
@@ -403,7 +424,7 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	int			i;
 	AttrNumber	a_id, a_run_at, a_created_at, a_lease_token, a_state, a_queue_id,
 				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
-				a_payload;
+				a_payload, a_key_nonce;
 
 	Assert(JobqInsideAccess());
 
@@ -434,6 +455,8 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	a_in_db = job_attnum(desc, "in_db");
 	a_kind = job_attnum(desc, "kind");
 	a_payload = job_attnum(desc, "payload");
+	/* Objects older than 0.3 have no nonce column. */
+	a_key_nonce = JobqObjectsAreCurrent() ? job_attnum(desc, "key_nonce") : InvalidAttrNumber;
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -475,6 +498,11 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 			isnull[a_priority - 1] = isnull[a_attempt - 1] = isnull[a_max_attempts - 1] = false;
 			isnull[a_lane - 1] = isnull[a_in_db - 1] = isnull[a_kind - 1] = false;
 			isnull[a_payload - 1] = false;
+			if (a_key_nonce != InvalidAttrNumber)
+			{
+				v[a_key_nonce - 1] = Int64GetDatum(JobqNewKeyNonce());
+				isnull[a_key_nonce - 1] = false;
+			}
 			ExecStoreVirtualTuple(slot);
 			tuplestore_putvalues(store, store_desc, &v[a_id - 1], &isnull[a_id - 1]);
 		}
@@ -523,6 +551,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
+	JobqRequirePrimary("jobq.enqueue_many()");
 	read_common_args(fcinfo, &args);
 	JobqCheckNotNull(fcinfo, 1, "payloads");
 	/* Nulls are checked below, after the size: that error comes first. */

@@ -1626,6 +1626,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 	int32		max_jobs;
 	volatile int32 ran = 0;
 
+	JobqRequirePrimary("jobq.run_pending()");
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
 	if (current_job != NULL)
 		ereport(ERROR,

@@ -22,7 +22,10 @@
  *	external_key			a stable key for an external API's idempotency
  *							header: the same across attempts, rescues and
  *							reruns of a job; different across jobs, steps and
- *							installations.
+ *							installations, and across two jobs that got the
+ *							same id on two servers (an asynchronous standby
+ *							promoted without the primary's last commits hands
+ *							out again the ids those commits used).
  *
  * Inside a handler these reach only the handler's own job, and the steps
  * it records survive a failure of its attempt (the executor writes them
@@ -43,6 +46,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
+#include "common/pg_prng.h"
 #include "common/sha2.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -63,9 +67,38 @@ static SPIPlanPtr plan_lock_lease;
 static SPIPlanPtr plan_check_lease;
 static SPIPlanPtr plan_record_step;
 static SPIPlanPtr plan_step_result;
-static SPIPlanPtr plan_job_exists;
+static SPIPlanPtr plan_job_nonce;
+static SPIPlanPtr plan_job_exists_02;
 static SPIPlanPtr plan_salt;
 static SPIPlanPtr plan_holds_lease;
+
+/* This backend's source of key nonces, seeded at its first enqueue. */
+static pg_prng_state nonce_state;
+static bool nonce_seeded = false;
+
+/*
+ * A new job's key nonce (jobq.job.key_nonce): a random 64-bit number that
+ * external_key mixes in with the job's id.  Ids are unique only along one
+ * server's history; the nonce is what tells apart two jobs that got the
+ * same id on an old primary and on the standby promoted without its last
+ * commits.  It need not be secret (the key's salt is) nor unpredictable,
+ * only unlikely to repeat, so one pg_strong_random seed per backend feeds
+ * a fast generator: enqueue pays no system call per job.  Raises an ERROR
+ * if the system's random source fails.
+ */
+int64
+JobqNewKeyNonce(void)
+{
+	if (!nonce_seeded)
+	{
+		if (!pg_prng_strong_seed(&nonce_state))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not seed the generator of job key nonces")));
+		nonce_seeded = true;
+	}
+	return (int64) pg_prng_uint64(&nonce_state);
+}
 
 /*
  * Whether this session holds job_id's lease, bound to it by the claim (or
@@ -188,6 +221,7 @@ jobq_once(PG_FUNCTION_ARGS)
 	int64		job_id = JobqCurrentJobId();
 	bool		first;
 
+	JobqRequirePrimary("jobq.once()");
 	JobqCheckNotNull(fcinfo, 0, "operation_id");
 	JobqCheckText(text_to_cstring(PG_GETARG_TEXT_PP(0)), "operation id",
 				  JOBQ_OPERATION_ID_MAX);
@@ -241,6 +275,7 @@ jobq_record_step(PG_FUNCTION_ARGS)
 	int64		job_id;
 	int64		current = JobqCurrentJobId();
 
+	JobqRequirePrimary("jobq.record_step()");
 	JobqCheckNotNull(fcinfo, 0, "job_id");
 	JobqCheckNotNull(fcinfo, 1, "step");
 	JobqCheckNotNull(fcinfo, 2, "result");
@@ -373,10 +408,15 @@ key_salt(void)
  * jobq.external_key(job_id, step [, lease_token]), with the token when
  * has_token_arg (see check_job_scope).
  *
- * "jobq-" and the hex SHA-256 of this installation's salt, the job id and
- * the step: a key for an external API's idempotency header that stays the
- * same for every attempt and rerun of the step, and is unguessable
- * without the salt.
+ * "jobq-" and the hex SHA-256 of this installation's salt, the job's key
+ * nonce, its id and the step: a key for an external API's idempotency
+ * header that stays the same for every attempt and rerun of the step, is
+ * unguessable without the salt, and differs between two jobs that share an
+ * id after a failover (their nonces differ).  A job enqueued before 0.3
+ * has no nonce: its keys are derived as they were then, from the salt, id
+ * and step alone, so that the update changes no key an API has seen.  The
+ * two inputs never coincide: the salt is a UUID (36 characters), followed
+ * by ':' in the old one and by '/' in the new one.
  */
 static Datum
 external_key(FunctionCallInfo fcinfo, bool has_token_arg)
@@ -388,6 +428,10 @@ external_key(FunctionCallInfo fcinfo, bool has_token_arg)
 	char	   *step;
 	char	   *salt;
 	char	   *input;
+	SPIPlanPtr	plan;
+	Datum		nonce_datum;
+	bool		no_nonce;
+	int64		nonce;
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
 	pg_cryptohash_ctx *ctx;
@@ -405,16 +449,30 @@ external_key(FunctionCallInfo fcinfo, bool has_token_arg)
 	JobqBeginAccess(&access);
 	check_job_scope(job_id, access.caller, has_token,
 					has_token ? PG_GETARG_INT64(2) : 0, false);
-	JobqPreparePlan(&plan_job_exists,
-					"SELECT 1 FROM jobq.job WHERE id = $1", 1, argtypes);
-	if (JobqExecutePlan(plan_job_exists, values, NULL, SPI_OK_SELECT, 0) != 1)
+	/* Objects older than 0.3 have no nonce column: every job is old. */
+	if (JobqObjectsAreCurrent())
+		plan = JobqPreparePlan(&plan_job_nonce,
+							   "SELECT key_nonce FROM jobq.job WHERE id = $1",
+							   1, argtypes);
+	else
+		plan = JobqPreparePlan(&plan_job_exists_02,
+							   "SELECT NULL::pg_catalog.int8 FROM jobq.job WHERE id = $1",
+							   1, argtypes);
+	if (JobqExecutePlan(plan, values, NULL, SPI_OK_SELECT, 0) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("job %lld does not exist", (long long) job_id)));
+	nonce_datum = JobqGetDatum(0, 1, &no_nonce);
+	nonce = no_nonce ? 0 : DatumGetInt64(nonce_datum);
 	salt = key_salt();
 	JobqEndAccess(&access);
 
-	input = psprintf("%s:%lld:%s", salt, (long long) job_id, step);
+	if (!no_nonce)
+		input = psprintf("%s/%016llx:%lld:%s", salt,
+						 (unsigned long long) nonce,
+						 (long long) job_id, step);
+	else
+		input = psprintf("%s:%lld:%s", salt, (long long) job_id, step);
 	ctx = pg_cryptohash_create(PG_SHA256);
 	if (pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, (uint8 *) input, strlen(input)) < 0 ||

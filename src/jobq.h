@@ -113,6 +113,7 @@ typedef struct JobqAccess
 	bool		was_inside;		/* JobqInsideAccess() before the Begin */
 } JobqAccess;
 
+extern void JobqRequirePrimary(const char *function);
 extern void JobqBeginAccess(JobqAccess *access);
 extern void JobqEndAccess(JobqAccess *access);
 extern bool JobqInsideAccess(void);
@@ -182,6 +183,9 @@ extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
 extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
 extern void JobqNewLeaseTokens(int64 *tokens, int n);
 extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
+
+/* idempotency.c: the random value behind a job's external keys. */
+extern int64 JobqNewKeyNonce(void);
 
 /* executor.c */
 extern int64 JobqCurrentJobId(void);

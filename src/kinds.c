@@ -239,6 +239,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	char		nulls[12];
 	int			i;
 
+	JobqRequirePrimary("jobq.register_kind()");
 	for (i = 0; i < 9; i++)
 		if (argnames[i] != NULL)
 			JobqCheckNotNull(fcinfo, i, argnames[i]);
@@ -365,6 +366,7 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 	Oid			owner;
 	int64		live;
 
+	JobqRequirePrimary("jobq.unregister_kind()");
 	JobqCheckNotNull(fcinfo, 0, "kind");
 	kind = PG_GETARG_TEXT_PP(0);
 	values[0] = PointerGetDatum(kind);

@@ -385,6 +385,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 
+	JobqRequirePrimary("jobq.complete()");
 	read_lease_args(fcinfo, &job_id, &lease_token);
 	values[0] = Int64GetDatum(job_id);
 	values[1] = Int64GetDatum(lease_token);
@@ -466,6 +467,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[2];
 
+	JobqRequirePrimary("jobq.complete_many()");
 	n = read_int8_array(fcinfo, 0, "ids", &ids);
 	ntokens = read_int8_array(fcinfo, 1, "lease_tokens", &tokens);
 	if (n != ntokens)
@@ -558,6 +560,7 @@ jobq_fail(PG_FUNCTION_ARGS)
 	int64		retry_in = 0;
 	const char *outcome;
 
+	JobqRequirePrimary("jobq.fail()");
 	read_lease_args(fcinfo, &job_id, &lease_token);
 	JobqCheckNotNull(fcinfo, 2, "error");
 	error.message = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -600,6 +603,7 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	TimestampTz expires;
 	bool		isnull;
 
+	JobqRequirePrimary("jobq.heartbeat()");
 	read_lease_args(fcinfo, &job_id, &lease_token);
 	values[0] = Int64GetDatum(job_id);
 	values[1] = Int64GetDatum(lease_token);
@@ -650,6 +654,7 @@ jobq_snooze(PG_FUNCTION_ARGS)
 	Oid			argtypes[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
 	Datum		values[3];
 
+	JobqRequirePrimary("jobq.snooze()");
 	read_lease_args(fcinfo, &job_id, &lease_token);
 	JobqCheckNotNull(fcinfo, 2, "delay");
 	delay = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(2), "delay");

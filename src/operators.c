@@ -149,6 +149,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	bool		force;
 	bool		isnull;
 
+	JobqRequirePrimary("jobq.retry()");
 	JobqCheckNotNull(fcinfo, 0, "id");
 	JobqCheckNotNull(fcinfo, 2, "force");
 	job_id = PG_GETARG_INT64(0);
@@ -223,6 +224,7 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 	bool		wake = false;
 	int			i;
 
+	JobqRequirePrimary("jobq.retry_failed()");
 	if (PG_ARGISNULL(0))
 		nulls[0] = 'n';
 	else
@@ -319,6 +321,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	int64		job_id;
 	char	   *reason;
 
+	JobqRequirePrimary("jobq.cancel()");
 	JobqCheckNotNull(fcinfo, 0, "id");
 	job_id = PG_GETARG_INT64(0);
 	reason = reason_arg(fcinfo, 1, "reason");
@@ -378,6 +381,7 @@ jobq_discard(PG_FUNCTION_ARGS)
 	int64		job_id;
 	char	   *reason;
 
+	JobqRequirePrimary("jobq.discard()");
 	JobqCheckNotNull(fcinfo, 0, "id");
 	job_id = PG_GETARG_INT64(0);
 	reason = reason_arg(fcinfo, 1, "reason");
@@ -426,6 +430,7 @@ jobq_resolve(PG_FUNCTION_ARGS)
 	int64		job_id;
 	char	   *note;
 
+	JobqRequirePrimary("jobq.resolve()");
 	JobqCheckNotNull(fcinfo, 0, "id");
 	JobqCheckNotNull(fcinfo, 1, "note");
 	job_id = PG_GETARG_INT64(0);
@@ -491,6 +496,7 @@ PG_FUNCTION_INFO_V1(jobq_pause_queue);
 Datum
 jobq_pause_queue(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.pause_queue()");
 	set_queue_paused(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -501,6 +507,7 @@ PG_FUNCTION_INFO_V1(jobq_resume_queue);
 Datum
 jobq_resume_queue(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.resume_queue()");
 	set_queue_paused(fcinfo, false);
 	PG_RETURN_VOID();
 }

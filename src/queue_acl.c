@@ -468,6 +468,7 @@ PG_FUNCTION_INFO_V1(jobq_grant);
 Datum
 jobq_grant(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.grant()");
 	change_grants(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -484,6 +485,7 @@ PG_FUNCTION_INFO_V1(jobq_revoke);
 Datum
 jobq_revoke(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.revoke()");
 	change_grants(fcinfo, false);
 	PG_RETURN_VOID();
 }

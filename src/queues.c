@@ -126,6 +126,7 @@ jobq_create_queue(PG_FUNCTION_ARGS)
 	char	   *queue;
 	bool		if_not_exists;
 
+	JobqRequirePrimary("jobq.create_queue()");
 	JobqCheckNotNull(fcinfo, 0, "queue");
 	JobqCheckNotNull(fcinfo, 1, "if_not_exists");
 	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));

@@ -171,6 +171,7 @@ jobq_purge_finished(PG_FUNCTION_ARGS)
 	int64		total = 0;
 	int64		removed;
 
+	JobqRequirePrimary("jobq.purge_finished()");
 	if (PG_ARGISNULL(0))
 		older_than = (int64) jobq_retention * USECS_PER_SEC;
 	else

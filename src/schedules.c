@@ -705,6 +705,7 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	bool		isnull;
 	bool		created;
 
+	JobqRequirePrimary("jobq.schedule()");
 	JobqCheckNotNull(fcinfo, 0, "name");
 	JobqCheckNotNull(fcinfo, 1, "cron");
 	JobqCheckNotNull(fcinfo, 2, "kind");
@@ -920,6 +921,7 @@ jobq_unschedule(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	Schedule	s = {0};
 
+	JobqRequirePrimary("jobq.unschedule()");
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 	JobqRequireCurrentObjects("jobq.unschedule()");
@@ -989,6 +991,7 @@ PG_FUNCTION_INFO_V1(jobq_pause_schedule);
 Datum
 jobq_pause_schedule(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.pause_schedule()");
 	set_schedule_paused(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -999,6 +1002,7 @@ PG_FUNCTION_INFO_V1(jobq_resume_schedule);
 Datum
 jobq_resume_schedule(PG_FUNCTION_ARGS)
 {
+	JobqRequirePrimary("jobq.resume_schedule()");
 	set_schedule_paused(fcinfo, false);
 	PG_RETURN_VOID();
 }
@@ -1022,6 +1026,7 @@ jobq_run_schedule_now(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 	int64		job_id;
 
+	JobqRequirePrimary("jobq.run_schedule_now()");
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 	JobqRequireCurrentObjects("jobq.run_schedule_now()");
@@ -1058,6 +1063,7 @@ jobq_tick_schedules(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	int			fired;
 
+	JobqRequirePrimary("jobq.tick_schedules()");
 	JobqCheckNotNull(fcinfo, 0, "now");
 	now = PG_GETARG_TIMESTAMPTZ(0);
 	if (TIMESTAMP_NOT_FINITE(now))

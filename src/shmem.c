@@ -502,14 +502,16 @@ PG_FUNCTION_INFO_V1(jobq_worker_jobs);
 /*
  * jobq.worker_jobs(): the jobs that this database's workers are running,
  * behind the jobq.running view: all of them for a caller who may operate
- * every queue, those of the queues it may operate for anyone else.  Empty
- * when the workers are not loaded.
+ * every queue or read all data (pg_read_all_data, which reads jobq's
+ * tables anyway), those of the queues it may operate for anyone else.
+ * Empty when the workers are not loaded, and on a standby.
  */
 Datum
 jobq_worker_jobs(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bool		filter = !JobqHasAllQueues(GetUserId(), JOBQ_OPERATE);
+	bool		filter = !JobqHasAllQueues(GetUserId(), JOBQ_OPERATE) &&
+		!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_DATA);
 	JobqAccess	access;
 	int			i;
 

@@ -333,6 +333,7 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 	int			e;
 	bool		first = true;
 
+	JobqRequirePrimary("jobq.subscribe()");
 	JobqCheckNotNull(fcinfo, 0, "name");
 	JobqCheckNotNull(fcinfo, 1, "source");
 	JobqCheckNotNull(fcinfo, 2, "kind");
@@ -410,6 +411,7 @@ jobq_unsubscribe(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 
+	JobqRequirePrimary("jobq.unsubscribe()");
 	JobqCheckNotNull(fcinfo, 0, "name");
 	values[0] = PG_GETARG_DATUM(0);
 

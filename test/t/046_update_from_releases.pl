@@ -299,6 +299,7 @@ sub table_rows
 # type of, with the value it must have after the update, per row (named by
 # the table's key; '*' for every row).
 my %row_key = (
+    'jobq.job' => 'id',
     'jobq.kind' => 'name',
     'jobq.operation' => 'operation_id',
     'jobq.schedule' => 'name',
@@ -326,6 +327,10 @@ $changed_columns{'jobq.operation'} = {
 $changed_columns{'jobq.schedule'} = {
     # Its creator if that role still exists, else the extension's owner.
     owner => { 'upg.hourly' => $user, 'upg.daily' => $user, 'upg.orphan' => $user } };
+$changed_columns{'jobq.job'} = {
+    # Jobs enqueued before 0.3 have no key nonce: their external keys stay
+    # what they were (checked below, on the claim left running).
+    key_nonce => { '*' => '' } };
 $changed_columns{'jobq.operator_action'} = {
     # No change of a schedule was logged before 0.3.
     schedule => { '*' => '' } };
@@ -511,6 +516,10 @@ for my $v (@releases)
         "$v: the subscription and a new kind dispatch jobs the workers run");
     ok($node->safe_psql($db, q{SELECT min(id) FROM jobq.job WHERE kind = 'upg.new'})
           > $max_id{$v}, "$v: new jobs get new ids");
+    is($node->safe_psql($db, q{
+            SELECT count(*) > 0 AND count(key_nonce) = count(*) FROM jobq.job
+             WHERE kind = 'upg.new'}),
+        't', "$v: new jobs get a key nonce");
 }
 
 $node->stop;
