@@ -62,7 +62,7 @@ $primary->safe_psql('postgres', q{
         j jobq.claimed_job;
     BEGIN
         FOR r IN 1 .. rounds LOOP
-            SELECT array_agg(c) INTO jobs FROM jobq.claim(queue, worker, 5, '1 hour') c;
+            SELECT array_agg(c) INTO jobs FROM jobq.claim(queue, worker, 5, '1 hour', bound_to_session => true) c;
             COMMIT;
             IF jobs IS NULL THEN
                 PERFORM pg_sleep(0.01);
@@ -86,10 +86,12 @@ $standby->start;
 $primary->wait_for_catchup($standby);
 
 ### The load.
-# A session claims the three parked jobs with an hour-long lease and stays.
+# A session claims the three parked jobs with an hour-long lease bound to
+# it (it keeps its connection: its exit, here the old primary's end, ends
+# the leases) and stays.
 my $parked = $primary->background_psql('postgres', on_error_stop => 0);
 my $parked_ids = $parked->query_safe(
-    q{SELECT string_agg(id::text, ',' ORDER BY id) FROM jobq.claim('parked', 'fo-parked', 3, '1 hour')});
+    q{SELECT string_agg(id::text, ',' ORDER BY id) FROM jobq.claim('parked', 'fo-parked', 3, '1 hour', bound_to_session => true)});
 chomp $parked_ids;
 like($parked_ids, qr/^\d+,\d+,\d+$/, 'a session holds the leases of three jobs');
 my $parked_pid = $parked->query_safe('SELECT pg_backend_pid()');
