@@ -330,11 +330,14 @@ set logscale y
 set yrange [10:*]
 plot for [i=2:7] "$WORK/rates.dat" using i:xtic(1) title columnheader(i)
 
+$(if [ -n "$HAS_LATENCY" ]; then cat <<LATENCY
 set output "$base-latency.png"
 set title "Enqueue commit to handler start, one job every 20 ms (medians of rounds; values under 0.01 ms drawn at 0.01)"
 set ylabel "ms (log scale)"
 set yrange [0.01:*]
 plot for [i=2:4] "$WORK/latency.dat" using (column(i) < 0.01 ? 0.01 : column(i)):xtic(1) title columnheader(i)
+LATENCY
+fi)
 EOF
 }
 
@@ -358,6 +361,8 @@ render() {
     file="$base.md"
     RAW="$base-raw.tsv"
     . "$base-env"
+    # A run without the latency scenario (SCENARIOS) has no latency to show.
+    HAS_LATENCY=$(awk -F'\t' '$1 ~ /^latency_p/ { print "yes"; exit }' "$RAW")
     charts "$base"
     {
         echo "## jobq and its peers against the plain-table floor"
@@ -370,13 +375,17 @@ render() {
         echo
         rate_table
         echo
-        echo "### Latency, enqueue commit to handler start ($LATENCY_JOBS jobs, one every 20 ms)"
-        echo
-        latency_table
-        echo
+        if [ -n "$HAS_LATENCY" ]; then
+            echo "### Latency, enqueue commit to handler start ($LATENCY_JOBS jobs, one every 20 ms)"
+            echo
+            latency_table
+            echo
+        fi
         echo "![ratios](peers-$stamp-ratios.png)"
         echo "![rates](peers-$stamp-rates.png)"
-        echo "![latency](peers-$stamp-latency.png)"
+        if [ -n "$HAS_LATENCY" ]; then
+            echo "![latency](peers-$stamp-latency.png)"
+        fi
         echo
         echo "### What was measured"
         echo
