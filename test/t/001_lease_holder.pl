@@ -12,9 +12,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql gone);
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('lease_holder');
+my $node = use_node(PostgreSQL::Test::Cluster->new('lease_holder'));
 $node->init;
 # No background workers at first: they sweep lost leases by themselves,
 # and one that rescued a lease first would leave jobq.rescue_leases()
@@ -25,8 +28,6 @@ jobq.workers_per_database = 0
 });
 $node->start;
 
-sub sql { return $node->safe_psql('postgres', shift); }
-
 sql(q{
     CREATE EXTENSION jobq;
     SELECT jobq.register_kind('tap.holder', queue => 'tap');
@@ -34,15 +35,6 @@ sql(q{
                         run_at => now() - (5 - n) * interval '1 minute')
       FROM generate_series(1, 4) n;
 });
-
-# Wait until a backend has left pg_stat_activity.
-sub gone
-{
-    my ($pid) = @_;
-    $node->poll_query_until('postgres',
-        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $pid)")
-      or die "backend $pid did not exit";
-}
 
 ### 1. Three sessions claim one job each with an hour-long lease: one bound
 ### to its session, one not, one bound that another session heartbeats.

@@ -8,8 +8,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 
-my $node = PostgreSQL::Test::Cluster->new('workers');
+my $node = use_node(PostgreSQL::Test::Cluster->new('workers'));
 $node->init;
 # A long poll interval at first: the jobs below must be picked up because
 # the enqueue woke a worker at commit, not because a worker polled.
@@ -18,8 +21,6 @@ shared_preload_libraries = 'jobq'
 jobq.poll_interval = '1h'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 $node->safe_psql('postgres', q{
     CREATE EXTENSION jobq;

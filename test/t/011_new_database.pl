@@ -7,9 +7,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep time);
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node poll_within);
 
-my $node = PostgreSQL::Test::Cluster->new('new_database');
+my $node = use_node(PostgreSQL::Test::Cluster->new('new_database'));
 $node->init;
 # log_min_messages = debug1 shows the probes: the postmaster's "starting
 # background worker process "jobq worker <database oid>/<rank>"", then the
@@ -27,23 +29,6 @@ $node->start;
 # jobs that complete well within that prove that CREATE EXTENSION itself
 # got the workers going.  This bound is not a speed measurement.
 my $bound = 30;
-
-# Poll a query until it returns $expected, for at most $secs seconds.
-sub poll_within
-{
-    my ($db, $query, $expected, $secs) = @_;
-    my $deadline = time() + $secs;
-    my $last = '';
-    while (time() < $deadline)
-    {
-        my ($ret, $out, $err) = $node->psql($db, $query);
-        $last = $out;
-        return 1 if $ret == 0 && $out eq $expected;
-        usleep(100_000);
-    }
-    diag "query on $db: $query\nexpected: $expected\nlast output: $last";
-    return 0;
-}
 
 my $setup = q{
     CREATE EXTENSION jobq;

@@ -6,16 +6,17 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('reload');
+my $node = use_node(PostgreSQL::Test::Cluster->new('reload'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
 jobq.poll_interval = '100ms'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
@@ -35,7 +36,7 @@ sub check_pool
     my ($want, $what) = @_;
     ok($node->poll_query_until('postgres', $count_q, $want),
         "$what: $want jobq workers in pg_stat_activity");
-    ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, $want),
+    ok(wait_workers($want),
         "$what: $want rows in jobq.workers");
     is(sql(q{SELECT count(*) FROM jobq.workers w JOIN pg_stat_activity a USING (pid)
               WHERE a.backend_type = 'jobq worker'}),

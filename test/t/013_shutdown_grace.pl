@@ -9,8 +9,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_sleeping wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('shutdown_grace');
+my $node = use_node(PostgreSQL::Test::Cluster->new('shutdown_grace'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -18,8 +21,6 @@ jobq.poll_interval = '100ms'
 jobq.shutdown_grace = '10s'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 # Settings for the next start: ALTER SYSTEM without a reload changes
 # nothing now; the restart picks them up.
@@ -33,20 +34,8 @@ sub next_start_with
 sub workers_on
 {
     sql(q{ALTER SYSTEM RESET jobq.workers_per_database; SELECT pg_reload_conf();});
-    $node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2')
+    wait_workers('2')
       or die 'the workers did not come back';
-}
-
-# Wait until the handler of a job sleeps in pg_sleep in a worker; returns
-# the worker's pid.
-sub wait_sleeping
-{
-    my $id = shift;
-    $node->poll_query_until('postgres', qq{
-        SELECT count(*) FROM jobq.workers w JOIN pg_stat_activity a USING (pid)
-         WHERE w.job_id = $id AND a.wait_event = 'PgSleep'}, '1')
-      or die "the handler of job $id never started sleeping";
-    return sql(qq{SELECT pid FROM jobq.workers WHERE job_id = $id});
 }
 
 # The timestamp of the first log line matching a pattern after an offset.
@@ -87,7 +76,7 @@ sql(q{
     SELECT jobq.register_kind('tap.slow', 'tap_slow(jsonb)');
     SELECT jobq.register_kind('tap.email', 'tap_slow(jsonb)', side_effects => '{email}');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 # Every job is either completed with its ledger row, or not completed and

@@ -10,9 +10,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_sleeping wait_workers);
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
+my $node = use_node(PostgreSQL::Test::Cluster->new('crash'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -20,8 +23,6 @@ jobq.poll_interval = '100ms'
 restart_after_crash = on
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
@@ -56,7 +57,7 @@ sql(q{
     SELECT jobq.register_kind('tap.slow', 'tap_slow(jsonb)');
     SELECT jobq.register_kind('tap.email', 'tap_slow(jsonb)', side_effects => '{email}');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 my $n_next = 1;
@@ -68,17 +69,6 @@ sub enqueue_records
     $n_next += $count;
     sql(qq{SELECT count(*) FROM jobq.enqueue_many('$kind',
             ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series($first, $n_next - 1) g))});
-}
-
-# Wait until the handler of a job sleeps in a worker; return the pid.
-sub wait_sleeping
-{
-    my $id = shift;
-    $node->poll_query_until('postgres', qq{
-        SELECT count(*) FROM jobq.workers w JOIN pg_stat_activity a USING (pid)
-         WHERE w.job_id = $id AND a.wait_event = 'PgSleep'}, '1')
-      or die "the handler of job $id never started sleeping";
-    return sql(qq{SELECT pid FROM jobq.workers WHERE job_id = $id});
 }
 
 # SIGKILL a process of the server and wait for the crash restart to end.

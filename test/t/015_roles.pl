@@ -9,30 +9,17 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql sql_as error_as wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('roles');
+my $node = use_node(PostgreSQL::Test::Cluster->new('roles'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
 jobq.poll_interval = '100ms'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
-sub sql_as
-{
-    my ($role, $query) = @_;
-    return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]);
-}
-
-# Run a query as a role; return its error with the SQLSTATE ("42501: ...").
-sub error_as
-{
-    my ($role, $query) = @_;
-    my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$query",
-        extra_params => [ '-U', $role ]);
-    return $ret == 0 ? '' : $err;
-}
 
 sub wait_state
 {
@@ -80,7 +67,7 @@ sql_as('alice', q{
     SELECT jobq.register_kind('alice.whoami', 'app.whoami(jsonb)');
     SELECT jobq.register_kind('alice.attempt', 'app.attempt(jsonb)', max_attempts => 1);
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 my $who = sql_as('alice', q{SELECT jobq.enqueue('alice.whoami')});

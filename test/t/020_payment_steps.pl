@@ -22,8 +22,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node gone);
 
-my $node = PostgreSQL::Test::Cluster->new('payment_steps');
+my $node = use_node(PostgreSQL::Test::Cluster->new('payment_steps'));
 $node->init;
 # No background workers: they would rescue leases on their own, and this
 # story is about external workers and an explicit jobq.rescue_leases().
@@ -256,9 +259,7 @@ sub crash
     {
         is(sql("SELECT pg_terminate_backend($w->{pid})"), 't',
             "pg_terminate_backend($w->{name}, pid $w->{pid})");
-        $node->poll_query_until('postgres',
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $w->{pid})")
-          or die "$w->{name} did not exit";
+        gone($w->{pid}, $w->{name});
     }
     else
     {

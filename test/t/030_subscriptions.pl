@@ -11,21 +11,17 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql sql_as wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('subscriptions');
+my $node = use_node(PostgreSQL::Test::Cluster->new('subscriptions'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
 jobq.poll_interval = '100ms'
 });
 $node->start;
-
-sub sql { return $node->safe_psql($_[1] // 'postgres', $_[0]); }
-sub sql_as
-{
-    my ($role, $query) = @_;
-    return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]);
-}
 
 # Run a query; return its error with the SQLSTATE ("22023: ..."), or ''.
 sub error_of
@@ -66,7 +62,7 @@ sql(q{
     SELECT jobq.register_kind('shop.on_order', 'shop.on_order(jsonb)');
     SELECT jobq.subscribe('orders.changed', 'public.orders', 'shop.on_order');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 is(sql(q{SELECT name, source, kind, events, trigger_name FROM jobq.subscriptions}),

@@ -10,9 +10,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_sleeping wait_workers);
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('operator_cancel');
+my $node = use_node(PostgreSQL::Test::Cluster->new('operator_cancel'));
 $node->init;
 # One worker per database: a retried job is picked up by the same worker
 # whose handler was cancelled.
@@ -22,20 +25,6 @@ jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
-
-# Wait until the handler of a job sleeps in pg_sleep in a worker; returns
-# the worker's pid.
-sub wait_sleeping
-{
-    my $id = shift;
-    $node->poll_query_until('postgres', qq{
-        SELECT count(*) FROM jobq.workers w JOIN pg_stat_activity a USING (pid)
-         WHERE w.job_id = $id AND a.wait_event = 'PgSleep'}, '1')
-      or die "the handler of job $id never started sleeping";
-    return sql(qq{SELECT pid FROM jobq.workers WHERE job_id = $id});
-}
 
 # How many times the handler started (or finished) a job, from the log:
 # a cancelled handler's writes are rolled back, its log lines are not.
@@ -104,7 +93,7 @@ sql(q{
     SELECT jobq.register_kind('tap.quick', 'tap_quick(jsonb)');
     SELECT jobq.register_kind('tap.external', queue => 'ext');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '1'),
+ok(wait_workers('1'),
     'one worker runs');
 my $pid = sql(q{SELECT pid FROM jobq.workers});
 like(run_quick(), qr/^jobq worker $pid$/, 'it runs jobs');

@@ -23,8 +23,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 
-my $node = PostgreSQL::Test::Cluster->new('concurrency_key');
+my $node = use_node(PostgreSQL::Test::Cluster->new('concurrency_key'));
 $node->init;
 # A short poll interval: a worker that found only busy keys sleeps until
 # it polls again (the release of a key wakes nobody).
@@ -35,8 +38,6 @@ jobq.batch_size = 5
 jobq.poll_interval = '100ms'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;

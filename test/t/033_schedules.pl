@@ -15,8 +15,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('schedules');
+my $node = use_node(PostgreSQL::Test::Cluster->new('schedules'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -25,8 +28,6 @@ jobq.poll_interval = '200ms'
 timezone = 'UTC'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
@@ -41,7 +42,7 @@ sql(q{
     END $$;
     SELECT jobq.register_kind('tap.tick', 'tap_tick(jsonb)');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '3'),
+ok(wait_workers('3'),
     'three workers run');
 
 # every1 fires every missed slot (misfire all), once2 one catch-up job for
@@ -196,7 +197,7 @@ is(sql(qq{SELECT j.state, r.key IS NOT NULL, (SELECT count(*) FROM jobq.schedule
            WHERE j.kind = 'tap.tick' AND j.idempotency_key = '$key'}),
     'completed|t|1', 'the interrupted slot fired once after the restart, and ran');
 check_once('after an immediate stop');
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '3'),
+ok(wait_workers('3'),
     'three workers run again');
 
 ok(!$node->log_contains(qr/could not fire|TRAP|PANIC|was terminated by signal/),

@@ -15,8 +15,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 
-my $node = PostgreSQL::Test::Cluster->new('key_release');
+my $node = use_node(PostgreSQL::Test::Cluster->new('key_release'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -25,8 +28,6 @@ jobq.poll_interval = '1h'
 jobq.rescue_interval = '1h'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -8,8 +8,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 
-my $node = PostgreSQL::Test::Cluster->new('mass_rescue');
+my $node = use_node(PostgreSQL::Test::Cluster->new('mass_rescue'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -18,8 +21,6 @@ jobq.rescue_interval = '1h'
 log_min_messages = warning
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;

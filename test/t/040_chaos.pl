@@ -27,12 +27,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql gone wait_workers);
 use Time::HiRes qw(usleep time);
 
 my $ROUNDS = 8;
 my @CHAOS = qw(kill_worker term_worker kill_postmaster immediate_stop);
 
-my $node = PostgreSQL::Test::Cluster->new('chaos');
+my $node = use_node(PostgreSQL::Test::Cluster->new('chaos'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -41,8 +44,6 @@ jobq.shutdown_grace = '1s'
 restart_after_crash = on
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
@@ -74,7 +75,7 @@ sql(q{
     SELECT jobq.register_kind('tap.db', 'tap_db(jsonb)');
     SELECT jobq.register_kind('tap.ext', queue => 'ext');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 ### Clients: the producer and the external workers, each a psql session
@@ -388,9 +389,7 @@ sub kill_external
         sql("SELECT pg_terminate_backend($c->{pid})");
         note("$c->{name} held no lease within 10 s; terminated anyway");
     }
-    $node->poll_query_until('postgres',
-        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $c->{pid})")
-      or die "$c->{name} did not exit";
+    gone($c->{pid}, $c->{name});
     reap_client($c);
     start_external();
     return if $hit eq '';
@@ -461,9 +460,7 @@ ok($node->poll_query_until('postgres',
 for my $c (values %clients)
 {
     sql("SELECT pg_terminate_backend($c->{pid})");
-    $node->poll_query_until('postgres',
-        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $c->{pid})")
-      or die "$c->{name} did not exit";
+    gone($c->{pid}, $c->{name});
     reap_client($c);
 }
 

@@ -16,8 +16,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql gone);
 
-my $node = PostgreSQL::Test::Cluster->new('zombie');
+my $node = use_node(PostgreSQL::Test::Cluster->new('zombie'));
 $node->init;
 # No background workers: they would rescue leases on their own; this story
 # rescues with an explicit jobq.rescue_leases().
@@ -26,8 +29,6 @@ shared_preload_libraries = 'jobq'
 jobq.workers_per_database = 0
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
@@ -209,9 +210,7 @@ my $ja2 = claim($a2, '1 hour');
 is("$ja2->{id} $ja2->{attempt}", "$id2 1", 'A2 claims the second job with an hour-long lease');
 ok_in($a2, qq{SELECT jobq.record_step($id2, 'a1', '{"by": "A"}', $ja2->{token})});
 is(sql(qq{SELECT pg_terminate_backend($a2->{pid})}), 't', "A2's backend (pid $a2->{pid}) is terminated");
-$node->poll_query_until('postgres',
-    "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $a2->{pid})")
-  or die 'A2 did not exit';
+gone($a2->{pid}, 'A2');
 eval { $a2->{s}->quit; };
 is(sql('SELECT jobq.rescue_leases()'), '1', 'the lease of the exited holder is rescued at once');
 is(sql(qq{SELECT state || ' ' || attempt || ' ' || last_error FROM jobq.jobs WHERE id = $id2}),

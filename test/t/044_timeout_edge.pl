@@ -17,8 +17,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('timeout_edge');
+my $node = use_node(PostgreSQL::Test::Cluster->new('timeout_edge'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -27,8 +30,6 @@ jobq.workers_per_database = 2
 jobq.batch_size = 50
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 my $jobs = 2000;
 
@@ -45,7 +46,7 @@ sql(q{
     SELECT jobq.register_kind('tap.spin', 'tap_spin(jsonb)', timeout => '5 ms',
                               max_attempts => 1);
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 # The outcome of the jobs of one round: completed, or failed with their own
@@ -93,7 +94,7 @@ is(sql(q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM jobq.workers}), joi
 
 ### Through run_pending, the workers off.
 sql(q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '0'),
+ok(wait_workers('0'),
     'the workers are off');
 enqueue_round('session');
 $offset = -s $node->logfile;

@@ -14,8 +14,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('worker_survives');
+my $node = use_node(PostgreSQL::Test::Cluster->new('worker_survives'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -25,8 +28,6 @@ lock_timeout = '200ms'
 });
 $node->start;
 
-sub sql { return $node->safe_psql('postgres', shift); }
-
 sql(q{
     CREATE EXTENSION jobq;
     CREATE TABLE done (id bigint);
@@ -34,7 +35,7 @@ sql(q{
         AS $$ INSERT INTO done VALUES ((jobq.current_job()).id) $$;
     SELECT jobq.register_kind('tap.done', 'tap_done(jsonb)');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '1'), 'a worker runs');
+ok(wait_workers('1'), 'a worker runs');
 my $pid = sql(q{SELECT pid FROM jobq.workers});
 
 my $offset = -s $node->logfile;

@@ -70,9 +70,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node poll_within);
 use Time::HiRes qw(usleep time);
 
-my $node = PostgreSQL::Test::Cluster->new('security_install');
+my $node = use_node(PostgreSQL::Test::Cluster->new('security_install'));
 $node->init;
 # log_min_messages = debug1 logs the end of each probe: the postmaster's
 # 'unregistering background worker "jobq worker <database oid>/0"'.
@@ -110,23 +113,6 @@ sub error_as
     my ($ret, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$query",
         extra_params => [ '-U', $role ]);
     return $ret == 0 ? '' : $err;
-}
-
-# Poll a query until it returns $expected, for at most $secs seconds.
-sub poll_within
-{
-    my ($db, $query, $expected, $secs) = @_;
-    my $deadline = time() + $secs;
-    my $last = '';
-    while (time() < $deadline)
-    {
-        my ($ret, $out, $err) = $node->psql($db, $query);
-        $last = $out;
-        return 1 if $ret == 0 && $out eq $expected;
-        usleep(100_000);
-    }
-    diag "query on $db: $query\nexpected: $expected\nlast output: $last";
-    return 0;
 }
 
 # The statements of the current install script that make jobq's types,

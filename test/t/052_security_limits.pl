@@ -31,12 +31,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql sql_as wait_sleeping wait_workers);
 use Time::HiRes qw(usleep time);
 
 my $grace = 2;    # jobq.shutdown_grace, in seconds
 my $slack = 20;   # for a loaded machine; not a speed measurement
 
-my $node = PostgreSQL::Test::Cluster->new('security_limits');
+my $node = use_node(PostgreSQL::Test::Cluster->new('security_limits'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -44,13 +47,6 @@ jobq.poll_interval = '100ms'
 jobq.shutdown_grace = '${grace}s'
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
-sub sql_as
-{
-    my ($role, $query) = @_;
-    return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]);
-}
 
 # Poll a query until it returns $expected, for at most $secs seconds.
 sub poll_within
@@ -68,17 +64,6 @@ sub poll_within
     }
     diag "query: $query\nexpected: $expected\nlast output: $last";
     return 0;
-}
-
-# Wait until the handler of a job sleeps in a worker; returns the worker's pid.
-sub wait_sleeping
-{
-    my $id = shift;
-    $node->poll_query_until('postgres', qq{
-        SELECT count(*) FROM jobq.workers w JOIN pg_stat_activity a USING (pid)
-         WHERE w.job_id = $id AND a.wait_event = 'PgSleep'}, '1')
-      or die "the handler of job $id never started sleeping";
-    return sql(qq{SELECT pid FROM jobq.workers WHERE job_id = $id});
 }
 
 # After a limit that did not hold: let every swallowing handler return, and
@@ -141,7 +126,7 @@ sql_as('hank', q{
                               timeout => '1 hour', max_attempts => 1);
     SELECT jobq.register_kind('hank.quick', 'hank.quick(jsonb)');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'two workers run');
 
 ### (a) The kind's timeout, 1 s, against a handler that swallows it.

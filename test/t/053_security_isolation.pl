@@ -38,8 +38,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql sql_as error_as wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('security_isolation');
+my $node = use_node(PostgreSQL::Test::Cluster->new('security_isolation'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -47,23 +50,6 @@ jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
-sub sql_as
-{
-    my ($role, $query) = @_;
-    return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]);
-}
-
-# Run a query as a role; return '' on success, else its error with the
-# SQLSTATE ("ERROR:  42501: ...").
-sub error_as
-{
-    my ($role, $query) = @_;
-    my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$query",
-        extra_params => [ '-U', $role ]);
-    return $ret == 0 ? '' : $err;
-}
 
 sub wait_finished
 {
@@ -82,7 +68,7 @@ sql(q{
     CREATE SCHEMA bob AUTHORIZATION bob;
     CREATE SCHEMA carol AUTHORIZATION carol;
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '1'),
+ok(wait_workers('1'),
     'one worker runs');
 
 ### (a) A cursor left open by one handler, read by the next.
@@ -188,7 +174,7 @@ is(sql(qq{SELECT concat_ws(' ', state, result #>> '{}') FROM jobq.jobs WHERE id 
     'completed gave up waiting', 'in a worker, it completed: its lock timeout was no cancel');
 # Now in a session's run_pending, with the workers off.
 sql(q{ALTER SYSTEM SET jobq.workers_per_database = 0; SELECT pg_reload_conf();});
-$node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '0')
+wait_workers('0')
   or die 'the workers did not stop';
 my $raise_job = sql_as('carol', q{SELECT jobq.enqueue('carol.try_lock', '{"then": "raise"}')});
 my ($ret, $out, $err) = $node->psql('postgres', q{SELECT jobq.run_pending()});

@@ -11,8 +11,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('forged_scheduler_lock');
+my $node = use_node(PostgreSQL::Test::Cluster->new('forged_scheduler_lock'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -21,14 +24,12 @@ jobq.poll_interval = '100ms'
 });
 $node->start;
 
-sub sql { return $node->safe_psql('postgres', shift); }
-
 sql(q{
     CREATE EXTENSION jobq;
     CREATE ROLE mallory LOGIN;
     SELECT jobq.register_kind('tap.tick');
 });
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '1'),
+ok(wait_workers('1'),
     'a worker runs');
 
 # mallory, with no jobq role at all, holds the lock 0.2's evaluator took.

@@ -18,8 +18,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql wait_workers);
 
-my $node = PostgreSQL::Test::Cluster->new('security_reach');
+my $node = use_node(PostgreSQL::Test::Cluster->new('security_reach'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -28,7 +31,6 @@ jobq.workers_per_database = 1
 });
 $node->start;
 
-sub sql { return $node->safe_psql('postgres', shift); }
 sub sql_in_as
 {
     my ($db, $role, $query) = @_;
@@ -44,7 +46,7 @@ sql(q{
     GRANT pg_read_all_stats TO stats;
 });
 $node->safe_psql('other', q{CREATE EXTENSION jobq});
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM jobq.workers}, '2'),
+ok(wait_workers('2'),
     'one worker runs in each database');
 
 ### (a) jobq.workers, from another database.

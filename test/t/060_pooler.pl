@@ -22,6 +22,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 use Time::HiRes qw(time);
 
 my $PGBOUNCER = '/usr/sbin/pgbouncer';
@@ -32,7 +35,7 @@ die "$PGBOUNCER is missing (Debian package pgbouncer; test/setup.sh installs it)
 system($PYTHON, '-c', 'import psycopg') == 0
   or die 'python3-psycopg is missing (test/setup.sh installs it)';
 
-my $node = PostgreSQL::Test::Cluster->new('pooler');
+my $node = use_node(PostgreSQL::Test::Cluster->new('pooler'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -40,8 +43,6 @@ jobq.workers_per_database = 1
 max_connections = 40
 });
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -13,6 +13,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest qw(use_node sql);
 
 my $PYTHON = '/usr/bin/python3';
 my $worker_py = dirname(__FILE__) . '/ledger_worker.py';
@@ -20,7 +23,7 @@ system($PYTHON, '-c', 'import psycopg') == 0
   or die 'python3-psycopg is missing (test/setup.sh installs it)';
 
 my $LEASE = 4;      # seconds: jobq.default_lease here
-my $node = PostgreSQL::Test::Cluster->new('many_hosts');
+my $node = use_node(PostgreSQL::Test::Cluster->new('many_hosts'));
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'jobq'
@@ -30,8 +33,6 @@ listen_addresses = '127.0.0.1'
 });
 $node->append_conf('pg_hba.conf', "host all all 127.0.0.1/32 trust\n");
 $node->start;
-
-sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{
     CREATE EXTENSION jobq;
