@@ -13,6 +13,13 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
+/*
+ * Most worker slots: the maximum of jobq.max_workers, and so of
+ * jobq.workers_per_database (a database has at most every slot), and the
+ * size of the launcher's arrays indexed by slot or by rank.
+ */
+#define JOBQ_MAX_SLOTS		1024
+
 #define JOBQ_KIND_LABEL_LEN	128		/* bytes of a kind name kept in a slot */
 #define JOBQ_MAX_PROBES		32		/* pending probe requests */
 #define JOBQ_MAX_VISITS		256		/* pending visit requests */
