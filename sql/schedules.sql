@@ -139,6 +139,13 @@ SELECT jobq.tick_schedules('2020-01-01 00:00:10+00') AS fired;
 RESET jobq.max_payload_size;
 SELECT name, next_fire_at, last_outcome FROM jobq.schedules ORDER BY name;
 SELECT schedule, event, detail FROM jobq.schedule_events WHERE event = 'failed';
+-- The warning carries the error's SQLSTATE (here 22023, from the payload
+-- check).  (sch.small's last job has not run: its overlap policy skips.)
+SET jobq.max_payload_size = '1kB';
+\set VERBOSITY sqlstate
+SELECT jobq.tick_schedules('2020-01-01 01:00:10+00') AS fired;
+\set VERBOSITY default
+RESET jobq.max_payload_size;
 SELECT jobq.unschedule('sch.big');
 SELECT jobq.unschedule('sch.small');
 DELETE FROM jobq.job WHERE kind = 'sch.report';

@@ -267,10 +267,10 @@ rescue_due(void)
  * claim can take are kept: no other transaction is claiming or running
  * it, no standing lease holds it, and no earlier job of this claim took
  * it.  The others stay ready, uncharged, and the next jobs in line replace
- * them, a few rounds at most.  Returns how many, with int8[], interval[]
- * and tid[] arrays, and an int8[] of the new lease tokens (a key is held
- * under its job's new token).  Must run between JobqBeginAccess and
- * JobqEndAccess.
+ * them, in JOBQ_KEY_PICK_ROUNDS picks at most.  Returns how many, with
+ * int8[], interval[] and tid[] arrays, and an int8[] of the new lease
+ * tokens (a key is held under its job's new token).  Must run between
+ * JobqBeginAccess and JobqEndAccess.
  */
 static int
 pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
@@ -291,7 +291,7 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 	Assert(JobqInsideAccess());
 
 	default_lease->time = (int64) jobq_default_lease * 1000;
-	for (round = 0; round < 4 && n < max_jobs; round++)
+	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
 	{
 		Datum		values[5] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0,
 		IntervalPGetDatum(default_lease)};

@@ -840,9 +840,10 @@ take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *def
 /*
  * Pick up to max_jobs ready jobs whose concurrency keys this batch can
  * take.  Jobs skipped for a busy key are replaced by the next ones in line,
- * a few rounds at most, so that a busy key does not hide the work behind
- * it.  *deferred counts jobs left behind a key this batch holds.  runner
- * as in pick_jobs.  Must run between JobqBeginAccess and JobqEndAccess.
+ * in JOBQ_KEY_PICK_ROUNDS picks at most, so that a busy key does not hide
+ * the work behind it.  *deferred counts jobs left behind a key this batch
+ * holds.  runner as in pick_jobs.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
  */
 static int
 pick_runnable_jobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
@@ -856,7 +857,7 @@ pick_runnable_jobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
 	Assert(JobqInsideAccess());
 
 	*deferred = 0;
-	for (round = 0; round < 4 && n < max_jobs; round++)
+	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
 	{
 		BatchJob   *more;
 		int			nbusy = list_length(busy);

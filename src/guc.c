@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "jobq.h"
+#include "shmem.h"
 
 int			jobq_max_payload_size = 1024 * 1024;	/* bytes */
 int			jobq_rescue_interval = 1000;	/* milliseconds */
@@ -90,7 +91,7 @@ JobqDefineWorkerGucs(void)
 							"and due work, a first worker for each before a second for "
 							"any; they also count against max_worker_processes.",
 							&jobq_max_workers,
-							8, 1, 1024,
+							8, 1, JOBQ_MAX_SLOTS,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
@@ -100,7 +101,7 @@ JobqDefineWorkerGucs(void)
 							"spare. 0 stops the workers; jobs can still run through "
 							"jobq.run_pending and external workers.",
 							&jobq_workers_per_database,
-							2, 0, 1024,
+							2, 0, JOBQ_MAX_SLOTS,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -250,6 +250,13 @@ extern void JobqReportQueuePrivilege(const char *queue, Oid role,
 	"   SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id" \
 	"   AND h.lease_token = c.lease_token AND h.state = 'running'" \
 	"   WHERE c.key = " alias ".concurrency_key))"
+
+/*
+ * Most picks one claim or batch makes: the first, then picks that replace
+ * the jobs skipped for a busy key with the next ones in line.
+ */
+#define JOBQ_KEY_PICK_ROUNDS	4
+
 extern bool JobqTryLockConcurrencyKey(const char *key);
 extern bool JobqKeyTakenHere(List *taken, const char *key);
 extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);

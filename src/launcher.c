@@ -87,14 +87,15 @@
 
 #define JOBQ_REPROBE_MS		60000	/* look again at a database without jobq */
 #define JOBQ_START_TIMEOUT_MS 30000	/* a worker that never showed up */
+#define JOBQ_FIRST_PAUSE_MS	1000	/* pause after a worker's first failure */
 #define JOBQ_MAX_PAUSE_MS	60000	/* longest pause before restarting a worker */
+#define JOBQ_MAX_FAILURES	16		/* failures in a row counted; the pause is
+								 * at its longest well before */
 #define LAUNCHER_NAP_MS		1000
 #define JOBQ_MAX_PROBES_RUNNING 2	/* probe workers at once, cluster-wide */
 #define JOBQ_PROBE_TIMEOUT_MS	10000	/* a probe that has not answered is stuck */
 #define JOBQ_PROBE_IDLE_MS	5000	/* a probe takes the slot of a worker idle this long */
 #define JOBQ_TURN_MS		5000	/* a database's turn, when every slot is busy */
-#define JOBQ_MAX_SLOTS		1024	/* jobq.max_workers' maximum */
-#define JOBQ_MAX_RANK		JOBQ_MAX_SLOTS	/* a database has at most every slot */
 
 PGDLLEXPORT void JobqLauncherMain(Datum main_arg) pg_attribute_noreturn();
 
@@ -165,6 +166,22 @@ static bool
 slot_is_idle(JobqWorkerSlot *slot)
 {
 	return slot->state == JOBQ_SLOT_RUNNING && slot->sleeping && slot->idle_since != 0;
+}
+
+/*
+ * A worker of this database died of an error, or never reached its slot:
+ * no new worker there before a pause that doubles with each such failure
+ * in a row, from JOBQ_FIRST_PAUSE_MS up to JOBQ_MAX_PAUSE_MS.  A longer
+ * pause already set (a probe the launcher ended) stands.
+ */
+static void
+count_worker_failure(DbEntry *db, TimestampTz now)
+{
+	long		pause_ms;
+
+	db->failures = Min(db->failures + 1, JOBQ_MAX_FAILURES);
+	pause_ms = Min((long) JOBQ_MAX_PAUSE_MS, (long) JOBQ_FIRST_PAUSE_MS << (db->failures - 1));
+	db->next_try = Max(db->next_try, TimestampTzPlusMilliseconds(now, pause_ms));
 }
 
 /* CREATE EXTENSION committed in this database: look at it now. */
@@ -266,11 +283,7 @@ reap_slots(TimestampTz now)
 						wake_database_at(db, now);
 					break;
 				case JOBQ_EXIT_UNKNOWN:
-					/* (A probe the launcher ended keeps its longer pause.) */
-					db->failures = Min(db->failures + 1, 16);
-					db->next_try = Max(db->next_try,
-									   TimestampTzPlusMilliseconds(now,
-																   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1))));
+					count_worker_failure(db, now);
 					if (db->status == DB_HAS_JOBQ)
 						wake_database_at(db, now);
 					break;
@@ -301,10 +314,7 @@ reap_slots(TimestampTz now)
 				/* It never reached its slot: count it as a failure. */
 				if (db->status == DB_HAS_JOBQ)
 					wake_database_at(db, now);
-				db->failures = Min(db->failures + 1, 16);
-				db->next_try = Max(db->next_try,
-								   TimestampTzPlusMilliseconds(now,
-															   Min(JOBQ_MAX_PAUSE_MS, 1000 << (db->failures - 1))));
+				count_worker_failure(db, now);
 				slot->state = JOBQ_SLOT_FREE;
 				forget_handle(i);
 			}
@@ -549,7 +559,7 @@ count_slots(SlotCount *count)
 static int
 free_rank(Oid dboid)
 {
-	bool		rank_used[JOBQ_MAX_RANK] = {0};
+	bool		rank_used[JOBQ_MAX_SLOTS] = {0};
 	int			rank;
 	int			i;
 
@@ -560,11 +570,11 @@ free_rank(Oid dboid)
 
 		if (slot->dboid == dboid &&
 			(slot->state == JOBQ_SLOT_STARTING || slot->state == JOBQ_SLOT_RUNNING) &&
-			slot->rank >= 0 && slot->rank < JOBQ_MAX_RANK)
+			slot->rank >= 0 && slot->rank < JOBQ_MAX_SLOTS)
 			rank_used[slot->rank] = true;
 	}
 	LWLockRelease(JobqShared->lock);
-	for (rank = 0; rank < JOBQ_MAX_RANK - 1 && rank_used[rank]; rank++)
+	for (rank = 0; rank < JOBQ_MAX_SLOTS - 1 && rank_used[rank]; rank++)
 		;
 	return rank;
 }

@@ -561,7 +561,8 @@ evaluate_safely(Schedule *s, TimestampTz now)
 			ReThrowError(edata);
 
 		ereport(WARNING,
-				(errmsg("jobq schedule \"%s\" could not fire: %s", s->name_str,
+				(errcode(edata->sqlerrcode),
+				 errmsg("jobq schedule \"%s\" could not fire: %s", s->name_str,
 						edata->message)));
 		record_event(s, s->next_fire_at, "failed", 0, edata->message);
 

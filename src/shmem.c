@@ -23,7 +23,7 @@
  * nothing falls between it and the launcher.  (A transaction prepared for
  * two-phase commit asks nothing: the next visit finds its jobs.)
  *
- * The locking protocol is described with JobqSharedState in shmem.h.
+ * The locking protocol is at the top of shmem.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -124,11 +124,7 @@ JobqRequireShmem(void)
 				 errhint("Add jobq to shared_preload_libraries and restart the server.")));
 }
 
-/*
- * Set the latch of one worker of this database: a sleeping one if there
- * is one, else one between jobs, else the next in turn.  Called after
- * commit.
- */
+/* Wake a worker for work.  The caller holds the lock, in either mode. */
 static void
 wake_slot(JobqWorkerSlot *slot)
 {
@@ -192,6 +188,12 @@ ask_for_visit(TimestampTz at)
 	LWLockRelease(JobqShared->lock);
 }
 
+/*
+ * Set the latch of one worker of this database: a sleeping one if there
+ * is one, else one between jobs, else the next in turn.  If there is none,
+ * ask the launcher for one now, unless one is starting.  Called after
+ * commit.
+ */
 static void
 wake_one_worker(void)
 {
@@ -208,13 +210,20 @@ wake_one_worker(void)
 	{
 		int			n = (start + i) % JobqShared->nslots;
 		JobqWorkerSlot *slot = &JobqShared->slots[n];
+		int64		job_id;
 
 		if (slot->state != JOBQ_SLOT_RUNNING || slot->dboid != MyDatabaseId ||
 			slot->latch == NULL || slot->leave_requested)
 			continue;
 		if (slot->sleeping)
+		{
 			sleeping = n;
-		else if (between < 0 && slot->job_id == 0)
+			continue;
+		}
+		SpinLockAcquire(&slot->mutex);
+		job_id = slot->job_id;
+		SpinLockRelease(&slot->mutex);
+		if (between < 0 && job_id == 0)
 			between = n;
 		else if (any < 0)
 			any = n;
@@ -468,7 +477,8 @@ JobqRequestCancel(int64 job_id)
 	}
 	if (pid != 0 && kill(pid, SIGUSR2) != 0)
 		ereport(WARNING,
-				(errmsg("could not signal jobq worker %d: %m", (int) pid)));
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not signal jobq worker %d: %m", (int) pid)));
 	return pid != 0;
 }
 
@@ -483,7 +493,18 @@ JobqCancelRequested(int64 job_id)
 	bool		requested = false;
 	int			i;
 
-	if (JobqShared == NULL || pg_atomic_read_u32(&JobqShared->ncancels) == 0)
+	if (JobqShared == NULL)
+		return false;
+
+	/*
+	 * No cancel in progress: no scan.  A worker published the job in its
+	 * slot before it asks; the barrier orders that before this read, as the
+	 * atomic increment in JobqRequestCancel orders its entry before its
+	 * look at the slots.  So a cancel this read misses finds the job in the
+	 * slot and signals the worker.
+	 */
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&JobqShared->ncancels) == 0)
 		return false;
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	for (i = 0; i < JOBQ_MAX_CANCELS && !requested; i++)

@@ -3,6 +3,78 @@
  * src/shmem.h
  *		Shared state of the launcher and the workers.
  *
+ * JobqShared holds one slot per possible worker (jobq.max_workers), the
+ * launcher's latch and mailbox (databases to probe or visit), and the
+ * jobq.cancel() calls in progress.  It exists only when jobq is preloaded.
+ *
+ * Locking protocol.  JobqShared->lock, the one LWLock of the tranche
+ * "jobq", guards JobqShared, but for the atomics, a slot's progress fields
+ * (guarded by its spinlock) and the few flags a worker reads or writes
+ * without the lock, each said below with why that is safe.  Who writes
+ * what, and how:
+ *
+ *	- A slot's state, exit_reason, generation, dboid, rank, pid, latch,
+ *	  registered_at, started_at, has_extension, idle_since and next_visit
+ *	  are written only under the exclusive lock: by the launcher when it
+ *	  reserves a FREE slot (all of them) and when it frees one (state), by
+ *	  the slot's worker when it publishes itself, finds jobq, goes idle or
+ *	  busy, says when its database next needs a worker, and leaves.  Others
+ *	  read them under the lock in either mode.  The worker reads its own
+ *	  slot's without the lock: from the moment it publishes itself until it
+ *	  marks the slot EXITED, nobody else writes them (the launcher writes
+ *	  them only while the slot is FREE, STARTING or EXITED), and it read
+ *	  dboid and rank after the launcher wrote them, through the lock.
+ *	- leave_requested is set by the launcher under the exclusive lock.  The
+ *	  worker reads its own without the lock, at the top of each loop and
+ *	  while it sleeps: a bool is read whole, and the launcher sets the
+ *	  worker's latch after setting it.  Wakers read it under the lock and
+ *	  skip a leaving slot; the leaving worker then takes the lock once
+ *	  before it reads the tables for its next_visit, so that a waker that
+ *	  saw the slot without the flag has committed before that read.
+ *	- sleeping is written by the slot's worker alone, without the lock,
+ *	  twice per sleep; wakers and the launcher read it under the lock.  A
+ *	  bool is read whole, and a stale value only changes which worker a
+ *	  waker picks or the launcher asks to leave: the wake-up itself travels
+ *	  in wake_requested and the latch, which the worker checks after
+ *	  setting sleeping (with a barrier) and before it waits.
+ *	- wake_requested is set by wakers under the shared lock (each writes
+ *	  true, so they need not exclude each other), and cleared by the worker
+ *	  without the lock once it stopped sleeping.  A wake-up that clear
+ *	  erases loses no work: wakers run after their commit, and the worker
+ *	  clears the flag before its next batch takes its snapshot.
+ *	- The progress fields (job_id to batches) are written by the slot's
+ *	  worker and read by anyone under the slot's spinlock, mutex; the lock
+ *	  is held too when the reader also needs the slot's state.
+ *	- cancel_job_id is atomic: written by jobq.cancel() under the exclusive
+ *	  lock, read by the worker's SIGUSR2 handler.
+ *	- launcher_pid and launcher_latch are written by the launcher under the
+ *	  exclusive lock when it starts and when it exits, and read under the
+ *	  lock.  A latch read under the lock may be set after its release: it
+ *	  is a PGPROC's, which outlives the launcher, and setting a latch that
+ *	  no one, or a new process, owns does no harm.
+ *	- The mailbox (nprobes, probe_all, probes; nvisits, visit_all, visits)
+ *	  is filled by any backend at commit and emptied by the launcher, both
+ *	  under the exclusive lock.
+ *	- The cancel requests (cancels) are written under the exclusive lock,
+ *	  by jobq.cancel() and by the end of its transaction, and read under the
+ *	  lock.  ncancels is atomic and changes only under the exclusive
+ *	  lock; JobqCancelRequested reads it without the lock to skip the scan
+ *	  when it is 0, which is safe because of the barrier it and
+ *	  JobqRequestCancel put between publishing the job and reading the
+ *	  other side's (see JobqCancelRequested).
+ *	- next_wake is atomic, a round-robin hint; lock and nslots are set once,
+ *	  when the postmaster creates the shared memory.
+ *
+ * Lock order.  While it holds the lock, jobq takes no heavyweight lock and
+ * does no catalog access (lookups such as a database's name wait until the
+ * lock is released), and takes only: a slot's mutex; ProcArrayLock, and in
+ * rare cases the commit log's and pg_subtrans's SLRU locks, through
+ * TransactionIdIsInProgress (the cancel requests); BackgroundWorkerLock,
+ * through GetBackgroundWorkerPid and TerminateBackgroundWorker (the
+ * launcher).  It never takes the lock while holding any of those, and
+ * PostgreSQL never takes it, so no cycle can form.  SetLatch takes no lock
+ * and is called with the lock held or not.
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef JOBQ_SHMEM_H
@@ -12,6 +84,13 @@
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
+
+/*
+ * Most worker slots: the maximum of jobq.max_workers, and so of
+ * jobq.workers_per_database (a database has at most every slot), and the
+ * size of the launcher's arrays indexed by slot or by rank.
+ */
+#define JOBQ_MAX_SLOTS		1024
 
 #define JOBQ_KIND_LABEL_LEN	128		/* bytes of a kind name kept in a slot */
 #define JOBQ_MAX_PROBES		32		/* pending probe requests */
@@ -39,7 +118,7 @@ typedef enum JobqExitReason
 
 typedef struct JobqWorkerSlot
 {
-	/* Written by the launcher (exclusive lock) or the owner (shared lock + own slot). */
+	/* Under the lock, exclusive to write (see the top of this file). */
 	JobqSlotState state;
 	JobqExitReason exit_reason;
 	uint32		generation;		/* bumped at each assignment; the worker checks it */
@@ -49,25 +128,26 @@ typedef struct JobqWorkerSlot
 	Latch	   *latch;
 	TimestampTz registered_at;
 	TimestampTz started_at;
+	bool		has_extension;	/* found jobq in its database */
+	TimestampTz idle_since;		/* since when it found no work; 0: busy */
+	TimestampTz next_visit;		/* when leaving: when its database next has
+								 * due work (read by the launcher reaping
+								 * the EXITED slot) */
 
 	/*
-	 * Set by the launcher (exclusive lock) to take the slot back for another
-	 * database; the worker leaves after its batch.  Wakers skip such a slot.
+	 * Set by the launcher under the exclusive lock to take the slot back for
+	 * another database; the worker, reading it without the lock, leaves
+	 * after its batch.  Wakers skip such a slot.
 	 */
 	volatile bool leave_requested;
 
-	/* Written by the owner alone, read by anyone. */
+	/* Written by the worker alone, without the lock; read under it. */
 	volatile bool sleeping;		/* waiting on its latch for work */
-	volatile bool has_extension;	/* found jobq in its database */
-	volatile TimestampTz idle_since;	/* since when it found no work; 0: busy */
-	TimestampTz next_visit;		/* when leaving: when its database next has
-								 * due work (written before the slot is
-								 * EXITED, read by the launcher reaping it) */
 
-	/* Set by whoever wakes the worker for work, cleared by the worker. */
+	/* Set by a waker under the shared lock, cleared by the worker without. */
 	volatile bool wake_requested;
 
-	/* Progress, under mutex: written by the owner, read by jobq.workers. */
+	/* Progress, under mutex: written by the worker, read by anyone. */
 	slock_t		mutex;
 	int64		job_id;			/* running job, 0 when idle */
 	int32		attempt;
@@ -101,26 +181,11 @@ typedef struct JobqVisit
 	TimestampTz at;
 } JobqVisit;
 
-/*
- * Locking protocol: "lock" guards the slot array's state, exit_reason,
- * dboid, rank, pid, latch and leave_requested: the launcher takes it
- * exclusively to assign, reap and take back slots, a worker takes it
- * exclusively to publish itself in its slot and to leave it, and wakers
- * take it shared to find a latch.  A worker reads its own leave_requested
- * without the lock, then takes the lock once before it reads the tables
- * to compute its next_visit: a waker that saw the slot without
- * leave_requested (under the lock, after its commit) has therefore
- * committed before that read.  sleeping, idle_since and has_extension are
- * written by the owner without the lock; the launcher reads them under the
- * shared lock, and a stale value only changes which worker it asks to
- * leave.  The progress fields of a slot are guarded by the slot's mutex.
- * The launcher fields, probes and visits are written under the exclusive
- * lock: by backends at commit (adding) and by the launcher (draining).
- */
+/* The locking protocol is at the top of this file. */
 typedef struct JobqSharedState
 {
 	LWLock	   *lock;
-	pid_t		launcher_pid;
+	pid_t		launcher_pid;	/* for a debugger: no code reads it */
 	Latch	   *launcher_latch;
 	/* Databases where CREATE EXTENSION committed: probe them now. */
 	int			nprobes;
@@ -131,7 +196,7 @@ typedef struct JobqSharedState
 	bool		visit_all;		/* the list overflowed: visit every database */
 	JobqVisit	visits[JOBQ_MAX_VISITS];
 	pg_atomic_uint32 next_wake; /* round-robin start for wakers */
-	/* jobq.cancel() calls in progress, under lock; ncancels counts them. */
+	/* jobq.cancel() calls in progress; ncancels counts them. */
 	pg_atomic_uint32 ncancels;
 	JobqCancelRequest cancels[JOBQ_MAX_CANCELS];
 	int			nslots;

@@ -164,7 +164,9 @@ leave(JobqExitReason reason) pg_attribute_noreturn();
 static void
 leave(JobqExitReason reason)
 {
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
 	MySlot->exit_reason = reason;
+	LWLockRelease(JobqShared->lock);
 	if (reason == JOBQ_EXIT_NO_EXTENSION)
 		ereport(DEBUG1, (errmsg("jobq worker stops: the database has no jobq extension")));
 	else
@@ -479,6 +481,21 @@ run_one_batch(MemoryContext loop_cxt, int *picked)
 	return result.picked >= jobq_batch_size || result.other_owner > 0;
 }
 
+/*
+ * Publish since when this worker has found no work (0: it has work).  The
+ * launcher reads it under the lock; only a change takes the lock, so a
+ * worker that stays busy or idle does not.
+ */
+static void
+set_idle_since(TimestampTz since)
+{
+	if (MySlot->idle_since == since)
+		return;
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
+	MySlot->idle_since = since;
+	LWLockRelease(JobqShared->lock);
+}
+
 /* Errors of jobq's bookkeeping in a row, for the pause after the next. */
 static volatile int errors_in_a_row = 0;
 
@@ -608,7 +625,9 @@ yield_slot(MemoryContext loop_cxt)
 		next = next_visit();
 		finish_transaction(loop_cxt);
 	}
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
 	MySlot->next_visit = next;
+	LWLockRelease(JobqShared->lock);
 	leave(JOBQ_EXIT_YIELDED);
 }
 
@@ -622,6 +641,7 @@ JobqWorkerMain(Datum main_arg)
 	int			slotno = DatumGetInt32(main_arg);
 	uint32		generation;
 	Oid			dboid;
+	Latch	   *launcher_latch;
 	MemoryContext loop_cxt;
 	sigjmp_buf	local_sigjmp_buf;
 
@@ -692,10 +712,13 @@ JobqWorkerMain(Datum main_arg)
 	ereport(LOG, (errmsg("jobq worker started in database \"%s\"",
 						 get_database_name(dboid))));
 	finish_transaction(loop_cxt);
+	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
 	MySlot->has_extension = true;
+	launcher_latch = JobqShared->launcher_latch;
+	LWLockRelease(JobqShared->lock);
 	pqsignal(SIGTERM, worker_sigterm);
-	if (JobqShared->launcher_latch)
-		SetLatch(JobqShared->launcher_latch);
+	if (launcher_latch)
+		SetLatch(launcher_latch);
 
 	/*
 	 * An ERROR in jobq's own bookkeeping (a deadlock with a concurrent DROP
@@ -747,9 +770,9 @@ JobqWorkerMain(Datum main_arg)
 		errors_in_a_row = 0;
 		/* The launcher takes a slot back from an idle worker first. */
 		if (picked > 0 || more || purge_backlog || rescue_backlog)
-			MySlot->idle_since = 0;
+			set_idle_since(0);
 		else if (MySlot->idle_since == 0)
-			MySlot->idle_since = GetCurrentTimestamp();
+			set_idle_since(GetCurrentTimestamp());
 		JobqAdoptHandlerSearchPath();
 		/* More work than one batch: bring in a sleeping peer, too. */
 		if (more && !JobqShutdownRequested)
