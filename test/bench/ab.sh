@@ -12,14 +12,15 @@
 # Prints, and writes to test/bench/reports/ab-<stamp>.md, the median of
 # each side and the median of the per-round ratios B / A with their spread.
 #
-# Scenarios (default: all):
-#   enqueue_1     jobq.enqueue, 1 job per transaction, 1 client (jobs/s)
-#   enqueue_1000  jobq.enqueue_many of 1,000 per transaction (jobs/s)
-#   drain_1       claim(1) + complete, from 20,000 pending (jobs/s)
-#   drain_100     claim(100) + complete_many, from 300,000 pending (jobs/s)
-#   workers       100,000 no-op in-database jobs drained by the background
-#                 workers, first handler start to the commit of the last
-#                 completion (jobs/s)
+# Scenarios (default: all; jobs/s; those of core.sh, from lib.sh):
+#   enqueue_1     jobq.enqueue, 1 job per transaction, 1 client
+#   enqueue_1000  jobq.enqueue_many of 1,000 per transaction
+#   drain_1       claim(1) + complete, DRAIN_1 (10,000) times, from twice
+#                 as many pending
+#   drain_100     claim(100) + complete_many, DRAIN_100 (250,000) jobs
+#   workers       DRAIN_JOBS (100,000) no-op in-database jobs drained by the
+#                 background workers, first handler start to the commit of
+#                 the last completion (as workers.sh)
 #
 # Environment: ROUNDS (5), SECS (10, per timed measurement), AB_PORT
 # (55481; B uses the next port), AB_KEEP=1 keeps the builds in AB_DIR
@@ -44,6 +45,7 @@ for s in "${SCENARIOS[@]}"; do
 done
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
+DRAIN_JOBS=${DRAIN_JOBS:-100000}
 AB_PORT=${AB_PORT:-55481}
 COMMIT_A=$(git -C "$ROOT" rev-parse --verify --short=12 "$REV_A^{commit}")
 COMMIT_B=$(git -C "$ROOT" rev-parse --verify --short=12 "$REV_B^{commit}")
@@ -94,69 +96,16 @@ RAW=$AB_RAW
 
 for side in A B; do
     use_side $side
-    psql_bench -q <<'SQL'
-CREATE EXTENSION jobq;
-SELECT jobq.register_kind('bench.noop', queue => 'bench');
-CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
-SELECT jobq.register_kind('bench.db', 'bench_noop(jsonb)', queue => 'bench_db');
-SQL
-    write_script enqueue_1 <<'SQL'
-SELECT jobq.enqueue('bench.noop', '{"n": 1}');
-SQL
-    write_script enqueue_1000 <<'SQL'
-SELECT count(*) FROM jobq.enqueue_many('bench.noop', array_fill('{"n": 1}'::jsonb, ARRAY[1000]));
-SQL
-    write_script drain_1 <<'SQL'
-SELECT id, lease_token FROM jobq.claim('bench', 'bench', 1) \gset
-SELECT jobq.complete(:id, :lease_token);
-SQL
-    write_script drain_100 <<'SQL'
-SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens FROM jobq.claim('bench', 'bench', 100) \gset
-SELECT jobq.complete_many(:ids, :tokens);
-SQL
+    bench_schema
+    core_scripts
 done
-
-empty() {
-    psql_bench -q -c "TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;"
-}
-refill() {
-    psql_bench -q <<SQL
-TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;
-SELECT count(*) FROM generate_series(1, $1 / 10000) AS g,
-    LATERAL jobq.enqueue_many('bench.noop', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
-VACUUM ANALYZE jobq.job;
-SQL
-}
-# The workers' drain, as test/bench/workers.sh measures it.
-workers_drain() {
-    local side=$1 rate
-    psql_bench -q <<'SQL'
-TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;
-UPDATE jobq.queue SET paused = true WHERE name = 'bench_db';
-SELECT count(*) FROM generate_series(1, 10) AS g,
-    LATERAL jobq.enqueue_many('bench.db', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
-VACUUM ANALYZE jobq.job;
-CHECKPOINT;
-UPDATE jobq.queue SET paused = false WHERE name = 'bench_db';
-SQL
-    until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE state <> 'completed')")" = t ]; do
-        sleep 0.2
-    done
-    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(started_at)))
-                              FROM jobq.job WHERE state = 'completed'")
-    printf '%s\t%s\t%s\n' workers "$side" "$rate" >> "$RAW"
-    printf '  %-14s %-6s %10s /s\n' workers "$side" "$rate" >&2
-}
 
 run_scenario() {
     local scen=$1 side=$2
     use_side "$side"
     case $scen in
-        enqueue_1) empty; measure enqueue_1 "$side" enqueue_1 1 -T "$SECS" ;;
-        enqueue_1000) empty; measure enqueue_1000 "$side" enqueue_1000 1000 -T "$SECS" ;;
-        drain_1) refill 20000; measure drain_1 "$side" drain_1 1 -t 10000 ;;
-        drain_100) refill 300000; measure drain_100 "$side" drain_100 100 -t 2500 ;;
-        workers) workers_drain "$side" ;;
+        workers) measure_drain workers "$side" "$DRAIN_JOBS" ;;
+        *) core_prepare "$scen"; core_measure "$scen" jobq "$side" ;;
     esac
 }
 
@@ -168,9 +117,6 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-stamp=$(date -u +%Y%m%d-%H%M%S)
-mkdir -p "$BENCH_RESULTS"
-file="$BENCH_RESULTS/ab-$stamp.md"
 {
     echo "## jobq $COMMIT_B (B) against $COMMIT_A (A)"
     echo
@@ -184,27 +130,11 @@ file="$BENCH_RESULTS/ab-$stamp.md"
     echo
     echo "Medians of $ROUNDS rounds; each round runs A then B, scenario by scenario."
     echo
-    echo "| scenario | A (/s) | B (/s) | B / A | ratio per round | lowest, highest |"
-    echo "|---|---:|---:|---:|---|---|"
+    ratio_header "A (/s)" "B (/s)" "B / A"
     for scen in "${SCENARIOS[@]}"; do
-        awk -F'\t' -v s="$scen" '
-            function median(v, n,    i, k, t) {
-                for (i = 1; i <= n; i++) for (k = i + 1; k <= n; k++) if (v[k] < v[i]) { t = v[i]; v[i] = v[k]; v[k] = t }
-                return n == 0 ? 0 : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
-            }
-            $1 == s && $2 == "A" { a[++na] = $3; ca[na] = $3 }
-            $1 == s && $2 == "B" { b[++nb] = $3; cb[nb] = $3 }
-            END {
-                n = (na < nb ? na : nb)
-                for (i = 1; i <= n; i++) { r[i] = (a[i] > 0 ? b[i] / a[i] : 0); rs = rs sprintf("%s%.2f", (i > 1 ? " " : ""), r[i]) }
-                lo = r[1]; hi = r[1]
-                for (i = 2; i <= n; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
-                printf "| %s | %.0f | %.0f | %.2f | %s | %.2f, %.2f |\n", s, median(ca, na), median(cb, nb), median(r, n), rs, lo, hi
-            }' "$RAW"
+        ratio_row "$scen" A B "$scen"
     done
     echo
     echo "B / A is the median of the per-round ratios: above 1, B is faster."
     report_raw
-} | tee "$file"
-echo >&2
-echo "written to $file" >&2
+} | report_write ab

@@ -3,11 +3,21 @@
 # bench_start_cluster NAME   initdb + start a throwaway cluster with jobq
 #                            preloaded and the settings of bench.conf, and
 #                            warm its WAL (see bench_warm_wal)
-# psql_bench ARGS...         psql on the bench database
+# psql_bench ARGS...         psql on the database $BENCH_DB (default bench)
 # write_script NAME          save stdin as a pgbench script
 # measure SCEN SIDE SCRIPT MULT PGBENCH-ARGS...
 #                            run pgbench once, record tps * MULT
+#
+# bench_schema               jobq, the floor's table and the benchmark's kinds
+# core_scripts               the pgbench scripts of the core scenarios
+# core_prepare SCEN [floor]  empty or fill the queue (and the floor's table)
+# core_measure SCEN SYS SIDE one core scenario on jobq or the floor
+# jobs_empty, jobs_fill N    remove the benchmark's jobs; enqueue N
+# measure_drain SCEN SIDE N  N no-op jobs drained by the background workers
+#
+# ratio_header, ratio_row    a table of medians and per-round ratios
 # report TITLE SCEN LABEL... print medians and jobq/floor ratios
+# report_write NAME          stdin to the terminal and to a report file
 # report_provenance          commit, date, machine, server, settings, command
 # report_raw                 every measurement, as recorded
 #
@@ -16,8 +26,11 @@
 #
 # As root, the cluster runs as the unprivileged user $BENCH_USER (default
 # pgtest), created if missing; PostgreSQL refuses to run as root.
+# PGBIN names the PostgreSQL installation (with jobq installed), BENCH_PORT
+# the port, BENCH_SMOKE=1 skips the WAL warm-up for a smoke run.
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BENCH_DB=${BENCH_DB:-bench}
 BENCH_USER=${BENCH_USER:-pgtest}
 BENCH_DIR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR_ROOT/reports}
@@ -66,7 +79,9 @@ bench_start_cluster() {
 # which penalises whichever side writes more WAL.  Write about 1.5 GB of
 # WAL once and checkpoint, so that the measured runs reuse recycled
 # segments, as a long-running server does.
+# BENCH_SMOKE=1 skips it, for a smoke run whose figures do not count.
 bench_warm_wal() {
+    [ -z "${BENCH_SMOKE:-}" ] || return 0
     echo "warming up the WAL" >&2
     as_bench_user psql -X -q -h "$SOCK" -p "$PORT" -d bench <<'SQL'
 CREATE TABLE warm (t text);
@@ -86,7 +101,7 @@ bench_stop_cluster() {
 }
 
 psql_bench() {
-    as_bench_user psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -d bench "$@"
+    as_bench_user psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -d "$BENCH_DB" "$@"
 }
 
 write_script() {
@@ -101,7 +116,7 @@ measure() {
     local scen=$1 side=$2 script=$3 mult=$4
     shift 4
     local out tps
-    out=$(as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -f "$WORK/$script.sql" "$@" bench 2>&1) || {
+    out=$(as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -f "$WORK/$script.sql" "$@" "$BENCH_DB" 2>&1) || {
         echo "$out" >&2
         return 1
     }
@@ -114,10 +129,184 @@ measure() {
     printf '  %-14s %-6s %10.0f /s\n' "$scen" "$side" "$(awk -v t="$tps" -v m="$mult" 'BEGIN { print t * m }')" >&2
 }
 
+# ------------------------------------------------------------ scenarios
+
+# The objects every scenario uses, in the database $BENCH_DB: jobq, the
+# floor's plain table, a kind without a handler (external workers claim
+# it, and the enqueue scenarios use it so that no worker runs its jobs),
+# and a kind whose handler is a no-op SQL function (the workers run it).
+bench_schema() {
+    psql_bench -q <<'SQL'
+CREATE EXTENSION jobq;
+CREATE TABLE floor_q (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
+CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT jobq.register_kind('bench.noop', queue => 'bench');
+SELECT jobq.register_kind('bench.db', 'bench_noop(jsonb)', queue => 'bench_db');
+SQL
+}
+
+# The pgbench scripts of the core scenarios, each as jobq_SCEN and
+# floor_SCEN:
+#   enqueue_1     jobq.enqueue, 1 job per transaction
+#                 vs a one-row INSERT of a jsonb payload
+#   enqueue_1000  jobq.enqueue_many of 1,000 payloads per transaction
+#                 vs INSERT ... SELECT of 1,000 rows
+#   drain_1       jobq.claim(max_jobs 1) then jobq.complete, per job
+#                 vs DELETE of 1 row picked with FOR UPDATE SKIP LOCKED
+#   drain_100     jobq.claim(max_jobs 100) then jobq.complete_many
+#                 vs DELETE of 100 rows picked with FOR UPDATE SKIP LOCKED
+core_scripts() {
+    write_script floor_enqueue_1 <<'SQL'
+INSERT INTO floor_q (payload) VALUES ('{"n": 1}');
+SQL
+    write_script jobq_enqueue_1 <<'SQL'
+SELECT jobq.enqueue('bench.noop', '{"n": 1}');
+SQL
+    write_script floor_enqueue_1000 <<'SQL'
+INSERT INTO floor_q (payload) SELECT '{"n": 1}'::jsonb FROM generate_series(1, 1000);
+SQL
+    write_script jobq_enqueue_1000 <<'SQL'
+SELECT count(*) FROM jobq.enqueue_many('bench.noop', array_fill('{"n": 1}'::jsonb, ARRAY[1000]));
+SQL
+    write_script floor_drain_1 <<'SQL'
+DELETE FROM floor_q WHERE id IN (SELECT id FROM floor_q ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED);
+SQL
+    write_script jobq_drain_1 <<'SQL'
+SELECT id, lease_token FROM jobq.claim('bench', 'bench', 1) \gset
+SELECT jobq.complete(:id, :lease_token);
+SQL
+    write_script floor_drain_100 <<'SQL'
+DELETE FROM floor_q WHERE id IN (SELECT id FROM floor_q ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED);
+SQL
+    write_script jobq_drain_100 <<'SQL'
+SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens FROM jobq.claim('bench', 'bench', 100) \gset
+SELECT jobq.complete_many(:ids, :tokens);
+SQL
+}
+
+# Sizes of the core drains: DRAIN_1 claims of 1 job (from twice as many
+# pending), DRAIN_100 jobs claimed 100 at a time (from a fifth more).
+DRAIN_1=${DRAIN_1:-10000}
+DRAIN_100=${DRAIN_100:-250000}
+
+# jobs_empty: no job of the benchmark's kinds left.  TRUNCATE, unless
+# BENCH_KEEP_JOBS is set (idle.sh: jobs of other kinds must stay): then
+# DELETE and VACUUM.  No VACUUM after a TRUNCATE: a VACUUM of the emptied
+# jobq.job slows the bulk inserts that follow by a third for a while (one
+# more index, larger rows, more free-space-map lookups), and a queue that
+# keeps working is not vacuumed empty; see the README.
+jobs_empty() {
+    if [ -z "${BENCH_KEEP_JOBS:-}" ]; then
+        psql_bench -q -c "TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key"
+    else
+        psql_bench -q -c "DELETE FROM jobq.job WHERE kind LIKE 'bench.%'" \
+            -c "DELETE FROM jobq.lease" -c "DELETE FROM jobq.job_error" \
+            -c "VACUUM ANALYZE jobq.job, jobq.lease, jobq.job_error"
+    fi
+}
+
+# jobs_fill N [KIND]: enqueue N jobs (default kind bench.noop), 10,000 per
+# call, with no VACUUM.
+jobs_fill() {
+    local n=$1 kind=${2:-bench.noop}
+    psql_bench -q -c "SELECT count(*) FROM generate_series(0, ($n - 1) / 10000) AS g,
+        LATERAL jobq.enqueue_many('$kind', array_fill(jsonb_build_object('n', g), ARRAY[least(10000, $n - g * 10000)]))"
+}
+
+# core_prepare SCENARIO [floor]: the state a core scenario starts from:
+# empty queues for an enqueue, a vacuumed backlog that the drain never runs
+# dry of for a drain; with "floor", floor_q as well.
+core_prepare() {
+    local scen=$1 floor=${2:-} n=0
+    [ -z "$floor" ] || psql_bench -q -c "TRUNCATE floor_q"
+    jobs_empty
+    case $scen in
+        drain_1) n=$((DRAIN_1 * 2)) ;;
+        drain_100) n=$((DRAIN_100 * 6 / 5)) ;;
+    esac
+    [ "$n" -gt 0 ] || return 0
+    if [ -n "$floor" ]; then
+        psql_bench -q -c "INSERT INTO floor_q (payload) SELECT '{\"n\": 1}'::jsonb FROM generate_series(1, $n)" \
+            -c "VACUUM ANALYZE floor_q"
+    fi
+    jobs_fill "$n"
+    psql_bench -q -c "VACUUM ANALYZE jobq.job"
+}
+
+# core_measure SCENARIO SYSTEM SIDE: one core scenario (after core_prepare)
+# on SYSTEM, jobq or floor, recorded under SIDE.  The enqueues run SECS
+# seconds; the drains a fixed number of transactions.
+core_measure() {
+    local scen=$1 sys=$2 side=$3
+    case $scen in
+        enqueue_1) measure "$scen" "$side" "${sys}_$scen" 1 -T "$SECS" ;;
+        enqueue_1000) measure "$scen" "$side" "${sys}_$scen" 1000 -T "$SECS" ;;
+        drain_1) measure "$scen" "$side" "${sys}_$scen" 1 -t "$DRAIN_1" ;;
+        drain_100) measure "$scen" "$side" "${sys}_$scen" 100 -t $((DRAIN_100 / 100)) ;;
+        *) echo "core_measure: unknown scenario \"$scen\"" >&2; return 1 ;;
+    esac
+}
+
+# measure_drain SCENARIO SIDE N: N pre-enqueued jobs of the kind bench.db
+# (a no-op SQL handler), run by the background workers; records jobs/s
+# from the first handler's start to the commit of the transaction that
+# completed the last job, as the floor's pgbench ends at its last commit.
+# Polling for the end does not count.  Needs track_commit_timestamp.
+measure_drain() {
+    local scen=$1 side=$2 n=$3 first rate
+    jobs_empty
+    first=$(psql_bench -Atc "SELECT coalesce(max(id), 0) + 1 FROM jobq.job")
+    psql_bench -q -c "SELECT jobq.pause_queue('bench_db')"
+    jobs_fill "$n" bench.db
+    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT" -c "SELECT jobq.resume_queue('bench_db')"
+    # Poll from fresh transactions: a DO loop would hold back the xmin
+    # horizon and slow the very drain it waits for.  The primary key keeps
+    # the poll to the drain's own jobs, whatever else the table holds.
+    until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE id >= $first AND state <> 'completed')")" = t ]; do
+        sleep 0.2
+    done
+    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(started_at)))
+                              FROM jobq.job WHERE id >= $first")
+    printf '%s\t%s\t%s\n' "$scen" "$side" "$rate" >> "$RAW"
+    printf '  %-14s %-6s %10s /s\n' "$scen" "$side" "$rate" >&2
+}
+
+# ------------------------------------------------------------ reporting
+
 median_of() {
     local scen=$1 side=$2
     awk -F'\t' -v s="$scen" -v d="$side" '$1 == s && $2 == d { print $3 }' "$RAW" | sort -n |
         awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ratio_header BASE_TITLE SIDE_TITLE RATIO_TITLE: the head of a table of
+# ratio_row lines.
+ratio_header() {
+    echo "| scenario | $1 | $2 | $3 | ratio per round | lowest, highest |"
+    echo "|---|---:|---:|---:|---|---|"
+}
+
+# ratio_row SCENARIO BASE SIDE LABEL: the medians of SCENARIO's values for
+# BASE and SIDE, the median of the per-round ratios SIDE / BASE (the i-th
+# value of SIDE over the i-th of BASE: each round measures both), each
+# round's ratio, and their range.
+ratio_row() {
+    awk -F'\t' -v s="$1" -v base="$2" -v side="$3" -v l="$4" '
+        function median(v, n,    i, k, t) {
+            for (i = 1; i <= n; i++) for (k = i + 1; k <= n; k++) if (v[k] < v[i]) { t = v[i]; v[i] = v[k]; v[k] = t }
+            return n == 0 ? 0 : (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
+        }
+        # Two decimals, or two significant digits below 0.1.
+        function fmt(x) { return x >= 0.095 ? sprintf("%.2f", x) : sprintf("%.2g", x) }
+        $1 == s && $2 == base { a[++na] = $3 }
+        $1 == s && $2 == side { b[++nb] = $3 }
+        END {
+            n = (na < nb ? na : nb)
+            for (i = 1; i <= n; i++) { r[i] = (a[i] > 0 ? b[i] / a[i] : 0); rs = rs (i > 1 ? " " : "") fmt(r[i]) }
+            lo = r[1]; hi = r[1]
+            for (i = 2; i <= n; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
+            printf "| %s | %.0f | %.0f | %s | %s | %s, %s |\n", l, median(a, na), median(b, nb), fmt(median(r, n)), rs, fmt(lo), fmt(hi)
+        }' "$RAW"
 }
 
 # Where a report's numbers come from: the code, the machine, the settings.
@@ -146,13 +335,20 @@ report_raw() {
 }
 
 # report TITLE [SCENARIO LABEL]... [BASE=side] : markdown table, floor vs jobq
+# report_write NAME: stdin to the terminal and to
+# $BENCH_RESULTS/NAME-<UTC stamp>.md.
+report_write() {
+    local file
+    mkdir -p "$BENCH_RESULTS"
+    file="$BENCH_RESULTS/$1-$(date -u +%Y%m%d-%H%M%S).md"
+    tee "$file"
+    echo >&2
+    echo "written to $file" >&2
+}
+
 report() {
     local title=$1
     shift
-    local stamp file
-    stamp=$(date -u +%Y%m%d-%H%M%S)
-    mkdir -p "$BENCH_RESULTS"
-    file="$BENCH_RESULTS/$(basename "$0" .sh)-$stamp.md"
     {
         echo "## $title"
         echo
@@ -160,31 +356,14 @@ report() {
         echo
         echo "Medians of $(awk -F'\t' '{ print $1 FS $2 }' "$RAW" | sort | uniq -c | awk '{ print $1 }' | sort -n | head -1) interleaved runs."
         echo
-        echo "| scenario | floor (/s) | jobq (/s) | jobq / floor | ratio per round |"
-        echo "|---|---:|---:|---:|---|"
+        ratio_header "floor (/s)" "jobq (/s)" "jobq / floor"
         while [ $# -ge 2 ]; do
-            local f j
-            f=$(median_of "$1" floor)
-            j=$(median_of "$1" jobq)
-            awk -F'\t' -v s="$1" -v l="$2" -v f="$f" -v j="$j" '
-                $1 == s && $2 == "floor" { fl[++nf] = $3 }
-                $1 == s && $2 == "jobq" { jq[++nj] = $3 }
-                END {
-                    n = (nf < nj ? nf : nj)
-                    for (i = 1; i <= n; i++) { r[i] = (fl[i] > 0 ? jq[i] / fl[i] : 0); rs = rs sprintf("%s%.2f", (i > 1 ? " " : ""), r[i]) }
-                    # median of the per-round ratios
-                    for (i = 1; i <= n; i++) for (k = i + 1; k <= n; k++) if (r[k] < r[i]) { t = r[i]; r[i] = r[k]; r[k] = t }
-                    m = (n == 0 ? 0 : (n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2))
-                    printf "| %s | %.0f | %.0f | %.2f | %s |\n", l, f, j, m, rs
-                }' "$RAW"
+            ratio_row "$1" floor jobq "$2"
             shift 2
         done
         echo
         echo "jobq / floor is the median of the per-round ratios (each round runs the floor and jobq back to back)."
         if [ -n "${REPORT_EXTRA:-}" ]; then "$REPORT_EXTRA"; fi
         report_raw
-    } | tee "$file"
-    echo >&2
-    echo "written to $file" >&2
-    REPORT_FILE=$file
+    } | report_write "$(basename "$0" .sh)"
 }

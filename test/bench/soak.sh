@@ -7,9 +7,10 @@
 # here: they rescue leases and remove finished jobs past jobq.retention):
 #
 # 1. Retained history: CLAIMS (500) claim(100) + complete_many against a
-#    backlog of 100,000 pending jobs, with no finished job retained, then
-#    with 1,000,000 finished jobs retained, interleaved for ROUNDS rounds
-#    (default 3).  Reports the median ratio (target: >= 0.9).
+#    backlog of PENDING (100,000) pending jobs, with no finished job
+#    retained, then with RETAINED (1,000,000) finished jobs retained,
+#    interleaved for ROUNDS rounds (default 3).  Reports the median ratio
+#    (target: >= 0.9).
 # 2. Steady load: producers (enqueue_many of 10) and consumers (claim 10 +
 #    complete_many) for PHASE_SECONDS (default 180) in three phases: normal;
 #    while another session holds an old snapshot (REPEATABLE READ, idle in
@@ -27,6 +28,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PHASE_SECS=${1:-180}
 ROUNDS=${2:-3}
 CLAIMS=${CLAIMS:-500}			# claim(100) transactions per measurement
+PENDING=${PENDING:-100000}		# the backlog they claim from
+RETAINED=${RETAINED:-1000000}	# finished jobs retained
 
 # Finished jobs are removed after a minute (jobq.retention's minimum) here,
 # so that the soak reaches a steady state within its phases.
@@ -53,24 +56,23 @@ fill() {
 ALTER SYSTEM SET jobq.retention = '1d';
 SELECT pg_reload_conf();
 TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;
-SELECT count(*) FROM generate_series(1, $finished / 10000) AS g,
-    LATERAL jobq.enqueue_many('soak.ext', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
-UPDATE jobq.job SET state = 'completed', lane = NULL,
-       started_at = now() - interval '1 hour', finished_at = now() - interval '1 hour'
- WHERE state = 'pending';
-SELECT count(*) FROM generate_series(1, $pending / 10000) AS g,
-    LATERAL jobq.enqueue_many('soak.ext', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
-VACUUM ANALYZE jobq.job;
-CHECKPOINT;
 SQL
+    if [ "$finished" -gt 0 ]; then
+        jobs_fill "$finished" soak.ext
+        psql_bench -q -c "UPDATE jobq.job SET state = 'completed', lane = NULL,
+                                 started_at = now() - interval '1 hour', finished_at = now() - interval '1 hour'
+                           WHERE state = 'pending'"
+    fi
+    jobs_fill "$pending" soak.ext
+    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT"
 }
 
-echo "== 1. claim(100) + complete_many, without and with 1,000,000 finished jobs retained" >&2
+echo "== 1. claim(100) + complete_many, without and with $RETAINED finished jobs retained" >&2
 for r in $(seq 1 "$ROUNDS"); do
     echo "round $r of $ROUNDS" >&2
-    fill 100000 0
+    fill "$PENDING" 0
     measure drain_100 none drain_100 100 -c 1 -t "$CLAIMS"
-    fill 100000 1000000
+    fill "$PENDING" "$RETAINED"
     measure drain_100 retained drain_100 100 -c 1 -t "$CLAIMS"
 done
 
@@ -133,25 +135,15 @@ run_phase old_snapshot
 wait "$HOLDER" || true
 run_phase after
 
-stamp=$(date -u +%Y%m%d-%H%M%S)
-mkdir -p "$BENCH_RESULTS"
-file="$BENCH_RESULTS/soak-$stamp.md"
 {
     echo "## Soak: retained history, steady load, an old snapshot"
     echo
     report_provenance
     echo
-    echo "### claim(100) + complete_many against 100,000 pending jobs"
+    echo "### claim(100) + complete_many against $PENDING pending jobs"
     echo
-    echo "| finished jobs retained | jobs/s (median) | ratio to none, per round |"
-    echo "|---|---:|---|"
-    none=$(median_of drain_100 none)
-    kept=$(median_of drain_100 retained)
-    ratios=$(awk -F'\t' '$2 == "none" { n[++a] = $3 } $2 == "retained" { k[++b] = $3 }
-        END { for (i = 1; i <= a && i <= b; i++) printf "%s%.2f", (i > 1 ? " " : ""), k[i] / n[i] }' "$RAW")
-    median_ratio=$(echo "$ratios" | tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
-    echo "| 0 | $none | |"
-    echo "| 1,000,000 | $kept | $ratios (median $median_ratio; target >= 0.9) |"
+    ratio_header "none retained (jobs/s)" "$RETAINED retained (jobs/s)" "retained / none (target >= 0.9)"
+    ratio_row drain_100 none retained "claim(100) + complete_many"
     echo
     echo "### Steady load (2 clients: enqueue_many of 10, claim 10 + complete_many), retention 1 min"
     echo
@@ -163,5 +155,4 @@ file="$BENCH_RESULTS/soak-$stamp.md"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '{ printf "| %s | %s | %.1f | %.1f | %.0f | %s | %s |\n", $1, $2, $3 / 1048576, $4 / 1048576, $5 / 1024, $6, $7 }' "$SAMPLES"
     report_raw
-} | tee "$file"
-echo "written to $file" >&2
+} | report_write soak

@@ -6,24 +6,28 @@
 # the floor, medians of N rounds:
 #
 #   drain      100,000 pre-enqueued jobs of a kind whose handler is a no-op
-#              SQL function, run by the background workers.  The rate is
-#              jobs / (last commit of a completion - first handler start):
-#              the end is the commit timestamp of the transaction that
-#              completed the last job (track_commit_timestamp), as the
-#              floor's pgbench ends at its last commit, and polling for the
-#              end does not count.  The floor: pgbench deleting them 100
-#              rows per transaction (FOR UPDATE SKIP LOCKED), with as many
-#              clients as there are workers.
-#   latency    one job every 20 ms (pgbench -R 50), 200 jobs; for each, the
-#              time from the commit timestamp of its enqueuing transaction
-#              to the start of its handler: p50, p95, p99.  The commit
-#              timestamp is taken as the commit begins to flush its WAL, so
-#              the figure includes that flush (a job cannot be seen before
-#              it is durable); the report gives the flush as seen by the
-#              producer too (commit timestamp to the producer's next
-#              statement, one round trip later), for reference.
+#              SQL function, run by the background workers (measure_drain
+#              in lib.sh).  The rate is jobs / (last commit of a completion
+#              - first handler start): the end is the commit timestamp of
+#              the transaction that completed the last job
+#              (track_commit_timestamp), as the floor's pgbench ends at its
+#              last commit, and polling for the end does not count.  The
+#              floor: pgbench deleting them 100 rows per transaction (FOR
+#              UPDATE SKIP LOCKED), with as many clients as there are
+#              workers.
+#   latency    one job every 20 ms (pgbench -R 50), LATENCY_JOBS (200) jobs;
+#              for each, the time from the commit timestamp of its
+#              enqueuing transaction to the start of its handler (the
+#              handler's clock_timestamp(): one clock, the server's), p50,
+#              p95, p99.  The commit timestamp is taken as the commit
+#              begins to flush its WAL, so the figure includes that flush
+#              (a job cannot be seen before it is durable); the report
+#              gives the flush as seen by the producer too (commit
+#              timestamp to the producer's next statement, one round trip
+#              later), for reference.
 #
 # Usage: test/bench/workers.sh [rounds] [jobs]   (defaults: 5, 100000)
+# LATENCY_JOBS sets the latency scenario's size.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,16 +35,15 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 ROUNDS=${1:-5}
 JOBS=${2:-100000}
+LATENCY_JOBS=${LATENCY_JOBS:-200}
 
 BENCH_EXTRA_CONF="track_commit_timestamp = on"
 bench_start_cluster workers
 WORKERS=$(psql_bench -Atc "SHOW jobq.workers_per_database")
 
+bench_schema
+core_scripts
 psql_bench -q <<'SQL'
-CREATE EXTENSION jobq;
-CREATE TABLE floor_q (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
-CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
-SELECT jobq.register_kind('bench.noop', 'bench_noop(jsonb)', queue => 'bench');
 CREATE TABLE latency (k bigint PRIMARY KEY, started_at timestamptz NOT NULL);
 CREATE TABLE committed (k bigint PRIMARY KEY, committed_at timestamptz NOT NULL,
                         returned_at timestamptz NOT NULL);
@@ -49,9 +52,6 @@ CREATE FUNCTION bench_latency(p jsonb) RETURNS void LANGUAGE sql
 SELECT jobq.register_kind('bench.latency', 'bench_latency(jsonb)', queue => 'latency');
 SQL
 
-write_script floor_drain_100 <<'SQL'
-DELETE FROM floor_q WHERE id IN (SELECT id FROM floor_q ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED);
-SQL
 write_script enqueue_latency <<'SQL'
 \set k random(1, 1000000000000)
 BEGIN;
@@ -60,29 +60,7 @@ COMMIT;
 INSERT INTO committed VALUES (:k, pg_xact_commit_timestamp(xid(:xid::xid8)), clock_timestamp());
 SQL
 
-# Enqueue the jobs with their queue paused, then let the workers at them.
-drain_jobq() {
-    psql_bench -q <<SQL
-TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;
-UPDATE jobq.queue SET paused = true WHERE name = 'bench';
-SELECT count(*) FROM generate_series(1, $JOBS / 10000) AS g,
-    LATERAL jobq.enqueue_many('bench.noop', array_fill(jsonb_build_object('n', g), ARRAY[10000]));
-VACUUM ANALYZE jobq.job;
-CHECKPOINT;
-UPDATE jobq.queue SET paused = false WHERE name = 'bench';
-SQL
-    # Poll from fresh transactions: a DO loop would hold back the xmin
-    # horizon and slow the very drain it waits for.
-    until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE state <> 'completed')")" = t ]; do
-        sleep 0.2
-    done
-    local rate
-    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(started_at)))
-                              FROM jobq.job WHERE state = 'completed'")
-    printf '%s\t%s\t%s\n' drain jobq "$rate" >> "$RAW"
-    printf '  %-14s %-6s %10s /s\n' drain jobq "$rate" >&2
-}
-
+# The floor: as many clients as there are workers, 100 rows a statement.
 drain_floor() {
     psql_bench -q <<SQL
 TRUNCATE floor_q;
@@ -94,10 +72,11 @@ SQL
 }
 
 latency() {
-    psql_bench -q -c "TRUNCATE latency, committed; TRUNCATE jobq.job, jobq.lease, jobq.job_error, jobq.job_key;"
-    as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -R 50 -t 200 \
+    psql_bench -q -c "TRUNCATE latency, committed"
+    jobs_empty
+    as_bench_user pgbench -n -M prepared -h "$SOCK" -p "$PORT" -R 50 -t "$LATENCY_JOBS" \
         -f "$WORK/enqueue_latency.sql" bench >"$WORK/latency.log" 2>&1 || { cat "$WORK/latency.log" >&2; return 1; }
-    until [ "$(psql_bench -Atc "SELECT count(*) FROM latency")" -ge 200 ]; do
+    until [ "$(psql_bench -Atc "SELECT count(*) FROM latency")" -ge "$LATENCY_JOBS" ]; do
         sleep 0.1
     done
     # A handler that started before its job's commit timestamp would mean
@@ -126,7 +105,7 @@ latency() {
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
     drain_floor
-    drain_jobq
+    measure_drain drain jobq "$JOBS"
     latency
 done
 
