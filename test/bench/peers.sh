@@ -27,8 +27,10 @@
 #                 last job done
 #   drain_big     BIG_PENDING pre-enqueued jobs, the first BIG_SLICE drained:
 #                 first job started to the BIG_SLICE-th done
-#   latency       LATENCY_JOBS jobs, one every 20 ms: enqueue commit (as the
-#                 producer sees it return) to handler start; p50, p95, p99
+#   latency       LATENCY_JOBS jobs, one every 20 ms: the enqueuing
+#                 transaction's commit timestamp to the job's start, both on
+#                 the server's clock (track_commit_timestamp; the method of
+#                 each system is in systems.js and the report); p50, p95, p99
 #
 # Usage: sudo bash test/bench/peers.sh     (ROUNDS=3; QUICK=1 for a smoke run;
 #        SCENARIOS="drain latency" to run only some;
@@ -42,6 +44,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Another port than the other bench scripts, which may run at the same time.
 export BENCH_PORT=${BENCH_PORT:-55442}
 . "$HERE/lib.sh"
+# Latency is measured on the server's clock from commit timestamps.
+BENCH_EXTRA_CONF="track_commit_timestamp = on"
 
 PEERS="$HERE/peers"
 ROUNDS=${ROUNDS:-3}
@@ -86,6 +90,10 @@ create_databases() {
         as_bench_user createdb -h "$SOCK" -p "$PORT" "$db"
     done
     psql_db bench_floor -c "CREATE TABLE floor_q (id bigserial PRIMARY KEY, payload jsonb NOT NULL)"
+    # Where the Node handlers record the server's clock as a job starts.
+    for db in bench_graphile bench_pgboss; do
+        psql_db "$db" -c "CREATE TABLE bench_started (k bigint PRIMARY KEY, started_at timestamptz NOT NULL)"
+    done
     psql_db bench_jobq <<'SQL'
 CREATE EXTENSION jobq;
 CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
@@ -225,6 +233,8 @@ rate_table() {
     for sys in $SYSTEMS; do printf -- '---:|'; done
     printf '\n'
     for scen in $THROUGHPUT; do
+        # A scenario the run left out (SCENARIOS) has no row.
+        awk -F'\t' -v s="$scen" '$1 == s { found = 1; exit } END { exit !found }' "$RAW" || continue
         printf '| %s |' "$(label_of "$scen")"
         for sys in $SYSTEMS; do
             local m r
@@ -317,6 +327,7 @@ set grid ytics
 set xtics noenhanced
 set key noenhanced
 
+$(if [ -n "$HAS_THROUGHPUT" ]; then cat <<THROUGHPUT
 set output "$base-ratios.png"
 set title "Rate relative to the plain-table floor (median of per-round ratios; 1.0 = floor)"
 set ylabel "system / floor"
@@ -329,11 +340,14 @@ set ylabel "jobs/s (log scale)"
 set logscale y
 set yrange [10:*]
 plot for [i=2:7] "$WORK/rates.dat" using i:xtic(1) title columnheader(i)
+THROUGHPUT
+fi)
 
 $(if [ -n "$HAS_LATENCY" ]; then cat <<LATENCY
 set output "$base-latency.png"
-set title "Enqueue commit to handler start, one job every 20 ms (medians of rounds; values under 0.01 ms drawn at 0.01)"
+set title "Enqueue commit to job start, server clock, one job every 20 ms (medians of rounds; values under 0.01 ms drawn at 0.01)"
 set ylabel "ms (log scale)"
+set logscale y
 set yrange [0.01:*]
 plot for [i=2:4] "$WORK/latency.dat" using (column(i) < 0.01 ? 0.01 : column(i)):xtic(1) title columnheader(i)
 LATENCY
@@ -361,8 +375,10 @@ render() {
     file="$base.md"
     RAW="$base-raw.tsv"
     . "$base-env"
-    # A run without the latency scenario (SCENARIOS) has no latency to show.
+    # A run without the latency scenario (SCENARIOS) has no latency to
+    # show, one with only latency no rates.
     HAS_LATENCY=$(awk -F'\t' '$1 ~ /^latency_p/ { print "yes"; exit }' "$RAW")
+    HAS_THROUGHPUT=$(awk -F'\t' '$1 !~ /^latency_p/ { print "yes"; exit }' "$RAW")
     charts "$base"
     {
         echo "## jobq and its peers against the plain-table floor"
@@ -371,18 +387,22 @@ render() {
         echo "Medians of the rounds; in parentheses, the median of the per-round ratios to the floor"
         echo "measured in the same round (the machine is shared and noisy: compare ratios)."
         echo
-        echo "### Jobs per second"
-        echo
-        rate_table
-        echo
+        if [ -n "$HAS_THROUGHPUT" ]; then
+            echo "### Jobs per second"
+            echo
+            rate_table
+            echo
+        fi
         if [ -n "$HAS_LATENCY" ]; then
-            echo "### Latency, enqueue commit to handler start ($LATENCY_JOBS jobs, one every 20 ms)"
+            echo "### Latency, enqueue commit to job start, on the server's clock ($LATENCY_JOBS jobs, one every 20 ms)"
             echo
             latency_table
             echo
         fi
-        echo "![ratios](peers-$stamp-ratios.png)"
-        echo "![rates](peers-$stamp-rates.png)"
+        if [ -n "$HAS_THROUGHPUT" ]; then
+            echo "![ratios](peers-$stamp-ratios.png)"
+            echo "![rates](peers-$stamp-rates.png)"
+        fi
         if [ -n "$HAS_LATENCY" ]; then
             echo "![latency](peers-$stamp-latency.png)"
         fi
@@ -408,10 +428,16 @@ render() {
         echo "  call to the return of the handler that made the count (their completions commit"
         echo "  afterwards, asynchronously); PgQ: one consumer loop, start to the last \`finish_batch\` commit."
         echo "- drain_big: the same with $(fmt_rate "$BIG_PENDING") pending jobs, timing the first $(fmt_rate "$BIG_SLICE")."
-        echo "- latency: a producer enqueues one job every 20 ms (autocommit) and notes when the call"
-        echo "  returns; jobq's handler writes \`clock_timestamp()\` in a table, graphile-worker's and"
-        echo "  pg-boss's handlers and PgQ's consumer note the time in Node (same machine clock)."
-        echo "  A handler may start before the producer hears back from COMMIT, hence values near 0."
+        echo "- latency: a producer enqueues one job every 20 ms; each job's latency runs from the"
+        echo "  commit timestamp of its enqueuing transaction (\`track_commit_timestamp\`, taken as the"
+        echo "  commit starts to flush its WAL) to a \`clock_timestamp()\` taken as the job starts:"
+        echo "  one clock, the server's. Per system:"
+        echo
+        if [ -f "$base-methods.md" ]; then
+            sed 's/^/  /' "$base-methods.md"
+        else
+            echo "  (not recorded: a run from before the methods were recorded, on the machine's clock in Node)"
+        fi
         echo
         cat "$base-meta.md"
         echo
@@ -428,7 +454,7 @@ render() {
 collect_meta() {
     echo "### Settings"
     echo
-    echo "- bench.conf: $(grep -v '^#' "$HERE/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g')"
+    echo "- bench.conf: $(grep -v '^#' "$HERE/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g'); and $BENCH_EXTRA_CONF"
     echo "- jobq settings: $(psql_db bench_jobq -Atc "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), '; ' ORDER BY name) FROM pg_settings WHERE name LIKE 'jobq.%'")"
     echo "- pgqd: $PGQD_CONF_TEXT"
     echo "- harness configurations (test/bench/peers/systems.js):"
@@ -449,6 +475,7 @@ report() {
     mkdir -p "$BENCH_RESULTS"
     cp "$RAW" "$base-raw.tsv"
     collect_meta > "$base-meta.md"
+    node_bench methods > "$base-methods.md"
     {
         printf 'ROUNDS=%s QUICK=%s SECS=%s DRAIN_JOBS=%s BIG_PENDING=%s BIG_SLICE=%s LATENCY_JOBS=%s\n' \
             "$ROUNDS" "${QUICK:-}" "$SECS" "$DRAIN_JOBS" "$BIG_PENDING" "$BIG_SLICE" "$LATENCY_JOBS"

@@ -3,6 +3,7 @@
 //
 //   node bench.js setup                 create graphile-worker's and pg-boss's schemas
 //   node bench.js config                print the configurations under test (JSON)
+//   node bench.js methods               print how each system's latency is measured
 //   node bench.js SCENARIO SYSTEM       measure, print "SCENARIO<TAB>SYSTEM<TAB>VALUE" lines
 //
 // Scenarios: enqueue_1, enqueue_1000, drain, drain_big, latency.
@@ -12,7 +13,7 @@
 // SECS, DRAIN_JOBS, BIG_PENDING, BIG_SLICE and LATENCY_JOBS.
 'use strict'
 
-const { makeSystem, CONFIG, CHUNK, now, log } = require('./systems')
+const { makeSystem, CONFIG, LATENCY_METHOD, CHUNK, now, log } = require('./systems')
 
 const env = process.env
 const SIZES = {
@@ -79,6 +80,8 @@ const SCENARIOS = {
   async latency (sys) {
     const ms = (await sys.latency(SIZES.latencyJobs, SIZES.latencyEveryMs)).sort((a, b) => a - b)
     if (ms.length < SIZES.latencyJobs) log(`only ${ms.length} of ${SIZES.latencyJobs} jobs ran`)
+    // On one clock a job cannot start before its enqueue committed.
+    if (ms.length > 0 && ms[0] < 0) log(`${ms.filter(v => v < 0).length} jobs started before their commit timestamp`)
     return [['_p50', percentile(ms, 0.5)], ['_p95', percentile(ms, 0.95)], ['_p99', percentile(ms, 0.99)]]
   }
 }
@@ -107,6 +110,8 @@ async function main () {
     await makeSystem('pgboss').setup()
   } else if (cmd === 'config') {
     console.log(JSON.stringify({ sizes: SIZES, ...CONFIG }, null, 2))
+  } else if (cmd === 'methods') {
+    for (const [sys, method] of Object.entries(LATENCY_METHOD)) console.log(`- ${sys}: ${method}`)
   } else {
     await measure(cmd, system)
   }

@@ -11,6 +11,11 @@
 //                             { jobs, t0, t1 } in epoch milliseconds
 //   latency(n, everyMs)       enqueue n jobs at a steady pace and return
 //                             each one's commit -> handler-start delay in ms
+//
+// Latency is measured on one clock, the server's (track_commit_timestamp
+// is on): from pg_xact_commit_timestamp() of the enqueuing transaction to
+// a clock_timestamp() taken as the job starts (LATENCY_METHOD says how,
+// per system).
 // Systems without a handler of their own (the floor, PgQ, jobq's external
 // worker) do their drain as a client loop here.
 'use strict'
@@ -87,17 +92,48 @@ async function clientDrain (database, clients, n, step) {
   return { jobs: done, t0, t1 }
 }
 
-// Steady producer: one job every everyMs; returns commit times by key.
+// Steady producer: one job every everyMs; enqueue(k) returns the xid of
+// the transaction that enqueued job k.  Returns the xids by key.
 async function paced (n, everyMs, enqueue) {
-  const committed = new Map()
+  const xids = new Map()
   const start = now()
   for (let k = 1; k <= n; k++) {
     const wait = start + k * everyMs - now()
     if (wait > 0) await sleep(wait)
-    await enqueue(k)
-    committed.set(k, now())
+    xids.set(k, await enqueue(k))
   }
-  return committed
+  return xids
+}
+
+// How each system's latency is measured: what stands for the enqueue's
+// commit and for the job's start.  bench.js prints it into the report.
+const LATENCY_METHOD = {
+  jobq: 'pg_xact_commit_timestamp() of the transaction of jobq.enqueue() → clock_timestamp() written by the SQL handler as it starts (inside the worker\'s transaction)',
+  graphile: 'pg_xact_commit_timestamp() of the transaction of graphile_worker.add_job() (the SQL function addJob calls) → clock_timestamp() of an INSERT the Node task sends as it starts (one client-to-server trip late)',
+  pgboss: 'pg_xact_commit_timestamp() of the transaction of send() (its db option: our connection, the xid read before COMMIT) → clock_timestamp() of an INSERT the Node handler sends as it starts, one per batch (one client-to-server trip late)',
+  pgq: 'pg_xact_commit_timestamp() of each event\'s ev_txid → clock_timestamp() of the consumer\'s pgq.get_batch_events() that returns it (the consumer starts on the event as the rows arrive)'
+}
+
+// The xid of the current transaction, as text (node-postgres has no xid8).
+const XID = 'pg_current_xact_id()::text AS xid'
+
+// Commit -> start in ms, on the server, for each key with a row in
+// `table` (k int, started_at timestamptz), given the enqueuing xids.
+async function serverLatencies (client, table, xids) {
+  const ks = [...xids.keys()]
+  const { rows } = await client.query(`
+    SELECT extract(epoch FROM s.started_at - pg_xact_commit_timestamp(xid(e.xid))) * 1000 AS ms
+      FROM ${table} s JOIN unnest($1::bigint[], $2::xid8[]) AS e (k, xid) ON e.k = s.k`,
+  [ks, ks.map(k => xids.get(k))])
+  return rows.map(r => Number(r.ms))
+}
+
+// Wait until `table` holds n rows (the handlers are done), at most 10 s.
+async function awaitRows (client, table, n) {
+  for (let tries = 0; tries < 200; tries++) {
+    if ((await client.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n >= n) return
+    await sleep(50)
+  }
 }
 
 // ---------------------------------------------------------------- floor
@@ -185,14 +221,10 @@ class Jobq {
 
   // The handler records clock_timestamp() when it starts.
   async latency (n, everyMs) {
-    const committed = await paced(n, everyMs, k =>
-      this.c.query("SELECT jobq.enqueue('bench.latency', jsonb_build_object('k', $1::int))", [k]))
-    let rows = []
-    for (let tries = 0; rows.length < n && tries < 200; tries++) {
-      await sleep(50)
-      rows = (await this.c.query('SELECT k, extract(epoch FROM started_at) * 1000 AS t FROM latency')).rows
-    }
-    return rows.map(r => Number(r.t) - committed.get(Number(r.k)))
+    const xids = await paced(n, everyMs, async k => (await this.c.query(
+      `SELECT jobq.enqueue('bench.latency', jsonb_build_object('k', $1::int)), ${XID}`, [k])).rows[0].xid)
+    await awaitRows(this.c, 'latency', n)
+    return serverLatencies(this.c, 'latency', xids)
   }
 }
 
@@ -221,7 +253,9 @@ class Graphile {
   }
 
   async close () { await this.utils.release(); await this.c.end() }
-  async reset () { await this.c.query('TRUNCATE graphile_worker._private_jobs, graphile_worker._private_job_queues') }
+  async reset () {
+    await this.c.query('TRUNCATE graphile_worker._private_jobs, graphile_worker._private_job_queues, bench_started')
+  }
   async enqueueOne (p) { await this.utils.addJob('noop', JSON.parse(p)) }
   async enqueueMany (ps) {
     await this.utils.addJobs(ps.map(p => ({ identifier: 'noop', payload: JSON.parse(p) })))
@@ -246,15 +280,26 @@ class Graphile {
     return { jobs: n, t0, t1 }
   }
 
+  // The task's first act is to record the server's clock, on a
+  // connection of its own; the producer calls add_job() as addJob() does,
+  // on our connection, to learn its transaction's xid.
   async latency (n, everyMs) {
-    const started = new Map()
-    const lat = async payload => { started.set(payload.k, now()) }
-    return this.withRunner({ lat }, async () => {
-      await sleep(500) // let the runner start listening
-      const committed = await paced(n, everyMs, k => this.utils.addJob('lat', { k }))
-      for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
-      return [...started].map(([k, t]) => t - committed.get(k))
-    })
+    const stamp = await connect(this.db)
+    const lat = async payload => {
+      await stamp.query('INSERT INTO bench_started VALUES ($1, clock_timestamp())', [payload.k])
+    }
+    try {
+      return await this.withRunner({ lat }, async () => {
+        await sleep(500) // let the runner start listening
+        const xids = await paced(n, everyMs, async k => (await this.c.query(
+          `SELECT graphile_worker.add_job(identifier => 'lat', payload => json_build_object('k', $1::int)), ${XID}`,
+          [k])).rows[0].xid)
+        await awaitRows(this.c, 'bench_started', n)
+        return serverLatencies(this.c, 'bench_started', xids)
+      })
+    } finally {
+      await stamp.end()
+    }
   }
 }
 
@@ -277,7 +322,7 @@ class Boss {
 
   async open () { this.c = await connect(this.db); this.b = await this.boss() }
   async close () { await this.b.stop({ graceful: false }); await this.c.end() }
-  async reset () { await this.c.query('TRUNCATE pgboss.job, pgboss.archive') }
+  async reset () { await this.c.query('TRUNCATE pgboss.job, pgboss.archive, bench_started') }
   async enqueueOne (p) { await this.b.send('noop', JSON.parse(p)) }
   async enqueueMany (ps) { await this.b.insert(ps.map(p => ({ name: 'noop', data: JSON.parse(p) }))) }
   fill (n) { return fillInChunks(n, ps => this.enqueueMany(ps)) }
@@ -300,14 +345,30 @@ class Boss {
     return { jobs: done, t0, t1 }
   }
 
+  // The handler's first act is to record the server's clock for its
+  // batch, on a connection of its own; send() runs on our connection (its
+  // db option), in a transaction whose xid we read before COMMIT.
   async latency (n, everyMs) {
-    const started = new Map()
-    const handler = async jobs => { const t = now(); for (const j of jobs) started.set(j.data.k, t) }
-    return this.withWorkers('lat', handler, async () => {
-      const committed = await paced(n, everyMs, k => this.b.send('lat', { k }))
-      for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
-      return [...started].map(([k, t]) => t - committed.get(k))
-    })
+    const stamp = await connect(this.db)
+    const handler = async jobs => {
+      await stamp.query('INSERT INTO bench_started SELECT unnest($1::int[]), clock_timestamp()', [jobs.map(j => j.data.k)])
+    }
+    const db = { executeSql: (text, values) => this.c.query(text, values) }
+    try {
+      return await this.withWorkers('lat', handler, async () => {
+        const xids = await paced(n, everyMs, async k => {
+          await this.c.query('BEGIN')
+          await this.b.send('lat', { k }, { db })
+          const { xid } = (await this.c.query(`SELECT ${XID}`)).rows[0]
+          await this.c.query('COMMIT')
+          return xid
+        })
+        await awaitRows(this.c, 'bench_started', n)
+        return serverLatencies(this.c, 'bench_started', xids)
+      })
+    } finally {
+      await stamp.end()
+    }
   }
 }
 
@@ -348,12 +409,17 @@ class Pgq {
   }
 
   // One consumer: next_batch, get_batch_events, finish_batch, commit.
-  async consume (client, queue, onEvents) {
+  // With `latency`, each event comes with its commit -> fetch time in ms.
+  async consume (client, queue, onEvents, latency = false) {
     await client.query('BEGIN')
     const batch = (await client.query("SELECT pgq.next_batch($1, 'c') AS b", [queue])).rows[0].b
     let k = 0
     if (batch !== null) {
-      const { rows } = await client.query('SELECT ev_id, ev_data FROM pgq.get_batch_events($1)', [batch])
+      const { rows } = await client.query(latency
+        ? `SELECT ev_id, ev_data, extract(epoch FROM clock_timestamp()
+                  - pg_xact_commit_timestamp(xid(ev_txid::text::xid8))) * 1000 AS ms
+             FROM pgq.get_batch_events($1)`
+        : 'SELECT ev_id, ev_data FROM pgq.get_batch_events($1)', [batch])
       onEvents(rows)
       k = rows.length
       await client.query('SELECT pgq.finish_batch($1)', [batch])
@@ -372,25 +438,26 @@ class Pgq {
     })
   }
 
+  // Every event carries its producer's transaction id (ev_txid): the
+  // consumer's fetch computes the latency on the server.
   async latency (n, everyMs) {
-    const started = new Map()
+    const ms = new Map()
     const consumer = await connect(this.db)
     let stop = false
     const loop = (async () => {
       while (!stop) {
         const { batch } = await this.consume(consumer, 'lat', rows => {
-          const t = now()
-          for (const r of rows) started.set(Number(r.ev_data), t)
-        })
+          for (const r of rows) ms.set(Number(r.ev_data), Number(r.ms))
+        }, true)
         if (batch === null) await sleep(CONFIG.pgq.consumerIdleSleepMs)
       }
     })()
-    const committed = await paced(n, everyMs, k => this.c.query("SELECT pgq.insert_event('lat', 'lat', $1)", [String(k)]))
-    for (let tries = 0; started.size < n && tries < 200; tries++) await sleep(50)
+    await paced(n, everyMs, k => this.c.query("SELECT pgq.insert_event('lat', 'lat', $1)", [String(k)]))
+    for (let tries = 0; ms.size < n && tries < 200; tries++) await sleep(50)
     stop = true
     await loop
     await consumer.end()
-    return [...started].map(([k, t]) => t - committed.get(k))
+    return [...ms.values()]
   }
 }
 
@@ -407,4 +474,4 @@ function makeSystem (name) {
   }
 }
 
-module.exports = { makeSystem, connect, CONFIG, CHUNK, now, sleep, log }
+module.exports = { makeSystem, connect, CONFIG, LATENCY_METHOD, CHUNK, now, sleep, log }
