@@ -117,23 +117,30 @@ const LATENCY_METHOD = {
 // The xid of the current transaction, as text (node-postgres has no xid8).
 const XID = 'pg_current_xact_id()::text AS xid'
 
-// Commit -> start in ms, on the server, for each key with a row in
-// `table` (k int, started_at timestamptz), given the enqueuing xids.
+// A connection for Node handlers to record their start on, whose commits
+// do not wait for the WAL flush: with one job every 20 ms on one
+// connection, a handler's record would otherwise wait for the last one's
+// flush before reading the clock.
+async function stampClient (database) {
+  const client = await connect(database)
+  await client.query('SET synchronous_commit = off')
+  return client
+}
+
+// Commit -> start in ms, on the server: waits (10 s at most) until
+// `table` (k int, started_at timestamptz) has a row for every key of
+// xids, the enqueuing transactions' xids by key, then joins the two.
 async function serverLatencies (client, table, xids) {
+  for (let tries = 0; tries < 200; tries++) {
+    if ((await client.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n >= xids.size) break
+    await sleep(50)
+  }
   const ks = [...xids.keys()]
   const { rows } = await client.query(`
     SELECT extract(epoch FROM s.started_at - pg_xact_commit_timestamp(xid(e.xid))) * 1000 AS ms
       FROM ${table} s JOIN unnest($1::bigint[], $2::xid8[]) AS e (k, xid) ON e.k = s.k`,
   [ks, ks.map(k => xids.get(k))])
   return rows.map(r => Number(r.ms))
-}
-
-// Wait until `table` holds n rows (the handlers are done), at most 10 s.
-async function awaitRows (client, table, n) {
-  for (let tries = 0; tries < 200; tries++) {
-    if ((await client.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n >= n) return
-    await sleep(50)
-  }
 }
 
 // ---------------------------------------------------------------- floor
@@ -223,7 +230,6 @@ class Jobq {
   async latency (n, everyMs) {
     const xids = await paced(n, everyMs, async k => (await this.c.query(
       `SELECT jobq.enqueue('bench.latency', jsonb_build_object('k', $1::int)), ${XID}`, [k])).rows[0].xid)
-    await awaitRows(this.c, 'latency', n)
     return serverLatencies(this.c, 'latency', xids)
   }
 }
@@ -284,7 +290,7 @@ class Graphile {
   // connection of its own; the producer calls add_job() as addJob() does,
   // on our connection, to learn its transaction's xid.
   async latency (n, everyMs) {
-    const stamp = await connect(this.db)
+    const stamp = await stampClient(this.db)
     const lat = async payload => {
       await stamp.query('INSERT INTO bench_started VALUES ($1, clock_timestamp())', [payload.k])
     }
@@ -294,7 +300,6 @@ class Graphile {
         const xids = await paced(n, everyMs, async k => (await this.c.query(
           `SELECT graphile_worker.add_job(identifier => 'lat', payload => json_build_object('k', $1::int)), ${XID}`,
           [k])).rows[0].xid)
-        await awaitRows(this.c, 'bench_started', n)
         return serverLatencies(this.c, 'bench_started', xids)
       })
     } finally {
@@ -349,7 +354,7 @@ class Boss {
   // batch, on a connection of its own; send() runs on our connection (its
   // db option), in a transaction whose xid we read before COMMIT.
   async latency (n, everyMs) {
-    const stamp = await connect(this.db)
+    const stamp = await stampClient(this.db)
     const handler = async jobs => {
       await stamp.query('INSERT INTO bench_started SELECT unnest($1::int[]), clock_timestamp()', [jobs.map(j => j.data.k)])
     }
@@ -363,7 +368,6 @@ class Boss {
           await this.c.query('COMMIT')
           return xid
         })
-        await awaitRows(this.c, 'bench_started', n)
         return serverLatencies(this.c, 'bench_started', xids)
       })
     } finally {
