@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * src/claim.c
- *		jobq.claim, the promotion of scheduled jobs, and lease rescue.
+ *		jobq.claim, and the promotion of scheduled jobs.
  *
  * A claim takes the first ready jobs of a queue in (priority, run_at)
- * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
- * each other and never get the same job.  Each claimed job gets a lease:
+ * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so
+ * concurrent claimers never wait for each other and never get the same
+ * job; jobs with a concurrency key are picked by the rounds of pick.c.  Each claimed job gets a lease:
  * the attempt is charged, the job gets a new random lease token (see
  * lease.c), and the lease runs until lease_expires_at: the claim's
  * "lease", or jobq.default_lease (the kind's timeout if that is shorter),
@@ -23,13 +24,9 @@
  * next sweep, without waiting for the time to run out.  In-database jobs
  * leased by the executor are always bound to their worker's backend.
  *
- * A lost lease is rescued: the attempt stays charged and the job is due
- * again at once, at its old place in line (its run_at is kept), or failed
- * or held, by the same rules as after jobq.fail.  Rescue runs at most once
- * per jobq.rescue_interval in each backend, and one backend at a time (a
- * jobq lock held for the sweep only): a lost lease waits at most about
- * that long after it expired or its bound backend exited, while the
- * background workers or claimers sweep.
+ * A lease that ends that way, or whose time runs out, is lost, and lease
+ * rescue (attempt.c) gives its job back; each claim sweeps first when
+ * jobq.rescue_interval has passed in its backend.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,27 +44,19 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "attempt.h"
+#include "claim.h"
+#include "concurrency.h"
 #include "jobq.h"
+#include "lease.h"
+#include "pick.h"
+#include "queue_acl.h"
+#include "queues.h"
 
 static SPIPlanPtr plan_promote;
-static SPIPlanPtr plan_find_lost;
-static SPIPlanPtr plan_forget_leases;
 static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_lease;
-
-static TimestampTz last_rescue = 0;
-
-/* A running job whose lease a rescue sweep found lost. */
-typedef struct LostJob
-{
-	int64		id;
-	int64		lease_token;
-	bool		expired;		/* its time ran out (else its holder exited) */
-	JobqLostLease lease;		/* what the sweep saw of the holder */
-	char	   *kind;			/* for the log line */
-	int32		attempt;
-} LostJob;
 
 /*
  * Move scheduled jobs whose run_at has come to pending, in batches, and
@@ -88,159 +77,6 @@ JobqPromoteDueJobs(void)
 	return JobqExecutePlan(plan_promote, NULL, NULL, SPI_OK_UPDATE, 0);
 }
 
-/*
- * Rescue the leases whose time ran out or whose holder's backend has
- * exited (at most max_jobs jobs; 0: all), forget the jobq.lease rows whose
- * jobs have all stopped running, and return the number of jobs rescued.
- * With max_jobs rescued, more may be left for the next sweep.  When another backend is doing
- * it, waits for it with "wait", else returns 0 at once.  Must run between
- * JobqBeginAccess and JobqEndAccess.
- */
-int
-JobqRescueLeases(bool wait, int max_jobs)
-{
-	LOCKTAG		tag;
-	int			rows;
-	int			nlost = 0;
-	int			nfinished = 0;
-	LostJob    *lost;
-	Datum	   *finished;
-	int			rescued = 0;
-	int			i;
-
-	Assert(JobqInsideAccess());
-
-	/*
-	 * One rescuer at a time, and only for the sweep: the lock is released
-	 * below, not at the end of the caller's transaction, so a claim inside
-	 * a long transaction does not stop every other rescue.  (An ERROR
-	 * releases it with the transaction.)
-	 */
-	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_RESCUE, 0);
-	if (LockAcquire(&tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
-		return 0;
-
-	/*
-	 * The backend status must be read after the query's snapshot is taken:
-	 * then every holder whose claim the snapshot sees had started before the
-	 * read, and is missing from it only if it has exited.
-	 */
-	pgstat_clear_backend_activity_snapshot();
-
-	/*
-	 * One row per (lease, job): whether the job still runs under a lease,
-	 * and whether that lease is lost.  Rows of one lease come together.
-	 */
-	JobqPreparePlan(&plan_find_lost,
-					"WITH live AS MATERIALIZED ("
-					"  SELECT pid, backend_start FROM pg_catalog.pg_stat_get_activity(NULL))"
-					" SELECT l.ctid, u.id, j.state IS NOT DISTINCT FROM 'running',"
-					"  j.lease_token, j.holder_pid,"
-					"  j.lease_expires_at < pg_catalog.clock_timestamp(),"
-					"  j.holder_pid IS NOT NULL AND NOT EXISTS ("
-					"    SELECT 1 FROM live"
-					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start),"
-					"  j.holder_start, j.kind, j.attempt"
-					" FROM jobq.lease l"
-					" CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
-					" LEFT JOIN jobq.job j ON j.id = u.id"
-					" ORDER BY l.ctid",
-					0, NULL);
-	rows = JobqExecutePlan(plan_find_lost, NULL, NULL, SPI_OK_SELECT, 0);
-
-	/* Copy what matters out: failing a job reuses the SPI result. */
-	lost = palloc(sizeof(LostJob) * Max(rows, 1));
-	finished = palloc(sizeof(Datum) * Max(rows, 1));
-	for (i = 0; i < rows;)
-	{
-		bool		isnull;
-		ItemPointer lease = (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull));
-		bool		any_running = false;
-
-		for (; i < rows &&
-			 ItemPointerEquals(lease, (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull)));
-			 i++)
-		{
-			if (!JobqGetBool(i, 3))
-				continue;
-			any_running = true;
-			if (JobqGetBool(i, 6) || JobqGetBool(i, 7))
-			{
-				LostJob    *l = &lost[nlost++];
-				bool		no_start;
-				Datum		start = JobqGetDatum(i, 8, &no_start);
-
-				l->id = JobqGetInt64(i, 2);
-				l->lease_token = JobqGetInt64(i, 4);
-				l->expired = JobqGetBool(i, 6);
-				l->lease.holder_pid = JobqGetInt32(i, 5);
-				l->lease.has_holder = !no_start && JobqGetBool(i, 7);
-				l->lease.holder_start = l->lease.has_holder ? DatumGetTimestampTz(start) : 0;
-				l->kind = TextDatumGetCString(JobqGetDatum(i, 9, &isnull));
-				l->attempt = JobqGetInt32(i, 10);
-			}
-		}
-		if (!any_running)
-		{
-			ItemPointer copy = palloc(sizeof(ItemPointerData));
-
-			ItemPointerCopy(lease, copy);
-			finished[nfinished++] = PointerGetDatum(copy);
-		}
-	}
-
-	for (i = 0; i < nlost && (max_jobs <= 0 || rescued < max_jobs); i++)
-	{
-		JobqErrorInfo error = {0};
-		const char *state;
-
-		error.message = lost[i].expired
-			? "lease expired before the job finished"
-			: psprintf("lease holder (process %d) exited before the job finished",
-					   lost[i].lease.holder_pid);
-		/* NULL: finished or re-leased meanwhile, or listed twice. */
-		state = JobqFailAttempt(lost[i].id, lost[i].lease_token, &error, true,
-								JOBQ_KEEP_PLACE, &lost[i].lease);
-		if (state == NULL)
-			continue;
-		ereport(LOG,
-				(errmsg("jobq rescued job %lld (kind \"%s\", attempt %d): %s; it is now %s",
-						(long long) lost[i].id, lost[i].kind, lost[i].attempt,
-						error.message, state)));
-		rescued++;
-	}
-
-	if (nfinished > 0)
-	{
-		Oid			argtypes[1] = {TIDARRAYOID};
-		Datum		values[1];
-
-		values[0] = PointerGetDatum(construct_array(finished, nfinished, TIDOID,
-													sizeof(ItemPointerData), false,
-													TYPALIGN_SHORT));
-		/* Rows another transaction is deleting are left to it. */
-		JobqPreparePlan(&plan_forget_leases,
-						"DELETE FROM jobq.lease WHERE ctid IN ("
-						"  SELECT ctid FROM jobq.lease WHERE ctid = ANY ($1)"
-						"  FOR UPDATE SKIP LOCKED)",
-						1, argtypes);
-		JobqExecutePlan(plan_forget_leases, values, NULL, SPI_OK_DELETE, 0);
-	}
-	LockRelease(&tag, ExclusiveLock, false);
-	return rescued;
-}
-
-/* Whether this backend's rescue interval has passed; if so, restart it. */
-static bool
-rescue_due(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (!TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
-		return false;
-	last_rescue = now;
-	return true;
-}
 
 #define CLAIM_PICK_SQL(extra) \
 	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
@@ -452,7 +288,7 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 		(void) JobqQueueForPrivilege(values[0], access.caller, JOBQ_WORK, NULL);
 
 	(void) JobqPromoteDueJobs();
-	if (rescue_due())
+	if (JobqRescueDue())
 		(void) JobqRescueLeases(false, JOBQ_RESCUE_BATCH);
 
 	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
@@ -528,27 +364,4 @@ jobq_claim(PG_FUNCTION_ARGS)
 {
 	claim_jobs(fcinfo, true);
 	return (Datum) 0;
-}
-
-PG_FUNCTION_INFO_V1(jobq_rescue_leases);
-
-/*
- * jobq.rescue_leases()
- *
- * Rescue every lost lease now (expired, or held by a backend that exited)
- * and return how many were rescued.  Claims and workers do this by
- * themselves every jobq.rescue_interval; operators call it to stop
- * waiting.  If another session is rescuing, waits for it first.
- */
-Datum
-jobq_rescue_leases(PG_FUNCTION_ARGS)
-{
-	JobqAccess	access;
-	int			rescued;
-
-	JobqRequirePrimary("jobq.rescue_leases()");
-	JobqBeginAccess(&access);
-	rescued = JobqRescueLeases(true, 0);
-	JobqEndAccess(&access);
-	PG_RETURN_INT32(rescued);
 }

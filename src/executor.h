@@ -32,7 +32,6 @@ extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 						 JobqBatchResult *result, int64 **later_ids);
 extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
 extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);
-extern void JobqInitExecutor(void);
 extern void JobqResetExecutorAfterError(JobqWorkerSlot *slot);
 
 #endif							/* JOBQ_EXECUTOR_H */

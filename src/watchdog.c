@@ -44,6 +44,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
 #include "jobq.h"
 #include "shmem.h"
 #include "watchdog.h"

@@ -58,11 +58,15 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
+#include "claim.h"
 #include "executor.h"
 #include "handler_env.h"
 #include "jobq.h"
-#include "watchdog.h"
+#include "retention.h"
+#include "schedules.h"
 #include "shmem.h"
+#include "watchdog.h"
 
 PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
 
