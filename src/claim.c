@@ -94,134 +94,174 @@ JobqPromoteDueJobs(void)
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p" \
 	" LEFT JOIN jobq.kind k ON k.name = p.kind"
 
+/* What pick_claimable keeps between the callbacks of its pick. */
+typedef struct ClaimPick
+{
+	Datum		values[5];		/* the pick's parameters */
+	char		nulls[5];
+	/* The jobs kept, in claim order. */
+	Datum	   *ids;
+	Datum	   *leases;
+	Datum	   *tids;
+	Datum	   *tokens;
+	/* The jobs of the last fetch. */
+	Datum	   *lease_elems;
+	Datum	   *tid_elems;
+	Datum	   *key_elems;
+	int64	   *new_tokens;
+	/* A first fetch without keys is leased as picked: its arrays. */
+	bool		as_picked;
+	Datum		picked[3];		/* int8[], interval[], tid[] */
+} ClaimPick;
+
+static int
+fetch_claimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
+{
+	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+	Datum	   *id_elems;
+	bool	   *key_nulls;
+	bool		isnull;
+	int			got;
+	int			i;
+
+	state->values[1] = Int32GetDatum(max_jobs);
+	if (excluded == (Datum) 0)
+	{
+		/* $4 is not used here: one list of types for both plans. */
+		state->nulls[3] = 'n';
+		JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
+		JobqExecutePlan(plan_pick, state->values, state->nulls, SPI_OK_SELECT, 0);
+	}
+	else
+	{
+		state->values[3] = excluded;
+		state->nulls[3] = ' ';
+		JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
+						5, picktypes);
+		JobqExecutePlan(plan_pick_more, state->values, state->nulls, SPI_OK_SELECT, 0);
+	}
+	(void) JobqGetDatum(0, 1, &isnull);
+	if (isnull)
+		return 0;
+	if (excluded == (Datum) 0 && !JobqGetBool(0, 4))
+	{
+		/* No keys: lease what was picked, as picked. */
+		for (i = 0; i < 3; i++)
+			state->picked[i] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, i + 1,
+																				   &isnull)));
+		state->as_picked = true;
+		pick->ids = NULL;
+		pick->keys = NULL;
+		return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(state->picked[0])),
+							  ARR_DIMS(DatumGetArrayTypeP(state->picked[0])));
+	}
+
+	got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
+							   INT8OID, "ids", false, &id_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)),
+								INTERVALOID, "leases", false, &state->lease_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)),
+								TIDOID, "ctids", false, &state->tid_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
+								TEXTOID, "keys", true, &state->key_elems, &key_nulls);
+	state->new_tokens = palloc(sizeof(int64) * got);
+	JobqNewLeaseTokens(state->new_tokens, got);
+	pick->ids = palloc(sizeof(int64) * got);
+	pick->keys = palloc(sizeof(char *) * got);
+	for (i = 0; i < got; i++)
+	{
+		pick->ids[i] = DatumGetInt64(id_elems[i]);
+		pick->keys[i] = key_nulls[i] ? NULL : TextDatumGetCString(state->key_elems[i]);
+	}
+	return got;
+}
+
+/* A claim holds a key under its job's new lease token. */
+static bool
+take_claimable_key(JobqKeyPick *pick, int i, const char *key)
+{
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+
+	return JobqHoldConcurrencyKey(state->key_elems[i], pick->ids[i], state->new_tokens[i]);
+}
+
+static void
+keep_claimable(JobqKeyPick *pick, int i, int at)
+{
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+
+	if (state->as_picked)
+		return;
+	state->ids[at] = Int64GetDatum(pick->ids[i]);
+	state->leases[at] = state->lease_elems[i];
+	state->tids[at] = state->tid_elems[i];
+	state->tokens[at] = Int64GetDatum(state->new_tokens[i]);
+}
+
 /*
  * Pick up to max_jobs jobs of a queue to lease, in claim order, with the
  * length of each lease (lease, or when lease_isnull jobq.default_lease,
  * or the kind's timeout if shorter) and where each row is (the rows are
  * locked, so their ctid holds until the update, which then needs no index
- * descent per job).  Of jobs with a concurrency key, only those whose key this
- * claim can take are kept: no other transaction is claiming or running
- * it, no standing lease holds it, and no earlier job of this claim took
- * it.  The others stay ready, uncharged, and the next jobs in line replace
- * them, in JOBQ_KEY_PICK_ROUNDS picks at most.  Returns how many, with
- * int8[], interval[] and tid[] arrays, and an int8[] of the new lease
- * tokens (a key is held under its job's new token).  Must run between
- * JobqBeginAccess and JobqEndAccess.
+ * descent per job).  Jobs with a concurrency key are kept as
+ * JobqPickWithKeys decides, each holding its key under its new lease
+ * token.  Returns how many, with int8[], interval[] and tid[] arrays, and
+ * an int8[] of the new lease tokens.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
  */
 static int
 pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			   Datum *ids_out, Datum *leases_out, Datum *tids_out, Datum *tokens_out)
 {
-	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
 	Interval   *default_lease = palloc0(sizeof(Interval));
-	Datum	   *ids = palloc(sizeof(Datum) * max_jobs);
-	Datum	   *leases = palloc(sizeof(Datum) * max_jobs);
-	Datum	   *tids = palloc(sizeof(Datum) * max_jobs);
-	int64	   *new_tokens = palloc(sizeof(int64) * max_jobs);
-	Datum	   *tokens = palloc(sizeof(Datum) * max_jobs);
-	List	   *taken = NIL;
-	List	   *busy = NIL;
-	int			n = 0;
-	int			round;
-
-	Assert(JobqInsideAccess());
+	ClaimPick	state;
+	JobqKeyPick pick;
+	int			n;
+	int			i;
 
 	default_lease->time = (int64) jobq_default_lease * 1000;
-	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
-	{
-		Datum		values[5] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0,
-		IntervalPGetDatum(default_lease)};
-		char		nulls[5] = {' ', ' ', lease_isnull ? 'n' : ' ', 'n', ' '};
-		Datum	   *id_elems;
-		Datum	   *lease_elems;
-		Datum	   *tid_elems;
-		Datum	   *key_elems;
-		bool	   *key_nulls;
-		bool		isnull;
-		int			nbusy = list_length(busy);
-		int			got;
-		int			i;
-
-		if (busy == NIL)
-		{
-			/* $4 is not used here: one list of types for both plans. */
-			JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
-			JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
-		}
-		else
-		{
-			/* Not again: what was skipped, and what this claim has. */
-			List	   *seen = list_copy(busy);
-
-			for (i = 0; i < n; i++)
-				seen = lappend(seen, JobqCopyId(DatumGetInt64(ids[i])));
-			values[3] = JobqIdListArray(seen);
-			nulls[3] = ' ';
-			JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
-							5, picktypes);
-			JobqExecutePlan(plan_pick_more, values, nulls, SPI_OK_SELECT, 0);
-		}
-		(void) JobqGetDatum(0, 1, &isnull);
-		if (isnull)
-			break;
-		if (round == 0 && !JobqGetBool(0, 4))
-		{
-			/* No keys: lease what was picked, as picked. */
-			*ids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)));
-			*leases_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
-			*tids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
-			n = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*ids_out)),
-							   ARR_DIMS(DatumGetArrayTypeP(*ids_out)));
-			JobqNewLeaseTokens(new_tokens, n);
-			for (i = 0; i < n; i++)
-				tokens[i] = Int64GetDatum(new_tokens[i]);
-			*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8,
-														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			return n;
-		}
-
-		got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
-								   INT8OID, "ids", false, &id_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)),
-									INTERVALOID, "leases", false, &lease_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)),
-									TIDOID, "ctids", false, &tid_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
-									TEXTOID, "keys", true, &key_elems, &key_nulls);
-		JobqNewLeaseTokens(&new_tokens[n], got);
-		for (i = 0; i < got; i++)
-		{
-			if (!key_nulls[i])
-			{
-				char	   *key = TextDatumGetCString(key_elems[i]);
-
-				if (JobqKeyTakenHere(taken, key) || !JobqTryLockConcurrencyKey(key) ||
-					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
-											new_tokens[n]))
-				{
-					busy = lappend(busy, JobqCopyId(DatumGetInt64(id_elems[i])));
-					continue;
-				}
-				taken = lappend(taken, key);
-			}
-			ids[n] = id_elems[i];
-			leases[n] = lease_elems[i];
-			tids[n] = tid_elems[i];
-			tokens[n] = Int64GetDatum(new_tokens[n]);
-			n++;
-		}
-		if (list_length(busy) == nbusy)
-			break;				/* nothing skipped: nothing hidden */
-	}
+	memset(&state, 0, sizeof(state));
+	state.values[0] = queue;
+	state.values[2] = lease;
+	state.values[4] = IntervalPGetDatum(default_lease);
+	memcpy(state.nulls, "   n ", 5);
+	state.nulls[2] = lease_isnull ? 'n' : ' ';
+	state.ids = palloc(sizeof(Datum) * max_jobs);
+	state.leases = palloc(sizeof(Datum) * max_jobs);
+	state.tids = palloc(sizeof(Datum) * max_jobs);
+	state.tokens = palloc(sizeof(Datum) * max_jobs);
+	memset(&pick, 0, sizeof(pick));
+	pick.fetch = fetch_claimable;
+	pick.take_key = take_claimable_key;
+	pick.keep = keep_claimable;
+	pick.arg = &state;
+	n = JobqPickWithKeys(&pick, max_jobs);
 	if (n == 0)
 		return 0;
-	*ids_out = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
-											   TYPALIGN_DOUBLE));
-	*leases_out = PointerGetDatum(construct_array(leases, n, INTERVALOID, sizeof(Interval),
-												  false, TYPALIGN_DOUBLE));
-	*tids_out = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
-												false, TYPALIGN_SHORT));
-	*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8, FLOAT8PASSBYVAL,
+	if (state.as_picked)
+	{
+		int64	   *new_tokens = palloc(sizeof(int64) * n);
+
+		*ids_out = state.picked[0];
+		*leases_out = state.picked[1];
+		*tids_out = state.picked[2];
+		JobqNewLeaseTokens(new_tokens, n);
+		for (i = 0; i < n; i++)
+			state.tokens[i] = Int64GetDatum(new_tokens[i]);
+	}
+	else
+	{
+		*ids_out = PointerGetDatum(construct_array(state.ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												   TYPALIGN_DOUBLE));
+		*leases_out = PointerGetDatum(construct_array(state.leases, n, INTERVALOID,
+													  sizeof(Interval), false,
+													  TYPALIGN_DOUBLE));
+		*tids_out = PointerGetDatum(construct_array(state.tids, n, TIDOID,
+													sizeof(ItemPointerData), false,
+													TYPALIGN_SHORT));
+	}
+	*tokens_out = PointerGetDatum(construct_array(state.tokens, n, INT8OID, 8, FLOAT8PASSBYVAL,
 												  TYPALIGN_DOUBLE));
 	return n;
 }

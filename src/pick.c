@@ -189,106 +189,148 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 }
 
 /*
- * Drop from n picked jobs those whose concurrency key another transaction
- * is claiming or running (their ids go to *busy), and those whose key an
- * earlier job of this batch took (counted in *deferred: they may run as
- * soon as the batch commits).  *taken lists the keys the batch holds.  The
- * dropped jobs stay ready and uncharged.  Returns how many are left.  Must
- * run between JobqBeginAccess and JobqEndAccess.
- */
-static int
-take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *deferred)
-{
-	int			kept = 0;
-	int			i;
-
-	Assert(JobqInsideAccess());
-
-	for (i = 0; i < n; i++)
-	{
-		BatchJob   *job = &jobs[i];
-
-		if (job->concurrency_key != NULL)
-		{
-			if (JobqKeyTakenHere(*taken, job->concurrency_key))
-			{
-				(*deferred)++;
-				*busy = lappend(*busy, JobqCopyId(job->id));
-				continue;
-			}
-
-			/*
-			 * The pick's snapshot may predate a claim of the key that has
-			 * committed since: with the key's lock taken, check again.
-			 */
-			if (!JobqTryLockConcurrencyKey(job->concurrency_key) ||
-				JobqConcurrencyKeyLeased(CStringGetTextDatum(job->concurrency_key)))
-			{
-				*busy = lappend(*busy, JobqCopyId(job->id));
-				continue;
-			}
-			*taken = lappend(*taken, job->concurrency_key);
-		}
-		if (kept != i)
-			jobs[kept] = *job;
-		kept++;
-	}
-	return kept;
-}
-
-/*
- * Pick up to max_jobs ready jobs whose concurrency keys this batch can
- * take.  Jobs skipped for a busy key are replaced by the next ones in line,
- * in JOBQ_KEY_PICK_ROUNDS picks at most, so that a busy key does not hide
- * the work behind it.  *deferred counts jobs left behind a key this batch
- * holds.  runner as in pick_jobs.  Must run between JobqBeginAccess and
- * JobqEndAccess.
+ * Pick up to max_jobs ready jobs whose concurrency keys this transaction
+ * can take, through the caller's callbacks (see JobqKeyPick).  A job whose
+ * key another transaction is claiming or running, or a standing lease
+ * holds, is skipped, and so is one whose key an earlier job of this pick
+ * took (counted in pick->deferred: it may run once this transaction
+ * commits).  Skipped jobs stay ready and uncharged; the next jobs in line
+ * replace them, in JOBQ_KEY_PICK_ROUNDS fetches at most, so that a busy
+ * key does not hide the work behind it.  Sets pick->took_keys if the pick
+ * holds a key, and returns how many jobs it kept.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
  */
 int
-JobqPickRunnableJobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
+JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 {
-	BatchJob   *jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
 	List	   *taken = NIL;
 	List	   *busy = NIL;
+	List	   *kept = NIL;
 	int			n = 0;
 	int			round;
 
 	Assert(JobqInsideAccess());
 
-	*deferred = 0;
+	pick->deferred = 0;
 	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
 	{
-		BatchJob   *more;
 		int			nbusy = list_length(busy);
 		int			got;
 		int			i;
 
-		/* Not again: what was skipped, and what this batch has. */
-		if (busy != NIL)
-		{
-			List	   *seen = list_copy(busy);
-
-			for (i = 0; i < n; i++)
-				seen = lappend(seen, JobqCopyId(jobs[i].id));
-			got = pick_jobs(max_jobs - n, JobqIdListArray(seen), runner, &more);
-		}
-		else
-			got = pick_jobs(max_jobs - n, (Datum) 0, runner, &more);
+		/* Not again: what was skipped, and what this pick has. */
+		got = pick->fetch(pick, max_jobs - n,
+						  busy != NIL ? JobqIdListArray(list_concat_copy(busy, kept)) : (Datum) 0);
 		if (got == 0)
 			break;
-		got = take_concurrency_keys(more, got, &taken, &busy, deferred);
-		memcpy(&jobs[n], more, sizeof(BatchJob) * got);
-		n += got;
+		for (i = 0; i < got; i++)
+		{
+			char	   *key = pick->keys != NULL ? pick->keys[i] : NULL;
+
+			if (key != NULL)
+			{
+				if (JobqKeyTakenHere(taken, key))
+				{
+					pick->deferred++;
+					busy = lappend(busy, JobqCopyId(pick->ids[i]));
+					continue;
+				}
+
+				/*
+				 * The fetch's snapshot may predate a claim of the key that
+				 * has committed since: with the key's lock taken, check
+				 * again.
+				 */
+				if (!JobqTryLockConcurrencyKey(key) || !pick->take_key(pick, i, key))
+				{
+					busy = lappend(busy, JobqCopyId(pick->ids[i]));
+					continue;
+				}
+				taken = lappend(taken, key);
+			}
+			pick->keep(pick, i, n);
+			if (pick->keys != NULL)
+				kept = lappend(kept, JobqCopyId(pick->ids[i]));
+			n++;
+		}
 		if (list_length(busy) == nbusy)
 			break;				/* nothing skipped: nothing hidden */
 	}
+	pick->took_keys = taken != NIL;
+	return n;
+}
+
+/* What JobqPickRunnableJobs keeps between its callbacks. */
+typedef struct RunnablePick
+{
+	Oid			runner;			/* as in pick_jobs */
+	BatchJob   *jobs;			/* the jobs kept, max_jobs of room */
+	BatchJob   *round;			/* the jobs of the last fetch */
+} RunnablePick;
+
+static int
+fetch_runnable(JobqKeyPick *pick, int max_jobs, Datum excluded)
+{
+	RunnablePick *state = (RunnablePick *) pick->arg;
+	int			got;
+	int			i;
+
+	got = pick_jobs(max_jobs, excluded, state->runner, &state->round);
+	pick->ids = palloc(sizeof(int64) * Max(got, 1));
+	pick->keys = palloc(sizeof(char *) * Max(got, 1));
+	for (i = 0; i < got; i++)
+	{
+		pick->ids[i] = state->round[i].id;
+		pick->keys[i] = state->round[i].concurrency_key;
+	}
+	return got;
+}
+
+/* No standing lease holds the key: a batch's row lock is its job's lease. */
+static bool
+take_runnable_key(JobqKeyPick *pick, int i, const char *key)
+{
+	return !JobqConcurrencyKeyLeased(CStringGetTextDatum(key));
+}
+
+static void
+keep_runnable(JobqKeyPick *pick, int i, int at)
+{
+	RunnablePick *state = (RunnablePick *) pick->arg;
+
+	state->jobs[at] = state->round[i];
+}
+
+/*
+ * Pick up to max_jobs ready in-database jobs whose concurrency keys this
+ * batch can take (JobqPickWithKeys), into *jobs_out.  *deferred counts
+ * jobs left behind a key this batch holds.  runner as in pick_jobs.  Must
+ * run between JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqPickRunnableJobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
+{
+	RunnablePick state;
+	JobqKeyPick pick;
+	int			n;
+
+	state.runner = runner;
+	state.jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
+	state.round = NULL;
+	memset(&pick, 0, sizeof(pick));
+	pick.fetch = fetch_runnable;
+	pick.take_key = take_runnable_key;
+	pick.keep = keep_runnable;
+	pick.arg = &state;
+	n = JobqPickWithKeys(&pick, max_jobs);
 
 	/*
 	 * Keys this batch holds are free again when it commits: wake a worker
 	 * then, for the jobs that wait on them here or in other workers.
 	 */
-	if (taken != NIL)
+	if (pick.took_keys)
 		JobqWakeWorkersAtCommit();
-	*jobs_out = jobs;
+	*deferred = pick.deferred;
+	*jobs_out = state.jobs;
 	return n;
 }
