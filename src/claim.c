@@ -267,6 +267,58 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 }
 
 /*
+ * Lease jobs the caller picked and locked: ids (int8[]), leases
+ * (interval[], each from now), tids (tid[], where each row is) and tokens
+ * (int8[], the new lease tokens) are arrays in one order, and worker (text)
+ * the label jobq.job.worker gets.  With "bound", the calling backend is
+ * recorded as the leases' holder.  Unbound, a lease has none: it is
+ * whoever presents its token, and it ends when its time runs out.  Each
+ * attempt is charged, and one jobq.lease row lists the jobs.  Leaves the
+ * leased jobs in SPI_tuptable, in the order given, as jobq.claimed_job
+ * (id, kind, payload, attempt, lease_token, lease_expires_at,
+ * idempotency_key), and returns how many.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound, Datum worker)
+{
+	Oid			argtypes[7] = {INT8ARRAYOID, INTERVALARRAYOID, TIDARRAYOID, INT8ARRAYOID,
+	INT4OID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[7] = {ids, leases, tids, tokens, Int32GetDatum(MyProcPid),
+	TimestampTzGetDatum(MyStartTimestamp), worker};
+	char		nulls[7] = {' ', ' ', ' ', ' ', bound ? ' ' : 'n', bound ? ' ' : 'n', ' '};
+
+	Assert(JobqInsideAccess());
+
+	/*
+	 * One TID scan for all the rows, joined to the leases by id: a TID scan
+	 * per job would ask the kernel for the table's size each time.
+	 */
+	JobqPreparePlan(&plan_lease,
+					"WITH leased AS ("
+					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
+					"    attempt = j.attempt + 1, lease_token = p.token,"
+					"    started_at = pg_catalog.clock_timestamp(),"
+					"    heartbeat_at = pg_catalog.clock_timestamp(),"
+					"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
+					"    holder_pid = $5, holder_start = $6, worker = $7"
+					"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"    pg_catalog.unnest($4)) WITH ORDINALITY AS p(id, lease, token, ord)"
+					"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($3) AND j.id = p.id"
+					"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
+					"    j.lease_expires_at, j.idempotency_key, p.ord"
+					"), recorded AS ("
+					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
+					"  VALUES ($1[1], $5, $1)"
+					")"
+					" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
+					"   idempotency_key"
+					" FROM leased ORDER BY ord",
+					7, argtypes);
+	return JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+}
+
+/*
  * Lease up to max_jobs due jobs of a queue (the arguments of jobq.claim),
  * for external workers: only kinds without an in-database handler are
  * handed out.  With "bound", the calling backend is recorded as the
@@ -278,8 +330,6 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
-	Oid			leasetypes[8] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
-	TIMESTAMPTZOID, TEXTOID, TIDARRAYOID, INT8ARRAYOID};
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int32		max_jobs;
@@ -303,14 +353,6 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
-	/*
-	 * The holder, for a bound claim.  Unbound, the lease has none: it is
-	 * whoever presents its token, and it ends when its time runs out.
-	 */
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = TimestampTzGetDatum(MyStartTimestamp);
-	nulls[3] = bound ? ' ' : 'n';
-	nulls[4] = bound ? ' ' : 'n';
 	if (PG_ARGISNULL(1))
 		values[5] = CStringGetTextDatum(psprintf("pid %d", MyProcPid));
 	else
@@ -334,34 +376,7 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
 					   &values[1], &values[2], &values[6], &values[7]) > 0)
 	{
-		nulls[2] = ' ';
-		nulls[6] = ' ';
-		/*
-		 * One TID scan for all the rows, joined to the leases by id: a TID
-		 * scan per job would ask the kernel for the table's size each time.
-		 */
-		JobqPreparePlan(&plan_lease,
-						"WITH leased AS ("
-						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-						"    attempt = j.attempt + 1, lease_token = p.token,"
-						"    started_at = pg_catalog.clock_timestamp(),"
-						"    heartbeat_at = pg_catalog.clock_timestamp(),"
-						"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
-						"    holder_pid = $4, holder_start = $5, worker = $6"
-						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-						"    pg_catalog.unnest($8)) WITH ORDINALITY AS p(id, lease, token, ord)"
-						"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($7) AND j.id = p.id"
-						"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
-						"    j.lease_expires_at, j.idempotency_key, p.ord"
-						"), recorded AS ("
-						"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
-						"  VALUES ($2[1], $4, $2)"
-						")"
-						" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
-						"   idempotency_key"
-						" FROM leased ORDER BY ord",
-						8, leasetypes);
-		rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+		rows = JobqLeaseJobs(values[1], values[2], values[6], values[7], bound, values[5]);
 		for (i = 0; i < rows; i++)
 			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	}

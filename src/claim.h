@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * src/claim.h
- *		jobq.claim and the promotion of due scheduled jobs.
+ *		jobq.claim, leasing picked jobs, and the promotion of due scheduled jobs.
  *
  *-------------------------------------------------------------------------
  */
@@ -9,5 +9,7 @@
 #define JOBQ_CLAIM_H
 
 extern int	JobqPromoteDueJobs(void);
+extern int	JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound,
+						  Datum worker);
 
 #endif							/* JOBQ_CLAIM_H */

@@ -69,8 +69,7 @@
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
 static SPIPlanPtr plan_complete_batch;
-static SPIPlanPtr plan_lease_jobs;
-static SPIPlanPtr plan_lease_key;
+static SPIPlanPtr plan_lease_one;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
 static SPIPlanPtr plan_hold_leased;
@@ -506,30 +505,41 @@ JobqLeasedJob
 JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 {
 	JobqAccess	access;
-	Oid			argtypes[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID};
-	Datum		values[5];
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
 	JobqLeasedJob leased = {0, 0};
 	int64		token;
+	Datum		token_datum;
+	bool		isnull;
+	Datum		tid;
+	Datum		key;
+	Datum		lease;
 
 	JobqNewLeaseTokens(&token, 1);
-	values[0] = Int64GetDatum(job_id);
-	values[1] = Int32GetDatum(MyProcPid);
-	values[2] = TimestampTzGetDatum(MyStartTimestamp);
-	values[3] = CStringGetTextDatum(JobqWorkerLabel(slot));
-	values[4] = Int64GetDatum(token);
-
+	token_datum = Int64GetDatum(token);
 	JobqBeginAccess(&access);
 
-	/* A keyed job is leased only with its key, which the lease then holds. */
-	JobqPreparePlan(&plan_lease_key,
-					"SELECT concurrency_key FROM jobq.job"
-					" WHERE id = $1 AND lane = 'r' AND in_db AND concurrency_key IS NOT NULL",
+	/* Lock it if it is still ready: another worker may have taken it. */
+	JobqPreparePlan(&plan_lease_one,
+					"SELECT j.ctid, j.concurrency_key,"
+					" coalesce(k.timeout, interval '5 minutes') + interval '1 minute'"
+					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
+					" WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
+					" FOR UPDATE OF j",
 					1, argtypes);
-	if (JobqExecutePlan(plan_lease_key, values, NULL, SPI_OK_SELECT, 0) == 1)
+	if (JobqExecutePlan(plan_lease_one, values, NULL, SPI_OK_SELECT, 0) != 1)
 	{
-		bool		isnull;
-		Datum		key = datumCopy(JobqGetDatum(0, 1, &isnull), false, -1);
+		JobqEndAccess(&access);
+		return leased;
+	}
+	tid = datumCopy(JobqGetDatum(0, 1, &isnull), false, sizeof(ItemPointerData));
+	lease = datumCopy(JobqGetDatum(0, 3, &isnull), false, sizeof(Interval));
+	key = JobqGetDatum(0, 2, &isnull);
 
+	/* A keyed job is leased only with its key, which the lease then holds. */
+	if (!isnull)
+	{
+		key = datumCopy(key, false, -1);
 		if (!JobqTryLockConcurrencyKey(TextDatumGetCString(key)) ||
 			!JobqHoldConcurrencyKey(key, job_id, token))
 		{
@@ -538,28 +548,14 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 		}
 	}
 
-	JobqPreparePlan(&plan_lease_jobs,
-					"WITH leased AS ("
-					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-					"    attempt = j.attempt + 1, lease_token = $5,"
-					"    started_at = pg_catalog.clock_timestamp(),"
-					"    heartbeat_at = pg_catalog.clock_timestamp(),"
-					"    lease_expires_at = pg_catalog.clock_timestamp()"
-					"      + coalesce((SELECT k.timeout FROM jobq.kind k WHERE k.name = j.kind),"
-					"        interval '5 minutes') + interval '1 minute',"
-					"    holder_pid = $2, holder_start = $3, worker = $4"
-					"  WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
-					"  RETURNING j.id, j.lease_token"
-					"), recorded AS ("
-					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
-					"  SELECT id, $2, ARRAY[id] FROM leased"
-					")"
-					" SELECT id, lease_token FROM leased",
-					5, argtypes);
-	if (JobqExecutePlan(plan_lease_jobs, values, NULL, SPI_OK_SELECT, 0) == 1)
+	if (JobqLeaseJobs(build_array(&values[0], NULL, 1, INT8OID),
+					  build_array(&lease, NULL, 1, INTERVALOID),
+					  build_array(&tid, NULL, 1, TIDOID),
+					  build_array(&token_datum, NULL, 1, INT8OID),
+					  true, CStringGetTextDatum(JobqWorkerLabel(slot))) == 1)
 	{
-		leased.id = JobqGetInt64(0, 1);
-		leased.lease_token = JobqGetInt64(0, 2);
+		leased.id = job_id;
+		leased.lease_token = token;
 	}
 	JobqEndAccess(&access);
 	return leased;
