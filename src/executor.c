@@ -65,6 +65,7 @@
 #include "pick.h"
 #include "queue_acl.h"
 #include "watchdog.h"
+#include "worker.h"
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 

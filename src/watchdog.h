@@ -37,10 +37,6 @@ typedef struct JobqLimitedJob
 	char		worker[64];		/* the label jobq.job.worker gets */
 } JobqLimitedJob;
 
-/* Set by a worker's SIGTERM handler: stop claiming, then stop the handler. */
-extern volatile sig_atomic_t JobqShutdownRequested;
-extern volatile TimestampTz JobqShutdownRequestedAt;
-
 /* Whether a handler runs now, and whose: read by signal handlers. */
 extern volatile sig_atomic_t JobqInHandler;
 extern volatile int64 JobqHandlerJobId;

@@ -67,8 +67,13 @@
 #include "schedules.h"
 #include "shmem.h"
 #include "watchdog.h"
+#include "worker.h"
 
 PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
+
+/* Written by worker_sigterm alone; see worker.h. */
+volatile sig_atomic_t JobqShutdownRequested = false;
+volatile TimestampTz JobqShutdownRequestedAt = 0;
 
 static JobqWorkerSlot *MySlot = NULL;
 static TimestampTz last_rescue = 0;
