@@ -146,10 +146,8 @@ forget_conflicts(BatchJob **done, int n)
  * reruns already made in this transaction.
  */
 static FailureAction
-classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *job)
+classify_failure(ErrorData *edata, int tries, const JobqRunContext *run, BatchJob *job)
 {
-	bool		in_worker = slot != NULL;
-
 	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
 		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
 	{
@@ -197,7 +195,7 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 		 * 57014 the handler raised itself, with no cancel sent to the
 		 * session, is.
 		 */
-		if (!in_worker && JobqSessionWasCancelled())
+		if (!run->in_worker && JobqSessionWasCancelled())
 			return FAILURE_RETHROW;
 	}
 	return FAILURE_RECORD;
@@ -317,7 +315,7 @@ abort_subtransaction(MemoryContext cxt, ResourceOwner owner)
  * stopped the batch: the rest are handed back).
  */
 static bool
-run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
+run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 			   MemoryContext cxt, int *completed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -334,16 +332,16 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 
 		for (i = 0; i < n && !JobqShutdownRequested; i++)
 		{
-			JobqCallHandler(jobs[i], slot, cxt);
+			JobqCallHandler(jobs[i], run, cxt);
 			ran = i + 1;
 		}
-		JobqClearActivity(slot);
+		JobqClearActivity(run);
 		release_subtransaction(oldcontext, oldowner);
 	}
 	PG_CATCH();
 	{
 		edata = abort_subtransaction(oldcontext, oldowner);
-		JobqClearActivity(slot);
+		JobqClearActivity(run);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -351,7 +349,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	if (!ok)
 	{
 		/* A cancel of the calling session is its own, not a job's. */
-		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot, NULL) == FAILURE_RETHROW)
+		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, run, NULL) == FAILURE_RETHROW)
 			ReThrowError(edata);
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
@@ -365,7 +363,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 						JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
 		{
 			jobs[ran]->stopped_action = classify_failure(edata, JOBQ_CONFLICT_RETRIES,
-														 slot, jobs[ran]);
+														 run, jobs[ran]);
 			jobs[ran]->stopped_timed_out = JobqHandlerPastDeadline();
 			jobs[ran]->stopped = edata;
 		}
@@ -383,7 +381,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	 * the others are handed back untouched.
 	 */
 	if (ran > 0)
-		record_completions(jobs, ran, label);
+		record_completions(jobs, ran, run->label);
 	*completed = ran;
 	return true;
 }
@@ -396,7 +394,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
  * error (in the caller's memory context) and the action says what to do.
  */
 static FailureAction
-run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
+run_in_subtransaction(BatchJob *job, const JobqRunContext *run, MemoryContext cxt,
 					  ErrorData **edata_out)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -414,18 +412,18 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
 		MemoryContextSwitchTo(oldcontext);
 		PG_TRY();
 		{
-			JobqCallHandler(job, slot, cxt);
+			JobqCallHandler(job, run, cxt);
 			job->succeeded = true;
 			release_subtransaction(oldcontext, oldowner);
 		}
 		PG_CATCH();
 		{
 			edata = abort_subtransaction(oldcontext, oldowner);
-			action = classify_failure(edata, tries, slot, job);
+			action = classify_failure(edata, tries, run, job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
 		PG_END_TRY();
-		JobqClearActivity(slot);
+		JobqClearActivity(run);
 		if (!retry)
 			break;
 		tries++;
@@ -443,7 +441,7 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
  * counters.
  */
 static FailureAction
-run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContext cxt)
+run_careful(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 {
 	ErrorData  *edata;
 	FailureAction action;
@@ -458,14 +456,14 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 	}
 	else
 	{
-		action = run_in_subtransaction(job, slot, cxt, &edata);
+		action = run_in_subtransaction(job, run, cxt, &edata);
 		timed_out = JobqHandlerPastDeadline();
 	}
 
 	if (job->succeeded)
 	{
 		/* By the top transaction, as in run_optimistic. */
-		record_completions(&job, 1, label);
+		record_completions(&job, 1, run->label);
 		return FAILURE_RECORD;	/* unused by callers for successes */
 	}
 
@@ -485,7 +483,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 		JobqBeginAccess(&access);
 		JobqKeepRecordedSteps(job);
 		JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, &info,
-						  label, job->started_at);
+						  run->label, job->started_at);
 		JobqEndAccess(&access);
 		forget_conflicts(&job, 1);
 		ereport(LOG,
@@ -503,7 +501,7 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
  * another worker took the job meanwhile.  Must run in a transaction.
  */
 JobqLeasedJob
-JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
+JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 {
 	JobqAccess	access;
 	Oid			argtypes[1] = {INT8OID};
@@ -553,7 +551,7 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 					  build_array(&lease, NULL, 1, INTERVALOID),
 					  build_array(&tid, NULL, 1, TIDOID),
 					  build_array(&token_datum, NULL, 1, INT8OID),
-					  true, CStringGetTextDatum(JobqWorkerLabel(slot))) == 1)
+					  true, CStringGetTextDatum(run->label)) == 1)
 	{
 		leased.id = job_id;
 		leased.lease_token = token;
@@ -600,17 +598,16 @@ keep_one_owner(BatchJob *jobs, int n)
 /*
  * Run one batch of ready in-database jobs in the current transaction.
  *
- * With can_commit (a worker), jobs that need a durable start record are
- * left alone and their ids returned in *later (ended by 0): the caller
+ * When run->can_commit (a worker), jobs that need a durable start record
+ * are left alone and their ids returned in *later (ended by 0): the caller
  * leases and runs each in transactions of their own (JobqLeaseForRun, then
  * JobqRunLeasedJob), so that at most one of them is ever leased and not
- * yet started.  Otherwise they run carefully here.  slot is the worker's
- * slot, or NULL in a session.  Only the jobs of one role run (see
- * keep_one_owner).
+ * yet started.  Otherwise they run carefully here.  Only the jobs of one
+ * role run (see keep_one_owner).
  * Must run in a transaction with an active snapshot.
  */
 void
-JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+JobqRunBatch(int max_jobs, const JobqRunContext *run,
 			 JobqBatchResult *result, int64 **later_ids)
 {
 	MemoryContext batch_cxt;
@@ -626,18 +623,16 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	int			n;
 	int			deferred;
 	int			i;
-	char	   *label;
 
 	memset(result, 0, sizeof(*result));
 	*later_ids = NULL;
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "jobq batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
-	label = JobqWorkerLabel(slot);
 
 	JobqBeginAccess(&access);
 	/* Workers promote in a short transaction of their own. */
-	if (slot == NULL)
+	if (!run->in_worker)
 		(void) JobqPromoteDueJobs();
 	/*
 	 * In a session, the caller's (not jobq's owner's, whose rights the
@@ -645,7 +640,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	 * every kind's handler, with no check per job.
 	 */
 	n = JobqPickRunnableJobs(max_jobs,
-						   slot == NULL && !superuser_arg(access.caller) ? access.caller : InvalidOid,
+						   !run->in_worker && !superuser_arg(access.caller) ? access.caller : InvalidOid,
 						   &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
@@ -658,7 +653,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	later = palloc(sizeof(BatchJob *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		if (jobs[i].hold_on_failure && can_commit)
+		if (jobs[i].hold_on_failure && run->can_commit)
 			later[nlater++] = &jobs[i];
 		else if (jobs[i].careful)
 			careful[ncareful++] = &jobs[i];
@@ -670,7 +665,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	{
 		int			done = 0;
 
-		if (run_optimistic(optimistic, noptimistic, slot, label, batch_cxt, &done))
+		if (run_optimistic(optimistic, noptimistic, run, batch_cxt, &done))
 		{
 			result->completed += done;
 			result->handed_back += noptimistic - done;
@@ -692,7 +687,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 			result->handed_back += ncareful - i;
 			break;
 		}
-		action = run_careful(careful[i], slot, label, batch_cxt);
+		action = run_careful(careful[i], run, batch_cxt);
 		if (careful[i]->succeeded)
 			result->completed++;
 		else if (action == FAILURE_HAND_BACK)
@@ -709,8 +704,8 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 		result->leased = nlater;
 	}
 
-	if (slot != NULL)
-		JobqCountJobs(slot, result->completed, result->failed);
+	if (run->in_worker)
+		JobqCountJobs(run->slot, result->completed, result->failed);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
 }
@@ -722,7 +717,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
  * effect may already have happened.  Returns whether the handler succeeded.
  */
 bool
-JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
+JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 {
 	MemoryContext job_cxt;
 	MemoryContext oldcxt;
@@ -778,7 +773,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.leased = true;
 	JobqEndAccess(&access);
 
-	action = run_in_subtransaction(&job, slot, job_cxt, &edata);
+	action = run_in_subtransaction(&job, run, job_cxt, &edata);
 	if (job.succeeded)
 	{
 		Oid			types3[3] = {INT8OID, INT8OID, JSONBOID};
@@ -825,8 +820,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		JobqEndAccess(&access);
 		FreeErrorData(edata);
 	}
-	if (slot != NULL)
-		JobqCountJobs(slot, job.succeeded ? 1 : 0, job.succeeded ? 0 : 1);
+	if (run->in_worker)
+		JobqCountJobs(run->slot, job.succeeded ? 1 : 0, job.succeeded ? 0 : 1);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(job_cxt);
 	return job.succeeded;
@@ -837,10 +832,10 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
  * caller rolled its transaction back: no handler runs, and the slot says so.
  */
 void
-JobqResetExecutorAfterError(JobqWorkerSlot *slot)
+JobqResetExecutorAfterError(const JobqRunContext *run)
 {
 	JobqUnlimitHandler();
-	JobqClearActivity(slot);
+	JobqClearActivity(run);
 }
 
 PG_FUNCTION_INFO_V1(jobq_run_pending);
@@ -858,6 +853,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
 	volatile int32 ran = 0;
+	JobqRunContext run;
 
 	JobqRequirePrimary("jobq.run_pending()");
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
@@ -880,6 +876,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 		JobqEndAccess(&access);
 	}
 
+	JobqSessionRunContext(&run);
 	JobqBeginHandlerSession();
 	JobqNoteSessionCancels();
 	JobqStartWatchdog();
@@ -890,7 +887,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 			JobqBatchResult result;
 			int64	   *later;
 
-			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
+			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), &run, &result, &later);
 			ran += result.completed + result.failed;
 
 			/*

@@ -76,25 +76,36 @@ make_constraints_immediate(void)
 	pfree(stmt);
 }
 
-/* The label stored in jobq.job.worker for jobs this backend runs. */
-static void
-format_worker_label(JobqWorkerSlot *slot, char *buf, size_t size)
+/*
+ * The run context of a background worker, whose slot shows the job it
+ * runs and may commit between jobs.
+ */
+void
+JobqWorkerRunContext(JobqRunContext *run, JobqWorkerSlot *slot)
 {
-	snprintf(buf, size, "%s %d", slot != NULL ? "jobq worker" : "run_pending", MyProcPid);
+	Assert(slot != NULL);
+	run->in_worker = true;
+	run->slot = slot;
+	run->can_commit = true;
+	snprintf(run->label, sizeof(run->label), "jobq worker %d", MyProcPid);
 }
 
-char *
-JobqWorkerLabel(JobqWorkerSlot *slot)
+/*
+ * The run context of jobq.run_pending() in a session: every job runs in
+ * the caller's transaction, which commits or rolls back with them.
+ */
+void
+JobqSessionRunContext(JobqRunContext *run)
 {
-	char		buf[64];
-
-	format_worker_label(slot, buf, sizeof(buf));
-	return pstrdup(buf);
+	run->in_worker = false;
+	run->slot = NULL;
+	run->can_commit = false;
+	snprintf(run->label, sizeof(run->label), "run_pending %d", MyProcPid);
 }
 
 /* What the watchdog keeps of a job whose handler is about to run. */
 static void
-limit_job(BatchJob *job, JobqWorkerSlot *slot, JobqLimitedJob *limited)
+limit_job(BatchJob *job, const JobqRunContext *run, JobqLimitedJob *limited)
 {
 	memset(limited, 0, sizeof(*limited));
 	limited->id = job->id;
@@ -107,7 +118,7 @@ limit_job(BatchJob *job, JobqWorkerSlot *slot, JobqLimitedJob *limited)
 	limited->timeout_ms = job->timeout_ms;
 	limited->started_at = job->started_at;
 	strlcpy(limited->kind, job->kind, sizeof(limited->kind));
-	format_worker_label(slot, limited->worker, sizeof(limited->worker));
+	strlcpy(limited->worker, run->label, sizeof(limited->worker));
 }
 
 /*
@@ -115,7 +126,7 @@ limit_job(BatchJob *job, JobqWorkerSlot *slot, JobqLimitedJob *limited)
  * Runs inside a subtransaction; any ERROR is the job's.
  */
 void
-JobqCallHandler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
+JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 {
 	JobqHandler *handler;
 	JobqHandlerEnv env;
@@ -139,12 +150,12 @@ JobqCallHandler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	current_job = job;
 
 	job->started_at = GetCurrentTimestamp();
-	if (slot != NULL)
+	if (run->in_worker)
 	{
 		char	   *activity = psprintf("jobq: %s job %lld attempt %d", job->kind,
 										(long long) job->id, job->attempt + 1);
 
-		JobqSetSlotJob(slot, job->id, job->kind, job->attempt + 1);
+		JobqSetSlotJob(run->slot, job->id, job->kind, job->attempt + 1);
 		pgstat_report_activity(STATE_RUNNING, activity);
 		debug_query_string = activity;
 	}
@@ -162,7 +173,7 @@ JobqCallHandler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 	JobqCheckKindSearchPath(job->search_path, job->owner);
 	make_constraints_immediate();
 
-	limit_job(job, slot, &limited);
+	limit_job(job, run, &limited);
 	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
 	JobqLimitHandler(&limited);
 
@@ -197,12 +208,12 @@ JobqCallHandler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
 
 /* After a handler, successful or not: the worker is idle again. */
 void
-JobqClearActivity(JobqWorkerSlot *slot)
+JobqClearActivity(const JobqRunContext *run)
 {
 	current_job = NULL;
-	if (slot != NULL)
+	if (run->in_worker)
 	{
-		JobqSetSlotJob(slot, 0, NULL, 0);
+		JobqSetSlotJob(run->slot, 0, NULL, 0);
 		debug_query_string = NULL;
 	}
 }

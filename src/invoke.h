@@ -9,6 +9,7 @@
 #define JOBQ_INVOKE_H
 
 #include "shmem.h"
+#include "watchdog.h"
 
 typedef enum FailureAction
 {
@@ -59,9 +60,23 @@ typedef struct BatchJob
 	TimestampTz started_at;
 } BatchJob;
 
-extern void JobqCallHandler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt);
-extern void JobqClearActivity(JobqWorkerSlot *slot);
-extern char *JobqWorkerLabel(JobqWorkerSlot *slot);
+/*
+ * Who runs jobs in this backend: a background worker, or a session's
+ * jobq.run_pending().  Made once by the caller and passed down to the
+ * executor and to each handler call.
+ */
+typedef struct JobqRunContext
+{
+	bool		in_worker;		/* a background worker (else a session) */
+	JobqWorkerSlot *slot;		/* the worker's slot; NULL in a session */
+	bool		can_commit;		/* may end transactions between jobs */
+	char		label[JOBQ_RUN_LABEL_LEN];	/* what jobq.job.worker gets */
+} JobqRunContext;
+
+extern void JobqWorkerRunContext(JobqRunContext *run, JobqWorkerSlot *slot);
+extern void JobqSessionRunContext(JobqRunContext *run);
+extern void JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt);
+extern void JobqClearActivity(const JobqRunContext *run);
 extern void JobqKeepRecordedSteps(BatchJob *job);
 
 /* The job whose handler runs in this backend, for the handler's calls. */
