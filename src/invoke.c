@@ -240,14 +240,15 @@ void
 JobqRememberStep(Datum step, Datum result)
 {
 	MemoryContext old;
+	JobqRecordedStep *recorded;
 
 	if (current_job == NULL || current_job->steps_cxt == NULL)
 		return;
 	old = MemoryContextSwitchTo(current_job->steps_cxt);
-	current_job->steps = lappend(current_job->steps,
-								 DatumGetPointer(PG_DETOAST_DATUM_COPY(step)));
-	current_job->steps = lappend(current_job->steps,
-								 DatumGetPointer(PG_DETOAST_DATUM_COPY(result)));
+	recorded = palloc(sizeof(JobqRecordedStep));
+	recorded->step = PointerGetDatum(PG_DETOAST_DATUM_COPY(step));
+	recorded->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+	current_job->steps = lappend(current_job->steps, recorded);
 	MemoryContextSwitchTo(old);
 }
 
@@ -266,13 +267,14 @@ JobqKeepRecordedSteps(BatchJob *job)
 
 	Assert(JobqInsideAccess());
 
-	for (lc = list_head(job->steps); lc != NULL; lc = lnext(job->steps, lnext(job->steps, lc)))
+	foreach(lc, job->steps)
 	{
+		JobqRecordedStep *recorded = (JobqRecordedStep *) lfirst(lc);
 		Datum		values[4];
 
 		values[0] = Int64GetDatum(job->id);
-		values[1] = PointerGetDatum(lfirst(lc));
-		values[2] = PointerGetDatum(lfirst(lnext(job->steps, lc)));
+		values[1] = recorded->step;
+		values[2] = recorded->result;
 		values[3] = Int32GetDatum(job->attempt + 1);
 		JobqPreparePlan(&plan_keep_step,
 						"INSERT INTO jobq.job_step (job_id, step, result, attempt)"

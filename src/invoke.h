@@ -19,6 +19,13 @@ typedef enum FailureAction
 	FAILURE_RETHROW				/* not the job's error: the caller's */
 } FailureAction;
 
+/* A step a handler recorded with jobq.record_step(), kept for a retry. */
+typedef struct JobqRecordedStep
+{
+	Datum		step;			/* text, detoasted */
+	Datum		result;			/* jsonb, detoasted */
+} JobqRecordedStep;
+
 /* One job of a batch, copied out of SPI into the batch's memory. */
 typedef struct BatchJob
 {
@@ -40,7 +47,7 @@ typedef struct BatchJob
 	bool		hold_on_failure;	/* side effects and not retry_safe */
 	bool		leased;			/* runs under a committed lease (lease_token) */
 
-	/* Steps its handler recorded in this attempt (pairs of text, jsonb). */
+	/* Steps its handler recorded in this attempt (JobqRecordedStep *). */
 	List	   *steps;
 	MemoryContext steps_cxt;	/* where they are kept */
 
