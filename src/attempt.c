@@ -64,8 +64,8 @@ static TimestampTz last_rescue = 0;
 /* Lock a running job under a given lease, with what a failure needs. */
 #define LOCK_FOR_FAIL_SQL_BODY \
 	"SELECT j.attempt, j.max_attempts, j.worker," \
-	" coalesce(k.backoff_base, interval '1 second')," \
-	" coalesce(k.backoff_max, interval '1 hour')," \
+	" coalesce(k.backoff_base, " JOBQ_DEFAULT_BACKOFF_BASE_SQL ")," \
+	" coalesce(k.backoff_max, " JOBQ_DEFAULT_BACKOFF_MAX_SQL ")," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)," \
 	" j.concurrency_key IS NOT NULL, j.run_at" \
 	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \

@@ -521,7 +521,7 @@ JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 	/* Lock it if it is still ready: another worker may have taken it. */
 	JobqPreparePlan(&plan_lease_one,
 					"SELECT j.ctid, j.concurrency_key,"
-					" coalesce(k.timeout, interval '5 minutes') + interval '1 minute'"
+					" coalesce(k.timeout, " JOBQ_DEFAULT_TIMEOUT_SQL ") + interval '1 minute'"
 					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
 					" WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
 					" FOR UPDATE OF j",

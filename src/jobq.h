@@ -45,6 +45,19 @@
 #define JOBQ_ENQUEUE_MANY_MAX	100000	/* payloads in one enqueue_many */
 
 /*
+ * A kind's settings where jobq reads a job whose kind is gone, in C and in
+ * the SQL of jobq's statements: the defaults of jobq.register_kind, which
+ * sql/jobq--0.3.sql declares and must agree with these (SQL cannot read
+ * them).
+ */
+#define JOBQ_DEFAULT_TIMEOUT_USECS	(5 * 60 * USECS_PER_SEC)
+#define JOBQ_DEFAULT_TIMEOUT_SQL	"interval '5 minutes'"
+#define JOBQ_DEFAULT_BACKOFF_BASE_USECS USECS_PER_SEC
+#define JOBQ_DEFAULT_BACKOFF_BASE_SQL "interval '1 second'"
+#define JOBQ_DEFAULT_BACKOFF_MAX_USECS (3600 * USECS_PER_SEC)
+#define JOBQ_DEFAULT_BACKOFF_MAX_SQL "interval '1 hour'"
+
+/*
  * jobq's own heavyweight locks, as (what, id) pairs.  Their tags have the
  * type PostgreSQL reserves for user locks, which no SQL function builds
  * (pg_advisory_lock makes advisory tags), so no role can take one to stall

@@ -111,7 +111,7 @@ interval_usecs_or(Datum d, bool isnull, int64 dflt)
 int64
 JobqKindTimeoutMs(Datum d, bool isnull)
 {
-	return Max(interval_usecs_or(d, isnull, 5 * 60 * USECS_PER_SEC) / 1000, 1);
+	return Max(interval_usecs_or(d, isnull, JOBQ_DEFAULT_TIMEOUT_USECS) / 1000, 1);
 }
 
 /* A text column as a C string in the current context, or NULL. */
@@ -174,8 +174,8 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 		job->handler = text_or_null(c[6], n[6]);
 		job->owner = n[7] ? InvalidOid : DatumGetObjectId(c[7]);
 		job->timeout_ms = JobqKindTimeoutMs(c[8], n[8]);
-		job->backoff_base_us = interval_usecs_or(c[9], n[9], USECS_PER_SEC);
-		job->backoff_max_us = interval_usecs_or(c[10], n[10], 3600 * USECS_PER_SEC);
+		job->backoff_base_us = interval_usecs_or(c[9], n[9], JOBQ_DEFAULT_BACKOFF_BASE_USECS);
+		job->backoff_max_us = interval_usecs_or(c[10], n[10], JOBQ_DEFAULT_BACKOFF_MAX_USECS);
 		job->careful = DatumGetBool(c[11]);
 		job->hold_on_failure = DatumGetBool(c[12]);
 		if (i == 0)
