@@ -1,33 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * src/executor.c
- *		Running in-database handlers: one executor for the background
- *		workers and for jobq.run_pending.
+ *		The batch strategy: how the in-database jobs a batch picked run,
+ *		one executor for the background workers and jobq.run_pending.
  *
- * A batch takes up to jobq.batch_size ready jobs whose kind has a handler,
- * locked with FOR UPDATE SKIP LOCKED in the current transaction: the row
- * lock is the lease, so a crash anywhere before commit gives every job back
- * untouched.  Each handler's writes and its job's completion commit
- * together (principle 5).  A batch runs the handlers of one role only: what
- * functions cache within a transaction is not kept per role.
+ * A batch takes up to jobq.batch_size ready jobs whose kind has a handler
+ * (pick.c), locked with FOR UPDATE SKIP LOCKED in the current transaction:
+ * the row lock is the lease, so a crash anywhere before commit gives every
+ * job back untouched.  Each handler's writes and its job's completion
+ * commit together (principle 5).  A batch runs the handlers of one role
+ * only: what functions cache within a transaction is not kept per role.
  *
  * Subtransactions cost about 40% of a no-op job, so a batch first runs
  * optimistically: all its handlers, and the completions, in one
  * subtransaction.  If any handler fails, that subtransaction is rolled
  * back (taking the others' effects with it) and the batch runs again
  * carefully, one subtransaction per job, where a failure is recorded
- * against its own job only.  Kinds that declare side effects never run
- * optimistically: they must not run twice because a neighbour failed.
- * Kinds with side effects that are not retry_safe also get a durable start
- * record (a lease, committed before the handler runs) when the caller can
- * commit, so that a crash mid-handler leaves them held for an operator
- * instead of silently running them again.
+ * against its own job only (attempt.c).  Kinds that declare side effects
+ * never run optimistically: they must not run twice because a neighbour
+ * failed.  Kinds with side effects that are not retry_safe also get a
+ * durable start record (a lease, committed before the handler runs) when
+ * the caller can commit, so that a crash mid-handler leaves them held for
+ * an operator instead of silently running them again.
  *
- * In a job, the handler runs as the role that registered its kind (with
- * SECURITY_LOCAL_USERID_CHANGE, so it cannot SET ROLE its way back), in a
- * GUC nesting level that discards its SETs, under the kind's timeout.  An
- * error in the handler is the job's; an error in jobq's own bookkeeping is
- * not caught: the worker exits and the launcher starts another.
+ * Each handler is called by invoke.c, as the role that registered its
+ * kind, under the kind's timeout; an error in the handler is the job's.
+ * An error in jobq's own bookkeeping is not caught here: it aborts the
+ * caller's transaction (a worker logs it, pauses and goes on; the caller
+ * of jobq.run_pending() gets it).  Who runs the batch (a worker or a
+ * session, and whether it may commit between jobs) comes in a
+ * JobqRunContext.
  *
  * Serialization failures and deadlocks (40001, 40P01) are retried without
  * charging an attempt, up to JOBQ_CONFLICT_RETRIES times: a serialization
