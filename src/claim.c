@@ -216,7 +216,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 {
 	Interval   *default_lease = palloc0(sizeof(Interval));
 	ClaimPick	state;
-	JobqKeyPick pick;
+	JobqKeyPick pick = {.fetch = fetch_claimable, .take_key = take_claimable_key,
+	.keep = keep_claimable, .arg = &state};
 	int			n;
 	int			i;
 
@@ -231,11 +232,6 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 	state.leases = palloc(sizeof(Datum) * max_jobs);
 	state.tids = palloc(sizeof(Datum) * max_jobs);
 	state.tokens = palloc(sizeof(Datum) * max_jobs);
-	memset(&pick, 0, sizeof(pick));
-	pick.fetch = fetch_claimable;
-	pick.take_key = take_claimable_key;
-	pick.keep = keep_claimable;
-	pick.arg = &state;
 	n = JobqPickWithKeys(&pick, max_jobs);
 	if (n == 0)
 		return 0;

@@ -311,17 +311,13 @@ int
 JobqPickRunnableJobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
 {
 	RunnablePick state;
-	JobqKeyPick pick;
+	JobqKeyPick pick = {.fetch = fetch_runnable, .take_key = take_runnable_key,
+	.keep = keep_runnable, .arg = &state};
 	int			n;
 
 	state.runner = runner;
 	state.jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
 	state.round = NULL;
-	memset(&pick, 0, sizeof(pick));
-	pick.fetch = fetch_runnable;
-	pick.take_key = take_runnable_key;
-	pick.keep = keep_runnable;
-	pick.arg = &state;
 	n = JobqPickWithKeys(&pick, max_jobs);
 
 	/*
