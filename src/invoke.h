@@ -11,6 +11,7 @@
 #include "shmem.h"
 #include "watchdog.h"
 
+/* What a handler's error means for its job (executor.c decides). */
 typedef enum FailureAction
 {
 	FAILURE_RECORD,				/* the attempt failed: record it */
