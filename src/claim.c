@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * src/claim.c
- *		jobq.claim, the promotion of scheduled jobs, and lease rescue.
+ *		jobq.claim, and the promotion of scheduled jobs.
  *
  * A claim takes the first ready jobs of a queue in (priority, run_at)
- * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait for
- * each other and never get the same job.  Each claimed job gets a lease:
+ * order, ties in insertion order, with FOR UPDATE SKIP LOCKED, so
+ * concurrent claimers never wait for each other and never get the same
+ * job; jobs with a concurrency key are picked by the rounds of pick.c.  Each claimed job gets a lease:
  * the attempt is charged, the job gets a new random lease token (see
  * lease.c), and the lease runs until lease_expires_at: the claim's
  * "lease", or jobq.default_lease (the kind's timeout if that is shorter),
@@ -23,13 +24,9 @@
  * next sweep, without waiting for the time to run out.  In-database jobs
  * leased by the executor are always bound to their worker's backend.
  *
- * A lost lease is rescued: the attempt stays charged and the job is due
- * again at once, at its old place in line (its run_at is kept), or failed
- * or held, by the same rules as after jobq.fail.  Rescue runs at most once
- * per jobq.rescue_interval in each backend, and one backend at a time (a
- * jobq lock held for the sweep only): a lost lease waits at most about
- * that long after it expired or its bound backend exited, while the
- * background workers or claimers sweep.
+ * A lease that ends that way, or whose time runs out, is lost, and lease
+ * rescue (attempt.c) gives its job back; each claim sweeps first when
+ * jobq.rescue_interval has passed in its backend.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,27 +44,19 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "attempt.h"
+#include "claim.h"
+#include "concurrency.h"
 #include "jobq.h"
+#include "lease.h"
+#include "pick.h"
+#include "queue_acl.h"
+#include "queues.h"
 
 static SPIPlanPtr plan_promote;
-static SPIPlanPtr plan_find_lost;
-static SPIPlanPtr plan_forget_leases;
 static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_lease;
-
-static TimestampTz last_rescue = 0;
-
-/* A running job whose lease a rescue sweep found lost. */
-typedef struct LostJob
-{
-	int64		id;
-	int64		lease_token;
-	bool		expired;		/* its time ran out (else its holder exited) */
-	JobqLostLease lease;		/* what the sweep saw of the holder */
-	char	   *kind;			/* for the log line */
-	int32		attempt;
-} LostJob;
 
 /*
  * Move scheduled jobs whose run_at has come to pending, in batches, and
@@ -88,159 +77,6 @@ JobqPromoteDueJobs(void)
 	return JobqExecutePlan(plan_promote, NULL, NULL, SPI_OK_UPDATE, 0);
 }
 
-/*
- * Rescue the leases whose time ran out or whose holder's backend has
- * exited (at most max_jobs jobs; 0: all), forget the jobq.lease rows whose
- * jobs have all stopped running, and return the number of jobs rescued.
- * With max_jobs rescued, more may be left for the next sweep.  When another backend is doing
- * it, waits for it with "wait", else returns 0 at once.  Must run between
- * JobqBeginAccess and JobqEndAccess.
- */
-int
-JobqRescueLeases(bool wait, int max_jobs)
-{
-	LOCKTAG		tag;
-	int			rows;
-	int			nlost = 0;
-	int			nfinished = 0;
-	LostJob    *lost;
-	Datum	   *finished;
-	int			rescued = 0;
-	int			i;
-
-	Assert(JobqInsideAccess());
-
-	/*
-	 * One rescuer at a time, and only for the sweep: the lock is released
-	 * below, not at the end of the caller's transaction, so a claim inside
-	 * a long transaction does not stop every other rescue.  (An ERROR
-	 * releases it with the transaction.)
-	 */
-	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_RESCUE, 0);
-	if (LockAcquire(&tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
-		return 0;
-
-	/*
-	 * The backend status must be read after the query's snapshot is taken:
-	 * then every holder whose claim the snapshot sees had started before the
-	 * read, and is missing from it only if it has exited.
-	 */
-	pgstat_clear_backend_activity_snapshot();
-
-	/*
-	 * One row per (lease, job): whether the job still runs under a lease,
-	 * and whether that lease is lost.  Rows of one lease come together.
-	 */
-	JobqPreparePlan(&plan_find_lost,
-					"WITH live AS MATERIALIZED ("
-					"  SELECT pid, backend_start FROM pg_catalog.pg_stat_get_activity(NULL))"
-					" SELECT l.ctid, u.id, j.state IS NOT DISTINCT FROM 'running',"
-					"  j.lease_token, j.holder_pid,"
-					"  j.lease_expires_at < pg_catalog.clock_timestamp(),"
-					"  j.holder_pid IS NOT NULL AND NOT EXISTS ("
-					"    SELECT 1 FROM live"
-					"    WHERE live.pid = j.holder_pid AND live.backend_start = j.holder_start),"
-					"  j.holder_start, j.kind, j.attempt"
-					" FROM jobq.lease l"
-					" CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)"
-					" LEFT JOIN jobq.job j ON j.id = u.id"
-					" ORDER BY l.ctid",
-					0, NULL);
-	rows = JobqExecutePlan(plan_find_lost, NULL, NULL, SPI_OK_SELECT, 0);
-
-	/* Copy what matters out: failing a job reuses the SPI result. */
-	lost = palloc(sizeof(LostJob) * Max(rows, 1));
-	finished = palloc(sizeof(Datum) * Max(rows, 1));
-	for (i = 0; i < rows;)
-	{
-		bool		isnull;
-		ItemPointer lease = (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull));
-		bool		any_running = false;
-
-		for (; i < rows &&
-			 ItemPointerEquals(lease, (ItemPointer) DatumGetPointer(JobqGetDatum(i, 1, &isnull)));
-			 i++)
-		{
-			if (!JobqGetBool(i, 3))
-				continue;
-			any_running = true;
-			if (JobqGetBool(i, 6) || JobqGetBool(i, 7))
-			{
-				LostJob    *l = &lost[nlost++];
-				bool		no_start;
-				Datum		start = JobqGetDatum(i, 8, &no_start);
-
-				l->id = JobqGetInt64(i, 2);
-				l->lease_token = JobqGetInt64(i, 4);
-				l->expired = JobqGetBool(i, 6);
-				l->lease.holder_pid = JobqGetInt32(i, 5);
-				l->lease.has_holder = !no_start && JobqGetBool(i, 7);
-				l->lease.holder_start = l->lease.has_holder ? DatumGetTimestampTz(start) : 0;
-				l->kind = TextDatumGetCString(JobqGetDatum(i, 9, &isnull));
-				l->attempt = JobqGetInt32(i, 10);
-			}
-		}
-		if (!any_running)
-		{
-			ItemPointer copy = palloc(sizeof(ItemPointerData));
-
-			ItemPointerCopy(lease, copy);
-			finished[nfinished++] = PointerGetDatum(copy);
-		}
-	}
-
-	for (i = 0; i < nlost && (max_jobs <= 0 || rescued < max_jobs); i++)
-	{
-		JobqErrorInfo error = {0};
-		const char *state;
-
-		error.message = lost[i].expired
-			? "lease expired before the job finished"
-			: psprintf("lease holder (process %d) exited before the job finished",
-					   lost[i].lease.holder_pid);
-		/* NULL: finished or re-leased meanwhile, or listed twice. */
-		state = JobqFailAttempt(lost[i].id, lost[i].lease_token, &error, true,
-								JOBQ_KEEP_PLACE, &lost[i].lease);
-		if (state == NULL)
-			continue;
-		ereport(LOG,
-				(errmsg("jobq rescued job %lld (kind \"%s\", attempt %d): %s; it is now %s",
-						(long long) lost[i].id, lost[i].kind, lost[i].attempt,
-						error.message, state)));
-		rescued++;
-	}
-
-	if (nfinished > 0)
-	{
-		Oid			argtypes[1] = {TIDARRAYOID};
-		Datum		values[1];
-
-		values[0] = PointerGetDatum(construct_array(finished, nfinished, TIDOID,
-													sizeof(ItemPointerData), false,
-													TYPALIGN_SHORT));
-		/* Rows another transaction is deleting are left to it. */
-		JobqPreparePlan(&plan_forget_leases,
-						"DELETE FROM jobq.lease WHERE ctid IN ("
-						"  SELECT ctid FROM jobq.lease WHERE ctid = ANY ($1)"
-						"  FOR UPDATE SKIP LOCKED)",
-						1, argtypes);
-		JobqExecutePlan(plan_forget_leases, values, NULL, SPI_OK_DELETE, 0);
-	}
-	LockRelease(&tag, ExclusiveLock, false);
-	return rescued;
-}
-
-/* Whether this backend's rescue interval has passed; if so, restart it. */
-static bool
-rescue_due(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (!TimestampDifferenceExceeds(last_rescue, now, jobq_rescue_interval))
-		return false;
-	last_rescue = now;
-	return true;
-}
 
 #define CLAIM_PICK_SQL(extra) \
 	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
@@ -258,136 +94,224 @@ rescue_due(void)
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p" \
 	" LEFT JOIN jobq.kind k ON k.name = p.kind"
 
+/* What pick_claimable keeps between the callbacks of its pick. */
+typedef struct ClaimPick
+{
+	Datum		values[5];		/* the pick's parameters */
+	char		nulls[5];
+	/* The jobs kept, in claim order. */
+	Datum	   *ids;
+	Datum	   *leases;
+	Datum	   *tids;
+	Datum	   *tokens;
+	/* The jobs of the last fetch. */
+	Datum	   *lease_elems;
+	Datum	   *tid_elems;
+	Datum	   *key_elems;
+	int64	   *new_tokens;
+	/* A first fetch without keys is leased as picked: its arrays. */
+	bool		as_picked;
+	Datum		picked[3];		/* int8[], interval[], tid[] */
+} ClaimPick;
+
+static int
+fetch_claimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
+{
+	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+	Datum	   *id_elems;
+	bool	   *key_nulls;
+	bool		isnull;
+	int			got;
+	int			i;
+
+	state->values[1] = Int32GetDatum(max_jobs);
+	if (excluded == (Datum) 0)
+	{
+		/* $4 is not used here: one list of types for both plans. */
+		state->nulls[3] = 'n';
+		JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
+		JobqExecutePlan(plan_pick, state->values, state->nulls, SPI_OK_SELECT, 0);
+	}
+	else
+	{
+		state->values[3] = excluded;
+		state->nulls[3] = ' ';
+		JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
+						5, picktypes);
+		JobqExecutePlan(plan_pick_more, state->values, state->nulls, SPI_OK_SELECT, 0);
+	}
+	(void) JobqGetDatum(0, 1, &isnull);
+	if (isnull)
+		return 0;
+	if (excluded == (Datum) 0 && !JobqGetBool(0, 4))
+	{
+		/* No keys: lease what was picked, as picked. */
+		for (i = 0; i < 3; i++)
+			state->picked[i] = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, i + 1,
+																				   &isnull)));
+		state->as_picked = true;
+		pick->ids = NULL;
+		pick->keys = NULL;
+		return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(state->picked[0])),
+							  ARR_DIMS(DatumGetArrayTypeP(state->picked[0])));
+	}
+
+	got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
+							   INT8OID, "ids", false, &id_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)),
+								INTERVALOID, "leases", false, &state->lease_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)),
+								TIDOID, "ctids", false, &state->tid_elems, NULL);
+	(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
+								TEXTOID, "keys", true, &state->key_elems, &key_nulls);
+	state->new_tokens = palloc(sizeof(int64) * got);
+	JobqNewLeaseTokens(state->new_tokens, got);
+	pick->ids = palloc(sizeof(int64) * got);
+	pick->keys = palloc(sizeof(char *) * got);
+	for (i = 0; i < got; i++)
+	{
+		pick->ids[i] = DatumGetInt64(id_elems[i]);
+		pick->keys[i] = key_nulls[i] ? NULL : TextDatumGetCString(state->key_elems[i]);
+	}
+	return got;
+}
+
+/* A claim holds a key under its job's new lease token. */
+static bool
+take_claimable_key(JobqKeyPick *pick, int i, const char *key)
+{
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+
+	return JobqHoldConcurrencyKey(state->key_elems[i], pick->ids[i], state->new_tokens[i]);
+}
+
+static void
+keep_claimable(JobqKeyPick *pick, int i, int at)
+{
+	ClaimPick  *state = (ClaimPick *) pick->arg;
+
+	if (state->as_picked)
+		return;
+	state->ids[at] = Int64GetDatum(pick->ids[i]);
+	state->leases[at] = state->lease_elems[i];
+	state->tids[at] = state->tid_elems[i];
+	state->tokens[at] = Int64GetDatum(state->new_tokens[i]);
+}
+
 /*
  * Pick up to max_jobs jobs of a queue to lease, in claim order, with the
  * length of each lease (lease, or when lease_isnull jobq.default_lease,
  * or the kind's timeout if shorter) and where each row is (the rows are
  * locked, so their ctid holds until the update, which then needs no index
- * descent per job).  Of jobs with a concurrency key, only those whose key this
- * claim can take are kept: no other transaction is claiming or running
- * it, no standing lease holds it, and no earlier job of this claim took
- * it.  The others stay ready, uncharged, and the next jobs in line replace
- * them, in JOBQ_KEY_PICK_ROUNDS picks at most.  Returns how many, with
- * int8[], interval[] and tid[] arrays, and an int8[] of the new lease
- * tokens (a key is held under its job's new token).  Must run between
- * JobqBeginAccess and JobqEndAccess.
+ * descent per job).  Jobs with a concurrency key are kept as
+ * JobqPickWithKeys decides, each holding its key under its new lease
+ * token.  Returns how many, with int8[], interval[] and tid[] arrays, and
+ * an int8[] of the new lease tokens.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
  */
 static int
 pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 			   Datum *ids_out, Datum *leases_out, Datum *tids_out, Datum *tokens_out)
 {
-	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
 	Interval   *default_lease = palloc0(sizeof(Interval));
-	Datum	   *ids = palloc(sizeof(Datum) * max_jobs);
-	Datum	   *leases = palloc(sizeof(Datum) * max_jobs);
-	Datum	   *tids = palloc(sizeof(Datum) * max_jobs);
-	int64	   *new_tokens = palloc(sizeof(int64) * max_jobs);
-	Datum	   *tokens = palloc(sizeof(Datum) * max_jobs);
-	List	   *taken = NIL;
-	List	   *busy = NIL;
-	int			n = 0;
-	int			round;
+	ClaimPick	state;
+	JobqKeyPick pick = {.fetch = fetch_claimable, .take_key = take_claimable_key,
+	.keep = keep_claimable, .arg = &state};
+	int			n;
+	int			i;
+
+	default_lease->time = (int64) jobq_default_lease * 1000;
+	memset(&state, 0, sizeof(state));
+	state.values[0] = queue;
+	state.values[2] = lease;
+	state.values[4] = IntervalPGetDatum(default_lease);
+	memcpy(state.nulls, "   n ", 5);
+	state.nulls[2] = lease_isnull ? 'n' : ' ';
+	state.ids = palloc(sizeof(Datum) * max_jobs);
+	state.leases = palloc(sizeof(Datum) * max_jobs);
+	state.tids = palloc(sizeof(Datum) * max_jobs);
+	state.tokens = palloc(sizeof(Datum) * max_jobs);
+	n = JobqPickWithKeys(&pick, max_jobs);
+	if (n == 0)
+		return 0;
+	if (state.as_picked)
+	{
+		int64	   *new_tokens = palloc(sizeof(int64) * n);
+
+		*ids_out = state.picked[0];
+		*leases_out = state.picked[1];
+		*tids_out = state.picked[2];
+		JobqNewLeaseTokens(new_tokens, n);
+		for (i = 0; i < n; i++)
+			state.tokens[i] = Int64GetDatum(new_tokens[i]);
+	}
+	else
+	{
+		*ids_out = PointerGetDatum(construct_array(state.ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												   TYPALIGN_DOUBLE));
+		*leases_out = PointerGetDatum(construct_array(state.leases, n, INTERVALOID,
+													  sizeof(Interval), false,
+													  TYPALIGN_DOUBLE));
+		*tids_out = PointerGetDatum(construct_array(state.tids, n, TIDOID,
+													sizeof(ItemPointerData), false,
+													TYPALIGN_SHORT));
+	}
+	*tokens_out = PointerGetDatum(construct_array(state.tokens, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+	return n;
+}
+
+/*
+ * Lease jobs the caller picked and locked: ids (int8[]), leases
+ * (interval[], each from now), tids (tid[], where each row is) and tokens
+ * (int8[], the new lease tokens) are arrays in one order, and worker (text)
+ * the label jobq.job.worker gets.  With "bound", the calling backend is
+ * recorded as the leases' holder.  Unbound, a lease has none: it is
+ * whoever presents its token, and it ends when its time runs out.  Each
+ * attempt is charged, and one jobq.lease row lists the jobs.  Leaves the
+ * leased jobs in SPI_tuptable, in the order given, as jobq.claimed_job
+ * (id, kind, payload, attempt, lease_token, lease_expires_at,
+ * idempotency_key), and returns how many.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+int
+JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound, Datum worker)
+{
+	Oid			argtypes[7] = {INT8ARRAYOID, INTERVALARRAYOID, TIDARRAYOID, INT8ARRAYOID,
+	INT4OID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[7] = {ids, leases, tids, tokens, Int32GetDatum(MyProcPid),
+	TimestampTzGetDatum(MyStartTimestamp), worker};
+	char		nulls[7] = {' ', ' ', ' ', ' ', bound ? ' ' : 'n', bound ? ' ' : 'n', ' '};
 
 	Assert(JobqInsideAccess());
 
-	default_lease->time = (int64) jobq_default_lease * 1000;
-	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
-	{
-		Datum		values[5] = {queue, Int32GetDatum(max_jobs - n), lease, (Datum) 0,
-		IntervalPGetDatum(default_lease)};
-		char		nulls[5] = {' ', ' ', lease_isnull ? 'n' : ' ', 'n', ' '};
-		Datum	   *id_elems;
-		Datum	   *lease_elems;
-		Datum	   *tid_elems;
-		Datum	   *key_elems;
-		bool	   *key_nulls;
-		bool		isnull;
-		int			nbusy = list_length(busy);
-		int			got;
-		int			i;
-
-		if (busy == NIL)
-		{
-			/* $4 is not used here: one list of types for both plans. */
-			JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
-			JobqExecutePlan(plan_pick, values, nulls, SPI_OK_SELECT, 0);
-		}
-		else
-		{
-			/* Not again: what was skipped, and what this claim has. */
-			List	   *seen = list_copy(busy);
-
-			for (i = 0; i < n; i++)
-				seen = lappend(seen, JobqCopyId(DatumGetInt64(ids[i])));
-			values[3] = JobqIdListArray(seen);
-			nulls[3] = ' ';
-			JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
-							5, picktypes);
-			JobqExecutePlan(plan_pick_more, values, nulls, SPI_OK_SELECT, 0);
-		}
-		(void) JobqGetDatum(0, 1, &isnull);
-		if (isnull)
-			break;
-		if (round == 0 && !JobqGetBool(0, 4))
-		{
-			/* No keys: lease what was picked, as picked. */
-			*ids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)));
-			*leases_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)));
-			*tids_out = PointerGetDatum(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)));
-			n = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*ids_out)),
-							   ARR_DIMS(DatumGetArrayTypeP(*ids_out)));
-			JobqNewLeaseTokens(new_tokens, n);
-			for (i = 0; i < n; i++)
-				tokens[i] = Int64GetDatum(new_tokens[i]);
-			*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8,
-														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			return n;
-		}
-
-		got = JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 1, &isnull)),
-								   INT8OID, "ids", false, &id_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 2, &isnull)),
-									INTERVALOID, "leases", false, &lease_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 3, &isnull)),
-									TIDOID, "ctids", false, &tid_elems, NULL);
-		(void) JobqDeconstructArray(DatumGetArrayTypePCopy(JobqGetDatum(0, 5, &isnull)),
-									TEXTOID, "keys", true, &key_elems, &key_nulls);
-		JobqNewLeaseTokens(&new_tokens[n], got);
-		for (i = 0; i < got; i++)
-		{
-			if (!key_nulls[i])
-			{
-				char	   *key = TextDatumGetCString(key_elems[i]);
-
-				if (JobqKeyTakenHere(taken, key) || !JobqTryLockConcurrencyKey(key) ||
-					!JobqHoldConcurrencyKey(key_elems[i], DatumGetInt64(id_elems[i]),
-											new_tokens[n]))
-				{
-					busy = lappend(busy, JobqCopyId(DatumGetInt64(id_elems[i])));
-					continue;
-				}
-				taken = lappend(taken, key);
-			}
-			ids[n] = id_elems[i];
-			leases[n] = lease_elems[i];
-			tids[n] = tid_elems[i];
-			tokens[n] = Int64GetDatum(new_tokens[n]);
-			n++;
-		}
-		if (list_length(busy) == nbusy)
-			break;				/* nothing skipped: nothing hidden */
-	}
-	if (n == 0)
-		return 0;
-	*ids_out = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
-											   TYPALIGN_DOUBLE));
-	*leases_out = PointerGetDatum(construct_array(leases, n, INTERVALOID, sizeof(Interval),
-												  false, TYPALIGN_DOUBLE));
-	*tids_out = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
-												false, TYPALIGN_SHORT));
-	*tokens_out = PointerGetDatum(construct_array(tokens, n, INT8OID, 8, FLOAT8PASSBYVAL,
-												  TYPALIGN_DOUBLE));
-	return n;
+	/*
+	 * One TID scan for all the rows, joined to the leases by id: a TID scan
+	 * per job would ask the kernel for the table's size each time.
+	 */
+	JobqPreparePlan(&plan_lease,
+					"WITH leased AS ("
+					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
+					"    attempt = j.attempt + 1, lease_token = p.token,"
+					"    started_at = pg_catalog.clock_timestamp(),"
+					"    heartbeat_at = pg_catalog.clock_timestamp(),"
+					"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
+					"    holder_pid = $5, holder_start = $6, worker = $7"
+					"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"    pg_catalog.unnest($4)) WITH ORDINALITY AS p(id, lease, token, ord)"
+					"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($3) AND j.id = p.id"
+					"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
+					"    j.lease_expires_at, j.idempotency_key, p.ord"
+					"), recorded AS ("
+					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
+					"  VALUES ($1[1], $5, $1)"
+					")"
+					" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
+					"   idempotency_key"
+					" FROM leased ORDER BY ord",
+					7, argtypes);
+	return JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
 }
 
 /*
@@ -402,8 +326,6 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
-	Oid			leasetypes[8] = {TEXTOID, INT8ARRAYOID, INTERVALARRAYOID, INT4OID,
-	TIMESTAMPTZOID, TEXTOID, TIDARRAYOID, INT8ARRAYOID};
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int32		max_jobs;
@@ -427,14 +349,6 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	values[1] = Int32GetDatum(max_jobs);
 	values[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
-	/*
-	 * The holder, for a bound claim.  Unbound, the lease has none: it is
-	 * whoever presents its token, and it ends when its time runs out.
-	 */
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = TimestampTzGetDatum(MyStartTimestamp);
-	nulls[3] = bound ? ' ' : 'n';
-	nulls[4] = bound ? ' ' : 'n';
 	if (PG_ARGISNULL(1))
 		values[5] = CStringGetTextDatum(psprintf("pid %d", MyProcPid));
 	else
@@ -452,40 +366,13 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 		(void) JobqQueueForPrivilege(values[0], access.caller, JOBQ_WORK, NULL);
 
 	(void) JobqPromoteDueJobs();
-	if (rescue_due())
+	if (JobqRescueDue())
 		(void) JobqRescueLeases(false, JOBQ_RESCUE_BATCH);
 
 	if (pick_claimable(values[0], values[2], nulls[2] == 'n', max_jobs,
 					   &values[1], &values[2], &values[6], &values[7]) > 0)
 	{
-		nulls[2] = ' ';
-		nulls[6] = ' ';
-		/*
-		 * One TID scan for all the rows, joined to the leases by id: a TID
-		 * scan per job would ask the kernel for the table's size each time.
-		 */
-		JobqPreparePlan(&plan_lease,
-						"WITH leased AS ("
-						"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-						"    attempt = j.attempt + 1, lease_token = p.token,"
-						"    started_at = pg_catalog.clock_timestamp(),"
-						"    heartbeat_at = pg_catalog.clock_timestamp(),"
-						"    lease_expires_at = pg_catalog.clock_timestamp() + p.lease,"
-						"    holder_pid = $4, holder_start = $5, worker = $6"
-						"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-						"    pg_catalog.unnest($8)) WITH ORDINALITY AS p(id, lease, token, ord)"
-						"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($7) AND j.id = p.id"
-						"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
-						"    j.lease_expires_at, j.idempotency_key, p.ord"
-						"), recorded AS ("
-						"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
-						"  VALUES ($2[1], $4, $2)"
-						")"
-						" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
-						"   idempotency_key"
-						" FROM leased ORDER BY ord",
-						8, leasetypes);
-		rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+		rows = JobqLeaseJobs(values[1], values[2], values[6], values[7], bound, values[5]);
 		for (i = 0; i < rows; i++)
 			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	}
@@ -528,27 +415,4 @@ jobq_claim(PG_FUNCTION_ARGS)
 {
 	claim_jobs(fcinfo, true);
 	return (Datum) 0;
-}
-
-PG_FUNCTION_INFO_V1(jobq_rescue_leases);
-
-/*
- * jobq.rescue_leases()
- *
- * Rescue every lost lease now (expired, or held by a backend that exited)
- * and return how many were rescued.  Claims and workers do this by
- * themselves every jobq.rescue_interval; operators call it to stop
- * waiting.  If another session is rescuing, waits for it first.
- */
-Datum
-jobq_rescue_leases(PG_FUNCTION_ARGS)
-{
-	JobqAccess	access;
-	int			rescued;
-
-	JobqRequirePrimary("jobq.rescue_leases()");
-	JobqBeginAccess(&access);
-	rescued = JobqRescueLeases(true, 0);
-	JobqEndAccess(&access);
-	PG_RETURN_INT32(rescued);
 }

@@ -31,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "concurrency.h"
 #include "jobq.h"
 
 static SPIPlanPtr plan_hold;

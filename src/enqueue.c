@@ -42,7 +42,10 @@
 #include "utils/jsonb.h"
 #include "utils/tuplestore.h"
 
+#include "idempotency.h"
 #include "jobq.h"
+#include "queue_acl.h"
+#include "queues.h"
 #include "shmem.h"
 
 /* What one enqueue call asks for, as SPI parameters. */

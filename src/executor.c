@@ -1,33 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * src/executor.c
- *		Running in-database handlers: one executor for the background
- *		workers and for jobq.run_pending.
+ *		The batch strategy: how the in-database jobs a batch picked run,
+ *		one executor for the background workers and jobq.run_pending.
  *
- * A batch takes up to jobq.batch_size ready jobs whose kind has a handler,
- * locked with FOR UPDATE SKIP LOCKED in the current transaction: the row
- * lock is the lease, so a crash anywhere before commit gives every job back
- * untouched.  Each handler's writes and its job's completion commit
- * together (principle 5).  A batch runs the handlers of one role only: what
- * functions cache within a transaction is not kept per role.
+ * A batch takes up to jobq.batch_size ready jobs whose kind has a handler
+ * (pick.c), locked with FOR UPDATE SKIP LOCKED in the current transaction:
+ * the row lock is the lease, so a crash anywhere before commit gives every
+ * job back untouched.  Each handler's writes and its job's completion
+ * commit together (principle 5).  A batch runs the handlers of one role
+ * only: what functions cache within a transaction is not kept per role.
  *
  * Subtransactions cost about 40% of a no-op job, so a batch first runs
  * optimistically: all its handlers, and the completions, in one
  * subtransaction.  If any handler fails, that subtransaction is rolled
  * back (taking the others' effects with it) and the batch runs again
  * carefully, one subtransaction per job, where a failure is recorded
- * against its own job only.  Kinds that declare side effects never run
- * optimistically: they must not run twice because a neighbour failed.
- * Kinds with side effects that are not retry_safe also get a durable start
- * record (a lease, committed before the handler runs) when the caller can
- * commit, so that a crash mid-handler leaves them held for an operator
- * instead of silently running them again.
+ * against its own job only (attempt.c).  Kinds that declare side effects
+ * never run optimistically: they must not run twice because a neighbour
+ * failed.  Kinds with side effects that are not retry_safe also get a
+ * durable start record (a lease, committed before the handler runs) when
+ * the caller can commit, so that a crash mid-handler leaves them held for
+ * an operator instead of silently running them again.
  *
- * In a job, the handler runs as the role that registered its kind (with
- * SECURITY_LOCAL_USERID_CHANGE, so it cannot SET ROLE its way back), in a
- * GUC nesting level that discards its SETs, under the kind's timeout.  An
- * error in the handler is the job's; an error in jobq's own bookkeeping is
- * not caught: the worker exits and the launcher starts another.
+ * Each handler is called by invoke.c, as the role that registered its
+ * kind, under the kind's timeout; an error in the handler is the job's.
+ * An error in jobq's own bookkeeping is not caught here: it aborts the
+ * caller's transaction (a worker logs it, pauses and goes on; the caller
+ * of jobq.run_pending() gets it).  Who runs the batch (a worker or a
+ * session, and whether it may commit between jobs) comes in a
+ * JobqRunContext.
  *
  * Serialization failures and deadlocks (40001, 40P01) are retried without
  * charging an attempt, up to JOBQ_CONFLICT_RETRIES times: a serialization
@@ -39,447 +41,45 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "pgstat.h"
 #include "storage/proc.h"
-#include "tcop/tcopprot.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
-#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/resowner.h"
-#include "utils/syscache.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
+#include "claim.h"
+#include "concurrency.h"
 #include "executor.h"
+#include "handler.h"
 #include "handler_env.h"
+#include "invoke.h"
 #include "jobq.h"
+#include "lease.h"
+#include "pick.h"
+#include "queue_acl.h"
 #include "watchdog.h"
+#include "worker.h"
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
-typedef enum FailureAction
-{
-	FAILURE_RECORD,				/* the attempt failed: record it */
-	FAILURE_RETRY_NOW,			/* conflict: run it again, uncharged */
-	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job back untouched */
-	FAILURE_RETHROW				/* not the job's error: the caller's */
-} FailureAction;
-
-/* One job of a batch, copied out of SPI into the batch's memory. */
-typedef struct BatchJob
-{
-	int64		id;
-	char	   *kind;
-	Datum		payload;		/* jsonb */
-	int32		attempt;		/* attempts before this one */
-	int32		max_attempts;
-	int64		lease_token;
-	char	   *idempotency_key;	/* or NULL */
-	char	   *concurrency_key;	/* or NULL */
-	char	   *handler;		/* signature; NULL if the kind is gone */
-	char	   *search_path;	/* the kind's, for its handler */
-	Oid			owner;
-	int64		timeout_ms;
-	int64		backoff_base_us;
-	int64		backoff_max_us;
-	bool		careful;		/* declares side effects: never optimistic */
-	bool		hold_on_failure;	/* side effects and not retry_safe */
-	bool		leased;			/* runs under a committed lease (lease_token) */
-
-	/* Steps its handler recorded in this attempt (pairs of text, jsonb). */
-	List	   *steps;
-	MemoryContext steps_cxt;	/* where they are kept */
-
-	/*
-	 * A handler cancelled in the optimistic run (its timeout, an operator,
-	 * a shutdown) is not run again carefully: this is its error, and what
-	 * classify_failure made of it then.
-	 */
-	ErrorData  *stopped;
-	FailureAction stopped_action;
-	bool		stopped_timed_out;
-
-	/* Outcome of this run. */
-	bool		succeeded;
-	Datum		result;			/* jsonb, valid if succeeded && !result_isnull */
-	bool		result_isnull;
-	TimestampTz started_at;
-} BatchJob;
-
-/*
- * The longest handler signature: two quoted names of NAMEDATALEN - 1 bytes
- * whose every character is a doubled quote, a dot and "(jsonb)".
- */
-#define HANDLER_SIGNATURE_MAX	(4 * NAMEDATALEN + 16)
-
-/*
- * A handler ready to call, found by the signature its kind stores, for one
- * role: the call information keeps what a function caches between calls
- * (a SQL function's plans, made with its caller's row security), which
- * must not pass from one role's handler to another's.
- */
-typedef struct HandlerKey
-{
-	Oid			owner;			/* the role it runs as */
-	char		signature[HANDLER_SIGNATURE_MAX];
-} HandlerKey;
-
-typedef struct HandlerEntry
-{
-	HandlerKey	key;			/* hash key */
-	Oid			fn_oid;
-	FmgrInfo	flinfo;
-	bool		returns_jsonb;
-} HandlerEntry;
-
-
-static HTAB *handler_cache = NULL;
-static MemoryContext handler_cxt = NULL;
-static bool handler_cache_stale = false;
-
-/* The job whose handler is running, for the error context callback. */
-static BatchJob *current_job = NULL;
-
 static SPIPlanPtr plan_complete_batch;
-static SPIPlanPtr plan_lease_jobs;
-static SPIPlanPtr plan_lease_key;
+static SPIPlanPtr plan_lease_one;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
 static SPIPlanPtr plan_hold_leased;
 
-static int32 last_queue_served = 0;
-
 /* The role whose handlers the current transaction runs (keep_one_owner). */
 static Oid	txn_owner = InvalidOid;
 static LocalTransactionId txn_owner_lxid = InvalidLocalTransactionId;
-
-static void keep_recorded_steps(BatchJob *job);
-
-/* Forget every cached handler when a function or a schema changes. */
-static void
-invalidate_handlers(Datum arg, int cacheid, uint32 hashvalue)
-{
-	handler_cache_stale = true;
-}
-
-/* Set up what the executor keeps across batches; once per backend. */
-void
-JobqInitExecutor(void)
-{
-	HASHCTL		ctl;
-
-	if (handler_cache != NULL && !handler_cache_stale)
-		return;
-	if (handler_cxt == NULL)
-	{
-		handler_cxt = AllocSetContextCreate(TopMemoryContext, "jobq handlers",
-											ALLOCSET_SMALL_SIZES);
-		CacheRegisterSyscacheCallback(PROCOID, invalidate_handlers, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_handlers, (Datum) 0);
-	}
-	else
-		MemoryContextReset(handler_cxt);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(HandlerKey);
-	ctl.entrysize = sizeof(HandlerEntry);
-	ctl.hcxt = handler_cxt;
-	handler_cache = hash_create("jobq handlers", 64, &ctl,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	handler_cache_stale = false;
-}
-
-/*
- * Find the function a signature names, or raise the job's error: it must
- * exist and still have the shape of a handler (it may have been dropped
- * and created again since the kind was registered); *returns_jsonb tells
- * whether its result is kept.  The lookup runs in
- * jobq's own context: a search path of pg_catalog alone, so that only the
- * schema the signature names counts, and the extension owner's rights, so
- * that whoever runs the batch needs no right on that schema.
- */
-static Oid
-resolve_handler(const char *signature, bool *returns_jsonb)
-{
-	JobqAccess	access;
-	Oid			fn_oid;
-	HeapTuple	tuple;
-	Form_pg_proc proc;
-	bool		shape_ok;
-	Datum		d;
-	LOCAL_FCINFO(fcinfo, 1);
-
-	/* to_regprocedure() answers NULL, not an error, for a missing function. */
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(signature);
-	fcinfo->args[0].isnull = false;
-	JobqBeginAccess(&access);
-	d = to_regprocedure(fcinfo);
-	JobqEndAccess(&access);
-	fn_oid = fcinfo->isnull ? InvalidOid : DatumGetObjectId(d);
-	if (!OidIsValid(fn_oid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("handler function %s does not exist", signature),
-				 errhint("Create it, or register the kind again with an existing handler.")));
-	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for function %u", fn_oid);
-	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = JobqHasHandlerShape(proc);
-	*returns_jsonb = proc->prorettype == JSONBOID;
-	ReleaseSysCache(tuple);
-	if (!shape_ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("function %s cannot be a job handler", signature),
-				 errdetail(JOBQ_HANDLER_SHAPE_DETAIL),
-				 errhint("Register the kind again with an existing handler.")));
-	return fn_oid;
-}
-
-/*
- * Find or build the call information of a handler for the role it runs
- * as.  Raises an ERROR if it is gone.  The entry is filled before it enters the cache, so an
- * ERROR half-way leaves nothing behind.
- */
-static HandlerEntry *
-lookup_handler(const char *signature, Oid owner)
-{
-	HandlerEntry *entry;
-	HandlerEntry built;
-	bool		found;
-
-	if (strlen(signature) >= HANDLER_SIGNATURE_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("handler signature \"%.40s...\" is too long", signature),
-				 errhint("Register the kind again with an existing handler.")));
-	JobqInitExecutor();
-	memset(&built, 0, sizeof(built));
-	built.key.owner = owner;
-	strlcpy(built.key.signature, signature, HANDLER_SIGNATURE_MAX);
-	entry = hash_search(handler_cache, &built.key, HASH_FIND, &found);
-	if (found)
-		return entry;
-
-	built.fn_oid = resolve_handler(signature, &built.returns_jsonb);
-	fmgr_info_cxt(built.fn_oid, &built.flinfo, handler_cxt);
-
-	entry = hash_search(handler_cache, &built.key, HASH_ENTER, &found);
-	memcpy(entry, &built, sizeof(built));
-	return entry;
-}
-
-/*
- * Check that the kind's role may run the handler now: it exists, may log
- * in, and may execute the function.  Raises the job's error otherwise.
- */
-static void
-check_runner(BatchJob *job, Oid fn_oid)
-{
-	HeapTuple	tuple;
-	bool		can_login;
-	char	   *rolname;
-
-	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(job->owner));
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the role that registered kind \"%s\" no longer exists", job->kind),
-				 errhint("Register the kind again as an existing role.")));
-	can_login = ((Form_pg_authid) GETSTRUCT(tuple))->rolcanlogin;
-	rolname = pstrdup(NameStr(((Form_pg_authid) GETSTRUCT(tuple))->rolname));
-	ReleaseSysCache(tuple);
-	if (!can_login)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" is not permitted to log in", rolname),
-				 errdetail("Handlers of kind \"%s\" run as role \"%s\".", job->kind, rolname),
-				 errhint("Grant LOGIN to the role, or register the kind as another role.")));
-	if (pg_proc_aclcheck(fn_oid, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function %s", format_procedure(fn_oid)),
-				 errdetail("Handlers of kind \"%s\" run as role \"%s\".", job->kind, rolname)));
-}
-
-/* Adds "jobq job N (kind "k", attempt A)" to every error and log line. */
-static void
-job_error_context(void *arg)
-{
-	BatchJob   *job = (BatchJob *) arg;
-
-	errcontext("jobq job %lld (kind \"%s\", attempt %d)",
-			   (long long) job->id, job->kind, job->attempt + 1);
-}
-
-/*
- * Make every constraint of the transaction immediate, firing what was
- * deferred (SET CONSTRAINTS ALL IMMEDIATE).  Run before a handler, so that
- * its own deferrable constraints are checked while it runs, as its role:
- * a deferred trigger left for commit would run as whoever commits.
- */
-static void
-make_constraints_immediate(void)
-{
-	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
-
-	stmt->constraints = NIL;
-	stmt->deferred = false;
-	AfterTriggerSetState(stmt);
-	pfree(stmt);
-}
-
-/* The label stored in jobq.job.worker for jobs this backend runs. */
-static void
-format_worker_label(JobqWorkerSlot *slot, char *buf, size_t size)
-{
-	snprintf(buf, size, "%s %d", slot != NULL ? "jobq worker" : "run_pending", MyProcPid);
-}
-
-static char *
-worker_label(JobqWorkerSlot *slot)
-{
-	char		buf[64];
-
-	format_worker_label(slot, buf, sizeof(buf));
-	return pstrdup(buf);
-}
-
-/* What the watchdog keeps of a job whose handler is about to run. */
-static void
-limit_job(BatchJob *job, JobqWorkerSlot *slot, JobqLimitedJob *limited)
-{
-	memset(limited, 0, sizeof(*limited));
-	limited->id = job->id;
-	limited->attempt = job->attempt + 1;
-	limited->max_attempts = job->max_attempts;
-	limited->lease_token = job->leased ? job->lease_token : 0;
-	limited->hold_on_failure = job->hold_on_failure;
-	limited->backoff_base_us = job->backoff_base_us;
-	limited->backoff_max_us = job->backoff_max_us;
-	limited->timeout_ms = job->timeout_ms;
-	limited->started_at = job->started_at;
-	strlcpy(limited->kind, job->kind, sizeof(limited->kind));
-	format_worker_label(slot, limited->worker, sizeof(limited->worker));
-}
-
-/*
- * Call a job's handler as the kind's role and keep its result in "cxt".
- * Runs inside a subtransaction; any ERROR is the job's.
- */
-static void
-call_handler(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt)
-{
-	HandlerEntry *handler;
-	JobqHandlerEnv env;
-	JobqLimitedJob limited;
-	Datum		result;
-	ErrorContextCallback errcallback;
-	LOCAL_FCINFO(fcinfo, 1);
-
-	if (job->handler == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("kind \"%s\" has no in-database handler", job->kind),
-				 errhint("Register the kind again, or run its jobs with jobq.claim().")));
-
-	errcallback.callback = job_error_context;
-	errcallback.arg = job;
-	errcallback.previous = error_context_stack;
-	error_context_stack = &errcallback;
-	job->steps = NIL;
-	job->steps_cxt = cxt;
-	current_job = job;
-
-	job->started_at = GetCurrentTimestamp();
-	if (slot != NULL)
-	{
-		char	   *activity = psprintf("jobq: %s job %lld attempt %d", job->kind,
-										(long long) job->id, job->attempt + 1);
-
-		JobqSetSlotJob(slot, job->id, job->kind, job->attempt + 1);
-		pgstat_report_activity(STATE_RUNNING, activity);
-		debug_query_string = activity;
-	}
-
-	JobqForgetHandlerDeadline();	/* a cancel before the handler is no timeout */
-	/* A cancel of the session that came between handlers is the session's. */
-	CHECK_FOR_INTERRUPTS();
-	if (JobqCancelRequested(job->id))
-		ereport(ERROR,
-				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
-	handler = lookup_handler(job->handler, job->owner);
-	check_runner(job, handler->fn_oid);
-	JobqCheckHandlerOwner(handler->fn_oid, job->owner);
-	JobqCheckKindSearchPath(job->search_path, job->owner);
-	make_constraints_immediate();
-
-	limit_job(job, slot, &limited);
-	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
-	JobqLimitHandler(&limited);
-
-	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = job->payload;
-	fcinfo->args[0].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
-
-	/*
-	 * Anything the handler deferred fires now, as its role, or fails it;
-	 * still under its timeout and cancellable (JobqUnlimitHandler ends
-	 * that).  A handler that returned too late, or after a cancel, fails.
-	 */
-	make_constraints_immediate();
-	JobqUnlimitHandler();
-	JobqRaiseIfHandlerOverran();
-	JobqLeaveHandlerEnv(&env);
-
-	job->result_isnull = fcinfo->isnull || !handler->returns_jsonb;
-	if (!job->result_isnull)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-
-		JobqCheckJsonbSize(result, "result");
-		job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
-		MemoryContextSwitchTo(old);
-	}
-
-	error_context_stack = errcallback.previous;
-	current_job = NULL;
-}
-
-/* After a handler, successful or not: the worker is idle again. */
-static void
-clear_activity(JobqWorkerSlot *slot)
-{
-	current_job = NULL;
-	if (slot != NULL)
-	{
-		JobqSetSlotJob(slot, 0, NULL, 0);
-		debug_query_string = NULL;
-	}
-}
 
 /*
  * Jobs handed back after conflicts, with how many times, to bound their
@@ -548,10 +148,8 @@ forget_conflicts(BatchJob **done, int n)
  * reruns already made in this transaction.
  */
 static FailureAction
-classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *job)
+classify_failure(ErrorData *edata, int tries, const JobqRunContext *run, BatchJob *job)
 {
-	bool		in_worker = slot != NULL;
-
 	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
 		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
 	{
@@ -599,7 +197,7 @@ classify_failure(ErrorData *edata, int tries, JobqWorkerSlot *slot, BatchJob *jo
 		 * 57014 the handler raised itself, with no cancel sent to the
 		 * session, is.
 		 */
-		if (!in_worker && JobqSessionWasCancelled())
+		if (!run->in_worker && JobqSessionWasCancelled())
 			return FAILURE_RETHROW;
 	}
 	return FAILURE_RECORD;
@@ -621,277 +219,6 @@ error_info(ErrorData *edata, BatchJob *job, bool timed_out, JobqErrorInfo *info)
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 		info->message = psprintf("job exceeded the timeout of kind \"%s\" (%lld ms)",
 								 job->kind, (long long) job->timeout_ms);
-}
-
-/*
- * Take up to max_jobs ready in-database jobs, locked, starting with the
- * queue after the one served first last time.  Returns how many, copied
- * into the current memory context.  Must run between JobqBeginAccess and
- * JobqEndAccess.
- *
- * The queues to visit come from the ready index itself, one descent per
- * queue that has ready in-database jobs ("after": the ids above $2, then
- * "upto": those up to it), never from jobq.queue: however many queues
- * exist, a pick costs what the queues with work cost, and an idle worker's
- * pick a few index pages.  Paused queues are looked up by id among those.
- */
-#define PICK_COLUMNS	17
-#define PICK_NEXT_QUEUE(cond) \
-	"(SELECT queue_id FROM jobq.job WHERE lane = 'r' AND in_db AND " cond \
-	"  ORDER BY queue_id LIMIT 1)"
-#define PICK_SQL(filter) \
-	"WITH RECURSIVE after(id) AS (" \
-	"  SELECT " PICK_NEXT_QUEUE("queue_id > $2") \
-	"  UNION ALL" \
-	"  SELECT " PICK_NEXT_QUEUE("queue_id > a.id") " FROM after a WHERE a.id IS NOT NULL" \
-	"), upto(id) AS (" \
-	"  SELECT " PICK_NEXT_QUEUE("queue_id <= $2") \
-	"  UNION ALL" \
-	"  SELECT " PICK_NEXT_QUEUE("queue_id > u.id AND queue_id <= $2") \
-	"    FROM upto u WHERE u.id IS NOT NULL" \
-	")" \
-	" SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
-	" j.lease_token, k.handler, k.owner::pg_catalog.oid," \
-	" k.timeout, k.backoff_base, k.backoff_max," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
-	"   AND NOT k.retry_safe, false)," \
-	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path" \
-	" FROM (SELECT id FROM after WHERE id IS NOT NULL" \
-	"       UNION ALL SELECT id FROM upto WHERE id IS NOT NULL) q" \
-	" CROSS JOIN LATERAL (" \
-	"   SELECT * FROM jobq.job" \
-	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
-	"   AND NOT (SELECT p.paused FROM jobq.queue p WHERE p.id = q.id)" \
-	"   AND" JOBQ_KEY_FREE("job") filter \
-	"   ORDER BY priority, run_at" \
-	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
-	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
-	" LIMIT $1"
-
-/*
- * In a session: only kinds whose owner the caller ($3) has the privileges
- * of, in queues it may work on or operate ($5: every queue).
- */
-#define PICK_RUNNER_FILTER \
-	"   AND EXISTS (SELECT FROM jobq.kind r WHERE r.name = job.kind" \
-	"     AND pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE'))" \
-	"   AND ($5 OR EXISTS (SELECT FROM jobq.queue_grant g" \
-	"     WHERE g.queue_id = job.queue_id AND g.privilege IN ('work', 'operate')" \
-	"     AND pg_catalog.pg_has_role($3, g.grantee::pg_catalog.oid, 'USAGE')))"
-#define PICK_EXCLUDED_FILTER	"   AND NOT (id = ANY ($4))"
-
-/*
- * The kind's handler, column "col" of the last SPI result, must be the
- * signature (text) of this version's objects: reading an older version's
- * regprocedure as text would crash.  The version checks prevent it; this
- * guards against a plan replanned after an update rolled back.
- */
-static void
-check_handler_column(int col)
-{
-	if (SPI_gettypeid(SPI_tuptable->tupdesc, col) != TEXTOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("jobq's objects are not version %s", JOBQ_OBJECTS_VERSION),
-				 errhint("Run ALTER EXTENSION jobq UPDATE in this database.")));
-}
-
-/*
- * An interval column in microseconds, or dflt when NULL (a kind that is
- * gone): the kind's defaults of register_kind.
- */
-static int64
-interval_usecs_or(Datum d, bool isnull, int64 dflt)
-{
-	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
-}
-
-/* A kind's timeout column, in milliseconds, at least 1. */
-static int64
-timeout_ms(Datum d, bool isnull)
-{
-	return Max(interval_usecs_or(d, isnull, 5 * 60 * USECS_PER_SEC) / 1000, 1);
-}
-
-/* A text column as a C string in the current context, or NULL. */
-static char *
-text_or_null(Datum d, bool isnull)
-{
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
-/*
- * excluded: an int8[] of job ids not to pick again (this transaction's own
- * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
- * session, the caller, whose jobq.run_pending() runs only the handlers of
- * kinds whose owner it has the privileges of, in queues it may work on or
- * operate; InvalidOid in a worker or for a superuser.  Each row is deformed once: fetching its columns one by
- * one would walk the tuple again for each.
- */
-static int
-pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
-{
-	static SPIPlanPtr plans[2][2];	/* [runner given][excluded given] */
-	static const char *const sql[2][2] = {
-		{PICK_SQL(""), PICK_SQL(PICK_EXCLUDED_FILTER)},
-		{PICK_SQL(PICK_RUNNER_FILTER), PICK_SQL(PICK_RUNNER_FILTER PICK_EXCLUDED_FILTER)}
-	};
-	Oid			argtypes[5] = {INT4OID, INT4OID, OIDOID, INT8ARRAYOID, BOOLOID};
-	Datum		values[5] = {Int32GetDatum(max_jobs), Int32GetDatum(last_queue_served),
-	ObjectIdGetDatum(runner), excluded, BoolGetDatum(true)};
-	char		nulls[5] = {' ', ' ', ' ', excluded != (Datum) 0 ? ' ' : 'n', ' '};
-	int			by_runner = OidIsValid(runner) ? 1 : 0;
-	int			by_excluded = excluded != (Datum) 0 ? 1 : 0;
-	int			rows;
-	int			i;
-	BatchJob   *jobs;
-
-	Assert(JobqInsideAccess());
-
-	/* A runner with work or operate on every queue reads no grants. */
-	if (by_runner)
-		values[4] = BoolGetDatum(JobqHasAllQueues(runner, JOBQ_WORK) ||
-								 JobqHasAllQueues(runner, JOBQ_OPERATE));
-	JobqPreparePlan(&plans[by_runner][by_excluded], sql[by_runner][by_excluded],
-					5, argtypes);
-	rows = JobqExecutePlan(plans[by_runner][by_excluded], values, nulls, SPI_OK_SELECT, 0);
-
-	check_handler_column(7);
-	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
-	for (i = 0; i < rows; i++)
-	{
-		BatchJob   *job = &jobs[i];
-		Datum		c[PICK_COLUMNS];
-		bool		n[PICK_COLUMNS];
-
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c, n);
-		job->id = DatumGetInt64(c[0]);
-		job->kind = TextDatumGetCString(c[1]);
-		job->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(c[2]));
-		job->attempt = DatumGetInt32(c[3]);
-		job->max_attempts = DatumGetInt32(c[4]);
-		job->lease_token = DatumGetInt64(c[5]);
-		job->handler = text_or_null(c[6], n[6]);
-		job->owner = n[7] ? InvalidOid : DatumGetObjectId(c[7]);
-		job->timeout_ms = timeout_ms(c[8], n[8]);
-		job->backoff_base_us = interval_usecs_or(c[9], n[9], USECS_PER_SEC);
-		job->backoff_max_us = interval_usecs_or(c[10], n[10], 3600 * USECS_PER_SEC);
-		job->careful = DatumGetBool(c[11]);
-		job->hold_on_failure = DatumGetBool(c[12]);
-		if (i == 0)
-			last_queue_served = DatumGetInt32(c[13]);
-		job->idempotency_key = text_or_null(c[14], n[14]);
-		job->concurrency_key = text_or_null(c[15], n[15]);
-		job->search_path = text_or_null(c[16], n[16]);
-	}
-	*jobs_out = jobs;
-	return rows;
-}
-
-/*
- * Drop from n picked jobs those whose concurrency key another transaction
- * is claiming or running (their ids go to *busy), and those whose key an
- * earlier job of this batch took (counted in *deferred: they may run as
- * soon as the batch commits).  *taken lists the keys the batch holds.  The
- * dropped jobs stay ready and uncharged.  Returns how many are left.  Must
- * run between JobqBeginAccess and JobqEndAccess.
- */
-static int
-take_concurrency_keys(BatchJob *jobs, int n, List **taken, List **busy, int *deferred)
-{
-	int			kept = 0;
-	int			i;
-
-	Assert(JobqInsideAccess());
-
-	for (i = 0; i < n; i++)
-	{
-		BatchJob   *job = &jobs[i];
-
-		if (job->concurrency_key != NULL)
-		{
-			if (JobqKeyTakenHere(*taken, job->concurrency_key))
-			{
-				(*deferred)++;
-				*busy = lappend(*busy, JobqCopyId(job->id));
-				continue;
-			}
-
-			/*
-			 * The pick's snapshot may predate a claim of the key that has
-			 * committed since: with the key's lock taken, check again.
-			 */
-			if (!JobqTryLockConcurrencyKey(job->concurrency_key) ||
-				JobqConcurrencyKeyLeased(CStringGetTextDatum(job->concurrency_key)))
-			{
-				*busy = lappend(*busy, JobqCopyId(job->id));
-				continue;
-			}
-			*taken = lappend(*taken, job->concurrency_key);
-		}
-		if (kept != i)
-			jobs[kept] = *job;
-		kept++;
-	}
-	return kept;
-}
-
-/*
- * Pick up to max_jobs ready jobs whose concurrency keys this batch can
- * take.  Jobs skipped for a busy key are replaced by the next ones in line,
- * in JOBQ_KEY_PICK_ROUNDS picks at most, so that a busy key does not hide
- * the work behind it.  *deferred counts jobs left behind a key this batch
- * holds.  runner as in pick_jobs.  Must run between JobqBeginAccess and
- * JobqEndAccess.
- */
-static int
-pick_runnable_jobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
-{
-	BatchJob   *jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
-	List	   *taken = NIL;
-	List	   *busy = NIL;
-	int			n = 0;
-	int			round;
-
-	Assert(JobqInsideAccess());
-
-	*deferred = 0;
-	for (round = 0; round < JOBQ_KEY_PICK_ROUNDS && n < max_jobs; round++)
-	{
-		BatchJob   *more;
-		int			nbusy = list_length(busy);
-		int			got;
-		int			i;
-
-		/* Not again: what was skipped, and what this batch has. */
-		if (busy != NIL)
-		{
-			List	   *seen = list_copy(busy);
-
-			for (i = 0; i < n; i++)
-				seen = lappend(seen, JobqCopyId(jobs[i].id));
-			got = pick_jobs(max_jobs - n, JobqIdListArray(seen), runner, &more);
-		}
-		else
-			got = pick_jobs(max_jobs - n, (Datum) 0, runner, &more);
-		if (got == 0)
-			break;
-		got = take_concurrency_keys(more, got, &taken, &busy, deferred);
-		memcpy(&jobs[n], more, sizeof(BatchJob) * got);
-		n += got;
-		if (list_length(busy) == nbusy)
-			break;				/* nothing skipped: nothing hidden */
-	}
-
-	/*
-	 * Keys this batch holds are free again when it commits: wake a worker
-	 * then, for the jobs that wait on them here or in other workers.
-	 */
-	if (taken != NIL)
-		JobqWakeWorkersAtCommit();
-	*jobs_out = jobs;
-	return n;
 }
 
 /* Build a one-dimensional array of n Datums of a type, with nulls. */
@@ -990,7 +317,7 @@ abort_subtransaction(MemoryContext cxt, ResourceOwner owner)
  * stopped the batch: the rest are handed back).
  */
 static bool
-run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
+run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 			   MemoryContext cxt, int *completed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -1007,16 +334,16 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 
 		for (i = 0; i < n && !JobqShutdownRequested; i++)
 		{
-			call_handler(jobs[i], slot, cxt);
+			JobqCallHandler(jobs[i], run, cxt);
 			ran = i + 1;
 		}
-		clear_activity(slot);
+		JobqClearActivity(run);
 		release_subtransaction(oldcontext, oldowner);
 	}
 	PG_CATCH();
 	{
 		edata = abort_subtransaction(oldcontext, oldowner);
-		clear_activity(slot);
+		JobqClearActivity(run);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -1024,7 +351,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	if (!ok)
 	{
 		/* A cancel of the calling session is its own, not a job's. */
-		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, slot, NULL) == FAILURE_RETHROW)
+		if (classify_failure(edata, JOBQ_CONFLICT_RETRIES, run, NULL) == FAILURE_RETHROW)
 			ReThrowError(edata);
 		elog(DEBUG1, "jobq batch of %d jobs falls back to one subtransaction per job: %s",
 			 n, edata->message);
@@ -1038,7 +365,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 						JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
 		{
 			jobs[ran]->stopped_action = classify_failure(edata, JOBQ_CONFLICT_RETRIES,
-														 slot, jobs[ran]);
+														 run, jobs[ran]);
 			jobs[ran]->stopped_timed_out = JobqHandlerPastDeadline();
 			jobs[ran]->stopped = edata;
 		}
@@ -1056,7 +383,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
 	 * the others are handed back untouched.
 	 */
 	if (ran > 0)
-		record_completions(jobs, ran, label);
+		record_completions(jobs, ran, run->label);
 	*completed = ran;
 	return true;
 }
@@ -1069,7 +396,7 @@ run_optimistic(BatchJob **jobs, int n, JobqWorkerSlot *slot, const char *label,
  * error (in the caller's memory context) and the action says what to do.
  */
 static FailureAction
-run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
+run_in_subtransaction(BatchJob *job, const JobqRunContext *run, MemoryContext cxt,
 					  ErrorData **edata_out)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -1087,18 +414,18 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
 		MemoryContextSwitchTo(oldcontext);
 		PG_TRY();
 		{
-			call_handler(job, slot, cxt);
+			JobqCallHandler(job, run, cxt);
 			job->succeeded = true;
 			release_subtransaction(oldcontext, oldowner);
 		}
 		PG_CATCH();
 		{
 			edata = abort_subtransaction(oldcontext, oldowner);
-			action = classify_failure(edata, tries, slot, job);
+			action = classify_failure(edata, tries, run, job);
 			retry = action == FAILURE_RETRY_NOW;
 		}
 		PG_END_TRY();
-		clear_activity(slot);
+		JobqClearActivity(run);
 		if (!retry)
 			break;
 		tries++;
@@ -1116,7 +443,7 @@ run_in_subtransaction(BatchJob *job, JobqWorkerSlot *slot, MemoryContext cxt,
  * counters.
  */
 static FailureAction
-run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContext cxt)
+run_careful(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 {
 	ErrorData  *edata;
 	FailureAction action;
@@ -1131,14 +458,14 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 	}
 	else
 	{
-		action = run_in_subtransaction(job, slot, cxt, &edata);
+		action = run_in_subtransaction(job, run, cxt, &edata);
 		timed_out = JobqHandlerPastDeadline();
 	}
 
 	if (job->succeeded)
 	{
 		/* By the top transaction, as in run_optimistic. */
-		record_completions(&job, 1, label);
+		record_completions(&job, 1, run->label);
 		return FAILURE_RECORD;	/* unused by callers for successes */
 	}
 
@@ -1156,9 +483,9 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
 										  job->hold_on_failure, job->backoff_base_us,
 										  job->backoff_max_us, false, 0, &run_at);
 		JobqBeginAccess(&access);
-		keep_recorded_steps(job);
+		JobqKeepRecordedSteps(job);
 		JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, &info,
-						  label, job->started_at);
+						  run->label, job->started_at);
 		JobqEndAccess(&access);
 		forget_conflicts(&job, 1);
 		ereport(LOG,
@@ -1176,33 +503,44 @@ run_careful(BatchJob *job, JobqWorkerSlot *slot, const char *label, MemoryContex
  * another worker took the job meanwhile.  Must run in a transaction.
  */
 JobqLeasedJob
-JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
+JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 {
 	JobqAccess	access;
-	Oid			argtypes[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID};
-	Datum		values[5];
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
 	JobqLeasedJob leased = {0, 0};
 	int64		token;
+	Datum		token_datum;
+	bool		isnull;
+	Datum		tid;
+	Datum		key;
+	Datum		lease;
 
 	JobqNewLeaseTokens(&token, 1);
-	values[0] = Int64GetDatum(job_id);
-	values[1] = Int32GetDatum(MyProcPid);
-	values[2] = TimestampTzGetDatum(MyStartTimestamp);
-	values[3] = CStringGetTextDatum(worker_label(slot));
-	values[4] = Int64GetDatum(token);
-
+	token_datum = Int64GetDatum(token);
 	JobqBeginAccess(&access);
 
-	/* A keyed job is leased only with its key, which the lease then holds. */
-	JobqPreparePlan(&plan_lease_key,
-					"SELECT concurrency_key FROM jobq.job"
-					" WHERE id = $1 AND lane = 'r' AND in_db AND concurrency_key IS NOT NULL",
+	/* Lock it if it is still ready: another worker may have taken it. */
+	JobqPreparePlan(&plan_lease_one,
+					"SELECT j.ctid, j.concurrency_key,"
+					" coalesce(k.timeout, " JOBQ_DEFAULT_TIMEOUT_SQL ") + interval '1 minute'"
+					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
+					" WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
+					" FOR UPDATE OF j",
 					1, argtypes);
-	if (JobqExecutePlan(plan_lease_key, values, NULL, SPI_OK_SELECT, 0) == 1)
+	if (JobqExecutePlan(plan_lease_one, values, NULL, SPI_OK_SELECT, 0) != 1)
 	{
-		bool		isnull;
-		Datum		key = datumCopy(JobqGetDatum(0, 1, &isnull), false, -1);
+		JobqEndAccess(&access);
+		return leased;
+	}
+	tid = datumCopy(JobqGetDatum(0, 1, &isnull), false, sizeof(ItemPointerData));
+	lease = datumCopy(JobqGetDatum(0, 3, &isnull), false, sizeof(Interval));
+	key = JobqGetDatum(0, 2, &isnull);
 
+	/* A keyed job is leased only with its key, which the lease then holds. */
+	if (!isnull)
+	{
+		key = datumCopy(key, false, -1);
 		if (!JobqTryLockConcurrencyKey(TextDatumGetCString(key)) ||
 			!JobqHoldConcurrencyKey(key, job_id, token))
 		{
@@ -1211,28 +549,14 @@ JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot)
 		}
 	}
 
-	JobqPreparePlan(&plan_lease_jobs,
-					"WITH leased AS ("
-					"  UPDATE jobq.job j SET state = 'running', lane = NULL,"
-					"    attempt = j.attempt + 1, lease_token = $5,"
-					"    started_at = pg_catalog.clock_timestamp(),"
-					"    heartbeat_at = pg_catalog.clock_timestamp(),"
-					"    lease_expires_at = pg_catalog.clock_timestamp()"
-					"      + coalesce((SELECT k.timeout FROM jobq.kind k WHERE k.name = j.kind),"
-					"        interval '5 minutes') + interval '1 minute',"
-					"    holder_pid = $2, holder_start = $3, worker = $4"
-					"  WHERE j.id = $1 AND j.lane = 'r' AND j.in_db"
-					"  RETURNING j.id, j.lease_token"
-					"), recorded AS ("
-					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
-					"  SELECT id, $2, ARRAY[id] FROM leased"
-					")"
-					" SELECT id, lease_token FROM leased",
-					5, argtypes);
-	if (JobqExecutePlan(plan_lease_jobs, values, NULL, SPI_OK_SELECT, 0) == 1)
+	if (JobqLeaseJobs(build_array(&values[0], NULL, 1, INT8OID),
+					  build_array(&lease, NULL, 1, INTERVALOID),
+					  build_array(&tid, NULL, 1, TIDOID),
+					  build_array(&token_datum, NULL, 1, INT8OID),
+					  true, CStringGetTextDatum(run->label)) == 1)
 	{
-		leased.id = JobqGetInt64(0, 1);
-		leased.lease_token = JobqGetInt64(0, 2);
+		leased.id = job_id;
+		leased.lease_token = token;
 	}
 	JobqEndAccess(&access);
 	return leased;
@@ -1276,17 +600,16 @@ keep_one_owner(BatchJob *jobs, int n)
 /*
  * Run one batch of ready in-database jobs in the current transaction.
  *
- * With can_commit (a worker), jobs that need a durable start record are
- * left alone and their ids returned in *later (ended by 0): the caller
+ * When run->can_commit (a worker), jobs that need a durable start record
+ * are left alone and their ids returned in *later (ended by 0): the caller
  * leases and runs each in transactions of their own (JobqLeaseForRun, then
  * JobqRunLeasedJob), so that at most one of them is ever leased and not
- * yet started.  Otherwise they run carefully here.  slot is the worker's
- * slot, or NULL in a session.  Only the jobs of one role run (see
- * keep_one_owner).
+ * yet started.  Otherwise they run carefully here.  Only the jobs of one
+ * role run (see keep_one_owner).
  * Must run in a transaction with an active snapshot.
  */
 void
-JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+JobqRunBatch(int max_jobs, const JobqRunContext *run,
 			 JobqBatchResult *result, int64 **later_ids)
 {
 	MemoryContext batch_cxt;
@@ -1302,26 +625,24 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	int			n;
 	int			deferred;
 	int			i;
-	char	   *label;
 
 	memset(result, 0, sizeof(*result));
 	*later_ids = NULL;
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "jobq batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
-	label = worker_label(slot);
 
 	JobqBeginAccess(&access);
 	/* Workers promote in a short transaction of their own. */
-	if (slot == NULL)
+	if (!run->in_worker)
 		(void) JobqPromoteDueJobs();
 	/*
 	 * In a session, the caller's (not jobq's owner's, whose rights the
 	 * access gives) privileges decide which kinds run; a superuser may run
 	 * every kind's handler, with no check per job.
 	 */
-	n = pick_runnable_jobs(max_jobs,
-						   slot == NULL && !superuser_arg(access.caller) ? access.caller : InvalidOid,
+	n = JobqPickRunnableJobs(max_jobs,
+						   !run->in_worker && !superuser_arg(access.caller) ? access.caller : InvalidOid,
 						   &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
@@ -1334,7 +655,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	later = palloc(sizeof(BatchJob *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		if (jobs[i].hold_on_failure && can_commit)
+		if (jobs[i].hold_on_failure && run->can_commit)
 			later[nlater++] = &jobs[i];
 		else if (jobs[i].careful)
 			careful[ncareful++] = &jobs[i];
@@ -1346,7 +667,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 	{
 		int			done = 0;
 
-		if (run_optimistic(optimistic, noptimistic, slot, label, batch_cxt, &done))
+		if (run_optimistic(optimistic, noptimistic, run, batch_cxt, &done))
 		{
 			result->completed += done;
 			result->handed_back += noptimistic - done;
@@ -1368,7 +689,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 			result->handed_back += ncareful - i;
 			break;
 		}
-		action = run_careful(careful[i], slot, label, batch_cxt);
+		action = run_careful(careful[i], run, batch_cxt);
 		if (careful[i]->succeeded)
 			result->completed++;
 		else if (action == FAILURE_HAND_BACK)
@@ -1385,8 +706,8 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
 		result->leased = nlater;
 	}
 
-	if (slot != NULL)
-		JobqCountJobs(slot, result->completed, result->failed);
+	if (run->in_worker)
+		JobqCountJobs(run->slot, result->completed, result->failed);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
 }
@@ -1398,7 +719,7 @@ JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
  * effect may already have happened.  Returns whether the handler succeeded.
  */
 bool
-JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
+JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 {
 	MemoryContext job_cxt;
 	MemoryContext oldcxt;
@@ -1431,7 +752,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 		MemoryContextDelete(job_cxt);
 		return false;
 	}
-	check_handler_column(4);
+	JobqCheckHandlerColumn(4);
 	job.id = leased->id;
 	job.lease_token = leased->lease_token;
 	/* Only kinds with side effects that are not retry_safe are leased. */
@@ -1445,7 +766,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	d = JobqGetDatum(0, 5, &isnull);
 	job.owner = isnull ? InvalidOid : DatumGetObjectId(d);
 	d = JobqGetDatum(0, 6, &isnull);
-	job.timeout_ms = timeout_ms(d, isnull);
+	job.timeout_ms = JobqKindTimeoutMs(d, isnull);
 	d = JobqGetDatum(0, 7, &isnull);
 	job.idempotency_key = isnull ? NULL : TextDatumGetCString(d);
 	d = JobqGetDatum(0, 8, &isnull);
@@ -1454,7 +775,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 	job.leased = true;
 	JobqEndAccess(&access);
 
-	action = run_in_subtransaction(&job, slot, job_cxt, &edata);
+	action = run_in_subtransaction(&job, run, job_cxt, &edata);
 	if (job.succeeded)
 	{
 		Oid			types3[3] = {INT8OID, INT8OID, JSONBOID};
@@ -1495,14 +816,14 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
 			JobqErrorInfo info;
 
 			error_info(edata, &job, JobqHandlerPastDeadline(), &info);
-			keep_recorded_steps(&job);
+			JobqKeepRecordedSteps(&job);
 			(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, NULL);
 		}
 		JobqEndAccess(&access);
 		FreeErrorData(edata);
 	}
-	if (slot != NULL)
-		JobqCountJobs(slot, job.succeeded ? 1 : 0, job.succeeded ? 0 : 1);
+	if (run->in_worker)
+		JobqCountJobs(run->slot, job.succeeded ? 1 : 0, job.succeeded ? 0 : 1);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(job_cxt);
 	return job.succeeded;
@@ -1513,102 +834,10 @@ JobqRunLeasedJob(JobqLeasedJob *leased, JobqWorkerSlot *slot)
  * caller rolled its transaction back: no handler runs, and the slot says so.
  */
 void
-JobqResetExecutorAfterError(JobqWorkerSlot *slot)
+JobqResetExecutorAfterError(const JobqRunContext *run)
 {
 	JobqUnlimitHandler();
-	clear_activity(slot);
-}
-
-/* The id of the job whose handler runs in this backend, or 0. */
-int64
-JobqCurrentJobId(void)
-{
-	return current_job ? current_job->id : 0;
-}
-
-/* The attempt the running handler is (1 for the first), or 0. */
-int32
-JobqCurrentJobAttempt(void)
-{
-	return current_job ? current_job->attempt + 1 : 0;
-}
-
-/*
- * Remember a step the running handler recorded, so that it can be written
- * again if the attempt fails and its subtransaction rolls back.
- */
-void
-JobqRememberStep(Datum step, Datum result)
-{
-	MemoryContext old;
-
-	if (current_job == NULL || current_job->steps_cxt == NULL)
-		return;
-	old = MemoryContextSwitchTo(current_job->steps_cxt);
-	current_job->steps = lappend(current_job->steps,
-								 DatumGetPointer(PG_DETOAST_DATUM_COPY(step)));
-	current_job->steps = lappend(current_job->steps,
-								 DatumGetPointer(PG_DETOAST_DATUM_COPY(result)));
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * After a failed attempt, write back the steps its handler had recorded:
- * a checkpoint stands for work that may have left the database (a charge,
- * a message) and the retry must see it.  Must run between
- * JobqBeginAccess and JobqEndAccess, outside the rolled-back attempt.
- */
-static void
-keep_recorded_steps(BatchJob *job)
-{
-	static SPIPlanPtr plan_keep_step = NULL;
-	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
-	ListCell   *lc;
-
-	Assert(JobqInsideAccess());
-
-	for (lc = list_head(job->steps); lc != NULL; lc = lnext(job->steps, lnext(job->steps, lc)))
-	{
-		Datum		values[4];
-
-		values[0] = Int64GetDatum(job->id);
-		values[1] = PointerGetDatum(lfirst(lc));
-		values[2] = PointerGetDatum(lfirst(lnext(job->steps, lc)));
-		values[3] = Int32GetDatum(job->attempt + 1);
-		JobqPreparePlan(&plan_keep_step,
-						"INSERT INTO jobq.job_step (job_id, step, result, attempt)"
-						" VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, step) DO NOTHING",
-						4, argtypes);
-		JobqExecutePlan(plan_keep_step, values, NULL, SPI_OK_INSERT, 0);
-	}
-	job->steps = NIL;
-}
-
-PG_FUNCTION_INFO_V1(jobq_current_job);
-
-/*
- * jobq.current_job(): the job whose handler is running in this backend
- * (id, kind, attempt, idempotency_key), or NULL outside a handler.
- */
-Datum
-jobq_current_job(PG_FUNCTION_ARGS)
-{
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
-
-	if (current_job == NULL)
-		PG_RETURN_NULL();
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	values[0] = Int64GetDatum(current_job->id);
-	values[1] = CStringGetTextDatum(current_job->kind);
-	values[2] = Int32GetDatum(current_job->attempt + 1);
-	if (current_job->idempotency_key)
-		values[3] = CStringGetTextDatum(current_job->idempotency_key);
-	else
-		nulls[3] = true;
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+	JobqClearActivity(run);
 }
 
 PG_FUNCTION_INFO_V1(jobq_run_pending);
@@ -1626,10 +855,11 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_jobs;
 	volatile int32 ran = 0;
+	JobqRunContext run;
 
 	JobqRequirePrimary("jobq.run_pending()");
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
-	if (current_job != NULL)
+	if (JobqCurrentJobId() != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("jobq.run_pending() cannot run inside a job handler")));
@@ -1648,6 +878,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 		JobqEndAccess(&access);
 	}
 
+	JobqSessionRunContext(&run);
 	JobqBeginHandlerSession();
 	JobqNoteSessionCancels();
 	JobqStartWatchdog();
@@ -1658,7 +889,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 			JobqBatchResult result;
 			int64	   *later;
 
-			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), NULL, false, &result, &later);
+			JobqRunBatch(Min(jobq_batch_size, max_jobs - ran), &run, &result, &later);
 			ran += result.completed + result.failed;
 
 			/*

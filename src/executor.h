@@ -8,7 +8,7 @@
 #ifndef JOBQ_EXECUTOR_H
 #define JOBQ_EXECUTOR_H
 
-#include "shmem.h"
+#include "invoke.h"
 
 /* What one batch did. */
 typedef struct JobqBatchResult
@@ -28,11 +28,10 @@ typedef struct JobqLeasedJob
 	int64		lease_token;
 } JobqLeasedJob;
 
-extern void JobqRunBatch(int max_jobs, JobqWorkerSlot *slot, bool can_commit,
+extern void JobqRunBatch(int max_jobs, const JobqRunContext *run,
 						 JobqBatchResult *result, int64 **later_ids);
-extern JobqLeasedJob JobqLeaseForRun(int64 job_id, JobqWorkerSlot *slot);
-extern bool JobqRunLeasedJob(JobqLeasedJob *job, JobqWorkerSlot *slot);
-extern void JobqInitExecutor(void);
-extern void JobqResetExecutorAfterError(JobqWorkerSlot *slot);
+extern JobqLeasedJob JobqLeaseForRun(int64 job_id, const JobqRunContext *run);
+extern bool JobqRunLeasedJob(JobqLeasedJob *job, const JobqRunContext *run);
+extern void JobqResetExecutorAfterError(const JobqRunContext *run);
 
 #endif							/* JOBQ_EXECUTOR_H */

@@ -58,6 +58,7 @@
 
 #include "handler_env.h"
 #include "jobq.h"
+#include "search_path.h"
 
 /*
  * The parent of every portal's memory context, found once by name (portal

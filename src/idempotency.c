@@ -55,8 +55,11 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 
-#include "executor.h"
+#include "idempotency.h"
+#include "invoke.h"
 #include "jobq.h"
+#include "lease.h"
+#include "queue_acl.h"
 
 #define JOBQ_OPERATION_ID_MAX	512		/* bytes of an operation id */
 #define JOBQ_STEP_NAME_MAX		200		/* bytes of a step name */

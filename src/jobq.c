@@ -12,6 +12,7 @@
 #include "utils/guc.h"
 
 #include "jobq.h"
+#include "launcher.h"
 #include "shmem.h"
 
 PG_MODULE_MAGIC;

@@ -1,7 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * src/jobq.h
- *		Declarations shared by the jobq source files.
+ *		What every jobq source file shares: the vocabulary, the version,
+ *		the documented limits, jobq's lock tags, and the common helpers
+ *		(extension.c, guc.c, access.c, args.c).  Each other module has a
+ *		header of its own, named after its file.
  *
  * Vocabulary used throughout:
  *	kind		a registered, named type of job ("billing.charge_invoice") whose
@@ -42,6 +45,19 @@
 #define JOBQ_ENQUEUE_MANY_MAX	100000	/* payloads in one enqueue_many */
 
 /*
+ * A kind's settings where jobq reads a job whose kind is gone, in C and in
+ * the SQL of jobq's statements: the defaults of jobq.register_kind, which
+ * sql/jobq--0.3.sql declares and must agree with these (SQL cannot read
+ * them).
+ */
+#define JOBQ_DEFAULT_TIMEOUT_USECS	(5 * 60 * USECS_PER_SEC)
+#define JOBQ_DEFAULT_TIMEOUT_SQL	"interval '5 minutes'"
+#define JOBQ_DEFAULT_BACKOFF_BASE_USECS USECS_PER_SEC
+#define JOBQ_DEFAULT_BACKOFF_BASE_SQL "interval '1 second'"
+#define JOBQ_DEFAULT_BACKOFF_MAX_USECS (3600 * USECS_PER_SEC)
+#define JOBQ_DEFAULT_BACKOFF_MAX_SQL "interval '1 hour'"
+
+/*
  * jobq's own heavyweight locks, as (what, id) pairs.  Their tags have the
  * type PostgreSQL reserves for user locks, which no SQL function builds
  * (pg_advisory_lock makes advisory tags), so no role can take one to stall
@@ -61,13 +77,6 @@
 	 (tag).locktag_field4 = (what), \
 	 (tag).locktag_type = LOCKTAG_USERLOCK, \
 	 (tag).locktag_lockmethodid = USER_LOCKMETHOD)
-
-/* kinds.c: the shape of a function jobq can call as a handler. */
-struct FormData_pg_proc;
-extern bool JobqHasHandlerShape(const struct FormData_pg_proc *proc);
-extern void JobqCheckHandlerOwner(Oid fn_oid, Oid runner);
-#define JOBQ_HANDLER_SHAPE_DETAIL \
-	"A handler is a function or procedure that takes one jsonb argument and returns jsonb or void."
 
 /* extension.c: whether jobq is installed here, by whom, in which version. */
 typedef struct JobqExtension
@@ -142,137 +151,5 @@ extern int	JobqDeconstructArray(ArrayType *array, Oid elemtype, const char *argn
 								 bool nulls_allowed, Datum **elems, bool **nulls);
 extern int64 *JobqCopyId(int64 id);
 extern Datum JobqIdListArray(List *ids);
-
-/* lease.c: the end of an attempt, shared with the executor. */
-typedef struct JobqErrorInfo
-{
-	const char *sqlstate;		/* five characters, or NULL */
-	const char *message;
-	const char *detail;
-	const char *hint;
-	const char *context;
-} JobqErrorInfo;
-
-/* What a lease-rescue sweep saw of a lost lease. */
-typedef struct JobqLostLease
-{
-	bool		has_holder;		/* holder_pid and holder_start are set */
-	int32		holder_pid;		/* the holder seen exited */
-	TimestampTz holder_start;
-} JobqLostLease;
-
-/*
- * retry_in_usecs of JobqFailAttempt for a rescue: due again at once, at its
- * old place in line (its run_at is kept).
- */
-#define JOBQ_KEEP_PLACE			(-1)
-
-extern const char *JobqFailAttempt(int64 job_id, int64 lease_token,
-								   const JobqErrorInfo *error,
-								   bool have_retry_in, int64 retry_in_usecs,
-								   const JobqLostLease *lost);
-extern const char *JobqNextStateAfterFailure(int32 attempt, int32 max_attempts,
-											 bool hold, int64 base_usecs,
-											 int64 max_usecs, bool have_retry_in,
-											 int64 retry_in_usecs,
-											 TimestampTz *run_at);
-extern void JobqRecordFailure(int64 job_id, int32 attempt, int32 charge,
-							  const char *state, TimestampTz run_at,
-							  const JobqErrorInfo *error, const char *worker,
-							  TimestampTz started_at);
-extern void JobqReportLeaseProblem(int64 job_id, int64 lease_token) pg_attribute_noreturn();
-extern void JobqNewLeaseTokens(int64 *tokens, int n);
-extern int64 JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs);
-
-/* idempotency.c: the random value behind a job's external keys. */
-extern int64 JobqNewKeyNonce(void);
-
-/* executor.c */
-extern int64 JobqCurrentJobId(void);
-extern int32 JobqCurrentJobAttempt(void);
-extern void JobqRememberStep(Datum step, Datum result);
-
-/* operators.c */
-extern void JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids,
-								  int n, const char *queue, const char *reason);
-
-/* retention.c */
-extern int64 JobqPurgeFinished(int64 older_than_usecs, int max_jobs);
-extern bool JobqPurgeWalkUnfinished(void);
-extern int	JobqPurgeOperations(TimestampTz cutoff, int max_rows);
-
-/* search_path.c: a kind's search_path, resolved and safe for its role. */
-extern char *JobqKindSearchPath(const char *session_path, Oid owner, bool for_handler);
-extern void JobqCheckKindSearchPath(const char *path, Oid owner);
-extern bool JobqSearchPathsEquivalent(const char *session_path, const char *kind_path);
-
-/* launcher.c */
-extern void JobqRegisterLauncher(void);
-
-/* queues.c */
-extern int32 JobqFindQueue(Datum name, bool *paused);
-extern int32 JobqQueueId(Datum name, bool create);
-extern char *JobqQueueName(int32 id);
-extern void JobqReportUnknownQueue(const char *name) pg_attribute_noreturn();
-
-/* queue_acl.c: who may produce into, work on and operate each queue. */
-typedef enum JobqQueuePrivilege
-{
-	JOBQ_PRODUCE = 0,			/* enqueue into it */
-	JOBQ_WORK,					/* claim its jobs, report on them, run them */
-	JOBQ_OPERATE				/* read its jobs, act on them, pause it */
-} JobqQueuePrivilege;
-
-#define JOBQ_QUEUE_PRIVILEGES	3
-
-extern const char *JobqQueuePrivilegeName(JobqQueuePrivilege privilege);
-extern bool JobqHasAllQueues(Oid role, JobqQueuePrivilege privilege);
-extern bool JobqHasQueuePrivilege(int32 queue_id, Oid role, JobqQueuePrivilege privilege);
-extern void JobqCheckQueuePrivilege(int32 queue_id, const char *queue, Oid role,
-									JobqQueuePrivilege privilege);
-extern int32 JobqQueueForPrivilege(Datum name, Oid role, JobqQueuePrivilege privilege,
-								   bool *paused);
-extern void JobqCheckJobsPrivilege(Datum ids, Oid role, JobqQueuePrivilege privilege);
-extern void JobqCheckJobPrivilege(int64 job_id, Oid role, JobqQueuePrivilege privilege);
-extern bool JobqHasJobPrivilege(int64 job_id, Oid role, JobqQueuePrivilege privilege);
-extern void JobqCheckSomeQueue(Oid role, int mask, const char *function, const char *may);
-extern void JobqReportQueuePrivilege(const char *queue, Oid role,
-									 JobqQueuePrivilege privilege, int64 job_id)
-			pg_attribute_noreturn();
-
-/*
- * concurrency.c.  JOBQ_KEY_FREE(alias) is a condition on a jobq.job row:
- * it has no concurrency key, or no other job holds its key under a
- * standing lease.
- */
-#define JOBQ_KEY_FREE(alias) \
-	" (" alias ".concurrency_key IS NULL OR NOT EXISTS (" \
-	"   SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id" \
-	"   AND h.lease_token = c.lease_token AND h.state = 'running'" \
-	"   WHERE c.key = " alias ".concurrency_key))"
-
-/*
- * Most picks one claim or batch makes: the first, then picks that replace
- * the jobs skipped for a busy key with the next ones in line.
- */
-#define JOBQ_KEY_PICK_ROUNDS	4
-
-extern bool JobqTryLockConcurrencyKey(const char *key);
-extern bool JobqKeyTakenHere(List *taken, const char *key);
-extern bool JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token);
-extern bool JobqConcurrencyKeyLeased(Datum key);
-
-/* schedules.c */
-extern int	JobqTickSchedules(TimestampTz now, bool from_worker, Oid caller);
-
-/* claim.c */
-extern int	JobqPromoteDueJobs(void);
-extern int	JobqRescueLeases(bool wait, int max_jobs);
-
-/*
- * Jobs one sweep of a claim or a worker rescues at most: after a crash of
- * many external workers, a claim must not pay for every lost lease.
- */
-#define JOBQ_RESCUE_BATCH		1000
 
 #endif							/* JOBQ_JOBQ_H */

@@ -27,7 +27,10 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
+#include "handler.h"
 #include "jobq.h"
+#include "queues.h"
+#include "search_path.h"
 
 static SPIPlanPtr plan_lock_kind;
 static SPIPlanPtr plan_insert_kind;
@@ -36,49 +39,6 @@ static SPIPlanPtr plan_set_in_db;
 static SPIPlanPtr plan_count_live;
 static SPIPlanPtr plan_delete_kind;
 static SPIPlanPtr plan_kind_subscription;
-
-/* Whether a function has the shape jobq calls: see JOBQ_HANDLER_SHAPE_DETAIL. */
-bool
-JobqHasHandlerShape(const struct FormData_pg_proc *proc)
-{
-	return proc->pronargs == 1 &&
-		proc->proargtypes.values[0] == JSONBOID &&
-		!proc->proretset &&
-		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
-		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
-}
-
-/*
- * Raise 42501 unless the owner of function fn_oid has the privileges of
- * "runner", the role its kind's handlers run as: whoever owns a handler's
- * function can change what it does (or drop it and make another of that
- * name), so that must be the role itself, a member of it, or a superuser.
- * At registration, and before every run.
- */
-void
-JobqCheckHandlerOwner(Oid fn_oid, Oid runner)
-{
-	HeapTuple	tuple;
-	Oid			proowner;
-	char	   *runner_name;
-
-	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for function %u", fn_oid);
-	proowner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
-	ReleaseSysCache(tuple);
-	if (has_privs_of_role(proowner, runner))
-		return;
-	runner_name = GetUserNameFromId(runner, false);
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("handler function %s belongs to role \"%s\", which does not have the privileges of role \"%s\"",
-					format_procedure(fn_oid), GetUserNameFromId(proowner, false), runner_name),
-			 errdetail("The handler runs as role \"%s\", and the function's owner can change what it does.",
-					   runner_name),
-			 errhint("Give the function to role \"%s\" with ALTER FUNCTION ... OWNER TO, or register the kind as its owner.",
-					 runner_name)));
-}
 
 /*
  * Check that a handler has the shape jobq calls: one jsonb argument,

@@ -83,6 +83,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "launcher.h"
 #include "shmem.h"
 
 #define JOBQ_REPROBE_MS		60000	/* look again at a database without jobq */

@@ -2,8 +2,7 @@
  *
  * src/lease.c
  *		Reports on a leased job: complete, complete_many, fail, heartbeat
- *		and snooze, and the end-of-attempt rules they share with lease
- *		rescue and the in-database executor.
+ *		and snooze; the lease tokens they present.
  *
  * Every report names the job and the lease token it was claimed with.  A
  * report whose token is not the job's current one, or whose job is no
@@ -18,14 +17,7 @@
  * current one is refused the same way whether it belonged to an earlier
  * lease or was never the job's: nothing tells the two apart.
  *
- * After a failed attempt the job goes, in this order of precedence:
- *	held		if its kind declares side effects and is not retry_safe
- *				(an operator decides whether running it again is safe);
- *	failed		if its attempts are exhausted (the dead-letter set);
- *	pending		otherwise, at now + backoff(attempt): exponential from the
- *				kind's backoff_base, capped at backoff_max, with "equal
- *				jitter" (a uniform draw between half the delay and the
- *				whole of it), unless the caller chose the delay.
+ * jobq.fail ends the attempt by the rules of attempt.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,7 +33,10 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
 #include "jobq.h"
+#include "lease.h"
+#include "queue_acl.h"
 #include "shmem.h"
 
 static SPIPlanPtr plan_complete;
@@ -49,21 +44,7 @@ static SPIPlanPtr plan_complete_many;
 static SPIPlanPtr plan_forget_lease;
 static SPIPlanPtr plan_forget_lease_one;
 static SPIPlanPtr plan_lease_state;
-static SPIPlanPtr plan_lock_for_fail;
-static SPIPlanPtr plan_lock_for_rescue;
-static SPIPlanPtr plan_record_error;
-static SPIPlanPtr plan_after_failure;
 
-/* Lock a running job under a given lease, with what a failure needs. */
-#define LOCK_FOR_FAIL_SQL_BODY \
-	"SELECT j.attempt, j.max_attempts, j.worker," \
-	" coalesce(k.backoff_base, interval '1 second')," \
-	" coalesce(k.backoff_max, interval '1 hour')," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0 AND NOT k.retry_safe, false)," \
-	" j.concurrency_key IS NOT NULL, j.run_at" \
-	" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind" \
-	" WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2"
-#define LOCK_FOR_FAIL_SQL LOCK_FOR_FAIL_SQL_BODY " FOR UPDATE OF j"
 static SPIPlanPtr plan_heartbeat;
 static SPIPlanPtr plan_snooze;
 
@@ -137,224 +118,6 @@ JobqNewLeaseTokens(int64 *tokens, int n)
 	}
 }
 
-/*
- * The delay before attempt number "attempt" + 1, in microseconds: base
- * doubled per attempt, capped at max, then jittered between half and all.
- */
-int64
-JobqBackoffUsecs(int attempt, int64 base_usecs, int64 max_usecs)
-{
-	int64		delay = Max(base_usecs, 1);
-	int			i;
-	int64		half;
-
-	for (i = 1; i < attempt && delay < max_usecs; i++)
-		delay = (delay > max_usecs / 2) ? max_usecs : delay * 2;
-	delay = Min(delay, max_usecs);
-	half = delay / 2;
-	return half + (int64) pg_prng_uint64_range(&pg_global_prng_state, 0, (uint64) (delay - half));
-}
-
-/* Clip a message to the stored length, at a character boundary. */
-static char *
-clip_text(const char *text)
-{
-	int			len = strlen(text);
-
-	if (len <= JOBQ_ERROR_TEXT_MAX)
-		return pstrdup(text);
-	len = pg_mbcliplen(text, len, JOBQ_ERROR_TEXT_MAX);
-	return pnstrdup(text, len);
-}
-
-static Datum
-text_or_null(const char *s, char *null)
-{
-	*null = s ? ' ' : 'n';
-	return s ? CStringGetTextDatum(clip_text(s)) : (Datum) 0;
-}
-
-/*
- * Decide where a job goes after its attempt number "attempt" failed:
- * "held", "failed", or "pending" at *run_at.  See the file header.
- */
-const char *
-JobqNextStateAfterFailure(int32 attempt, int32 max_attempts, bool hold,
-						  int64 base_usecs, int64 max_usecs,
-						  bool have_retry_in, int64 retry_in_usecs,
-						  TimestampTz *run_at)
-{
-	if (hold)
-		return "held";
-	if (attempt >= max_attempts)
-		return "failed";
-	*run_at = GetCurrentTimestamp() +
-		(have_retry_in ? retry_in_usecs : JobqBackoffUsecs(attempt, base_usecs, max_usecs));
-	return "pending";
-}
-
-/*
- * Record a failed attempt: a jobq.job_error row, and the job's new state,
- * run_at and last_error.  charge is added to the job's attempt count (the
- * in-database executor charges here; a claim charged already).  Must run
- * between JobqBeginAccess and JobqEndAccess, with the job row locked.
- */
-void
-JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
-				  TimestampTz run_at, const JobqErrorInfo *error,
-				  const char *worker, TimestampTz started_at)
-{
-	Oid			errtypes[10] = {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Datum		errvalues[10];
-	char		errnulls[10];
-	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
-	TEXTOID, TIMESTAMPTZOID, CHAROID};
-	Datum		values[8];
-	char		nulls[8];
-	char		lane;
-
-	Assert(JobqInsideAccess());
-
-	errvalues[0] = Int64GetDatum(job_id);
-	errnulls[0] = ' ';
-	errvalues[1] = Int32GetDatum(attempt);
-	errnulls[1] = ' ';
-	errvalues[2] = text_or_null(worker, &errnulls[2]);
-	errvalues[3] = text_or_null(error->sqlstate, &errnulls[3]);
-	errvalues[4] = text_or_null(error->message ? error->message : "unknown error", &errnulls[4]);
-	errvalues[5] = text_or_null(error->detail, &errnulls[5]);
-	errvalues[6] = text_or_null(error->hint, &errnulls[6]);
-	errvalues[7] = text_or_null(error->context, &errnulls[7]);
-	errvalues[8] = CStringGetTextDatum(state);
-	errnulls[8] = ' ';
-	errvalues[9] = TimestampTzGetDatum(started_at);
-	errnulls[9] = started_at ? ' ' : 'n';
-	/* A claimed attempt's start and worker are on the job row until now. */
-	JobqPreparePlan(&plan_record_error,
-					"INSERT INTO jobq.job_error (job_id, attempt, worker, sqlstate,"
-					" message, detail, hint, context, outcome, started_at)"
-					" SELECT $1, $2, coalesce($3, j.worker), $4, $5, $6, $7, $8,"
-					"  $9::jobq.job_state, coalesce($10, j.started_at)"
-					" FROM jobq.job j WHERE j.id = $1",
-					10, errtypes);
-	JobqExecutePlan(plan_record_error, errvalues, errnulls, SPI_OK_INSERT, 0);
-
-	if (strcmp(state, "pending") == 0)
-		lane = run_at <= GetCurrentTimestamp() ? 'r' : 's';
-	else
-		lane = 'a';				/* failed or held: an operator's turn */
-	values[0] = Int64GetDatum(job_id);
-	nulls[0] = ' ';
-	values[1] = errvalues[4];
-	nulls[1] = ' ';
-	values[2] = CStringGetTextDatum(state);
-	nulls[2] = ' ';
-	values[3] = TimestampTzGetDatum(run_at);
-	nulls[3] = lane == 'r' || lane == 's' ? ' ' : 'n';
-	values[4] = Int32GetDatum(charge);
-	nulls[4] = ' ';
-	values[5] = errvalues[2];
-	nulls[5] = errnulls[2];
-	values[6] = TimestampTzGetDatum(started_at);
-	nulls[6] = started_at ? ' ' : 'n';
-	values[7] = CharGetDatum(lane);
-	nulls[7] = ' ';
-	JobqPreparePlan(&plan_after_failure,
-					"UPDATE jobq.job SET state = $3::jobq.job_state, lane = $8,"
-					" run_at = coalesce($4, run_at), attempt = attempt + $5,"
-					" last_error = $2, worker = coalesce($6, worker),"
-					" started_at = coalesce($7, started_at),"
-					" finished_at = CASE WHEN $3 = 'failed'"
-					"   THEN pg_catalog.clock_timestamp() END,"
-					" holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1 RETURNING in_db",
-					8, types);
-	/* An in-database retry later needs a worker then. */
-	if (JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE_RETURNING, 0) == 1 &&
-		lane == 's' && JobqGetBool(0, 1))
-		JobqVisitAtCommit(run_at);
-}
-
-/*
- * End a running attempt with an error: record it in jobq.job_error and move
- * the job to held, failed, or pending after a delay (the caller's retry_in
- * when have_retry_in, else the kind's backoff; JOBQ_KEEP_PLACE: at once,
- * with its run_at kept).  The lease must be current;
- * otherwise the lease error is raised and nothing changes.  Returns the
- * job's new state.  With "lost" (lease rescue: the holder the sweep saw
- * dead, if any), a job locked by another transaction, no longer under this
- * lease, or whose lease no longer looks lost is left alone and NULL is
- * returned instead.  Must run between JobqBeginAccess and JobqEndAccess.
- */
-const char *
-JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
-				bool have_retry_in, int64 retry_in_usecs, const JobqLostLease *lost)
-{
-	Oid			locktypes[4] = {INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID};
-	Datum		lockvalues[4] = {Int64GetDatum(job_id), Int64GetDatum(lease_token), 0, 0};
-	char		locknulls[4] = {' ', ' ', ' ', ' '};
-	int32		attempt;
-	bool		isnull;
-	Datum		worker;
-	char	   *worker_label;
-	const char *outcome;
-	TimestampTz run_at = 0;
-	int			found;
-
-	Assert(JobqInsideAccess());
-
-	if (lost == NULL)
-	{
-		JobqPreparePlan(&plan_lock_for_fail, LOCK_FOR_FAIL_SQL, 2, locktypes);
-		found = JobqExecutePlan(plan_lock_for_fail, lockvalues, NULL, SPI_OK_SELECT, 0);
-	}
-	else
-	{
-		/*
-		 * Lock it only if the lease still looks lost now that we see its
-		 * latest version: a heartbeat since the sweep looked saves it.
-		 */
-		lockvalues[2] = Int32GetDatum(lost->holder_pid);
-		lockvalues[3] = TimestampTzGetDatum(lost->holder_start);
-		locknulls[2] = lost->has_holder ? ' ' : 'n';
-		locknulls[3] = lost->has_holder ? ' ' : 'n';
-		JobqPreparePlan(&plan_lock_for_rescue,
-						LOCK_FOR_FAIL_SQL_BODY
-						" AND (j.lease_expires_at < pg_catalog.clock_timestamp()"
-						"   OR (j.holder_pid = $3 AND j.holder_start = $4))"
-						" FOR UPDATE OF j SKIP LOCKED",
-						4, locktypes);
-		found = JobqExecutePlan(plan_lock_for_rescue, lockvalues, locknulls, SPI_OK_SELECT, 0);
-	}
-	if (found == 0)
-	{
-		if (lost != NULL)
-			return NULL;
-		JobqReportLeaseProblem(job_id, lease_token);
-	}
-
-	/* Jobs that wait for this job's concurrency key may run after commit. */
-	if (JobqGetBool(0, 7))
-		JobqWakeWorkersAtCommit();
-	attempt = JobqGetInt32(0, 1);
-	worker = JobqGetDatum(0, 3, &isnull);
-	worker_label = isnull ? NULL : TextDatumGetCString(worker);
-	outcome = JobqNextStateAfterFailure(attempt, JobqGetInt32(0, 2), JobqGetBool(0, 6),
-										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 4, &isnull))),
-										JobqIntervalUsecs(DatumGetIntervalP(JobqGetDatum(0, 5, &isnull))),
-										have_retry_in, Max(retry_in_usecs, 0), &run_at);
-
-	/*
-	 * A rescued job was not at fault (or not known to be): it keeps its
-	 * place in line rather than queueing behind the jobs that arrived while
-	 * it ran.  A running job's run_at has passed, so it is ready at once.
-	 */
-	if (have_retry_in && retry_in_usecs == JOBQ_KEEP_PLACE && strcmp(outcome, "pending") == 0)
-		run_at = Min(run_at, DatumGetTimestampTz(JobqGetDatum(0, 8, &isnull)));
-	JobqRecordFailure(job_id, attempt, 0, outcome, run_at, error, worker_label, 0);
-	return outcome;
-}
 
 /* Read the (id, lease_token) pair every report starts with. */
 static void

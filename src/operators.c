@@ -25,7 +25,11 @@
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
+#include "invoke.h"
 #include "jobq.h"
+#include "operators.h"
+#include "queue_acl.h"
+#include "queues.h"
 #include "shmem.h"
 
 static SPIPlanPtr plan_log;

@@ -45,6 +45,9 @@
 #include "utils/syscache.h"
 
 #include "jobq.h"
+#include "operators.h"
+#include "queue_acl.h"
+#include "queues.h"
 
 static const char *const privilege_names[JOBQ_QUEUE_PRIVILEGES] = {
 	"produce", "work", "operate"

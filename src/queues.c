@@ -20,6 +20,8 @@
 #include "utils/builtins.h"
 
 #include "jobq.h"
+#include "operators.h"
+#include "queues.h"
 
 static SPIPlanPtr plan_find_queue;
 static SPIPlanPtr plan_create_queue;

@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "retention.h"
 
 static SPIPlanPtr plan_walk;
 static SPIPlanPtr plan_forget_ops;

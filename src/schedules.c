@@ -57,6 +57,8 @@
 
 #include "cron.h"
 #include "jobq.h"
+#include "queue_acl.h"
+#include "schedules.h"
 #include "shmem.h"
 
 #define JOBQ_SCHEDULE_NAME_MAX		100

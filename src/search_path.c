@@ -44,6 +44,7 @@
 #include "utils/varlena.h"
 
 #include "jobq.h"
+#include "search_path.h"
 
 /* Paths checked in this transaction, each for a role: checked once each. */
 #define CHECKED_PATHS_MAX	8

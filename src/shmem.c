@@ -47,6 +47,7 @@
 #include "utils/tuplestore.h"
 
 #include "jobq.h"
+#include "queue_acl.h"
 #include "shmem.h"
 
 JobqSharedState *JobqShared = NULL;

@@ -44,9 +44,11 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
 #include "jobq.h"
 #include "shmem.h"
 #include "watchdog.h"
+#include "worker.h"
 
 /* Why the watchdog ended the process. */
 typedef enum EndReason
@@ -58,8 +60,6 @@ typedef enum EndReason
 	END_SESSION_CANCEL			/* it ignored a cancel of run_pending's caller */
 } EndReason;
 
-volatile sig_atomic_t JobqShutdownRequested = false;
-volatile TimestampTz JobqShutdownRequestedAt = 0;
 volatile sig_atomic_t JobqInHandler = false;
 volatile int64 JobqHandlerJobId = 0;
 

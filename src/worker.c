@@ -58,15 +58,25 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "attempt.h"
+#include "claim.h"
 #include "executor.h"
 #include "handler_env.h"
 #include "jobq.h"
-#include "watchdog.h"
+#include "retention.h"
+#include "schedules.h"
 #include "shmem.h"
+#include "watchdog.h"
+#include "worker.h"
 
 PGDLLEXPORT void JobqWorkerMain(Datum main_arg) pg_attribute_noreturn();
 
+/* Written by worker_sigterm alone; see worker.h. */
+volatile sig_atomic_t JobqShutdownRequested = false;
+volatile TimestampTz JobqShutdownRequestedAt = 0;
+
 static JobqWorkerSlot *MySlot = NULL;
+static JobqRunContext my_run;	/* how this worker runs jobs: MySlot's */
 static TimestampTz last_rescue = 0;
 static TimestampTz last_purge = 0;
 static TimestampTz last_housekeeping = 0;
@@ -457,7 +467,7 @@ run_one_batch(MemoryContext loop_cxt, int *picked)
 		JobqStopWatchdog();
 		return false;
 	}
-	JobqRunBatch(jobq_batch_size, MySlot, true, &result, &later);
+	JobqRunBatch(jobq_batch_size, &my_run, &result, &later);
 	finish_transaction(loop_cxt);
 	*picked = result.picked;
 
@@ -466,13 +476,13 @@ run_one_batch(MemoryContext loop_cxt, int *picked)
 		JobqLeasedJob leased;
 
 		start_jobq_transaction(loop_cxt);
-		leased = JobqLeaseForRun(later[i], MySlot);
+		leased = JobqLeaseForRun(later[i], &my_run);
 		finish_transaction(loop_cxt);
 		if (leased.id == 0)
 			continue;			/* taken by another worker meanwhile */
 
 		start_jobq_transaction(loop_cxt);
-		(void) JobqRunLeasedJob(&leased, MySlot);
+		(void) JobqRunLeasedJob(&leased, &my_run);
 		finish_transaction(loop_cxt);
 	}
 
@@ -701,6 +711,7 @@ JobqWorkerMain(Datum main_arg)
 	MySlot->next_visit = 0;
 	LWLockRelease(JobqShared->lock);
 	JobqSetSlotJob(MySlot, 0, NULL, 0);
+	JobqWorkerRunContext(&my_run, MySlot);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker loop",
@@ -735,7 +746,7 @@ JobqWorkerMain(Datum main_arg)
 		EmitErrorReport();
 		JobqStopWatchdog();
 		AbortCurrentTransaction();
-		JobqResetExecutorAfterError(MySlot);
+		JobqResetExecutorAfterError(&my_run);
 		pgstat_report_activity(STATE_IDLE, "jobq: idle");
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();

@@ -1,0 +1,313 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/invoke.c
+ *		Calling one job's handler, and what the running handler may ask
+ *		about its job.
+ *
+ * JobqCallHandler runs inside a subtransaction its caller (executor.c)
+ * opened, and every ERROR it raises is the job's: a handler missing or of
+ * the wrong shape, a role that may no longer run it, the handler's own
+ * error, its timeout or an operator's cancel.  Before the call it checks
+ * the kind's role and search_path, makes deferred constraints fire (so
+ * that those of the handler fire as its role), arms the watchdog with the
+ * kind's timeout, and switches to the kind's role and settings
+ * (handler_env.c); after it, it fires what the handler deferred and
+ * copies the result into the caller's memory.  The checks cost a few
+ * syscache lookups per job; the handler's lookup is cached (handler.c).
+ *
+ * While a handler runs, this backend's current job (jobq.current_job(),
+ * JobqCurrentJobId, JobqCurrentJobAttempt) is that job, and the steps the
+ * handler records through jobq.record_step() are remembered outside its
+ * subtransaction, so that a failed attempt can write them back
+ * (JobqKeepRecordedSteps): a checkpoint stands for work that may have
+ * left the database.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "handler.h"
+#include "handler_env.h"
+#include "invoke.h"
+#include "jobq.h"
+#include "search_path.h"
+#include "watchdog.h"
+
+/* The job whose handler is running, for the error context callback. */
+static BatchJob *current_job = NULL;
+
+/* Adds "jobq job N (kind "k", attempt A)" to every error and log line. */
+static void
+job_error_context(void *arg)
+{
+	BatchJob   *job = (BatchJob *) arg;
+
+	errcontext("jobq job %lld (kind \"%s\", attempt %d)",
+			   (long long) job->id, job->kind, job->attempt + 1);
+}
+
+/*
+ * Make every constraint of the transaction immediate, firing what was
+ * deferred (SET CONSTRAINTS ALL IMMEDIATE).  Run before a handler, so that
+ * its own deferrable constraints are checked while it runs, as its role:
+ * a deferred trigger left for commit would run as whoever commits.
+ */
+static void
+make_constraints_immediate(void)
+{
+	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+	stmt->constraints = NIL;
+	stmt->deferred = false;
+	AfterTriggerSetState(stmt);
+	pfree(stmt);
+}
+
+/*
+ * The run context of a background worker, whose slot shows the job it
+ * runs and may commit between jobs.
+ */
+void
+JobqWorkerRunContext(JobqRunContext *run, JobqWorkerSlot *slot)
+{
+	Assert(slot != NULL);
+	run->in_worker = true;
+	run->slot = slot;
+	run->can_commit = true;
+	snprintf(run->label, sizeof(run->label), "jobq worker %d", MyProcPid);
+}
+
+/*
+ * The run context of jobq.run_pending() in a session: every job runs in
+ * the caller's transaction, which commits or rolls back with them.
+ */
+void
+JobqSessionRunContext(JobqRunContext *run)
+{
+	run->in_worker = false;
+	run->slot = NULL;
+	run->can_commit = false;
+	snprintf(run->label, sizeof(run->label), "run_pending %d", MyProcPid);
+}
+
+/* What the watchdog keeps of a job whose handler is about to run. */
+static void
+limit_job(BatchJob *job, const JobqRunContext *run, JobqLimitedJob *limited)
+{
+	memset(limited, 0, sizeof(*limited));
+	limited->id = job->id;
+	limited->attempt = job->attempt + 1;
+	limited->max_attempts = job->max_attempts;
+	limited->lease_token = job->leased ? job->lease_token : 0;
+	limited->hold_on_failure = job->hold_on_failure;
+	limited->backoff_base_us = job->backoff_base_us;
+	limited->backoff_max_us = job->backoff_max_us;
+	limited->timeout_ms = job->timeout_ms;
+	limited->started_at = job->started_at;
+	strlcpy(limited->kind, job->kind, sizeof(limited->kind));
+	strlcpy(limited->worker, run->label, sizeof(limited->worker));
+}
+
+/*
+ * Call a job's handler as the kind's role and keep its result in "cxt".
+ * Runs inside a subtransaction; any ERROR is the job's.
+ */
+void
+JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
+{
+	JobqHandler *handler;
+	JobqHandlerEnv env;
+	JobqLimitedJob limited;
+	Datum		result;
+	ErrorContextCallback errcallback;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	if (job->handler == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("kind \"%s\" has no in-database handler", job->kind),
+				 errhint("Register the kind again, or run its jobs with jobq.claim().")));
+
+	errcallback.callback = job_error_context;
+	errcallback.arg = job;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	job->steps = NIL;
+	job->steps_cxt = cxt;
+	current_job = job;
+
+	job->started_at = GetCurrentTimestamp();
+	if (run->in_worker)
+	{
+		char	   *activity = psprintf("jobq: %s job %lld attempt %d", job->kind,
+										(long long) job->id, job->attempt + 1);
+
+		JobqSetSlotJob(run->slot, job->id, job->kind, job->attempt + 1);
+		pgstat_report_activity(STATE_RUNNING, activity);
+		debug_query_string = activity;
+	}
+
+	JobqForgetHandlerDeadline();	/* a cancel before the handler is no timeout */
+	/* A cancel of the session that came between handlers is the session's. */
+	CHECK_FOR_INTERRUPTS();
+	if (JobqCancelRequested(job->id))
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
+	handler = JobqLookupHandler(job->handler, job->owner);
+	JobqCheckRunner(job->kind, job->owner, handler->fn_oid);
+	JobqCheckHandlerOwner(handler->fn_oid, job->owner);
+	JobqCheckKindSearchPath(job->search_path, job->owner);
+	make_constraints_immediate();
+
+	limit_job(job, run, &limited);
+	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
+	JobqLimitHandler(&limited);
+
+	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = job->payload;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+
+	/*
+	 * Anything the handler deferred fires now, as its role, or fails it;
+	 * still under its timeout and cancellable (JobqUnlimitHandler ends
+	 * that).  A handler that returned too late, or after a cancel, fails.
+	 */
+	make_constraints_immediate();
+	JobqUnlimitHandler();
+	JobqRaiseIfHandlerOverran();
+	JobqLeaveHandlerEnv(&env);
+
+	job->result_isnull = fcinfo->isnull || !handler->returns_jsonb;
+	if (!job->result_isnull)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		JobqCheckJsonbSize(result, "result");
+		job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+		MemoryContextSwitchTo(old);
+	}
+
+	error_context_stack = errcallback.previous;
+	current_job = NULL;
+}
+
+/* After a handler, successful or not: the worker is idle again. */
+void
+JobqClearActivity(const JobqRunContext *run)
+{
+	current_job = NULL;
+	if (run->in_worker)
+	{
+		JobqSetSlotJob(run->slot, 0, NULL, 0);
+		debug_query_string = NULL;
+	}
+}
+
+/* The id of the job whose handler runs in this backend, or 0. */
+int64
+JobqCurrentJobId(void)
+{
+	return current_job ? current_job->id : 0;
+}
+
+/* The attempt the running handler is (1 for the first), or 0. */
+int32
+JobqCurrentJobAttempt(void)
+{
+	return current_job ? current_job->attempt + 1 : 0;
+}
+
+/*
+ * Remember a step the running handler recorded, so that it can be written
+ * again if the attempt fails and its subtransaction rolls back.
+ */
+void
+JobqRememberStep(Datum step, Datum result)
+{
+	MemoryContext old;
+	JobqRecordedStep *recorded;
+
+	if (current_job == NULL || current_job->steps_cxt == NULL)
+		return;
+	old = MemoryContextSwitchTo(current_job->steps_cxt);
+	recorded = palloc(sizeof(JobqRecordedStep));
+	recorded->step = PointerGetDatum(PG_DETOAST_DATUM_COPY(step));
+	recorded->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+	current_job->steps = lappend(current_job->steps, recorded);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * After a failed attempt, write back the steps its handler had recorded:
+ * a checkpoint stands for work that may have left the database (a charge,
+ * a message) and the retry must see it.  Must run between
+ * JobqBeginAccess and JobqEndAccess, outside the rolled-back attempt.
+ */
+void
+JobqKeepRecordedSteps(BatchJob *job)
+{
+	static SPIPlanPtr plan_keep_step = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, JSONBOID, INT4OID};
+	ListCell   *lc;
+
+	Assert(JobqInsideAccess());
+
+	foreach(lc, job->steps)
+	{
+		JobqRecordedStep *recorded = (JobqRecordedStep *) lfirst(lc);
+		Datum		values[4];
+
+		values[0] = Int64GetDatum(job->id);
+		values[1] = recorded->step;
+		values[2] = recorded->result;
+		values[3] = Int32GetDatum(job->attempt + 1);
+		JobqPreparePlan(&plan_keep_step,
+						"INSERT INTO jobq.job_step (job_id, step, result, attempt)"
+						" VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, step) DO NOTHING",
+						4, argtypes);
+		JobqExecutePlan(plan_keep_step, values, NULL, SPI_OK_INSERT, 0);
+	}
+	job->steps = NIL;
+}
+
+PG_FUNCTION_INFO_V1(jobq_current_job);
+
+/*
+ * jobq.current_job(): the job whose handler is running in this backend
+ * (id, kind, attempt, idempotency_key), or NULL outside a handler.
+ */
+Datum
+jobq_current_job(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (current_job == NULL)
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(current_job->id);
+	values[1] = CStringGetTextDatum(current_job->kind);
+	values[2] = Int32GetDatum(current_job->attempt + 1);
+	if (current_job->idempotency_key)
+		values[3] = CStringGetTextDatum(current_job->idempotency_key);
+	else
+		nulls[3] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
