@@ -56,6 +56,7 @@
 #include "utils/timestamp.h"
 
 #include "cron.h"
+#include "enqueue.h"
 #include "jobq.h"
 #include "shmem.h"
 
@@ -105,7 +106,6 @@ static SPIPlanPtr plan_due_sql_old;
 static SPIPlanPtr plan_kind_queue;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_job_locked;
-static SPIPlanPtr plan_enqueue;
 static SPIPlanPtr plan_event;
 static SPIPlanPtr plan_prune;
 static SPIPlanPtr plan_advance;
@@ -322,31 +322,32 @@ check_owner_may_produce(Schedule *s)
 /*
  * Enqueue the job of one slot (or of a manual run, with its own key) and
  * return its id.  A key that exists already returns the job that holds it:
- * the slot fired before.
+ * the slot fired before.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
+ *
+ * The owner's produce privilege is checked first, then the enqueue makes
+ * every check jobq.enqueue() makes, with jobq's owner (the role the access
+ * layer runs as) as the producer: that was the caller of the SELECT
+ * jobq.enqueue(...) this used to run, and so still the role checked.
  */
 static int64
 fire(Schedule *s, TimestampTz run_at, const char *key)
 {
-	Oid			argtypes[5] = {TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	JobqEnqueueRequest request;
+
+	Assert(JobqInsideAccess());
 
 	check_owner_may_produce(s);
-	values[0] = s->kind;
-	values[1] = s->payload;
-	values[2] = CStringGetTextDatum(key);
-	values[3] = TimestampTzGetDatum(run_at);
+	JobqInitEnqueueRequest(&request, s->kind, s->payload, GetUserId());
+	request.idempotency_key = CStringGetTextDatum(key);
+	request.run_at = run_at;
 	if (s->concurrency_key != (Datum) 0)
-		values[4] = s->concurrency_key;
+		request.concurrency_key = s->concurrency_key;
 	else if (s->overlap == 'q')
-		values[4] = CStringGetTextDatum(psprintf("jobq.schedule:%s", s->name_str));
-	else
-		nulls[4] = 'n';
-	JobqPreparePlan(&plan_enqueue,
-					"SELECT jobq.enqueue($1, $2, $3, $4, 0, NULL, $5)",
-					5, argtypes);
-	JobqExecutePlan(plan_enqueue, values, nulls, SPI_OK_SELECT, 0);
-	s->last_job_id = JobqGetInt64(0, 1);
+		request.concurrency_key =
+			CStringGetTextDatum(psprintf("jobq.schedule:%s", s->name_str));
+	JobqCheckEnqueueRequest(&request);
+	s->last_job_id = JobqEnqueue(&request);
 	return s->last_job_id;
 }
 
