@@ -8,16 +8,18 @@
  * priority, queue, concurrency key) and who produces: the role whose
  * produce privilege on the job's queue is checked.  jobq's own callers
  * run inside the access layer (JobqBeginAccess), so the producer they name
- * is the role that layer runs as, jobq's owner, exactly the role a nested
- * SELECT jobq.enqueue(...) would have been called by; a schedule checks
- * its owner's privilege itself first.
+ * is the role that layer runs as, jobq's owner: the role a SELECT
+ * jobq.enqueue(...) run from there would be called by, and so checked as;
+ * a schedule checks its owner's privilege itself first.
  *
- * Calling the C function rather than the SQL one skips what only SQL did:
- * the EXECUTE check on jobq.enqueue() (made as jobq's owner, who owns the
- * function, so it could not fail), the function-execute hook, the lookup
- * of "jobq.enqueue" by schema name, and the statement's line in the error
- * context.  Every check of the arguments and of privileges is made as
- * before, in the same order, with the same SQLSTATEs and messages.
+ * Calling the C function rather than the SQL one skips only what SQL adds
+ * to a call: the EXECUTE check on jobq.enqueue(), made as jobq's owner on
+ * its own function (which refuses it only if it lost superuser and revoked
+ * EXECUTE from itself: not a check on anyone's behalf, so it is dropped),
+ * the function-execute hook, the lookup of jobq.enqueue in the catalog,
+ * and the statement's line in an error's context.  The checks of the
+ * arguments and of privileges are those of jobq.enqueue(), in its order,
+ * with its SQLSTATEs and messages.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,7 +28,7 @@
 
 #include "datatype/timestamp.h"
 
-/* One job to enqueue.  Datums are of the types noted, never toasted away. */
+/* One job to enqueue.  (Datum) 0 stands for SQL NULL where one is allowed. */
 typedef struct JobqEnqueueRequest
 {
 	Datum		kind;			/* text */
@@ -37,8 +39,9 @@ typedef struct JobqEnqueueRequest
 	int32		priority;
 	Datum		queue;			/* text, or (Datum) 0 for the kind's queue */
 	Datum		concurrency_key;	/* text, or (Datum) 0 for none */
-	Oid			producer;		/* whose produce privilege is checked, and to
-								 * whom a key's holder is named */
+	Oid			producer;		/* whose produce privilege is checked; a
+								 * 23505 names a key's holder only if it may
+								 * operate the holder's queue */
 } JobqEnqueueRequest;
 
 extern void JobqInitEnqueueRequest(JobqEnqueueRequest *request, Datum kind,

@@ -327,8 +327,8 @@ check_owner_may_produce(Schedule *s)
  *
  * The owner's produce privilege is checked first, then the enqueue makes
  * every check jobq.enqueue() makes, with jobq's owner (the role the access
- * layer runs as) as the producer: that was the caller of the SELECT
- * jobq.enqueue(...) this used to run, and so still the role checked.
+ * layer runs as) as the producer, as a call of jobq.enqueue() from here
+ * would (see enqueue.h).
  */
 static int64
 fire(Schedule *s, TimestampTz run_at, const char *key)

@@ -534,8 +534,9 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 
 	/*
 	 * The job, as jobq's owner, who is also the producer whose privilege
-	 * is checked: the role the SELECT jobq.enqueue($1, $2) this used to run
-	 * was called by (SECURITY.md, "What runs as whom").
+	 * is checked, as it would be for a call of jobq.enqueue() from here:
+	 * the enqueue is jobq's, and writers need no right on jobq (SECURITY.md,
+	 * "What runs as whom").
 	 */
 	JobqBeginAccess(&access);
 	JobqInitEnqueueRequest(&request,
