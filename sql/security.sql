@@ -1432,6 +1432,54 @@ SELECT jobq.enqueue('sec.key.invoice', '{"amount": 700}', 'invoice-7') <> :sec_s
 \c - :sec_su
 
 --
+-- (r) A schedule's firing and a subscription's trigger enqueue through
+-- jobq's C code, not through a SELECT jobq.enqueue(...) of their own, and
+-- must still make every check that call made: the enqueue runs as jobq's
+-- owner and checks that role's produce privilege on the job's queue (a
+-- schedule checks its owner's first: A9).  In a database of its own, jobq
+-- is installed by a superuser who is then made an ordinary role.  A write
+-- to a subscribed table, a tick and a run_schedule_now of a schedule whose
+-- owner (the superuser running this file) may produce everywhere then fail
+-- with 42501 naming the installer, and enqueue nothing, until the
+-- installer may produce (here through jobq_producer: jobq.grant() itself
+-- reads pg_authid, which a demoted owner may not).
+--
+SELECT current_database() AS sec_enq_first_db \gset
+CREATE ROLE sec_enq_installer LOGIN SUPERUSER;
+CREATE DATABASE jobq_sec_enqueue OWNER sec_enq_installer;
+\c jobq_sec_enqueue sec_enq_installer
+SET client_min_messages = warning;
+CREATE EXTENSION jobq;
+RESET client_min_messages;
+SELECT jobq.register_kind('sec.enq.ship', queue => 'sec_enq');
+CREATE TABLE public.sec_enq_orders (id int);
+GRANT INSERT ON public.sec_enq_orders TO PUBLIC;
+SELECT jobq.subscribe('sec.enq.orders', 'public.sec_enq_orders', 'sec.enq.ship');
+\c - :sec_su
+SELECT jobq.schedule('sec.enq.hourly', '0 * * * *', 'sec.enq.ship', overlap => 'allow',
+                     start_at => '2000-01-01 00:00+00') IS NOT NULL AS scheduled;
+ALTER ROLE sec_enq_installer NOSUPERUSER;
+SELECT owner::text = current_user AS owned_by_this_superuser
+  FROM jobq.schedules WHERE name = 'sec.enq.hourly';
+\set VERBOSITY default
+INSERT INTO public.sec_enq_orders VALUES (1);
+SELECT jobq.run_schedule_now('sec.enq.hourly');
+SELECT jobq.tick_schedules('2000-01-01 00:00:30+00') AS fired_without_privilege;
+\set VERBOSITY sqlstate
+SELECT event, job_id IS NOT NULL AS has_job, detail
+  FROM jobq.schedule_events WHERE schedule = 'sec.enq.hourly' ORDER BY id;
+SELECT count(*) AS jobs FROM jobq.jobs;
+GRANT jobq_producer TO sec_enq_installer;
+INSERT INTO public.sec_enq_orders VALUES (2);
+SELECT jobq.run_schedule_now('sec.enq.hourly') IS NOT NULL AS ran_now;
+SELECT jobq.tick_schedules('2000-01-01 01:00:30+00') AS fired_with_privilege;
+SELECT payload->>'subscription' AS subscription, count(*) AS jobs FROM jobq.jobs
+ GROUP BY 1 ORDER BY 1;
+\c :sec_enq_first_db
+DROP DATABASE jobq_sec_enqueue WITH (FORCE);
+DROP ROLE sec_enq_installer;
+
+--
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.
 --

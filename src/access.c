@@ -239,7 +239,14 @@ JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
 	return (int) SPI_processed;
 }
 
-/* Column accessors for the last SPI result; col is 1-based. */
+/*
+ * Column accessors for the last SPI result; row is 0-based, col 1-based.
+ * JobqGetInt32 and JobqGetInt64 are for columns that cannot be NULL (NOT
+ * NULL columns, count(*), ids): a NULL there is a bug in jobq's query, and
+ * an internal error rather than a silent 0.  Columns that may be NULL are
+ * read with JobqGetNullableInt32 and JobqGetNullableInt64, whose callers
+ * must look at *isnull.
+ */
 Datum
 JobqGetDatum(int row, int col, bool *isnull)
 {
@@ -256,13 +263,24 @@ JobqGetBool(int row, int col)
 	return isnull ? false : DatumGetBool(d);
 }
 
+static void report_unexpected_null(int row, int col) pg_attribute_noreturn();
+
+/* Raise the internal error for a NULL where jobq's query has none. */
+static void
+report_unexpected_null(int row, int col)
+{
+	elog(ERROR, "column %d of row %d of a jobq query is null", col, row + 1);
+}
+
 int32
 JobqGetInt32(int row, int col)
 {
 	bool		isnull;
 	Datum		d = JobqGetDatum(row, col, &isnull);
 
-	return isnull ? 0 : DatumGetInt32(d);
+	if (isnull)
+		report_unexpected_null(row, col);
+	return DatumGetInt32(d);
 }
 
 int64
@@ -271,5 +289,25 @@ JobqGetInt64(int row, int col)
 	bool		isnull;
 	Datum		d = JobqGetDatum(row, col, &isnull);
 
-	return isnull ? 0 : DatumGetInt64(d);
+	if (isnull)
+		report_unexpected_null(row, col);
+	return DatumGetInt64(d);
+}
+
+/* The int4 at (row, col), or 0 with *isnull set. */
+int32
+JobqGetNullableInt32(int row, int col, bool *isnull)
+{
+	Datum		d = JobqGetDatum(row, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+/* The int8 at (row, col), or 0 with *isnull set. */
+int64
+JobqGetNullableInt64(int row, int col, bool *isnull)
+{
+	Datum		d = JobqGetDatum(row, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
 }

@@ -387,7 +387,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 				l->id = JobqGetInt64(i, 2);
 				l->lease_token = JobqGetInt64(i, 4);
 				l->expired = JobqGetBool(i, 6);
-				l->lease.holder_pid = JobqGetInt32(i, 5);
+				/* NULL for an unbound lease, which has no holder to read. */
+				l->lease.holder_pid = JobqGetNullableInt32(i, 5, &isnull);
 				l->lease.has_holder = !no_start && JobqGetBool(i, 7);
 				l->lease.holder_start = l->lease.has_holder ? DatumGetTimestampTz(start) : 0;
 				l->kind = TextDatumGetCString(JobqGetDatum(i, 9, &isnull));

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * src/enqueue.c
- *		jobq.enqueue and jobq.enqueue_many.
+ *		jobq.enqueue and jobq.enqueue_many, and JobqEnqueue, their C
+ *		counterpart for schedules and subscriptions (see enqueue.h).
  *
  * Enqueue is transactional: the job row is written in the caller's
  * transaction, so it exists only if that transaction commits, and workers
@@ -25,6 +26,7 @@
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
@@ -42,6 +44,7 @@
 #include "utils/jsonb.h"
 #include "utils/tuplestore.h"
 
+#include "enqueue.h"
 #include "idempotency.h"
 #include "jobq.h"
 #include "queue_acl.h"
@@ -241,28 +244,100 @@ insert_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 	return insert_job_row(args, payload, JobqGetInt64(0, 1), key);
 }
 
-/* Read and check the arguments enqueue and enqueue_many share. */
+/*
+ * A request with jobq.enqueue()'s defaults: no key, no queue (the kind's),
+ * no concurrency key, priority 0, run_at the transaction's start (now()).
+ */
+void
+JobqInitEnqueueRequest(JobqEnqueueRequest *request, Datum kind, Datum payload,
+					   Oid producer)
+{
+	memset(request, 0, sizeof(*request));
+	request->kind = kind;
+	request->payload = payload;
+	request->run_at = GetCurrentTransactionStartTimestamp();
+	request->priority = 0;
+	request->producer = producer;
+}
+
+/* Check the queue name and run_at, which enqueue and enqueue_many share. */
 static void
-read_common_args(FunctionCallInfo fcinfo, EnqueueArgs *args)
+check_queue_and_run_at(const JobqEnqueueRequest *request)
+{
+	if (request->queue != (Datum) 0)
+		JobqCheckQueueName(TextDatumGetCString(request->queue));
+	if (TIMESTAMP_NOT_FINITE(request->run_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"run_at\" must be a finite timestamp")));
+}
+
+static void
+check_key(Datum key)
+{
+	JobqCheckText(TextDatumGetCString(key), "idempotency key", JOBQ_KEY_MAX);
+}
+
+/* Check the payload and the keys of one job. */
+static void
+check_payload_and_keys(const JobqEnqueueRequest *request)
+{
+	JobqCheckJsonbSize(request->payload, "payload");
+	if (request->idempotency_key != (Datum) 0)
+		check_key(request->idempotency_key);
+	if (request->concurrency_key != (Datum) 0)
+		JobqCheckText(TextDatumGetCString(request->concurrency_key), "concurrency key",
+					  JOBQ_KEY_MAX);
+}
+
+/*
+ * Check the values of a request as jobq.enqueue() checks its arguments, in
+ * the same order, with the same errors (22023 for each).  Reads nothing
+ * from the database: may run anywhere in a transaction.
+ */
+void
+JobqCheckEnqueueRequest(const JobqEnqueueRequest *request)
+{
+	check_queue_and_run_at(request);
+	check_payload_and_keys(request);
+}
+
+/*
+ * Read the arguments enqueue and enqueue_many share into a request, and
+ * check them.  The payload is the caller's to fill in.
+ */
+static void
+read_common_args(FunctionCallInfo fcinfo, JobqEnqueueRequest *request)
 {
 	JobqCheckNotNull(fcinfo, 0, "kind");
 	JobqCheckNotNull(fcinfo, 3, "run_at");
 	JobqCheckNotNull(fcinfo, 4, "priority");
-	args->kind = PointerGetDatum(PG_GETARG_TEXT_PP(0));
-	args->run_at = PG_GETARG_DATUM(3);
-	args->priority = PG_GETARG_DATUM(4);
-	args->queue_isnull = PG_ARGISNULL(5);
-	args->queue = args->queue_isnull ? (Datum) 0 : PointerGetDatum(PG_GETARG_TEXT_PP(5));
+	JobqInitEnqueueRequest(request, PointerGetDatum(PG_GETARG_TEXT_PP(0)), (Datum) 0,
+						   InvalidOid);
+	request->run_at = PG_GETARG_TIMESTAMPTZ(3);
+	request->priority = PG_GETARG_INT32(4);
+	if (!PG_ARGISNULL(5))
+		request->queue = PointerGetDatum(PG_GETARG_TEXT_PP(5));
+	check_queue_and_run_at(request);
+}
+
+/*
+ * The SPI parameters of a checked request; the lane is chosen here, by the
+ * clock.
+ */
+static void
+args_from_request(const JobqEnqueueRequest *request, EnqueueArgs *args)
+{
+	args->kind = request->kind;
+	args->queue_isnull = request->queue == (Datum) 0;
+	args->queue = request->queue;
 	args->queue_id = (Datum) 0;
-	args->concurrency_key = (Datum) 0;
-	args->concurrency_key_isnull = true;
-	if (!args->queue_isnull)
-		JobqCheckQueueName(TextDatumGetCString(args->queue));
-	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(3)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"run_at\" must be a finite timestamp")));
-	args->lane = CharGetDatum(PG_GETARG_TIMESTAMPTZ(3) <= GetCurrentTimestamp() ? 'r' : 's');
+	args->run_at = TimestampTzGetDatum(request->run_at);
+	args->lane = CharGetDatum(request->run_at <= GetCurrentTimestamp() ? 'r' : 's');
+	args->priority = Int32GetDatum(request->priority);
+	args->concurrency_key_isnull = request->concurrency_key == (Datum) 0;
+	args->concurrency_key = request->concurrency_key;
+	args->caller = request->producer;
 }
 
 /*
@@ -306,10 +381,30 @@ check_produce(EnqueueArgs *args, Oid caller)
 		JobqReportQueuePrivilege(JobqQueueName(queue_id), caller, JOBQ_PRODUCE, 0);
 }
 
-static void
-check_key(Datum key)
+/*
+ * Enqueue the job of a checked request (JobqCheckEnqueueRequest) in the
+ * current transaction and return its id; with a key already taken, return
+ * the holder's id, or raise 23505 if the holder was enqueued with another
+ * payload.  Raises 42704 for an unknown kind or queue, and 42501 unless the
+ * producer may produce into the job's queue.  Must run between
+ * JobqBeginAccess and JobqEndAccess, on a primary (the callers refuse to
+ * run on a standby first, each naming itself).
+ */
+int64
+JobqEnqueue(const JobqEnqueueRequest *request)
 {
-	JobqCheckText(TextDatumGetCString(key), "idempotency key", JOBQ_KEY_MAX);
+	EnqueueArgs args;
+
+	Assert(JobqInsideAccess());
+	Assert(!RecoveryInProgress());
+	Assert(OidIsValid(request->producer));
+
+	args_from_request(request, &args);
+	resolve_queue(&args);
+	check_produce(&args, request->producer);
+	if (request->idempotency_key == (Datum) 0)
+		return insert_job(&args, request->payload);
+	return insert_keyed_job(&args, request->idempotency_key, request->payload);
 }
 
 PG_FUNCTION_INFO_V1(jobq_enqueue);
@@ -327,33 +422,22 @@ Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
 {
 	JobqAccess	access;
-	EnqueueArgs args;
-	Datum		payload;
+	JobqEnqueueRequest request;
 	int64		job_id;
 
 	JobqRequirePrimary("jobq.enqueue()");
-	read_common_args(fcinfo, &args);
+	read_common_args(fcinfo, &request);
 	JobqCheckNotNull(fcinfo, 1, "payload");
-	payload = PG_GETARG_DATUM(1);
-	JobqCheckJsonbSize(payload, "payload");
+	request.payload = PG_GETARG_DATUM(1);
 	if (!PG_ARGISNULL(2))
-		check_key(PG_GETARG_DATUM(2));
+		request.idempotency_key = PG_GETARG_DATUM(2);
 	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
-	{
-		JobqCheckText(TextDatumGetCString(PG_GETARG_DATUM(6)), "concurrency key",
-					  JOBQ_KEY_MAX);
-		args.concurrency_key = PG_GETARG_DATUM(6);
-		args.concurrency_key_isnull = false;
-	}
+		request.concurrency_key = PG_GETARG_DATUM(6);
+	check_payload_and_keys(&request);
 
 	JobqBeginAccess(&access);
-	args.caller = access.caller;
-	resolve_queue(&args);
-	check_produce(&args, access.caller);
-	if (PG_ARGISNULL(2))
-		job_id = insert_job(&args, payload);
-	else
-		job_id = insert_keyed_job(&args, PG_GETARG_DATUM(2), payload);
+	request.producer = access.caller;
+	job_id = JobqEnqueue(&request);
 	JobqEndAccess(&access);
 
 	PG_RETURN_INT64(job_id);
@@ -546,6 +630,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqAccess	access;
+	JobqEnqueueRequest request;
 	EnqueueArgs args;
 	Datum	   *payloads;
 	bool	   *payload_nulls;
@@ -555,7 +640,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	int			i;
 
 	JobqRequirePrimary("jobq.enqueue_many()");
-	read_common_args(fcinfo, &args);
+	read_common_args(fcinfo, &request);
 	JobqCheckNotNull(fcinfo, 1, "payloads");
 	/* Nulls are checked below, after the size: that error comes first. */
 	n = JobqDeconstructArray(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, "payloads", true,
@@ -590,9 +675,14 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 				check_key(keys[i]);
 	}
 
+	/*
+	 * Not JobqEnqueue, job by job: the queue is resolved and the privilege
+	 * checked once for all the payloads, and unkeyed ones go in as a batch.
+	 */
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	JobqBeginAccess(&access);
-	args.caller = access.caller;
+	request.producer = access.caller;
+	args_from_request(&request, &args);
 	resolve_queue(&args);
 	check_produce(&args, access.caller);
 	if (n == 0)

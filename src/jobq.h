@@ -133,8 +133,10 @@ extern int	JobqExecutePlan(SPIPlanPtr plan, Datum *values, const char *nulls,
 extern int	JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
 										Snapshot snapshot, int expected, long tcount);
 extern bool JobqGetBool(int row, int col);
-extern int32 JobqGetInt32(int row, int col);
-extern int64 JobqGetInt64(int row, int col);
+extern int32 JobqGetInt32(int row, int col);	/* ERROR if NULL */
+extern int64 JobqGetInt64(int row, int col);	/* ERROR if NULL */
+extern int32 JobqGetNullableInt32(int row, int col, bool *isnull);
+extern int64 JobqGetNullableInt64(int row, int col, bool *isnull);
 extern Datum JobqGetDatum(int row, int col, bool *isnull);
 
 /* args.c: argument checks shared by the SQL functions. */

@@ -52,6 +52,7 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	TimestampTz cutoff = GetCurrentTimestamp() - older_than_usecs;
 	int64		removed;
 	int64		last_seen;
+	bool		walk_ended;
 	bool		reached_new;
 
 	Assert(JobqInsideAccess());
@@ -89,11 +90,12 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 					3, argtypes);
 	JobqExecutePlan(plan_walk, values, NULL, SPI_OK_SELECT, 0);
 	removed = JobqGetInt64(0, 1);
-	last_seen = JobqGetInt64(0, 2);
+	/* NULL: the walk found no row, past the end of the table. */
+	last_seen = JobqGetNullableInt64(0, 2, &walk_ended);
 	reached_new = JobqGetBool(0, 3);
 
 	/* At the end of the table or of the old jobs: start again from the bottom. */
-	if (last_seen == 0 || reached_new)
+	if (walk_ended || reached_new)
 		walk_cursor = 0;
 	else
 		walk_cursor = last_seen;

@@ -56,6 +56,7 @@
 #include "utils/timestamp.h"
 
 #include "cron.h"
+#include "enqueue.h"
 #include "jobq.h"
 #include "queue_acl.h"
 #include "schedules.h"
@@ -107,7 +108,6 @@ static SPIPlanPtr plan_due_sql_old;
 static SPIPlanPtr plan_kind_queue;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_job_locked;
-static SPIPlanPtr plan_enqueue;
 static SPIPlanPtr plan_event;
 static SPIPlanPtr plan_prune;
 static SPIPlanPtr plan_advance;
@@ -324,31 +324,32 @@ check_owner_may_produce(Schedule *s)
 /*
  * Enqueue the job of one slot (or of a manual run, with its own key) and
  * return its id.  A key that exists already returns the job that holds it:
- * the slot fired before.
+ * the slot fired before.  Must run between JobqBeginAccess and
+ * JobqEndAccess.
+ *
+ * The owner's produce privilege is checked first, then the enqueue makes
+ * every check jobq.enqueue() makes, with jobq's owner (the role the access
+ * layer runs as) as the producer, as a call of jobq.enqueue() from here
+ * would (see enqueue.h).
  */
 static int64
 fire(Schedule *s, TimestampTz run_at, const char *key)
 {
-	Oid			argtypes[5] = {TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	JobqEnqueueRequest request;
+
+	Assert(JobqInsideAccess());
 
 	check_owner_may_produce(s);
-	values[0] = s->kind;
-	values[1] = s->payload;
-	values[2] = CStringGetTextDatum(key);
-	values[3] = TimestampTzGetDatum(run_at);
+	JobqInitEnqueueRequest(&request, s->kind, s->payload, GetUserId());
+	request.idempotency_key = CStringGetTextDatum(key);
+	request.run_at = run_at;
 	if (s->concurrency_key != (Datum) 0)
-		values[4] = s->concurrency_key;
+		request.concurrency_key = s->concurrency_key;
 	else if (s->overlap == 'q')
-		values[4] = CStringGetTextDatum(psprintf("jobq.schedule:%s", s->name_str));
-	else
-		nulls[4] = 'n';
-	JobqPreparePlan(&plan_enqueue,
-					"SELECT jobq.enqueue($1, $2, $3, $4, 0, NULL, $5)",
-					5, argtypes);
-	JobqExecutePlan(plan_enqueue, values, nulls, SPI_OK_SELECT, 0);
-	s->last_job_id = JobqGetInt64(0, 1);
+		request.concurrency_key =
+			CStringGetTextDatum(psprintf("jobq.schedule:%s", s->name_str));
+	JobqCheckEnqueueRequest(&request);
+	s->last_job_id = JobqEnqueue(&request);
 	return s->last_job_id;
 }
 
@@ -521,10 +522,62 @@ read_schedule(int row, Schedule *s)
 }
 
 /*
+ * Record that a schedule could not be evaluated: log "edata" as a WARNING
+ * with its SQLSTATE, record a "failed" event, and move next_fire_at.  The
+ * failed subtransaction must have been rolled back.  Must run between
+ * JobqBeginAccess and JobqEndAccess.
+ */
+static void
+record_failure(Schedule *s, TimestampTz now, ErrorData *edata)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	TimestampTz next;
+
+	Assert(JobqInsideAccess());
+
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("jobq schedule \"%s\" could not fire: %s", s->name_str,
+					edata->message)));
+	record_event(s, s->next_fire_at, "failed", 0, edata->message);
+
+	/*
+	 * A conflict or a shortage passes: the slots stay due for the next
+	 * evaluation.  Otherwise try again at the next slot, or in a minute if
+	 * there is none.
+	 */
+	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
+		next = s->next_fire_at;
+	else
+		next = s->tz != NULL ? next_slot(s, now) : NO_SLOT;
+	if (next == NO_SLOT || TIMESTAMP_IS_NOEND(next))
+		next = now + 60 * USECS_PER_SEC;
+	values[0] = s->name;
+	values[1] = CStringGetTextDatum(edata->message);
+	values[2] = TimestampTzGetDatum(next);
+	JobqPreparePlan(&plan_failed,
+					"UPDATE jobq.schedule SET last_outcome = 'failed: ' || $2,"
+					" last_evaluated_at = pg_catalog.clock_timestamp(), next_fire_at = $3"
+					" WHERE name = $1",
+					3, argtypes);
+	JobqExecutePlan(plan_failed, values, NULL, SPI_OK_UPDATE, 0);
+}
+
+/*
  * Evaluate one schedule in a subtransaction: a schedule that cannot fire
  * (its payload grew past jobq.max_payload_size, its time zone vanished...)
  * must not stop the others, nor the worker.  Its error is logged and
  * recorded as a "failed" event, and it moves on to its next slot.
+ *
+ * The catch block only takes the error and rolls the subtransaction back
+ * (as PL/pgSQL's exception blocks do); the failure is recorded after
+ * PG_END_TRY, in the outer transaction, where an error of that bookkeeping
+ * is an ordinary error of the caller's.  Cancels, shutdowns and timeouts
+ * are the caller's, not the schedule's: they are raised again.
  */
 static int
 evaluate_safely(Schedule *s, TimestampTz now)
@@ -532,6 +585,7 @@ evaluate_safely(Schedule *s, TimestampTz now)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile int fired = 0;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -539,62 +593,32 @@ evaluate_safely(Schedule *s, TimestampTz now)
 	{
 		prepare_schedule(s);
 		fired = evaluate(s, now);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-		Datum		values[3];
-		TimestampTz next;
-
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-
-		/* A cancel, a shutdown or a timeout is the caller's, not the schedule's. */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
-			ReThrowError(edata);
-
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("jobq schedule \"%s\" could not fire: %s", s->name_str,
-						edata->message)));
-		record_event(s, s->next_fire_at, "failed", 0, edata->message);
-
-		/*
-		 * A conflict or a shortage passes: the slots stay due for the next
-		 * evaluation.  Otherwise try again at the next slot, or in a minute
-		 * if there is none.
-		 */
-		if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-			edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-			edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
-			next = s->next_fire_at;
-		else
-			next = s->tz != NULL ? next_slot(s, now) : NO_SLOT;
-		if (next == NO_SLOT || TIMESTAMP_IS_NOEND(next))
-			next = now + 60 * USECS_PER_SEC;
-		values[0] = s->name;
-		values[1] = CStringGetTextDatum(edata->message);
-		values[2] = TimestampTzGetDatum(next);
-		JobqPreparePlan(&plan_failed,
-						"UPDATE jobq.schedule SET last_outcome = 'failed: ' || $2,"
-						" last_evaluated_at = pg_catalog.clock_timestamp(), next_fire_at = $3"
-						" WHERE name = $1",
-						3, argtypes);
-		JobqExecutePlan(plan_failed, values, NULL, SPI_OK_UPDATE, 0);
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	return fired;
+
+	if (edata == NULL)
+	{
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		return fired;
+	}
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		ReThrowError(edata);
+	record_failure(s, now, edata);
+	FreeErrorData(edata);
+	return 0;
 }
 
 /*

@@ -49,6 +49,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "enqueue.h"
 #include "jobq.h"
 
 #define SUBSCRIPTION_NAME_MAX	(NAMEDATALEN - 1 - 5)	/* "jobq_" + name */
@@ -57,7 +58,6 @@ static SPIPlanPtr plan_lock_kind;
 static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_upsert;
 static SPIPlanPtr plan_delete;
-static SPIPlanPtr plan_dispatch;
 static SPIPlanPtr plan_placeholder;
 
 static const char *const event_names[] = {"insert", "update", "delete"};
@@ -459,8 +459,8 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	Oid			argtypes[5];
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', 'n', 'n'};
-	Oid			enqueue_types[2] = {TEXTOID, JSONBOID};
-	Datum		enqueue_values[2];
+	Datum		payload;
+	JobqEnqueueRequest request;
 	bool		isnull;
 	int			rc;
 
@@ -526,18 +526,24 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not build the payload of subscription \"%s\"",
 			 trigdata->tg_trigger->tgargs[0]);
-	enqueue_values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	payload = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	MemoryContextSwitchTo(caller_cxt);
-	enqueue_values[1] = PointerGetDatum(PG_DETOAST_DATUM_COPY(enqueue_values[1]));
+	payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(payload));
 	SPI_finish();
 	MemoryContextSwitchTo(caller_cxt);
 
-	/* The job, as jobq's owner. */
-	enqueue_values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[1]);
+	/*
+	 * The job, as jobq's owner, who is also the producer whose privilege
+	 * is checked, as it would be for a call of jobq.enqueue() from here:
+	 * the enqueue is jobq's, and writers need no right on jobq (SECURITY.md,
+	 * "What runs as whom").
+	 */
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_dispatch,
-					"SELECT jobq.enqueue($1, $2)", 2, enqueue_types);
-	JobqExecutePlan(plan_dispatch, enqueue_values, NULL, SPI_OK_SELECT, 0);
+	JobqInitEnqueueRequest(&request,
+						   CStringGetTextDatum(trigdata->tg_trigger->tgargs[1]),
+						   payload, GetUserId());
+	JobqCheckEnqueueRequest(&request);
+	(void) JobqEnqueue(&request);
 	JobqEndAccess(&access);
 	return PointerGetDatum(NULL);
 }
