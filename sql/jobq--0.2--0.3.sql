@@ -133,30 +133,6 @@ BEGIN
 END
 $$;
 
-
-
-/*
- * jobq.worker_jobs() returns at most one row per worker slot; expecting
- * 1000, the planner checked them against jobq.running by reading every job.
- */
-ALTER FUNCTION jobq.worker_jobs() ROWS 8;
-
-/*
- * Lease tokens are random now, and the lease's secret: jobq.jobs shows
- * them to superusers only.
- */
-CREATE OR REPLACE VIEW jobq.jobs AS
-    SELECT j.id, j.kind, q.name AS queue, j.state, j.priority, j.attempt,
-           j.max_attempts, j.run_at, j.idempotency_key, j.payload, j.result,
-           j.last_error, j.created_at, j.started_at, j.finished_at,
-           CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
-                       WHERE r.rolname = CURRENT_USER)
-                THEN j.lease_token END AS lease_token,
-           j.lease_expires_at, j.heartbeat_at, j.worker,
-           j.holder_pid, j.concurrency_key
-      FROM jobq.job j
-      JOIN jobq.queue q ON q.id = j.queue_id;
-
 /*
  * Operation ids are per role: jobq.once() records current_user with each,
  * and one role's ids never answer for another's (nor can another role
@@ -474,9 +450,11 @@ GRANT EXECUTE ON FUNCTION jobq.history(bigint) TO PUBLIC;
 /*
  * The views of jobs show each reader the queues it may operate;
  * worker_jobs(), behind jobq.running, the jobs of those queues (it reads
- * them, so it runs in the leader only).
+ * them, so it runs in the leader only).  It returns at most one row per
+ * worker slot; expecting 1000, the planner checked them against
+ * jobq.running by reading every job.
  */
-ALTER FUNCTION jobq.worker_jobs() PARALLEL RESTRICTED;
+ALTER FUNCTION jobq.worker_jobs() ROWS 8 PARALLEL RESTRICTED;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
 

@@ -5,7 +5,8 @@
 #   sudo BUILD_DIR=/tmp/jobq-ci bash test/check.sh
 #
 # Builds jobq with warnings as errors (gcc, installed; then clang, compile
-# only), builds the Debian package postgresql-15-jobq and installs it
+# only), checks the C code's layout (test/style.sh, PostgreSQL's indent),
+# builds the Debian package postgresql-15-jobq and installs it
 # ("package": apt-get install ./postgresql-15-jobq_*.deb when PGBIN is the
 # system's PostgreSQL, else its files are unpacked into the private copy
 # PGBIN belongs to), then runs against that install: the pg_regress suite,
@@ -78,7 +79,7 @@ count_tests() {
             n=$(sed -n 's/^clients: all \([0-9][0-9]*\) checks passed$/\1/p' "$log" | tail -1)
             [ -n "$n" ] && echo "$n 0"
             ;;
-        clang | package | doc)
+        clang | style | package | doc)
             # One "ok N - ..." or "not ok N - ..." line per test.
             n=$(grep -c '^ok [0-9]' "$log" || true)
             m=$(grep -c '^not ok [0-9]' "$log" || true)
@@ -196,6 +197,60 @@ fi
 if ! finish_suite clang "$log" "$status"; then
     echo "--- clang FAILED" >&2
     tail -n 60 "$log"
+fi
+
+# The layout of the C code: PostgreSQL's, as test/style.sh (pg_bsd_indent)
+# writes it.  The formatter is tested on test/style/ every time; src/
+# itself is held to it once STYLE_ENFORCED is 1, which the commit that
+# reformats src/ (bash test/style.sh --write) sets.  Until then the log
+# says how many lines that commit would change.
+STYLE_ENFORCED=0
+start_suite style "the C code in PostgreSQL's layout (test/style.sh)"
+log="$BUILD/ci-style.log"
+status=0
+style() {
+    PG_CONFIG="$PG_CONFIG" STYLE_TYPEDEFS="$BUILD/style/typedefs" bash "$SRC/test/style.sh" "$@"
+}
+mkdir -p "$BUILD/style"
+{
+    # The list of type names, made once for every run below.
+    PG_CONFIG="$PG_CONFIG" bash "$SRC/test/style.sh" --typedefs >"$BUILD/style/typedefs"
+    if style --check "$SRC/test/style/unformatted.c" >"$BUILD/style/unformatted.diff" 2>&1; then
+        echo "not ok 1 - test/style.sh --check accepts test/style/unformatted.c"
+    elif grep -q '^+static char \*slot_label(JobqWorkerSlot \*slot, int n);$' "$BUILD/style/unformatted.diff"; then
+        echo "ok 1 - test/style.sh --check refuses test/style/unformatted.c and shows the diff"
+    else
+        echo "not ok 1 - test/style.sh --check on test/style/unformatted.c: no exit 1 with a diff"
+        cat "$BUILD/style/unformatted.diff"
+    fi
+    if style --check "$SRC/test/style/formatted.c"; then
+        echo "ok 2 - test/style.sh --check accepts test/style/formatted.c"
+    else
+        echo "not ok 2 - test/style.sh --check refuses test/style/formatted.c"
+    fi
+    cp "$SRC/test/style/unformatted.c" "$BUILD/style/written.c"
+    if style --write "$BUILD/style/written.c" &&
+        cmp "$BUILD/style/written.c" "$SRC/test/style/formatted.c"; then
+        echo "ok 3 - test/style.sh --write turns unformatted.c into formatted.c"
+    else
+        echo "not ok 3 - test/style.sh --write does not turn unformatted.c into formatted.c"
+        diff -u "$SRC/test/style/formatted.c" "$BUILD/style/written.c" || true
+    fi
+    if [ "$STYLE_ENFORCED" = 1 ]; then
+        if style --check; then
+            echo "ok 4 - src/*.c and src/*.h are in PostgreSQL's layout"
+        else
+            echo "not ok 4 - src/*.c and src/*.h are not all in PostgreSQL's layout"
+        fi
+    else
+        echo "# skip - src/ is not held to the layout yet (STYLE_ENFORCED=0):" \
+            "$(style --check 2>&1 | tail -n 1)"
+    fi
+} >"$log" 2>&1 || status=$?
+grep -E '^(ok|not ok|# skip) ' "$log" || true
+if ! finish_suite style "$log" "$status"; then
+    echo "--- style FAILED" >&2
+    tail -n 200 "$log"
 fi
 
 # The Debian package, built the Debian way (debian/, pg_buildext), then
