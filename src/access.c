@@ -214,9 +214,9 @@ JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const char *nulls,
 	Assert(JobqInsideAccess());
 
 	/*
-	 * No JIT for jobq's own statements: a generic plan over a big backlog
-	 * can cost enough to pass jit_above_cost, and JIT would then compile it
-	 * again on every execution, for statements that touch a hundred rows.
+	 * No JIT for jobq's own statements: a generic plan over a big backlog can
+	 * cost enough to pass jit_above_cost, and JIT would then compile it again
+	 * on every execution, for statements that touch a hundred rows.
 	 */
 	jit_enabled = false;
 	PG_TRY();

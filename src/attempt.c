@@ -292,9 +292,9 @@ JobqFailAttempt(int64 job_id, int64 lease_token, const JobqErrorInfo *error,
 										have_retry_in, Max(retry_in_usecs, 0), &run_at);
 
 	/*
-	 * A rescued job was not at fault (or not known to be): it keeps its
-	 * place in line rather than queueing behind the jobs that arrived while
-	 * it ran.  A running job's run_at has passed, so it is ready at once.
+	 * A rescued job was not at fault (or not known to be): it keeps its place
+	 * in line rather than queueing behind the jobs that arrived while it ran.
+	 * A running job's run_at has passed, so it is ready at once.
 	 */
 	if (have_retry_in && retry_in_usecs == JOBQ_KEEP_PLACE && strcmp(outcome, "pending") == 0)
 		run_at = Min(run_at, DatumGetTimestampTz(JobqGetDatum(0, 8, &isnull)));
@@ -326,9 +326,9 @@ JobqRescueLeases(bool wait, int max_jobs)
 
 	/*
 	 * One rescuer at a time, and only for the sweep: the lock is released
-	 * below, not at the end of the caller's transaction, so a claim inside
-	 * a long transaction does not stop every other rescue.  (An ERROR
-	 * releases it with the transaction.)
+	 * below, not at the end of the caller's transaction, so a claim inside a
+	 * long transaction does not stop every other rescue.  (An ERROR releases
+	 * it with the transaction.)
 	 */
 	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_RESCUE, 0);
 	if (LockAcquire(&tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
@@ -342,8 +342,8 @@ JobqRescueLeases(bool wait, int max_jobs)
 	pgstat_clear_backend_activity_snapshot();
 
 	/*
-	 * One row per (lease, job): whether the job still runs under a lease,
-	 * and whether that lease is lost.  Rows of one lease come together.
+	 * One row per (lease, job): whether the job still runs under a lease, and
+	 * whether that lease is lost.  Rows of one lease come together.
 	 */
 	JobqPreparePlan(&plan_find_lost,
 					"WITH live AS MATERIALIZED ("

@@ -216,11 +216,14 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
 {
 	Interval   *default_lease = palloc0(sizeof(Interval));
 	ClaimPick	state;
-	JobqKeyPick pick = {.fetch = fetch_claimable, .take_key = take_claimable_key,
-	.keep = keep_claimable, .arg = &state};
+	JobqKeyPick pick = {0};
 	int			n;
 	int			i;
 
+	pick.fetch = fetch_claimable;
+	pick.take_key = take_claimable_key;
+	pick.keep = keep_claimable;
+	pick.arg = &state;
 	default_lease->time = (int64) jobq_default_lease * 1000;
 	memset(&state, 0, sizeof(state));
 	state.values[0] = queue;

@@ -58,8 +58,10 @@ JobqKeyTakenHere(List *taken, const char *key)
 	ListCell   *lc;
 
 	foreach(lc, taken)
+	{
 		if (strcmp((const char *) lfirst(lc), key) == 0)
 			return true;
+	}
 	return false;
 }
 

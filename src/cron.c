@@ -347,8 +347,8 @@ parse_field(const CronField *field, int fieldno, const char *s, const char *e,
 				hi = field->star_max;
 
 			/*
-			 * A step that reaches no second value is a mistake ("*\/60"
-			 * for "hourly" fires only at minute 0): refuse it.
+			 * A step that reaches no second value is a mistake ("*\/60" for
+			 * "hourly" fires only at minute 0): refuse it.
 			 */
 			if (step > hi - lo)
 				return fail(error, fieldno, field->name,
@@ -600,8 +600,8 @@ CronDaysFromCivil(int year, int month, int day)
 	int64_t		era = (y >= 0 ? y : y - 399) / 400;
 	int64_t		year_of_era = y - era * 400;
 	int64_t		day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-	int64_t		day_of_era = year_of_era * 365 + year_of_era / 4 -
-		year_of_era / 100 + day_of_year;
+	int64_t		leap_days = year_of_era / 4 - year_of_era / 100;
+	int64_t		day_of_era = year_of_era * 365 + leap_days + day_of_year;
 
 	return era * 146097 + day_of_era - 719468;
 }

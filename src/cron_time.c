@@ -182,8 +182,8 @@ local_to_instant(const CronLocalTime *local, pg_tz *tz, pg_time_t *instant)
 
 	/*
 	 * No instant reads "wall": the clock jumped over it.  Just before the
-	 * transition it read less than before + at, and from the transition on
-	 * it reads after + at and more.
+	 * transition it read less than before + at, and from the transition on it
+	 * reads after + at and more.
 	 */
 	for (i = 0; i < ntransitions; i++)
 	{
@@ -212,8 +212,8 @@ next_local_fire(const JobqCron *cron, TimestampTz after, pg_tz *tz)
 	int			skipped;
 
 	/*
-	 * Start from the local minute of "after", seconds dropped: a candidate
-	 * in that same minute would not be after it.
+	 * Start from the local minute of "after", seconds dropped: a candidate in
+	 * that same minute would not be after it.
 	 */
 	tm = pg_localtime(&after_secs, tz);
 	if (tm == NULL)
@@ -240,8 +240,8 @@ next_local_fire(const JobqCron *cron, TimestampTz after, pg_tz *tz)
 
 		/*
 		 * Its first occurrence is not after "after" (we are in the second
-		 * pass of a fall-back overlap), or, for a zone we cannot read
-		 * there, it has none: try the next one.
+		 * pass of a fall-back overlap), or, for a zone we cannot read there,
+		 * it has none: try the next one.
 		 */
 		from = candidate;
 	}

@@ -205,9 +205,9 @@ existing_keyed_job(EnqueueArgs *args, Datum key, Datum payload)
 	if (!DatumGetBool(same))
 	{
 		/*
-		 * The job is named only to a role that may operate its queue (and
-		 * so read it in jobq.jobs): to other producers of the kind, a key
-		 * in use is all this says (SECURITY.md, on idempotency keys).
+		 * The job is named only to a role that may operate its queue (and so
+		 * read it in jobq.jobs): to other producers of the kind, a key in use
+		 * is all this says (SECURITY.md, on idempotency keys).
 		 */
 		bool		may_read = JobqHasJobPrivilege(job_id, args->caller, JOBQ_OPERATE);
 
@@ -506,12 +506,23 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	CommandId	cid = GetCurrentCommandId(true);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int			natts;
-	int			chunk = Min(n, 64);	/* slots are costly to make: reuse a few */
+	int			chunk = Min(n, 64); /* slots are costly to make: reuse a few */
 	int			done = 0;
 	int			i;
-	AttrNumber	a_id, a_run_at, a_created_at, a_lease_token, a_state, a_queue_id,
-				a_priority, a_attempt, a_max_attempts, a_lane, a_in_db, a_kind,
-				a_payload, a_key_nonce;
+	AttrNumber	a_id,
+				a_run_at,
+				a_created_at,
+				a_lease_token,
+				a_state,
+				a_queue_id,
+				a_priority,
+				a_attempt,
+				a_max_attempts,
+				a_lane,
+				a_in_db,
+				a_kind,
+				a_payload,
+				a_key_nonce;
 
 	Assert(JobqInsideAccess());
 
@@ -549,7 +560,8 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
-	bistate = NULL;		/* a ring of 16MB would evict the queue's own pages */
+	bistate = NULL;				/* a ring of 16MB would evict the queue's own
+								 * pages */
 	slots = palloc(sizeof(TupleTableSlot *) * chunk);
 	for (i = 0; i < chunk; i++)
 		slots[i] = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));

@@ -39,9 +39,9 @@ typedef struct JobqEnqueueRequest
 	int32		priority;
 	Datum		queue;			/* text, or (Datum) 0 for the kind's queue */
 	Datum		concurrency_key;	/* text, or (Datum) 0 for none */
-	Oid			producer;		/* whose produce privilege is checked; a
-								 * 23505 names a key's holder only if it may
-								 * operate the holder's queue */
+	Oid			producer;		/* whose produce privilege is checked; a 23505
+								 * names a key's holder only if it may operate
+								 * the holder's queue */
 } JobqEnqueueRequest;
 
 extern void JobqInitEnqueueRequest(JobqEnqueueRequest *request, Datum kind,

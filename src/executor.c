@@ -357,9 +357,9 @@ run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 			 n, edata->message);
 
 		/*
-		 * A handler that was cancelled or ran past its timeout (jobs[ran]
-		 * was running), whatever error it then raised, would only be
-		 * cancelled again after as long: its outcome is decided now.
+		 * A handler that was cancelled or ran past its timeout (jobs[ran] was
+		 * running), whatever error it then raised, would only be cancelled
+		 * again after as long: its outcome is decided now.
 		 */
 		if (ran < n && (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 						JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
@@ -379,8 +379,8 @@ run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 	 * rows: written from the subtransaction, each update would need a
 	 * MultiXact to record both.  Either way they commit with the handlers'
 	 * effects, which the subtransaction released into the top one.  A
-	 * shutdown stops the batch between jobs: the jobs that ran are done,
-	 * the others are handed back untouched.
+	 * shutdown stops the batch between jobs: the jobs that ran are done, the
+	 * others are handed back untouched.
 	 */
 	if (ran > 0)
 		record_completions(jobs, ran, run->label);
@@ -636,14 +636,15 @@ JobqRunBatch(int max_jobs, const JobqRunContext *run,
 	/* Workers promote in a short transaction of their own. */
 	if (!run->in_worker)
 		(void) JobqPromoteDueJobs();
+
 	/*
-	 * In a session, the caller's (not jobq's owner's, whose rights the
-	 * access gives) privileges decide which kinds run; a superuser may run
-	 * every kind's handler, with no check per job.
+	 * In a session, the caller's (not jobq's owner's, whose rights the access
+	 * gives) privileges decide which kinds run; a superuser may run every
+	 * kind's handler, with no check per job.
 	 */
 	n = JobqPickRunnableJobs(max_jobs,
-						   !run->in_worker && !superuser_arg(access.caller) ? access.caller : InvalidOid,
-						   &jobs, &deferred);
+							 !run->in_worker && !superuser_arg(access.caller) ? access.caller : InvalidOid,
+							 &jobs, &deferred);
 	JobqEndAccess(&access);
 	/* A job deferred behind its key's holder in this batch counts as work. */
 	result->picked = n + deferred;

@@ -17,8 +17,10 @@ typedef struct JobqBatchResult
 	int			completed;		/* jobs whose handler succeeded */
 	int			failed;			/* attempts that ended in error */
 	int			handed_back;	/* jobs given back untouched (shutdown) */
-	int			leased;			/* jobs left to lease in transactions of their own */
-	int			other_owner;	/* left ready: their handlers run as another role */
+	int			leased;			/* jobs left to lease in transactions of their
+								 * own */
+	int			other_owner;	/* left ready: their handlers run as another
+								 * role */
 } JobqBatchResult;
 
 /* A job leased by a batch, to run in a transaction of its own. */

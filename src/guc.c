@@ -25,7 +25,7 @@ int			jobq_max_workers = 8;	/* worker slots in the cluster */
 int			jobq_workers_per_database = 2;	/* workers in each database */
 int			jobq_poll_interval = 1000;	/* milliseconds */
 int			jobq_shutdown_grace = 10000;	/* milliseconds */
-int			jobq_retention = 7 * 24 * 3600;	/* seconds */
+int			jobq_retention = 7 * 24 * 3600; /* seconds */
 
 /* Define the jobq.* parameters that every backend needs. */
 void

@@ -138,6 +138,7 @@ resolve_handler(const char *signature, bool *returns_jsonb)
 	Form_pg_proc proc;
 	bool		shape_ok;
 	Datum		d;
+
 	LOCAL_FCINFO(fcinfo, 1);
 
 	/* to_regprocedure() answers NULL, not an error, for a missing function. */

@@ -61,8 +61,8 @@
 #include "lease.h"
 #include "queue_acl.h"
 
-#define JOBQ_OPERATION_ID_MAX	512		/* bytes of an operation id */
-#define JOBQ_STEP_NAME_MAX		200		/* bytes of a step name */
+#define JOBQ_OPERATION_ID_MAX	512 /* bytes of an operation id */
+#define JOBQ_STEP_NAME_MAX		200 /* bytes of a step name */
 
 static SPIPlanPtr plan_once;
 static SPIPlanPtr plan_once_unscoped;

@@ -133,6 +133,7 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 	JobqLimitedJob limited;
 	Datum		result;
 	ErrorContextCallback errcallback;
+
 	LOCAL_FCINFO(fcinfo, 1);
 
 	if (job->handler == NULL)
@@ -160,7 +161,8 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 		debug_query_string = activity;
 	}
 
-	JobqForgetHandlerDeadline();	/* a cancel before the handler is no timeout */
+	JobqForgetHandlerDeadline();	/* a cancel before the handler is no
+									 * timeout */
 	/* A cancel of the session that came between handlers is the session's. */
 	CHECK_FOR_INTERRUPTS();
 	if (JobqCancelRequested(job->id))
@@ -184,8 +186,8 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 
 	/*
 	 * Anything the handler deferred fires now, as its role, or fails it;
-	 * still under its timeout and cancellable (JobqUnlimitHandler ends
-	 * that).  A handler that returned too late, or after a cancel, fails.
+	 * still under its timeout and cancellable (JobqUnlimitHandler ends that).
+	 * A handler that returned too late, or after a cancel, fails.
 	 */
 	make_constraints_immediate();
 	JobqUnlimitHandler();

@@ -16,7 +16,8 @@ typedef enum FailureAction
 {
 	FAILURE_RECORD,				/* the attempt failed: record it */
 	FAILURE_RETRY_NOW,			/* conflict: run it again, uncharged */
-	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job back untouched */
+	FAILURE_HAND_BACK,			/* shutdown or jobq.cancel(): give the job
+								 * back untouched */
 	FAILURE_RETHROW				/* not the job's error: the caller's */
 } FailureAction;
 
@@ -53,8 +54,8 @@ typedef struct BatchJob
 	MemoryContext steps_cxt;	/* where they are kept */
 
 	/*
-	 * A handler cancelled in the optimistic run (its timeout, an operator,
-	 * a shutdown) is not run again carefully: this is its error, and what
+	 * A handler cancelled in the optimistic run (its timeout, an operator, a
+	 * shutdown) is not run again carefully: this is its error, and what
 	 * classify_failure made of it then.
 	 */
 	ErrorData  *stopped;

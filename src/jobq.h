@@ -35,10 +35,10 @@
 #define JOBQ_OBJECTS_VERSION	"0.3"
 
 /* Limits that are part of the documented SQL surface. */
-#define JOBQ_KIND_NAME_MAX		100		/* characters */
-#define JOBQ_QUEUE_NAME_MAX		63		/* characters */
-#define JOBQ_KEY_MAX			512		/* bytes of an idempotency key */
-#define JOBQ_WORKER_LABEL_MAX	200		/* bytes of a worker label */
+#define JOBQ_KIND_NAME_MAX		100 /* characters */
+#define JOBQ_QUEUE_NAME_MAX		63	/* characters */
+#define JOBQ_KEY_MAX			512 /* bytes of an idempotency key */
+#define JOBQ_WORKER_LABEL_MAX	200 /* bytes of a worker label */
 #define JOBQ_ERROR_TEXT_MAX		8192	/* bytes kept of an error message */
 #define JOBQ_CLAIM_MAX_JOBS		10000	/* max_jobs of one claim */
 #define JOBQ_MAX_ATTEMPTS_LIMIT 1000	/* max_attempts of a kind */
@@ -66,9 +66,9 @@
  * objsubid the what.
  */
 #define JOBQ_LOCK_CLASS			1785684593	/* "jobq" in ASCII */
-#define JOBQ_LOCK_RESCUE		1		/* one lease rescuer at a time */
-#define JOBQ_LOCK_SCHEDULER		2		/* one schedule evaluator at a time */
-#define JOBQ_LOCK_KEY			3		/* a concurrency key, by hash */
+#define JOBQ_LOCK_RESCUE		1	/* one lease rescuer at a time */
+#define JOBQ_LOCK_SCHEDULER		2	/* one schedule evaluator at a time */
+#define JOBQ_LOCK_KEY			3	/* a concurrency key, by hash */
 
 #define SET_LOCKTAG_JOBQ(tag, what, id) \
 	((tag).locktag_field1 = MyDatabaseId, \
@@ -82,7 +82,8 @@
 typedef struct JobqExtension
 {
 	Oid			oid;			/* its pg_extension row; InvalidOid if none */
-	Oid			owner;			/* extowner: jobq's bookkeeping runs as this role */
+	Oid			owner;			/* extowner: jobq's bookkeeping runs as this
+								 * role */
 	Oid			schema;			/* schema jobq, which holds its objects;
 								 * InvalidOid if renamed */
 	char		version[64];	/* extversion */
@@ -97,7 +98,7 @@ extern void JobqRequireCurrentObjects(const char *what);
 /* guc.c */
 extern int	jobq_max_payload_size;	/* bytes */
 extern int	jobq_rescue_interval;	/* milliseconds */
-extern int	jobq_default_lease;	/* milliseconds */
+extern int	jobq_default_lease; /* milliseconds */
 extern int	jobq_batch_size;	/* jobs per transaction */
 extern int	jobq_max_workers;	/* worker slots in the cluster */
 extern int	jobq_workers_per_database;	/* workers in each database */

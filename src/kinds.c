@@ -251,7 +251,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		if (OidIsValid(handler))
 			values[1] = PointerGetDatum(check_handler(handler, access.caller));
 		values[11] = CStringGetTextDatum(JobqKindSearchPath(session_path, access.caller,
-																OidIsValid(handler)));
+															OidIsValid(handler)));
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"

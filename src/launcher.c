@@ -87,16 +87,20 @@
 #include "shmem.h"
 
 #define JOBQ_REPROBE_MS		60000	/* look again at a database without jobq */
-#define JOBQ_START_TIMEOUT_MS 30000	/* a worker that never showed up */
+#define JOBQ_START_TIMEOUT_MS 30000 /* a worker that never showed up */
 #define JOBQ_FIRST_PAUSE_MS	1000	/* pause after a worker's first failure */
-#define JOBQ_MAX_PAUSE_MS	60000	/* longest pause before restarting a worker */
-#define JOBQ_MAX_FAILURES	16		/* failures in a row counted; the pause is
-								 * at its longest well before */
+#define JOBQ_MAX_PAUSE_MS	60000	/* longest pause before restarting a
+									 * worker */
+#define JOBQ_MAX_FAILURES	16	/* failures in a row counted; the pause is at
+								 * its longest well before */
 #define LAUNCHER_NAP_MS		1000
 #define JOBQ_MAX_PROBES_RUNNING 2	/* probe workers at once, cluster-wide */
-#define JOBQ_PROBE_TIMEOUT_MS	10000	/* a probe that has not answered is stuck */
-#define JOBQ_PROBE_IDLE_MS	5000	/* a probe takes the slot of a worker idle this long */
-#define JOBQ_TURN_MS		5000	/* a database's turn, when every slot is busy */
+#define JOBQ_PROBE_TIMEOUT_MS	10000	/* a probe that has not answered is
+										 * stuck */
+#define JOBQ_PROBE_IDLE_MS	5000	/* a probe takes the slot of a worker idle
+									 * this long */
+#define JOBQ_TURN_MS		5000	/* a database's turn, when every slot is
+									 * busy */
 
 PGDLLEXPORT void JobqLauncherMain(Datum main_arg) pg_attribute_noreturn();
 
@@ -237,8 +241,8 @@ reap_slots(TimestampTz now)
 			/*
 			 * A probe that has not answered is stuck (a database's settings
 			 * or locks can make its first transaction wait): end it, so that
-			 * it does not hold one of the few probe places, and look again
-			 * no sooner than at a database without jobq.
+			 * it does not hold one of the few probe places, and look again no
+			 * sooner than at a database without jobq.
 			 */
 			TerminateBackgroundWorker(handles[i]);
 			db->next_try = TimestampTzPlusMilliseconds(now, JOBQ_REPROBE_MS);
@@ -249,9 +253,9 @@ reap_slots(TimestampTz now)
 
 			/*
 			 * Until the postmaster has seen the process go, its background
-			 * worker slot is still taken: a new worker in this slot now
-			 * could find max_worker_processes used up.  The postmaster
-			 * signals the launcher when it has.
+			 * worker slot is still taken: a new worker in this slot now could
+			 * find max_worker_processes used up.  The postmaster signals the
+			 * launcher when it has.
 			 */
 			if (handles[i] != NULL &&
 				GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
@@ -276,6 +280,7 @@ reap_slots(TimestampTz now)
 				case JOBQ_EXIT_SURPLUS:
 				case JOBQ_EXIT_SHUTDOWN:
 				case JOBQ_EXIT_HANDLER_ENDED:
+
 					/*
 					 * Its database was being served: a new worker (if it has
 					 * none left, and workers are wanted) looks at it.
@@ -296,8 +301,8 @@ reap_slots(TimestampTz now)
 		{
 			pid_t		pid;
 			bool		gone = handles[i] == NULL
-				? TimestampDifferenceExceeds(slot->registered_at, now, JOBQ_START_TIMEOUT_MS)
-				: GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
+			? TimestampDifferenceExceeds(slot->registered_at, now, JOBQ_START_TIMEOUT_MS)
+			: GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
 
 			/*
 			 * A probe still connecting is stuck too (someone holds its
@@ -321,10 +326,11 @@ reap_slots(TimestampTz now)
 			}
 		}
 	}
+
 	/*
 	 * Requests for databases the scan skipped (templates, databases that
-	 * refuse connections, dropped ones) are dropped: a worker connected to
-	 * a template would make CREATE DATABASE from it fail.
+	 * refuse connections, dropped ones) are dropped: a worker connected to a
+	 * template would make CREATE DATABASE from it fail.
 	 */
 	for (i = 0; i < JobqShared->nprobes; i++)
 	{
@@ -335,7 +341,10 @@ reap_slots(TimestampTz now)
 	}
 	JobqShared->nprobes = 0;
 
-	/* Only a database with jobq asks for a visit (its commit ran jobq's code). */
+	/*
+	 * Only a database with jobq asks for a visit (its commit ran jobq's
+	 * code).
+	 */
 	for (i = 0; i < JobqShared->nvisits; i++)
 	{
 		DbEntry    *db = hash_search(databases, &JobqShared->visits[i].dboid, HASH_FIND, NULL);
@@ -504,8 +513,10 @@ start_worker(Oid dboid, int rank, TimestampTz now)
 typedef struct SlotCount
 {
 	int			free_slots;		/* FREE */
-	int			probes;			/* starting or running in a database not known to have jobq */
-	int			leaving;		/* asked to leave, not gone yet: slots on their way */
+	int			probes;			/* starting or running in a database not known
+								 * to have jobq */
+	int			leaving;		/* asked to leave, not gone yet: slots on
+								 * their way */
 } SlotCount;
 
 /*
@@ -804,7 +815,11 @@ assign_slots(TimestampTz now)
 		else
 		{
 			probes_wait = true;
-			/* One slot at a time, and only one whose worker has long been idle. */
+
+			/*
+			 * One slot at a time, and only one whose worker has long been
+			 * idle.
+			 */
 			if (coming == 0 && take_back_slot(db, false, now))
 				coming++;
 			break;
@@ -812,8 +827,8 @@ assign_slots(TimestampTz now)
 	}
 
 	/*
-	 * The pools, from free slots only, while no database and no probe
-	 * waits: every database gets its first worker before any its second.
+	 * The pools, from free slots only, while no database and no probe waits:
+	 * every database gets its first worker before any its second.
 	 */
 	if (probes_wait)
 		return;

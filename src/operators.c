@@ -272,8 +272,8 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 	else
 	{
 		/*
-		 * Only the jobs of the queues the caller may operate (it may
-		 * operate some, and so the objects are current).
+		 * Only the jobs of the queues the caller may operate (it may operate
+		 * some, and so the objects are current).
 		 */
 		values[2] = ObjectIdGetDatum(access.caller);
 		JobqPreparePlan(&plan_retry_failed_granted,
@@ -332,8 +332,8 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(job_id);
 
 	/*
-	 * A handler's batch holds its jobs' rows: from inside it, a cancel
-	 * would wait for itself, or be overwritten when the batch completes.
+	 * A handler's batch holds its jobs' rows: from inside it, a cancel would
+	 * wait for itself, or be overwritten when the batch completes.
 	 */
 	if (JobqCurrentJobId() != 0)
 		ereport(ERROR,

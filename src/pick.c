@@ -120,6 +120,7 @@ text_or_null(Datum d, bool isnull)
 {
 	return isnull ? NULL : TextDatumGetCString(d);
 }
+
 /*
  * excluded: an int8[] of job ids not to pick again (this transaction's own
  * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
@@ -311,10 +312,13 @@ int
 JobqPickRunnableJobs(int max_jobs, Oid runner, BatchJob **jobs_out, int *deferred)
 {
 	RunnablePick state;
-	JobqKeyPick pick = {.fetch = fetch_runnable, .take_key = take_runnable_key,
-	.keep = keep_runnable, .arg = &state};
+	JobqKeyPick pick = {0};
 	int			n;
 
+	pick.fetch = fetch_runnable;
+	pick.take_key = take_runnable_key;
+	pick.keep = keep_runnable;
+	pick.arg = &state;
 	state.runner = runner;
 	state.jobs = palloc0(sizeof(BatchJob) * Max(max_jobs, 1));
 	state.round = NULL;

@@ -94,7 +94,10 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	last_seen = JobqGetNullableInt64(0, 2, &walk_ended);
 	reached_new = JobqGetBool(0, 3);
 
-	/* At the end of the table or of the old jobs: start again from the bottom. */
+	/*
+	 * At the end of the table or of the old jobs: start again from the
+	 * bottom.
+	 */
 	if (walk_ended || reached_new)
 		walk_cursor = 0;
 	else

@@ -242,8 +242,8 @@ previous_job_state(Schedule *s)
 	state = TextDatumGetCString(JobqGetDatum(0, 1, &isnull));
 
 	/*
-	 * A pending job whose row another transaction has locked is being run
-	 * by a worker's batch (its claim is the row lock, not yet committed).
+	 * A pending job whose row another transaction has locked is being run by
+	 * a worker's batch (its claim is the row lock, not yet committed).
 	 */
 	if (strcmp(state, "pending") == 0)
 	{
@@ -378,8 +378,8 @@ fire_slot(Schedule *s, TimestampTz slot, const char *event, const char **outcome
 	char	   *prev = previous_job_state(s);
 	char	   *key;
 	bool		unfinished = prev != NULL &&
-		(strcmp(prev, "pending") == 0 || strcmp(prev, "running") == 0 ||
-		 strcmp(prev, "held") == 0);
+	(strcmp(prev, "pending") == 0 || strcmp(prev, "running") == 0 ||
+	 strcmp(prev, "held") == 0);
 	int64		job_id;
 
 	if (unfinished && (s->overlap == 's' ||
@@ -654,8 +654,8 @@ JobqTickSchedules(TimestampTz now, bool from_worker, Oid caller)
 	/*
 	 * Rows are read once, locked; each is then evaluated on its own.  A SQL
 	 * caller evaluates only the schedules whose owner's privileges it has:
-	 * with a "now" of its choosing it would otherwise fire other roles'
-	 * slots early.  (Objects older than 0.3 have no owners.)
+	 * with a "now" of its choosing it would otherwise fire other roles' slots
+	 * early.  (Objects older than 0.3 have no owners.)
 	 */
 	if (from_worker && current)
 		JobqPreparePlan(plan = &plan_due_worker,
@@ -759,7 +759,7 @@ jobq_schedule(PG_FUNCTION_ARGS)
 				 errmsg("argument \"start_at\" must be a finite timestamp")));
 	probe.cron = cron;
 	probe.tz = tz;
-	next = next_slot(&probe, start_at - 1);	/* a slot at start_at counts */
+	next = next_slot(&probe, start_at - 1); /* a slot at start_at counts */
 	if (TIMESTAMP_IS_NOEND(next))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -794,8 +794,8 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	/*
 	 * Replacing another role's schedule needs its privileges.  The check is
 	 * the upsert's, on the row it locked: a schedule made meanwhile by
-	 * someone else is checked too.  A new row has xmax 0, a replaced one
-	 * this transaction's id.
+	 * someone else is checked too.  A new row has xmax 0, a replaced one this
+	 * transaction's id.
 	 */
 	JobqPreparePlan(&plan_upsert,
 					"INSERT INTO jobq.schedule AS s (name, cron, kind, payload, timezone,"

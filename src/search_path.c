@@ -291,8 +291,10 @@ named_schemas(const char *path)
 	ListCell   *lc;
 
 	foreach(lc, names)
+	{
 		if (!is_temp_name((const char *) lfirst(lc)))
 			result = lappend(result, lfirst(lc));
+	}
 	return result;
 }
 

@@ -498,11 +498,11 @@ JobqCancelRequested(int64 job_id)
 		return false;
 
 	/*
-	 * No cancel in progress: no scan.  A worker published the job in its
-	 * slot before it asks; the barrier orders that before this read, as the
-	 * atomic increment in JobqRequestCancel orders its entry before its
-	 * look at the slots.  So a cancel this read misses finds the job in the
-	 * slot and signals the worker.
+	 * No cancel in progress: no scan.  A worker published the job in its slot
+	 * before it asks; the barrier orders that before this read, as the atomic
+	 * increment in JobqRequestCancel orders its entry before its look at the
+	 * slots.  So a cancel this read misses finds the job in the slot and
+	 * signals the worker.
 	 */
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(&JobqShared->ncancels) == 0)
@@ -533,7 +533,7 @@ jobq_worker_jobs(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bool		filter = !JobqHasAllQueues(GetUserId(), JOBQ_OPERATE) &&
-		!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_DATA);
+	!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_DATA);
 	JobqAccess	access;
 	int			i;
 

@@ -92,9 +92,9 @@
  */
 #define JOBQ_MAX_SLOTS		1024
 
-#define JOBQ_KIND_LABEL_LEN	128		/* bytes of a kind name kept in a slot */
-#define JOBQ_MAX_PROBES		32		/* pending probe requests */
-#define JOBQ_MAX_VISITS		256		/* pending visit requests */
+#define JOBQ_KIND_LABEL_LEN	128 /* bytes of a kind name kept in a slot */
+#define JOBQ_MAX_PROBES		32	/* pending probe requests */
+#define JOBQ_MAX_VISITS		256 /* pending visit requests */
 
 /* Life of a worker slot, as the launcher sees it. */
 typedef enum JobqSlotState
@@ -112,7 +112,8 @@ typedef enum JobqExitReason
 	JOBQ_EXIT_NO_EXTENSION,		/* the database has no jobq */
 	JOBQ_EXIT_SURPLUS,			/* more workers than jobq.workers_per_database */
 	JOBQ_EXIT_SHUTDOWN,			/* SIGTERM */
-	JOBQ_EXIT_HANDLER_ENDED,	/* a handler ignored its cancel: see watchdog.c */
+	JOBQ_EXIT_HANDLER_ENDED,	/* a handler ignored its cancel: see
+								 * watchdog.c */
 	JOBQ_EXIT_YIELDED			/* gave its slot up when the launcher asked */
 } JobqExitReason;
 
@@ -121,9 +122,11 @@ typedef struct JobqWorkerSlot
 	/* Under the lock, exclusive to write (see the top of this file). */
 	JobqSlotState state;
 	JobqExitReason exit_reason;
-	uint32		generation;		/* bumped at each assignment; the worker checks it */
+	uint32		generation;		/* bumped at each assignment; the worker
+								 * checks it */
 	Oid			dboid;
-	int			rank;			/* 0-based position among its database's workers */
+	int			rank;			/* 0-based position among its database's
+								 * workers */
 	pid_t		pid;
 	Latch	   *latch;
 	TimestampTz registered_at;
@@ -131,13 +134,13 @@ typedef struct JobqWorkerSlot
 	bool		has_extension;	/* found jobq in its database */
 	TimestampTz idle_since;		/* since when it found no work; 0: busy */
 	TimestampTz next_visit;		/* when leaving: when its database next has
-								 * due work (read by the launcher reaping
-								 * the EXITED slot) */
+								 * due work (read by the launcher reaping the
+								 * EXITED slot) */
 
 	/*
 	 * Set by the launcher under the exclusive lock to take the slot back for
-	 * another database; the worker, reading it without the lock, leaves
-	 * after its batch.  Wakers skip such a slot.
+	 * another database; the worker, reading it without the lock, leaves after
+	 * its batch.  Wakers skip such a slot.
 	 */
 	volatile bool leave_requested;
 

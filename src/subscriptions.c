@@ -533,9 +533,9 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(caller_cxt);
 
 	/*
-	 * The job, as jobq's owner, who is also the producer whose privilege
-	 * is checked, as it would be for a call of jobq.enqueue() from here:
-	 * the enqueue is jobq's, and writers need no right on jobq (SECURITY.md,
+	 * The job, as jobq's owner, who is also the producer whose privilege is
+	 * checked, as it would be for a call of jobq.enqueue() from here: the
+	 * enqueue is jobq's, and writers need no right on jobq (SECURITY.md,
 	 * "What runs as whom").
 	 */
 	JobqBeginAccess(&access);

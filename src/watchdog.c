@@ -65,8 +65,10 @@ volatile int64 JobqHandlerJobId = 0;
 
 /* The running handler's limits, read by the watchdog. */
 static volatile TimestampTz handler_deadline = DT_NOEND;
-static volatile sig_atomic_t handler_cancelled = false; /* a cancel was sent to it */
-static volatile TimestampTz operator_cancel_at = 0; /* when jobq.cancel() reached it */
+static volatile sig_atomic_t handler_cancelled = false; /* a cancel was sent to
+														 * it */
+static volatile TimestampTz operator_cancel_at = 0; /* when jobq.cancel()
+													 * reached it */
 static volatile sig_atomic_t shutdown_cancel_sent = false;
 static volatile sig_atomic_t end_reason = END_NONE;
 
@@ -375,9 +377,9 @@ record_timed_out_attempt(void)
 		const char *state;
 
 		/*
-		 * The batch rolled back: the job is ready again, uncharged.  A
-		 * worker that picked it meanwhile hands it back untouched (see the
-		 * caller): wait for that, then charge it.
+		 * The batch rolled back: the job is ready again, uncharged.  A worker
+		 * that picked it meanwhile hands it back untouched (see the caller):
+		 * wait for that, then charge it.
 		 */
 		JobqPreparePlan(&plan_lock_ready,
 						"SELECT FROM jobq.job WHERE id = $1 AND lane = 'r' AND attempt = $2"

@@ -13,10 +13,10 @@
 
 #include "datatype/timestamp.h"
 
-#define JOBQ_WATCHDOG_MS		100		/* how often the watchdog looks */
+#define JOBQ_WATCHDOG_MS		100 /* how often the watchdog looks */
 #define JOBQ_SHUTDOWN_KILL_MS	1000	/* after the shutdown cancel, the end */
-#define JOBQ_KIND_LABEL_MAX		128		/* bytes of a kind name kept here */
-#define JOBQ_RUN_LABEL_LEN		64		/* bytes of the label of a job's runner */
+#define JOBQ_KIND_LABEL_MAX		128 /* bytes of a kind name kept here */
+#define JOBQ_RUN_LABEL_LEN		64	/* bytes of the label of a job's runner */
 
 /*
  * What the watchdog keeps of a job whose handler runs: enough to record its
@@ -35,7 +35,7 @@ typedef struct JobqLimitedJob
 	int64		timeout_ms;
 	TimestampTz started_at;
 	char		kind[JOBQ_KIND_LABEL_MAX];
-	char		worker[JOBQ_RUN_LABEL_LEN];	/* the label jobq.job.worker gets */
+	char		worker[JOBQ_RUN_LABEL_LEN]; /* the label jobq.job.worker gets */
 } JobqLimitedJob;
 
 /* Whether a handler runs now, and whose: read by signal handlers. */

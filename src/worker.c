@@ -155,7 +155,11 @@ worker_exit(int code, Datum arg)
 	Latch	   *launcher_latch;
 
 	LWLockAcquire(JobqShared->lock, LW_EXCLUSIVE);
-	/* Ended for a handler that ignored its cancel: no failure of the worker's. */
+
+	/*
+	 * Ended for a handler that ignored its cancel: no failure of the
+	 * worker's.
+	 */
 	if (JobqWatchdogEndedProcess())
 		MySlot->exit_reason = JOBQ_EXIT_HANDLER_ENDED;
 	MySlot->state = JOBQ_SLOT_EXITED;
@@ -168,8 +172,7 @@ worker_exit(int code, Datum arg)
 }
 
 /* Exit with a reason the launcher reads (exit code 0: no restart by itself). */
-static void
-leave(JobqExitReason reason) pg_attribute_noreturn();
+static void leave(JobqExitReason reason) pg_attribute_noreturn();
 
 static void
 leave(JobqExitReason reason)
@@ -393,10 +396,11 @@ housekeeping(MemoryContext loop_cxt)
 	{
 		last_purge = now;
 		pgstat_report_activity(STATE_RUNNING, "jobq: removing finished jobs past retention");
+
 		/*
-		 * While the walk has not reached the jobs too new to remove, go on
-		 * at every loop, without sleeping, so that removal keeps up with
-		 * any rate of completions.
+		 * While the walk has not reached the jobs too new to remove, go on at
+		 * every loop, without sleeping, so that removal keeps up with any
+		 * rate of completions.
 		 */
 		(void) JobqPurgeFinished((int64) jobq_retention * USECS_PER_SEC, PURGE_BATCH);
 		purge_backlog = JobqPurgeWalkUnfinished();
@@ -448,9 +452,9 @@ run_one_batch(MemoryContext loop_cxt, int *picked)
 	JobqStartWatchdog();
 
 	/*
-	 * Housekeeping is for what time brings (due scheduled jobs, lost
-	 * leases, retention), so once per poll interval is enough; a wake-up
-	 * by an enqueue goes straight to the batch.
+	 * Housekeeping is for what time brings (due scheduled jobs, lost leases,
+	 * retention), so once per poll interval is enough; a wake-up by an
+	 * enqueue goes straight to the batch.
 	 */
 	if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
 								   jobq_poll_interval))
@@ -541,7 +545,10 @@ sleep_until_woken(void)
 		long		remaining_ms;
 		int			rc;
 
-		/* A wake may have come while the latch was reset by a wait in the batch. */
+		/*
+		 * A wake may have come while the latch was reset by a wait in the
+		 * batch.
+		 */
 		if (MySlot->wake_requested || JobqShutdownRequested ||
 			ConfigReloadPending || InterruptPending || MySlot->leave_requested)
 			break;
@@ -582,7 +589,7 @@ next_visit(void)
 	bool		isnull;
 
 	next = TimestampTzPlusMilliseconds(now, Min((int64) jobq_retention * 1000,
-											   (int64) JOBQ_MAX_VISIT_MS));
+												(int64) JOBQ_MAX_VISIT_MS));
 	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_next_visit,
 					"SELECT LEAST("
@@ -607,8 +614,7 @@ next_visit(void)
  * database next needs a worker, then exit.  A worker that had work (or a
  * wake-up it has not acted on) is due again at once, and waits its turn.
  */
-static void
-yield_slot(MemoryContext loop_cxt) pg_attribute_noreturn();
+static void yield_slot(MemoryContext loop_cxt) pg_attribute_noreturn();
 
 static void
 yield_slot(MemoryContext loop_cxt)
@@ -618,8 +624,8 @@ yield_slot(MemoryContext loop_cxt)
 
 	/*
 	 * Wakers skip this slot since leave_requested was set under the lock:
-	 * taking the lock once here orders every commit they saw it without
-	 * the flag before the snapshot below.
+	 * taking the lock once here orders every commit they saw it without the
+	 * flag before the snapshot below.
 	 */
 	LWLockAcquire(JobqShared->lock, LW_SHARED);
 	LWLockRelease(JobqShared->lock);
@@ -676,17 +682,18 @@ JobqWorkerMain(Datum main_arg)
 	 */
 	load_file("plpgsql", false);
 	remember_server_settings();
+
 	/*
-	 * As the bootstrap superuser, named: then the session's user is fixed
-	 * as a login's is, and ALTER DATABASE ... SET session_authorization
-	 * cannot choose it.
+	 * As the bootstrap superuser, named: then the session's user is fixed as
+	 * a login's is, and ALTER DATABASE ... SET session_authorization cannot
+	 * choose it.
 	 */
 	BackgroundWorkerInitializeConnectionByOid(dboid, BOOTSTRAP_SUPERUSERID, 0);
 
 	/*
-	 * What the database's owner or a role setting chose is not the
-	 * worker's: undone before the first transaction, which would otherwise
-	 * start read-only, serializable or deferrable as they please.
+	 * What the database's owner or a role setting chose is not the worker's:
+	 * undone before the first transaction, which would otherwise start
+	 * read-only, serializable or deferrable as they please.
 	 */
 	reset_database_settings();
 

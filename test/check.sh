@@ -204,7 +204,7 @@ fi
 # itself is held to it once STYLE_ENFORCED is 1, which the commit that
 # reformats src/ (bash test/style.sh --write) sets.  Until then the log
 # says how many lines that commit would change.
-STYLE_ENFORCED=0
+STYLE_ENFORCED=1
 start_suite style "the C code in PostgreSQL's layout (test/style.sh)"
 log="$BUILD/ci-style.log"
 status=0
