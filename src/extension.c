@@ -41,6 +41,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -141,6 +142,32 @@ JobqLookupExtension(void)
 		cached_statement = statement;
 	}
 	return &cached;
+}
+
+/*
+ * Take a share lock on jobq's pg_extension object, held to the end of the
+ * transaction, and return jobq's row as of after the lock (oid InvalidOid
+ * if jobq is gone).  DROP EXTENSION locks that object before any of jobq's
+ * tables, so a worker that takes it before its first table either makes
+ * the drop wait for its transaction or waits for the drop, never holding
+ * one table while the drop holds another (a deadlock).  Must run inside a
+ * transaction.
+ */
+const JobqExtension *
+JobqLockExtension(void)
+{
+	const JobqExtension *ext = JobqLookupExtension();
+	Oid			oid = ext->oid;
+
+	if (!OidIsValid(oid))
+		return ext;
+	/* Also takes in what a drop or rename we waited for committed. */
+	LockDatabaseObject(ExtensionRelationId, oid, 0, AccessShareLock);
+	cached_lxid = InvalidLocalTransactionId;
+	ext = JobqLookupExtension();
+	if (ext->oid != oid)
+		cached.oid = InvalidOid;	/* dropped and made again: not ours */
+	return ext;
 }
 
 /*

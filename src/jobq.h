@@ -90,6 +90,7 @@ typedef struct JobqExtension
 } JobqExtension;
 
 extern const JobqExtension *JobqLookupExtension(void);
+extern const JobqExtension *JobqLockExtension(void);
 extern const JobqExtension *JobqRequireExtension(void);
 extern bool JobqExtensionInstalled(void);
 extern bool JobqObjectsAreCurrent(void);

@@ -194,15 +194,16 @@ leave(JobqExitReason reason)
 
 /*
  * Whether jobq is installed here: pg_extension says so, never a schema or
- * table that merely has jobq's names.  Takes a lock on jobq.job that lasts
- * until the end of the transaction, so that a concurrent DROP EXTENSION
- * waits for it instead of pulling the tables from under the worker's
- * queries.  In a transaction.
+ * table that merely has jobq's names.  Takes a lock on jobq's extension
+ * object, then on jobq.job, both held to the end of the transaction, so
+ * that a concurrent DROP EXTENSION waits for the transaction instead of
+ * pulling the tables from under the worker's queries (JobqLockExtension
+ * says why the extension's lock comes first).  In a transaction.
  */
 static bool
 extension_present(void)
 {
-	const JobqExtension *ext = JobqLookupExtension();
+	const JobqExtension *ext = JobqLockExtension();
 	char	   *nspname;
 
 	if (!OidIsValid(ext->oid) || (nspname = get_namespace_name(ext->schema)) == NULL)
