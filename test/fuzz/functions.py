@@ -1247,8 +1247,11 @@ class Session(threading.Thread):
                     self.fuzz.stats.count('extension dropped')
                     time.sleep(r.uniform(0, 1.5))
                     if r.random() < 0.3:
-                        self.ddl("CREATE EXTENSION jobq VERSION '0.1'", what='create extension')
-                        self.ddl('ALTER EXTENSION jobq UPDATE', what='create extension')
+                        # One transaction: an update that fails (a lock
+                        # timeout, a deadlock with a worker) takes the old
+                        # version with it, and the next line makes 0.3.
+                        self.ddl("CREATE EXTENSION jobq VERSION '0.1'",
+                                 'ALTER EXTENSION jobq UPDATE', what='create extension')
                     else:
                         self.ddl('CREATE EXTENSION jobq', what='create extension')
                 self.ddl("CREATE EXTENSION IF NOT EXISTS jobq", what='create extension')
@@ -1413,6 +1416,7 @@ class Fuzz:
             for s in ["SET statement_timeout = '30s'",
                       'ALTER SYSTEM RESET ALL', 'SELECT pg_reload_conf()',
                       'CREATE EXTENSION IF NOT EXISTS jobq',
+                      'ALTER EXTENSION jobq UPDATE',
                       "CREATE OR REPLACE FUNCTION fuzz.final(p jsonb) RETURNS jsonb "
                       "LANGUAGE sql AS 'SELECT p'",
                       "SELECT jobq.register_kind('fz.final', 'fuzz.final(jsonb)', queue => 'fz_final')",
