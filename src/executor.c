@@ -23,6 +23,15 @@
  * the caller can commit, so that a crash mid-handler leaves them held for
  * an operator instead of silently running them again.
  *
+ * A kind whose handler is a batch handler (it takes jobq.batch_job[])
+ * gets one call for all its jobs of the batch, in the same optimistic
+ * subtransaction, and reports a result or an error per job; the jobs it
+ * reported failed are charged, the others complete in the same UPDATE as
+ * every other job.  A batch handler's error, or a report that breaks its
+ * contract (invoke.c), is the call's: the batch falls back as above, and
+ * its jobs are called one per call.  Kinds with side effects never share
+ * a call.
+ *
  * Each handler is called by invoke.c, as the role that registered its
  * kind, under the kind's timeout; an error in the handler is the job's.
  * An error in jobq's own bookkeeping is not caught here: it aborts the
@@ -450,8 +459,8 @@ run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 	 * rows: written from the subtransaction, each update would need a
 	 * MultiXact to record both.  Either way they commit with the handlers'
 	 * effects, which the subtransaction released into the top one.  A
-	 * shutdown stops the batch between calls: the jobs that ran are done,
-	 * the others are handed back untouched.
+	 * shutdown stops the batch between calls: the jobs that ran are done, the
+	 * others are handed back untouched.
 	 */
 	done = palloc(sizeof(BatchJob *) * Max(ran, 1));
 	*failed = 0;
@@ -896,9 +905,9 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 	if (job.succeeded && job.batch && job.reported_error != NULL)
 	{
 		/*
-		 * A kind registered with a batch handler and then changed to hold
-		 * its jobs on failure: the handler, called for this job alone,
-		 * reported it failed.
+		 * A kind registered with a batch handler and then changed to hold its
+		 * jobs on failure: the handler, called for this job alone, reported
+		 * it failed.
 		 */
 		JobqErrorInfo info;
 

@@ -15,6 +15,12 @@
  * copies the result into the caller's memory.  The checks cost a few
  * syscache lookups per job; the handler's lookup is cached (handler.c).
  *
+ * JobqCallBatchHandler does the same for a batch handler and all the jobs
+ * of its kind in a batch, once per call, and reads what it returned: a
+ * jobq.batch_result per job.  A result for an id that is not in the batch,
+ * or for one twice, is the call's error, so a handler cannot complete a
+ * job it was not given.
+ *
  * While a handler runs, this backend's current job (jobq.current_job(),
  * JobqCurrentJobId, JobqCurrentJobAttempt) is that job, and the steps the
  * handler records through jobq.record_step() are remembered outside its

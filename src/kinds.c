@@ -79,9 +79,9 @@ check_handler(Oid handler, Oid caller, const char *kind, bool hold_on_failure)
 				 errdetail(JOBQ_HANDLER_SHAPE_DETAIL)));
 
 	/*
-	 * A job of such a kind is held, not retried, once its handler started:
-	 * it runs alone, under a lease committed before the call, which a batch
-	 * of jobs in one call cannot have.
+	 * A job of such a kind is held, not retried, once its handler started: it
+	 * runs alone, under a lease committed before the call, which a batch of
+	 * jobs in one call cannot have.
 	 */
 	if (batch && hold_on_failure)
 		ereport(ERROR,
