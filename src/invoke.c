@@ -227,14 +227,18 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 	current_job = NULL;
 }
 
-/* Adds "jobq batch handler of kind "k", N jobs from job J" to errors. */
+/* Adds "jobq batch handler of kind "k", called for ..." to errors. */
 static void
 batch_error_context(void *arg)
 {
 	BatchCall  *call = (BatchCall *) arg;
 
-	errcontext("jobq batch handler of kind \"%s\", %d jobs from job %lld",
-			   call->jobs[0]->kind, call->n, (long long) call->jobs[0]->id);
+	if (call->n == 1)
+		errcontext("jobq batch handler of kind \"%s\", called for job %lld alone",
+				   call->jobs[0]->kind, (long long) call->jobs[0]->id);
+	else
+		errcontext("jobq batch handler of kind \"%s\", called for %d jobs from job %lld",
+				   call->jobs[0]->kind, call->n, (long long) call->jobs[0]->id);
 }
 
 static int
