@@ -156,3 +156,13 @@ SELECT payload, state, last_error FROM jobq.jobs WHERE kind = 'bt.nested' ORDER 
 -- Its results said current_job was NULL.
 SELECT DISTINCT result->'current_job' AS current_job FROM jobq.jobs
  WHERE kind = 'bt.mail' AND state = 'completed';
+
+-- Clean up.
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'bt.%');
+DELETE FROM jobq.job WHERE kind LIKE 'bt.%';
+SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'bt.%' ORDER BY name;
+DROP TABLE bt_call, bt_effect;
+DROP FUNCTION bt_handler(jobq.batch_job[]), bt_single(jsonb), bt_liar(jobq.batch_job[]),
+    bt_returns_set(jobq.batch_job[]), bt_returns_jsonb(jobq.batch_job[]),
+    bt_nested(jobq.batch_job[]);
+DROP PROCEDURE bt_procedure(jobq.batch_job[]);
