@@ -473,3 +473,23 @@ ALTER TABLE jobq.job ADD COLUMN key_nonce bigint;
  */
 GRANT EXECUTE ON FUNCTION jobq.worker_status() TO pg_read_all_stats;
 GRANT SELECT ON jobq.workers TO pg_read_all_stats;
+
+/*
+ * Batch handlers: a kind's handler may take every job of the kind a batch
+ * picked in one call, a jobq.batch_job[] (attempt: this one, 1 for the
+ * first), and return a jobq.batch_result[] with a row per job: a NULL
+ * error completes the job with its result, an error fails its attempt.
+ */
+CREATE TYPE jobq.batch_job AS (
+    id                  bigint,
+    kind                text,
+    payload             jsonb,
+    attempt             integer,
+    idempotency_key     text
+);
+
+CREATE TYPE jobq.batch_result AS (
+    id                  bigint,
+    result              jsonb,
+    error               text
+);

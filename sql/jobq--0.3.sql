@@ -424,6 +424,26 @@ CREATE TYPE jobq.claimed_job AS (
 );
 
 /*
+ * Batch handlers: a kind's handler may take every job of the kind a batch
+ * picked in one call, a jobq.batch_job[] (attempt: this one, 1 for the
+ * first), and return a jobq.batch_result[] with a row per job: a NULL
+ * error completes the job with its result, an error fails its attempt.
+ */
+CREATE TYPE jobq.batch_job AS (
+    id                  bigint,
+    kind                text,
+    payload             jsonb,
+    attempt             integer,
+    idempotency_key     text
+);
+
+CREATE TYPE jobq.batch_result AS (
+    id                  bigint,
+    result              jsonb,
+    error               text
+);
+
+/*
  * Functions.  They are written in C, run with the rights of the extension's
  * owner for their own bookkeeping, and check their arguments themselves, so
  * they are CALLED ON NULL INPUT: a NULL where none makes sense is an error,

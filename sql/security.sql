@@ -1479,6 +1479,65 @@ SELECT payload->>'subscription' AS subscription, count(*) AS jobs FROM jobq.jobs
 DROP DATABASE jobq_sec_enqueue WITH (FORCE);
 DROP ROLE sec_enq_installer;
 
+-- (s) Batch handlers.  A batch handler runs as its kind's role, like any
+-- handler, and reports results by job id: sec_bt_mallory's handler
+-- reports a result for a job of another kind (the superuser's, in a queue
+-- she may not touch), and that job must stay as it was; only her own job
+-- is charged.  A look-alike jobq.batch_job type in her own schema does not
+-- make a function a batch handler, and a batch handler owned by a role
+-- without the registering role's privileges is refused, as any handler.
+--
+\set VERBOSITY sqlstate
+CREATE ROLE sec_bt_mallory LOGIN;
+CREATE SCHEMA sec_bt AUTHORIZATION sec_bt_mallory;
+CREATE TABLE public.sec_bt_ran (who name, ids bigint[]);
+GRANT INSERT ON public.sec_bt_ran TO sec_bt_mallory;
+SELECT jobq.register_kind('sec.bt.victim', queue => 'sec_bt_victim');
+SELECT jobq.enqueue('sec.bt.victim', '{"pay": 100}') AS sec_bt_victim \gset
+GRANT jobq_admin TO sec_bt_mallory;
+SET ROLE sec_bt_mallory;
+CREATE FUNCTION sec_bt.forge(jobs jobq.batch_job[]) RETURNS jobq.batch_result[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.sec_bt_ran SELECT current_user, array_agg(j.id) FROM unnest(jobs) j;
+    IF jobs[1].payload ? 'victim' THEN
+        RETURN ARRAY[ROW((jobs[1].payload->>'victim')::bigint, '{"forged": true}', NULL)]::jobq.batch_result[];
+    END IF;
+    RETURN ARRAY(SELECT ROW(j.id, NULL, NULL)::jobq.batch_result FROM unnest(jobs) j);
+END $$;
+SELECT jobq.register_kind('sec.bt.forge', 'sec_bt.forge(jobq.batch_job[])', queue => 'sec_bt',
+                          max_attempts => 1);
+-- Her own batch_job type: not jobq's, so not a batch handler.
+CREATE TYPE sec_bt.batch_job AS (id bigint, kind text, payload jsonb, attempt int, idempotency_key text);
+CREATE FUNCTION sec_bt.lookalike(jobs sec_bt.batch_job[]) RETURNS jobq.batch_result[]
+LANGUAGE sql AS $$ SELECT NULL::jobq.batch_result[] $$;
+SELECT jobq.register_kind('sec.bt.lookalike', 'sec_bt.lookalike(sec_bt.batch_job[])', queue => 'sec_bt');
+RESET ROLE;
+REVOKE jobq_admin FROM sec_bt_mallory;
+-- Her function as the batch handler of a superuser's kind: refused.
+SELECT jobq.register_kind('sec.bt.su', 'sec_bt.forge(jobq.batch_job[])', queue => 'sec_bt');
+-- An honest call runs as her: the superuser's run_pending does not lend
+-- its rights.
+SELECT jobq.enqueue('sec.bt.forge', '{"honest": true}') IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT sec_who(who, 'sec_bt_mallory') AS ran_as, cardinality(ids) AS jobs FROM public.sec_bt_ran;
+-- The forged report: the call's error, charged to her job alone.
+SELECT jobq.enqueue('sec.bt.forge', jsonb_build_object('victim', :sec_bt_victim)) IS NOT NULL AS enqueued;
+SELECT jobq.run_pending() AS ran;
+SELECT j.kind, j.payload ? 'victim' AS forging, j.state, j.attempt, j.result, e.sqlstate
+  FROM jobq.jobs j LEFT JOIN jobq.job_error e ON e.job_id = j.id
+ WHERE j.kind IN ('sec.bt.victim', 'sec.bt.forge') ORDER BY 1, 2;
+SELECT name FROM jobq.kinds WHERE name LIKE 'sec.bt.%' ORDER BY 1;
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.bt.%');
+DELETE FROM jobq.job WHERE kind LIKE 'sec.bt.%';
+SELECT jobq.unregister_kind('sec.bt.victim');
+SELECT jobq.unregister_kind('sec.bt.forge');
+SET client_min_messages = warning;
+DROP SCHEMA sec_bt CASCADE;
+RESET client_min_messages;
+DROP TABLE public.sec_bt_ran;
+DROP ROLE sec_bt_mallory;
+
 --
 -- Clean up.  The attackers' sessions must have ended (their temporary
 -- objects go with them) before their roles can be dropped.

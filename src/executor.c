@@ -23,6 +23,15 @@
  * the caller can commit, so that a crash mid-handler leaves them held for
  * an operator instead of silently running them again.
  *
+ * A kind whose handler is a batch handler (it takes jobq.batch_job[])
+ * gets one call for all its jobs of the batch, in the same optimistic
+ * subtransaction, and reports a result or an error per job; the jobs it
+ * reported failed are charged, the others complete in the same UPDATE as
+ * every other job.  A batch handler's error, or a report that breaks its
+ * contract (invoke.c), is the call's: the batch falls back as above, and
+ * its jobs are called one per call.  Kinds with side effects never share
+ * a call.
+ *
  * Each handler is called by invoke.c, as the role that registered its
  * kind, under the kind's timeout; an error in the handler is the job's.
  * An error in jobq's own bookkeeping is not caught here: it aborts the
@@ -311,31 +320,100 @@ abort_subtransaction(MemoryContext cxt, ResourceOwner owner)
 }
 
 /*
+ * Record a failed attempt of a job, in the top transaction: its next state
+ * (pending with backoff, failed or held), its error and the steps its
+ * handler recorded.
+ */
+static void
+record_failure(BatchJob *job, const JobqRunContext *run, const JobqErrorInfo *info)
+{
+	JobqAccess	access;
+	TimestampTz run_at = 0;
+	const char *state;
+
+	state = JobqNextStateAfterFailure(job->attempt + 1, job->max_attempts,
+									  job->hold_on_failure, job->backoff_base_us,
+									  job->backoff_max_us, false, 0, &run_at);
+	JobqBeginAccess(&access);
+	JobqKeepRecordedSteps(job);
+	JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, info,
+					  run->label, job->started_at);
+	JobqEndAccess(&access);
+	forget_conflicts(&job, 1);
+	ereport(LOG,
+			(errmsg("jobq job %lld (kind \"%s\", attempt %d) failed: %s; it is now %s",
+					(long long) job->id, job->kind, job->attempt + 1,
+					info->message, state)));
+}
+
+/* A job its batch handler reported failed (reported_error): its attempt. */
+static void
+record_reported_failure(BatchJob *job, const JobqRunContext *run)
+{
+	JobqErrorInfo info;
+
+	memset(&info, 0, sizeof(info));
+	info.message = job->reported_error;
+	info.context = psprintf("jobq batch handler of kind \"%s\"", job->kind);
+	record_failure(job, run, &info);
+}
+
+/*
+ * How many jobs from jobs[i] on one call runs: one, or for a batch
+ * handler every job of its kind that follows (JobqRunBatch groups them).
+ */
+static int
+call_size(BatchJob **jobs, int i, int n)
+{
+	int			end = i + 1;
+
+	if (jobs[i]->batch)
+		while (end < n && jobs[end]->batch && strcmp(jobs[end]->kind, jobs[i]->kind) == 0)
+			end++;
+	return end - i;
+}
+
+/* Call the handler of jobs[0] (of the n jobs, for a batch handler). */
+static void
+call_handler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryContext cxt)
+{
+	if (jobs[0]->batch)
+		JobqCallBatchHandler(jobs, n, run, cxt);
+	else
+		JobqCallHandler(jobs[0], run, cxt);
+}
+
+/*
  * Run the optimistic part of a batch: every handler in one subtransaction,
- * then their completions.  Returns false, with nothing done, if any of
- * them raised an error; else sets *completed (fewer than n if a shutdown
- * stopped the batch: the rest are handed back).
+ * then their completions, and the failures batch handlers reported.
+ * Returns false, with nothing done, if any of them raised an error; else
+ * sets *completed and *failed (fewer than n in all if a shutdown stopped
+ * the batch: the rest are handed back).
  */
 static bool
 run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
-			   MemoryContext cxt, int *completed)
+			   MemoryContext cxt, int *completed, int *failed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile bool ok = true;
 	volatile int ran = 0;
 	ErrorData  *volatile edata = NULL;
+	BatchJob  **done;
+	int			ndone = 0;
+	int			i;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		int			i;
+		int			next;
 
-		for (i = 0; i < n && !JobqShutdownRequested; i++)
+		for (i = 0; i < n && !JobqShutdownRequested; i = next)
 		{
-			JobqCallHandler(jobs[i], run, cxt);
-			ran = i + 1;
+			next = i + call_size(jobs, i, n);
+			call_handler(&jobs[i], next - i, run, cxt);
+			ran = next;
 		}
 		JobqClearActivity(run);
 		release_subtransaction(oldcontext, oldowner);
@@ -359,10 +437,12 @@ run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 		/*
 		 * A handler that was cancelled or ran past its timeout (jobs[ran] was
 		 * running), whatever error it then raised, would only be cancelled
-		 * again after as long: its outcome is decided now.
+		 * again after as long: its outcome is decided now.  Not a batch
+		 * handler's: its jobs run again one per call, each under the timeout.
 		 */
-		if (ran < n && (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-						JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
+		if (ran < n && !jobs[ran]->batch &&
+			(edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			 JobqHandlerPastDeadline() || JobqHandlerWasCancelled()))
 		{
 			jobs[ran]->stopped_action = classify_failure(edata, JOBQ_CONFLICT_RETRIES,
 														 run, jobs[ran]);
@@ -379,12 +459,24 @@ run_optimistic(BatchJob **jobs, int n, const JobqRunContext *run,
 	 * rows: written from the subtransaction, each update would need a
 	 * MultiXact to record both.  Either way they commit with the handlers'
 	 * effects, which the subtransaction released into the top one.  A
-	 * shutdown stops the batch between jobs: the jobs that ran are done, the
+	 * shutdown stops the batch between calls: the jobs that ran are done, the
 	 * others are handed back untouched.
 	 */
-	if (ran > 0)
-		record_completions(jobs, ran, run->label);
-	*completed = ran;
+	done = palloc(sizeof(BatchJob *) * Max(ran, 1));
+	*failed = 0;
+	for (i = 0; i < ran; i++)
+	{
+		if (jobs[i]->batch && jobs[i]->reported_error != NULL)
+		{
+			record_reported_failure(jobs[i], run);
+			(*failed)++;
+		}
+		else
+			done[ndone++] = jobs[i];
+	}
+	if (ndone > 0)
+		record_completions(done, ndone, run->label);
+	*completed = ndone;
 	return true;
 }
 
@@ -414,7 +506,7 @@ run_in_subtransaction(BatchJob *job, const JobqRunContext *run, MemoryContext cx
 		MemoryContextSwitchTo(oldcontext);
 		PG_TRY();
 		{
-			JobqCallHandler(job, run, cxt);
+			call_handler(&job, 1, run, cxt);
 			job->succeeded = true;
 			release_subtransaction(oldcontext, oldowner);
 		}
@@ -462,6 +554,13 @@ run_careful(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 		timed_out = JobqHandlerPastDeadline();
 	}
 
+	if (job->succeeded && job->batch && job->reported_error != NULL)
+	{
+		/* Its batch handler, called for it alone, reported it failed. */
+		job->succeeded = false;
+		record_reported_failure(job, run);
+		return FAILURE_RECORD;
+	}
 	if (job->succeeded)
 	{
 		/* By the top transaction, as in run_optimistic. */
@@ -473,25 +572,10 @@ run_careful(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 		ReThrowError(edata);
 	if (action == FAILURE_RECORD)
 	{
-		JobqAccess	access;
 		JobqErrorInfo info;
-		TimestampTz run_at = 0;
-		const char *state;
 
 		error_info(edata, job, timed_out, &info);
-		state = JobqNextStateAfterFailure(job->attempt + 1, job->max_attempts,
-										  job->hold_on_failure, job->backoff_base_us,
-										  job->backoff_max_us, false, 0, &run_at);
-		JobqBeginAccess(&access);
-		JobqKeepRecordedSteps(job);
-		JobqRecordFailure(job->id, job->attempt + 1, 1, state, run_at, &info,
-						  run->label, job->started_at);
-		JobqEndAccess(&access);
-		forget_conflicts(&job, 1);
-		ereport(LOG,
-				(errmsg("jobq job %lld (kind \"%s\", attempt %d) failed: %s; it is now %s",
-						(long long) job->id, job->kind, job->attempt + 1,
-						info.message, state)));
+		record_failure(job, run, &info);
 	}
 	FreeErrorData(edata);
 	return action;
@@ -598,6 +682,42 @@ keep_one_owner(BatchJob *jobs, int n)
 }
 
 /*
+ * Order the jobs of a batch for run_optimistic: those of one-job handlers
+ * first, in the order picked, then the jobs of each kind with a batch
+ * handler together, for one call per kind.
+ */
+static void
+group_batch_jobs(BatchJob **jobs, int n)
+{
+	BatchJob  **sorted = palloc(sizeof(BatchJob *) * n);
+	bool	   *placed = palloc0(sizeof(bool) * n);
+	int			k = 0;
+	int			i;
+	int			j;
+
+	for (i = 0; i < n; i++)
+		if (!jobs[i]->batch)
+		{
+			sorted[k++] = jobs[i];
+			placed[i] = true;
+		}
+	for (i = 0; i < n; i++)
+	{
+		if (placed[i])
+			continue;
+		for (j = i; j < n; j++)
+			if (!placed[j] && strcmp(jobs[j]->kind, jobs[i]->kind) == 0)
+			{
+				sorted[k++] = jobs[j];
+				placed[j] = true;
+			}
+	}
+	memcpy(jobs, sorted, sizeof(BatchJob *) * n);
+	pfree(sorted);
+	pfree(placed);
+}
+
+/*
  * Run one batch of ready in-database jobs in the current transaction.
  *
  * When run->can_commit (a worker), jobs that need a durable start record
@@ -656,6 +776,7 @@ JobqRunBatch(int max_jobs, const JobqRunContext *run,
 	later = palloc(sizeof(BatchJob *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
+		jobs[i].batch = jobs[i].handler != NULL && JobqIsBatchSignature(jobs[i].handler);
 		if (jobs[i].hold_on_failure && run->can_commit)
 			later[nlater++] = &jobs[i];
 		else if (jobs[i].careful)
@@ -667,11 +788,14 @@ JobqRunBatch(int max_jobs, const JobqRunContext *run,
 	if (noptimistic > 0)
 	{
 		int			done = 0;
+		int			failed = 0;
 
-		if (run_optimistic(optimistic, noptimistic, run, batch_cxt, &done))
+		group_batch_jobs(optimistic, noptimistic);
+		if (run_optimistic(optimistic, noptimistic, run, batch_cxt, &done, &failed))
 		{
 			result->completed += done;
-			result->handed_back += noptimistic - done;
+			result->failed += failed;
+			result->handed_back += noptimistic - done - failed;
 		}
 		else
 		{
@@ -774,10 +898,28 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 	job.search_path = isnull ? NULL : TextDatumGetCString(d);
 	job.max_attempts = JobqGetInt32(0, 9);
 	job.leased = true;
+	job.batch = job.handler != NULL && JobqIsBatchSignature(job.handler);
 	JobqEndAccess(&access);
 
 	action = run_in_subtransaction(&job, run, job_cxt, &edata);
-	if (job.succeeded)
+	if (job.succeeded && job.batch && job.reported_error != NULL)
+	{
+		/*
+		 * A kind registered with a batch handler and then changed to hold its
+		 * jobs on failure: the handler, called for this job alone, reported
+		 * it failed.
+		 */
+		JobqErrorInfo info;
+
+		memset(&info, 0, sizeof(info));
+		info.message = job.reported_error;
+		JobqBeginAccess(&access);
+		(void) JobqFailAttempt(job.id, job.lease_token, &info, false, 0, NULL);
+		JobqEndAccess(&access);
+		job.succeeded = false;
+		edata = NULL;
+	}
+	else if (job.succeeded)
 	{
 		Oid			types3[3] = {INT8OID, INT8OID, JSONBOID};
 		Datum		values3[3] = {values[0], values[1], job.result};
@@ -793,7 +935,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 		JobqEndAccess(&access);
 	}
 
-	if (!job.succeeded)
+	if (!job.succeeded && edata != NULL)
 	{
 		JobqBeginAccess(&access);
 		if (action == FAILURE_HAND_BACK)
@@ -860,7 +1002,7 @@ jobq_run_pending(PG_FUNCTION_ARGS)
 
 	JobqRequirePrimary("jobq.run_pending()");
 	JobqCheckNotNull(fcinfo, 0, "max_jobs");
-	if (JobqCurrentJobId() != 0)
+	if (JobqInsideHandler())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("jobq.run_pending() cannot run inside a job handler")));

@@ -32,6 +32,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
@@ -43,15 +44,56 @@ static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
 static bool handler_cache_stale = false;
 
-/* Whether a function has the shape jobq calls: see JOBQ_HANDLER_SHAPE_DETAIL. */
-bool
-JobqHasHandlerShape(const struct FormData_pg_proc *proc)
+/*
+ * The OID of type jobq.<name>, looked up in jobq's own schema (a type of
+ * that name elsewhere on anyone's search path does not count), or
+ * InvalidOid.
+ */
+static Oid
+jobq_type(const char *name)
 {
-	return proc->pronargs == 1 &&
-		proc->proargtypes.values[0] == JSONBOID &&
-		!proc->proretset &&
-		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
-		(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	const JobqExtension *ext = JobqLookupExtension();
+
+	if (!OidIsValid(ext->schema))
+		return InvalidOid;
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(name),
+						   ObjectIdGetDatum(ext->schema));
+}
+
+/*
+ * Whether a function has the shape jobq calls: see JOBQ_HANDLER_SHAPE_DETAIL.
+ * *batch tells which of the two: a batch handler takes jobq.batch_job[]
+ * and returns jobq.batch_result[].
+ */
+bool
+JobqHasHandlerShape(const struct FormData_pg_proc *proc, bool *batch)
+{
+	Oid			argtype;
+
+	*batch = false;
+	if (proc->pronargs != 1 || proc->proretset)
+		return false;
+	argtype = proc->proargtypes.values[0];
+	if (argtype == JSONBOID)
+		return (proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE) &&
+			(proc->prorettype == JSONBOID || proc->prorettype == VOIDOID);
+	if (proc->prokind != PROKIND_FUNCTION ||
+		get_element_type(argtype) != jobq_type("batch_job") ||
+		get_element_type(proc->prorettype) != jobq_type("batch_result") ||
+		!OidIsValid(get_element_type(argtype)))
+		return false;
+	*batch = true;
+	return true;
+}
+
+/* Whether a kind's stored handler signature is a batch handler's. */
+bool
+JobqIsBatchSignature(const char *signature)
+{
+	size_t		len = strlen(signature);
+	size_t		args = strlen(JOBQ_BATCH_ARGS);
+
+	return len > args && strcmp(signature + len - args, JOBQ_BATCH_ARGS) == 0;
 }
 
 /*
@@ -130,7 +172,8 @@ init_handler_cache(void)
  * that whoever runs the batch needs no right on that schema.
  */
 static Oid
-resolve_handler(const char *signature, bool *returns_jsonb)
+resolve_handler(const char *signature, bool *returns_jsonb, bool *batch,
+				Oid *batch_job_type)
 {
 	JobqAccess	access;
 	Oid			fn_oid;
@@ -158,9 +201,14 @@ resolve_handler(const char *signature, bool *returns_jsonb)
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for function %u", fn_oid);
 	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = JobqHasHandlerShape(proc);
+	shape_ok = JobqHasHandlerShape(proc, batch);
 	*returns_jsonb = proc->prorettype == JSONBOID;
+	*batch_job_type = *batch ? get_element_type(proc->proargtypes.values[0]) : InvalidOid;
 	ReleaseSysCache(tuple);
+
+	/* The shape the kind was registered with: the executor relies on it. */
+	if (shape_ok && *batch != JobqIsBatchSignature(signature))
+		shape_ok = false;
 	if (!shape_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
@@ -196,7 +244,8 @@ JobqLookupHandler(const char *signature, Oid owner)
 	if (found)
 		return entry;
 
-	built.fn_oid = resolve_handler(signature, &built.returns_jsonb);
+	built.fn_oid = resolve_handler(signature, &built.returns_jsonb, &built.batch,
+								   &built.batch_job_type);
 	fmgr_info_cxt(built.fn_oid, &built.flinfo, handler_cxt);
 
 	entry = hash_search(handler_cache, &built.key, HASH_ENTER, &found);

@@ -15,6 +15,12 @@
  * copies the result into the caller's memory.  The checks cost a few
  * syscache lookups per job; the handler's lookup is cached (handler.c).
  *
+ * JobqCallBatchHandler does the same for a batch handler and all the jobs
+ * of its kind in a batch, once per call, and reads what it returned: a
+ * jobq.batch_result per job.  A result for an id that is not in the batch,
+ * or for one twice, is the call's error, so a handler cannot complete a
+ * job it was not given.
+ *
  * While a handler runs, this backend's current job (jobq.current_job(),
  * JobqCurrentJobId, JobqCurrentJobAttempt) is that job, and the steps the
  * handler records through jobq.record_step() are remembered outside its
@@ -35,9 +41,12 @@
 #include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/typcache.h"
 
 #include "handler.h"
 #include "handler_env.h"
@@ -48,6 +57,16 @@
 
 /* The job whose handler is running, for the error context callback. */
 static BatchJob *current_job = NULL;
+
+/* Whether a batch handler is running (it has no current job). */
+static bool in_batch_handler = false;
+
+/* A batch handler's call, for the error context callback. */
+typedef struct BatchCall
+{
+	BatchJob  **jobs;
+	int			n;
+} BatchCall;
 
 /* Adds "jobq job N (kind "k", attempt A)" to every error and log line. */
 static void
@@ -208,11 +227,271 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 	current_job = NULL;
 }
 
+/* Adds "jobq batch handler of kind "k", called for ..." to errors. */
+static void
+batch_error_context(void *arg)
+{
+	BatchCall  *call = (BatchCall *) arg;
+
+	if (call->n == 1)
+		errcontext("jobq batch handler of kind \"%s\", called for job %lld alone",
+				   call->jobs[0]->kind, (long long) call->jobs[0]->id);
+	else
+		errcontext("jobq batch handler of kind \"%s\", called for %d jobs from job %lld",
+				   call->jobs[0]->kind, call->n, (long long) call->jobs[0]->id);
+}
+
+static int
+compare_job_ids(const void *a, const void *b)
+{
+	int64		x = (*(BatchJob *const *) a)->id;
+	int64		y = (*(BatchJob *const *) b)->id;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * The argument of a batch handler: a jobq.batch_job[] of the jobs, each
+ * with its id, kind, payload, this attempt (1 for the first) and
+ * idempotency key.  rowtype: jobq.batch_job.
+ */
+static Datum
+batch_argument(BatchJob **jobs, int n, Oid rowtype)
+{
+	TupleDesc	tupdesc = lookup_rowtype_tupdesc(rowtype, -1);
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			i;
+
+	if (tupdesc->natts != 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("type jobq.batch_job is not the one of jobq %s", JOBQ_OBJECTS_VERSION),
+				 errhint("Run ALTER EXTENSION jobq UPDATE in this database.")));
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		values[0] = Int64GetDatum(jobs[i]->id);
+		values[1] = CStringGetTextDatum(jobs[i]->kind);
+		values[2] = jobs[i]->payload;
+		values[3] = Int32GetDatum(jobs[i]->attempt + 1);
+		if (jobs[i]->idempotency_key != NULL)
+			values[4] = CStringGetTextDatum(jobs[i]->idempotency_key);
+		else
+			nulls[4] = true;
+		elems[i] = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	}
+	ReleaseTupleDesc(tupdesc);
+	get_typlenbyvalalign(rowtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, rowtype, typlen, typbyval, typalign));
+}
+
+/*
+ * Read what a batch handler returned (a jobq.batch_result[]) into its
+ * jobs: each job reported without an error succeeded, with its result
+ * copied into "cxt"; a job reported with an error, or not reported, gets
+ * reported_error.  A NULL array or element, an id that is not one of the
+ * batch's jobs, or one reported twice breaks the handler's contract: that
+ * is an ERROR, the batch's, and the jobs run again one per call.
+ */
+static void
+take_batch_results(BatchJob **jobs, int n, Datum result, bool isnull, MemoryContext cxt)
+{
+	const char *kind = jobs[0]->kind;
+	ArrayType  *array;
+	TupleDesc	tupdesc;
+	BatchJob  **sorted;
+	bool	   *seen;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			nelems;
+	int			i;
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("batch handler of kind \"%s\" returned NULL", kind),
+				 errhint("Return one jobq.batch_result for each job of the batch.")));
+	array = DatumGetArrayTypeP(result);
+	get_typlenbyvalalign(ARR_ELEMTYPE(array), &typlen, &typbyval, &typalign);
+	deconstruct_array(array, ARR_ELEMTYPE(array), typlen, typbyval, typalign,
+					  &elems, &elem_nulls, &nelems);
+	tupdesc = lookup_rowtype_tupdesc(ARR_ELEMTYPE(array), -1);
+	if (tupdesc->natts != 3)
+		elog(ERROR, "type jobq.batch_result has %d attributes", tupdesc->natts);
+
+	sorted = palloc(sizeof(BatchJob *) * n);
+	memcpy(sorted, jobs, sizeof(BatchJob *) * n);
+	qsort(sorted, n, sizeof(BatchJob *), compare_job_ids);
+	seen = palloc0(sizeof(bool) * n);
+
+	for (i = 0; i < nelems; i++)
+	{
+		HeapTupleData tuple;
+		Datum		v[3];
+		bool		vnull[3];
+		BatchJob	key;
+		BatchJob   *keyp = &key;
+		BatchJob  **found;
+		BatchJob   *job;
+		MemoryContext old;
+
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("batch handler of kind \"%s\" returned a NULL jobq.batch_result", kind)));
+		tuple.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(elems[i]));
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		tuple.t_data = DatumGetHeapTupleHeader(elems[i]);
+		heap_deform_tuple(&tuple, tupdesc, v, vnull);
+		if (vnull[0])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("batch handler of kind \"%s\" returned a result without a job id", kind)));
+		key.id = DatumGetInt64(v[0]);
+		found = bsearch(&keyp, sorted, n, sizeof(BatchJob *), compare_job_ids);
+		if (found == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch handler of kind \"%s\" reported job %lld, which is not in its batch",
+							kind, (long long) key.id),
+					 errhint("Return results only for the jobs of the handler's argument.")));
+		if (seen[found - sorted])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch handler of kind \"%s\" reported job %lld twice",
+							kind, (long long) key.id)));
+		seen[found - sorted] = true;
+		job = *found;
+		old = MemoryContextSwitchTo(cxt);
+		if (!vnull[2])
+			job->reported_error = TextDatumGetCString(v[2]);
+		else if (vnull[1])
+			job->result_isnull = true;
+		else
+		{
+			JobqCheckJsonbSize(v[1], "result");
+			job->result_isnull = false;
+			job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[1]));
+		}
+		MemoryContextSwitchTo(old);
+	}
+	ReleaseTupleDesc(tupdesc);
+
+	for (i = 0; i < n; i++)
+		if (!seen[i])
+			sorted[i]->reported_error =
+				MemoryContextStrdup(cxt, "the batch handler returned no result for this job");
+}
+
+/*
+ * Call a batch handler with n jobs of one kind, as the kind's role, in one
+ * call under the kind's timeout, and read its results into the jobs
+ * (take_batch_results).  Runs inside a subtransaction; any ERROR is the
+ * batch's.  The handler has no current job: jobq.current_job() is NULL
+ * and jobq.record_step() needs a lease it does not have.
+ */
+void
+JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryContext cxt)
+{
+	BatchJob   *first = jobs[0];
+	JobqHandler *handler;
+	JobqHandlerEnv env;
+	JobqLimitedJob limited;
+	BatchCall	call = {jobs, n};
+	Datum		argument;
+	Datum		result;
+	TimestampTz now;
+	ErrorContextCallback errcallback;
+	int			i;
+
+	LOCAL_FCINFO(fcinfo, 1);
+
+	if (first->handler == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("kind \"%s\" has no in-database handler", first->kind),
+				 errhint("Register the kind again, or run its jobs with jobq.claim().")));
+
+	errcallback.callback = batch_error_context;
+	errcallback.arg = &call;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	in_batch_handler = true;
+
+	now = GetCurrentTimestamp();
+	for (i = 0; i < n; i++)
+	{
+		jobs[i]->started_at = now;
+		jobs[i]->steps = NIL;
+		jobs[i]->reported_error = NULL;
+		jobs[i]->result_isnull = true;
+	}
+	if (run->in_worker)
+	{
+		char	   *activity = psprintf("jobq: %s batch of %d jobs from job %lld attempt %d",
+										first->kind, n, (long long) first->id,
+										first->attempt + 1);
+
+		JobqSetSlotJob(run->slot, first->id, first->kind, first->attempt + 1);
+		pgstat_report_activity(STATE_RUNNING, activity);
+		debug_query_string = activity;
+	}
+
+	JobqForgetHandlerDeadline();
+	CHECK_FOR_INTERRUPTS();
+	for (i = 0; i < n; i++)
+		if (JobqCancelRequested(jobs[i]->id))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("job %lld was cancelled by an operator", (long long) jobs[i]->id)));
+	handler = JobqLookupHandler(first->handler, first->owner);
+	Assert(handler->batch);
+	JobqCheckRunner(first->kind, first->owner, handler->fn_oid);
+	JobqCheckHandlerOwner(handler->fn_oid, first->owner);
+	JobqCheckKindSearchPath(first->search_path, first->owner);
+	make_constraints_immediate();
+	argument = batch_argument(jobs, n, handler->batch_job_type);
+
+	/*
+	 * The kind's timeout is the call's; should the process be ended for
+	 * ignoring it, the first job's attempt is the one recorded as timed out
+	 * (the others' row locks go with the process: they are ready again).
+	 */
+	limit_job(first, run, &limited);
+	JobqEnterHandlerEnv(&env, first->owner, first->search_path);
+	JobqLimitHandler(&limited);
+
+	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = argument;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+
+	make_constraints_immediate();
+	JobqUnlimitHandler();
+	JobqRaiseIfHandlerOverran();
+	JobqLeaveHandlerEnv(&env);
+
+	take_batch_results(jobs, n, result, fcinfo->isnull, cxt);
+
+	error_context_stack = errcallback.previous;
+	in_batch_handler = false;
+}
+
 /* After a handler, successful or not: the worker is idle again. */
 void
 JobqClearActivity(const JobqRunContext *run)
 {
 	current_job = NULL;
+	in_batch_handler = false;
 	if (run->in_worker)
 	{
 		JobqSetSlotJob(run->slot, 0, NULL, 0);
@@ -225,6 +504,13 @@ int64
 JobqCurrentJobId(void)
 {
 	return current_job ? current_job->id : 0;
+}
+
+/* Whether a handler, of one job or of a batch, runs in this backend. */
+bool
+JobqInsideHandler(void)
+{
+	return current_job != NULL || in_batch_handler;
 }
 
 /* The attempt the running handler is (1 for the first), or 0. */

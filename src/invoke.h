@@ -48,6 +48,7 @@ typedef struct BatchJob
 	bool		careful;		/* declares side effects: never optimistic */
 	bool		hold_on_failure;	/* side effects and not retry_safe */
 	bool		leased;			/* runs under a committed lease (lease_token) */
+	bool		batch;			/* its kind has a batch handler */
 
 	/* Steps its handler recorded in this attempt (JobqRecordedStep *). */
 	List	   *steps;
@@ -66,6 +67,7 @@ typedef struct BatchJob
 	bool		succeeded;
 	Datum		result;			/* jsonb, valid if succeeded && !result_isnull */
 	bool		result_isnull;
+	char	   *reported_error; /* a batch handler's error for it, or NULL */
 	TimestampTz started_at;
 } BatchJob;
 
@@ -85,11 +87,14 @@ typedef struct JobqRunContext
 extern void JobqWorkerRunContext(JobqRunContext *run, JobqWorkerSlot *slot);
 extern void JobqSessionRunContext(JobqRunContext *run);
 extern void JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt);
+extern void JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run,
+								 MemoryContext cxt);
 extern void JobqClearActivity(const JobqRunContext *run);
 extern void JobqKeepRecordedSteps(BatchJob *job);
 
 /* The job whose handler runs in this backend, for the handler's calls. */
 extern int64 JobqCurrentJobId(void);
+extern bool JobqInsideHandler(void);
 extern int32 JobqCurrentJobAttempt(void);
 extern void JobqRememberStep(Datum step, Datum result);
 

@@ -49,11 +49,12 @@ static SPIPlanPtr plan_kind_subscription;
  * when they run the handler, and pg_dump restores it by name either way.
  */
 static text *
-check_handler(Oid handler, Oid caller)
+check_handler(Oid handler, Oid caller, const char *kind, bool hold_on_failure)
 {
 	HeapTuple	tuple;
 	Form_pg_proc proc;
 	bool		shape_ok;
+	bool		batch;
 	char	   *name = format_procedure(handler);
 	char	   *nspname;
 	char	   *signature;
@@ -64,10 +65,11 @@ check_handler(Oid handler, Oid caller)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("handler function with OID %u does not exist", handler)));
 	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	shape_ok = JobqHasHandlerShape(proc);
+	shape_ok = JobqHasHandlerShape(proc, &batch);
 	nspname = get_namespace_name(proc->pronamespace);
-	signature = psprintf("%s(jsonb)",
-						 quote_qualified_identifier(nspname, NameStr(proc->proname)));
+	signature = psprintf("%s%s",
+						 quote_qualified_identifier(nspname, NameStr(proc->proname)),
+						 batch ? JOBQ_BATCH_ARGS : "(jsonb)");
 	ReleaseSysCache(tuple);
 
 	if (!shape_ok)
@@ -75,6 +77,18 @@ check_handler(Oid handler, Oid caller)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("function %s cannot be a job handler", name),
 				 errdetail(JOBQ_HANDLER_SHAPE_DETAIL)));
+
+	/*
+	 * A job of such a kind is held, not retried, once its handler started: it
+	 * runs alone, under a lease committed before the call, which a batch of
+	 * jobs in one call cannot have.
+	 */
+	if (batch && hold_on_failure)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("kind \"%s\" cannot have a batch handler", kind),
+				 errdetail("The kind declares side effects and is not retry_safe, so each of its jobs runs alone under a lease of its own."),
+				 errhint("Give it a handler that takes one jsonb argument, or declare it retry_safe.")));
 
 	if (pg_proc_aclcheck(handler, caller, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
@@ -191,6 +205,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	char	   *session_path;
 	bool		exists;
 	bool		had_handler = false;
+	bool		hold;
 	Oid			owner = InvalidOid;
 	Oid			argtypes[12] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
 		INTERVALOID, INTERVALOID, INTERVALOID, TEXTARRAYOID, BOOLOID, REGROLEOID,
@@ -227,6 +242,8 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 				 errmsg("argument \"backoff_max\" must not be shorter than \"backoff_base\"")));
 	(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(6), "timeout");
 	check_side_effects(PG_GETARG_ARRAYTYPE_P(7));
+	hold = ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(7)),
+						  ARR_DIMS(PG_GETARG_ARRAYTYPE_P(7))) > 0 && !PG_GETARG_BOOL(8);
 
 	JobqRequireCurrentObjects("jobq.register_kind()");
 	session_path = pstrdup(namespace_search_path);
@@ -249,7 +266,8 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	{
 		/* A new kind runs as the role that registers it. */
 		if (OidIsValid(handler))
-			values[1] = PointerGetDatum(check_handler(handler, access.caller));
+			values[1] = PointerGetDatum(check_handler(handler, access.caller,
+													  text_to_cstring(kind), hold));
 		values[11] = CStringGetTextDatum(JobqKindSearchPath(session_path, access.caller,
 															OidIsValid(handler)));
 		JobqPreparePlan(&plan_insert_kind,
@@ -278,7 +296,8 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		if (OidIsValid(owner))
 			values[9] = ObjectIdGetDatum(owner);
 		if (OidIsValid(handler))
-			values[1] = PointerGetDatum(check_handler(handler, DatumGetObjectId(values[9])));
+			values[1] = PointerGetDatum(check_handler(handler, DatumGetObjectId(values[9]),
+													  text_to_cstring(kind), hold));
 		values[11] = CStringGetTextDatum(JobqKindSearchPath(session_path,
 															DatumGetObjectId(values[9]),
 															OidIsValid(handler)));

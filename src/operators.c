@@ -335,7 +335,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	 * A handler's batch holds its jobs' rows: from inside it, a cancel would
 	 * wait for itself, or be overwritten when the batch completes.
 	 */
-	if (JobqCurrentJobId() != 0)
+	if (JobqInsideHandler())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("jobq.cancel() cannot be called from a job's handler"),

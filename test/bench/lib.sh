@@ -13,7 +13,8 @@
 # core_prepare SCEN [floor]  empty or fill the queue (and the floor's table)
 # core_measure SCEN SYS SIDE one core scenario on jobq or the floor
 # jobs_empty, jobs_fill N    remove the benchmark's jobs; enqueue N
-# measure_drain SCEN SIDE N  N no-op jobs drained by the background workers
+# measure_drain SCEN SIDE N [KIND QUEUE]
+#                            N no-op jobs drained by the background workers
 #
 # ratio_header, ratio_row    a table of medians and per-round ratios
 # report TITLE SCEN LABEL... print medians and jobq/floor ratios
@@ -247,18 +248,19 @@ core_measure() {
     esac
 }
 
-# measure_drain SCENARIO SIDE N: N pre-enqueued jobs of the kind bench.db
-# (a no-op SQL handler), run by the background workers; records jobs/s
+# measure_drain SCENARIO SIDE N [KIND QUEUE]: N pre-enqueued jobs of KIND
+# in QUEUE (default: the kind bench.db, a no-op SQL handler, in queue
+# bench_db), run by the background workers; records jobs/s
 # from the first handler's start to the commit of the transaction that
 # completed the last job, as the floor's pgbench ends at its last commit.
 # Polling for the end does not count.  Needs track_commit_timestamp.
 measure_drain() {
-    local scen=$1 side=$2 n=$3 first rate
+    local scen=$1 side=$2 n=$3 kind=${4:-bench.db} queue=${5:-bench_db} first rate
     jobs_empty
     first=$(psql_bench -Atc "SELECT coalesce(max(id), 0) + 1 FROM jobq.job")
-    psql_bench -q -c "SELECT jobq.pause_queue('bench_db')"
-    jobs_fill "$n" bench.db
-    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT" -c "SELECT jobq.resume_queue('bench_db')"
+    psql_bench -q -c "SELECT jobq.pause_queue('$queue')"
+    jobs_fill "$n" "$kind"
+    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT" -c "SELECT jobq.resume_queue('$queue')"
     # Poll from fresh transactions: a DO loop would hold back the xmin
     # horizon and slow the very drain it waits for.  The primary key keeps
     # the poll to the drain's own jobs, whatever else the table holds.

@@ -15,6 +15,9 @@
 #              floor: pgbench deleting them 100 rows per transaction (FOR
 #              UPDATE SKIP LOCKED), with as many clients as there are
 #              workers.
+#   drain_batch  the same, of a kind whose handler is a batch handler (a
+#              no-op SQL function taking jobq.batch_job[], one call per
+#              batch of jobq.batch_size jobs), against the same floor run.
 #   latency    one job every 20 ms (pgbench -R 50), LATENCY_JOBS (200) jobs;
 #              for each, the time from the commit timestamp of its
 #              enqueuing transaction to the start of its handler (the
@@ -50,6 +53,9 @@ CREATE TABLE committed (k bigint PRIMARY KEY, committed_at timestamptz NOT NULL,
 CREATE FUNCTION bench_latency(p jsonb) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO latency VALUES ((p->>'k')::bigint, clock_timestamp()) $$;
 SELECT jobq.register_kind('bench.latency', 'bench_latency(jsonb)', queue => 'latency');
+CREATE FUNCTION bench_noop_batch(jobs jobq.batch_job[]) RETURNS jobq.batch_result[]
+    LANGUAGE sql AS $$ SELECT array_agg(ROW(j.id, NULL, NULL)::jobq.batch_result) FROM unnest(jobs) j $$;
+SELECT jobq.register_kind('bench.batch', 'bench_noop_batch(jobq.batch_job[])', queue => 'bench_batch');
 SQL
 
 write_script enqueue_latency <<'SQL'
@@ -69,6 +75,8 @@ VACUUM ANALYZE floor_q;
 CHECKPOINT;
 SQL
     measure drain floor floor_drain_100 100 -c "$WORKERS" -j "$WORKERS" -t $((JOBS / 100 / WORKERS))
+    # The batch drain is measured against the same floor run.
+    tail -n 1 "$RAW" | sed 's/^drain\t/drain_batch\t/' >> "$RAW"
 }
 
 latency() {
@@ -106,6 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
     drain_floor
     measure_drain drain jobq "$JOBS"
+    measure_drain drain_batch jobq "$JOBS" bench.batch bench_batch
     latency
 done
 
@@ -122,4 +131,5 @@ latency_table() {
 }
 
 REPORT_EXTRA=latency_table report "Background workers against the floor ($WORKERS workers, $JOBS jobs)" \
-    drain "drain of pre-enqueued no-op jobs (jobs/s; jobq: first handler start to last completion's commit)"
+    drain "drain of pre-enqueued no-op jobs (jobs/s; jobq: first handler start to last completion's commit)" \
+    drain_batch "the same, with a batch handler"
