@@ -73,5 +73,30 @@ SELECT payload FROM jobq.claim_in_transaction('txq');
 PREPARE TRANSACTION 'tx';
 SELECT state, attempt FROM jobq.job WHERE payload->>'n' = '6';
 
+-- Concurrency keys: one job of a key per transaction, and none while a
+-- lease holds the key.
+SELECT jobq.register_kind('tx.keyed', queue => 'txkey');
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.keyed', jsonb_build_object('k', n),
+                                          concurrency_key => 'acct-1')
+                        FROM generate_series(1, 2) n) e;
+BEGIN;
+SELECT payload FROM jobq.claim_in_transaction('txkey', max_jobs => 10);
+ROLLBACK;
+SELECT payload, lease_token > 0 AS leased FROM jobq.claim('txkey', max_jobs => 1);
+BEGIN;
+SELECT count(*) AS claimed FROM jobq.claim_in_transaction('txkey', max_jobs => 10);
+ROLLBACK;
+
 -- The email job is left for jobq.claim.
 SELECT kind FROM jobq.claim('txq');
+
+-- Clean up.
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'tx.%');
+DELETE FROM jobq.lease l WHERE EXISTS (
+    SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'tx.%');
+DELETE FROM jobq.concurrency_lock WHERE key = 'acct-1';
+DELETE FROM jobq.job WHERE kind LIKE 'tx.%';
+SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tx.%' ORDER BY name;
+DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey');
+SELECT (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tx.%') AS jobs_left,
+       (SELECT count(*) FROM jobq.lease) AS lease_rows_left;
