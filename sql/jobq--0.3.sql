@@ -508,6 +508,19 @@ RETURNS SETOF jobq.claimed_job
 AS 'MODULE_PATHNAME', 'jobq_claim_v2'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 10;
 
+/*
+ * A claim whose row lock is the lease: the jobs are locked for the calling
+ * transaction and not changed; the transaction completes or fails them
+ * with a NULL lease_token (txclaim.c, README "Claiming jobs").
+ */
+CREATE FUNCTION jobq.claim_in_transaction(
+    queue               text DEFAULT 'default',
+    worker              text DEFAULT NULL,
+    max_jobs            integer DEFAULT 1)
+RETURNS SETOF jobq.claimed_job
+AS 'MODULE_PATHNAME', 'jobq_claim_in_transaction'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 10;
+
 CREATE FUNCTION jobq.complete(id bigint, lease_token bigint, result jsonb DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_complete'
@@ -965,6 +978,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT EXECUTE ON FUNCTION
     jobq.claim(text, text, integer, interval, boolean),
+    jobq.claim_in_transaction(text, text, integer),
     jobq.complete(bigint, bigint, jsonb),
     jobq.complete_many(bigint[], bigint[]),
     jobq.fail(bigint, bigint, text, interval),
@@ -1060,6 +1074,7 @@ GRANT EXECUTE ON FUNCTION
     jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
     jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
     jobq.claim(text, text, integer, interval, boolean),
+    jobq.claim_in_transaction(text, text, integer),
     jobq.complete(bigint, bigint, jsonb),
     jobq.complete_many(bigint[], bigint[]),
     jobq.fail(bigint, bigint, text, interval),

@@ -410,7 +410,9 @@ INSERT INTO public.sec_calls VALUES
  (44, 'jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq; SELECT 1 / 0$$),
  (45, 'jobq.create_queue(text, boolean)', $$SELECT jobq.create_queue('sec_gen_{L}_new')$$),
  (46, 'jobq."grant"(text, regrole, text[])', $$SELECT jobq.grant('sec_gen_{L}', 'sec_gen_{L}', '{operate}')$$),
- (47, 'jobq.revoke(text, regrole, text[])', $$SELECT jobq.revoke('sec_gen_{L}', 'sec_gen_{L}')$$);
+ (47, 'jobq.revoke(text, regrole, text[])', $$SELECT jobq.revoke('sec_gen_{L}', 'sec_gen_{L}')$$),
+ (48, 'jobq.claim_in_transaction(text, text, integer)',
+  $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)
@@ -1537,6 +1539,60 @@ DROP SCHEMA sec_bt CASCADE;
 RESET client_min_messages;
 DROP TABLE public.sec_bt_ran;
 DROP ROLE sec_bt_mallory;
+
+--
+-- (s) Transaction-scoped claims: a job is reported on by id alone, so the
+-- id must be worth nothing outside the transaction that claimed the job,
+-- and nothing to another role inside it.  Alice may work queue sec_txc and
+-- may SET ROLE to bob, who may work it too; eve may work another queue.
+--
+CREATE ROLE sec_txc_alice LOGIN;
+CREATE ROLE sec_txc_bob LOGIN;
+CREATE ROLE sec_txc_eve LOGIN;
+GRANT sec_txc_bob TO sec_txc_alice;
+SELECT jobq.register_kind('sec.txc.pay', queue => 'sec_txc');
+SELECT jobq.register_kind('sec.txc.other', queue => 'sec_txc_eve');
+SELECT jobq.grant('sec_txc', 'sec_txc_alice', '{work}');
+SELECT jobq.grant('sec_txc', 'sec_txc_bob', '{work}');
+SELECT jobq.grant('sec_txc_eve', 'sec_txc_eve', '{work}');
+SELECT count(jobq.enqueue('sec.txc.pay', jsonb_build_object('n', n))) FROM generate_series(1, 2) n;
+SELECT jobq.enqueue('sec.txc.other') AS sec_txc_other \gset
+\c - sec_txc_eve
+-- No work privilege on the queue: no claim.
+SELECT count(*) FROM jobq.claim_in_transaction('sec_txc');
+-- Its own queue's job, claimed in an earlier transaction: gone with it.
+SELECT count(*) AS claimed FROM jobq.claim_in_transaction('sec_txc_eve');
+SELECT jobq.complete(:sec_txc_other, NULL);
+SELECT jobq.fail(:sec_txc_other, NULL, 'no');
+SELECT jobq.complete_many(ARRAY[:sec_txc_other]::bigint[], NULL);
+\c - sec_txc_alice
+BEGIN;
+SELECT id AS sec_txc_job FROM jobq.claim_in_transaction('sec_txc') \gset
+-- Ids this transaction did not claim: another queue's, and the next job.
+SAVEPOINT s;
+SELECT jobq.complete(:sec_txc_other, NULL);
+ROLLBACK TO s;
+SELECT jobq.fail(:sec_txc_job + 1, NULL, 'not mine');
+ROLLBACK TO s;
+-- Its own claim, after SET ROLE: refused to bob, though bob may work the queue.
+SET ROLE sec_txc_bob;
+SELECT jobq.complete(:sec_txc_job, NULL);
+ROLLBACK TO s;
+-- (ROLLBACK TO undid the SET ROLE too.)
+SET ROLE sec_txc_bob;
+SELECT jobq.complete_many(ARRAY[:sec_txc_job]::bigint[], NULL);
+ROLLBACK TO s;
+SELECT jobq.complete(:sec_txc_job, NULL);
+COMMIT;
+\c - sec_txc_bob
+-- The id of a job alice completed, and of one she did not claim: refused.
+SELECT jobq.complete(:sec_txc_job, NULL);
+SELECT jobq.complete(:sec_txc_job + 1, NULL);
+\c - :sec_su
+SELECT payload->>'n' AS n, state, attempt FROM jobq.job
+ WHERE kind LIKE 'sec.txc.%' ORDER BY kind, 1;
+DROP OWNED BY sec_txc_alice, sec_txc_bob, sec_txc_eve;
+DROP ROLE sec_txc_alice, sec_txc_bob, sec_txc_eve;
 
 --
 -- Clean up.  The attackers' sessions must have ended (their temporary

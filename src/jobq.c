@@ -14,6 +14,7 @@
 #include "jobq.h"
 #include "launcher.h"
 #include "shmem.h"
+#include "txclaim.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,6 +38,7 @@ _PG_init(void)
 	JobqDefineWorkerGucs();
 	MarkGUCPrefixReserved("jobq");
 	JobqRequestShmem();
+	JobqTxClaimRequestShmem();
 	if (IsBinaryUpgrade)
 		return;
 	JobqRegisterLauncher();

@@ -38,6 +38,7 @@
 #include "lease.h"
 #include "queue_acl.h"
 #include "shmem.h"
+#include "txclaim.h"
 
 static SPIPlanPtr plan_complete;
 static SPIPlanPtr plan_complete_many;
@@ -137,6 +138,8 @@ PG_FUNCTION_INFO_V1(jobq_complete);
  * Mark a leased job completed and keep its record, in the caller's
  * transaction: called in the same transaction as the worker's own writes,
  * both commit together or not at all.  A HOT update: no index changes.
+ * With a NULL lease_token, completes a job that jobq.claim_in_transaction()
+ * handed to this transaction (txclaim.c).
  */
 Datum
 jobq_complete(PG_FUNCTION_ARGS)
@@ -149,6 +152,15 @@ jobq_complete(PG_FUNCTION_ARGS)
 	char		nulls[3] = {' ', ' ', ' '};
 
 	JobqRequirePrimary("jobq.complete()");
+	if (!PG_ARGISNULL(0) && PG_ARGISNULL(1))
+	{
+		/* A job of jobq.claim_in_transaction(): its row lock is the lease. */
+		if (!PG_ARGISNULL(2))
+			JobqCheckJsonbSize(PG_GETARG_DATUM(2), "result");
+		JobqCompleteClaimedHere(PG_GETARG_INT64(0), PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+								PG_ARGISNULL(2));
+		PG_RETURN_VOID();
+	}
 	read_lease_args(fcinfo, &job_id, &lease_token);
 	values[0] = Int64GetDatum(job_id);
 	values[1] = Int64GetDatum(lease_token);
@@ -214,7 +226,8 @@ PG_FUNCTION_INFO_V1(jobq_complete_many);
  *
  * Complete many leased jobs in one statement and return how many.  All or
  * nothing: if any pair is not a current lease, the error names it and no
- * job is completed.
+ * job is completed.  With NULL lease_tokens, the jobs are ones that
+ * jobq.claim_in_transaction() handed to this transaction.
  */
 Datum
 jobq_complete_many(PG_FUNCTION_ARGS)
@@ -232,7 +245,8 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 
 	JobqRequirePrimary("jobq.complete_many()");
 	n = read_int8_array(fcinfo, 0, "ids", &ids);
-	ntokens = read_int8_array(fcinfo, 1, "lease_tokens", &tokens);
+	/* Jobs of jobq.claim_in_transaction() are completed without tokens. */
+	ntokens = PG_ARGISNULL(1) ? n : read_int8_array(fcinfo, 1, "lease_tokens", &tokens);
 	if (n != ntokens)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -255,6 +269,8 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 							(long long) sorted[i])));
 	if (n == 0)
 		PG_RETURN_INT32(0);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_INT32(JobqCompleteManyClaimedHere(ids, n));
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
@@ -310,7 +326,9 @@ PG_FUNCTION_INFO_V1(jobq_fail);
  *
  * Report a failed attempt and return the job's new state: "pending" (to be
  * retried after retry_in, or after the kind's backoff when NULL), "failed"
- * (attempts exhausted) or "held" (the kind has side effects).
+ * (attempts exhausted) or "held" (the kind has side effects).  With a NULL
+ * lease_token, fails a job that jobq.claim_in_transaction() handed to this
+ * transaction.
  */
 Datum
 jobq_fail(PG_FUNCTION_ARGS)
@@ -324,7 +342,8 @@ jobq_fail(PG_FUNCTION_ARGS)
 	const char *outcome;
 
 	JobqRequirePrimary("jobq.fail()");
-	read_lease_args(fcinfo, &job_id, &lease_token);
+	JobqCheckNotNull(fcinfo, 0, "id");
+	job_id = PG_GETARG_INT64(0);
 	JobqCheckNotNull(fcinfo, 2, "error");
 	error.message = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (error.message[0] == '\0')
@@ -334,6 +353,12 @@ jobq_fail(PG_FUNCTION_ARGS)
 				 errhint("Say what went wrong: it is what operators read in jobq.jobs.last_error.")));
 	if (have_retry_in)
 		retry_in = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(3), "retry_in");
+
+	/* A job of jobq.claim_in_transaction(): its row lock is the lease. */
+	if (PG_ARGISNULL(1))
+		PG_RETURN_TEXT_P(cstring_to_text(JobqFailClaimedHere(job_id, error.message,
+															 have_retry_in, retry_in)));
+	lease_token = PG_GETARG_INT64(1);
 
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_WORK);

@@ -15,6 +15,10 @@
 #                  as many pending, vs a DELETE of 1 row (SKIP LOCKED)
 #   drain_100      claim 100 + complete_many, DRAIN_100 (250,000) jobs, vs
 #                  a DELETE of 100 rows (SKIP LOCKED)
+# The two drains also run with transaction-scoped claims
+# (jobq.claim_in_transaction, then complete or complete_many by id, in one
+# transaction), from a queue filled again, and a second table compares them
+# with the floor and with the leased claims.
 #
 # pgbench runs in prepared mode (-M prepared): what is measured is the
 # server's work, not the parsing of the same statement over and over.
@@ -43,8 +47,29 @@ for round in $(seq 1 "$ROUNDS"); do
         core_prepare "$scen" floor
         core_measure "$scen" floor floor
         core_measure "$scen" jobq jobq
+        case $scen in
+            drain_*)
+                core_prepare "$scen"
+                core_measure "$scen" jobq_tx jobq_tx
+                ;;
+        esac
     done
 done
+
+# The transaction-scoped drains against the floor and the leased claims.
+core_tx_table() {
+    echo
+    echo "Transaction-scoped claims (jobq.claim_in_transaction):"
+    echo
+    ratio_header "floor (/s)" "in transaction (/s)" "in transaction / floor"
+    ratio_row drain_1 floor jobq_tx "claim in transaction 1 + complete"
+    ratio_row drain_100 floor jobq_tx "claim in transaction 100 + complete_many"
+    echo
+    ratio_header "leased (/s)" "in transaction (/s)" "in transaction / leased"
+    ratio_row drain_1 jobq jobq_tx "claim in transaction 1 + complete"
+    ratio_row drain_100 jobq jobq_tx "claim in transaction 100 + complete_many"
+}
+REPORT_EXTRA=core_tx_table
 
 report "Core lifecycle against the floor" \
     enqueue_1 "single enqueue (1 job/tx)" \

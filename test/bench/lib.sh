@@ -156,6 +156,11 @@ SQL
 #                 vs DELETE of 1 row picked with FOR UPDATE SKIP LOCKED
 #   drain_100     jobq.claim(max_jobs 100) then jobq.complete_many
 #                 vs DELETE of 100 rows picked with FOR UPDATE SKIP LOCKED
+# and, as jobq_tx_SCEN, the drains with transaction-scoped claims:
+#   drain_1       jobq.claim_in_transaction(max_jobs 1) then jobq.complete
+#                 by id, in one transaction
+#   drain_100     jobq.claim_in_transaction(max_jobs 100) then
+#                 jobq.complete_many by ids, in one transaction
 core_scripts() {
     write_script floor_enqueue_1 <<'SQL'
 INSERT INTO floor_q (payload) VALUES ('{"n": 1}');
@@ -182,6 +187,18 @@ SQL
     write_script jobq_drain_100 <<'SQL'
 SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens FROM jobq.claim('bench', 'bench', 100) \gset
 SELECT jobq.complete_many(:ids, :tokens);
+SQL
+    write_script jobq_tx_drain_1 <<'SQL'
+BEGIN;
+SELECT id FROM jobq.claim_in_transaction('bench', 'bench', 1) \gset
+SELECT jobq.complete(:id, NULL);
+COMMIT;
+SQL
+    write_script jobq_tx_drain_100 <<'SQL'
+BEGIN;
+SELECT array_agg(id) AS ids FROM jobq.claim_in_transaction('bench', 'bench', 100) \gset
+SELECT jobq.complete_many(:ids, NULL);
+COMMIT;
 SQL
 }
 
@@ -235,7 +252,7 @@ core_prepare() {
 }
 
 # core_measure SCENARIO SYSTEM SIDE: one core scenario (after core_prepare)
-# on SYSTEM, jobq or floor, recorded under SIDE.  The enqueues run SECS
+# on SYSTEM, jobq, jobq_tx (the drains only) or floor, recorded under SIDE.  The enqueues run SECS
 # seconds; the drains a fixed number of transactions.
 core_measure() {
     local scen=$1 sys=$2 side=$3

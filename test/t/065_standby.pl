@@ -137,6 +137,7 @@ is($standby->safe_psql('postgres',
 ### Writing functions refuse, each with its own name.
 my %writers = (
     'claim' => q{jobq.claim('ext')},
+    'claim_in_transaction' => q{jobq.claim_in_transaction('ext')},
     'rescue_leases' => q{jobq.rescue_leases()},
     'enqueue' => q{jobq.enqueue('sb.db', '{}')},
     'enqueue_many' => q{jobq.enqueue_many('sb.db', ARRAY['{}'::jsonb])},

@@ -1,0 +1,102 @@
+-- sql/txclaim.sql: transaction-scoped claims (jobq.claim_in_transaction):
+-- the row lock is the lease; jobs are completed or failed by id, with a
+-- NULL lease token, in the claiming transaction.
+SELECT jobq.register_kind('tx.plain', queue => 'txq', max_attempts => 2,
+                          backoff_base => '1 hour');
+SELECT jobq.register_kind('tx.email', queue => 'txq', side_effects => '{email}');
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.plain', jsonb_build_object('n', n))
+                        FROM generate_series(1, 4) n) e;
+SELECT jobq.enqueue('tx.email', '{"to": "a@example.org"}') > 0 AS enqueued;
+
+-- A claim changes nothing: same tuple, attempt 0, state pending.
+CREATE TEMP TABLE before AS SELECT id, ctid AS tid, xmin AS x FROM jobq.job WHERE kind LIKE 'tx.%';
+BEGIN;
+SELECT kind, payload, attempt, lease_token, lease_expires_at
+  FROM jobq.claim_in_transaction('txq', max_jobs => 2) ORDER BY payload->>'n';
+SELECT count(*) AS changed FROM jobq.job j JOIN before b USING (id)
+ WHERE j.ctid <> b.tid OR j.xmin::text <> b.x::text;
+SELECT count(*) FROM jobq.lease;
+ROLLBACK;
+SELECT state, attempt, count(*) FROM jobq.job WHERE kind = 'tx.plain' GROUP BY 1, 2;
+
+-- Complete one, fail one, complete_many two; the side-effect kind is never handed out.
+BEGIN;
+CREATE TEMP TABLE got ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n, attempt FROM jobq.claim_in_transaction('txq', 'w1', 10);
+SELECT n, attempt FROM got ORDER BY n;
+SELECT jobq.complete((SELECT id FROM got WHERE n = '1'), NULL, '{"ok": true}');
+SELECT jobq.fail((SELECT id FROM got WHERE n = '2'), NULL, 'boom');
+SELECT jobq.complete_many(ARRAY(SELECT id FROM got WHERE n IN ('3', '4') ORDER BY n), NULL);
+-- Twice is refused.
+\set VERBOSITY sqlstate
+SAVEPOINT s;
+SELECT jobq.complete((SELECT id FROM got WHERE n = '1'), NULL);
+ROLLBACK TO s;
+\set VERBOSITY default
+COMMIT;
+SELECT payload->>'n' AS n, state, attempt, result, last_error, worker
+  FROM jobq.job WHERE kind = 'tx.plain' ORDER BY 1;
+SELECT attempt, outcome, message FROM jobq.job_error
+ WHERE job_id = (SELECT id FROM jobq.job WHERE kind = 'tx.plain' AND payload->>'n' = '2');
+
+-- Subtransactions: a claim rolled back to a savepoint is gone; so is an outcome.
+SELECT jobq.enqueue('tx.plain', '{"n": 5}') > 0 AS enqueued;
+BEGIN;
+SAVEPOINT a;
+SELECT payload FROM jobq.claim_in_transaction('txq');
+ROLLBACK TO a;
+SELECT payload FROM jobq.claim_in_transaction('txq');
+SAVEPOINT b;
+SELECT jobq.complete((SELECT id FROM jobq.job WHERE payload->>'n' = '5'), NULL);
+ROLLBACK TO b;
+SELECT jobq.complete((SELECT id FROM jobq.job WHERE payload->>'n' = '5'), NULL);
+COMMIT;
+SELECT state, attempt FROM jobq.job WHERE payload->>'n' = '5';
+
+-- Errors.
+\set VERBOSITY sqlstate
+SELECT jobq.complete((SELECT id FROM jobq.job WHERE payload->>'n' = '5'), NULL);
+BEGIN;
+SELECT jobq.fail(-1, NULL, 'x');
+ROLLBACK;
+SELECT * FROM jobq.claim_in_transaction('txq', max_jobs => 0);
+SELECT * FROM jobq.claim_in_transaction('nosuchqueue');
+SELECT * FROM jobq.claim_in_transaction(NULL);
+\set VERBOSITY default
+BEGIN;
+SELECT jobq.complete(12345, NULL);
+ROLLBACK;
+-- A transaction that holds claims cannot be prepared.
+SELECT jobq.enqueue('tx.plain', '{"n": 6}') > 0 AS enqueued;
+BEGIN;
+SELECT payload FROM jobq.claim_in_transaction('txq');
+PREPARE TRANSACTION 'tx';
+SELECT state, attempt FROM jobq.job WHERE payload->>'n' = '6';
+
+-- Concurrency keys: one job of a key per transaction, and none while a
+-- lease holds the key.
+SELECT jobq.register_kind('tx.keyed', queue => 'txkey');
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.keyed', jsonb_build_object('k', n),
+                                          concurrency_key => 'acct-1')
+                        FROM generate_series(1, 2) n) e;
+BEGIN;
+SELECT payload FROM jobq.claim_in_transaction('txkey', max_jobs => 10);
+ROLLBACK;
+SELECT payload, lease_token > 0 AS leased FROM jobq.claim('txkey', max_jobs => 1);
+BEGIN;
+SELECT count(*) AS claimed FROM jobq.claim_in_transaction('txkey', max_jobs => 10);
+ROLLBACK;
+
+-- The email job is left for jobq.claim.
+SELECT kind FROM jobq.claim('txq');
+
+-- Clean up.
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'tx.%');
+DELETE FROM jobq.lease l WHERE EXISTS (
+    SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'tx.%');
+DELETE FROM jobq.concurrency_lock WHERE key = 'acct-1';
+DELETE FROM jobq.job WHERE kind LIKE 'tx.%';
+SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tx.%' ORDER BY name;
+DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey');
+SELECT (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tx.%') AS jobs_left,
+       (SELECT count(*) FROM jobq.lease) AS lease_rows_left;
