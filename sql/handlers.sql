@@ -221,25 +221,6 @@ SELECT jobq.run_pending() AS ran;
 SELECT state, attempt, worker LIKE 'run_pending %' AS by_run_pending
   FROM jobq.jobs WHERE id = :hd_due;
 
--- A handler that updates its own job's row gives it a new version: its
--- completion finds the row by id, and the other jobs of its batch by the
--- row their pick locked.
-CREATE FUNCTION hd_touch(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
-BEGIN
-    IF (p->>'touch')::boolean THEN
-        UPDATE jobq.job SET payload = payload || '{"touched": true}'
-         WHERE id = (jobq.current_job()).id;
-    END IF;
-    RETURN jsonb_build_object('n', p->'n');
-END $$;
-SELECT jobq.register_kind('hd.touch', 'hd_touch(jsonb)', queue => 'hd');
-SELECT count(*) FROM jobq.enqueue_many('hd.touch',
-    ARRAY['{"n": 1, "touch": false}', '{"n": 2, "touch": true}',
-          '{"n": 3, "touch": false}']::jsonb[]);
-SELECT jobq.run_pending() AS ran;
-SELECT payload->>'n' AS n, payload->'touched' AS touched, state, attempt, result
-  FROM jobq.jobs WHERE kind = 'hd.touch' ORDER BY 1;
-
 -- Clean up.
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
 DELETE FROM jobq.job WHERE kind LIKE 'hd.%';
@@ -247,5 +228,5 @@ SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'hd.%' ORDER BY
 DROP ROLE regress_hd_owner;
 DROP TABLE hd_ledger;
 DROP FUNCTION hd_record(jsonb), hd_picky(jsonb), hd_slow(jsonb), hd_setter(jsonb),
-    hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb), hd_touch(jsonb);
+    hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb);
 DROP PROCEDURE hd_proc(jsonb);

@@ -72,7 +72,6 @@
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
 static SPIPlanPtr plan_complete_batch;
-static SPIPlanPtr plan_complete_by_tid;
 static SPIPlanPtr plan_lease_one;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
@@ -238,25 +237,8 @@ build_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * The completion of a batch, as one UPDATE: $1 ids, $2 results, $3 start
- * times, $4 the worker's label; "where" finds the rows.
- */
-#define COMPLETE_SQL(columns, where, returning) \
-	"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL," \
-	" attempt = j.attempt + 1, started_at = r.started_at," \
-	" finished_at = pg_catalog.clock_timestamp(), result = r.result," \
-	" worker = $4" \
-	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
-	"   pg_catalog.unnest($3)" columns ") AS r(id, result, started_at" where \
-	returning
-
-/*
- * Mark the given jobs completed, with their results, in the transaction
- * whose subtransactions ran their handlers.  Their rows are found by the
- * ctid their pick locked, in one TID scan: the row lock keeps that version
- * in place until this update, and no job costs a descent of the primary
- * key.  A handler may have updated its own job's row, which then has a new
- * ctid: the jobs not found so, and those not picked here, are found by id.
+ * Mark the given jobs completed, with their results, in one statement, in
+ * the transaction whose subtransactions ran their handlers.
  */
 static void
 record_completions(BatchJob **done, int n, const char *label)
@@ -266,12 +248,8 @@ record_completions(BatchJob **done, int n, const char *label)
 	Datum	   *results = palloc(sizeof(Datum) * n);
 	bool	   *result_nulls = palloc(sizeof(bool) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
-	Datum	   *tids = palloc(sizeof(Datum) * n);
-	Oid			argtypes[5] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID,
-	TIDARRAYOID};
-	Datum		values[5];
-	bool		by_tid = true;
-	int			rest = n;
+	Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID};
+	Datum		values[4];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -280,64 +258,24 @@ record_completions(BatchJob **done, int n, const char *label)
 		results[i] = done[i]->result;
 		result_nulls[i] = done[i]->result_isnull;
 		started[i] = TimestampTzGetDatum(done[i]->started_at);
-		tids[i] = PointerGetDatum(&done[i]->tid);
-		if (!ItemPointerIsValid(&done[i]->tid))
-			by_tid = false;
 	}
+	values[0] = build_array(ids, NULL, n, INT8OID);
+	values[1] = build_array(results, result_nulls, n, JSONBOID);
+	values[2] = build_array(started, NULL, n, TIMESTAMPTZOID);
 	values[3] = CStringGetTextDatum(label);
 
 	JobqBeginAccess(&access);
-	if (by_tid)
-	{
-		int			found;
-
-		values[0] = build_array(ids, NULL, n, INT8OID);
-		values[1] = build_array(results, result_nulls, n, JSONBOID);
-		values[2] = build_array(started, NULL, n, TIMESTAMPTZOID);
-		values[4] = build_array(tids, NULL, n, TIDOID);
-		JobqPreparePlan(&plan_complete_by_tid,
-						COMPLETE_SQL(", pg_catalog.unnest($5)", ", tid)"
-									 " WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($5)"
-									 " AND j.ctid OPERATOR(pg_catalog.=) r.tid AND j.id = r.id",
-									 " RETURNING j.id"),
-						5, argtypes);
-		found = JobqExecutePlan(plan_complete_by_tid, values, NULL,
-								SPI_OK_UPDATE_RETURNING, 0);
-
-		/* Keep the jobs not found, for the update by id. */
-		if (found < n)
-		{
-			int			f;
-
-			rest = 0;
-			for (i = 0; i < n; i++)
-			{
-				for (f = 0; f < found; f++)
-					if (JobqGetInt64(f, 1) == done[i]->id)
-						break;
-				if (f < found)
-					continue;
-				ids[rest] = ids[i];
-				results[rest] = results[i];
-				result_nulls[rest] = result_nulls[i];
-				started[rest] = started[i];
-				rest++;
-			}
-		}
-		else
-			rest = 0;
-	}
-	if (rest > 0)
-	{
-		values[0] = build_array(ids, NULL, rest, INT8OID);
-		values[1] = build_array(results, result_nulls, rest, JSONBOID);
-		values[2] = build_array(started, NULL, rest, TIMESTAMPTZOID);
-		JobqPreparePlan(&plan_complete_batch,
-						COMPLETE_SQL("", ") WHERE j.id = r.id", ""),
-						4, argtypes);
-		if (JobqExecutePlan(plan_complete_batch, values, NULL, SPI_OK_UPDATE, 0) != rest)
-			elog(ERROR, "jobq could not record the completion of %d jobs", rest);
-	}
+	JobqPreparePlan(&plan_complete_batch,
+					"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL,"
+					" attempt = j.attempt + 1, started_at = r.started_at,"
+					" finished_at = pg_catalog.clock_timestamp(), result = r.result,"
+					" worker = $4"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"   pg_catalog.unnest($3)) AS r(id, result, started_at)"
+					" WHERE j.id = r.id",
+					4, argtypes);
+	if (JobqExecutePlan(plan_complete_batch, values, NULL, SPI_OK_UPDATE, 0) != n)
+		elog(ERROR, "jobq could not record the completion of %d jobs", n);
 	JobqEndAccess(&access);
 	forget_conflicts(done, n);
 }

@@ -8,8 +8,6 @@
 #ifndef JOBQ_INVOKE_H
 #define JOBQ_INVOKE_H
 
-#include "storage/itemptr.h"
-
 #include "shmem.h"
 #include "watchdog.h"
 
@@ -34,7 +32,6 @@ typedef struct JobqRecordedStep
 typedef struct BatchJob
 {
 	int64		id;
-	ItemPointerData tid;		/* the row the pick locked, or invalid */
 	char	   *kind;
 	Datum		payload;		/* jsonb */
 	int32		attempt;		/* attempts before this one */
