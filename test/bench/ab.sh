@@ -21,6 +21,9 @@
 #   workers       DRAIN_JOBS (100,000) no-op in-database jobs drained by the
 #                 background workers, first handler start to the commit of
 #                 the last completion (as workers.sh)
+#   drain_big     the same for the first BIG_SLICE (100,000) of BIG_PENDING
+#                 (1,000,000) pending jobs: a slice of a big backlog (as
+#                 peers.sh's drain_big, not in the default list)
 #
 # Environment: ROUNDS (5), SECS (10, per timed measurement), AB_PORT
 # (55481; B uses the next port), AB_KEEP=1 keeps the builds in AB_DIR
@@ -39,13 +42,15 @@ SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(enqueue_1 enqueue_1000 drain_1 drain_100 workers)
 for s in "${SCENARIOS[@]}"; do
     case $s in
-        enqueue_1 | enqueue_1000 | drain_1 | drain_100 | workers) ;;
+        enqueue_1 | enqueue_1000 | drain_1 | drain_100 | workers | drain_big) ;;
         *) echo "ab.sh: unknown scenario \"$s\"" >&2; exit 2 ;;
     esac
 done
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 DRAIN_JOBS=${DRAIN_JOBS:-100000}
+BIG_PENDING=${BIG_PENDING:-1000000}
+BIG_SLICE=${BIG_SLICE:-100000}
 AB_PORT=${AB_PORT:-55481}
 COMMIT_A=$(git -C "$ROOT" rev-parse --verify --short=12 "$REV_A^{commit}")
 COMMIT_B=$(git -C "$ROOT" rev-parse --verify --short=12 "$REV_B^{commit}")
@@ -105,6 +110,7 @@ run_scenario() {
     use_side "$side"
     case $scen in
         workers) measure_drain workers "$side" "$DRAIN_JOBS" ;;
+        drain_big) measure_drain drain_big "$side" "$BIG_PENDING" "$BIG_SLICE" ;;
         *) core_prepare "$scen"; core_measure "$scen" jobq "$side" ;;
     esac
 }

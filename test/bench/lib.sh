@@ -13,8 +13,9 @@
 # core_prepare SCEN [floor]  empty or fill the queue (and the floor's table)
 # core_measure SCEN SYS SIDE one core scenario on jobq or the floor
 # jobs_empty, jobs_fill N    remove the benchmark's jobs; enqueue N
-# measure_drain SCEN SIDE N [KIND QUEUE]
+# measure_drain SCEN SIDE N [SLICE [KIND QUEUE]]
 #                            N no-op jobs drained by the background workers
+#                            (the first SLICE of them timed, if given)
 #
 # ratio_header, ratio_row    a table of medians and per-round ratios
 # report TITLE SCEN LABEL... print medians and jobq/floor ratios
@@ -265,27 +266,44 @@ core_measure() {
     esac
 }
 
-# measure_drain SCENARIO SIDE N [KIND QUEUE]: N pre-enqueued jobs of KIND
-# in QUEUE (default: the kind bench.db, a no-op SQL handler, in queue
-# bench_db), run by the background workers; records jobs/s
-# from the first handler's start to the commit of the transaction that
-# completed the last job, as the floor's pgbench ends at its last commit.
-# Polling for the end does not count.  Needs track_commit_timestamp.
+# measure_drain SCENARIO SIDE N [SLICE [KIND QUEUE]]: N pre-enqueued jobs of
+# KIND in QUEUE (default: the kind bench.db, a no-op SQL handler, in queue
+# bench_db), run by the background workers; records jobs/s from the first
+# handler's start to the commit of the transaction that completed the last
+# job, as the floor's pgbench ends at its last commit.  With SLICE (less
+# than N), only the first SLICE completions are timed, to the commit that
+# reached SLICE, and the queue is paused then: a drain of a slice of a big
+# backlog.  Polling for the end does not count.  Needs
+# track_commit_timestamp.
 measure_drain() {
-    local scen=$1 side=$2 n=$3 kind=${4:-bench.db} queue=${5:-bench_db} first rate
+    local scen=$1 side=$2 n=$3 slice=${4:-$3} kind=${5:-bench.db} queue=${6:-bench_db} first base rate
     jobs_empty
     first=$(psql_bench -Atc "SELECT coalesce(max(id), 0) + 1 FROM jobq.job")
     psql_bench -q -c "SELECT jobq.pause_queue('$queue')"
     jobs_fill "$n" "$kind"
-    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT" -c "SELECT jobq.resume_queue('$queue')"
+    psql_bench -q -c "VACUUM ANALYZE jobq.job" -c "CHECKPOINT"
+    base=$(psql_bench -Atc "SELECT coalesce(sum(jobs_completed), 0) FROM jobq.workers")
+    psql_bench -q -c "SELECT jobq.resume_queue('$queue')"
     # Poll from fresh transactions: a DO loop would hold back the xmin
     # horizon and slow the very drain it waits for.  The primary key keeps
     # the poll to the drain's own jobs, whatever else the table holds.
-    until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE id >= $first AND state <> 'completed')")" = t ]; do
-        sleep 0.2
-    done
-    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(started_at)))
-                              FROM jobq.job WHERE id >= $first")
+    if [ "$slice" -ge "$n" ]; then
+        until [ "$(psql_bench -Atc "SELECT NOT EXISTS (SELECT 1 FROM jobq.job WHERE id >= $first AND state <> 'completed')")" = t ]; do
+            sleep 0.2
+        done
+    else
+        # The workers' counters, in shared memory: a count over the backlog
+        # would take long enough to hold back the horizon, and the drain.
+        until [ "$(psql_bench -Atc "SELECT coalesce(sum(jobs_completed), 0) - $base >= $slice FROM jobq.workers")" = t ]; do
+            sleep 0.05
+        done
+        psql_bench -q -c "SELECT jobq.pause_queue('$queue')" >/dev/null
+    fi
+    # The first SLICE jobs to complete, by the commit that completed them.
+    rate=$(psql_bench -Atc "SELECT round(count(*) / extract(epoch FROM max(c) - min(s)))
+                              FROM (SELECT pg_xact_commit_timestamp(xmin) AS c, started_at AS s
+                                      FROM jobq.job WHERE id >= $first AND state = 'completed'
+                                     ORDER BY 1 LIMIT $slice) AS d")
     printf '%s\t%s\t%s\n' "$scen" "$side" "$rate" >> "$RAW"
     printf '  %-14s %-6s %10s /s\n' "$scen" "$side" "$rate" >&2
 }

@@ -114,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
     drain_floor
     measure_drain drain jobq "$JOBS"
-    measure_drain drain_batch jobq "$JOBS" bench.batch bench_batch
+    measure_drain drain_batch jobq "$JOBS" "$JOBS" bench.batch bench_batch
     latency
 done
 
