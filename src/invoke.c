@@ -141,6 +141,56 @@ limit_job(BatchJob *job, const JobqRunContext *run, JobqLimitedJob *limited)
 }
 
 /*
+ * The handler of "job"'s kind, checked as run by the kind's role (runner,
+ * function owner, search_path) with the caller's deferred constraints
+ * fired first: the state every call of a handler, single or batch, starts
+ * from.
+ */
+static JobqHandler *
+checked_handler(BatchJob *job)
+{
+	JobqHandler *handler = JobqLookupHandler(job->handler, job->owner);
+
+	JobqCheckRunner(job->kind, job->owner, handler->fn_oid);
+	JobqCheckHandlerOwner(handler->fn_oid, job->owner);
+	JobqCheckKindSearchPath(job->search_path, job->owner);
+	make_constraints_immediate();
+	return handler;
+}
+
+/*
+ * Call handler with one argument as "job"'s kind's role, in its
+ * environment and under its limits, and return the result (fcinfo->isnull
+ * tells a NULL).  Anything the handler deferred fires before the limits
+ * end, as its role, or fails it; still under its timeout and cancellable
+ * (JobqUnlimitHandler ends that).  A handler that returned too late, or
+ * after a cancel, fails.
+ */
+static Datum
+call_limited(BatchJob *job, const JobqRunContext *run, JobqHandler *handler,
+			 FunctionCallInfo fcinfo, Datum argument)
+{
+	JobqHandlerEnv env;
+	JobqLimitedJob limited;
+	Datum		result;
+
+	limit_job(job, run, &limited);
+	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
+	JobqLimitHandler(&limited);
+
+	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = argument;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+
+	make_constraints_immediate();
+	JobqUnlimitHandler();
+	JobqRaiseIfHandlerOverran();
+	JobqLeaveHandlerEnv(&env);
+	return result;
+}
+
+/*
  * Call a job's handler as the kind's role and keep its result in "cxt".
  * Runs inside a subtransaction; any ERROR is the job's.
  */
@@ -148,8 +198,6 @@ void
 JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 {
 	JobqHandler *handler;
-	JobqHandlerEnv env;
-	JobqLimitedJob limited;
 	Datum		result;
 	ErrorContextCallback errcallback;
 
@@ -188,30 +236,8 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
-	handler = JobqLookupHandler(job->handler, job->owner);
-	JobqCheckRunner(job->kind, job->owner, handler->fn_oid);
-	JobqCheckHandlerOwner(handler->fn_oid, job->owner);
-	JobqCheckKindSearchPath(job->search_path, job->owner);
-	make_constraints_immediate();
-
-	limit_job(job, run, &limited);
-	JobqEnterHandlerEnv(&env, job->owner, job->search_path);
-	JobqLimitHandler(&limited);
-
-	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = job->payload;
-	fcinfo->args[0].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
-
-	/*
-	 * Anything the handler deferred fires now, as its role, or fails it;
-	 * still under its timeout and cancellable (JobqUnlimitHandler ends that).
-	 * A handler that returned too late, or after a cancel, fails.
-	 */
-	make_constraints_immediate();
-	JobqUnlimitHandler();
-	JobqRaiseIfHandlerOverran();
-	JobqLeaveHandlerEnv(&env);
+	handler = checked_handler(job);
+	result = call_limited(job, run, handler, fcinfo, job->payload);
 
 	job->result_isnull = fcinfo->isnull || !handler->returns_jsonb;
 	if (!job->result_isnull)
@@ -404,8 +430,6 @@ JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryCo
 {
 	BatchJob   *first = jobs[0];
 	JobqHandler *handler;
-	JobqHandlerEnv env;
-	JobqLimitedJob limited;
 	BatchCall	call = {jobs, n};
 	Datum		argument;
 	Datum		result;
@@ -453,12 +477,8 @@ JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryCo
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("job %lld was cancelled by an operator", (long long) jobs[i]->id)));
-	handler = JobqLookupHandler(first->handler, first->owner);
+	handler = checked_handler(first);
 	Assert(handler->batch);
-	JobqCheckRunner(first->kind, first->owner, handler->fn_oid);
-	JobqCheckHandlerOwner(handler->fn_oid, first->owner);
-	JobqCheckKindSearchPath(first->search_path, first->owner);
-	make_constraints_immediate();
 	argument = batch_argument(jobs, n, handler->batch_job_type);
 
 	/*
@@ -466,20 +486,7 @@ JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryCo
 	 * ignoring it, the first job's attempt is the one recorded as timed out
 	 * (the others' row locks go with the process: they are ready again).
 	 */
-	limit_job(first, run, &limited);
-	JobqEnterHandlerEnv(&env, first->owner, first->search_path);
-	JobqLimitHandler(&limited);
-
-	InitFunctionCallInfoData(*fcinfo, &handler->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = argument;
-	fcinfo->args[0].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
-
-	make_constraints_immediate();
-	JobqUnlimitHandler();
-	JobqRaiseIfHandlerOverran();
-	JobqLeaveHandlerEnv(&env);
-
+	result = call_limited(first, run, handler, fcinfo, argument);
 	take_batch_results(jobs, n, result, fcinfo->isnull, cxt);
 
 	error_context_stack = errcallback.previous;
