@@ -318,6 +318,28 @@ JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound, Dat
 }
 
 /*
+ * The arguments every claim has, checked: queue (argument 0) and max_jobs
+ * (argument 2) not NULL, a well-formed queue name, max_jobs within
+ * 1..JOBQ_CLAIM_MAX_JOBS.  Returns max_jobs.
+ */
+int32
+JobqCheckClaimArguments(FunctionCallInfo fcinfo)
+{
+	int32		max_jobs;
+
+	JobqCheckNotNull(fcinfo, 0, "queue");
+	JobqCheckNotNull(fcinfo, 2, "max_jobs");
+	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	max_jobs = PG_GETARG_INT32(2);
+	if (max_jobs < 1 || max_jobs > JOBQ_CLAIM_MAX_JOBS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"max_jobs\" must be between 1 and %d",
+						JOBQ_CLAIM_MAX_JOBS)));
+	return max_jobs;
+}
+
+/*
  * Lease up to max_jobs due jobs of a queue (the arguments of jobq.claim),
  * for external workers: only kinds without an in-database handler are
  * handed out.  With "bound", the calling backend is recorded as the
@@ -336,15 +358,7 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	int			i;
 
 	JobqRequirePrimary("jobq.claim()");
-	JobqCheckNotNull(fcinfo, 0, "queue");
-	JobqCheckNotNull(fcinfo, 2, "max_jobs");
-	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	max_jobs = PG_GETARG_INT32(2);
-	if (max_jobs < 1 || max_jobs > JOBQ_CLAIM_MAX_JOBS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"max_jobs\" must be between 1 and %d",
-						JOBQ_CLAIM_MAX_JOBS)));
+	max_jobs = JobqCheckClaimArguments(fcinfo);
 	if (!PG_ARGISNULL(3))
 		(void) JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(3), "lease");
 

@@ -8,7 +8,10 @@
 #ifndef JOBQ_CLAIM_H
 #define JOBQ_CLAIM_H
 
+#include "fmgr.h"
+
 extern int	JobqPromoteDueJobs(void);
+extern int32 JobqCheckClaimArguments(FunctionCallInfo fcinfo);
 extern int	JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound,
 						  Datum worker);
 

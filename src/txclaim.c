@@ -753,15 +753,7 @@ jobq_claim_in_transaction(PG_FUNCTION_ARGS)
 	JobqRequirePrimary("jobq.claim_in_transaction()");
 	if (TxShared == NULL)
 		JobqRequireShmem();
-	JobqCheckNotNull(fcinfo, 0, "queue");
-	JobqCheckNotNull(fcinfo, 2, "max_jobs");
-	JobqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	max_jobs = PG_GETARG_INT32(2);
-	if (max_jobs < 1 || max_jobs > JOBQ_CLAIM_MAX_JOBS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"max_jobs\" must be between 1 and %d",
-						JOBQ_CLAIM_MAX_JOBS)));
+	max_jobs = JobqCheckClaimArguments(fcinfo);
 	if (PG_ARGISNULL(1))
 		worker = MemoryContextStrdup(TopTransactionContext, psprintf("pid %d", MyProcPid));
 	else
