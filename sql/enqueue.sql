@@ -168,6 +168,26 @@ SELECT kind, queue, state, count(*)
   FROM jobq.jobs WHERE kind LIKE 'enq.%'
  GROUP BY kind, queue, state ORDER BY kind, queue, state;
 
+-- Enqueues keep the compiled predicates of jobq.job's partial indexes
+-- from one statement to the next: an index made or dropped after this
+-- session's first enqueues is honoured by the next one.
+CREATE INDEX enq_extra_idx ON jobq.job (id) WHERE kind = 'enq.extra';
+SELECT jobq.register_kind('enq.extra', queue => 'enqx');
+SELECT count(jobq.enqueue('enq.extra', jsonb_build_object('n', n))) AS enqueued
+  FROM generate_series(1, 3) n;
+SELECT count(*) AS enqueued FROM jobq.enqueue_many('enq.extra', ARRAY['{"n": 4}'::jsonb]);
+SELECT jobq.register_kind('enq.beside', queue => 'enqx');
+SELECT jobq.enqueue('enq.beside') > 0 AS enqueued;   -- not in the index
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM jobq.job WHERE kind = 'enq.extra';
+SELECT count(*) AS in_extra_index FROM jobq.job WHERE kind = 'enq.extra';
+COMMIT;
+DROP INDEX jobq.enq_extra_idx;
+SELECT jobq.enqueue('enq.extra', '{"n": 5}') > 0 AS enqueued_after_drop;
+SELECT state, lane, count(*) FROM jobq.job WHERE kind = 'enq.extra' GROUP BY 1, 2;
+
 --
 -- Clean up.
 --
