@@ -146,8 +146,9 @@ def job_logger(base: logging.Logger, job: Claimed) -> JobLogger:
 def describe_error(exc: BaseException) -> str:
     """The error as jobq records it: its one-line summary first (kept when a long
     text is clipped), then the traceback."""
-    head = "".join(traceback.format_exception_only(exc)).strip()
-    return head + "\n\n" + "".join(traceback.format_exception(exc)).rstrip()
+    head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return head + "\n\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
 class JobConnection(psycopg.Connection[Any]):
@@ -156,7 +157,7 @@ class JobConnection(psycopg.Connection[Any]):
     in it rather than a transaction of its own that would commit before the job's
     completion."""
 
-    @contextmanager  # type: ignore[override]
+    @contextmanager
     def transaction(self, savepoint_name: str | None = None,
                     force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
         with self.lock:
@@ -168,7 +169,7 @@ class JobConnection(psycopg.Connection[Any]):
 class AsyncJobConnection(psycopg.AsyncConnection[Any]):
     """JobConnection for asyncio handlers."""
 
-    @asynccontextmanager  # type: ignore[override]
+    @asynccontextmanager
     async def transaction(self, savepoint_name: str | None = None,
                           force_rollback: bool = False) -> AsyncIterator[psycopg.AsyncTransaction]:
         async with self.lock:

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -33,14 +33,17 @@ class _AsyncSlot:
         self._aux: psycopg.AsyncConnection[Any] | None = None
 
     async def open(self) -> "_AsyncSlot":
-        self.conn = await AsyncJobConnection.connect(self._dsn, autocommit=False, **self._kw)
+        self.conn = cast(AsyncJobConnection, await AsyncJobConnection.connect(
+            self._dsn, autocommit=False, **self._kw))
         return self
 
     async def aux(self) -> psycopg.AsyncConnection[Any]:
-        if self._aux is None or self._aux.closed:
-            self._aux = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True,
-                                                              **self._kw)
-        return self._aux
+        aux = self._aux
+        if aux is None or aux.closed:
+            aux = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **self._kw)
+            self._aux = aux
+        assert aux is not None
+        return aux
 
     async def reset(self) -> None:
         if self.conn.broken or self.conn.closed:

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -88,11 +88,11 @@ class Job(_JobData):
             done, value = _core.step_value(
                 aux.execute(_core.STEP_RESULT, (self.id, name, token)).fetchone())
         if done:
-            return value  # type: ignore[no-any-return]
-        value = fn()
+            return cast(T, value)
+        result = fn()
         with _lease_errors(self.id):
-            aux.execute(_core.RECORD_STEP, (self.id, name, Jsonb(value), token))
-        return value
+            aux.execute(_core.RECORD_STEP, (self.id, name, Jsonb(result), token))
+        return result
 
     def external_key(self, name: str = "") -> str:
         """A key for an external API's idempotency header: the same for every
@@ -141,13 +141,13 @@ class AsyncJob(_JobData):
             cur = await aux.execute(_core.STEP_RESULT, (self.id, name, token))
             done, value = _core.step_value(await cur.fetchone())
         if done:
-            return value  # type: ignore[no-any-return]
+            return cast(T, value)
         value = fn()
         if inspect.isawaitable(value):
             value = await value
         with _lease_errors(self.id):
             await aux.execute(_core.RECORD_STEP, (self.id, name, Jsonb(value), token))
-        return value  # type: ignore[return-value]
+        return cast(T, value)
 
     async def external_key(self, name: str = "") -> str:
         token = self._need_token("job.external_key")

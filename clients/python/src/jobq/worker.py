@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -60,7 +60,7 @@ class _Slot:
 
     def __init__(self, dsn: str, kw: dict[str, Any]) -> None:
         self._dsn, self._kw = dsn, kw
-        self.conn: JobConnection = JobConnection.connect(dsn, autocommit=False, **kw)
+        self.conn = cast(JobConnection, JobConnection.connect(dsn, autocommit=False, **kw))
         self._aux: psycopg.Connection[Any] | None = None
 
     def aux(self) -> psycopg.Connection[Any]:
@@ -72,7 +72,8 @@ class _Slot:
         """Roll back whatever the handler left open; reconnect if the connection broke."""
         if self.conn.broken or self.conn.closed:
             self.conn.close()
-            self.conn = JobConnection.connect(self._dsn, autocommit=False, **self._kw)
+            self.conn = cast(JobConnection,
+                             JobConnection.connect(self._dsn, autocommit=False, **self._kw))
         elif self.conn.info.transaction_status != TransactionStatus.IDLE:
             self.conn.rollback()
 
@@ -189,8 +190,8 @@ class Worker:
             else:
                 self._run_leased(batch, until_idle)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            for signum, previous in old.items():
+                signal.signal(signum, previous)
             self.log.info("worker %s: stopped", self.name)
 
     def _kw(self) -> dict[str, Any]:
