@@ -23,7 +23,7 @@ from . import _core
 from ._core import AsyncJobConnection, Claimed, Handler, Registry
 from .errors import LeaseLost, RetryIn, Snooze
 from .job import AsyncJob
-from .worker import CONFLICT_RETRIES, CONFLICTS, _Flight, _jsonb
+from .worker import CONFLICT_RETRIES, CONFLICTS, FLUSH_DELAY, _Flight, _jsonb
 
 
 class _AsyncSlot:
@@ -88,6 +88,7 @@ class AsyncWorker:
         self._work: asyncio.Queue[Claimed | None] | None = None
         self._inflight: dict[int, _Flight] = {}
         self._done: list[tuple[Claimed, Any]] = []
+        self._done_since = 0.0
         self._slots: list[_AsyncSlot] = []
 
     def handler(self, kind: str, *, transactional: bool = False) -> Callable[[_core.F], _core.F]:
@@ -171,7 +172,8 @@ class AsyncWorker:
         try:
             while not self._stopping:
                 self._wake.clear()
-                await self._flush(ctl)
+                if self._flush_due(batch):
+                    await self._flush(ctl)
                 await self._heartbeat(ctl)
                 room = self.concurrency + batch - len(self._inflight)
                 claimed = 0
@@ -209,8 +211,17 @@ class AsyncWorker:
             self.queues.append(self.queues.pop(0))
         return got
 
+    def _flush_due(self, batch: int) -> bool:
+        """As Worker._flush_due."""
+        if not self._done:
+            return False
+        return (len(self._done) >= len(self._inflight) or len(self._done) >= batch
+                or time.monotonic() - self._done_since >= FLUSH_DELAY)
+
     def _next_wait(self) -> float:
         beats = [f.next_beat for f in self._inflight.values() if not f.lost]
+        if self._done:
+            beats.append(self._done_since + FLUSH_DELAY)
         wait = self.poll_interval
         if beats:
             wait = min(wait, max(0.0, min(beats) - time.monotonic()))
@@ -386,6 +397,8 @@ class AsyncWorker:
                     log.warning("could not commit: %s; now %s", e, state)
             else:
                 deferred = True
+                if not self._done:
+                    self._done_since = time.monotonic()
                 self._done.append((c, result))
         finally:
             if not deferred:

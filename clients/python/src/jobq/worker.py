@@ -48,6 +48,8 @@ from .job import Job
 # uncharged, this many times (as in-database handlers do).
 CONFLICTS = (pgerrors.SerializationFailure, pgerrors.DeadlockDetected)
 CONFLICT_RETRIES = 3
+# Seconds a leased job's completion may wait to be sent with others'.
+FLUSH_DELAY = 0.05
 
 
 def _jsonb(value: Any) -> Jsonb | None:
@@ -136,6 +138,7 @@ class Worker:
         self._queued = 0
         self._inflight: dict[int, _Flight] = {}
         self._done: list[tuple[Claimed, Any]] = []
+        self._done_since = 0.0
         self._slots: list[_Slot] = []
 
     # --- registration and control
@@ -223,7 +226,8 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                self._flush(ctl)
+                if self._flush_due(batch):
+                    self._flush(ctl)
                 self._heartbeat(ctl)
                 claimed = 0
                 with self._lock:
@@ -263,9 +267,21 @@ class Worker:
             self.queues.append(self.queues.pop(0))   # the next claim starts elsewhere
         return got
 
+    def _flush_due(self, batch: int) -> bool:
+        """Whether to complete the jobs done so far now.  Completions are
+        gathered (one complete_many, one commit, for many jobs) while other
+        jobs of the worker still run, for at most FLUSH_DELAY seconds."""
+        with self._lock:
+            if not self._done:
+                return False
+            return (len(self._done) >= len(self._inflight) or len(self._done) >= batch
+                    or time.monotonic() - self._done_since >= FLUSH_DELAY)
+
     def _next_wait(self) -> float:
         with self._lock:
             beats = [f.next_beat for f in self._inflight.values() if not f.lost]
+            if self._done:
+                beats.append(self._done_since + FLUSH_DELAY)
         wait = self.poll_interval
         if beats:
             wait = min(wait, max(0.0, min(beats) - time.monotonic()))
@@ -451,6 +467,8 @@ class Worker:
             else:
                 deferred = True
                 with self._lock:
+                    if not self._done:
+                        self._done_since = time.monotonic()
                     self._done.append((c, result))
         finally:
             if not deferred:
