@@ -263,3 +263,41 @@ def test_transactional_handlers_claim_in_transaction(db, dsn, effects):
     # No leases were taken.
     assert scalar(db, "SELECT count(*) FROM jobq.lease l WHERE l.job_ids && %s::bigint[]",
                   (ids,)) == 0
+
+
+def test_a_result_json_cannot_hold_fails_the_attempt(db, dsn):
+    kind(db, "w.result", "w_result", max_attempts=1)
+    w = jobq.Worker(dsn, queues=["w_result"], concurrency=1, poll_interval=0.1)
+    w.handler("w.result")(lambda job: {"when": object()})
+    [job_id] = enqueue(dsn, "w.result", [{}])
+    finish(start(w, until_idle=0.5))
+    state, error = db.execute("SELECT state::text, last_error FROM jobq.jobs WHERE id = %s",
+                              (job_id,)).fetchone()
+    assert state == "failed" and error.startswith("TypeError: Object of type object")
+
+
+def test_worker_survives_a_server_restart(db, dsn, cluster, effects):
+    kind(db, "w.restart", "w_restart")
+    w = jobq.Worker(dsn, queues=["w_restart"], concurrency=2, poll_interval=0.1)
+
+    @w.handler("w.restart")
+    def h(job):
+        job.conn.execute("INSERT INTO w_effect VALUES (%s, 'restart')", (job.id,))
+        job.step("s", lambda: 1)
+
+    first = enqueue(dsn, "w.restart", [{"n": n} for n in range(4)])
+    t = start(w)
+    wait_for("the first jobs", lambda: scalar(
+        db, "SELECT count(*) FROM jobq.jobs WHERE id = ANY(%s) AND state = 'completed'",
+        (first,)) == 4)
+    cluster.run("pg_ctl", "-D", str(cluster.data), "-m", "fast", "-w", "restart",
+                "-l", str(cluster.log))
+    with psycopg.connect(dsn, autocommit=True) as again:
+        second = [jobq.enqueue(again, "w.restart", {"n": n}) for n in range(4)]
+        wait_for("the jobs after the restart", lambda: again.execute(
+            "SELECT count(*) FROM jobq.jobs WHERE id = ANY(%s) AND state = 'completed'"
+            " AND attempt = 1", (second,)).fetchone()[0] == 4, 60)
+        w.stop()
+        finish(t)
+        assert again.execute("SELECT count(*) FROM w_effect WHERE job_id = ANY(%s)",
+                             (first + second,)).fetchone()[0] == 8

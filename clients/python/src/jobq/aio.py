@@ -23,7 +23,7 @@ from . import _core
 from ._core import AsyncJobConnection, Claimed, Handler, Registry
 from .errors import LeaseLost, RetryIn, Snooze
 from .job import AsyncJob
-from .worker import CONFLICT_RETRIES, CONFLICTS, FLUSH_DELAY, _Flight, _jsonb
+from .worker import CONFLICT_RETRIES, CONFLICTS, FLUSH_DELAY, _Flight, _dump
 
 
 class _AsyncSlot:
@@ -39,13 +39,19 @@ class _AsyncSlot:
 
     async def aux(self) -> psycopg.AsyncConnection[Any]:
         aux = self._aux
-        if aux is None or aux.closed:
+        if aux is None or aux.closed or aux.broken:
             aux = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **self._kw)
             self._aux = aux
         assert aux is not None
         return aux
 
+    def broken(self) -> bool:
+        return self.conn.broken or (self._aux is not None and self._aux.broken)
+
     async def reset(self) -> None:
+        if self._aux is not None and (self._aux.broken or self.conn.broken):
+            await self._aux.close()
+            self._aux = None
         if self.conn.broken or self.conn.closed:
             await self.conn.close()
             await self.open()
@@ -165,32 +171,56 @@ class AsyncWorker:
     # --- leased claims
 
     async def _run_leased(self, batch: int, until_idle: float | None, kw: dict[str, Any]) -> None:
-        assert self._wake is not None and self._work is not None
-        ctl = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **kw)
+        self._ctl = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **kw)
         tasks = [asyncio.create_task(self._leased_task(slot)) for slot in self._slots]
-        last_claim = time.monotonic()
+        self._last_claim = time.monotonic()
         try:
             while not self._stopping:
-                self._wake.clear()
-                if self._flush_due(batch):
-                    await self._flush(ctl)
-                await self._heartbeat(ctl)
-                room = self.concurrency + batch - len(self._inflight)
-                claimed = 0
-                if self._work.qsize() < self.concurrency and room > 0:
-                    claimed = await self._claim(ctl, min(room, batch))
-                if claimed:
-                    last_claim = time.monotonic()
-                    continue
-                if (until_idle is not None and not self._inflight
-                        and time.monotonic() - last_claim >= until_idle):
-                    break
-                await self._wait_wake(self._next_wait())
-            await self._shutdown_leased(ctl, tasks)
+                try:
+                    if not await self._dispatch(batch, until_idle):
+                        break
+                except psycopg.OperationalError as e:
+                    if not self._ctl.broken:
+                        raise
+                    self.log.error("worker %s: lost its connection (%s); reconnecting",
+                                   self.name, str(e).strip())
+                    while not self._stopping:
+                        await self._wait_wake(self.poll_interval)
+                        try:
+                            self._ctl = await psycopg.AsyncConnection.connect(
+                                self.dsn, autocommit=True, **kw)
+                            self.log.info("worker %s: reconnected", self.name)
+                            break
+                        except psycopg.OperationalError as e2:
+                            self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e2)
+            try:
+                await self._shutdown_leased(self._ctl, tasks)
+            except psycopg.OperationalError as e:
+                self.log.error("worker %s: could not hand its jobs back (%s); their leases"
+                               " will run out", self.name, str(e).strip())
         finally:
             for t in tasks:
                 t.cancel()
-            await ctl.close()
+            await self._ctl.close()
+
+    async def _dispatch(self, batch: int, until_idle: float | None) -> bool:
+        """As Worker._dispatch."""
+        assert self._wake is not None and self._work is not None
+        ctl = self._ctl
+        self._wake.clear()
+        if self._flush_due(batch):
+            await self._flush(ctl)
+        await self._heartbeat(ctl)
+        room = self.concurrency + batch - len(self._inflight)
+        if (self._work.qsize() < self.concurrency and room > 0
+                and await self._claim(ctl, min(room, batch))):
+            self._last_claim = time.monotonic()
+            return True
+        if (until_idle is not None and not self._inflight
+                and time.monotonic() - self._last_claim >= until_idle):
+            return False
+        await self._wait_wake(self._next_wait())
+        return True
 
     async def _claim(self, ctl: psycopg.AsyncConnection[Any], n: int) -> int:
         assert self._work is not None
@@ -242,11 +272,14 @@ class AsyncWorker:
                 pass
         for c, r in [(c, None) for c in plain] + single:
             try:
-                await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, _jsonb(r)))
+                await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
             except _core.LeaseError as e:
                 _core.job_logger(self.log, c).warning(
                     "lease lost, not completed: %s", e.diag.message_primary)
-            except psycopg.DataError as e:
+            except psycopg.Error as e:
+                if ctl.broken:
+                    raise
+                # A result jobq refuses (too large, say): the attempt fails.
                 await self._report(ctl, c, _core.FAIL,
                                    (c.id, c.lease_token, _core.describe_error(e), None))
         for c, _ in done:
@@ -344,27 +377,26 @@ class AsyncWorker:
     async def _run_leased_job(self, slot: _AsyncSlot, c: Claimed, f: _Flight) -> None:
         log = _core.job_logger(self.log, c)
         h = self.registry.handlers.get(c.kind)
-        conn = slot.conn
         deferred = False
         try:
             if h is None:
-                state = await self._report(conn, c, _core.FAIL, (
+                state = await self._report(slot.conn, c, _core.FAIL, (
                     c.id, c.lease_token, f'no handler for kind "{c.kind}" in worker {self.name}',
                     None))
                 log.error("no handler for this kind; now %s", state)
                 return
             job = AsyncJob(c, log, slot)
             try:
-                result = await self._call(h, job, slot)
+                result = _dump(await self._call(h, job, slot))
             except Snooze as s:
                 await slot.reset()
-                if await self._report(conn, c, _core.SNOOZE,
+                if await self._report(slot.conn, c, _core.SNOOZE,
                                       (c.id, c.lease_token, timedelta(seconds=s.seconds))) is not None:
                     log.info("snoozed for %g s", s.seconds)
                 return
             except RetryIn as r:
                 await slot.reset()
-                state = await self._report(conn, c, _core.FAIL, (
+                state = await self._report(slot.conn, c, _core.FAIL, (
                     c.id, c.lease_token, str(r), timedelta(seconds=r.seconds)))
                 if state is not None:
                     log.info("retry in %g s requested; now %s", r.seconds, state)
@@ -375,24 +407,24 @@ class AsyncWorker:
                 return
             except Exception as e:
                 await slot.reset()
-                state = await self._report(conn, c, _core.FAIL,
+                state = await self._report(slot.conn, c, _core.FAIL,
                                            (c.id, c.lease_token, _core.describe_error(e), None))
                 if state is not None:
                     log.warning("failed: %s; now %s", _core.describe_error(e).split("\n", 1)[0],
                                 state, exc_info=e)
                 return
-            if job.used_conn or conn.info.transaction_status != TransactionStatus.IDLE:
+            if job.used_conn or slot.conn.info.transaction_status != TransactionStatus.IDLE:
                 f.finishing = True
                 try:
-                    await conn.execute(_core.COMPLETE, (c.id, c.lease_token, _jsonb(result)))
-                    await conn.commit()
+                    await slot.conn.execute(_core.COMPLETE, (c.id, c.lease_token, result))
+                    await slot.conn.commit()
                 except _core.LeaseError as e:
                     await slot.reset()
                     log.warning("lease lost, not completed (writes through job.conn rolled back): %s",
                                 e.diag.message_primary)
                 except psycopg.Error as e:
                     await slot.reset()
-                    state = await self._report(conn, c, _core.FAIL,
+                    state = await self._report(slot.conn, c, _core.FAIL,
                                                (c.id, c.lease_token, _core.describe_error(e), None))
                     log.warning("could not commit: %s; now %s", e, state)
             else:
@@ -412,6 +444,11 @@ class AsyncWorker:
                 if i == CONFLICT_RETRIES or not job.used_conn:
                     raise
                 job.log.info("conflict (%s), running it again", e.sqlstate)
+                await slot.reset()
+            except psycopg.OperationalError:
+                if i > 0 or not slot.broken():
+                    raise
+                job.log.info("its connection was lost; reconnected, running it again")
                 await slot.reset()
         raise AssertionError("unreachable")
 
@@ -487,7 +524,7 @@ class AsyncWorker:
                 try:
                     async with conn.transaction():
                         result = await h.fn(job)
-                        await conn.execute(_core.COMPLETE, (c.id, None, _jsonb(result)))
+                        await conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
                     return
                 except CONFLICTS:
                     if i == CONFLICT_RETRIES:

@@ -22,6 +22,7 @@ charges no attempt); a second signal exits at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -52,8 +53,15 @@ CONFLICT_RETRIES = 3
 FLUSH_DELAY = 0.05
 
 
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
+def _same(text: str) -> str:
+    return text
+
+
+def _dump(value: Any) -> Jsonb | None:
+    """A handler's result, serialized now: a result JSON cannot represent
+    raises TypeError or ValueError here, as the handler's failure, rather
+    than when the worker reports it."""
+    return None if value is None else Jsonb(json.dumps(value), dumps=_same)
 
 
 class _Slot:
@@ -66,12 +74,20 @@ class _Slot:
         self._aux: psycopg.Connection[Any] | None = None
 
     def aux(self) -> psycopg.Connection[Any]:
-        if self._aux is None or self._aux.closed:
+        if self._aux is None or self._aux.closed or self._aux.broken:
             self._aux = psycopg.connect(self._dsn, autocommit=True, **self._kw)
         return self._aux
 
+    def broken(self) -> bool:
+        return self.conn.broken or (self._aux is not None and self._aux.broken)
+
     def reset(self) -> None:
-        """Roll back whatever the handler left open; reconnect if the connection broke."""
+        """Roll back whatever the handler left open; reconnect what broke."""
+        # One broken connection means a server that went away: the other
+        # one is gone too, which it would only show at its next use.
+        if self._aux is not None and (self._aux.broken or self.conn.broken):
+            self._aux.close()
+            self._aux = None
         if self.conn.broken or self.conn.closed:
             self.conn.close()
             self.conn = cast(JobConnection,
@@ -220,33 +236,61 @@ class Worker:
     # --- leased claims: the dispatcher
 
     def _run_leased(self, batch: int, until_idle: float | None) -> None:
-        ctl = psycopg.connect(self.dsn, autocommit=True, **self._kw())
+        self._ctl = psycopg.connect(self.dsn, autocommit=True, **self._kw())
         threads = self._start_threads(self._leased_thread)
-        last_claim = time.monotonic()
+        self._last_claim = time.monotonic()
         try:
             while not self._stopping.is_set():
-                self._wake.clear()
-                if self._flush_due(batch):
-                    self._flush(ctl)
-                self._heartbeat(ctl)
-                claimed = 0
-                with self._lock:
-                    room = self.concurrency + batch - len(self._inflight)
-                    hungry = self._queued < self.concurrency
-                if hungry and room > 0:
-                    claimed = self._claim(ctl, min(room, batch))
-                if claimed:
-                    last_claim = time.monotonic()
-                    continue
-                with self._lock:
-                    busy = bool(self._inflight)
-                if (until_idle is not None and not busy
-                        and time.monotonic() - last_claim >= until_idle):
-                    break
-                self._wake.wait(self._next_wait())
-            self._shutdown_leased(ctl, threads)
+                try:
+                    if not self._dispatch(batch, until_idle):
+                        break
+                except psycopg.OperationalError as e:
+                    if not self._ctl.broken:
+                        raise
+                    # The server went away (a restart, a failover): the
+                    # leases outlive this connection; handler threads
+                    # reconnect on their own.
+                    self.log.error("worker %s: lost its connection (%s); reconnecting",
+                                   self.name, str(e).strip())
+                    self._reconnect()
+            try:
+                self._shutdown_leased(self._ctl, threads)
+            except psycopg.OperationalError as e:
+                self.log.error("worker %s: could not hand its jobs back (%s); their leases"
+                               " will run out", self.name, str(e).strip())
         finally:
-            ctl.close()
+            self._ctl.close()
+
+    def _reconnect(self) -> None:
+        while not self._stopping.wait(self.poll_interval):
+            try:
+                self._ctl = psycopg.connect(self.dsn, autocommit=True, **self._kw())
+                self.log.info("worker %s: reconnected", self.name)
+                return
+            except psycopg.OperationalError as e:
+                self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e)
+
+    def _dispatch(self, batch: int, until_idle: float | None) -> bool:
+        """One pass of the dispatcher: report, heartbeat, claim, or wait.
+        False when the worker is idle and may exit (until_idle)."""
+        ctl = self._ctl
+        self._wake.clear()
+        if self._flush_due(batch):
+            self._flush(ctl)
+        self._heartbeat(ctl)
+        with self._lock:
+            room = self.concurrency + batch - len(self._inflight)
+            hungry = self._queued < self.concurrency
+        if hungry and room > 0 and self._claim(ctl, min(room, batch)):
+            self._last_claim = time.monotonic()
+            return True
+        with self._lock:
+            busy = bool(self._inflight)
+        if (until_idle is not None and not busy
+                and time.monotonic() - self._last_claim >= until_idle):
+            return False
+        self._wake.wait(self._next_wait())
+        return True
 
     def _claim(self, ctl: psycopg.Connection[Any], n: int) -> int:
         lease = None if self.lease is None else timedelta(seconds=self.lease)
@@ -304,11 +348,13 @@ class Worker:
                 pass        # all or nothing: find the lost one below
         for c, r in [(c, None) for c in plain] + single:
             try:
-                ctl.execute(_core.COMPLETE, (c.id, c.lease_token, _jsonb(r)))
+                ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
             except _core.LeaseError as e:
                 _core.job_logger(self.log, c).warning(
                     "lease lost, not completed: %s", e.diag.message_primary)
-            except psycopg.DataError as e:
+            except psycopg.Error as e:
+                if ctl.broken:
+                    raise
                 # A result jobq refuses (too large, say): the attempt fails.
                 self._report(ctl, c, _core.FAIL,
                              (c.id, c.lease_token, _core.describe_error(e), None))
@@ -413,27 +459,26 @@ class Worker:
     def _run_leased_job(self, slot: _Slot, c: Claimed, f: _Flight) -> None:
         log = _core.job_logger(self.log, c)
         h = self.registry.handlers.get(c.kind)
-        conn = slot.conn
         deferred = False
         try:
             if h is None:
-                state = self._report(conn, c, _core.FAIL, (
+                state = self._report(slot.conn, c, _core.FAIL, (
                     c.id, c.lease_token, f'no handler for kind "{c.kind}" in worker {self.name}',
                     None))
                 log.error("no handler for this kind; now %s", state)
                 return
             job = Job(c, log, slot)
             try:
-                result = self._call(h, job, slot)
+                result = _dump(self._call(h, job, slot))
             except Snooze as s:
                 slot.reset()
-                if self._report(conn, c, _core.SNOOZE,
+                if self._report(slot.conn, c, _core.SNOOZE,
                                 (c.id, c.lease_token, timedelta(seconds=s.seconds))) is not None:
                     log.info("snoozed for %g s", s.seconds)
                 return
             except RetryIn as r:
                 slot.reset()
-                state = self._report(conn, c, _core.FAIL, (
+                state = self._report(slot.conn, c, _core.FAIL, (
                     c.id, c.lease_token, str(r), timedelta(seconds=r.seconds)))
                 if state is not None:
                     log.info("retry in %g s requested; now %s", r.seconds, state)
@@ -444,24 +489,24 @@ class Worker:
                 return
             except Exception as e:
                 slot.reset()
-                state = self._report(conn, c, _core.FAIL,
+                state = self._report(slot.conn, c, _core.FAIL,
                                      (c.id, c.lease_token, _core.describe_error(e), None))
                 if state is not None:
                     log.warning("failed: %s; now %s", _core.describe_error(e).split("\n", 1)[0],
                                 state, exc_info=e)
                 return
-            if job.used_conn or conn.info.transaction_status != TransactionStatus.IDLE:
+            if job.used_conn or slot.conn.info.transaction_status != TransactionStatus.IDLE:
                 f.finishing = True
                 try:
-                    conn.execute(_core.COMPLETE, (c.id, c.lease_token, _jsonb(result)))
-                    conn.commit()
+                    slot.conn.execute(_core.COMPLETE, (c.id, c.lease_token, result))
+                    slot.conn.commit()
                 except _core.LeaseError as e:
                     slot.reset()
                     log.warning("lease lost, not completed (writes through job.conn rolled back): %s",
                                 e.diag.message_primary)
                 except psycopg.Error as e:
                     slot.reset()
-                    state = self._report(conn, c, _core.FAIL,
+                    state = self._report(slot.conn, c, _core.FAIL,
                                          (c.id, c.lease_token, _core.describe_error(e), None))
                     log.warning("could not commit: %s; now %s", e, state)
             else:
@@ -485,6 +530,13 @@ class Worker:
                 if i == CONFLICT_RETRIES or not job.used_conn:
                     raise
                 job.log.info("conflict (%s), running it again", e.sqlstate)
+                slot.reset()
+            except psycopg.OperationalError:
+                # A connection that died while idle (a server restart) is
+                # found out at its first use: once, reconnect and run again.
+                if i > 0 or not slot.broken():
+                    raise
+                job.log.info("its connection was lost; reconnected, running it again")
                 slot.reset()
         raise AssertionError("unreachable")
 
@@ -562,11 +614,11 @@ class Worker:
                 try:
                     with conn.transaction():
                         result = h.fn(job)
-                        conn.execute(_core.COMPLETE, (c.id, None, _jsonb(result)))
+                        conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
                     return "completed"
                 except CONFLICTS:
-                    # The whole batch's transaction is at stake; retry in place
-                    # only outside serializable isolation.
+                    # Rolled back to the savepoint: run the job again in a
+                    # new one, uncharged.
                     if i == CONFLICT_RETRIES:
                         raise
             raise AssertionError("unreachable")
