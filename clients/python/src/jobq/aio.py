@@ -249,7 +249,8 @@ class AsyncWorker:
                 or time.monotonic() - self._done_since >= FLUSH_DELAY)
 
     def _next_wait(self) -> float:
-        beats = [f.next_beat for f in self._inflight.values() if not f.lost]
+        beats = [f.next_beat for f in self._inflight.values()
+                 if not f.lost and not f.finishing]
         if self._done:
             beats.append(self._done_since + FLUSH_DELAY)
         wait = self.poll_interval

@@ -323,7 +323,8 @@ class Worker:
 
     def _next_wait(self) -> float:
         with self._lock:
-            beats = [f.next_beat for f in self._inflight.values() if not f.lost]
+            beats = [f.next_beat for f in self._inflight.values()
+                     if not f.lost and not f.finishing]
             if self._done:
                 beats.append(self._done_since + FLUSH_DELAY)
         wait = self.poll_interval
