@@ -13,7 +13,8 @@
 # every SQL block of README.md in order (test/doc/run.sh), the isolation
 # suite and the TAP suite, each on a throwaway cluster of its own with jobq
 # preloaded, then the client examples (Python, Node.js, psql;
-# test/clients/run.sh), then fuzzes the cron parser for FUZZ_SECONDS (60)
+# test/clients/run.sh), then the Python package's pytest suite
+# (clients/python/tests/run.sh), then fuzzes the cron parser for FUZZ_SECONDS (60)
 # seconds.  Then the checked build (jobq with assertions and
 # AddressSanitizer, installed into a private copy of PostgreSQL under
 # $BUILD/checked: the installation above stays the one the other suites
@@ -55,7 +56,7 @@ suites_failed=0
 # count_tests SUITE LOG: "PASSED FAILED" as the suite's own summary says,
 # or nothing if the log has no summary (the suite ran no test).
 count_tests() {
-    local suite=$1 log=$2 n m
+    local suite=$1 log=$2 n m p
     case $suite in
         regress | isolation)
             if n=$(sed -n 's/^ *All \([0-9][0-9]*\) tests passed\. *$/\1/p' "$log" | tail -1) && [ -n "$n" ]; then
@@ -78,6 +79,16 @@ count_tests() {
         clients)
             n=$(sed -n 's/^clients: all \([0-9][0-9]*\) checks passed$/\1/p' "$log" | tail -1)
             [ -n "$n" ] && echo "$n 0"
+            ;;
+        python)
+            # pytest's summary line, as "3 failed, 20 passed, 1 error in 41.20s"
+            # (framed in "=" without -q); an error (in a fixture) counts as a
+            # failure.
+            n=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped)[a-z0-9, ]* in [0-9.]+s( \([0-9:]+\))?( =+)?$' "$log" | tail -1)
+            [ -n "$n" ] || return 0
+            p=$(grep -oE '[0-9]+ passed' <<<"$n" | awk '{ print $1 }')
+            m=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$n" | awk '{ f += $1 } END { print f + 0 }')
+            echo "${p:-0} $m"
             ;;
         clang | style | package | doc)
             # One "ok N - ..." or "not ok N - ..." line per test.
@@ -290,6 +301,18 @@ if finish_suite clients "$BUILD/ci-clients.log" "$status"; then
 else
     echo "--- clients FAILED" >&2
     tail -n 80 "$BUILD/ci-clients.log"
+fi
+
+# The Python package (clients/python): installed into a venv, its pytest
+# suite against a cluster of its own.
+start_suite python "the Python package's tests (pytest)"
+status=0
+PGBIN="$PGBIN" bash "$BUILD/clients/python/tests/run.sh" >"$BUILD/ci-python.log" 2>&1 || status=$?
+if finish_suite python "$BUILD/ci-python.log" "$status"; then
+    tail -n 1 "$BUILD/ci-python.log"
+else
+    echo "--- python FAILED" >&2
+    tail -n 150 "$BUILD/ci-python.log"
 fi
 
 # The cron parser under libFuzzer, for a bounded time.

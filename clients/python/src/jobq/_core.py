@@ -1,0 +1,185 @@
+"""What the thread and asyncio workers share: SQL, registry, connections, logging."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, MutableMapping, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+
+logger = logging.getLogger("jobq")
+
+# The leased claim: lease_left is the lease's length as the server counts it,
+# so that heartbeats follow whatever lease the server gave.
+CLAIM = (
+    "SELECT id, kind, payload, attempt, lease_token, lease_expires_at, idempotency_key,"
+    " extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp())::float8"
+    " FROM jobq.claim(%s, %s, %s, %s::interval)"
+)
+# The transaction-scoped claim: no lease, no token; the row locks are the lease.
+CLAIM_IN_TRANSACTION = (
+    "SELECT id, kind, payload, attempt, lease_token, lease_expires_at, idempotency_key,"
+    " NULL::float8 FROM jobq.claim_in_transaction(%s, %s, %s)"
+)
+COMPLETE = "SELECT jobq.complete(%s, %s, %s)"
+COMPLETE_MANY = "SELECT jobq.complete_many(%s::bigint[], %s::bigint[])"
+FAIL = "SELECT jobq.fail(%s, %s, %s, %s::interval)"
+SNOOZE = "SELECT jobq.snooze(%s, %s, %s::interval)"
+HEARTBEAT = "SELECT jobq.heartbeat(%s, %s)"
+STEP_RESULT = "SELECT r IS NOT NULL, r FROM jobq.step_result(%s, %s, %s) AS r"
+RECORD_STEP = "SELECT jobq.record_step(%s, %s, %s, %s)"
+EXTERNAL_KEY = "SELECT jobq.external_key(%s, %s, %s)"
+ONCE = "SELECT jobq.once(%s)"
+
+# SQLSTATE 55000: a stale or ended lease (and a report on a job that is not
+# ours to report on).
+LeaseError = pgerrors.ObjectNotInPrerequisiteState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_name() -> str:
+    """A worker name unique on this host: shown in jobq.jobs and pg_stat_activity."""
+    return f"py-{socket.gethostname()}-{os.getpid()}"
+
+
+def connect_kwargs(name: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """Connection options for every connection of a worker.
+
+    No server-side prepared statements: behind a pooler in transaction mode
+    the next execution may reach a server connection that never saw them.
+    """
+    kw: dict[str, Any] = {"prepare_threshold": None, "application_name": name[:63]}
+    kw.update(extra or {})
+    return kw
+
+
+@dataclass(frozen=True)
+class Handler:
+    kind: str
+    fn: Callable[..., Any]
+    transactional: bool
+    is_async: bool
+
+
+class Registry:
+    """Handlers by kind.  `jobq.handler` registers into the module-level one."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def handler(self, kind: str, *, transactional: bool = False) -> Callable[[F], F]:
+        """Register the decorated function as the handler of `kind`.
+
+        transactional=True declares that the handler writes only to this
+        database, through job.conn: a worker whose handlers are all
+        transactional claims with jobq.claim_in_transaction, and each job's
+        writes and completion commit with the batch.
+        """
+        def register(fn: F) -> F:
+            self.add(kind, fn, transactional=transactional)
+            return fn
+        return register
+
+    def add(self, kind: str, fn: Callable[..., Any], *, transactional: bool = False) -> None:
+        if kind in self.handlers:
+            raise ValueError(f'kind "{kind}" already has a handler')
+        self.handlers[kind] = Handler(kind, fn, transactional,
+                                      inspect.iscoroutinefunction(fn))
+
+    def all_transactional(self) -> bool:
+        return bool(self.handlers) and all(h.transactional for h in self.handlers.values())
+
+
+registry = Registry()
+
+
+def handler(kind: str, *, transactional: bool = False) -> Callable[[F], F]:
+    """Register a handler in the module-level registry (what `python -m jobq worker` runs)."""
+    return registry.handler(kind, transactional=transactional)
+
+
+@dataclass
+class Claimed:
+    """A claimed job as the claim returned it."""
+    id: int
+    kind: str
+    payload: Any
+    attempt: int
+    lease_token: int | None
+    lease_expires_at: datetime | None
+    idempotency_key: str | None
+    lease_seconds: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "Claimed":
+        return cls(int(row[0]), row[1], row[2], int(row[3]),
+                   None if row[4] is None else int(row[4]), row[5], row[6],
+                   None if row[7] is None else float(row[7]))
+
+
+class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with the job's kind, id and attempt, and adds them as
+    record attributes (jobq_kind, jobq_job_id, jobq_attempt) for structured logs."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        e = self.extra or {}
+        extra = dict(kwargs.get("extra") or {})
+        extra.update(jobq_kind=e["kind"], jobq_job_id=e["id"], jobq_attempt=e["attempt"])
+        kwargs["extra"] = extra
+        return f"{e['kind']} job {e['id']} attempt {e['attempt']}: {msg}", kwargs
+
+
+def job_logger(base: logging.Logger, job: Claimed) -> JobLogger:
+    return JobLogger(base, {"kind": job.kind, "id": job.id, "attempt": job.attempt})
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error as jobq records it: its one-line summary first (kept when a long
+    text is clipped), then the traceback."""
+    head = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return head + "\n\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+class JobConnection(psycopg.Connection[Any]):
+    """A handler's connection (not autocommit): the job's transaction begins at its
+    first statement, or at its first transaction() block, which is then a savepoint
+    in it rather than a transaction of its own that would commit before the job's
+    completion."""
+
+    @contextmanager
+    def transaction(self, savepoint_name: str | None = None,
+                    force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
+        with self.lock:
+            self.wait(self._start_query())
+        with super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+
+
+class AsyncJobConnection(psycopg.AsyncConnection[Any]):
+    """JobConnection for asyncio handlers."""
+
+    @asynccontextmanager
+    async def transaction(self, savepoint_name: str | None = None,
+                          force_rollback: bool = False) -> AsyncIterator[psycopg.AsyncTransaction]:
+        async with self.lock:
+            await self.wait(self._start_query())
+        async with super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+
+
+def step_value(row: tuple[Any, ...] | None) -> tuple[bool, Any]:
+    """(recorded, value) from STEP_RESULT's row."""
+    if row is None or not row[0]:
+        return False, None
+    return True, row[1]

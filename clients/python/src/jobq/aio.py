@@ -1,0 +1,545 @@
+"""AsyncWorker: Worker for asyncio handlers (async def), on psycopg's AsyncConnection.
+
+The same claims, heartbeats, reports and shutdown as Worker (worker.py),
+with `concurrency` handler tasks instead of threads.  Each task has its own
+connection: a job's transaction is its connection's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from . import _core
+from ._core import AsyncJobConnection, Claimed, Handler, Registry
+from .errors import LeaseLost, RetryIn, Snooze
+from .job import AsyncJob
+from .worker import CONFLICT_RETRIES, CONFLICTS, FLUSH_DELAY, _Flight, _dump
+
+
+class _AsyncSlot:
+    def __init__(self, dsn: str, kw: dict[str, Any]) -> None:
+        self._dsn, self._kw = dsn, kw
+        self.conn: AsyncJobConnection
+        self._aux: psycopg.AsyncConnection[Any] | None = None
+
+    async def open(self) -> "_AsyncSlot":
+        self.conn = cast(AsyncJobConnection, await AsyncJobConnection.connect(
+            self._dsn, autocommit=False, **self._kw))
+        return self
+
+    async def aux(self) -> psycopg.AsyncConnection[Any]:
+        aux = self._aux
+        if aux is None or aux.closed or aux.broken:
+            aux = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **self._kw)
+            self._aux = aux
+        assert aux is not None
+        return aux
+
+    def broken(self) -> bool:
+        return self.conn.broken or (self._aux is not None and self._aux.broken)
+
+    async def reset(self) -> None:
+        if self._aux is not None and (self._aux.broken or self.conn.broken):
+            await self._aux.close()
+            self._aux = None
+        if self.conn.broken or self.conn.closed:
+            await self.conn.close()
+            await self.open()
+        elif self.conn.info.transaction_status != TransactionStatus.IDLE:
+            await self.conn.rollback()
+
+    async def close(self) -> None:
+        for c in (self.conn, self._aux):
+            if c is not None:
+                await c.close()
+
+
+class AsyncWorker:
+    """Worker for `async def` handlers; the arguments are Worker's."""
+
+    def __init__(self, dsn: str = "", queues: Sequence[str] = ("default",),
+                 concurrency: int = 4, *, name: str | None = None,
+                 batch_size: int | None = None, poll_interval: float = 1.0,
+                 lease: float | None = None, grace: float = 30.0,
+                 registry: Registry | None = None, connect: dict[str, Any] | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        if isinstance(queues, str):
+            queues = [queues]
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.dsn = dsn
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.name = name or _core.default_name()
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.grace = grace
+        self.registry = registry if registry is not None else Registry()
+        self.connect = dict(connect or {})
+        self.log = logger or _core.logger
+        self._stopping = False
+        self._force = False
+        self._wake: asyncio.Event | None = None
+        self._work: asyncio.Queue[Claimed | None] | None = None
+        self._inflight: dict[int, _Flight] = {}
+        self._done: list[tuple[Claimed, Any]] = []
+        self._done_since = 0.0
+        self._slots: list[_AsyncSlot] = []
+
+    def handler(self, kind: str, *, transactional: bool = False) -> Callable[[_core.F], _core.F]:
+        """Register the decorated coroutine function as the handler of `kind`."""
+        return self.registry.handler(kind, transactional=transactional)
+
+    @property
+    def transactional(self) -> bool:
+        return self.registry.all_transactional()
+
+    def stop(self) -> None:
+        """Ask run() to stop (call it in the worker's event loop); twice: at once."""
+        if self._stopping:
+            self._force = True
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stopping:
+            self.log.warning("worker %s: second signal (%s): exiting at once", self.name,
+                             signal.Signals(signum).name)
+            os._exit(128 + signum)
+        self.log.info("worker %s: %s: no more claims; running jobs have %g s to finish",
+                      self.name, signal.Signals(signum).name, self.grace)
+        self.stop()
+
+    async def run(self, *, until_idle: float | None = None,
+                  install_signal_handlers: bool = True) -> None:
+        """As Worker.run."""
+        if not self.registry.handlers:
+            raise ValueError("no handler registered")
+        if not all(h.is_async for h in self.registry.handlers.values()):
+            raise TypeError("AsyncWorker runs async def handlers only; use Worker")
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._work = asyncio.Queue()
+        installed = []
+        if install_signal_handlers:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(s, self._on_signal, s)
+                    installed.append(s)
+                except (NotImplementedError, RuntimeError):
+                    pass
+        batch = self.batch_size or max(self.concurrency, 10)
+        self.log.info("worker %s: queues %s, concurrency %d, %s claim of up to %d jobs (asyncio)",
+                      self.name, ",".join(self.queues), self.concurrency,
+                      "transaction-scoped" if self.transactional else "leased", batch)
+        kw = _core.connect_kwargs(self.name, self.connect)
+        self._slots = [await _AsyncSlot(self.dsn, kw).open() for _ in range(self.concurrency)]
+        try:
+            if self.transactional:
+                await self._run_transactional(batch, until_idle)
+            else:
+                await self._run_leased(batch, until_idle, kw)
+        finally:
+            for s in installed:
+                loop.remove_signal_handler(s)
+            for slot in self._slots:
+                try:
+                    await slot.close()
+                except psycopg.Error:
+                    pass
+            self.log.info("worker %s: stopped", self.name)
+
+    async def _wait_wake(self, timeout: float) -> None:
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # --- leased claims
+
+    async def _run_leased(self, batch: int, until_idle: float | None, kw: dict[str, Any]) -> None:
+        self._ctl = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **kw)
+        tasks = [asyncio.create_task(self._leased_task(slot)) for slot in self._slots]
+        self._last_claim = time.monotonic()
+        try:
+            while not self._stopping:
+                try:
+                    if not await self._dispatch(batch, until_idle):
+                        break
+                except psycopg.OperationalError as e:
+                    if not self._ctl.broken:
+                        raise
+                    self.log.error("worker %s: lost its connection (%s); reconnecting",
+                                   self.name, str(e).strip())
+                    while not self._stopping:
+                        await self._wait_wake(self.poll_interval)
+                        try:
+                            self._ctl = await psycopg.AsyncConnection.connect(
+                                self.dsn, autocommit=True, **kw)
+                            self.log.info("worker %s: reconnected", self.name)
+                            break
+                        except psycopg.OperationalError as e2:
+                            self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e2)
+            try:
+                await self._shutdown_leased(self._ctl, tasks)
+            except psycopg.OperationalError as e:
+                self.log.error("worker %s: could not hand its jobs back (%s); their leases"
+                               " will run out", self.name, str(e).strip())
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self._ctl.close()
+
+    async def _dispatch(self, batch: int, until_idle: float | None) -> bool:
+        """As Worker._dispatch."""
+        assert self._wake is not None and self._work is not None
+        ctl = self._ctl
+        self._wake.clear()
+        if self._flush_due(batch):
+            await self._flush(ctl)
+        await self._heartbeat(ctl)
+        room = self.concurrency + batch - len(self._inflight)
+        if (self._work.qsize() < self.concurrency and room > 0
+                and await self._claim(ctl, min(room, batch))):
+            self._last_claim = time.monotonic()
+            return True
+        if (until_idle is not None and not self._inflight
+                and time.monotonic() - self._last_claim >= until_idle):
+            return False
+        await self._wait_wake(self._next_wait())
+        return True
+
+    async def _claim(self, ctl: psycopg.AsyncConnection[Any], n: int) -> int:
+        assert self._work is not None
+        lease = None if self.lease is None else timedelta(seconds=self.lease)
+        got = 0
+        for q in self.queues:
+            if got >= n:
+                break
+            cur = await ctl.execute(_core.CLAIM, (q, self.name, n - got, lease))
+            rows = await cur.fetchall()
+            now = time.monotonic()
+            for row in rows:
+                c = Claimed.from_row(row)
+                self._inflight[c.id] = _Flight(c, now + (c.lease_seconds or 30.0) / 3)
+                self._work.put_nowait(c)
+            got += len(rows)
+        if len(self.queues) > 1:
+            self.queues.append(self.queues.pop(0))
+        return got
+
+    def _flush_due(self, batch: int) -> bool:
+        """As Worker._flush_due."""
+        if not self._done:
+            return False
+        return (len(self._done) >= len(self._inflight) or len(self._done) >= batch
+                or time.monotonic() - self._done_since >= FLUSH_DELAY)
+
+    def _next_wait(self) -> float:
+        beats = [f.next_beat for f in self._inflight.values()
+                 if not f.lost and not f.finishing]
+        if self._done:
+            beats.append(self._done_since + FLUSH_DELAY)
+        wait = self.poll_interval
+        if beats:
+            wait = min(wait, max(0.0, min(beats) - time.monotonic()))
+        return wait
+
+    async def _flush(self, ctl: psycopg.AsyncConnection[Any]) -> None:
+        done, self._done = self._done, []
+        if not done:
+            return
+        plain = [c for c, r in done if r is None]
+        single = [(c, r) for c, r in done if r is not None]
+        if len(plain) > 1:
+            try:
+                await ctl.execute(_core.COMPLETE_MANY, ([c.id for c in plain],
+                                                        [c.lease_token for c in plain]))
+                plain = []
+            except _core.LeaseError:
+                pass
+        for c, r in [(c, None) for c in plain] + single:
+            try:
+                await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
+            except _core.LeaseError as e:
+                _core.job_logger(self.log, c).warning(
+                    "lease lost, not completed: %s", e.diag.message_primary)
+            except psycopg.Error as e:
+                if ctl.broken:
+                    raise
+                # A result jobq refuses (too large, say): the attempt fails.
+                await self._report(ctl, c, _core.FAIL,
+                                   (c.id, c.lease_token, _core.describe_error(e), None))
+        for c, _ in done:
+            self._inflight.pop(c.id, None)
+
+    async def _heartbeat(self, ctl: psycopg.AsyncConnection[Any]) -> None:
+        now = time.monotonic()
+        due = [f for f in self._inflight.values()
+               if f.next_beat <= now and not f.lost and not f.finishing]
+        for f in due:
+            c = f.claimed
+            try:
+                await ctl.execute(_core.HEARTBEAT, (c.id, c.lease_token))
+                f.next_beat = time.monotonic() + (c.lease_seconds or 30.0) / 3
+            except _core.LeaseError as e:
+                if not f.finishing:
+                    f.lost = True
+                    _core.job_logger(self.log, c).warning(
+                        "lease lost (heartbeat refused): %s", e.diag.message_primary)
+
+    async def _report(self, conn: psycopg.AsyncConnection[Any], c: Claimed, sql: str,
+                      args: tuple[Any, ...]) -> Any:
+        try:
+            cur = await conn.execute(sql, args)
+            row = await cur.fetchone()
+            if not conn.autocommit:
+                await conn.commit()
+            return row[0] if row else None
+        except _core.LeaseError as e:
+            if not conn.autocommit:
+                await conn.rollback()
+            _core.job_logger(self.log, c).warning("lease lost: %s", e.diag.message_primary)
+            return None
+
+    async def _hand_back(self, ctl: psycopg.AsyncConnection[Any], c: Claimed) -> None:
+        if await self._report(ctl, c, _core.SNOOZE, (c.id, c.lease_token, timedelta(0))) is not None:
+            _core.job_logger(self.log, c).info("handed back uncharged (worker stopping)")
+
+    async def _shutdown_leased(self, ctl: psycopg.AsyncConnection[Any],
+                               tasks: list[asyncio.Task[None]]) -> None:
+        assert self._work is not None
+        deadline = time.monotonic() + self.grace
+        while not self._work.empty():
+            c = self._work.get_nowait()
+            if c is not None:
+                self._inflight.pop(c.id, None)
+                await self._hand_back(ctl, c)
+        for _ in tasks:
+            self._work.put_nowait(None)
+        while (not all(t.done() for t in tasks) and not self._force
+               and time.monotonic() < deadline):
+            assert self._wake is not None
+            self._wake.clear()
+            await self._flush(ctl)
+            await self._heartbeat(ctl)
+            await self._wait_wake(min(0.2, self._next_wait()))
+        await self._flush(ctl)
+        left = [f for f in self._inflight.values() if not f.finishing]
+        for f in left:
+            _core.job_logger(self.log, f.claimed).warning(
+                "still running after the %g s grace period", self.grace)
+            await self._hand_back(ctl, f.claimed)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _leased_task(self, slot: _AsyncSlot) -> None:
+        assert self._work is not None and self._wake is not None
+        while True:
+            c = await self._work.get()
+            if c is None:
+                return
+            f = self._inflight.get(c.id)
+            if f is None:
+                continue
+            f.started = True
+            try:
+                await self._run_leased_job(slot, c, f)
+            except asyncio.CancelledError:
+                try:
+                    await slot.reset()
+                except psycopg.Error:
+                    pass
+                raise
+            except Exception:
+                _core.job_logger(self.log, c).exception("could not report the job's outcome")
+                self._inflight.pop(c.id, None)
+                try:
+                    await slot.reset()
+                except psycopg.Error:
+                    self.log.exception("worker %s: cannot reconnect", self.name)
+                    await asyncio.sleep(self.poll_interval)
+            self._wake.set()
+
+    async def _run_leased_job(self, slot: _AsyncSlot, c: Claimed, f: _Flight) -> None:
+        log = _core.job_logger(self.log, c)
+        h = self.registry.handlers.get(c.kind)
+        deferred = False
+        try:
+            if h is None:
+                state = await self._report(slot.conn, c, _core.FAIL, (
+                    c.id, c.lease_token, f'no handler for kind "{c.kind}" in worker {self.name}',
+                    None))
+                log.error("no handler for this kind; now %s", state)
+                return
+            job = AsyncJob(c, log, slot)
+            try:
+                result = _dump(await self._call(h, job, slot))
+            except Snooze as s:
+                await slot.reset()
+                if await self._report(slot.conn, c, _core.SNOOZE,
+                                      (c.id, c.lease_token, timedelta(seconds=s.seconds))) is not None:
+                    log.info("snoozed for %g s", s.seconds)
+                return
+            except RetryIn as r:
+                await slot.reset()
+                state = await self._report(slot.conn, c, _core.FAIL, (
+                    c.id, c.lease_token, str(r), timedelta(seconds=r.seconds)))
+                if state is not None:
+                    log.info("retry in %g s requested; now %s", r.seconds, state)
+                return
+            except LeaseLost as e:
+                await slot.reset()
+                log.warning("%s; its writes through job.conn were rolled back", e)
+                return
+            except Exception as e:
+                await slot.reset()
+                state = await self._report(slot.conn, c, _core.FAIL,
+                                           (c.id, c.lease_token, _core.describe_error(e), None))
+                if state is not None:
+                    log.warning("failed: %s; now %s", _core.describe_error(e).split("\n", 1)[0],
+                                state, exc_info=e)
+                return
+            if job.used_conn or slot.conn.info.transaction_status != TransactionStatus.IDLE:
+                f.finishing = True
+                try:
+                    await slot.conn.execute(_core.COMPLETE, (c.id, c.lease_token, result))
+                    await slot.conn.commit()
+                except _core.LeaseError as e:
+                    await slot.reset()
+                    log.warning("lease lost, not completed (writes through job.conn rolled back): %s",
+                                e.diag.message_primary)
+                except psycopg.Error as e:
+                    await slot.reset()
+                    state = await self._report(slot.conn, c, _core.FAIL,
+                                               (c.id, c.lease_token, _core.describe_error(e), None))
+                    log.warning("could not commit: %s; now %s", e, state)
+            else:
+                deferred = True
+                if not self._done:
+                    self._done_since = time.monotonic()
+                self._done.append((c, result))
+        finally:
+            if not deferred:
+                self._inflight.pop(c.id, None)
+
+    async def _call(self, h: Handler, job: AsyncJob, slot: _AsyncSlot) -> Any:
+        for i in range(CONFLICT_RETRIES + 1):
+            try:
+                return await h.fn(job)
+            except CONFLICTS as e:
+                if i == CONFLICT_RETRIES or not job.used_conn:
+                    raise
+                job.log.info("conflict (%s), running it again", e.sqlstate)
+                await slot.reset()
+            except psycopg.OperationalError:
+                if i > 0 or not slot.broken():
+                    raise
+                job.log.info("its connection was lost; reconnected, running it again")
+                await slot.reset()
+        raise AssertionError("unreachable")
+
+    # --- transaction-scoped claims
+
+    async def _run_transactional(self, batch: int, until_idle: float | None) -> None:
+        tasks = [asyncio.create_task(self._tx_task(slot, batch, until_idle))
+                 for slot in self._slots]
+        while not all(t.done() for t in tasks):
+            if self._stopping:
+                _, pending = await asyncio.wait(tasks, timeout=0 if self._force else self.grace)
+                if pending:
+                    self.log.warning("worker %s: batches still running after the %g s grace"
+                                     " period: rolled back", self.name, self.grace)
+                    for t in pending:
+                        t.cancel()
+                break
+            await asyncio.wait(tasks, timeout=0.2)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _tx_task(self, slot: _AsyncSlot, batch: int, until_idle: float | None) -> None:
+        idle_since = time.monotonic()
+        while not self._stopping:
+            try:
+                n = await self._tx_batch(slot, batch)
+            except asyncio.CancelledError:
+                # Stop the statement in flight; closing the connection then
+                # rolls the batch back, its jobs ready again, uncharged.
+                try:
+                    slot.conn.cancel()
+                except psycopg.Error:
+                    pass
+                raise
+            except psycopg.Error:
+                self.log.exception("worker %s: batch rolled back", self.name)
+                n = 0
+                try:
+                    await slot.reset()
+                except psycopg.Error:
+                    pass
+            if n:
+                idle_since = time.monotonic()
+                continue
+            if until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                return
+            await self._wait_wake(self.poll_interval)
+
+    async def _tx_batch(self, slot: _AsyncSlot, batch: int) -> int:
+        conn = slot.conn
+        jobs: list[Claimed] = []
+        for q in self.queues:
+            if len(jobs) >= batch:
+                break
+            cur = await conn.execute(_core.CLAIM_IN_TRANSACTION, (q, self.name, batch - len(jobs)))
+            jobs.extend(Claimed.from_row(r) for r in await cur.fetchall())
+        if not jobs:
+            await conn.rollback()
+            return 0
+        for c in jobs:
+            await self._tx_job(conn, slot, c)
+        await conn.commit()
+        return len(jobs)
+
+    async def _tx_job(self, conn: AsyncJobConnection, slot: _AsyncSlot, c: Claimed) -> None:
+        log = _core.job_logger(self.log, c)
+        h = self.registry.handlers.get(c.kind)
+        retry_in: timedelta | None = None
+        try:
+            if h is None:
+                raise LookupError(f'no handler for kind "{c.kind}" in worker {self.name}')
+            job = AsyncJob(c, log, slot)
+            for i in range(CONFLICT_RETRIES + 1):
+                try:
+                    async with conn.transaction():
+                        result = await h.fn(job)
+                        await conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
+                    return
+                except CONFLICTS:
+                    if i == CONFLICT_RETRIES:
+                        raise
+            raise AssertionError("unreachable")
+        except (Snooze, RetryIn) as r:
+            error = str(r)
+            retry_in = timedelta(seconds=r.seconds)
+            if isinstance(r, Snooze):
+                error = f"snoozed for {r.seconds:g} s (a transaction-scoped claim charges it)"
+        except Exception as e:
+            error = _core.describe_error(e)
+        if conn.broken:
+            raise psycopg.OperationalError("the connection broke during the batch")
+        cur = await conn.execute(_core.FAIL, (c.id, None, error, retry_in))
+        row = await cur.fetchone()
+        log.warning("failed: %s; now %s", error.split("\n", 1)[0], row[0] if row else "?")
