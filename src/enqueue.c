@@ -50,6 +50,7 @@
 #include "queue_acl.h"
 #include "queues.h"
 #include "shmem.h"
+#include "stats.h"
 
 /* What one enqueue call asks for, as SPI parameters. */
 typedef struct EnqueueArgs
@@ -124,7 +125,7 @@ report_unknown_kind(Datum kind)
 	" SELECT " idval "k.name, coalesce($3, k.queue_id), 'pending', $8," \
 	" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9" nonceval \
 	" FROM jobq.kind k WHERE k.name = $1" \
-	" RETURNING id, in_db"
+	" RETURNING id, in_db, queue_id, kind"
 
 /*
  * Insert one job, with the given id (0: the next of the sequence) and
@@ -162,6 +163,12 @@ insert_job_row(EnqueueArgs *args, Datum payload, int64 id, Datum key)
 	if (JobqExecutePlan(plan, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
 		report_unknown_kind(args->kind);
 	note_wake(args, JobqGetBool(0, 2));
+	{
+		bool		isnull;
+
+		JobqStatsCount(JobqGetInt32(0, 3), TextDatumGetCString(JobqGetDatum(0, 4, &isnull)),
+					   JOBQ_STAT_ENQUEUED, 1);
+	}
 	return JobqGetInt64(0, 1);
 }
 
@@ -626,6 +633,8 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	/* Later statements of this transaction see the new jobs. */
 	CommandCounterIncrement();
 	note_wake(args, kind.in_db);
+	JobqStatsCount(args->queue_isnull ? kind.queue_id : DatumGetInt32(args->queue_id),
+				   TextDatumGetCString(args->kind), JOBQ_STAT_ENQUEUED, n);
 }
 
 PG_FUNCTION_INFO_V1(jobq_enqueue_many);
