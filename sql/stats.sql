@@ -38,7 +38,9 @@ SELECT jobq.register_kind('st.slow', 'st_slow(jsonb)', queue => 'st_a', max_atte
 SELECT jobq.register_kind('st.conflict', 'st_conflict(jsonb)', queue => 'st_a');
 SELECT jobq.register_kind('st.external', queue => 'st_b');
 
--- Nothing counted yet in these queues.
+-- Nothing counted yet in these queues.  (run_pending below also runs the
+-- jobs earlier files left, in their own queues: it is shown only to have
+-- run some.)
 SELECT count(*) AS rows FROM jobq.stats WHERE queue IN ('st_a', 'st_b');
 
 --
@@ -51,7 +53,7 @@ SELECT jobq.enqueue('st.dead', '{"n": 5}') > 0 AS enqueued;
 SELECT jobq.enqueue('st.mail', '{"n": 6}') > 0 AS enqueued;
 SELECT jobq.enqueue('st.slow', '{"n": 7}') > 0 AS enqueued;
 SELECT jobq.enqueue('st.conflict', '{"n": 8}') > 0 AS enqueued;
-SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() > 0 AS ran;
 
 SELECT queue, kind, enqueued, started, completed, failed, retried, held, exhausted,
        rescued, cancelled, timed_out, conflicts, handler_calls
@@ -68,7 +70,7 @@ SELECT kind, handler_calls = (SELECT sum(b) FROM unnest(handler_buckets) b) AS b
 --
 BEGIN;
 SELECT count(*) FROM jobq.enqueue_many('st.ok', ARRAY['{}', '{}']::jsonb[]);
-SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() > 0 AS ran;
 ROLLBACK;
 SELECT kind, enqueued, started, completed FROM jobq.stats WHERE kind = 'st.ok';
 
@@ -87,7 +89,7 @@ RELEASE SAVEPOINT t;
 SELECT kind, enqueued FROM jobq.stats WHERE kind = 'st.ok';
 COMMIT;
 SELECT kind, enqueued FROM jobq.stats WHERE kind = 'st.ok';
-SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() > 0 AS ran;
 
 --
 -- External workers: claim counts the start, complete and fail the end;
