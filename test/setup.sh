@@ -28,10 +28,13 @@ PG_CONFIG=$PGBIN/pg_config
 TEST_USER=${TEST_USER:-pgtest}
 # What the build, the tests and the Debian package need: debhelper,
 # dpkg-dev and postgresql-server-dev-all (pg_buildext's helpers) build the
-# package; pg-bsd-indent is PostgreSQL's indent (test/style.sh).
+# package; pg-bsd-indent is PostgreSQL's indent (test/style.sh);
+# prometheus-postgres-exporter serves contrib/prometheus/queries.yaml in
+# test/t/071_prometheus.pl.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
           clang libclang-rt-14-dev patch libasan8 python3-psycopg pgbouncer
-          postgresql-server-dev-all debhelper dpkg-dev pg-bsd-indent)
+          postgresql-server-dev-all debhelper dpkg-dev pg-bsd-indent
+          prometheus-postgres-exporter)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
