@@ -108,7 +108,7 @@ typedef struct JobqStatsSharedState
 /* An entry of the backend's pending table. */
 typedef struct PendingEntry
 {
-	StatsKey	key;			/* dboid unused: always this database */
+	StatsKey	key;			/* the shared entry's key */
 	bool		dirty;			/* counted something in this transaction */
 	StatsCounters c;
 } PendingEntry;
@@ -418,7 +418,6 @@ flush_pending(void)
 
 		if (!p->dirty)
 			continue;
-		p->key.dboid = MyDatabaseId;
 		entry = hash_search(stats_hash, &p->key, HASH_FIND, NULL);
 		if (entry == NULL)
 		{
@@ -540,6 +539,7 @@ pending_entry(int32 queue_id, const char *kind)
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	memset(&key, 0, sizeof(key));
+	key.dboid = MyDatabaseId;
 	key.queue_id = queue_id;
 	strlcpy(key.kind, kind, sizeof(key.kind));
 	entry = hash_search(pending, &key, HASH_ENTER, &found);
