@@ -38,7 +38,7 @@ SELECT count(*) AS jobs_after_rollback FROM jobq.jobs WHERE payload->>'n' = '100
 -- A failing handler in a batch: the others' effects happen exactly once.
 CREATE FUNCTION hd_picky(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO hd_ledger VALUES ((p->>'n')::bigint + 1000, (p->>'n')::int);
+    INSERT INTO hd_ledger VALUES (-1000 - (p->>'n')::bigint, (p->>'n')::int);
     IF (p->>'n')::int = 3 THEN
         RAISE EXCEPTION 'three is not welcome' USING ERRCODE = 'JQ003', HINT = 'Try four.';
     END IF;
@@ -48,7 +48,7 @@ SELECT jobq.register_kind('hd.picky', 'hd_picky(jsonb)', queue => 'hd',
 SELECT count(*) FROM jobq.enqueue_many('hd.picky',
     ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 5) g));
 SELECT jobq.run_pending() AS ran;
-SELECT n, count(*) FROM hd_ledger WHERE job_id > 1000 GROUP BY n ORDER BY n;
+SELECT n, count(*) FROM hd_ledger WHERE job_id BETWEEN -1999 AND -1001 GROUP BY n ORDER BY n;
 SELECT payload->>'n' AS n, state, attempt, last_error, run_at > now() AS backing_off
   FROM jobq.jobs WHERE kind = 'hd.picky' ORDER BY (payload->>'n')::int;
 SELECT e.attempt, e.sqlstate, e.message, e.hint,
@@ -117,7 +117,7 @@ SELECT state, last_error FROM jobq.jobs WHERE kind = 'hd.temp';
 -- effects and its completion are one transaction.
 CREATE PROCEDURE hd_proc(p jsonb) LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO hd_ledger VALUES (5000 + (p->>'n')::int, (p->>'n')::int);
+    INSERT INTO hd_ledger VALUES (-5000 - (p->>'n')::int, (p->>'n')::int);
     IF p ? 'commit' THEN
         COMMIT;
     END IF;
@@ -128,7 +128,7 @@ SELECT jobq.enqueue('hd.proc', '{"n": 2, "commit": true}') IS NOT NULL AS enqueu
 SELECT jobq.run_pending() AS ran;
 SELECT payload->>'n' AS n, state, last_error FROM jobq.jobs WHERE kind = 'hd.proc'
  ORDER BY 1;
-SELECT job_id - 5000 AS proc_effects FROM hd_ledger WHERE job_id > 5000 ORDER BY 1;
+SELECT -5000 - job_id AS proc_effects FROM hd_ledger WHERE job_id < -5000 ORDER BY 1;
 
 -- Side effects without retry_safe: a failure holds the job.
 CREATE FUNCTION hd_mailer(p jsonb) RETURNS void LANGUAGE plpgsql AS $$

@@ -67,12 +67,8 @@ typedef struct EnqueueArgs
 	Oid			caller;			/* the role that enqueues */
 } EnqueueArgs;
 
-static SPIPlanPtr plan_insert;
-static SPIPlanPtr plan_insert_02;
 static SPIPlanPtr plan_kind_row;
 static SPIPlanPtr plan_take_key;
-static SPIPlanPtr plan_insert_keyed;
-static SPIPlanPtr plan_insert_keyed_02;
 static SPIPlanPtr plan_existing_key;
 
 /* Kind settings a direct insert needs. */
@@ -84,6 +80,8 @@ typedef struct KindRow
 } KindRow;
 
 static KindRow lookup_kind(Datum kind);
+static void insert_jobs_direct(EnqueueArgs *args, const KindRow *kind, Datum *payloads,
+							   int n, int64 given_id, Datum key, int64 *ids);
 
 
 /*
@@ -116,60 +114,18 @@ report_unknown_kind(Datum kind)
 }
 
 /*
- * The INSERT of a job: "idcol" and "idval" for an id given as a parameter,
- * and with 0.3 objects, the key nonce as parameter $10.
- */
-#define INSERT_JOB_SQL(idcol, idval, noncecol, nonceval) \
-	"INSERT INTO jobq.job (" idcol "kind, queue_id, state, lane, in_db, priority," \
-	" max_attempts, run_at, payload, idempotency_key, concurrency_key" noncecol ")" \
-	" SELECT " idval "k.name, coalesce($3, k.queue_id), 'pending', $8," \
-	" k.handler IS NOT NULL, $5, k.max_attempts, $4, $2, $7, $9" nonceval \
-	" FROM jobq.kind k WHERE k.name = $1" \
-	" RETURNING id, in_db, queue_id, kind"
-
-/*
  * Insert one job, with the given id (0: the next of the sequence) and
- * idempotency key (0: none), and return its id.
+ * idempotency key (0: none), and return its id.  Raises 42704 for an
+ * unknown kind.
  */
 static int64
 insert_job_row(EnqueueArgs *args, Datum payload, int64 id, Datum key)
 {
-	Oid			argtypes[10] = {TEXTOID, JSONBOID, INT4OID, TIMESTAMPTZOID, INT4OID,
-	INT8OID, TEXTOID, CHAROID, TEXTOID, INT8OID};
-	Datum		values[10] = {args->kind, payload, args->queue_id, args->run_at,
-		args->priority, Int64GetDatum(id), key, args->lane, args->concurrency_key,
-	Int64GetDatum(JobqNewKeyNonce())};
-	char		nulls[10] = {' ', ' ', args->queue_isnull ? 'n' : ' ', ' ', ' ',
-		' ', key ? ' ' : 'n', ' ', args->concurrency_key_isnull ? 'n' : ' ',
-	' '};
-	SPIPlanPtr	plan;
+	KindRow		kind = lookup_kind(args->kind);
+	int64		new_id;
 
-	if (id != 0 && JobqObjectsAreCurrent())
-		plan = JobqPreparePlan(&plan_insert_keyed,
-							   INSERT_JOB_SQL("id, ", "$6, ", ", key_nonce", ", $10"),
-							   10, argtypes);
-	else if (id != 0)
-		plan = JobqPreparePlan(&plan_insert_keyed_02,
-							   INSERT_JOB_SQL("id, ", "$6, ", "", ""),
-							   9, argtypes);
-	else if (JobqObjectsAreCurrent())
-		plan = JobqPreparePlan(&plan_insert,
-							   INSERT_JOB_SQL("", "", ", key_nonce", ", $10"),
-							   10, argtypes);
-	else
-		plan = JobqPreparePlan(&plan_insert_02,
-							   INSERT_JOB_SQL("", "", "", ""),
-							   9, argtypes);
-	if (JobqExecutePlan(plan, values, nulls, SPI_OK_INSERT_RETURNING, 0) != 1)
-		report_unknown_kind(args->kind);
-	note_wake(args, JobqGetBool(0, 2));
-	{
-		bool		isnull;
-
-		JobqStatsCount(JobqGetInt32(0, 3), TextDatumGetCString(JobqGetDatum(0, 4, &isnull)),
-					   JOBQ_STAT_ENQUEUED, 1);
-	}
-	return JobqGetInt64(0, 1);
+	insert_jobs_direct(args, &kind, &payload, 1, id, key, &new_id);
+	return new_id;
 }
 
 /* Insert one job without a key and return its id. */
@@ -487,19 +443,21 @@ job_attnum(TupleDesc desc, const char *name)
 }
 
 /*
- * Insert many unkeyed jobs the way COPY does: tuples built here, written
- * with table_multi_insert (one WAL record per page instead of one per
- * row), then their index entries.  jobq.job has no triggers, no CHECK
- * constraints and no default that is not set here, so nothing of the
- * executor's INSERT path is skipped.  Ids go to the tuplestore in payload
- * order.  Must run between JobqBeginAccess and JobqEndAccess (the table's
- * owner writes it).
+ * Insert n jobs of one kind the way COPY does, without the executor: tuples
+ * built here, written with table_multi_insert (one WAL record per page
+ * instead of one per row), then their index entries, whose unique checks
+ * are the executor's.  The executor's INSERT, even of one prepared row,
+ * cost more than the rest of an enqueue; jobq.job has no triggers, no
+ * CHECK constraints and no default that is not set here, so nothing of it
+ * is skipped.  Ids come from the sequence, or given_id for the one job of
+ * a key taken in jobq.job_key; key (0: none) is the idempotency key of
+ * that job.  The ids go to ids[], in payload order.  Must run between
+ * JobqBeginAccess and JobqEndAccess (the table's owner writes it).
  */
 static void
-insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
-				   Tuplestorestate *store, TupleDesc store_desc)
+insert_jobs_direct(EnqueueArgs *args, const KindRow *kind, Datum *payloads, int n,
+				   int64 given_id, Datum key, int64 *ids)
 {
-	KindRow		kind = lookup_kind(args->kind);
 	Oid			nspid;
 	Oid			job_relid;
 	Oid			seq_relid;
@@ -508,7 +466,6 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	TupleDesc	desc;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	BulkInsertState bistate;
 	TupleTableSlot **slots;
 	CommandId	cid = GetCurrentCommandId(true);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
@@ -529,9 +486,12 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 				a_in_db,
 				a_kind,
 				a_payload,
+				a_idempotency_key,
+				a_concurrency_key,
 				a_key_nonce;
 
 	Assert(JobqInsideAccess());
+	Assert(given_id == 0 || n == 1);
 
 	nspid = JobqRequireExtension()->schema;
 	job_relid = get_relname_relid("job", nspid);
@@ -560,6 +520,8 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	a_in_db = job_attnum(desc, "in_db");
 	a_kind = job_attnum(desc, "kind");
 	a_payload = job_attnum(desc, "payload");
+	a_idempotency_key = job_attnum(desc, "idempotency_key");
+	a_concurrency_key = job_attnum(desc, "concurrency_key");
 	/* Objects older than 0.3 have no nonce column. */
 	a_key_nonce = JobqObjectsAreCurrent() ? job_attnum(desc, "key_nonce") : InvalidAttrNumber;
 
@@ -567,8 +529,6 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
-	bistate = NULL;				/* a ring of 16MB would evict the queue's own
-								 * pages */
 	slots = palloc(sizeof(TupleTableSlot *) * chunk);
 	for (i = 0; i < chunk; i++)
 		slots[i] = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));
@@ -582,7 +542,7 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 			TupleTableSlot *slot = slots[i];
 			Datum	   *v = slot->tts_values;
 			bool	   *isnull = slot->tts_isnull;
-			int64		id = nextval_internal(seq_relid, false);
+			int64		id = given_id != 0 ? given_id : nextval_internal(seq_relid, false);
 
 			ExecClearTuple(slot);
 			memset(isnull, true, sizeof(bool) * natts);
@@ -591,12 +551,12 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 			v[a_created_at - 1] = TimestampTzGetDatum(now);
 			v[a_lease_token - 1] = Int64GetDatum(0);
 			v[a_state - 1] = ObjectIdGetDatum(state_pending);
-			v[a_queue_id - 1] = args->queue_isnull ? Int32GetDatum(kind.queue_id) : args->queue_id;
+			v[a_queue_id - 1] = args->queue_isnull ? Int32GetDatum(kind->queue_id) : args->queue_id;
 			v[a_priority - 1] = args->priority;
 			v[a_attempt - 1] = Int32GetDatum(0);
-			v[a_max_attempts - 1] = Int32GetDatum(kind.max_attempts);
+			v[a_max_attempts - 1] = Int32GetDatum(kind->max_attempts);
 			v[a_lane - 1] = args->lane;
-			v[a_in_db - 1] = BoolGetDatum(kind.in_db);
+			v[a_in_db - 1] = BoolGetDatum(kind->in_db);
 			v[a_kind - 1] = args->kind;
 			v[a_payload - 1] = payloads[done + i];
 			isnull[a_id - 1] = isnull[a_run_at - 1] = isnull[a_created_at - 1] = false;
@@ -604,16 +564,27 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 			isnull[a_priority - 1] = isnull[a_attempt - 1] = isnull[a_max_attempts - 1] = false;
 			isnull[a_lane - 1] = isnull[a_in_db - 1] = isnull[a_kind - 1] = false;
 			isnull[a_payload - 1] = false;
+			if (key != (Datum) 0)
+			{
+				v[a_idempotency_key - 1] = key;
+				isnull[a_idempotency_key - 1] = false;
+			}
+			if (!args->concurrency_key_isnull)
+			{
+				v[a_concurrency_key - 1] = args->concurrency_key;
+				isnull[a_concurrency_key - 1] = false;
+			}
 			if (a_key_nonce != InvalidAttrNumber)
 			{
 				v[a_key_nonce - 1] = Int64GetDatum(JobqNewKeyNonce());
 				isnull[a_key_nonce - 1] = false;
 			}
 			ExecStoreVirtualTuple(slot);
-			tuplestore_putvalues(store, store_desc, &v[a_id - 1], &isnull[a_id - 1]);
+			ids[done + i] = id;
 		}
 
-		table_multi_insert(rel, slots, k, cid, 0, bistate);
+		/* No bulk-insert ring: one of 16MB would evict the queue's own pages. */
+		table_multi_insert(rel, slots, k, cid, 0, NULL);
 		for (i = 0; i < k; i++)
 		{
 			List	   *recheck;
@@ -627,13 +598,14 @@ insert_many_direct(EnqueueArgs *args, Datum *payloads, int n,
 
 	for (i = 0; i < chunk; i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
+	pfree(slots);
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	/* Later statements of this transaction see the new jobs. */
 	CommandCounterIncrement();
-	note_wake(args, kind.in_db);
-	JobqStatsCount(args->queue_isnull ? kind.queue_id : DatumGetInt32(args->queue_id),
+	note_wake(args, kind->in_db);
+	JobqStatsCount(args->queue_isnull ? kind->queue_id : DatumGetInt32(args->queue_id),
 				   TextDatumGetCString(args->kind), JOBQ_STAT_ENQUEUED, n);
 }
 
@@ -709,7 +681,20 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	if (n == 0)
 		(void) lookup_kind(args.kind);
 	else if (keys == NULL)
-		insert_many_direct(&args, payloads, n, rsinfo->setResult, rsinfo->setDesc);
+	{
+		KindRow		kind = lookup_kind(args.kind);
+		int64	   *ids = palloc(sizeof(int64) * n);
+
+		insert_jobs_direct(&args, &kind, payloads, n, 0, (Datum) 0, ids);
+		for (i = 0; i < n; i++)
+		{
+			Datum		id = Int64GetDatum(ids[i]);
+			bool		isnull = false;
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		}
+		pfree(ids);
+	}
 	else
 	{
 		for (i = 0; i < n; i++)

@@ -59,6 +59,7 @@ static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_upsert;
 static SPIPlanPtr plan_delete;
 static SPIPlanPtr plan_placeholder;
+static SPIPlanPtr plan_payload;
 
 static const char *const event_names[] = {"insert", "update", "delete"};
 
@@ -445,6 +446,29 @@ PG_FUNCTION_INFO_V1(jobq_dispatch);
  * writers need no right on jobq.  Any error is the writer's: the write
  * fails.
  */
+/*
+ * The statement that builds a dispatched job's payload, prepared once per
+ * session: parsing and planning it for each row cost more than the rest of
+ * the dispatch.  It names only pg_catalog's functions, qualified, and no
+ * relation, so it is the same for every writer and table.
+ */
+static SPIPlanPtr
+prepare_payload_plan(Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare_cursor("SELECT pg_catalog.jsonb_build_object("
+							  "'subscription', $1, 'op', $2, 'table', $3,"
+							  " 'old', pg_catalog.to_jsonb($4), 'new', pg_catalog.to_jsonb($5))",
+							  5, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for the payload of a subscription: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
 Datum
 jobq_dispatch(PG_FUNCTION_ARGS)
 {
@@ -501,9 +525,12 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 				 errmsg("function \"%s\" handles only INSERT, UPDATE and DELETE",
 						"jobq.dispatch")));
 
-	/* The payload, as the writer. */
+	/*
+	 * The payload, as the writer.  The rows are passed as "record", whose
+	 * values carry their own row type: one plan serves every table.
+	 */
 	argtypes[0] = argtypes[1] = argtypes[2] = TEXTOID;
-	argtypes[3] = argtypes[4] = desc->tdtypeid;
+	argtypes[3] = argtypes[4] = RECORDOID;
 	values[0] = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
 	values[1] = CStringGetTextDatum(op);
 	values[2] = CStringGetTextDatum(qualified_name(RelationGetRelid(rel)));
@@ -519,10 +546,9 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
-							   "'subscription', $1, 'op', $2, 'table', $3,"
-							   " 'old', pg_catalog.to_jsonb($4), 'new', pg_catalog.to_jsonb($5))",
-							   5, argtypes, values, nulls, false, 1);
+	if (plan_payload == NULL)
+		plan_payload = prepare_payload_plan(argtypes);
+	rc = SPI_execute_plan(plan_payload, values, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not build the payload of subscription \"%s\"",
 			 trigdata->tg_trigger->tgargs[0]);

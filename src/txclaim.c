@@ -40,7 +40,11 @@
  * (a crash restart, or a restart): a poison job then starts over with
  * JOBQ_TXCLAIM_SUSPECT_AFTER + max_attempts claims to go.  A job whose
  * claim crashes the whole server is not caught that way: use jobq.claim
- * for work that can.  When JOBQ_TXCLAIM_TRACKED jobs are counted, claims
+ * for work that can.  A count also ends when its job is no longer pending
+ * (another worker finished or leased it, an operator cancelled it, it was
+ * purged): once JOBQ_TXCLAIM_SWEEP_AT jobs are counted, a claim first
+ * forgets those, so that counts of jobs finished elsewhere do not fill the
+ * table.  When JOBQ_TXCLAIM_TRACKED jobs are counted all the same, claims
  * of further jobs are not counted until entries end (a LOG line says so).
  *
  * Locking protocol.  TxClaimShared->lock (tranche "jobq txclaim") guards
@@ -110,6 +114,7 @@ typedef struct TxClaimShared
 	LWLock	   *lock;
 	pg_atomic_uint32 nentries;	/* entries in the table */
 	pg_atomic_uint32 nowed;		/* sum of the entries' owed */
+	pg_atomic_uint64 last_sweep;	/* TimestampTz of the last sweep's start */
 } TxClaimShared;
 
 /* A job claimed here. */
@@ -152,6 +157,7 @@ static SPIPlanPtr plan_charge;
 static SPIPlanPtr plan_complete;
 static SPIPlanPtr plan_complete_many;
 static SPIPlanPtr plan_fail_rules;
+static SPIPlanPtr plan_not_pending;
 
 static Size
 txclaim_shmem_size(void)
@@ -185,6 +191,7 @@ txclaim_shmem_startup(void)
 		TxShared->lock = &(GetNamedLWLockTranche("jobq txclaim"))->lock;
 		pg_atomic_init_u32(&TxShared->nentries, 0);
 		pg_atomic_init_u32(&TxShared->nowed, 0);
+		pg_atomic_init_u64(&TxShared->last_sweep, 0);
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(TxClaimKey);
@@ -214,10 +221,11 @@ make_key(TxClaimKey *key, int64 job_id)
 
 /*
  * Count a claim of job_id that ended without an outcome; a suspect's is
- * owed an attempt.  Runs at the end of a (sub)transaction: raises no ERROR.
- * The caller holds the exclusive lock.
+ * owed an attempt.  Returns false if the table is full.  Runs at the end
+ * of a (sub)transaction: raises no ERROR.  The caller holds the exclusive
+ * lock.
  */
-static void
+static bool
 count_unfinished(int64 job_id, bool suspect)
 {
 	TxClaimKey	key;
@@ -225,15 +233,21 @@ count_unfinished(int64 job_id, bool suspect)
 	bool		found;
 
 	make_key(&key, job_id);
-	entry = hash_search(TxTable, &key, HASH_ENTER_NULL, &found);
+
+	/*
+	 * A shared hash table takes what shared memory has left once its
+	 * preallocated entries are in use, which the lock table needs: hold it to
+	 * its size.
+	 */
+	entry = hash_search(TxTable, &key, HASH_FIND, NULL);
+	if (entry == NULL && pg_atomic_read_u32(&TxShared->nentries) >= JOBQ_TXCLAIM_TRACKED)
+		return false;
 	if (entry == NULL)
-	{
-		ereport(LOG,
-				(errmsg("jobq could not count an unfinished claim of job %lld",
-						(long long) job_id),
-				 errdetail("%d jobs are counted already.", JOBQ_TXCLAIM_TRACKED)));
-		return;
-	}
+		entry = hash_search(TxTable, &key, HASH_ENTER_NULL, &found);
+	else
+		found = true;
+	if (entry == NULL)
+		return false;
 	if (!found)
 	{
 		entry->unfinished = 0;
@@ -247,6 +261,21 @@ count_unfinished(int64 job_id, bool suspect)
 		entry->owed++;
 		pg_atomic_fetch_add_u32(&TxShared->nowed, 1);
 	}
+	return true;
+}
+
+/* Say once per transaction end that claims could not be counted. */
+static void
+report_uncounted(int uncounted, int64 first_job_id)
+{
+	if (uncounted == 0)
+		return;
+	ereport(LOG,
+			(errmsg("jobq could not count %d unfinished transaction-scoped claims, of job %lld and others",
+					uncounted, (long long) first_job_id),
+			 errdetail("The shared table of such counts is full (%d jobs).",
+					   (int) pg_atomic_read_u32(&TxShared->nentries)),
+			 errhint("Jobs whose claims keep ending without an outcome are counted again once entries are freed.")));
 }
 
 /* End job_id's count.  The caller holds the exclusive lock. */
@@ -319,6 +348,8 @@ txclaim_xact_callback(XactEvent event, void *arg)
 	{
 		bool		counted = pg_atomic_read_u32(&TxShared->nentries) > 0;
 		bool		locked = false;
+		int			uncounted = 0;
+		int64		first_uncounted = 0;
 
 		for (i = 0; i < nclaimed; i++)
 		{
@@ -334,8 +365,9 @@ txclaim_xact_callback(XactEvent event, void *arg)
 			}
 			if (finished)
 				forget_job(claimed[i].id);
-			else
-				count_unfinished(claimed[i].id, claimed[i].suspect);
+			else if (!count_unfinished(claimed[i].id, claimed[i].suspect) &&
+					 uncounted++ == 0)
+				first_uncounted = claimed[i].id;
 		}
 		for (i = 0; i < ncharges; i++)
 		{
@@ -348,6 +380,7 @@ txclaim_xact_callback(XactEvent event, void *arg)
 		}
 		if (locked)
 			LWLockRelease(TxShared->lock);
+		report_uncounted(uncounted, first_uncounted);
 	}
 	/* TopTransactionContext, which holds them, goes away now. */
 	claimed = NULL;
@@ -368,6 +401,8 @@ txclaim_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	int			level = GetCurrentTransactionNestLevel();
 	int			kept = 0;
+	int			uncounted = 0;
+	int64		first_uncounted = 0;
 	int			i;
 
 	if (event == SUBXACT_EVENT_COMMIT_SUB)
@@ -391,8 +426,10 @@ txclaim_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	{
 		if (claimed[i].level >= level)
 		{
-			if (TxShared != NULL)
-				count_unfinished(claimed[i].id, claimed[i].suspect);
+			if (TxShared != NULL &&
+				!count_unfinished(claimed[i].id, claimed[i].suspect) &&
+				uncounted++ == 0)
+				first_uncounted = claimed[i].id;
 			continue;
 		}
 		if (claimed[i].done_level >= level)
@@ -413,7 +450,10 @@ txclaim_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	ncharges = kept;
 	if (TxShared != NULL)
+	{
 		LWLockRelease(TxShared->lock);
+		report_uncounted(uncounted, first_uncounted);
+	}
 }
 
 /* Find job_id among the jobs claimed here without an outcome, or raise. */
@@ -470,6 +510,84 @@ remember_claim(int64 job_id, bool suspect, Oid role, char *worker, TimestampTz n
 	job->role = role;
 	job->claimed_at = now;
 	job->worker = worker;
+}
+
+/*
+ * Whether this backend is the one to sweep now: the table is filling up
+ * and no sweep started in the last JOBQ_TXCLAIM_SWEEP_INTERVAL_MS.
+ */
+static bool
+take_sweep_turn(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		last;
+
+	if (pg_atomic_read_u32(&TxShared->nentries) < JOBQ_TXCLAIM_SWEEP_AT)
+		return false;
+	last = pg_atomic_read_u64(&TxShared->last_sweep);
+	if (!TimestampDifferenceExceeds((TimestampTz) last, now, JOBQ_TXCLAIM_SWEEP_INTERVAL_MS))
+		return false;
+	return pg_atomic_compare_exchange_u64(&TxShared->last_sweep, &last, (uint64) now);
+}
+
+/*
+ * End the counts of this database's jobs that are no longer pending: they
+ * were finished, leased or purged by other means, and their count would
+ * only take a slot.  A job that is pending again later starts a new count.
+ * Must run between JobqBeginAccess and JobqEndAccess.
+ */
+static void
+forget_jobs_not_pending(void)
+{
+	HASH_SEQ_STATUS scan;
+	TxClaimEntry *entry;
+	Datum	   *ids = palloc(sizeof(Datum) * JOBQ_TXCLAIM_TRACKED);
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	int			n = 0;
+	int			gone;
+	int			i;
+
+	LWLockAcquire(TxShared->lock, LW_SHARED);
+	hash_seq_init(&scan, TxTable);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		if (entry->key.dboid == MyDatabaseId && entry->charger == 0 &&
+			n < JOBQ_TXCLAIM_TRACKED)
+			ids[n++] = Int64GetDatum(entry->key.job_id);
+	LWLockRelease(TxShared->lock);
+	if (n == 0)
+	{
+		pfree(ids);
+		return;
+	}
+
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	JobqPreparePlan(&plan_not_pending,
+					"SELECT i.id FROM pg_catalog.unnest($1) AS i(id)"
+					" WHERE NOT EXISTS (SELECT FROM jobq.job j"
+					"   WHERE j.id = i.id AND j.state = 'pending')",
+					1, argtypes);
+	gone = JobqExecutePlan(plan_not_pending, values, NULL, SPI_OK_SELECT, 0);
+	if (gone > 0)
+	{
+		LWLockAcquire(TxShared->lock, LW_EXCLUSIVE);
+		for (i = 0; i < gone; i++)
+		{
+			TxClaimKey	key;
+
+			make_key(&key, JobqGetInt64(i, 1));
+			entry = hash_search(TxTable, &key, HASH_FIND, NULL);
+			if (entry != NULL && entry->charger == 0)
+				forget_job(key.job_id);
+		}
+		LWLockRelease(TxShared->lock);
+	}
+	ereport(DEBUG1,
+			(errmsg_internal("jobq forgot the unfinished-claim counts of %d of %d jobs, no longer pending",
+							 gone, n)));
+	pfree(DatumGetPointer(values[0]));
+	pfree(ids);
 }
 
 /*
@@ -778,6 +896,8 @@ jobq_claim_in_transaction(PG_FUNCTION_ARGS)
 		(void) JobqQueueForPrivilege(PG_GETARG_DATUM(0), access.caller, JOBQ_WORK, NULL);
 
 	(void) JobqPromoteDueJobs();
+	if (take_sweep_turn())
+		forget_jobs_not_pending();
 	if (pg_atomic_read_u32(&TxShared->nowed) > 0)
 		charge_owed_attempts();
 

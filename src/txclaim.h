@@ -21,6 +21,14 @@
 /* Jobs whose claims without an outcome shared memory counts at most. */
 #define JOBQ_TXCLAIM_TRACKED		4096
 
+/*
+ * Counts kept in shared memory past which a transaction-scoped claim first
+ * forgets those of jobs no longer pending (finished, or leased, by other
+ * means), at most once per JOBQ_TXCLAIM_SWEEP_INTERVAL_MS in a cluster.
+ */
+#define JOBQ_TXCLAIM_SWEEP_AT		(JOBQ_TXCLAIM_TRACKED / 4 * 3)
+#define JOBQ_TXCLAIM_SWEEP_INTERVAL_MS	10000
+
 /* Suspects one transaction-scoped claim charges at most before its pick. */
 #define JOBQ_TXCLAIM_CHARGE_BATCH	100
 

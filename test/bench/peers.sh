@@ -10,7 +10,8 @@
 #
 # Systems:
 #   floor      a plain table: INSERT; drained by 2 connections deleting
-#              100 rows per statement (FOR UPDATE SKIP LOCKED)
+#              100 rows per statement (FOR UPDATE SKIP LOCKED); latency: a
+#              LISTENing client woken by the enqueue's NOTIFY at commit
 #   jobq       enqueue / enqueue_many; drained by its background workers
 #              (a kind with a no-op SQL handler, default worker settings)
 #   jobq-ext   drained by 2 external-worker connections: claim 100 +
@@ -59,7 +60,7 @@ else
 fi
 SCENARIOS=${SCENARIOS:-enqueue_1 enqueue_1000 drain latency drain_big}
 SYSTEMS="floor jobq jobq-ext graphile pgboss pgq"
-LATENCY_SYSTEMS="jobq graphile graphile-defaults pgboss pgq"
+LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
 
 # Debian packages and npm modules the run needs.
 ensure_tools() {
@@ -174,7 +175,7 @@ systems_of() {
     case $1 in
         enqueue_1 | enqueue_1000) echo floor jobq graphile pgboss pgq ;;
         drain | drain_big) echo floor jobq jobq-ext graphile pgboss pgq ;;
-        latency) echo jobq graphile graphile-defaults pgboss pgq ;;
+        latency) echo floor jobq graphile graphile-defaults pgboss pgq ;;
     esac
 }
 
@@ -431,7 +432,8 @@ render() {
         echo "- latency: a producer enqueues one job every 20 ms; each job's latency runs from the"
         echo "  commit timestamp of its enqueuing transaction (\`track_commit_timestamp\`, taken as the"
         echo "  commit starts to flush its WAL) to a \`clock_timestamp()\` taken as the job starts:"
-        echo "  one clock, the server's. Per system:"
+        echo "  one clock, the server's. The floor is a consumer woken by the commit (LISTEN/NOTIFY):"
+        echo "  no system that waits for the commit to be visible can start a job sooner. Per system:"
         echo
         if [ -f "$base-methods.md" ]; then
             sed 's/^/  /' "$base-methods.md"

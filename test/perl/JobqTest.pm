@@ -9,6 +9,12 @@
 #
 #   my $node = use_node(PostgreSQL::Test::Cluster->new('name'));
 #
+# or, for a node with jobq preloaded, started:
+#
+#   my $node = use_node(jobq_node('name', qq{
+#   jobq.workers_per_database = 1
+#   }));
+#
 # A helper whose variant in some test means something else (another
 # default database, another order of arguments, other settings around the
 # call) stays in that test.
@@ -17,10 +23,11 @@ package JobqTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use PostgreSQL::Test::Cluster;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-our @EXPORT_OK = qw(use_node sql sql_as error_as wait_sleeping wait_workers
+our @EXPORT_OK = qw(use_node jobq_node sql sql_as error_as wait_sleeping wait_workers
   poll_within gone);
 
 # The node every helper below talks to.
@@ -31,6 +38,19 @@ sub use_node
 {
     $node = shift;
     return $node;
+}
+
+# A new node with jobq in shared_preload_libraries and SETTINGS (lines of
+# postgresql.conf) after it, started.
+sub jobq_node
+{
+    my ($name, $settings) = @_;
+    my $new = PostgreSQL::Test::Cluster->new($name);
+    $new->init;
+    $new->append_conf('postgresql.conf',
+        "shared_preload_libraries = 'jobq'\n" . ($settings // ''));
+    $new->start;
+    return $new;
 }
 
 # The output of a query in a database ('postgres' if none is given); dies

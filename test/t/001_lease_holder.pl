@@ -14,19 +14,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql gone);
+use JobqTest qw(use_node jobq_node sql gone);
 use Time::HiRes qw(time);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('lease_holder'));
-$node->init;
 # No background workers at first: they sweep lost leases by themselves,
 # and one that rescued a lease first would leave jobq.rescue_leases()
 # below nothing to do.
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('lease_holder', qq{
 jobq.workers_per_database = 0
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

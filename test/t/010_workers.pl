@@ -10,17 +10,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('workers'));
-$node->init;
 # A long poll interval at first: the jobs below must be picked up because
 # the enqueue woke a worker at commit, not because a worker polled.
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('workers', qq{
 jobq.poll_interval = '1h'
-});
-$node->start;
+}));
 
 $node->safe_psql('postgres', q{
     CREATE EXTENSION jobq;

@@ -9,21 +9,17 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node poll_within);
+use JobqTest qw(use_node jobq_node poll_within);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('new_database'));
-$node->init;
 # log_min_messages = debug1 shows the probes: the postmaster's "starting
 # background worker process "jobq worker <database oid>/<rank>"", then the
 # worker's "jobq worker stops: the database has no jobq extension".
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('new_database', qq{
 jobq.max_workers = 16
 max_worker_processes = 24
 jobq.poll_interval = '100ms'
 log_min_messages = debug1
-});
-$node->start;
+}));
 
 # The launcher re-probes a database without jobq only once a minute, so
 # jobs that complete well within that prove that CREATE EXTENSION itself

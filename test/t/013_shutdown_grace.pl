@@ -11,16 +11,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_sleeping wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_sleeping wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('shutdown_grace'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('shutdown_grace', qq{
 jobq.poll_interval = '100ms'
 jobq.shutdown_grace = '10s'
-});
-$node->start;
+}));
 
 # Settings for the next start: ALTER SYSTEM without a reload changes
 # nothing now; the restart picks them up.

@@ -12,17 +12,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_sleeping wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_sleeping wait_workers);
 use Time::HiRes qw(usleep);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('crash'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('crash', qq{
 jobq.poll_interval = '100ms'
 restart_after_crash = on
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -11,15 +11,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql sql_as error_as wait_workers);
+use JobqTest qw(use_node jobq_node sql sql_as error_as wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('roles'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('roles', qq{
 jobq.poll_interval = '100ms'
-});
-$node->start;
+}));
 
 sub wait_state
 {

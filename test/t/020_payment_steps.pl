@@ -24,19 +24,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node gone);
+use JobqTest qw(use_node jobq_node gone);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('payment_steps'));
-$node->init;
 # No background workers: they would rescue leases on their own, and this
 # story is about external workers and an explicit jobq.rescue_leases().
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('payment_steps', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 0
 restart_after_crash = on
-});
-$node->start;
+}));
 
 # The test's own queries go through one session (a new psql per query
 # would cost more than the whole story); a crash restart ends it, and the

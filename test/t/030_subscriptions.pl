@@ -13,15 +13,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql sql_as wait_workers);
+use JobqTest qw(use_node jobq_node sql sql_as wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('subscriptions'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('subscriptions', qq{
 jobq.poll_interval = '100ms'
-});
-$node->start;
+}));
 
 # Run a query; return its error with the SQLSTATE ("22023: ..."), or ''.
 sub error_of

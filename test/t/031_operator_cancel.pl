@@ -12,19 +12,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_sleeping wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_sleeping wait_workers);
 use Time::HiRes qw(time);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('operator_cancel'));
-$node->init;
 # One worker per database: a retried job is picked up by the same worker
 # whose handler was cancelled.
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('operator_cancel', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
-});
-$node->start;
+}));
 
 # How many times the handler started (or finished) a job, from the log:
 # a cancelled handler's writes are rolled back, its log lines are not.

@@ -25,19 +25,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('concurrency_key'));
-$node->init;
 # A short poll interval: a worker that found only busy keys sleeps until
 # it polls again (the release of a key wakes nobody).
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('concurrency_key', qq{
 jobq.workers_per_database = 2
 jobq.batch_size = 5
 jobq.poll_interval = '100ms'
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -17,17 +17,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('schedules'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('schedules', qq{
 jobq.workers_per_database = 3
 jobq.poll_interval = '200ms'
 timezone = 'UTC'
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

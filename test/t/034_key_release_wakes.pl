@@ -17,17 +17,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('key_release'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('key_release', qq{
 jobq.workers_per_database = 1
 jobq.poll_interval = '1h'
 jobq.rescue_interval = '1h'
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -10,17 +10,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('mass_rescue'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('mass_rescue', qq{
 jobq.workers_per_database = 0
 jobq.rescue_interval = '1h'
 log_min_messages = warning
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -9,17 +9,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('batch_crash'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('batch_crash', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
 restart_after_crash = on
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

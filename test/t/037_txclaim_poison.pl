@@ -11,15 +11,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('txclaim_poison'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('txclaim_poison', qq{
 jobq.workers_per_database = 0
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

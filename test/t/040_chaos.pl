@@ -29,21 +29,17 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql gone wait_workers);
+use JobqTest qw(use_node jobq_node sql gone wait_workers);
 use Time::HiRes qw(usleep time);
 
 my $ROUNDS = 8;
 my @CHAOS = qw(kill_worker term_worker kill_postmaster immediate_stop);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('chaos'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('chaos', qq{
 jobq.poll_interval = '100ms'
 jobq.shutdown_grace = '1s'
 restart_after_crash = on
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

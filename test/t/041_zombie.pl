@@ -18,17 +18,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql gone);
+use JobqTest qw(use_node jobq_node sql gone);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('zombie'));
-$node->init;
 # No background workers: they would rescue leases on their own; this story
 # rescues with an explicit jobq.rescue_leases().
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('zombie', qq{
 jobq.workers_per_database = 0
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -19,17 +19,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('timeout_edge'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('timeout_edge', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 2
 jobq.batch_size = 50
-});
-$node->start;
+}));
 
 my $jobs = 2000;
 

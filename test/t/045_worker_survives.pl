@@ -16,17 +16,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('worker_survives'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('worker_survives', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
 lock_timeout = '200ms'
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

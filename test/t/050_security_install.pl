@@ -72,22 +72,18 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node poll_within);
+use JobqTest qw(use_node jobq_node poll_within);
 use Time::HiRes qw(usleep time);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('security_install'));
-$node->init;
 # log_min_messages = debug1 logs the end of each probe: the postmaster's
 # 'unregistering background worker "jobq worker <database oid>/0"'.
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('security_install', qq{
 jobq.poll_interval = '100ms'
 jobq.max_workers = 4
 jobq.workers_per_database = 0
 max_worker_processes = 16
 log_min_messages = debug1
-});
-$node->start;
+}));
 
 # A bound for what must happen at once (a probe that leaves, workers that
 # start after CREATE EXTENSION): a hang guard, not a speed measurement.

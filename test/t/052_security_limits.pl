@@ -33,20 +33,16 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql sql_as wait_sleeping wait_workers);
+use JobqTest qw(use_node jobq_node sql sql_as wait_sleeping wait_workers);
 use Time::HiRes qw(usleep time);
 
 my $grace = 2;    # jobq.shutdown_grace, in seconds
 my $slack = 20;   # for a loaded machine; not a speed measurement
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('security_limits'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('security_limits', qq{
 jobq.poll_interval = '100ms'
 jobq.shutdown_grace = '${grace}s'
-});
-$node->start;
+}));
 
 # Poll a query until it returns $expected, for at most $secs seconds.
 sub poll_within

@@ -13,16 +13,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('forged_scheduler_lock'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('forged_scheduler_lock', qq{
 jobq.workers_per_database = 1
 jobq.poll_interval = '100ms'
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

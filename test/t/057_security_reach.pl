@@ -20,16 +20,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('security_reach'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('security_reach', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
-});
-$node->start;
+}));
 
 sub sql_in_as
 {

@@ -24,7 +24,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 use Time::HiRes qw(time);
 
 my $PGBOUNCER = '/usr/sbin/pgbouncer';
@@ -35,14 +35,10 @@ die "$PGBOUNCER is missing (Debian package pgbouncer; test/setup.sh installs it)
 system($PYTHON, '-c', 'import psycopg') == 0
   or die 'python3-psycopg is missing (test/setup.sh installs it)';
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('pooler'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('pooler', qq{
 jobq.workers_per_database = 1
 max_connections = 40
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -108,6 +108,7 @@ async function paced (n, everyMs, enqueue) {
 // How each system's latency is measured: what stands for the enqueue's
 // commit and for the job's start.  bench.js prints it into the report.
 const LATENCY_METHOD = {
+  floor: 'pg_xact_commit_timestamp() of an INSERT INTO floor_q that also sends pg_notify() → clock_timestamp() of an INSERT a LISTENing Node client sends when the notification arrives (one client-to-server trip late): a consumer woken at commit, the least latency a system that waits for the commit can show',
   jobq: 'pg_xact_commit_timestamp() of the transaction of jobq.enqueue() → clock_timestamp() written by the SQL handler as it starts (inside the worker\'s transaction)',
   graphile: 'pg_xact_commit_timestamp() of the transaction of graphile_worker.add_job() (the SQL function addJob calls) → clock_timestamp() of an INSERT the Node task sends as it starts (one client-to-server trip late)',
   pgboss: 'pg_xact_commit_timestamp() of the transaction of send() (its db option: our connection, the xid read before COMMIT) → clock_timestamp() of an INSERT the Node handler sends as it starts, one per batch (one client-to-server trip late)',
@@ -156,6 +157,27 @@ class Floor {
   }
 
   fill (n) { return fillInChunks(n, ps => this.enqueueMany(ps)) }
+
+  // A consumer woken by the commit itself: LISTEN, and record the start of
+  // each notified job from another connection.
+  async latency (n, everyMs) {
+    await this.c.query('CREATE TABLE IF NOT EXISTS latency (k bigint PRIMARY KEY, started_at timestamptz NOT NULL)')
+    await this.c.query('TRUNCATE latency')
+    const listener = await connect(this.db)
+    const stamp = await stampClient(this.db)
+    listener.on('notification', msg => {
+      stamp.query('INSERT INTO latency VALUES ($1, clock_timestamp())', [Number(msg.payload)])
+        .catch(err => log('floor latency:', err.message))
+    })
+    await listener.query('LISTEN floor_latency')
+    const xids = await paced(n, everyMs, async k => (await this.c.query(
+      `WITH job AS (INSERT INTO floor_q (payload) VALUES (jsonb_build_object('k', $1::int)))
+       SELECT pg_notify('floor_latency', $1::text), ${XID}`, [k])).rows[0].xid)
+    const ms = await serverLatencies(this.c, 'latency', xids)
+    await listener.end()
+    await stamp.end()
+    return ms
+  }
 
   drain (n) {
     return clientDrain(this.db, CONFIG.floor.drainClients, n, async client =>
