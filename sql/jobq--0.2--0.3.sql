@@ -509,3 +509,105 @@ CREATE TYPE jobq.batch_result AS (
     result              jsonb,
     error               text
 );
+
+/*
+ * Cumulative counters per queue and kind, kept in shared memory (none
+ * without preloading): updated when the transaction that caused them
+ * commits, kept across clean restarts, discarded after a crash.  Each
+ * reader sees the queues it may operate; members of pg_read_all_stats
+ * (pg_monitor among them) see every queue's, for monitoring.
+ * handler_buckets counts handler calls by time, at most 0.1, 0.25, 0.5, 1,
+ * 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500 and 10000 ms, and more.
+ */
+CREATE FUNCTION jobq.stats_counters(
+    OUT queue_id integer, OUT kind text,
+    OUT enqueued bigint, OUT started bigint, OUT completed bigint, OUT failed bigint,
+    OUT retried bigint, OUT held bigint, OUT exhausted bigint, OUT rescued bigint,
+    OUT cancelled bigint, OUT timed_out bigint, OUT conflicts bigint,
+    OUT handler_calls bigint, OUT handler_seconds double precision,
+    OUT handler_buckets bigint[], OUT handler_p50 double precision,
+    OUT handler_p95 double precision, OUT handler_p99 double precision,
+    OUT since timestamptz, OUT updated_at timestamptz, OUT evicted bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'jobq_stats_counters'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED ROWS 50;
+
+CREATE VIEW jobq.stats WITH (security_barrier) AS
+    SELECT q.name AS queue, s.kind, s.enqueued, s.started, s.completed, s.failed,
+           s.retried, s.held, s.exhausted, s.rescued, s.cancelled, s.timed_out,
+           s.conflicts, s.handler_calls, s.handler_seconds, s.handler_buckets,
+           s.handler_p50, s.handler_p95, s.handler_p99, s.since, s.updated_at,
+           s.evicted
+      FROM jobq.stats_counters() s
+      JOIN jobq.queue q ON q.id = s.queue_id;
+
+/*
+ * Remove this database's counters of the queues the caller may operate;
+ * returns how many queue and kind entries went.
+ */
+CREATE FUNCTION jobq.stats_reset()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'jobq_stats_reset'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * Per queue, what waits in it now: ready jobs and how long the oldest has
+ * been due, jobs scheduled for later, leased jobs, held and failed ones.
+ * It reads the ready, scheduled and attention indexes and the lease table,
+ * never the finished jobs, so its cost follows the live jobs, not the
+ * history.
+ */
+CREATE VIEW jobq.queue_stats WITH (security_barrier) AS
+    WITH live AS (
+        SELECT queue_id, 'r'::"char" AS lane, NULL::jobq.job_state AS state, run_at
+          FROM jobq.job WHERE lane = 'r' AND in_db
+        UNION ALL
+        SELECT queue_id, 'r', NULL, run_at
+          FROM jobq.job WHERE lane = 'r' AND NOT in_db
+        UNION ALL
+        SELECT queue_id, 's', NULL, NULL
+          FROM jobq.job WHERE lane = 's'
+        UNION ALL
+        SELECT queue_id, 'a', state, NULL
+          FROM jobq.job WHERE lane = 'a'
+        UNION ALL
+        SELECT j.queue_id, NULL, j.state, NULL
+          FROM (SELECT DISTINCT u.id FROM jobq.lease l
+                 CROSS JOIN LATERAL pg_catalog.unnest(l.job_ids) AS u(id)) leased
+          JOIN jobq.job j ON j.id = leased.id
+         WHERE j.state = 'running'
+    ), per_queue AS (
+        SELECT queue_id,
+               pg_catalog.count(*) FILTER (WHERE lane = 'r') AS ready,
+               pg_catalog.count(*) FILTER (WHERE lane = 's') AS scheduled,
+               pg_catalog.count(*) FILTER (WHERE state = 'running') AS running,
+               pg_catalog.count(*) FILTER (WHERE state = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE state = 'failed') AS failed,
+               pg_catalog.min(run_at) AS oldest_ready_at
+          FROM live GROUP BY queue_id
+    )
+    SELECT q.name AS queue, q.paused,
+           COALESCE(p.ready, 0) AS ready,
+           COALESCE(p.scheduled, 0) AS scheduled,
+           COALESCE(p.running, 0) AS running,
+           COALESCE(p.held, 0) AS held,
+           COALESCE(p.failed, 0) AS failed,
+           pg_catalog.now() - p.oldest_ready_at AS oldest_ready_age
+      FROM jobq.queue q
+      LEFT JOIN per_queue p ON p.queue_id = q.id
+     WHERE (SELECT pg_catalog.pg_has_role('jobq_operator', 'USAGE'))
+        OR (SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE'))
+        OR q.id IN (SELECT g.queue_id FROM jobq.queue_grant g
+                     WHERE g.privilege = 'operate'
+                       AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+/*
+ * The counters and the queues check the reader's privileges themselves
+ * (above), so PUBLIC may read them; jobq.stats_reset() checks that the
+ * caller operates some queue.
+ */
+REVOKE ALL ON FUNCTION jobq.stats_counters(), jobq.stats_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.stats_counters(), jobq.stats_reset() TO jobq_operator;
+GRANT SELECT ON jobq.stats, jobq.queue_stats TO jobq_operator;
+GRANT EXECUTE ON FUNCTION jobq.stats_counters(), jobq.stats_reset() TO PUBLIC;
+GRANT SELECT ON jobq.stats, jobq.queue_stats TO PUBLIC;

@@ -145,6 +145,8 @@ INSERT INTO priv_call VALUES
  ('jobq.cron_next(text,timestamptz,text)', $$SELECT jobq.cron_next('@daily')$$),
  ('jobq.worker_status()', $$SELECT count(*) FROM jobq.worker_status()$$),
  ('jobq.worker_jobs()', $$SELECT count(*) FROM jobq.worker_jobs()$$),
+ ('jobq.stats_counters()', $$SELECT count(*) FROM jobq.stats_counters()$$),
+ ('jobq.stats_reset()', $$SELECT jobq.stats_reset()$$),
  ('jobq.wake_launcher()', $$SELECT jobq.wake_launcher()$$),
  -- Trigger functions are called by what fires them: a write to a
  -- subscribed table, a DROP, DROP EXTENSION.

@@ -412,7 +412,9 @@ INSERT INTO public.sec_calls VALUES
  (46, 'jobq."grant"(text, regrole, text[])', $$SELECT jobq.grant('sec_gen_{L}', 'sec_gen_{L}', '{operate}')$$),
  (47, 'jobq.revoke(text, regrole, text[])', $$SELECT jobq.revoke('sec_gen_{L}', 'sec_gen_{L}')$$),
  (48, 'jobq.claim_in_transaction(text, text, integer)',
-  $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$);
+  $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$),
+ (49, 'jobq.stats_counters()', $$SELECT pg_catalog.count(*) FROM jobq.stats_counters()$$),
+ (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)
@@ -1593,6 +1595,38 @@ SELECT payload->>'n' AS n, state, attempt FROM jobq.job
  WHERE kind LIKE 'sec.txc.%' ORDER BY kind, 1;
 DROP OWNED BY sec_txc_alice, sec_txc_bob, sec_txc_eve;
 DROP ROLE sec_txc_alice, sec_txc_bob, sec_txc_eve;
+
+--
+-- (t) Counters (jobq.stats).  Eve operates queue sec_st_eve; alice's queue
+-- sec_st has failures that monitoring must keep seeing.  Eve may not read
+-- them (not even through the function behind the view), may not reset
+-- them to hide the failures, and her temporary look-alikes of the view's
+-- function and tables change nothing the view shows.
+--
+CREATE ROLE sec_st_eve LOGIN;
+SELECT jobq.register_kind('sec.st.pay', queue => 'sec_st', max_attempts => 1);
+SELECT jobq.register_kind('sec.st.eve', queue => 'sec_st_eve');
+SELECT jobq.grant('sec_st_eve', 'sec_st_eve', '{operate}');
+SELECT jobq.enqueue('sec.st.pay') > 0 AS enqueued;
+SELECT count(*) FROM (SELECT jobq.fail(c.id, c.lease_token, 'card declined')
+                        FROM jobq.claim('sec_st') c) f;
+SELECT jobq.enqueue('sec.st.eve') > 0 AS enqueued;
+\c - sec_st_eve
+CREATE FUNCTION pg_temp.stats_counters(OUT queue_id integer, OUT kind text)
+RETURNS SETOF record LANGUAGE sql AS $$ SELECT 0, 'planted' $$;
+CREATE TEMP TABLE queue (id integer, name text);
+SET search_path = pg_temp, public;
+SELECT queue, kind, enqueued, failed FROM jobq.stats ORDER BY queue, kind;
+SELECT count(*) AS alice_rows FROM jobq.stats_counters() s WHERE s.kind = 'sec.st.pay';
+SELECT jobq.stats_reset() AS removed;
+\c - :sec_su
+SELECT queue, kind, enqueued, failed, exhausted FROM jobq.stats
+ WHERE queue LIKE 'sec_st%' ORDER BY queue, kind;
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'sec.st.%');
+DELETE FROM jobq.job WHERE kind LIKE 'sec.st.%';
+SELECT jobq.unregister_kind('sec.st.pay'), jobq.unregister_kind('sec.st.eve');
+SELECT jobq.revoke('sec_st_eve', 'sec_st_eve');
+DROP ROLE sec_st_eve;
 
 --
 -- Clean up.  The attackers' sessions must have ended (their temporary

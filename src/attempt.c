@@ -51,6 +51,7 @@
 #include "jobq.h"
 #include "lease.h"
 #include "shmem.h"
+#include "stats.h"
 
 static SPIPlanPtr plan_lock_for_fail;
 static SPIPlanPtr plan_lock_for_rescue;
@@ -140,6 +141,23 @@ JobqNextStateAfterFailure(int32 attempt, int32 max_attempts, bool hold,
 }
 
 /*
+ * Count, for jobq.stats, the failed attempt whose job's UPDATE returned
+ * (in_db, queue_id, kind): charged now (started), failed or lost, and where
+ * it left the job.
+ */
+static void
+count_failure(int32 charge, const char *state, const JobqErrorInfo *error)
+{
+	int32		queue_id = JobqGetInt32(0, 2);
+	bool		isnull;
+	char	   *kind = TextDatumGetCString(JobqGetDatum(0, 3, &isnull));
+
+	if (charge > 0)
+		JobqStatsCount(queue_id, kind, JOBQ_STAT_STARTED, charge);
+	JobqStatsCountFailure(queue_id, kind, state, !error->rescued, error->timed_out);
+}
+
+/*
  * Record a failed attempt: a jobq.job_error row, and the job's new state,
  * run_at and last_error.  charge is added to the job's attempt count (the
  * in-database executor charges here; a claim charged already).  Must run
@@ -214,12 +232,14 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 					" finished_at = CASE WHEN $3 = 'failed'"
 					"   THEN pg_catalog.clock_timestamp() END,"
 					" holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1 RETURNING in_db",
+					" WHERE id = $1 RETURNING in_db, queue_id, kind",
 					8, types);
+	if (JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
+		return;
 	/* An in-database retry later needs a worker then. */
-	if (JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE_RETURNING, 0) == 1 &&
-		lane == 's' && JobqGetBool(0, 1))
+	if (lane == 's' && JobqGetBool(0, 1))
 		JobqVisitAtCommit(run_at);
+	count_failure(charge, state, error);
 }
 
 /*
@@ -409,6 +429,7 @@ JobqRescueLeases(bool wait, int max_jobs)
 		JobqErrorInfo error = {0};
 		const char *state;
 
+		error.rescued = true;
 		error.message = lost[i].expired
 			? "lease expired before the job finished"
 			: psprintf("lease holder (process %d) exited before the job finished",

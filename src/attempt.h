@@ -18,6 +18,9 @@ typedef struct JobqErrorInfo
 	const char *detail;
 	const char *hint;
 	const char *context;
+	bool		timed_out;		/* it ran past its kind's timeout (jobq.stats) */
+	bool		rescued;		/* its lease was lost, not an error
+								 * (jobq.stats) */
 } JobqErrorInfo;
 
 /* What a lease-rescue sweep saw of a lost lease. */

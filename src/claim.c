@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -52,6 +53,7 @@
 #include "pick.h"
 #include "queue_acl.h"
 #include "queues.h"
+#include "stats.h"
 
 static SPIPlanPtr plan_promote;
 static SPIPlanPtr plan_pick;
@@ -275,7 +277,8 @@ pick_claimable(Datum queue, Datum lease, bool lease_isnull, int max_jobs,
  * attempt is charged, and one jobq.lease row lists the jobs.  Leaves the
  * leased jobs in SPI_tuptable, in the order given, as jobq.claimed_job
  * (id, kind, payload, attempt, lease_token, lease_expires_at,
- * idempotency_key), and returns how many.  Must run between
+ * idempotency_key) followed by the job's queue_id, counts their starts
+ * (jobq.stats), and returns how many.  Must run between
  * JobqBeginAccess and JobqEndAccess.
  */
 int
@@ -286,6 +289,8 @@ JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound, Dat
 	Datum		values[7] = {ids, leases, tids, tokens, Int32GetDatum(MyProcPid),
 	TimestampTzGetDatum(MyStartTimestamp), worker};
 	char		nulls[7] = {' ', ' ', ' ', ' ', bound ? ' ' : 'n', bound ? ' ' : 'n', ' '};
+	int			rows;
+	int			i;
 
 	Assert(JobqInsideAccess());
 
@@ -305,16 +310,24 @@ JobqLeaseJobs(Datum ids, Datum leases, Datum tids, Datum tokens, bool bound, Dat
 					"    pg_catalog.unnest($4)) WITH ORDINALITY AS p(id, lease, token, ord)"
 					"  WHERE j.ctid OPERATOR(pg_catalog.=) ANY ($3) AND j.id = p.id"
 					"  RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_token,"
-					"    j.lease_expires_at, j.idempotency_key, p.ord"
+					"    j.lease_expires_at, j.idempotency_key, p.ord, j.queue_id"
 					"), recorded AS ("
 					"  INSERT INTO jobq.lease (first_id, holder_pid, job_ids)"
 					"  VALUES ($1[1], $5, $1)"
 					")"
 					" SELECT id, kind, payload, attempt, lease_token, lease_expires_at,"
-					"   idempotency_key"
+					"   idempotency_key, queue_id"
 					" FROM leased ORDER BY ord",
 					7, argtypes);
-	return JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+	rows = JobqExecutePlan(plan_lease, values, nulls, SPI_OK_SELECT, 0);
+	for (i = 0; i < rows; i++)
+	{
+		bool		isnull;
+
+		JobqStatsCount(JobqGetInt32(i, 8), TextDatumGetCString(JobqGetDatum(i, 2, &isnull)),
+					   JOBQ_STAT_STARTED, 1);
+	}
+	return rows;
 }
 
 /*
@@ -391,7 +404,14 @@ claim_jobs(FunctionCallInfo fcinfo, bool bound)
 	{
 		rows = JobqLeaseJobs(values[1], values[2], values[6], values[7], bound, values[5]);
 		for (i = 0; i < rows; i++)
-			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+		{
+			/* The claimed_job columns: all but the last (queue_id). */
+			Datum		job[8];
+			bool		isnull[8];
+
+			heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, job, isnull);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, job, isnull);
+		}
 	}
 	else if (JobqFindQueue(values[0], NULL) == 0)
 	{

@@ -53,6 +53,7 @@
 #include "queue_acl.h"
 #include "queues.h"
 #include "shmem.h"
+#include "stats.h"
 
 /* What one enqueue call asks for, as SPI parameters. */
 typedef struct EnqueueArgs
@@ -688,6 +689,8 @@ insert_jobs_direct(EnqueueArgs *args, const KindRow *kind, Datum *payloads, int 
 	/* Later statements of this transaction see the new jobs. */
 	CommandCounterIncrement();
 	note_wake(args, kind->in_db);
+	JobqStatsCount(args->queue_isnull ? kind->queue_id : DatumGetInt32(args->queue_id),
+				   TextDatumGetCString(args->kind), JOBQ_STAT_ENQUEUED, n);
 }
 
 PG_FUNCTION_INFO_V1(jobq_enqueue_many);

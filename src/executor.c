@@ -75,6 +75,7 @@
 #include "lease.h"
 #include "pick.h"
 #include "queue_acl.h"
+#include "stats.h"
 #include "watchdog.h"
 #include "worker.h"
 
@@ -182,9 +183,16 @@ classify_failure(ErrorData *edata, int tries, const JobqRunContext *run, BatchJo
 		 */
 		if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE &&
 			XactIsoLevel == XACT_READ_COMMITTED)
-			return tries < JOBQ_CONFLICT_RETRIES ? FAILURE_RETRY_NOW : FAILURE_RECORD;
-		return count_conflict(job->id) <= JOBQ_CONFLICT_RETRIES
-			? FAILURE_HAND_BACK : FAILURE_RECORD;
+		{
+			if (tries >= JOBQ_CONFLICT_RETRIES)
+				return FAILURE_RECORD;
+			JobqStatsCount(job->queue_id, job->kind, JOBQ_STAT_CONFLICTS, 1);
+			return FAILURE_RETRY_NOW;
+		}
+		if (count_conflict(job->id) > JOBQ_CONFLICT_RETRIES)
+			return FAILURE_RECORD;
+		JobqStatsCount(job->queue_id, job->kind, JOBQ_STAT_CONFLICTS, 1);
+		return FAILURE_HAND_BACK;
 	}
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
@@ -225,6 +233,7 @@ error_info(ErrorData *edata, BatchJob *job, bool timed_out, JobqErrorInfo *info)
 	info->detail = edata->detail;
 	info->hint = edata->hint;
 	info->context = edata->context;
+	info->timed_out = timed_out;
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 		info->message = psprintf("job exceeded the timeout of kind \"%s\" (%lld ms)",
 								 job->kind, (long long) job->timeout_ms);
@@ -243,6 +252,23 @@ build_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
 	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
 											  typlen, typbyval, typalign));
+}
+
+/*
+ * Count, for jobq.stats, jobs whose attempt started (was charged) and
+ * completed in this transaction, with their handler time.
+ */
+static void
+count_completions(BatchJob **done, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		JobqStatsCount(done[i]->queue_id, done[i]->kind, JOBQ_STAT_STARTED, 1);
+		JobqStatsCount(done[i]->queue_id, done[i]->kind, JOBQ_STAT_COMPLETED, 1);
+		JobqStatsHandlerTime(done[i]->queue_id, done[i]->kind, done[i]->handler_usecs);
+	}
 }
 
 /*
@@ -287,6 +313,7 @@ record_completions(BatchJob **done, int n, const char *label)
 		elog(ERROR, "jobq could not record the completion of %d jobs", n);
 	JobqEndAccess(&access);
 	forget_conflicts(done, n);
+	count_completions(done, n);
 }
 
 /*
@@ -864,7 +891,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 	JobqPreparePlan(&plan_load_leased,
 					"SELECT j.kind, j.payload, j.attempt, k.handler,"
 					" k.owner::pg_catalog.oid, k.timeout, j.idempotency_key,"
-					" k.search_path, j.max_attempts"
+					" k.search_path, j.max_attempts, j.queue_id"
 					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
 					" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 					" FOR UPDATE OF j",
@@ -897,6 +924,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 	d = JobqGetDatum(0, 8, &isnull);
 	job.search_path = isnull ? NULL : TextDatumGetCString(d);
 	job.max_attempts = JobqGetInt32(0, 9);
+	job.queue_id = JobqGetInt32(0, 10);
 	job.leased = true;
 	job.batch = job.handler != NULL && JobqIsBatchSignature(job.handler);
 	JobqEndAccess(&access);
@@ -931,7 +959,12 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 						" finished_at = pg_catalog.clock_timestamp()"
 						" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
 						3, types3);
-		JobqExecutePlan(plan_complete_leased, values3, nulls3, SPI_OK_UPDATE, 0);
+		if (JobqExecutePlan(plan_complete_leased, values3, nulls3, SPI_OK_UPDATE, 0) == 1)
+		{
+			/* Its start was counted with its lease. */
+			JobqStatsCount(job.queue_id, job.kind, JOBQ_STAT_COMPLETED, 1);
+			JobqStatsHandlerTime(job.queue_id, job.kind, job.handler_usecs);
+		}
 		JobqEndAccess(&access);
 	}
 
@@ -952,7 +985,8 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 							" holder_pid = NULL, holder_start = NULL"
 							" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
 							3, holdtypes);
-			JobqExecutePlan(plan_hold_leased, holdvalues, NULL, SPI_OK_UPDATE, 0);
+			if (JobqExecutePlan(plan_hold_leased, holdvalues, NULL, SPI_OK_UPDATE, 0) == 1)
+				JobqStatsCount(job.queue_id, job.kind, JOBQ_STAT_HELD, 1);
 		}
 		else
 		{

@@ -26,6 +26,8 @@ int			jobq_workers_per_database = 2;	/* workers in each database */
 int			jobq_poll_interval = 1000;	/* milliseconds */
 int			jobq_shutdown_grace = 10000;	/* milliseconds */
 int			jobq_retention = 7 * 24 * 3600; /* seconds */
+int			jobq_max_stats_entries = 1000;	/* queue and kind entries of
+											 * jobq.stats */
 
 /* Define the jobq.* parameters that every backend needs. */
 void
@@ -121,5 +123,14 @@ JobqDefineWorkerGucs(void)
 							&jobq_shutdown_grace,
 							10000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_stats_entries",
+							"Most queue and kind entries of jobq.stats in the cluster.",
+							"Each database's queue and kind pair takes one; when they are "
+							"all taken, the one updated least recently is evicted.",
+							&jobq_max_stats_entries,
+							1000, 10, 1000000,
+							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 }

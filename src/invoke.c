@@ -238,6 +238,7 @@ JobqCallHandler(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 				 errmsg("job %lld was cancelled by an operator", (long long) job->id)));
 	handler = checked_handler(job);
 	result = call_limited(job, run, handler, fcinfo, job->payload);
+	job->handler_usecs = GetCurrentTimestamp() - job->started_at;
 
 	job->result_isnull = fcinfo->isnull || !handler->returns_jsonb;
 	if (!job->result_isnull)
@@ -434,6 +435,7 @@ JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryCo
 	Datum		argument;
 	Datum		result;
 	TimestampTz now;
+	int64		share;
 	ErrorContextCallback errcallback;
 	int			i;
 
@@ -487,6 +489,10 @@ JobqCallBatchHandler(BatchJob **jobs, int n, const JobqRunContext *run, MemoryCo
 	 * (the others' row locks go with the process: they are ready again).
 	 */
 	result = call_limited(first, run, handler, fcinfo, argument);
+	/* Each job of the call gets its share of the call's time. */
+	share = (GetCurrentTimestamp() - now) / n;
+	for (i = 0; i < n; i++)
+		jobs[i]->handler_usecs = share;
 	take_batch_results(jobs, n, result, fcinfo->isnull, cxt);
 
 	error_context_stack = errcallback.previous;

@@ -33,6 +33,7 @@ typedef struct BatchJob
 {
 	int64		id;
 	char	   *kind;
+	int32		queue_id;		/* jobq.queue.id, for jobq.stats */
 	Datum		payload;		/* jsonb */
 	int32		attempt;		/* attempts before this one */
 	int32		max_attempts;
@@ -69,6 +70,7 @@ typedef struct BatchJob
 	bool		result_isnull;
 	char	   *reported_error; /* a batch handler's error for it, or NULL */
 	TimestampTz started_at;
+	int64		handler_usecs;	/* its handler's time, once it returned */
 } BatchJob;
 
 /*

@@ -14,6 +14,7 @@
 #include "jobq.h"
 #include "launcher.h"
 #include "shmem.h"
+#include "stats.h"
 #include "txclaim.h"
 
 PG_MODULE_MAGIC;
@@ -39,6 +40,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("jobq");
 	JobqRequestShmem();
 	JobqTxClaimRequestShmem();
+	JobqStatsRequestShmem();
 	if (IsBinaryUpgrade)
 		return;
 	JobqRegisterLauncher();

@@ -106,6 +106,7 @@ extern int	jobq_workers_per_database;	/* workers in each database */
 extern int	jobq_poll_interval; /* milliseconds */
 extern int	jobq_shutdown_grace;	/* milliseconds */
 extern int	jobq_retention;		/* seconds */
+extern int	jobq_max_stats_entries; /* queue and kind entries of jobq.stats */
 
 extern void JobqDefineGucs(void);
 extern void JobqDefineWorkerGucs(void);

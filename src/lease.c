@@ -38,6 +38,7 @@
 #include "lease.h"
 #include "queue_acl.h"
 #include "shmem.h"
+#include "stats.h"
 #include "txclaim.h"
 
 static SPIPlanPtr plan_complete;
@@ -121,6 +122,20 @@ JobqNewLeaseTokens(int64 *tokens, int n)
 
 
 /* Read the (id, lease_token) pair every report starts with. */
+/*
+ * Count, for jobq.stats, the completion of the job in row "row" of
+ * SPI_tuptable, whose queue_id is in column "col" and kind in the next.
+ */
+static void
+count_completed(int row, int col)
+{
+	bool		isnull;
+
+	JobqStatsCount(JobqGetInt32(row, col),
+				   TextDatumGetCString(JobqGetDatum(row, col + 1, &isnull)),
+				   JOBQ_STAT_COMPLETED, 1);
+}
+
 static void
 read_lease_args(FunctionCallInfo fcinfo, int64 *job_id, int64 *lease_token)
 {
@@ -181,10 +196,11 @@ jobq_complete(PG_FUNCTION_ARGS)
 					"UPDATE jobq.job SET state = 'completed', result = $3, last_error = NULL,"
 					" finished_at = pg_catalog.clock_timestamp()"
 					" WHERE id = $1 AND state = 'running' AND lease_token = $2"
-					" RETURNING concurrency_key IS NOT NULL",
+					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					3, argtypes);
 	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		JobqReportLeaseProblem(job_id, lease_token);
+	count_completed(0, 2);
 	/* Jobs that wait for this job's concurrency key may run after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
@@ -281,9 +297,11 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 					" finished_at = pg_catalog.clock_timestamp()"
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token)"
 					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"
-					" RETURNING j.id, j.concurrency_key IS NOT NULL",
+					" RETURNING j.id, j.concurrency_key IS NOT NULL, j.queue_id, j.kind",
 					2, argtypes);
 	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+	for (i = 0; i < done; i++)
+		count_completed(i, 3);
 	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
 	for (i = 0; i < done; i++)
 		if (JobqGetBool(i, 2))

@@ -31,6 +31,7 @@
 #include "queue_acl.h"
 #include "queues.h"
 #include "shmem.h"
+#include "stats.h"
 
 static SPIPlanPtr plan_log;
 static SPIPlanPtr plan_resolve;
@@ -352,7 +353,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 					" finished_at = pg_catalog.clock_timestamp(),"
 					" lease_expires_at = NULL, holder_pid = NULL, holder_start = NULL"
 					" WHERE id = $1 AND state IN ('pending', 'running', 'held', 'failed')"
-					" RETURNING concurrency_key IS NOT NULL",
+					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					1, argtypes);
 	if (JobqExecutePlan(plan_cancel, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		report_wrong_state(job_id, "cancel",
@@ -361,6 +362,12 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	/* A running job's concurrency key is free after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
+	{
+		bool		isnull;
+
+		JobqStatsCount(JobqGetInt32(0, 2), TextDatumGetCString(JobqGetDatum(0, 3, &isnull)),
+					   JOBQ_STAT_CANCELLED, 1);
+	}
 	JobqLogOperatorAction(access.caller, "cancel", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();

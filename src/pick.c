@@ -179,8 +179,9 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 		job->backoff_max_us = interval_usecs_or(c[10], n[10], JOBQ_DEFAULT_BACKOFF_MAX_USECS);
 		job->careful = DatumGetBool(c[11]);
 		job->hold_on_failure = DatumGetBool(c[12]);
+		job->queue_id = DatumGetInt32(c[13]);
 		if (i == 0)
-			last_queue_served = DatumGetInt32(c[13]);
+			last_queue_served = job->queue_id;
 		job->idempotency_key = text_or_null(c[14], n[14]);
 		job->concurrency_key = text_or_null(c[15], n[15]);
 		job->search_path = text_or_null(c[16], n[16]);

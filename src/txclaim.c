@@ -86,6 +86,7 @@
 #include "queue_acl.h"
 #include "queues.h"
 #include "shmem.h"
+#include "stats.h"
 #include "txclaim.h"
 
 /* last_error and jobq.job_error's message of an attempt charged here. */
@@ -929,6 +930,22 @@ jobq_claim_in_transaction(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Count, for jobq.stats, a job claimed here that completed: its attempt
+ * is charged with its completion.  Row "row" of SPI_tuptable holds its
+ * queue_id and kind in columns 2 and 3.
+ */
+static void
+count_completed(int row)
+{
+	int32		queue_id = JobqGetInt32(row, 2);
+	bool		isnull;
+	char	   *kind = TextDatumGetCString(JobqGetDatum(row, 3, &isnull));
+
+	JobqStatsCount(queue_id, kind, JOBQ_STAT_STARTED, 1);
+	JobqStatsCount(queue_id, kind, JOBQ_STAT_COMPLETED, 1);
+}
+
+/*
  * Complete a job claimed here: jobq.complete(id, NULL, result).  Charges
  * the attempt and records the outcome in one UPDATE.  Raises an ERROR if
  * the job is not claimed here by the calling role.
@@ -953,7 +970,7 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 					" started_at = $3, finished_at = pg_catalog.clock_timestamp(),"
 					" worker = $4"
 					" WHERE id = $1 AND state = 'pending' AND lane = 'r'"
-					" RETURNING concurrency_key IS NOT NULL",
+					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					4, argtypes);
 	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		ereport(ERROR,
@@ -963,6 +980,7 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 	/* Jobs that wait for this job's concurrency key may run after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
+	count_completed(0);
 	JobqEndAccess(&access);
 	job->done_level = GetCurrentTransactionNestLevel();
 }
@@ -1004,7 +1022,7 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 					"   pg_catalog.unnest($3)) AS r(id, started, worker)"
 					" WHERE j.id = r.id AND j.state = 'pending' AND j.lane = 'r'"
-					" RETURNING j.concurrency_key IS NOT NULL",
+					" RETURNING j.concurrency_key IS NOT NULL, j.queue_id, j.kind",
 					3, argtypes);
 	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
 	if (done != n)
@@ -1012,6 +1030,8 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%d of the jobs are no longer ready", n - done),
 				 errdetail("This transaction changed them after claiming them.")));
+	for (i = 0; i < done; i++)
+		count_completed(i);
 	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
 	for (i = 0; i < done; i++)
 		if (JobqGetBool(i, 1))

@@ -29,11 +29,14 @@ TEST_USER=${TEST_USER:-pgtest}
 # What the build, the tests and the Debian package need: debhelper,
 # dpkg-dev and postgresql-server-dev-all (pg_buildext's helpers) build the
 # package; pg-bsd-indent is PostgreSQL's indent (test/style.sh); pytest, pip,
-# venv and setuptools install and test clients/python.
+# venv and setuptools install and test clients/python;
+# prometheus-postgres-exporter serves contrib/prometheus/queries.yaml in
+# test/t/071_prometheus.pl.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
           clang libclang-rt-14-dev patch libasan8 python3-psycopg pgbouncer
           postgresql-server-dev-all debhelper dpkg-dev pg-bsd-indent
-          python3-pytest python3-pip python3-venv python3-setuptools)
+          python3-pytest python3-pip python3-venv python3-setuptools
+          prometheus-postgres-exporter)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()

@@ -174,7 +174,7 @@ my %writers = (
 # standby.  Trigger functions are left out: nothing fires them there.
 my %readers = map { $_ => 1 }
   qw(current_job step_result external_key history cron_next worker_status worker_jobs
-     wake_launcher);
+     wake_launcher stats_counters stats_reset);
 
 my @functions = split /\n/, $standby->safe_psql('postgres', q{
     SELECT DISTINCT p.proname FROM pg_proc p
@@ -211,7 +211,9 @@ my %reads = (
     'jobq.queues' => q{SELECT count(*) >= 3 FROM jobq.queues},
     'jobq.operator_log' => q{SELECT count(*) >= 0 FROM jobq.operator_log},
     'jobq.queue_privileges' => q{SELECT count(*) >= 0 FROM jobq.queue_privileges},
-    'jobq.workers' => q{SELECT count(*) = 0 FROM jobq.workers});
+    'jobq.workers' => q{SELECT count(*) = 0 FROM jobq.workers},
+    'jobq.stats' => q{SELECT count(*) >= 0 FROM jobq.stats},
+    'jobq.queue_stats' => q{SELECT count(*) >= 3 FROM jobq.queue_stats});
 for my $what (sort keys %reads)
 {
     my ($ret, $out, $err) = $standby->psql('postgres', $reads{$what});
