@@ -9,18 +9,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql wait_sleeping wait_workers);
+use JobqTest qw(use_node jobq_node sql wait_sleeping wait_workers);
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('stats'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('stats', qq{
 jobq.poll_interval = '100ms'
 jobq.workers_per_database = 1
 jobq.max_stats_entries = 10
 restart_after_crash = on
-});
-$node->start;
+}));
 
 sql(q{
     CREATE EXTENSION jobq;

@@ -9,7 +9,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
-use JobqTest qw(use_node sql);
+use JobqTest qw(use_node jobq_node sql);
 use HTTP::Tiny;
 use IPC::Run;
 use Time::HiRes qw(usleep);
@@ -17,13 +17,9 @@ use Time::HiRes qw(usleep);
 my $exporter = '/usr/bin/prometheus-postgres-exporter';
 plan skip_all => "$exporter is not installed" unless -x $exporter;
 
-my $node = use_node(PostgreSQL::Test::Cluster->new('prometheus'));
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'jobq'
+my $node = use_node(jobq_node('prometheus', qq{
 jobq.workers_per_database = 0
-});
-$node->start;
+}));
 
 # A known workload, run in this session: 5 jobs completed, 2 attempts
 # failed (one retried later, one exhausted), 1 held, 1 cancelled, 1 left
