@@ -180,7 +180,7 @@ class Job {
     this.attempt = row.attempt
     this.idempotencyKey = row.idempotency_key
     this.queue = row.queue
-    this.leaseToken = row.lease_token
+    this.leaseToken = row.lease_token ?? null
     this.transactional = transactional
     this.client = new JobClient(this)
     this.log = childLogger(worker.logger, { worker: worker.name, kind: row.kind, id: row.id, attempt: row.attempt })
