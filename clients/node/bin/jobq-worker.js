@@ -96,7 +96,9 @@ async function main () {
   return 0
 }
 
-main().then(code => { process.exitCode = code }, e => {
+// Exit once the worker stopped, whatever the tasks module left open (its
+// own pools, timers): the worker's jobs are finished or handed back.
+main().then(code => process.exit(code), e => {
   console.error(`jobq-worker: ${e && e.stack ? e.stack : e}`)
-  process.exitCode = 1
+  process.exit(1)
 })
