@@ -13,7 +13,8 @@
 # every SQL block of README.md in order (test/doc/run.sh), the isolation
 # suite and the TAP suite, each on a throwaway cluster of its own with jobq
 # preloaded, then the client examples (Python, Node.js, psql;
-# test/clients/run.sh), then fuzzes the cron parser for FUZZ_SECONDS (60)
+# test/clients/run.sh), the Node.js runtime's tests (clients/node/test/run.sh,
+# node --test), then fuzzes the cron parser for FUZZ_SECONDS (60)
 # seconds.  Then the checked build (jobq with assertions and
 # AddressSanitizer, installed into a private copy of PostgreSQL under
 # $BUILD/checked: the installation above stays the one the other suites
@@ -78,6 +79,12 @@ count_tests() {
         clients)
             n=$(sed -n 's/^clients: all \([0-9][0-9]*\) checks passed$/\1/p' "$log" | tail -1)
             [ -n "$n" ] && echo "$n 0"
+            ;;
+        node)
+            # node --test's TAP summary: "# pass N" and "# fail N".
+            n=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$log" | tail -1)
+            m=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$log" | tail -1)
+            [ -n "$n" ] && [ -n "$m" ] && echo "$n $m"
             ;;
         clang | style | package | doc)
             # One "ok N - ..." or "not ok N - ..." line per test.
@@ -290,6 +297,18 @@ if finish_suite clients "$BUILD/ci-clients.log" "$status"; then
 else
     echo "--- clients FAILED" >&2
     tail -n 80 "$BUILD/ci-clients.log"
+fi
+
+# The Node.js runtime (clients/node) under node's test runner, on a
+# cluster of its own.
+start_suite node "the Node.js runtime, clients/node (node --test)"
+status=0
+stream "$BUILD/ci-node.log" "$BUILD/ci-node.log.status" '^(ok|not ok) |^# (pass|fail) ' \
+    bash "$BUILD/clients/node/test/run.sh"
+status=$(cat "$BUILD/ci-node.log.status")
+if ! finish_suite node "$BUILD/ci-node.log" "$status"; then
+    echo "--- node FAILED" >&2
+    grep -v '^ *\(duration_ms\|\.\.\.\|---\)' "$BUILD/ci-node.log" | tail -n 120
 fi
 
 # The cron parser under libFuzzer, for a bounded time.

@@ -191,6 +191,7 @@ class Job {
     this._abort = new AbortController()
     this.signal = this._abort.signal
     this._keys = new Map()
+    this._beat = null // the heartbeat timer of a leased job
     this.lost = null // the LeaseLost, once the lease is known to be gone
   }
 
@@ -441,6 +442,7 @@ class Worker extends EventEmitter {
     }
     for (const { job } of this._inflight.values()) {
       job._handedBack = true
+      clearInterval(job._beat)
       job._abort.abort(new Error('worker shutting down'))
       if (job._conn) { job._conn.release(true); job._conn = null } // ends its transaction: rolled back
       try {
@@ -457,9 +459,10 @@ class Worker extends EventEmitter {
   async _runLeasedJob (job) {
     const h = this._handlers.get(job.kind)
     if (!h) return this._noHandler(job)
-    const beat = this.heartbeatSeconds > 0
-      ? setInterval(() => this._heartbeat(job), this.heartbeatSeconds * 1000)
-      : null
+    if (this.heartbeatSeconds > 0) {
+      job._beat = setInterval(() => this._heartbeat(job), this.heartbeatSeconds * 1000)
+      job._beat.unref()
+    }
     let result
     let error = null
     job.log.debug('started')
@@ -468,7 +471,7 @@ class Worker extends EventEmitter {
     } catch (e) {
       error = e
     } finally {
-      if (beat) clearInterval(beat)
+      clearInterval(job._beat)
     }
     if (job._handedBack) return
     try {
@@ -484,7 +487,7 @@ class Worker extends EventEmitter {
   }
 
   async _heartbeat (job) {
-    if (job.lost || job._handedBack) return
+    if (job.lost || job._handedBack) return clearInterval(job._beat)
     try {
       await job.heartbeat()
     } catch (e) {

@@ -18,7 +18,17 @@ async function freshDatabase (name) {
   await admin.query(`CREATE DATABASE ${name}`)
   await admin.end()
   const pool = new pg.Pool({ database: name, max: 4 })
-  await pool.query('CREATE EXTENSION jobq')
+  // The first CREATE EXTENSION of the cluster makes jobq's roles; two
+  // files making theirs at once can collide on a role's name: try again.
+  for (let tries = 0; ; tries++) {
+    try {
+      await pool.query('CREATE EXTENSION jobq')
+      break
+    } catch (e) {
+      if (e.code !== '23505' || tries >= 5) throw e
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
   const url = `postgresql:///${name}?host=${encodeURIComponent(process.env.PGHOST)}&port=${process.env.PGPORT}`
   return {
     name,

@@ -72,10 +72,11 @@ unix_socket_directories = '$WORK'
 port = 5432
 fsync = off
 max_connections = 200
+max_worker_processes = 32
 jobq.rescue_interval = '200ms'
 CONF
 as_test pg_ctl -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
 
 cd "$WORK/pkg"
 as_test env PGHOST="$WORK" PGPORT=5432 PGUSER="$TEST_USER" PGDATABASE=postgres \
-    timeout 600 "$NODE" --test --test-reporter=tap --test-concurrency=2 test/
+    timeout 600 "$NODE" --test --test-reporter=tap --test-concurrency=2 test/*.test.js
