@@ -141,17 +141,20 @@ function consoleLogger (level = 'info') {
   return { debug: make('debug'), info: make('info'), warn: make('warn'), error: make('error') }
 }
 
-// A logger whose every line carries `bound` too.
-function childLogger (logger, bound) {
-  const out = {}
-  for (const lvl of Object.keys(LEVELS)) {
-    out[lvl] = (message, fields) => {
-      const f = logger[lvl]
-      if (typeof f === 'function') f.call(logger, message, { ...bound, ...fields })
-    }
+// A logger whose every line carries `bound` too (one per job: cheap to make).
+class BoundLogger {
+  constructor (logger, bound) { this.logger = logger; this.bound = bound }
+  _line (lvl, message, fields) {
+    const f = this.logger[lvl]
+    if (typeof f === 'function') f.call(this.logger, message, fields ? { ...this.bound, ...fields } : { ...this.bound })
   }
-  return out
+
+  debug (message, fields) { this._line('debug', message, fields) }
+  info (message, fields) { this._line('info', message, fields) }
+  warn (message, fields) { this._line('warn', message, fields) }
+  error (message, fields) { this._line('error', message, fields) }
 }
+const childLogger = (logger, bound) => new BoundLogger(logger, bound)
 
 // -------------------------------------------------------------------- jobs
 
@@ -188,11 +191,19 @@ class Job {
     this._conn = conn || null // a transactional batch's connection
     this._began = false // a BEGIN or SAVEPOINT was sent
     this._beginning = null
-    this._abort = new AbortController()
-    this.signal = this._abort.signal
+    this._abort = null // made when job.signal is first read
     this._keys = new Map()
     this._beat = null // the heartbeat timer of a leased job
     this.lost = null // the LeaseLost, once the lease is known to be gone
+  }
+
+  // Aborted when the lease is lost, or when the grace period of a
+  // shutdown is over.
+  get signal () { return this._controller().signal }
+
+  _controller () {
+    if (!this._abort) this._abort = new AbortController()
+    return this._abort
   }
 
   // The first query begins the transaction; concurrent first queries
@@ -238,7 +249,7 @@ class Job {
   _markLost (cause) {
     if (!this.lost) {
       this.lost = cause instanceof LeaseLost ? cause : new LeaseLost(this.id, cause)
-      this._abort.abort(this.lost)
+      this._controller().abort(this.lost)
     }
     return this.lost
   }
@@ -443,7 +454,7 @@ class Worker extends EventEmitter {
     for (const { job } of this._inflight.values()) {
       job._handedBack = true
       clearInterval(job._beat)
-      job._abort.abort(new Error('worker shutting down'))
+      job._controller().abort(new Error('worker shutting down'))
       if (job._conn) { job._conn.release(true); job._conn = null } // ends its transaction: rolled back
       try {
         await this._pool.query('SELECT jobq.snooze($1, $2, $3::interval)', [job.id, job.leaseToken, '0'])
@@ -659,11 +670,14 @@ class Worker extends EventEmitter {
     }
     stop.addEventListener('abort', onStop, { once: true })
     try {
-      await conn.query('BEGIN')
-      const { rows } = await conn.query(
-        'SELECT id, kind, payload, attempt, idempotency_key, $1::text AS queue' +
-        ' FROM jobq.claim_in_transaction($1, $2, $3)',
-        [queue, this.name, this.transactionalBatch])
+      // BEGIN and the claim in one round trip (a simple query of two
+      // statements: its values are quoted literals), as are the
+      // complete_many of the ids and COMMIT at the end.
+      const q = conn.escapeLiteral(queue)
+      const claimed = await conn.query('BEGIN; SELECT id, kind, payload, attempt, idempotency_key,' +
+        ` ${q}::text AS queue FROM jobq.claim_in_transaction(${q}, ${conn.escapeLiteral(this.name)},` +
+        ` ${this.transactionalBatch})`)
+      const rows = claimed[1].rows
       if (rows.length === 0) {
         await conn.query('COMMIT')
         return 0
@@ -696,13 +710,16 @@ class Worker extends EventEmitter {
           outcomes.push([job, 'completed', result])
         }
       }
-      if (done.length > 0) await conn.query('SELECT jobq.complete_many($1::bigint[], NULL)', [done])
       if (results.length > 0) {
         await conn.query('SELECT jobq.complete(r.id, NULL, r.result)' +
           ' FROM unnest($1::bigint[], $2::jsonb[]) AS r(id, result)',
         [results.map(r => r[0]), results.map(r => r[1])])
       }
-      await conn.query('COMMIT')
+      // Ids are bigints the claim returned: digits only, safe as a literal.
+      if (!done.every(id => /^[0-9]+$/.test(id))) throw new Error(`unexpected job id in ${done}`)
+      await conn.query(done.length > 0
+        ? `SELECT jobq.complete_many('{${done.join(',')}}'::bigint[], NULL); COMMIT`
+        : 'COMMIT')
       for (const [job, outcome, detail, error] of outcomes) {
         if (outcome === 'completed') {
           this.stats.completed++
