@@ -54,9 +54,10 @@ const CONFIG = {
     drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
   },
   jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
-  // clients/node: two Worker objects of one connection each, a no-op
-  // handler with transactional: true, 100 jobs per batch transaction.
-  jobqNode: { workers: 2, concurrency: 1, transactional: true, transactionalBatch: 100, pollInterval: 0.05 },
+  // clients/node: two Worker objects with the runtime's defaults (each:
+  // concurrency 4, so 4 batch transactions at once, of up to 50 jobs), a
+  // no-op handler with transactional: true.
+  jobqNode: { workers: 2, transactional: true, pollInterval: 0.05 },
   // The configuration of graphile-worker's performance documentation.
   graphile: {
     concurrentJobs: 24,
@@ -210,7 +211,7 @@ class Jobq {
   // clients/node's runtime: CONFIG.jobqNode.workers Worker objects (each
   // as a separate process would have it: its own pool), a no-op handler
   // declared transactional, so each batch is one transaction of
-  // claim_in_transaction + complete_many.  Timed from the first handler
+  // claim_in_transaction + complete_many, in two round trips.  Timed from the first handler
   // call to the 'completed' event that made the count, which the Worker
   // emits after its batch committed.
   async drainNode (n) {
