@@ -17,7 +17,7 @@
 #              complete_many in one transaction
 #   jobq-node  drained by clients/node's Worker (2 of them, one connection
 #              each), a no-op handler declared transactional: batches of
-#              claim_in_transaction 100 + complete_many
+#              claim_in_transaction 500 + complete_many
 #   graphile   graphile-worker (its documented high-throughput settings)
 #   pgboss     pg-boss (batchSize 1000, 4 workers, 0.5 s polling)
 #   pgq        PgQ (Debian package, ticked by pgqd); one consumer
@@ -432,7 +432,7 @@ render() {
         echo "  started → last counted job done). floor and jobq external: the client loop's start and end"
         echo "  (2 connections each; floor: one DELETE of 100 rows per statement, jobq: BEGIN, claim 100,"
         echo "  complete_many, COMMIT); jobq, Node runtime: 2 \`Worker\` objects of clients/node (one"
-        echo "  connection each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 100,"
+        echo "  connection each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 500,"
         echo "  \`complete_many\`, COMMIT), the first handler call to the \`completed\` event of the N-th job,"
         echo "  which follows its batch's COMMIT; jobq: \`min(started_at)\` to the N-th \`finished_at\` (handler end,"
         echo "  before its batch commits) of the jobs; graphile-worker and pg-boss: the first handler"

@@ -194,6 +194,9 @@ class Job {
     this._abort = null // made when job.signal is first read
     this._keys = new Map()
     this._beat = null // the heartbeat timer of a leased job
+    this._beating = null // the heartbeat under way
+    this._reporting = false // the handler returned; the outcome is being recorded
+    this._handedBack = false // given back at shutdown
     this.lost = null // the LeaseLost, once the lease is known to be gone
   }
 
@@ -452,6 +455,7 @@ class Worker extends EventEmitter {
       timer.cancel()
     }
     for (const { job } of this._inflight.values()) {
+      if (job._reporting) continue // its handler returned: its report is under way
       job._handedBack = true
       clearInterval(job._beat)
       job._controller().abort(new Error('worker shutting down'))
@@ -465,6 +469,8 @@ class Worker extends EventEmitter {
       }
     }
     await (this._flushing || this._flushCompletions())
+    // Let the reports under way end before the pool does.
+    await Promise.allSettled([...this._inflight.values()].filter(f => f.job._reporting).map(f => f.done))
   }
 
   async _runLeasedJob (job) {
@@ -485,6 +491,10 @@ class Worker extends EventEmitter {
       clearInterval(job._beat)
     }
     if (job._handedBack) return
+    // From here the job is being reported: a shutdown leaves it alone, and
+    // a heartbeat still under way must not meet the completion's row lock.
+    job._reporting = true
+    await job._beating
     try {
       if (error) await this._leasedFailure(job, error)
       else await this._leasedSuccess(job, result)
@@ -497,14 +507,13 @@ class Worker extends EventEmitter {
     }
   }
 
-  async _heartbeat (job) {
-    if (job.lost || job._handedBack) return clearInterval(job._beat)
-    try {
-      await job.heartbeat()
-    } catch (e) {
+  _heartbeat (job) {
+    if (job.lost || job._handedBack || job._reporting) return clearInterval(job._beat)
+    if (job._beating) return // the last one has not answered yet
+    job._beating = job.heartbeat().catch(e => {
       if (e instanceof LeaseLost) job.log.warn('lease lost (heartbeat refused)', { error: e.cause && e.cause.message })
       else job.log.warn('heartbeat failed', { error: e.message, code: e.code })
-    }
+    }).finally(() => { job._beating = null })
   }
 
   async _leasedSuccess (job, result) {
@@ -731,7 +740,12 @@ class Worker extends EventEmitter {
       }
       return rows.length
     } catch (e) {
-      if (!broken) await conn.query('ROLLBACK').catch(() => { broken = true })
+      if (!broken) {
+        await conn.query('ROLLBACK').catch(() => {
+          broken = true
+          conn.release(true) // a connection that cannot roll back is not reused
+        })
+      }
       throw e
     } finally {
       stop.removeEventListener('abort', onStop)

@@ -61,7 +61,7 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT PIPE TERM
 chmod 755 "$WORK"
 mkdir "$WORK/pkg"
-cp -r "$HERE/package.json" "$HERE/lib" "$HERE/bin" "$HERE/test" "$HERE/node_modules" "$WORK/pkg/"
+cp -r "$HERE/package.json" "$HERE/README.md" "$HERE/lib" "$HERE/bin" "$HERE/test" "$HERE/node_modules" "$WORK/pkg/"
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER": "$WORK"
 
 as_test initdb -D "$WORK/data" -A trust --no-locale -E UTF8 >/dev/null

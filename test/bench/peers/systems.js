@@ -54,10 +54,10 @@ const CONFIG = {
     drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
   },
   jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
-  // clients/node: two Worker objects with the runtime's defaults (each:
-  // concurrency 4, so 4 batch transactions at once, of up to 50 jobs), a
-  // no-op handler with transactional: true.
-  jobqNode: { workers: 2, transactional: true, pollInterval: 0.05 },
+  // clients/node: two Worker objects of one connection each (concurrency
+  // 1), a no-op handler with transactional: true, batches of up to 500
+  // jobs (graphile-worker's local queue above holds as many).
+  jobqNode: { workers: 2, concurrency: 1, transactionalBatch: 500, transactional: true, pollInterval: 0.05 },
   // The configuration of graphile-worker's performance documentation.
   graphile: {
     concurrentJobs: 24,
