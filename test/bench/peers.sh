@@ -15,8 +15,9 @@
 #              (a kind with a no-op SQL handler, default worker settings)
 #   jobq-ext   drained by 2 external-worker connections: claim 100 +
 #              complete_many in one transaction
-#   jobq-node  drained by clients/node's Worker (2 of them, one connection
-#              each), a no-op handler declared transactional: batches of
+#   jobq-node  drained by clients/node's Worker (2 of them, each with
+#              concurrency 2: two batch transactions at once), a no-op
+#              handler declared transactional: batches of
 #              claim_in_transaction 500 + complete_many
 #   graphile   graphile-worker (its documented high-throughput settings)
 #   pgboss     pg-boss (batchSize 1000, 4 workers, 0.5 s polling)
@@ -431,8 +432,8 @@ render() {
         echo "  10,000 events), then \`VACUUM ANALYZE\` and \`CHECKPOINT\`. The rate is jobs / (first job"
         echo "  started → last counted job done). floor and jobq external: the client loop's start and end"
         echo "  (2 connections each; floor: one DELETE of 100 rows per statement, jobq: BEGIN, claim 100,"
-        echo "  complete_many, COMMIT); jobq, Node runtime: 2 \`Worker\` objects of clients/node (one"
-        echo "  connection each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 500,"
+        echo "  complete_many, COMMIT); jobq, Node runtime: 2 \`Worker\` objects of clients/node (two"
+        echo "  connections each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 500,"
         echo "  \`complete_many\`, COMMIT), the first handler call to the \`completed\` event of the N-th job,"
         echo "  which follows its batch's COMMIT; jobq: \`min(started_at)\` to the N-th \`finished_at\` (handler end,"
         echo "  before its batch commits) of the jobs; graphile-worker and pg-boss: the first handler"

@@ -54,10 +54,11 @@ const CONFIG = {
     drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
   },
   jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
-  // clients/node: two Worker objects of one connection each (concurrency
-  // 1), a no-op handler with transactional: true, batches of up to 500
-  // jobs (graphile-worker's local queue above holds as many).
-  jobqNode: { workers: 2, concurrency: 1, transactionalBatch: 500, transactional: true, pollInterval: 0.05 },
+  // clients/node: two Worker objects, each running two batch transactions
+  // at once (concurrency 2: one commits while the other claims), a no-op
+  // handler with transactional: true, batches of up to 500 jobs
+  // (graphile-worker's local queue above holds as many).
+  jobqNode: { workers: 2, concurrency: 2, transactionalBatch: 500, transactional: true, pollInterval: 0.05 },
   // The configuration of graphile-worker's performance documentation.
   graphile: {
     concurrentJobs: 24,
