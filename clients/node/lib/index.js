@@ -303,7 +303,7 @@ const DEFAULTS = {
   queues: ['default'],
   concurrency: 4,
   leaseSeconds: 30,
-  pollInterval: 1000,
+  pollInterval: 1, // seconds, as every duration here
   shutdownGrace: 30,
   transactionalBatch: 50
 }
@@ -364,7 +364,6 @@ class Worker extends EventEmitter {
     if (this._running) throw new Error('run: this worker is already running')
     if (this._handlers.size === 0) throw new Error('run: no handlers (call worker.handle() first)')
     this._running = true
-    this._stopping = false
     const stop = new AbortController()
     this._stop = stop
     const onAbort = () => stop.abort()

@@ -177,3 +177,14 @@ test('a job of a kind without a handler here fails with a message that says so',
   await runUntil(worker, async () => (await job(id)).state === 'failed', 'o.none failed')
   assert.match((await job(id)).last_error, /no handler for kind "o\.none" in worker/)
 })
+
+test('the defaults, in seconds, and bad options refused', () => {
+  const w = new Worker()
+  assert.deepEqual([w.queues, w.concurrency, w.leaseSeconds, w.heartbeatSeconds, w.pollInterval, w.shutdownGrace, w.claimMode],
+    [['default'], 4, 30, 10, 1, 30, 'leased'])
+  assert.throws(() => new Worker({ concurrency: 0 }), /concurrency must be an integer >= 1/)
+  assert.throws(() => new Worker({ queues: [] }), /at least one queue/)
+  assert.throws(() => new Snooze(-1), /seconds must be a finite number >= 0/)
+  assert.throws(() => w.handle('k', 'not a function'), /must be a function/)
+  assert.rejects(w.run(), /no handlers/)
+})
