@@ -518,6 +518,8 @@ class Worker extends EventEmitter {
   async _leasedSuccess (job, result) {
     if (job.lost) { await this._rollback(job); throw job.lost }
     if (job._began) {
+      // A handler may have returned without awaiting its first query.
+      await job._beginning
       // The handler's writes and the completion commit together.
       try {
         await job._conn.query('SELECT jobq.complete($1, $2, $3::jsonb)',
@@ -539,6 +541,7 @@ class Worker extends EventEmitter {
   }
 
   async _rollback (job) {
+    if (job._beginning) await job._beginning.catch(() => {})
     if (!job._conn) return
     try {
       await job._conn.query('ROLLBACK')
@@ -583,6 +586,7 @@ class Worker extends EventEmitter {
   // A job of a kind this worker has no handler for fails (charged), so
   // that it ends in jobq.failures instead of cycling between workers.
   async _noHandler (job) {
+    job._reporting = true
     const message = `no handler for kind "${job.kind}" in worker ${this.name} (queues ${this.queues.join(', ')})`
     try {
       const row = await job._leased('SELECT jobq.fail($1, $2, $3) AS state', [job.id, job.leaseToken, message])

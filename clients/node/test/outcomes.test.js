@@ -178,7 +178,7 @@ test('a job of a kind without a handler here fails with a message that says so',
   assert.match((await job(id)).last_error, /no handler for kind "o\.none" in worker/)
 })
 
-test('the defaults, in seconds, and bad options refused', () => {
+test('the defaults, in seconds, and bad options refused', async () => {
   const w = new Worker()
   assert.deepEqual([w.queues, w.concurrency, w.leaseSeconds, w.heartbeatSeconds, w.pollInterval, w.shutdownGrace, w.claimMode],
     [['default'], 4, 30, 10, 1, 30, 'leased'])
@@ -186,5 +186,5 @@ test('the defaults, in seconds, and bad options refused', () => {
   assert.throws(() => new Worker({ queues: [] }), /at least one queue/)
   assert.throws(() => new Snooze(-1), /seconds must be a finite number >= 0/)
   assert.throws(() => w.handle('k', 'not a function'), /must be a function/)
-  assert.rejects(w.run(), /no handlers/)
+  await assert.rejects(w.run(), /no handlers/)
 })
