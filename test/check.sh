@@ -14,7 +14,8 @@
 # suite and the TAP suite, each on a throwaway cluster of its own with jobq
 # preloaded, then the client examples (Python, Node.js, psql;
 # test/clients/run.sh), then the Python package's pytest suite
-# (clients/python/tests/run.sh), then fuzzes the cron parser for FUZZ_SECONDS (60)
+# (clients/python/tests/run.sh) and the Node.js runtime's tests
+# (clients/node/test/run.sh, node --test), then fuzzes the cron parser for FUZZ_SECONDS (60)
 # seconds.  Then the checked build (jobq with assertions and
 # AddressSanitizer, installed into a private copy of PostgreSQL under
 # $BUILD/checked: the installation above stays the one the other suites
@@ -89,6 +90,12 @@ count_tests() {
             p=$(grep -oE '[0-9]+ passed' <<<"$n" | awk '{ print $1 }')
             m=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$n" | awk '{ f += $1 } END { print f + 0 }')
             echo "${p:-0} $m"
+            ;;
+        node)
+            # node --test's TAP summary: "# pass N" and "# fail N".
+            n=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$log" | tail -1)
+            m=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$log" | tail -1)
+            [ -n "$n" ] && [ -n "$m" ] && echo "$n $m"
             ;;
         clang | style | package | doc)
             # One "ok N - ..." or "not ok N - ..." line per test.
@@ -313,6 +320,18 @@ if finish_suite python "$BUILD/ci-python.log" "$status"; then
 else
     echo "--- python FAILED" >&2
     tail -n 150 "$BUILD/ci-python.log"
+fi
+
+# The Node.js runtime (clients/node) under node's test runner, on a
+# cluster of its own.
+start_suite node "the Node.js runtime, clients/node (node --test)"
+status=0
+stream "$BUILD/ci-node.log" "$BUILD/ci-node.log.status" '^(ok|not ok) |^# (pass|fail) ' \
+    bash "$BUILD/clients/node/test/run.sh"
+status=$(cat "$BUILD/ci-node.log.status")
+if ! finish_suite node "$BUILD/ci-node.log" "$status"; then
+    echo "--- node FAILED" >&2
+    grep -v '^ *\(duration_ms\|\.\.\.\|---\)' "$BUILD/ci-node.log" | tail -n 120
 fi
 
 # The cron parser under libFuzzer, for a bounded time.

@@ -16,6 +16,10 @@
 #              (a kind with a no-op SQL handler, default worker settings)
 #   jobq-ext   drained by 2 external-worker connections: claim 100 +
 #              complete_many in one transaction
+#   jobq-node  drained by clients/node's Worker (2 of them, each with
+#              concurrency 2: two batch transactions at once), a no-op
+#              handler declared transactional: batches of
+#              claim_in_transaction 500 + complete_many
 #   graphile   graphile-worker (its documented high-throughput settings)
 #   pgboss     pg-boss (batchSize 1000, 4 workers, 0.5 s polling)
 #   pgq        PgQ (Debian package, ticked by pgqd); one consumer
@@ -59,7 +63,7 @@ else
         BIG_SLICE=${BIG_SLICE:-100000} LATENCY_JOBS=${LATENCY_JOBS:-200}
 fi
 SCENARIOS=${SCENARIOS:-enqueue_1 enqueue_1000 drain latency drain_big}
-SYSTEMS="floor jobq jobq-ext graphile pgboss pgq"
+SYSTEMS="floor jobq jobq-ext jobq-node graphile pgboss pgq"
 LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
 
 # Debian packages and npm modules the run needs.
@@ -74,7 +78,10 @@ ensure_tools() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if [ ! -d "$PEERS/node_modules/graphile-worker" ] || [ ! -d "$PEERS/node_modules/pg-boss" ]; then
+    if [ ! -d "$PEERS/node_modules/graphile-worker" ] || [ ! -d "$PEERS/node_modules/pg-boss" ] ||
+        [ ! -e "$PEERS/node_modules/jobq" ] || [ ! -d "$PEERS/../../../clients/node/node_modules/pg" ]; then
+        # jobq is clients/node, linked: its own dependency (pg) goes there.
+        (cd "$PEERS/../../../clients/node" && npm ci --omit=dev --no-audit --no-fund >&2)
         (cd "$PEERS" && npm ci --no-audit --no-fund >&2)
     fi
 }
@@ -100,6 +107,7 @@ CREATE EXTENSION jobq;
 CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 SELECT jobq.register_kind('bench.noop', 'bench_noop(jsonb)', queue => 'bench');
 SELECT jobq.register_kind('bench.ext', queue => 'bench_ext');
+SELECT jobq.register_kind('bench.node', queue => 'bench_node');
 CREATE TABLE latency (k bigint PRIMARY KEY, started_at timestamptz NOT NULL);
 CREATE FUNCTION bench_latency(p jsonb) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO latency VALUES ((p->>'k')::bigint, clock_timestamp()) $$;
@@ -174,7 +182,7 @@ rotate() {
 systems_of() {
     case $1 in
         enqueue_1 | enqueue_1000) echo floor jobq graphile pgboss pgq ;;
-        drain | drain_big) echo floor jobq jobq-ext graphile pgboss pgq ;;
+        drain | drain_big) echo floor jobq jobq-ext jobq-node graphile pgboss pgq ;;
         latency) echo floor jobq graphile graphile-defaults pgboss pgq ;;
     esac
 }
@@ -216,7 +224,7 @@ fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "—"; else if (v < 10) pr
 
 label_of() {
     case $1 in
-        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;;
+        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;; jobq-node) echo "jobq, Node runtime" ;;
         graphile) echo "graphile-worker" ;; graphile-defaults) echo "graphile-worker, defaults" ;; pgboss) echo "pg-boss" ;; pgq) echo "PgQ" ;;
         enqueue_1) echo "enqueue, 1 job/tx" ;; enqueue_1000) echo "enqueue, 1,000 jobs/tx" ;;
         drain) echo "drain $(fmt_rate "$DRAIN_JOBS") jobs" ;;
@@ -314,7 +322,8 @@ chart_data() {
 }
 
 charts() {
-    local base=$1
+    local base=$1 NSYS
+    NSYS=$(wc -w <<<"$SYSTEMS")   # columns 2..NSYS: every system but the floor
     chart_data
     gnuplot <<EOF
 set terminal pngcairo size 1300,600 font "sans,10"
@@ -333,14 +342,14 @@ set output "$base-ratios.png"
 set title "Rate relative to the plain-table floor (median of per-round ratios; 1.0 = floor)"
 set ylabel "system / floor"
 set yrange [0:*]
-plot for [i=2:6] "$WORK/ratios.dat" using i:xtic(1) title columnheader(i), 1 with lines dt 2 lc rgb "black" notitle
+plot for [i=2:$NSYS] "$WORK/ratios.dat" using i:xtic(1) title columnheader(i), 1 with lines dt 2 lc rgb "black" notitle
 
 set output "$base-rates.png"
 set title "Jobs per second (medians)"
 set ylabel "jobs/s (log scale)"
 set logscale y
 set yrange [10:*]
-plot for [i=2:7] "$WORK/rates.dat" using i:xtic(1) title columnheader(i)
+plot for [i=2:$((NSYS + 1))] "$WORK/rates.dat" using i:xtic(1) title columnheader(i)
 THROUGHPUT
 fi)
 
@@ -424,7 +433,10 @@ render() {
         echo "  10,000 events), then \`VACUUM ANALYZE\` and \`CHECKPOINT\`. The rate is jobs / (first job"
         echo "  started → last counted job done). floor and jobq external: the client loop's start and end"
         echo "  (2 connections each; floor: one DELETE of 100 rows per statement, jobq: BEGIN, claim 100,"
-        echo "  complete_many, COMMIT); jobq: \`min(started_at)\` to the N-th \`finished_at\` (handler end,"
+        echo "  complete_many, COMMIT); jobq, Node runtime: 2 \`Worker\` objects of clients/node (two"
+        echo "  connections each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 500,"
+        echo "  \`complete_many\`, COMMIT), the first handler call to the \`completed\` event of the N-th job,"
+        echo "  which follows its batch's COMMIT; jobq: \`min(started_at)\` to the N-th \`finished_at\` (handler end,"
         echo "  before its batch commits) of the jobs; graphile-worker and pg-boss: the first handler"
         echo "  call to the return of the handler that made the count (their completions commit"
         echo "  afterwards, asynchronously); PgQ: one consumer loop, start to the last \`finish_batch\` commit."

@@ -7,7 +7,7 @@
 //   node bench.js SCENARIO SYSTEM       measure, print "SCENARIO<TAB>SYSTEM<TAB>VALUE" lines
 //
 // Scenarios: enqueue_1, enqueue_1000, drain, drain_big, latency.
-// Systems: floor, jobq, jobq-ext, graphile, graphile-defaults (latency only),
+// Systems: floor, jobq, jobq-ext, jobq-node, graphile, graphile-defaults (latency only),
 // pgboss, pgq (see systems.js).
 // The connection comes from PGHOST, PGPORT and PGUSER; the sizes from
 // SECS, DRAIN_JOBS, BIG_PENDING, BIG_SLICE and LATENCY_JOBS.

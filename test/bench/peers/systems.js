@@ -16,6 +16,7 @@
 // is on): from pg_xact_commit_timestamp() of the enqueuing transaction to
 // a clock_timestamp() taken as the job starts (LATENCY_METHOD says how,
 // per system).
+// jobq-node is clients/node's Worker, the runtime this repository ships.
 // Systems without a handler of their own (the floor, PgQ, jobq's external
 // worker) do their drain as a client loop here.
 'use strict'
@@ -33,6 +34,10 @@ const log = (...args) => console.error(...args)
 // Connection settings of one system's database.
 const dbConf = database => ({ host: env.PGHOST, port: Number(env.PGPORT), user: env.PGUSER, database })
 
+// The same as a connection string, for clients that take one.
+const nodeUrl = database =>
+  `postgresql:///${database}?host=${encodeURIComponent(env.PGHOST)}&port=${env.PGPORT}&user=${env.PGUSER}`
+
 async function connect (database) {
   const client = new Client(dbConf(database))
   await client.connect()
@@ -49,6 +54,11 @@ const CONFIG = {
     drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
   },
   jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
+  // clients/node: two Worker objects, each running two batch transactions
+  // at once (concurrency 2: one commits while the other claims), a no-op
+  // handler with transactional: true, batches of up to 500 jobs
+  // (graphile-worker's local queue above holds as many).
+  jobqNode: { workers: 2, concurrency: 2, transactionalBatch: 500, transactional: true, pollInterval: 0.05 },
   // The configuration of graphile-worker's performance documentation.
   graphile: {
     concurrentJobs: 24,
@@ -189,11 +199,14 @@ class Floor {
 // ----------------------------------------------------------------- jobq
 
 // Enqueue scenarios use a kind without a handler, so no worker runs them.
+// how: 'workers' (the background workers), 'external' (a client loop of
+// claim + complete_many) or 'node' (clients/node's Worker).
 class Jobq {
-  constructor (external) {
+  constructor (how) {
     this.db = 'bench_jobq'
-    this.external = external
-    this.kind = external ? 'bench.ext' : 'bench.noop'
+    this.how = how
+    this.external = how !== 'workers'
+    this.kind = { workers: 'bench.noop', external: 'bench.ext', node: 'bench.node' }[how]
   }
 
   async open () { this.c = await connect(this.db) }
@@ -213,7 +226,35 @@ class Jobq {
     await fillInChunks(n, ps => this.enqueueMany(ps, this.kind))
   }
 
-  drain (n) { return this.external ? this.drainExternal(n) : this.drainWorkers(n) }
+  drain (n) {
+    if (this.how === 'node') return this.drainNode(n)
+    return this.external ? this.drainExternal(n) : this.drainWorkers(n)
+  }
+
+  // clients/node's runtime: CONFIG.jobqNode.workers Worker objects (each
+  // as a separate process would have it: its own pool), a no-op handler
+  // declared transactional, so each batch is one transaction of
+  // claim_in_transaction + complete_many, in two round trips.  Timed from the first handler
+  // call to the 'completed' event that made the count, which the Worker
+  // emits after its batch committed.
+  async drainNode (n) {
+    const { Worker } = require('jobq')
+    const { workers, ...options } = CONFIG.jobqNode
+    let done = 0; let t0 = 0; let t1 = 0; let finished
+    const allDone = new Promise(resolve => { finished = resolve })
+    const stop = new AbortController()
+    const silent = { debug () {}, info () {}, warn (m, f) { log('jobq-node:', m, f) }, error (m, f) { log('jobq-node:', m, f) } }
+    const runs = Array.from({ length: workers }, (_, i) => {
+      const w = new Worker({ ...options, connectionString: nodeUrl(this.db), queues: ['bench_node'], name: `bench-node-${i}`, logger: silent })
+      w.handle('bench.node', () => { if (t0 === 0) t0 = now() }, { transactional: options.transactional })
+      w.on('completed', () => { if (++done === n) { t1 = now(); finished() } })
+      return w.run({ signal: stop.signal })
+    })
+    await allDone
+    stop.abort()
+    await Promise.all(runs)
+    return { jobs: n, t0, t1 }
+  }
 
   // An external worker: claim 100 and complete them in one transaction.
   drainExternal (n) {
@@ -490,8 +531,9 @@ class Pgq {
 function makeSystem (name) {
   switch (name) {
     case 'floor': return new Floor()
-    case 'jobq': return new Jobq(false)
-    case 'jobq-ext': return new Jobq(true)
+    case 'jobq': return new Jobq('workers')
+    case 'jobq-ext': return new Jobq('external')
+    case 'jobq-node': return new Jobq('node')
     case 'graphile': return new Graphile(CONFIG.graphile)
     case 'graphile-defaults': return new Graphile(CONFIG.graphileDefaults)
     case 'pgboss': return new Boss()
