@@ -1584,12 +1584,16 @@ ROLLBACK TO s;
 SET ROLE sec_txc_bob;
 SELECT jobq.complete_many(ARRAY[:sec_txc_job]::bigint[], NULL);
 ROLLBACK TO s;
+SET ROLE sec_txc_bob;
+SELECT jobq.snooze(:sec_txc_job, NULL, '0');
+ROLLBACK TO s;
 SELECT jobq.complete(:sec_txc_job, NULL);
 COMMIT;
 \c - sec_txc_bob
 -- The id of a job alice completed, and of one she did not claim: refused.
 SELECT jobq.complete(:sec_txc_job, NULL);
 SELECT jobq.complete(:sec_txc_job + 1, NULL);
+SELECT jobq.snooze(:sec_txc_job + 1, NULL, '0');
 \c - :sec_su
 SELECT payload->>'n' AS n, state, attempt FROM jobq.job
  WHERE kind LIKE 'sec.txc.%' ORDER BY kind, 1;

@@ -127,6 +127,34 @@ SELECT array_agg(payload) AS alone, count(jobq.complete(id, NULL)) AS completed
   FROM jobq.claim_in_transaction('txsb', max_jobs => 10);
 COMMIT;
 
+-- A job claimed here is given back with jobq.snooze and a NULL token: no
+-- attempt charged, due again after the delay (at once with '0'), and no
+-- other report on it in this transaction.
+SELECT jobq.register_kind('tx.snooze', queue => 'txsn');
+SELECT count(jobq.enqueue('tx.snooze', jsonb_build_object('n', n))) AS enqueued
+  FROM generate_series(1, 2) n;
+BEGIN;
+SELECT array_agg(id ORDER BY id) AS sn FROM jobq.claim_in_transaction('txsn', max_jobs => 2) \gset
+SELECT jobq.snooze((:'sn'::bigint[])[1], NULL, '1 hour') > now() + '59 minutes' AS due_in_an_hour;
+SELECT jobq.snooze((:'sn'::bigint[])[2], NULL, '0') <= clock_timestamp() AS due_now;
+SAVEPOINT s;
+\set VERBOSITY sqlstate
+SELECT jobq.complete((:'sn'::bigint[])[1], NULL);
+\set VERBOSITY default
+ROLLBACK TO s;
+COMMIT;
+SELECT payload->>'n' AS n, state, lane, attempt, run_at > now() + '59 minutes' AS later
+  FROM jobq.job WHERE kind = 'tx.snooze' ORDER BY 1;
+BEGIN;
+SELECT payload->>'n' AS n, attempt FROM jobq.claim_in_transaction('txsn', max_jobs => 2);
+ROLLBACK;
+-- Snoozing a job this transaction did not claim is refused.
+BEGIN;
+\set VERBOSITY sqlstate
+SELECT jobq.snooze((:'sn'::bigint[])[2], NULL, '0');
+\set VERBOSITY default
+ROLLBACK;
+
 -- The email job is left for jobq.claim.
 SELECT kind FROM jobq.claim('txq');
 
@@ -137,6 +165,6 @@ DELETE FROM jobq.lease l WHERE EXISTS (
 DELETE FROM jobq.concurrency_lock WHERE key = 'acct-1';
 DELETE FROM jobq.job WHERE kind LIKE 'tx.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tx.%' ORDER BY name;
-DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf');
+DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf', 'txsn');
 SELECT (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tx.%') AS jobs_left,
        (SELECT count(*) FROM jobq.lease) AS lease_rows_left;

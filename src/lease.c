@@ -447,7 +447,9 @@ PG_FUNCTION_INFO_V1(jobq_snooze);
  * jobq.snooze(id, lease_token, delay)
  *
  * Give a leased job back to run again after "delay", without charging the
- * attempt, and return when it will be due.
+ * attempt, and return when it will be due.  With a NULL lease_token, gives
+ * back a job that jobq.claim_in_transaction() handed to this transaction
+ * (txclaim.c).
  */
 Datum
 jobq_snooze(PG_FUNCTION_ARGS)
@@ -461,10 +463,14 @@ jobq_snooze(PG_FUNCTION_ARGS)
 	Datum		values[3];
 
 	JobqRequirePrimary("jobq.snooze()");
-	read_lease_args(fcinfo, &job_id, &lease_token);
+	JobqCheckNotNull(fcinfo, 0, "id");
 	JobqCheckNotNull(fcinfo, 2, "delay");
 	delay = JobqCheckNonNegativeInterval(PG_GETARG_INTERVAL_P(2), "delay");
 	run_at = GetCurrentTimestamp() + delay;
+	/* A job of jobq.claim_in_transaction(): its row lock is the lease. */
+	if (PG_ARGISNULL(1))
+		PG_RETURN_TIMESTAMPTZ(JobqSnoozeClaimedHere(PG_GETARG_INT64(0), run_at));
+	read_lease_args(fcinfo, &job_id, &lease_token);
 	values[0] = Int64GetDatum(job_id);
 	values[1] = Int64GetDatum(lease_token);
 	values[2] = TimestampTzGetDatum(run_at);

@@ -9,7 +9,8 @@
  * the transaction.  A transaction-scoped claim locks the first ready jobs
  * of a queue and changes nothing: no lease row, no lease token, no new
  * tuple version.  The transaction then completes or fails each job with
- * jobq.complete / complete_many / fail and a NULL lease_token; one UPDATE
+ * jobq.complete / complete_many / fail (or gives it back with jobq.snooze)
+ * and a NULL lease_token; one UPDATE
  * per job (or per complete_many) charges the attempt and records the
  * outcome.  If the transaction rolls back, the jobs are as they were.
  *
@@ -157,6 +158,7 @@ static SPIPlanPtr plan_charge;
 static SPIPlanPtr plan_complete;
 static SPIPlanPtr plan_complete_many;
 static SPIPlanPtr plan_fail_rules;
+static SPIPlanPtr plan_snooze;
 static SPIPlanPtr plan_not_pending;
 
 static Size
@@ -1043,6 +1045,42 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 	for (i = 0; i < n; i++)
 		jobs[i]->done_level = GetCurrentTransactionNestLevel();
 	return n;
+}
+
+/*
+ * Give a job claimed here back to run at run_at, without charging an
+ * attempt: jobq.snooze(id, NULL, delay).  Returns run_at.  Raises an ERROR
+ * if the job is not claimed here by the calling role.
+ */
+TimestampTz
+JobqSnoozeClaimedHere(int64 job_id, TimestampTz run_at)
+{
+	ClaimedJob *job = find_claimed(job_id);
+	JobqAccess	access;
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = TimestampTzGetDatum(run_at);
+	JobqBeginAccess(&access);
+	JobqPreparePlan(&plan_snooze,
+					"UPDATE jobq.job SET run_at = $2,"
+					" lane = CASE WHEN $2 <= pg_catalog.clock_timestamp() THEN 'r'"
+					"   ELSE 's' END::\"char\""
+					" WHERE id = $1 AND state = 'pending' AND lane = 'r'"
+					" RETURNING concurrency_key IS NOT NULL",
+					2, argtypes);
+	if (JobqExecutePlan(plan_snooze, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job %lld is no longer ready", (long long) job_id),
+				 errdetail("This transaction changed the job after claiming it.")));
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (JobqGetBool(0, 1))
+		JobqWakeWorkersAtCommit();
+	JobqEndAccess(&access);
+	job->done_level = GetCurrentTransactionNestLevel();
+	return run_at;
 }
 
 /*

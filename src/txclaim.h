@@ -35,6 +35,7 @@
 extern void JobqTxClaimRequestShmem(void);
 extern void JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull);
 extern int	JobqCompleteManyClaimedHere(Datum *ids, int n);
+extern TimestampTz JobqSnoozeClaimedHere(int64 job_id, TimestampTz run_at);
 extern const char *JobqFailClaimedHere(int64 job_id, const char *message,
 									   bool have_retry_in, int64 retry_in_usecs);
 
