@@ -77,12 +77,14 @@ def test_complete_in_handler_transaction_or_batched(db, dsn, effects):
     assert tags == [("conn", 10, 10), ("nested", 10, 10)]
 
 
-def test_snooze_charges_nothing(db, dsn):
-    kind(db, "w.snooze", "w_snooze", max_attempts=1)
-    w = jobq.Worker(dsn, queues=["w_snooze"], concurrency=1, poll_interval=0.1)
+@pytest.mark.parametrize("transactional", [False, True])
+def test_snooze_charges_nothing(db, dsn, transactional):
+    queue = "w_snooze_tx" if transactional else "w_snooze"
+    kind(db, "w.snooze", queue, max_attempts=1)
+    w = jobq.Worker(dsn, queues=[queue], concurrency=1, poll_interval=0.1)
     seen = []
 
-    @w.handler("w.snooze")
+    @w.handler("w.snooze", transactional=transactional)
     def h(job):
         seen.append((time.monotonic(), job.attempt))
         if len(seen) == 1:

@@ -531,11 +531,17 @@ class AsyncWorker:
                     if i == CONFLICT_RETRIES:
                         raise
             raise AssertionError("unreachable")
-        except (Snooze, RetryIn) as r:
+        except Snooze as z:
+            # Given back uncharged: jobq.snooze takes a NULL token for a job
+            # claimed in this transaction.
+            if conn.broken:
+                raise psycopg.OperationalError("the connection broke during the batch")
+            await conn.execute(_core.SNOOZE, (c.id, None, timedelta(seconds=z.seconds)))
+            log.info("snoozed for %g s", z.seconds)
+            return
+        except RetryIn as r:
             error = str(r)
             retry_in = timedelta(seconds=r.seconds)
-            if isinstance(r, Snooze):
-                error = f"snoozed for {r.seconds:g} s (a transaction-scoped claim charges it)"
         except Exception as e:
             error = _core.describe_error(e)
         if conn.broken:

@@ -10,9 +10,8 @@ class JobqError(Exception):
 class Snooze(Exception):
     """Raise in a handler to give the job back, to run again after `seconds`.
 
-    With a lease (the default claim) the attempt is not charged.  A handler
-    of a transaction-scoped claim has no lease to give back: its job fails
-    with a retry after `seconds` instead (an attempt is charged).
+    The attempt is not charged, with either claim (a transaction-scoped
+    claim gives the job back with jobq.snooze and a NULL token).
     """
 
     def __init__(self, seconds: float) -> None:
