@@ -18,7 +18,7 @@
 //     heartbeats while the handler runs.  The handler's writes through
 //     job.client run in a transaction of their own, and the completion is
 //     recorded in it, so both commit or neither does.  Steps, external
-//     keys, snoozes and a shutdown's uncharged hand-back need the lease.
+//     keys and a shutdown's uncharged hand-back need the lease.
 //   - transactional (jobq.claim_in_transaction): one transaction per batch;
 //     the row lock is the lease, nothing is written until the batch
 //     commits, and each job whose handler uses job.client runs in a
@@ -737,6 +737,10 @@ class Worker extends EventEmitter {
           this.stats.completed++
           this.emit('completed', job, detail)
           job.log.debug('completed')
+        } else if (outcome === 'snoozed') {
+          this.stats.snoozed++
+          this.emit('snoozed', job, detail)
+          job.log.info('snoozed', { seconds: detail })
         } else if (outcome !== null) {
           this._failed(job, error, outcome)
         }
@@ -759,12 +763,17 @@ class Worker extends EventEmitter {
 
   // Report a transactional job's failure, in a savepoint of its own: a
   // report that fails (the job was changed meanwhile) leaves the batch
-  // whole.  jobq.snooze needs a lease token, so a Snooze here is a fail
-  // with retry_in: its attempt is charged.
+  // whole.  A Snooze gives the job back uncharged (jobq.snooze takes a
+  // NULL token for a job claimed in this transaction).
   async _transactionalFailure (conn, job, error) {
     const seconds = error instanceof Snooze || error instanceof RetryIn ? error.seconds : null
     await conn.query('SAVEPOINT jobq_report')
     try {
+      if (error instanceof Snooze) {
+        await conn.query('SELECT jobq.snooze($1, NULL, $2::interval)', [job.id, interval(seconds)])
+        await conn.query('RELEASE SAVEPOINT jobq_report')
+        return [job, 'snoozed', seconds, error]
+      }
       const { rows } = await conn.query('SELECT jobq.fail($1, NULL, $2, $3::interval) AS state',
         [job.id, describe(error), seconds === null ? null : interval(seconds)])
       await conn.query('RELEASE SAVEPOINT jobq_report')

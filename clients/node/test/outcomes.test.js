@@ -13,9 +13,10 @@ test.before(async () => {
   db = await freshDatabase('node_outcomes')
   await db.sql(`
     CREATE TABLE effects (job_id bigint PRIMARY KEY, note text);
-    SELECT jobq.create_queue(q) FROM unnest('{o_done,o_snooze,o_retry,o_bad,o_lost,o_tx,o_none}'::text[]) q;
+    SELECT jobq.create_queue(q) FROM unnest('{o_done,o_snooze,o_snooze_tx,o_retry,o_bad,o_lost,o_tx,o_none}'::text[]) q;
     SELECT jobq.register_kind('o.done', queue => 'o_done');
     SELECT jobq.register_kind('o.snooze', queue => 'o_snooze');
+    SELECT jobq.register_kind('o.snooze_tx', queue => 'o_snooze_tx', max_attempts => 1);
     SELECT jobq.register_kind('o.retry', queue => 'o_retry');
     SELECT jobq.register_kind('o.bad', queue => 'o_bad', max_attempts => 1);
     SELECT jobq.register_kind('o.lost', queue => 'o_lost');
@@ -58,6 +59,22 @@ test('a handler writes through job.client; its writes and the completion commit 
   assert.equal((await job(quiet)).state, 'completed')
   assert.equal((await db.one("SELECT count(*)::int AS n FROM effects WHERE note LIKE 'n=%'")).n, 3)
   assert.equal(worker.stats.completed, 4)
+})
+
+test('transactional: Snooze gives the job back uncharged too', async t => {
+  const s = await enqueue(db.pool, 'o.snooze_tx', {})
+  const seen = []
+  const worker = new Worker({ connectionString: db.url, queues: ['o_snooze_tx'], pollInterval: 0.1, logger: memoryLogger() })
+  worker.handle('o.snooze_tx', async job => {
+    seen.push(job.attempt)
+    if (seen.length === 1) throw new Snooze(1)
+  }, { transactional: true })
+  await runUntil(worker, async () => (await job(s)).state === 'completed', 'the snoozed job done')
+  // max_attempts 1: a charged snooze would have failed the job.
+  assert.deepEqual(seen, [1, 1])
+  assert.equal((await job(s)).attempt, 1)
+  assert.equal((await db.one('SELECT count(*)::int AS n FROM jobq.job_error WHERE job_id = $1', [s])).n, 0)
+  assert.equal(worker.stats.snoozed, 1)
 })
 
 test('Snooze gives the job back uncharged; RetryIn charges the attempt and waits', async t => {
