@@ -20,6 +20,10 @@
 #              concurrency 2: two batch transactions at once), a no-op
 #              handler declared transactional: batches of
 #              claim_in_transaction 500 + complete_many
+#   jobq-py    drained by clients/python's worker: 2 processes of
+#              `python -m jobq worker` (a venv made here, as the package's
+#              README says), a no-op handler declared transactional,
+#              batches of 500
 #   graphile   graphile-worker (its documented high-throughput settings)
 #   pgboss     pg-boss (batchSize 1000, 4 workers, 0.5 s polling)
 #   pgq        PgQ (Debian package, ticked by pgqd); one consumer
@@ -63,7 +67,7 @@ else
         BIG_SLICE=${BIG_SLICE:-100000} LATENCY_JOBS=${LATENCY_JOBS:-200}
 fi
 SCENARIOS=${SCENARIOS:-enqueue_1 enqueue_1000 drain latency drain_big}
-SYSTEMS="floor jobq jobq-ext jobq-node graphile pgboss pgq"
+SYSTEMS="floor jobq jobq-ext jobq-node jobq-py graphile pgboss pgq"
 LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
 
 # Debian packages and npm modules the run needs.
@@ -73,6 +77,10 @@ ensure_tools() {
     command -v pgqd >/dev/null || missing+=(pgqd)
     command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
     command -v node >/dev/null || missing+=(nodejs npm)
+    dpkg-query -W -f='${Status}' python3-psycopg 2>/dev/null | grep -q 'ok installed' || missing+=(python3-psycopg)
+    dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed' || missing+=(python3-venv)
+    dpkg-query -W -f='${Status}' python3-pip 2>/dev/null | grep -q 'ok installed' || missing+=(python3-pip)
+    dpkg-query -W -f='${Status}' python3-setuptools 2>/dev/null | grep -q 'ok installed' || missing+=(python3-setuptools)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]}" >&2
         apt-get update -qq
@@ -108,6 +116,7 @@ CREATE FUNCTION bench_noop(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 SELECT jobq.register_kind('bench.noop', 'bench_noop(jsonb)', queue => 'bench');
 SELECT jobq.register_kind('bench.ext', queue => 'bench_ext');
 SELECT jobq.register_kind('bench.node', queue => 'bench_node');
+SELECT jobq.register_kind('bench.py', queue => 'bench_py');
 CREATE TABLE latency (k bigint PRIMARY KEY, started_at timestamptz NOT NULL);
 CREATE FUNCTION bench_latency(p jsonb) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO latency VALUES ((p->>'k')::bigint, clock_timestamp()) $$;
@@ -151,8 +160,19 @@ cleanup() {
     bench_stop_cluster
 }
 
+# The Python runtime, in a venv of the benchmark's own (Debian's psycopg).
+make_python_venv() {
+    cp -r "$HERE/../../clients/python" "$WORK/pypkg"
+    rm -rf "$WORK/pypkg/build" "$WORK"/pypkg/src/*.egg-info
+    [ "$(id -u)" -eq 0 ] && chown -R "$BENCH_USER": "$WORK/pypkg"
+    as_bench_user /usr/bin/python3 -m venv --system-site-packages "$WORK/pyvenv"
+    as_bench_user "$WORK/pyvenv/bin/pip" install --quiet --no-deps --no-build-isolation \
+        --no-cache-dir --disable-pip-version-check "$WORK/pypkg"
+}
+
 node_bench() {
-    PGHOST=$SOCK PGPORT=$PORT PGUSER=$BENCH_USER node "$PEERS/bench.js" "$@"
+    PGHOST=$SOCK PGPORT=$PORT PGUSER=$BENCH_USER JOBQ_PYTHON="$WORK/pyvenv/bin/python" \
+        node "$PEERS/bench.js" "$@"
 }
 
 # measure SCENARIO ROUND SYSTEM...: each system once, in the given order.
@@ -182,7 +202,7 @@ rotate() {
 systems_of() {
     case $1 in
         enqueue_1 | enqueue_1000) echo floor jobq graphile pgboss pgq ;;
-        drain | drain_big) echo floor jobq jobq-ext jobq-node graphile pgboss pgq ;;
+        drain | drain_big) echo floor jobq jobq-ext jobq-node jobq-py graphile pgboss pgq ;;
         latency) echo floor jobq graphile graphile-defaults pgboss pgq ;;
     esac
 }
@@ -224,7 +244,7 @@ fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "—"; else if (v < 10) pr
 
 label_of() {
     case $1 in
-        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;; jobq-node) echo "jobq, Node runtime" ;;
+        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;; jobq-node) echo "jobq, Node runtime" ;; jobq-py) echo "jobq, Python runtime" ;;
         graphile) echo "graphile-worker" ;; graphile-defaults) echo "graphile-worker, defaults" ;; pgboss) echo "pg-boss" ;; pgq) echo "PgQ" ;;
         enqueue_1) echo "enqueue, 1 job/tx" ;; enqueue_1000) echo "enqueue, 1,000 jobs/tx" ;;
         drain) echo "drain $(fmt_rate "$DRAIN_JOBS") jobs" ;;
@@ -513,6 +533,7 @@ main() {
     bench_start_cluster peers
     trap cleanup EXIT
     create_databases >/dev/null
+    make_python_venv
     start_pgqd
     node_bench setup
     run_rounds

@@ -21,6 +21,10 @@
 // worker) do their drain as a client loop here.
 'use strict'
 
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { spawn } = require('child_process')
 const { Client } = require('pg')
 const { performance } = require('perf_hooks')
 const { run, runMigrations, makeWorkerUtils, Logger } = require('graphile-worker')
@@ -59,6 +63,8 @@ const CONFIG = {
   // handler with transactional: true, batches of up to 500 jobs
   // (graphile-worker's local queue above holds as many).
   jobqNode: { workers: 2, concurrency: 2, transactionalBatch: 500, transactional: true, pollInterval: 0.05 },
+  // clients/python's worker: processes of `python -m jobq worker`.
+  jobqPy: { workers: 2, batchSize: 500, pollInterval: 0.05 },
   // The configuration of graphile-worker's performance documentation.
   graphile: {
     concurrentJobs: 24,
@@ -206,7 +212,7 @@ class Jobq {
     this.db = 'bench_jobq'
     this.how = how
     this.external = how !== 'workers'
-    this.kind = { workers: 'bench.noop', external: 'bench.ext', node: 'bench.node' }[how]
+    this.kind = { workers: 'bench.noop', external: 'bench.ext', node: 'bench.node', py: 'bench.py' }[how]
   }
 
   async open () { this.c = await connect(this.db) }
@@ -228,6 +234,7 @@ class Jobq {
 
   drain (n) {
     if (this.how === 'node') return this.drainNode(n)
+    if (this.how === 'py') return this.drainPy(n)
     return this.external ? this.drainExternal(n) : this.drainWorkers(n)
   }
 
@@ -254,6 +261,40 @@ class Jobq {
     stop.abort()
     await Promise.all(runs)
     return { jobs: n, t0, t1 }
+  }
+
+  // clients/python's runtime: CONFIG.jobqPy.workers processes of `python -m
+  // jobq worker` (JOBQ_PYTHON, a venv peers.sh made) with a no-op handler
+  // declared transactional.  The queue is paused while they start; timed
+  // on the server from the first job's start (its claim) to the n-th
+  // finish, both recorded in the jobs by their completion.
+  async drainPy (n) {
+    const { workers, batchSize, pollInterval } = CONFIG.jobqPy
+    const app = fs.mkdtempSync(path.join(os.tmpdir(), 'jobq-bench-py-'))
+    fs.writeFileSync(path.join(app, 'bench_py_app.py'),
+      'import jobq\n\n@jobq.handler("bench.py", transactional=True)\ndef noop(job):\n    return None\n')
+    await this.c.query("SELECT jobq.pause_queue('bench_py')")
+    const dsn = `host=${env.PGHOST} port=${env.PGPORT} user=${env.PGUSER} dbname=${this.db}`
+    const procs = Array.from({ length: workers }, () => spawn(env.JOBQ_PYTHON || 'python3',
+      ['-m', 'jobq', 'worker', 'bench_py_app', '--dsn', dsn, '--queue', 'bench_py',
+        '--batch-size', String(batchSize), '--poll-interval', String(pollInterval), '--log-level', 'WARNING'],
+      { cwd: app, env: { ...env, PYTHONPATH: app }, stdio: ['ignore', 'inherit', 'inherit'] }))
+    const exited = procs.map(p => new Promise(resolve => p.once('exit', resolve)))
+    try {
+      while ((await this.c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'py-%'",
+        [this.db])).rows[0].n < workers) await sleep(20)
+      await this.c.query("SELECT jobq.resume_queue('bench_py')")
+      while ((await this.c.query("SELECT count(*)::int AS n FROM jobq.job WHERE kind = 'bench.py' AND state = 'completed'")).rows[0].n < n) await sleep(20)
+    } finally {
+      for (const p of procs) p.kill('SIGTERM')
+      await Promise.all(exited)
+      fs.rmSync(app, { recursive: true, force: true })
+    }
+    const { rows } = await this.c.query(`
+      SELECT extract(epoch FROM (SELECT min(started_at) FROM jobq.job WHERE kind = 'bench.py' AND state = 'completed')) * 1000 AS t0,
+             extract(epoch FROM (SELECT finished_at FROM jobq.job WHERE kind = 'bench.py' AND state = 'completed'
+                                  ORDER BY finished_at OFFSET $1 - 1 LIMIT 1)) * 1000 AS t1`, [n])
+    return { jobs: n, t0: Number(rows[0].t0), t1: Number(rows[0].t1) }
   }
 
   // An external worker: claim 100 and complete them in one transaction.
@@ -534,6 +575,7 @@ function makeSystem (name) {
     case 'jobq': return new Jobq('workers')
     case 'jobq-ext': return new Jobq('external')
     case 'jobq-node': return new Jobq('node')
+    case 'jobq-py': return new Jobq('py')
     case 'graphile': return new Graphile(CONFIG.graphile)
     case 'graphile-defaults': return new Graphile(CONFIG.graphileDefaults)
     case 'pgboss': return new Boss()
