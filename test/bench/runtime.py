@@ -85,7 +85,7 @@ def drain_jobq(dsn, n, workers, kind, queue, appdir, batch):
         procs = [subprocess.Popen([sys.executable, "-m", "jobq", "worker", "bench_app",
                                    "--dsn", dsn, "--queue", queue, "--poll-interval", "0.05",
                                    "--until-idle", "1", "--log-level", "WARNING",
-                                   *batch], env=env)
+                                   *batch], env=env, cwd=appdir)
                  for _ in range(workers)]
         wait(lambda: c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name"
                                " LIKE 'py-%%'").fetchone()[0] >= workers)

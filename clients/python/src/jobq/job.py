@@ -67,6 +67,8 @@ class Job(_JobData):
     def __init__(self, claimed: Claimed, log: JobLogger, slot: _Slot) -> None:
         super().__init__(claimed, log)
         self._slot = slot
+        # Called at the first use of conn (a transactional batch's savepoint).
+        self._first_use: Callable[[], object] | None = None
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -74,6 +76,8 @@ class Job(_JobData):
         writes through it commits with the job's completion, or not at all.
         Do not commit or roll it back yourself; nest `with job.conn.transaction():`
         blocks freely (they are savepoints)."""
+        if not self.used_conn and self._first_use is not None:
+            self._first_use()
         self.used_conn = True
         conn: psycopg.Connection[Any] = self._slot.conn
         return conn

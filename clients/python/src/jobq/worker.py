@@ -559,6 +559,13 @@ class Worker:
             for t in threads:
                 t.join(0.1)
 
+    @staticmethod
+    def _undo_job(conn: JobConnection, job: Job) -> None:
+        """Roll back what a failed handler wrote through job.conn."""
+        if job.used_conn and not conn.broken:
+            conn.execute("ROLLBACK TO SAVEPOINT jobq_job")
+            conn.execute("RELEASE SAVEPOINT jobq_job")
+
     def _tx_thread(self, slot: _Slot) -> None:
         idle_since = time.monotonic()
         try:
@@ -596,32 +603,56 @@ class Worker:
             conn.rollback()
             return 0
         outcomes = []
+        done: list[int] = []
+        results: list[tuple[int, str]] = []
         for c in jobs:
-            outcomes.append(self._tx_job(conn, slot, c))
+            outcomes.append(self._tx_job(conn, slot, c, done, results))
+        # The completions of the batch, after its handlers: two statements.
+        if done:
+            conn.execute(_core.COMPLETE_MANY, (done, None))
+        if results:
+            conn.execute("SELECT jobq.complete(r.id, NULL, r.result::jsonb)"
+                         " FROM unnest(%s::bigint[], %s::text[]) AS r(id, result)",
+                         ([i for i, _ in results], [r for _, r in results]))
         conn.commit()
         for c, what in zip(jobs, outcomes):
             _core.job_logger(self.log, c).debug("%s", what)
         return len(jobs)
 
-    def _tx_job(self, conn: JobConnection, slot: _Slot, c: Claimed) -> str:
+    def _tx_job(self, conn: JobConnection, slot: _Slot, c: Claimed,
+                done: list[int], results: list[tuple[int, str]]) -> str:
+        """Run one job of a transactional batch.  A handler that takes job.conn
+        gets a savepoint of its own at that moment (so that its failure undoes
+        its writes only); one that does not costs no statement.  A completed
+        job joins `done` (no result) or `results`, completed with the batch."""
         log = _core.job_logger(self.log, c)
         h = self.registry.handlers.get(c.kind)
         retry_in: timedelta | None = None
         try:
             if h is None:
                 raise LookupError(f'no handler for kind "{c.kind}" in worker {self.name}')
-            job = Job(c, log, slot)
             for i in range(CONFLICT_RETRIES + 1):
+                job = Job(c, log, slot)
+                job._first_use = lambda: conn.execute("SAVEPOINT jobq_job")
                 try:
-                    with conn.transaction():
-                        result = h.fn(job)
-                        conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
-                    return "completed"
+                    result = h.fn(job)
+                    text = None if result is None else json.dumps(result, allow_nan=False)
                 except CONFLICTS:
-                    # Rolled back to the savepoint: run the job again in a
-                    # new one, uncharged.
+                    # Back to the savepoint: run the job again, uncharged.
+                    self._undo_job(conn, job)
                     if i == CONFLICT_RETRIES:
                         raise
+                    continue
+                except BaseException:
+                    self._undo_job(conn, job)
+                    raise
+                if job.used_conn:
+                    conn.execute("RELEASE SAVEPOINT jobq_job")
+                if text is None:
+                    done.append(c.id)
+                else:
+                    results.append((c.id, text))
+                return "completed"
             raise AssertionError("unreachable")
         except Snooze as z:
             # Given back uncharged: jobq.snooze takes a NULL token for a job
