@@ -44,6 +44,7 @@
 #include "executor/spi.h"
 #include "jit/jit.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -301,6 +302,19 @@ JobqGetNullableInt32(int row, int col, bool *isnull)
 	Datum		d = JobqGetDatum(row, col, isnull);
 
 	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+/*
+ * A value of type name for a statement parameter: a NameData, padded to
+ * NAMEDATALEN, since a name is copied whole, never as far as its NUL.
+ */
+Datum
+JobqNameDatum(const char *value)
+{
+	Name		name = palloc0(NAMEDATALEN);
+
+	namestrcpy(name, value);
+	return NameGetDatum(name);
 }
 
 /* The int8 at (row, col), or 0 with *isnull set. */

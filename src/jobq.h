@@ -141,6 +141,7 @@ extern int64 JobqGetInt64(int row, int col);	/* ERROR if NULL */
 extern int32 JobqGetNullableInt32(int row, int col, bool *isnull);
 extern int64 JobqGetNullableInt64(int row, int col, bool *isnull);
 extern Datum JobqGetDatum(int row, int col, bool *isnull);
+extern Datum JobqNameDatum(const char *value);
 
 /* args.c: argument checks shared by the SQL functions. */
 extern void JobqCheckNotNull(FunctionCallInfo fcinfo, int argno, const char *argname);

@@ -72,7 +72,7 @@ JobqLogOperatorAction(Oid caller, const char *action, int64 *job_ids, int n,
 
 	for (i = 0; i < n; i++)
 		ids[i] = Int64GetDatum(job_ids[i]);
-	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
+	values[0] = JobqNameDatum(GetUserNameFromId(caller, false));
 	values[1] = CStringGetTextDatum(action);
 	values[2] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 												TYPALIGN_DOUBLE));

@@ -428,7 +428,7 @@ change_grants(FunctionCallInfo fcinfo, bool grant)
 	JobqBeginAccess(&access);
 	values[0] = Int32GetDatum(JobqQueueId(PG_GETARG_DATUM(0), false));
 	values[2] = ObjectIdGetDatum(role);
-	values[3] = CStringGetDatum(GetUserNameFromId(access.caller, false));
+	values[3] = JobqNameDatum(GetUserNameFromId(access.caller, false));
 	forget_dropped_grantees();
 	if (grant)
 		JobqPreparePlan(&plan_insert_grant,

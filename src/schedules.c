@@ -787,7 +787,7 @@ jobq_schedule(PG_FUNCTION_ARGS)
 	values[7] = PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7);
 	nulls[7] = PG_ARGISNULL(7) ? 'n' : ' ';
 	values[8] = TimestampTzGetDatum(next);
-	values[9] = CStringGetDatum(GetUserNameFromId(access.caller, false));
+	values[9] = JobqNameDatum(GetUserNameFromId(access.caller, false));
 	values[10] = BoolGetDatum(!PG_ARGISNULL(8));
 	values[11] = ObjectIdGetDatum(access.caller);
 
@@ -884,7 +884,7 @@ log_schedule_action(Oid caller, const char *action, Datum name, int64 job_id)
 
 	Assert(JobqInsideAccess());
 
-	values[0] = CStringGetDatum(GetUserNameFromId(caller, false));
+	values[0] = JobqNameDatum(GetUserNameFromId(caller, false));
 	values[1] = CStringGetTextDatum(action);
 	values[2] = PointerGetDatum(construct_array(&id, job_id ? 1 : 0, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));

@@ -277,7 +277,7 @@ static bool
 lock_subscription(Datum name, Oid caller, bool create)
 {
 	Oid			argtypes[2] = {TEXTOID, NAMEOID};
-	Datum		values[2] = {name, CStringGetDatum(GetUserNameFromId(caller, false))};
+	Datum		values[2] = {name, JobqNameDatum(GetUserNameFromId(caller, false))};
 	bool		isnull;
 	Oid			relid;
 
@@ -386,8 +386,8 @@ jobq_subscribe(PG_FUNCTION_ARGS)
 	upsert_values[1] = ObjectIdGetDatum(relid);
 	upsert_values[2] = PG_GETARG_DATUM(2);
 	upsert_values[3] = events_array(mask);
-	upsert_values[4] = CStringGetDatum(trigger_name);
-	upsert_values[5] = CStringGetDatum(GetUserNameFromId(access.caller, false));
+	upsert_values[4] = JobqNameDatum(trigger_name);
+	upsert_values[5] = JobqNameDatum(GetUserNameFromId(access.caller, false));
 	JobqPreparePlan(&plan_upsert,
 					"INSERT INTO jobq.subscription"
 					" (name, source, kind, events, trigger_name, created_by)"
