@@ -947,6 +947,18 @@ count_completed(int row)
 	JobqStatsCount(queue_id, kind, JOBQ_STAT_COMPLETED, 1);
 }
 
+static void report_no_longer_ready(int64 job_id) pg_attribute_noreturn();
+
+/* The error of a report on a job claimed here that is no longer ready. */
+static void
+report_no_longer_ready(int64 job_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("job %lld is no longer ready", (long long) job_id),
+			 errdetail("This transaction changed the job after claiming it.")));
+}
+
 /*
  * Complete a job claimed here: jobq.complete(id, NULL, result).  Charges
  * the attempt and records the outcome in one UPDATE.  Raises an ERROR if
@@ -975,10 +987,7 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					4, argtypes);
 	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job %lld is no longer ready", (long long) job_id),
-				 errdetail("This transaction changed the job after claiming it.")));
+		report_no_longer_ready(job_id);
 	/* Jobs that wait for this job's concurrency key may run after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
@@ -1071,10 +1080,7 @@ JobqSnoozeClaimedHere(int64 job_id, TimestampTz run_at)
 					" RETURNING concurrency_key IS NOT NULL",
 					2, argtypes);
 	if (JobqExecutePlan(plan_snooze, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job %lld is no longer ready", (long long) job_id),
-				 errdetail("This transaction changed the job after claiming it.")));
+		report_no_longer_ready(job_id);
 	/* Jobs that wait for this job's concurrency key may run after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
@@ -1116,10 +1122,7 @@ JobqFailClaimedHere(int64 job_id, const char *message, bool have_retry_in,
 					" WHERE j.id = $1 AND j.state = 'pending' AND j.lane = 'r'",
 					1, argtypes);
 	if (JobqExecutePlan(plan_fail_rules, values, NULL, SPI_OK_SELECT, 0) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job %lld is no longer ready", (long long) job_id),
-				 errdetail("This transaction changed the job after claiming it.")));
+		report_no_longer_ready(job_id);
 	if (JobqGetBool(0, 6))
 		JobqWakeWorkersAtCommit();
 	attempt = JobqGetInt32(0, 1);
