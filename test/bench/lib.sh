@@ -13,6 +13,7 @@
 # core_prepare SCEN [floor]  empty or fill the queue (and the floor's table)
 # core_measure SCEN SYS SIDE one core scenario on jobq or the floor
 # jobs_empty, jobs_fill N    remove the benchmark's jobs; enqueue N
+# bench_python_venv          clients/python in $WORK/pyvenv (Debian's psycopg)
 # measure_drain SCEN SIDE N [SLICE [KIND QUEUE]]
 #                            N no-op jobs drained by the background workers
 #                            (the first SLICE of them timed, if given)
@@ -104,6 +105,17 @@ bench_stop_cluster() {
 
 psql_bench() {
     as_bench_user psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -d "$BENCH_DB" "$@"
+}
+
+# bench_python_venv: clients/python installed, as its README says, into a
+# venv at $WORK/pyvenv that sees Debian's psycopg.
+bench_python_venv() {
+    cp -r "$HERE/../../clients/python" "$WORK/pypkg"
+    rm -rf "$WORK/pypkg/build" "$WORK"/pypkg/src/*.egg-info
+    [ "$(id -u)" -eq 0 ] && chown -R "$BENCH_USER": "$WORK/pypkg"
+    as_bench_user /usr/bin/python3 -m venv --system-site-packages "$WORK/pyvenv"
+    as_bench_user "$WORK/pyvenv/bin/pip" install --quiet --no-deps --no-build-isolation \
+        --no-cache-dir --disable-pip-version-check "$WORK/pypkg"
 }
 
 write_script() {

@@ -72,15 +72,14 @@ LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
 
 # Debian packages and npm modules the run needs.
 ensure_tools() {
-    local missing=()
+    local missing=() p
     [ -f /usr/share/postgresql/15/extension/pgq.control ] || missing+=(postgresql-15-pgq3)
     command -v pgqd >/dev/null || missing+=(pgqd)
     command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
     command -v node >/dev/null || missing+=(nodejs npm)
-    dpkg-query -W -f='${Status}' python3-psycopg 2>/dev/null | grep -q 'ok installed' || missing+=(python3-psycopg)
-    dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed' || missing+=(python3-venv)
-    dpkg-query -W -f='${Status}' python3-pip 2>/dev/null | grep -q 'ok installed' || missing+=(python3-pip)
-    dpkg-query -W -f='${Status}' python3-setuptools 2>/dev/null | grep -q 'ok installed' || missing+=(python3-setuptools)
+    for p in python3-psycopg python3-venv python3-pip python3-setuptools; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]}" >&2
         apt-get update -qq
@@ -158,16 +157,6 @@ stop_pgqd() {
 cleanup() {
     stop_pgqd
     bench_stop_cluster
-}
-
-# The Python runtime, in a venv of the benchmark's own (Debian's psycopg).
-make_python_venv() {
-    cp -r "$HERE/../../clients/python" "$WORK/pypkg"
-    rm -rf "$WORK/pypkg/build" "$WORK"/pypkg/src/*.egg-info
-    [ "$(id -u)" -eq 0 ] && chown -R "$BENCH_USER": "$WORK/pypkg"
-    as_bench_user /usr/bin/python3 -m venv --system-site-packages "$WORK/pyvenv"
-    as_bench_user "$WORK/pyvenv/bin/pip" install --quiet --no-deps --no-build-isolation \
-        --no-cache-dir --disable-pip-version-check "$WORK/pypkg"
 }
 
 node_bench() {
@@ -533,7 +522,7 @@ main() {
     bench_start_cluster peers
     trap cleanup EXIT
     create_databases >/dev/null
-    make_python_venv
+    bench_python_venv
     start_pgqd
     node_bench setup
     run_rounds

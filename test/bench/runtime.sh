@@ -26,14 +26,10 @@ WORKERS=${WORKERS:-2}
 BATCH=${BATCH:-}
 
 bench_start_cluster runtime
-cp -r "$HERE/../../clients/python" "$WORK/pkg"
-rm -rf "$WORK/pkg/build" "$WORK"/pkg/src/*.egg-info
+bench_python_venv
 cp "$HERE/runtime.py" "$WORK/"
-[ "$(id -u)" -eq 0 ] && chown -R "$BENCH_USER": "$WORK/pkg" "$WORK/runtime.py"
-as_bench_user /usr/bin/python3 -m venv --system-site-packages "$WORK/venv"
-as_bench_user "$WORK/venv/bin/pip" install --quiet --no-deps --no-build-isolation \
-    --no-cache-dir --disable-pip-version-check "$WORK/pkg"
+[ "$(id -u)" -eq 0 ] && chown "$BENCH_USER": "$WORK/runtime.py"
 echo "runtime: $JOBS jobs, $WORKERS workers, $ROUNDS round(s); load $(cut -d' ' -f1-3 /proc/loadavg)"
-as_bench_user "$WORK/venv/bin/python" "$WORK/runtime.py" --dsn "host=$SOCK port=$PORT dbname=bench" \
+as_bench_user "$WORK/pyvenv/bin/python" "$WORK/runtime.py" --dsn "host=$SOCK port=$PORT dbname=bench" \
     --jobs "$JOBS" --rounds "$ROUNDS" --workers "$WORKERS" ${BATCH:+--batch-size "$BATCH"}
 echo "runtime: load at the end $(cut -d' ' -f1-3 /proc/loadavg); $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || true)"
