@@ -23,13 +23,13 @@ endif
 
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
-REGRESS = setup cron kinds enqueue idempotency claim_complete txclaim retry_backoff lease handlers batch toolkit bad_input walkthrough subscriptions operators queues privileges security concurrency schedules deployment invariants stats upgrade
+REGRESS = setup cron kinds enqueue idempotency claim_complete txclaim retry_backoff lease handlers batch toolkit bad_input walkthrough subscriptions operators queues privileges security concurrency schedules deployment invariants stats wait upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_regress
 ENCODING = UTF8
 NO_LOCALE = 1
 
-ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many txclaim once_concurrent concurrency_key concurrency_key_rr schedule_race schedule_queue forged_locks drop_nonowner
+ISOLATION = claim_exclusive enqueue_same_key stale_token complete_race claim_many txclaim once_concurrent concurrency_key concurrency_key_rr schedule_race schedule_queue forged_locks drop_nonowner wait
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_iso --inputdir=$(srcdir)/test/isolation
 

@@ -1205,3 +1205,22 @@ GRANT EXECUTE ON FUNCTION jobq.stats_counters(), jobq.stats_reset() TO jobq_oper
 GRANT SELECT ON jobq.stats, jobq.queue_stats TO jobq_operator;
 GRANT EXECUTE ON FUNCTION jobq.stats_counters(), jobq.stats_reset() TO PUBLIC;
 GRANT SELECT ON jobq.stats, jobq.queue_stats TO PUBLIC;
+
+/*
+ * Waiting for a job: block until it is completed, failed, held or
+ * cancelled (none of which runs again without an operator), or until the
+ * timeout (at most an hour) passes, woken at the commit that finishes it.
+ * Returns the job's state then, with its result and last error: on a
+ * timeout, the state it is still in.  The roles that may produce into or
+ * operate the job's queue may wait on it; for others it does not exist.
+ */
+CREATE FUNCTION jobq.wait(id bigint, timeout interval DEFAULT '30 seconds',
+                          OUT state jobq.job_state, OUT result jsonb, OUT last_error text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'jobq_wait'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/* It checks the caller's privilege on the job's queue itself. */
+REVOKE ALL ON FUNCTION jobq.wait(bigint, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.wait(bigint, interval) TO jobq_producer, jobq_operator;
+GRANT EXECUTE ON FUNCTION jobq.wait(bigint, interval) TO PUBLIC;

@@ -86,6 +86,15 @@ SELECT jobq.register_kind('priv.admins');
 RESET ROLE;
 SELECT id, kind, state FROM jobq.jobs ORDER BY id;
 
+-- jobq.wait() answers 42704 for a job the caller may not see, as for one
+-- that does not exist: for this job, which exists, that is a denial.
+CREATE FUNCTION priv_wait(id bigint) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (jobq.wait(id, '0')).state;
+EXCEPTION WHEN undefined_object THEN
+    RAISE EXCEPTION 'job % is not visible', id USING ERRCODE = 'insufficient_privilege';
+END $$;
+
 -- One real call per function.
 CREATE TABLE priv_call (fn regprocedure PRIMARY KEY, stmt text NOT NULL);
 INSERT INTO priv_call VALUES
@@ -131,6 +140,7 @@ INSERT INTO priv_call VALUES
  ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_q', 'incident')$$),
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_paused', 'over')$$),
  ('jobq.history(bigint)', format($$SELECT count(*) FROM jobq.history(%s)$$, :failed_id)),
+ ('jobq.wait(bigint,interval)', format($$SELECT priv_wait(%s)$$, :failed_id)),
  ('jobq.schedule(text,text,text,jsonb,text,text,text,text,timestamptz)',
   $$SELECT jobq.schedule('priv.sched_new', '@hourly', 'priv.cron')$$),
  ('jobq.unschedule(text)', $$SELECT jobq.unschedule('priv.sched')$$),
@@ -288,6 +298,13 @@ CREATE FUNCTION pq_id(what text, q text) RETURNS bigint LANGUAGE sql STABLE
     AS $$ SELECT id FROM pq_fixture f WHERE f.what = $1 AND f.q = $2 $$;
 CREATE FUNCTION pq_token(q text) RETURNS bigint LANGUAGE sql STABLE
     AS $$ SELECT token FROM pq_fixture f WHERE f.what = 'running' AND f.q = $1 $$;
+-- jobq.wait() on a job the caller may not see: 42704, a denial here.
+CREATE FUNCTION pq_wait(id bigint) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (jobq.wait(id, '0')).state;
+EXCEPTION WHEN undefined_object THEN
+    RAISE EXCEPTION 'job % is not visible', id USING ERRCODE = 'insufficient_privilege';
+END $$;
 -- Denied, for a call that touched nothing of the queue.
 CREATE FUNCTION pq_some(n bigint) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -362,7 +379,8 @@ INSERT INTO pq_call VALUES
  ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_{q}', 'incident')$$),
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_{q}', 'over')$$),
  ('jobq.run_pending(integer)', $$SELECT jobq.run_pending(); SELECT pq_ran(pq_id('db', '{q}'))$$),
- ('jobq.history(bigint)', $$SELECT count(*) FROM jobq.history(pq_id('failed', '{q}'))$$);
+ ('jobq.history(bigint)', $$SELECT count(*) FROM jobq.history(pq_id('failed', '{q}'))$$),
+ ('jobq.wait(bigint,interval)', $$SELECT pq_wait(pq_id('failed', '{q}'))$$);
 
 CREATE TABLE pq_outcome (fn regprocedure, role name, q text, outcome text, message text);
 DO $$

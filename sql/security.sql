@@ -414,7 +414,9 @@ INSERT INTO public.sec_calls VALUES
  (48, 'jobq.claim_in_transaction(text, text, integer)',
   $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$),
  (49, 'jobq.stats_counters()', $$SELECT pg_catalog.count(*) FROM jobq.stats_counters()$$),
- (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$);
+ (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$),
+ (51, 'jobq.wait(bigint, interval)',
+  $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)
@@ -1631,6 +1633,49 @@ DELETE FROM jobq.job WHERE kind LIKE 'sec.st.%';
 SELECT jobq.unregister_kind('sec.st.pay'), jobq.unregister_kind('sec.st.eve');
 SELECT jobq.revoke('sec_st_eve', 'sec_st_eve');
 DROP ROLE sec_st_eve;
+
+--
+-- (u) Waiting (jobq.wait).  Mallory may produce into queue sec_wt_mallory;
+-- alice's queue sec_wt holds a completed job with a secret result and one
+-- due tomorrow.  A wait is a read: mallory gets neither the result nor the
+-- fact that alice's jobs exist (the error is the one for an id nobody
+-- has, word for word), nor a timing oracle (her wait on alice's pending
+-- job returns at once, as for a missing one, and does not sleep its hour
+-- out), and her temporary look-alike of jobq.job changes nothing a wait
+-- reads.
+--
+CREATE ROLE sec_wt_mallory LOGIN;
+SELECT jobq.register_kind('sec.wt.pay', queue => 'sec_wt');
+SELECT jobq.register_kind('sec.wt.mallory', queue => 'sec_wt_mallory');
+SELECT jobq.grant('sec_wt_mallory', 'sec_wt_mallory', '{produce}');
+SELECT jobq.enqueue('sec.wt.pay', '{"card": "4242"}') AS sec_wt_done \gset
+SELECT count(jobq.complete(c.id, c.lease_token, '{"secret": "s3cr3t"}'))
+  FROM jobq.claim('sec_wt') c;
+SELECT jobq.enqueue('sec.wt.pay', '{"card": "5555"}', run_at => now() + interval '1 day')
+    AS sec_wt_pending \gset
+SELECT max(id) + 1000 AS sec_wt_none FROM jobq.job \gset
+\c - sec_wt_mallory
+SELECT jobq.enqueue('sec.wt.mallory') AS sec_wt_own \gset
+CREATE TEMP TABLE job (id bigint, state text, result jsonb, queue_id integer);
+INSERT INTO pg_temp.job VALUES (:sec_wt_done, 'completed', '{"planted": true}', 1);
+SET search_path = pg_temp, public;
+SELECT clock_timestamp() AS sec_wt_t0 \gset
+SELECT 'done' AS job, e.* FROM error_of(format('SELECT jobq.wait(%s)', :sec_wt_done),
+                                        :sec_wt_done) e
+UNION ALL
+SELECT 'pending', e.* FROM error_of(format($$SELECT jobq.wait(%s, '1 hour')$$, :sec_wt_pending),
+                                    :sec_wt_pending) e
+UNION ALL
+SELECT 'none', e.* FROM error_of(format('SELECT jobq.wait(%s)', :sec_wt_none), :sec_wt_none) e;
+SELECT clock_timestamp() - :'sec_wt_t0' < interval '1 minute' AS no_sleep;
+-- Her own job she may read.
+SELECT state, result FROM jobq.wait(:sec_wt_own, '0');
+\c - :sec_su
+DELETE FROM jobq.lease WHERE job_ids && ARRAY(SELECT id FROM jobq.job WHERE kind LIKE 'sec.wt.%');
+DELETE FROM jobq.job WHERE kind LIKE 'sec.wt.%';
+SELECT jobq.unregister_kind('sec.wt.pay'), jobq.unregister_kind('sec.wt.mallory');
+SELECT jobq.revoke('sec_wt_mallory', 'sec_wt_mallory');
+DROP ROLE sec_wt_mallory;
 
 --
 -- Clean up.  The attackers' sessions must have ended (their temporary

@@ -52,6 +52,7 @@
 #include "lease.h"
 #include "shmem.h"
 #include "stats.h"
+#include "wait.h"
 
 static SPIPlanPtr plan_lock_for_fail;
 static SPIPlanPtr plan_lock_for_rescue;
@@ -236,6 +237,8 @@ JobqRecordFailure(int64 job_id, int32 attempt, int32 charge, const char *state,
 					8, types);
 	if (JobqExecutePlan(plan_after_failure, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		return;
+	if (lane == 'a')
+		JobqWakeWaitersAtCommit(job_id);
 	/* An in-database retry later needs a worker then. */
 	if (lane == 's' && JobqGetBool(0, 1))
 		JobqVisitAtCommit(run_at);

@@ -76,6 +76,7 @@
 #include "pick.h"
 #include "queue_acl.h"
 #include "stats.h"
+#include "wait.h"
 #include "watchdog.h"
 #include "worker.h"
 
@@ -268,6 +269,7 @@ count_completions(BatchJob **done, int n)
 		JobqStatsCount(done[i]->queue_id, done[i]->kind, JOBQ_STAT_STARTED, 1);
 		JobqStatsCount(done[i]->queue_id, done[i]->kind, JOBQ_STAT_COMPLETED, 1);
 		JobqStatsHandlerTime(done[i]->queue_id, done[i]->kind, done[i]->handler_usecs);
+		JobqWakeWaitersAtCommit(done[i]->id);
 	}
 }
 
@@ -964,6 +966,7 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 			/* Its start was counted with its lease. */
 			JobqStatsCount(job.queue_id, job.kind, JOBQ_STAT_COMPLETED, 1);
 			JobqStatsHandlerTime(job.queue_id, job.kind, job.handler_usecs);
+			JobqWakeWaitersAtCommit(job.id);
 		}
 		JobqEndAccess(&access);
 	}
@@ -986,7 +989,10 @@ JobqRunLeasedJob(JobqLeasedJob *leased, const JobqRunContext *run)
 							" WHERE id = $1 AND lease_token = $2 AND state = 'running'",
 							3, holdtypes);
 			if (JobqExecutePlan(plan_hold_leased, holdvalues, NULL, SPI_OK_UPDATE, 0) == 1)
+			{
 				JobqStatsCount(job.queue_id, job.kind, JOBQ_STAT_HELD, 1);
+				JobqWakeWaitersAtCommit(job.id);
+			}
 		}
 		else
 		{

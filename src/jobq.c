@@ -16,6 +16,7 @@
 #include "shmem.h"
 #include "stats.h"
 #include "txclaim.h"
+#include "wait.h"
 
 PG_MODULE_MAGIC;
 
@@ -41,6 +42,7 @@ _PG_init(void)
 	JobqRequestShmem();
 	JobqTxClaimRequestShmem();
 	JobqStatsRequestShmem();
+	JobqWaitRequestShmem();
 	if (IsBinaryUpgrade)
 		return;
 	JobqRegisterLauncher();

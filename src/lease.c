@@ -40,6 +40,7 @@
 #include "shmem.h"
 #include "stats.h"
 #include "txclaim.h"
+#include "wait.h"
 
 static SPIPlanPtr plan_complete;
 static SPIPlanPtr plan_complete_many;
@@ -201,6 +202,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		JobqReportLeaseProblem(job_id, lease_token);
 	count_completed(0, 2);
+	JobqWakeWaitersAtCommit(job_id);
 	/* Jobs that wait for this job's concurrency key may run after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
@@ -301,7 +303,10 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 					2, argtypes);
 	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
 	for (i = 0; i < done; i++)
+	{
 		count_completed(i, 3);
+		JobqWakeWaitersAtCommit(JobqGetInt64(i, 1));
+	}
 	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
 	for (i = 0; i < done; i++)
 		if (JobqGetBool(i, 2))

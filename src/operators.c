@@ -32,6 +32,7 @@
 #include "queues.h"
 #include "shmem.h"
 #include "stats.h"
+#include "wait.h"
 
 static SPIPlanPtr plan_log;
 static SPIPlanPtr plan_resolve;
@@ -362,6 +363,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	/* A running job's concurrency key is free after commit. */
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
+	JobqWakeWaitersAtCommit(job_id);
 	{
 		bool		isnull;
 

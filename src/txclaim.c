@@ -89,6 +89,7 @@
 #include "shmem.h"
 #include "stats.h"
 #include "txclaim.h"
+#include "wait.h"
 
 /* last_error and jobq.job_error's message of an attempt charged here. */
 #define JOBQ_TXCLAIM_ERROR_SQL \
@@ -676,7 +677,8 @@ charge_owed_attempts(void)
 					"    " JOBQ_TXCLAIM_ERROR_SQL
 					"  FROM charged d"
 					")"
-					" SELECT l.id, coalesce(d.owed, 0), NOT l.ready OR coalesce(d.exhausted, false)"
+					" SELECT l.id, coalesce(d.owed, 0), NOT l.ready OR coalesce(d.exhausted, false),"
+					"  coalesce(d.exhausted, false)"
 					" FROM locked l LEFT JOIN charged d ON d.id = l.id",
 					2, argtypes);
 	rows = JobqExecutePlan(plan_charge, values, NULL, SPI_OK_SELECT, 0);
@@ -684,6 +686,9 @@ charge_owed_attempts(void)
 	{
 		int64		id = JobqGetInt64(i, 1);
 
+		/* Its attempts ran out: failed. */
+		if (JobqGetBool(i, 4))
+			JobqWakeWaitersAtCommit(id);
 		for (j = first; j < ncharges; j++)
 			if (charges[j].id == id)
 			{
@@ -992,6 +997,7 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 	if (JobqGetBool(0, 1))
 		JobqWakeWorkersAtCommit();
 	count_completed(0);
+	JobqWakeWaitersAtCommit(job_id);
 	JobqEndAccess(&access);
 	job->done_level = GetCurrentTransactionNestLevel();
 }
@@ -1043,6 +1049,8 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 				 errdetail("This transaction changed them after claiming them.")));
 	for (i = 0; i < done; i++)
 		count_completed(i);
+	for (i = 0; i < n; i++)
+		JobqWakeWaitersAtCommit(DatumGetInt64(ids[i]));
 	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
 	for (i = 0; i < done; i++)
 		if (JobqGetBool(i, 1))

@@ -6,7 +6,8 @@
 #   while the primary processes jobs for about 20 seconds.
 # - Every function that writes refuses on the standby with a jobq error:
 #   25006, "cannot call jobq.<name>() on a standby server", a hint to
-#   connect to the primary, and no internal statement in a context.  The
+#   connect to the primary, and no internal statement in a context; so
+#   does jobq.wait(), which a standby's replay would never wake.  The
 #   list of functions is checked against the schema, so that a new
 #   function must be put in one list or the other.
 # - The functions and views that read work there: jobs, overview,
@@ -169,7 +170,9 @@ my %writers = (
     'run_schedule_now' => q{jobq.run_schedule_now('sb.later')},
     'tick_schedules' => q{jobq.tick_schedules()},
     'subscribe' => q{jobq.subscribe('sb.sub', 'ledger', 'sb.db')},
-    'unsubscribe' => q{jobq.unsubscribe('sb.sub')});
+    'unsubscribe' => q{jobq.unsubscribe('sb.sub')},
+    # It writes nothing, but replay wakes no waiter: it refuses the same way.
+    'wait' => qq{jobq.wait($step_job)});
 # What reads (or, for wake_launcher, only signals at commit) and works on a
 # standby.  Trigger functions are left out: nothing fires them there.
 my %readers = map { $_ => 1 }
