@@ -1,16 +1,21 @@
-"""Enqueueing jobs in the caller's connection and transaction.
+"""Enqueueing jobs in the caller's connection and transaction, and waiting for them.
 
 A job exists only if the caller's transaction commits: enqueue in the same
 transaction as the rows the job is about, and both commit or neither.
+Once it has committed, `wait` (or `await_result`) blocks until the job is
+finished.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 # run_at: a timestamp, or a delay from now, or now.
@@ -94,3 +99,97 @@ async def aenqueue_many(conn: psycopg.AsyncConnection[Any], kind: str, payloads:
     cur = await conn.execute(_ENQUEUE_MANY, _many(kind, payloads, idempotency_keys, run_at,
                                                   priority, queue))
     return [int(r[0]) for r in await cur.fetchall()]
+
+
+# Waiting for a job.  One statement waits at most _CHUNK seconds (the
+# server caps a wait at an hour, and a statement holds its snapshot for as
+# long as it runs); longer waits are a loop of them.
+_WAIT = "SELECT state::text, result, last_error FROM jobq.wait(%s, %s)"
+_CHUNK = 60.0
+_FINISHED = ("completed", "failed", "held", "cancelled")
+
+Timeout = float | timedelta | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a wait found: the job's state, its result and its last error.
+
+    `state` is completed, failed, held or cancelled once the job is
+    finished; after a timeout, the state it is still in (pending or
+    running).
+    """
+
+    state: str
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job is done: it will not run again unless an operator says so."""
+        return self.state in _FINISHED
+
+
+def _deadline(timeout: Timeout) -> float | None:
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    return time.monotonic() + max(seconds, 0.0)
+
+
+def _next_chunk(deadline: float | None) -> timedelta:
+    if deadline is None:
+        return timedelta(seconds=_CHUNK)
+    return timedelta(seconds=max(0.0, min(_CHUNK, deadline - time.monotonic())))
+
+
+def _done(outcome: Outcome, deadline: float | None) -> bool:
+    return outcome.finished or (deadline is not None and time.monotonic() >= deadline)
+
+
+def wait(conn: psycopg.Connection[Any], job_id: int, timeout: Timeout = None) -> Outcome:
+    """Wait until the job is finished, or `timeout` (seconds or a timedelta; None: no limit).
+
+    The server wakes the wait when the transaction that finishes the job
+    commits (jobq.wait).  Call it after the transaction that enqueued the
+    job has committed, in READ COMMITTED.  If `conn` was idle, the
+    transaction the wait opens is ended before returning.
+    """
+    deadline = _deadline(timeout)
+    opened = not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    ok = False
+    try:
+        while True:
+            row = conn.execute(_WAIT, (job_id, _next_chunk(deadline))).fetchone()
+            assert row is not None
+            outcome = Outcome(*row)
+            if _done(outcome, deadline):
+                ok = True
+                return outcome
+    finally:
+        if opened and ok:
+            conn.commit()
+        elif opened:
+            conn.rollback()
+
+
+async def await_result(conn: psycopg.AsyncConnection[Any], job_id: int,
+                       timeout: Timeout = None) -> Outcome:
+    """`wait` for an asyncio connection: `outcome = await jobq.await_result(conn, job_id)`."""
+    deadline = _deadline(timeout)
+    opened = not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    ok = False
+    try:
+        while True:
+            cur = await conn.execute(_WAIT, (job_id, _next_chunk(deadline)))
+            row = await cur.fetchone()
+            assert row is not None
+            outcome = Outcome(*row)
+            if _done(outcome, deadline):
+                ok = True
+                return outcome
+    finally:
+        if opened and ok:
+            await conn.commit()
+        elif opened:
+            await conn.rollback()
