@@ -44,6 +44,25 @@ export function enqueue(client: Queryable, kind: string, payload?: unknown, opti
 /** Enqueue one job per payload in one statement; ids in payload order. */
 export function enqueueMany(client: Queryable, kind: string, payloads: unknown[], options?: EnqueueManyOptions): Promise<JobId[]>
 
+export interface WaitOptions {
+  /** Seconds to wait at most; null or absent: until the job is finished. */
+  timeout?: number | null
+}
+
+export interface Outcome {
+  /** completed, failed, held or cancelled; after a timeout, pending or running. */
+  state: 'pending' | 'running' | 'completed' | 'failed' | 'held' | 'cancelled'
+  /** The job's JSON result (a completed job's), else null. */
+  result: unknown
+  /** The error of its last failed attempt, if any. */
+  lastError: string | null
+  /** Whether the job is done: it runs again only if an operator says so. */
+  finished: boolean
+}
+
+/** Wait until the job is finished, woken by the commit that finishes it, or until the timeout. */
+export function wait(client: Queryable, jobId: JobId, options?: WaitOptions): Promise<Outcome>
+
 /** Throw from a handler: run the job again after `seconds`, without charging the attempt. */
 export class Snooze extends Error {
   constructor(seconds: number, message?: string)

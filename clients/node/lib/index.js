@@ -3,7 +3,8 @@
 // Two halves:
 //   - the producer API, enqueue() and enqueueMany(), which run in the
 //     caller's client and so in the caller's transaction: a job exists only
-//     if that transaction commits;
+//     if that transaction commits; and wait(), which waits until a job is
+//     finished;
 //   - the Worker, which claims jobs of kinds without an in-database handler
 //     and runs a JavaScript handler for each.
 //
@@ -112,6 +113,37 @@ async function enqueueMany (client, kind, payloads, options = {}) {
     [kind, payloads.map(p => JSON.stringify(p === undefined ? {} : p)), idempotencyKeys,
       toTimestamp(runAt), priority ?? 0, queue])
   return rows.map(r => r.id)
+}
+
+// wait(client, jobId, { timeout }) -> { state, result, lastError, finished }
+// Resolves when the job is finished (completed, failed, held or cancelled),
+// woken by the commit that finishes it (jobq.wait), or when `timeout`
+// seconds have passed (null: no limit), with the state it is still in.
+// One statement waits WAIT_CHUNK_SECONDS at most (a statement holds its
+// snapshot while it runs); a longer wait is a loop of them.  Call it after
+// the enqueuing transaction committed, outside any REPEATABLE READ one.
+const WAIT_CHUNK_SECONDS = 60
+const FINISHED = new Set(['completed', 'failed', 'held', 'cancelled'])
+
+async function wait (client, jobId, options = {}) {
+  const { timeout = null } = options
+  if (timeout !== null) checkSeconds(timeout, 'wait: timeout')
+  const deadline = timeout === null ? null : Date.now() + timeout * 1000
+  for (;;) {
+    const seconds = deadline === null
+      ? WAIT_CHUNK_SECONDS
+      : Math.max(0, Math.min(WAIT_CHUNK_SECONDS, (deadline - Date.now()) / 1000))
+    const { rows } = await client.query(
+      'SELECT state::text AS state, result, last_error FROM jobq.wait($1, $2::interval)',
+      [jobId, interval(seconds)])
+    const outcome = {
+      state: rows[0].state,
+      result: rows[0].result,
+      lastError: rows[0].last_error,
+      finished: FINISHED.has(rows[0].state)
+    }
+    if (outcome.finished || (deadline !== null && Date.now() >= deadline)) return outcome
+  }
 }
 
 function toTimestamp (runAt) {
@@ -833,6 +865,7 @@ function sleepUnless (ms, signal) {
 module.exports = {
   enqueue,
   enqueueMany,
+  wait,
   Worker,
   Job,
   Snooze,

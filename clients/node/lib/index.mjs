@@ -2,5 +2,5 @@
 // CommonJS module's (one copy of the classes, so instanceof agrees).
 import jobq from './index.js'
 
-export const { enqueue, enqueueMany, Worker, Job, Snooze, RetryIn, LeaseLost, consoleLogger } = jobq
+export const { enqueue, enqueueMany, wait, Worker, Job, Snooze, RetryIn, LeaseLost, consoleLogger } = jobq
 export default jobq

@@ -64,13 +64,14 @@ test('enqueueMany: one statement, ids in payload order, keys per payload', async
 
 test('CommonJS and ESM entry points export the same classes', () => {
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', `
-    import { Worker, Snooze, RetryIn, LeaseLost, enqueue, enqueueMany } from 'jobq'
+    import { Worker, Snooze, RetryIn, LeaseLost, enqueue, enqueueMany, wait } from 'jobq'
     import { createRequire } from 'node:module'
     const cjs = createRequire(import.meta.url)('jobq')
     console.log([Worker === cjs.Worker, Snooze === cjs.Snooze, RetryIn === cjs.RetryIn,
-                 LeaseLost === cjs.LeaseLost, enqueue === cjs.enqueue, enqueueMany === cjs.enqueueMany].join(' '))
+                 LeaseLost === cjs.LeaseLost, enqueue === cjs.enqueue, enqueueMany === cjs.enqueueMany,
+                 wait === cjs.wait].join(' '))
   `], { cwd: ROOT, encoding: 'utf8' })
-  assert.equal(out.trim(), 'true true true true true true')
+  assert.equal(out.trim(), 'true true true true true true true')
 })
 
 test('the types check (tsc, strict) against a worker written in TypeScript', () => {

@@ -1,6 +1,6 @@
 // Type-checked by producer.test.js: the ESM entry point's types.
 import pg from 'pg'
-import { Worker, Snooze, RetryIn, LeaseLost, enqueue, enqueueMany, type Job } from 'jobq'
+import { Worker, Snooze, RetryIn, LeaseLost, enqueue, enqueueMany, wait, type Job, type Outcome } from 'jobq'
 
 interface Receipt { to: string }
 
@@ -23,6 +23,8 @@ export async function main (client: pg.Client, signal: AbortSignal): Promise<voi
   const id: string = await enqueue(client, 'mail.send_receipt', { to: 'a@example.org' },
     { idempotencyKey: 'r-1', runAt: new Date(), concurrencyKey: 'acct' })
   const ids: string[] = await enqueueMany(client, 'mail.send_receipt', [{ to: 'b' }], { queue: 'mail' })
-  console.log(id, ids, worker.claimMode)
+  const outcome: Outcome = await wait(client, id, { timeout: 5 })
+  const done: boolean = outcome.finished && outcome.state === 'completed'
+  console.log(id, ids, worker.claimMode, done, outcome.result, outcome.lastError)
   await worker.run({ signal })
 }
