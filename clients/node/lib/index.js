@@ -122,7 +122,7 @@ async function enqueueMany (client, kind, payloads, options = {}) {
 // One statement waits WAIT_CHUNK_SECONDS at most (a statement holds its
 // snapshot while it runs); a longer wait is a loop of them.  Call it after
 // the enqueuing transaction committed, outside any REPEATABLE READ one.
-const WAIT_CHUNK_SECONDS = 60
+const WAIT_CHUNK_SECONDS = 25 // under a statement_timeout of 30 s, a common one
 const FINISHED = new Set(['completed', 'failed', 'held', 'cancelled'])
 
 async function wait (client, jobId, options = {}) {

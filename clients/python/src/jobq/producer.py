@@ -105,7 +105,7 @@ async def aenqueue_many(conn: psycopg.AsyncConnection[Any], kind: str, payloads:
 # server caps a wait at an hour, and a statement holds its snapshot for as
 # long as it runs); longer waits are a loop of them.
 _WAIT = "SELECT state::text, result, last_error FROM jobq.wait(%s, %s)"
-_CHUNK = 60.0
+_CHUNK = 25.0  # under a statement_timeout of 30 s, a common one
 _FINISHED = ("completed", "failed", "held", "cancelled")
 
 Timeout = float | timedelta | None
