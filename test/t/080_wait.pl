@@ -9,6 +9,8 @@
 # - pg_cancel_backend ends a wait with 57014, pg_terminate_backend ends
 #   its session; neither disturbs the server or the other waits.
 # - A background worker's commit wakes the waiter of an in-database job.
+# - A transaction that finishes more jobs than it remembers wakes every
+#   waiter of its database, and only the right one returns.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -200,5 +202,29 @@ my $db_job = sql(q{SELECT jobq.enqueue('tw.db', '{"n": 21}')});
 sql(q{ALTER SYSTEM SET jobq.workers_per_database = 1; SELECT pg_reload_conf()});
 $h->finish;
 is($$out, "completed {\"doubled\": 42}\n", 'the worker\'s commit wakes the waiter');
+
+### A transaction that finishes more jobs than it remembers (8192) wakes
+### every waiter of its database instead: the waiter of one of its jobs
+### returns, the waiter of another job reads its job and sleeps on.
+my $other = sql(q{SELECT jobq.enqueue('tw.ext', '{"n": "other"}', priority => -2)});
+my $other_token = sql(q{SELECT lease_token FROM jobq.claim('tw', 'tap', 1, lease => '1 hour')});
+sql(q{
+    SELECT count(*) FROM jobq.enqueue_many('tw.ext', array_fill('{}'::jsonb, ARRAY[9000]));
+    CREATE TABLE big AS SELECT id, lease_token FROM jobq.claim('tw', 'tap', 10000, lease => '1 hour');
+});
+is(sql('SELECT count(*) FROM big'), '9000', '9000 running jobs');
+my $big_last = sql('SELECT max(id) FROM big');
+my ($h2, $out2, $err2, $pid2) = start_waiter($other);
+($h, $out, $err, $pid) = start_waiter($big_last);
+sql(q{SELECT jobq.complete_many(array_agg(id), array_agg(lease_token)) FROM big});
+$h->finish;
+is($$out, "completed -\n", 'a complete_many of 9000 jobs wakes the waiter of one of them');
+ok($node->poll_query_until('postgres', qq{
+        SELECT count(*) FROM pg_stat_activity
+         WHERE pid = $pid2 AND wait_event_type = 'Extension'}, '1'),
+    'the waiter of another job sleeps on');
+sql(qq{SELECT jobq.complete($other, $other_token)});
+$h2->finish;
+is($$out2, "completed -\n", 'and returns when its own job completes');
 
 done_testing();
