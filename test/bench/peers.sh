@@ -44,7 +44,8 @@
 #                 each system is in systems.js and the report); p50, p95, p99
 #
 # Usage: sudo bash test/bench/peers.sh     (ROUNDS=3; QUICK=1 for a smoke run;
-#        SCENARIOS="drain latency" to run only some;
+#        SCENARIOS="drain latency" to run only some, ONLY="jobq graphile"
+#        to measure only some systems and the floor;
 #        RENDER=test/bench/reports/peers-<UTC> to redo a report from its files)
 # Installs what is missing (postgresql-15-pgq3, pgqd, gnuplot-nox, the npm
 # packages of test/bench/peers).  Writes test/bench/reports/peers-<UTC>.md
@@ -71,6 +72,18 @@ fi
 SCENARIOS=${SCENARIOS:-enqueue_1 enqueue_1000 drain latency drain_big}
 SYSTEMS="floor jobq jobq-ext jobq-ext-tx jobq-node jobq-py graphile pgboss pgq"
 LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
+# ONLY="floor jobq ..." measures those systems only (the floor is always
+# measured: every ratio needs it).
+only() {
+    local sys
+    for sys in "$@"; do
+        if [ -z "${ONLY:-}" ] || [ "$sys" = floor ] || [[ " $ONLY " == *" $sys "* ]]; then printf '%s ' "$sys"; fi
+    done
+}
+# shellcheck disable=SC2086
+SYSTEMS=$(only $SYSTEMS)
+# shellcheck disable=SC2086
+LATENCY_SYSTEMS=$(only $LATENCY_SYSTEMS)
 
 # Debian packages and npm modules the run needs.
 ensure_tools() {
@@ -204,7 +217,7 @@ run_rounds() {
         echo "round $round of $ROUNDS ($(date -u +%H:%M:%S))" >&2
         for scen in $SCENARIOS; do
             # shellcheck disable=SC2046
-            measure_all "$scen" "$round" $(rotate $((round - 1)) $(systems_of "$scen"))
+            measure_all "$scen" "$round" $(rotate $((round - 1)) $(only $(systems_of "$scen")))
         done
     done
 }
