@@ -516,8 +516,15 @@ use_cached_predicates(ResultRelInfo *rri)
 					repalloc(predicates, sizeof(CachedPredicate) * maxpredicates);
 			}
 			predicates[j].index = index;
+
+			/*
+			 * Compile a copy made here: the planner keeps the constants'
+			 * values where it found them, and ii_Predicate goes with the
+			 * statement.
+			 */
 			predicates[j].state =
-				ExecInitQual((List *) expression_planner((Expr *) info->ii_Predicate), NULL);
+				ExecInitQual((List *) expression_planner((Expr *) copyObject(info->ii_Predicate)),
+							 NULL);
 			npredicates++;
 			MemoryContextSwitchTo(caller_cxt);
 		}
