@@ -414,7 +414,11 @@ INSERT INTO public.sec_calls VALUES
  (48, 'jobq.claim_in_transaction(text, text, integer)',
   $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$),
  (49, 'jobq.stats_counters()', $$SELECT pg_catalog.count(*) FROM jobq.stats_counters()$$),
- (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$);
+ (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$),
+ -- jobq.kind's trigger function, put on a table of the attacker's: refused
+ -- at CREATE TRIGGER (no EXECUTE); were it not, it refuses any other table.
+ (51, 'jobq.kind_changed()',
+  $$CREATE TEMP TABLE sec_kc (x pg_catalog.int4); CREATE TRIGGER sec_kc AFTER INSERT ON sec_kc EXECUTE FUNCTION jobq.kind_changed(); INSERT INTO sec_kc VALUES (1)$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)
