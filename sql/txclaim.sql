@@ -170,6 +170,22 @@ COMMIT;
 SELECT payload->>'n' AS n, state, attempt, worker FROM jobq.job
  WHERE kind = 'tx.tid' ORDER BY 1;
 
+-- A second claim in the same transaction does not hand out the jobs of the
+-- first again (this transaction's row locks do not make SKIP LOCKED skip
+-- them); a job given back with snooze may be claimed again.
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.tid', jsonb_build_object('n', n))
+                        FROM generate_series(4, 6) n) e;
+BEGIN;
+CREATE TEMP TABLE first ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+CREATE TEMP TABLE second ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+SELECT (SELECT string_agg(n, ',' ORDER BY n) FROM first) AS first,
+       (SELECT string_agg(n, ',' ORDER BY n) FROM second) AS second;
+SELECT jobq.snooze((SELECT id FROM first WHERE n = '4'), NULL, '0 seconds') IS NOT NULL AS snoozed;
+SELECT payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+ROLLBACK;
+
 -- The email job is left for jobq.claim.
 SELECT kind FROM jobq.claim('txq');
 

@@ -459,16 +459,24 @@ txclaim_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
-/* Find job_id among the jobs claimed here without an outcome, or raise. */
+/*
+ * Find job_id among the jobs claimed here without an outcome, or raise.
+ * The search starts after the last job found: a batch reports on its jobs
+ * in the order they were claimed, so each is found at the first look.
+ */
 static ClaimedJob *
 find_claimed(int64 job_id)
 {
+	static int	next = 0;
+	int			k;
 	int			i;
 
-	for (i = 0; i < nclaimed; i++)
+	for (k = 0; k < nclaimed; k++)
 	{
+		i = (next + k) % nclaimed;
 		if (claimed[i].id != job_id || claimed[i].done_level > 0)
 			continue;
+		next = i + 1;
 		if (claimed[i].role != GetUserId())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -721,6 +729,36 @@ typedef struct TxPick
 	bool	   *kept_nulls;
 } TxPick;
 
+/*
+ * The ids excluded (an int8 array, or 0 for none) and those of the jobs
+ * claimed here without an outcome yet: the row locks of this transaction
+ * do not make SKIP LOCKED skip them, and a second claim in the transaction
+ * must not hand them out again.
+ */
+static Datum
+exclude_claimed_here(Datum excluded)
+{
+	List	   *ids = NIL;
+	int			i;
+
+	for (i = 0; i < nclaimed; i++)
+		if (claimed[i].done_level == 0)
+			ids = lappend(ids, JobqCopyId(claimed[i].id));
+	if (ids == NIL)
+		return excluded;
+	if (excluded != (Datum) 0)
+	{
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(excluded), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, NULL, &n);
+		for (i = 0; i < n; i++)
+			ids = lappend(ids, JobqCopyId(DatumGetInt64(elems[i])));
+	}
+	return JobqIdListArray(ids);
+}
+
 static int
 fetch_txclaimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 {
@@ -730,6 +768,7 @@ fetch_txclaimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 	int			i;
 	int			c;
 
+	excluded = exclude_claimed_here(excluded);
 	state->values[1] = Int32GetDatum(max_jobs);
 	if (excluded == (Datum) 0)
 	{
