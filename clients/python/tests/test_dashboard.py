@@ -247,6 +247,24 @@ def test_job_and_history_match_sql(db, dsn, workload, start_dashboard):
     assert any(XSS in (h["detail"] or "") for h in failed["history"])
 
 
+def test_endpoint_latency(dsn, workload, start_dashboard, capsys):
+    server = start_dashboard(user_dsn(dsn, "dash_operator"))
+    took = {}
+    for path in ("/", "/api/info", "/api/queues", "/api/failures", "/api/running",
+                 "/api/schedules", f"/api/jobs/{workload.failed}"):
+        times = []
+        for _ in range(10):
+            started = time.monotonic()
+            status, _, _ = request(server, path)
+            times.append(time.monotonic() - started)
+            assert status == 200
+        took[path] = sorted(times)[len(times) // 2]
+    report(capsys, "median of 10 requests: " + ", ".join(
+        f"{path} {seconds * 1000:.1f} ms" for path, seconds in took.items()))
+    # Generous: the machine is shared; the statement timeout is 5 s.
+    assert max(took.values()) < 5
+
+
 # Refusals and attacks.
 
 def test_bad_job_ids_are_400(dsn, workload, start_dashboard):
@@ -600,6 +618,16 @@ def chromium(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[str, flo
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout, took
+
+
+def test_without_chromium_ci_fails_and_a_local_run_skips(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI needs the browser test"):
+        chromium(tmp_path, "--dump-dom", "about:blank")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="with CI=true this fails"):
+        chromium(tmp_path, "--dump-dom", "about:blank")
 
 
 @pytest.fixture(scope="session")
