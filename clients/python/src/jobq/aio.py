@@ -2,12 +2,16 @@
 
 The same claims, heartbeats, reports and shutdown as Worker (worker.py),
 with `concurrency` handler tasks instead of threads.  Each task has its own
-connection: a job's transaction is its connection's.
+connection: a job's transaction is its connection's.  In a
+transaction-scoped batch a job's savepoint is opened by its handler's first
+round trip on job.conn (AsyncJobConnection), and the batch's completions
+go in two statements after its handlers, as in Worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -498,6 +502,7 @@ class AsyncWorker:
             await self._wait_wake(self.poll_interval)
 
     async def _tx_batch(self, slot: _AsyncSlot, batch: int) -> int:
+        """Claim a batch in a new transaction, run its jobs, complete them, commit."""
         conn = slot.conn
         jobs: list[Claimed] = []
         for q in self.queues:
@@ -508,28 +513,68 @@ class AsyncWorker:
         if not jobs:
             await conn.rollback()
             return 0
-        for c in jobs:
-            await self._tx_job(conn, slot, c)
+        done: list[int] = []
+        results: list[tuple[int, str]] = []
+        outcomes = [await self._tx_job(conn, slot, c, done, results) for c in jobs]
+        # The completions of the batch, after its handlers: two statements.
+        if done:
+            await conn.execute(_core.COMPLETE_MANY, (done, None))
+        if results:
+            await conn.execute(_core.COMPLETE_RESULTS,
+                               ([i for i, _ in results], [r for _, r in results]))
         await conn.commit()
+        for c, what in zip(jobs, outcomes):
+            _core.job_logger(self.log, c).debug("%s", what)
         return len(jobs)
 
-    async def _tx_job(self, conn: AsyncJobConnection, slot: _AsyncSlot, c: Claimed) -> None:
+    @staticmethod
+    async def _undo_job(conn: AsyncJobConnection) -> None:
+        """Roll back what a failed handler wrote through job.conn, if it used it."""
+        if conn.end_first_use() and not conn.broken:
+            await conn.execute(_core.ROLLBACK_TO_SAVEPOINT)
+            await conn.execute(_core.RELEASE_SAVEPOINT)
+
+    async def _tx_job(self, conn: AsyncJobConnection, slot: _AsyncSlot, c: Claimed,
+                      done: list[int], results: list[tuple[int, str]]) -> str:
+        """Run one job of a transactional batch.  Its savepoint is opened by the
+        first round trip its handler makes on job.conn, so that a failure
+        undoes its writes only; a handler that makes none costs no
+        statement.  A completed job joins `done` (no result) or `results`,
+        completed with the batch."""
         log = _core.job_logger(self.log, c)
         h = self.registry.handlers.get(c.kind)
         retry_in: timedelta | None = None
         try:
             if h is None:
                 raise LookupError(f'no handler for kind "{c.kind}" in worker {self.name}')
-            job = AsyncJob(c, log, slot)
             for i in range(CONFLICT_RETRIES + 1):
+                job = AsyncJob(c, log, slot)
+                conn.savepoint_at_first_use()
                 try:
-                    async with conn.transaction():
-                        result = await h.fn(job)
-                        await conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
-                    return
+                    result = await h.fn(job)
+                    text = None if result is None else json.dumps(result, allow_nan=False)
+                    if conn.info.transaction_status == TransactionStatus.INERROR:
+                        raise _core.TransactionAborted()
                 except CONFLICTS:
+                    # Back to the savepoint: run the job again, uncharged.
+                    await self._undo_job(conn)
                     if i == CONFLICT_RETRIES:
                         raise
+                    continue
+                except asyncio.CancelledError:
+                    # Past the grace period: the batch is abandoned whole.
+                    conn.end_first_use()
+                    raise
+                except BaseException:
+                    await self._undo_job(conn)
+                    raise
+                if conn.end_first_use():
+                    await conn.execute(_core.RELEASE_SAVEPOINT)
+                if text is None:
+                    done.append(c.id)
+                else:
+                    results.append((c.id, text))
+                return "completed"
             raise AssertionError("unreachable")
         except Snooze as z:
             # Given back uncharged: jobq.snooze takes a NULL token for a job
@@ -538,14 +583,18 @@ class AsyncWorker:
                 raise psycopg.OperationalError("the connection broke during the batch")
             await conn.execute(_core.SNOOZE, (c.id, None, timedelta(seconds=z.seconds)))
             log.info("snoozed for %g s", z.seconds)
-            return
+            return "snoozed"
         except RetryIn as r:
             error = str(r)
             retry_in = timedelta(seconds=r.seconds)
+        except _core.TransactionAborted as a:
+            error = str(a)
         except Exception as e:
             error = _core.describe_error(e)
         if conn.broken:
             raise psycopg.OperationalError("the connection broke during the batch")
         cur = await conn.execute(_core.FAIL, (c.id, None, error, retry_in))
         row = await cur.fetchone()
-        log.warning("failed: %s; now %s", error.split("\n", 1)[0], row[0] if row else "?")
+        state = row[0] if row else "?"
+        log.warning("failed: %s; now %s", error.split("\n", 1)[0], state)
+        return f"failed, now {state}"

@@ -12,8 +12,10 @@ Two claims (README "Claiming jobs"):
   together.
 - transaction-scoped (jobq.claim_in_transaction), when every handler is
   registered with transactional=True: each handler thread claims a batch in
-  a transaction of its own, runs each job in a savepoint (a failure rolls
-  back that job's writes only, and fails it), and commits the batch.
+  a transaction of its own, runs its jobs, a job whose handler takes
+  job.conn in a savepoint opened then (a failure rolls back that job's
+  writes only, and fails it), completes the batch in two statements and
+  commits it.
 
 On SIGTERM or SIGINT (or stop()), the worker stops claiming, gives running
 handlers `grace` seconds, then hands their jobs back (jobq.snooze, which
@@ -611,8 +613,7 @@ class Worker:
         if done:
             conn.execute(_core.COMPLETE_MANY, (done, None))
         if results:
-            conn.execute("SELECT jobq.complete(r.id, NULL, r.result::jsonb)"
-                         " FROM unnest(%s::bigint[], %s::text[]) AS r(id, result)",
+            conn.execute(_core.COMPLETE_RESULTS,
                          ([i for i, _ in results], [r for _, r in results]))
         conn.commit()
         for c, what in zip(jobs, outcomes):
@@ -637,6 +638,8 @@ class Worker:
                 try:
                     result = h.fn(job)
                     text = None if result is None else json.dumps(result, allow_nan=False)
+                    if conn.info.transaction_status == TransactionStatus.INERROR:
+                        raise _core.TransactionAborted()
                 except CONFLICTS:
                     # Back to the savepoint: run the job again, uncharged.
                     self._undo_job(conn, job)
@@ -665,6 +668,8 @@ class Worker:
         except RetryIn as r:
             error = str(r)
             retry_in = timedelta(seconds=r.seconds)
+        except _core.TransactionAborted as a:
+            error = str(a)
         except Exception as e:
             error = _core.describe_error(e)
         if conn.broken:
