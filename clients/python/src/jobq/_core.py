@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 import socket
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -49,6 +50,9 @@ COMPLETE_RESULTS = ("SELECT jobq.complete(r.id, NULL, r.result::jsonb)"
 SAVEPOINT = b"SAVEPOINT jobq_job"
 ROLLBACK_TO_SAVEPOINT = b"ROLLBACK TO SAVEPOINT jobq_job"
 RELEASE_SAVEPOINT = b"RELEASE SAVEPOINT jobq_job"
+# Seconds between attempts to reconnect after the server went away: from
+# the worker's poll interval, doubling, up to this (Backoff).
+RECONNECT_MAX = 30.0
 
 # SQLSTATE 55000: a stale or ended lease (and a report on a job that is not
 # ours to report on).
@@ -219,6 +223,22 @@ class AsyncJobConnection(psycopg.AsyncConnection[Any]):
             await self.wait(self._start_query())
         async with super().transaction(savepoint_name, force_rollback) as tx:
             yield tx
+
+
+class Backoff:
+    """The waits between attempts to reconnect: `first` seconds, then twice as
+    long each time up to `cap`, each shortened by up to half at random so
+    that the connections of many workers do not come back in step."""
+
+    def __init__(self, first: float, cap: float = RECONNECT_MAX) -> None:
+        self.first = max(first, 0.01)
+        self.cap = max(cap, self.first)
+        self.tries = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2 ** min(self.tries, 32))
+        self.tries += 1
+        return delay * random.uniform(0.5, 1.0)
 
 
 class TransactionAborted(Exception):

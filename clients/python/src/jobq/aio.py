@@ -6,6 +6,9 @@ connection: a job's transaction is its connection's.  In a
 transaction-scoped batch a job's savepoint is opened by its handler's first
 round trip on job.conn (AsyncJobConnection), and the batch's completions
 go in two statements after its handlers, as in Worker.
+
+A connection that breaks (the server restarted, say) is opened again as
+in Worker: at once, then after longer and longer waits (Backoff).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -51,6 +54,10 @@ class _AsyncSlot:
 
     def broken(self) -> bool:
         return self.conn.broken or (self._aux is not None and self._aux.broken)
+
+    def lost(self) -> bool:
+        """Whether `conn` must be opened again before its next use."""
+        return self.conn.closed or self.broken()
 
     async def reset(self) -> None:
         if self._aux is not None and (self._aux.broken or self.conn.broken):
@@ -95,6 +102,7 @@ class AsyncWorker:
         self._stopping = False
         self._force = False
         self._wake: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._work: asyncio.Queue[Claimed | None] | None = None
         self._inflight: dict[int, _Flight] = {}
         self._done: list[tuple[Claimed, Any]] = []
@@ -116,6 +124,8 @@ class AsyncWorker:
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
+        if self._stopped is not None:
+            self._stopped.set()
 
     def _on_signal(self, signum: int) -> None:
         if self._stopping:
@@ -135,6 +145,9 @@ class AsyncWorker:
             raise TypeError("AsyncWorker runs async def handlers only; use Worker")
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        if self._stopping:
+            self._stopped.set()
         self._work = asyncio.Queue()
         installed = []
         if install_signal_handlers:
@@ -172,6 +185,36 @@ class AsyncWorker:
         except asyncio.TimeoutError:
             pass
 
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or less if the worker is asked to stop."""
+        assert self._stopped is not None
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _until_connected(self, what: str, connect: Callable[[], Awaitable[object]]) -> bool:
+        """Call `connect` until it succeeds (True) or the worker stops (False):
+        at once, then after longer and longer waits (Backoff)."""
+        backoff = _core.Backoff(self.poll_interval)
+        started = time.monotonic()
+        while not self._stopping:
+            try:
+                await connect()
+            except psycopg.OperationalError as e:
+                delay = backoff.next()
+                self.log.debug("worker %s: %s: cannot reconnect yet (%s); next try in %.2f s",
+                               self.name, what, str(e).strip(), delay)
+                await self._sleep(delay)
+                continue
+            self.log.info("worker %s: %s: reconnected after %.1f s (%d attempts)", self.name,
+                          what, time.monotonic() - started, backoff.tries + 1)
+            return True
+        return False
+
+    async def _reconnect_slot(self, slot: _AsyncSlot) -> bool:
+        return await self._until_connected("handler connection", slot.reset)
+
     # --- leased claims
 
     async def _run_leased(self, batch: int, until_idle: float | None, kw: dict[str, Any]) -> None:
@@ -186,17 +229,22 @@ class AsyncWorker:
                 except psycopg.OperationalError as e:
                     if not self._ctl.broken:
                         raise
+                    # The server went away (a restart, a failover): the
+                    # leases outlive this connection, and handler tasks
+                    # reconnect on their own.
                     self.log.error("worker %s: lost its connection (%s); reconnecting",
                                    self.name, str(e).strip())
-                    while not self._stopping:
-                        await self._wait_wake(self.poll_interval)
-                        try:
-                            self._ctl = await psycopg.AsyncConnection.connect(
-                                self.dsn, autocommit=True, **kw)
-                            self.log.info("worker %s: reconnected", self.name)
-                            break
-                        except psycopg.OperationalError as e2:
-                            self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e2)
+                    await self._ctl.close()
+
+                    async def reopen() -> None:
+                        self._ctl = await psycopg.AsyncConnection.connect(
+                            self.dsn, autocommit=True, **kw)
+
+                    if not await self._until_connected("dispatcher connection", reopen):
+                        break
+                    # The leases ran on meanwhile: renew them all now.
+                    for f in self._inflight.values():
+                        f.next_beat = 0.0
             try:
                 await self._shutdown_leased(self._ctl, tasks)
             except psycopg.OperationalError as e:
@@ -263,32 +311,47 @@ class AsyncWorker:
         return wait
 
     async def _flush(self, ctl: psycopg.AsyncConnection[Any]) -> None:
+        """Complete the jobs whose handlers returned without using job.conn.
+        What a broken connection kept from being reported stays to be
+        reported on the next one (where a lease that ran out meanwhile
+        refuses it), rather than being forgotten with its job still in flight."""
         done, self._done = self._done, []
         if not done:
             return
-        plain = [c for c, r in done if r is None]
-        single = [(c, r) for c, r in done if r is not None]
-        if len(plain) > 1:
-            try:
-                await ctl.execute(_core.COMPLETE_MANY, ([c.id for c in plain],
-                                                        [c.lease_token for c in plain]))
-                plain = []
-            except _core.LeaseError:
-                pass
-        for c, r in [(c, None) for c in plain] + single:
-            try:
-                await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
-            except _core.LeaseError as e:
-                _core.job_logger(self.log, c).warning(
-                    "lease lost, not completed: %s", e.diag.message_primary)
-            except psycopg.Error as e:
-                if ctl.broken:
-                    raise
-                # A result jobq refuses (too large, say): the attempt fails.
-                await self._report(ctl, c, _core.FAIL,
-                                   (c.id, c.lease_token, _core.describe_error(e), None))
-        for c, _ in done:
-            self._inflight.pop(c.id, None)
+        # Those without a result first: one complete_many reports them all.
+        done.sort(key=lambda d: d[1] is not None)
+        plain = sum(1 for _, r in done if r is None)
+        reported = 0
+        try:
+            if plain > 1:
+                try:
+                    await ctl.execute(_core.COMPLETE_MANY,
+                                      ([c.id for c, _ in done[:plain]],
+                                       [c.lease_token for c, _ in done[:plain]]))
+                    reported = plain
+                except _core.LeaseError:
+                    pass        # all or nothing: find the lost one below
+            while reported < len(done):
+                c, r = done[reported]
+                try:
+                    await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
+                except _core.LeaseError as e:
+                    _core.job_logger(self.log, c).warning(
+                        "lease lost, not completed: %s", e.diag.message_primary)
+                except psycopg.Error as e:
+                    if ctl.broken:
+                        raise
+                    # A result jobq refuses (too large, say): the attempt fails.
+                    await self._report(ctl, c, _core.FAIL,
+                                       (c.id, c.lease_token, _core.describe_error(e), None))
+                reported += 1
+        finally:
+            for c, _ in done[:reported]:
+                self._inflight.pop(c.id, None)
+            if reported < len(done):
+                if not self._done:
+                    self._done_since = time.monotonic()
+                self._done[:0] = done[reported:]
 
     async def _heartbeat(self, ctl: psycopg.AsyncConnection[Any]) -> None:
         now = time.monotonic()
@@ -319,9 +382,11 @@ class AsyncWorker:
             _core.job_logger(self.log, c).warning("lease lost: %s", e.diag.message_primary)
             return None
 
-    async def _hand_back(self, ctl: psycopg.AsyncConnection[Any], c: Claimed) -> None:
-        if await self._report(ctl, c, _core.SNOOZE, (c.id, c.lease_token, timedelta(0))) is not None:
-            _core.job_logger(self.log, c).info("handed back uncharged (worker stopping)")
+    async def _hand_back(self, conn: psycopg.AsyncConnection[Any], c: Claimed,
+                         why: str = "worker stopping") -> None:
+        if await self._report(conn, c, _core.SNOOZE,
+                              (c.id, c.lease_token, timedelta(0))) is not None:
+            _core.job_logger(self.log, c).info("handed back uncharged (%s)", why)
 
     async def _shutdown_leased(self, ctl: psycopg.AsyncConnection[Any],
                                tasks: list[asyncio.Task[None]]) -> None:
@@ -360,6 +425,15 @@ class AsyncWorker:
             f = self._inflight.get(c.id)
             if f is None:
                 continue
+            if f.lost:
+                # Its lease ended while it waited (it ran out, or the job
+                # was cancelled).
+                self._inflight.pop(c.id, None)
+                _core.job_logger(self.log, c).info("lease lost before it started: not run")
+                continue
+            if slot.lost() and not await self._reconnect_slot(slot):
+                # Stopping: the shutdown hands the job back.
+                continue
             f.started = True
             try:
                 await self._run_leased_job(slot, c, f)
@@ -369,14 +443,27 @@ class AsyncWorker:
                 except psycopg.Error:
                     pass
                 raise
-            except Exception:
-                _core.job_logger(self.log, c).exception("could not report the job's outcome")
+            except Exception as e:
+                log = _core.job_logger(self.log, c)
                 self._inflight.pop(c.id, None)
-                try:
-                    await slot.reset()
-                except psycopg.Error:
-                    self.log.exception("worker %s: cannot reconnect", self.name)
-                    await asyncio.sleep(self.poll_interval)
+                if slot.lost():
+                    # Not even a failure could be reported: the server is
+                    # away.  The lease outlives the connection: hand the job
+                    # back, uncharged, once it is back.
+                    log.error("lost its connection (%s); the job goes back once reconnected",
+                              str(e).strip())
+                    if await self._reconnect_slot(slot):
+                        try:
+                            await self._hand_back(slot.conn, c, "connection lost")
+                        except psycopg.Error as e2:
+                            log.error("could not hand the job back (%s); its lease will run out",
+                                      str(e2).strip())
+                else:
+                    log.exception("could not report the job's outcome")
+                    try:
+                        await slot.reset()
+                    except psycopg.Error:
+                        pass
             self._wake.set()
 
     async def _run_leased_job(self, slot: _AsyncSlot, c: Claimed, f: _Flight) -> None:
@@ -477,6 +564,8 @@ class AsyncWorker:
     async def _tx_task(self, slot: _AsyncSlot, batch: int, until_idle: float | None) -> None:
         idle_since = time.monotonic()
         while not self._stopping:
+            if slot.lost() and not await self._reconnect_slot(slot):
+                return
             try:
                 n = await self._tx_batch(slot, batch)
             except asyncio.CancelledError:
@@ -487,9 +576,14 @@ class AsyncWorker:
                 except psycopg.Error:
                     pass
                 raise
-            except psycopg.Error:
-                self.log.exception("worker %s: batch rolled back", self.name)
+            except psycopg.Error as e:
                 n = 0
+                if slot.lost():
+                    # The session ended with the batch: its jobs are ready again.
+                    self.log.error("worker %s: lost its connection (%s); batch rolled back;"
+                                   " reconnecting", self.name, str(e).strip())
+                    continue
+                self.log.exception("worker %s: batch rolled back", self.name)
                 try:
                     await slot.reset()
                 except psycopg.Error:
