@@ -559,7 +559,7 @@ SELECT * FROM jobq.claim('bad_q', bound_to_session => NULL);
 SELECT jobq.complete(NULL, 1);
 \echo :SQLSTATE
 -- NULL lease_token
-SELECT jobq.complete(:job, NULL);
+SELECT jobq.complete(1, NULL);
 \echo :SQLSTATE
 -- unknown job
 SELECT jobq.complete(0, 1);
@@ -612,7 +612,7 @@ SELECT jobq.complete_many(ARRAY(SELECT generate_series(1, 10001)::bigint), ARRAY
 SELECT jobq.fail(NULL, 1, 'boom');
 \echo :SQLSTATE
 -- NULL lease_token
-SELECT jobq.fail(:job, NULL, 'boom');
+SELECT jobq.fail(1, NULL, 'boom');
 \echo :SQLSTATE
 -- NULL error
 SELECT jobq.fail(:job, :tok, NULL);
@@ -653,7 +653,7 @@ SELECT jobq.heartbeat(0, 1);
 SELECT jobq.snooze(NULL, 1, '1 minute');
 \echo :SQLSTATE
 -- NULL lease_token
-SELECT jobq.snooze(:job, NULL, '1 minute');
+SELECT jobq.snooze(1, NULL, '1 minute');
 \echo :SQLSTATE
 -- NULL delay
 SELECT jobq.snooze(:job, :tok, NULL);

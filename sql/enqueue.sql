@@ -176,6 +176,10 @@ SELECT jobq.register_kind('enq.extra', queue => 'enqx');
 SELECT count(jobq.enqueue('enq.extra', jsonb_build_object('n', n))) AS enqueued
   FROM generate_series(1, 3) n;
 SELECT count(*) AS enqueued FROM jobq.enqueue_many('enq.extra', ARRAY['{"n": 4}'::jsonb]);
+-- Statements after the one that compiled the predicate: its constant
+-- ('enq.extra', a text) must have been copied along with it.
+SELECT jobq.enqueue('enq.extra', '{"n": 4.1}') > 0 AS enqueued;
+SELECT jobq.enqueue('enq.extra', '{"n": 4.2}') > 0 AS enqueued;
 SELECT jobq.register_kind('enq.beside', queue => 'enqx');
 SELECT jobq.enqueue('enq.beside') > 0 AS enqueued;   -- not in the index
 BEGIN;

@@ -221,6 +221,24 @@ SELECT jobq.run_pending() AS ran;
 SELECT state, attempt, worker LIKE 'run_pending %' AS by_run_pending
   FROM jobq.jobs WHERE id = :hd_due;
 
+-- A batch's completions find each row by the version its pick locked; a
+-- handler that writes its own job's row (here a superuser's, by hand)
+-- leaves that version behind, and its job is completed by id, once, with
+-- its neighbours completed as usual.
+CREATE FUNCTION hd_touch(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    IF (p->>'touch')::boolean THEN
+        UPDATE jobq.job SET priority = priority WHERE id = (jobq.current_job()).id;
+    END IF;
+    RETURN p;
+END $$;
+SELECT jobq.register_kind('hd.touch', 'hd_touch(jsonb)', queue => 'hd_touch');
+SELECT count(*) FROM jobq.enqueue_many('hd.touch', ARRAY['{"n": 1, "touch": false}',
+    '{"n": 2, "touch": true}', '{"n": 3, "touch": false}']::jsonb[]);
+SELECT jobq.run_pending() AS ran;
+SELECT payload->>'n' AS n, state, attempt, result->>'touch' AS touched
+  FROM jobq.jobs WHERE kind = 'hd.touch' ORDER BY id;
+
 -- Clean up.
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
 DELETE FROM jobq.job WHERE kind LIKE 'hd.%';
@@ -228,5 +246,5 @@ SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'hd.%' ORDER BY
 DROP ROLE regress_hd_owner;
 DROP TABLE hd_ledger;
 DROP FUNCTION hd_record(jsonb), hd_picky(jsonb), hd_slow(jsonb), hd_setter(jsonb),
-    hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb);
+    hd_temp(jsonb), hd_mailer(jsonb), hd_nest(jsonb), hd_touch(jsonb);
 DROP PROCEDURE hd_proc(jsonb);

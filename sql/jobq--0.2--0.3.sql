@@ -613,6 +613,20 @@ GRANT EXECUTE ON FUNCTION jobq.stats_counters(), jobq.stats_reset() TO PUBLIC;
 GRANT SELECT ON jobq.stats, jobq.queue_stats TO PUBLIC;
 
 /*
+ * Each backend keeps the settings of the kinds it enqueued into
+ * (src/kind_cache.c); every statement that changes jobq.kind, whoever runs
+ * it, tells them all to read the rows again.
+ */
+CREATE FUNCTION jobq.kind_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'jobq_kind_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION jobq.kind_changed() FROM PUBLIC;
+
+CREATE TRIGGER kind_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jobq.kind
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq.kind_changed();
+
+/*
  * Waiting for a job: block until it is completed, failed, held or
  * cancelled (none of which runs again without an operator), or until the
  * timeout (at most an hour) passes, woken at the commit that finishes it.

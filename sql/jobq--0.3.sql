@@ -367,6 +367,20 @@ CREATE TABLE jobq.schedule_event (
 
 CREATE INDEX schedule_event_schedule_idx ON jobq.schedule_event (schedule, id);
 
+/*
+ * Each backend keeps the settings of the kinds it enqueued into
+ * (src/kind_cache.c); every statement that changes jobq.kind, whoever runs
+ * it, tells them all to read the rows again.
+ */
+CREATE FUNCTION jobq.kind_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'jobq_kind_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION jobq.kind_changed() FROM PUBLIC;
+
+CREATE TRIGGER kind_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jobq.kind
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq.kind_changed();
+
 /* pg_dump keeps the rows of every table that holds user data. */
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_grant', '');

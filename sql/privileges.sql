@@ -159,8 +159,9 @@ INSERT INTO priv_call VALUES
  ('jobq.stats_reset()', $$SELECT jobq.stats_reset()$$),
  ('jobq.wake_launcher()', $$SELECT jobq.wake_launcher()$$),
  -- Trigger functions are called by what fires them: a write to a
- -- subscribed table, a DROP, DROP EXTENSION.
+ -- subscribed table or to jobq.kind, a DROP, DROP EXTENSION.
  ('jobq.dispatch()', $$INSERT INTO priv_feed VALUES (1)$$),
+ ('jobq.kind_changed()', $$SELECT jobq.register_kind('priv.changed', queue => 'priv_q')$$),
  ('jobq.forget_dropped_subscriptions()',
   $$CREATE TABLE priv_scratch.t (id int); DROP TABLE priv_scratch.t$$),
  ('jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq$$);

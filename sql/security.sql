@@ -415,7 +415,11 @@ INSERT INTO public.sec_calls VALUES
   $$SELECT pg_catalog.count(jobq.complete(c.id, NULL)) FROM jobq.claim_in_transaction('sec_gen_{L}', 'attacker', 1) c$$),
  (49, 'jobq.stats_counters()', $$SELECT pg_catalog.count(*) FROM jobq.stats_counters()$$),
  (50, 'jobq.stats_reset()', $$SELECT jobq.stats_reset()$$),
- (51, 'jobq.wait(bigint, interval)',
+ -- jobq.kind's trigger function, put on a table of the attacker's: refused
+ -- at CREATE TRIGGER (no EXECUTE); were it not, it refuses any other table.
+ (51, 'jobq.kind_changed()',
+  $$CREATE TEMP TABLE sec_kc (x pg_catalog.int4); CREATE TRIGGER sec_kc AFTER INSERT ON sec_kc EXECUTE FUNCTION jobq.kind_changed(); INSERT INTO sec_kc VALUES (1)$$),
+ (52, 'jobq.wait(bigint, interval)',
   $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,

@@ -155,6 +155,37 @@ SELECT jobq.snooze((:'sn'::bigint[])[2], NULL, '0');
 \set VERBOSITY default
 ROLLBACK;
 
+-- complete_many finds the rows by the versions the claim locked; a job
+-- whose row this transaction wrote since (here by hand, as superuser) is
+-- completed by id, once, with the others.
+SELECT jobq.register_kind('tx.tid', queue => 'txtid');
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.tid', jsonb_build_object('n', n))
+                        FROM generate_series(1, 3) n) e;
+BEGIN;
+CREATE TEMP TABLE got ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w3', 3);
+UPDATE jobq.job SET priority = priority WHERE id = (SELECT id FROM got WHERE n = '2');
+SELECT jobq.complete_many(ARRAY(SELECT id FROM got ORDER BY n), NULL) AS completed;
+COMMIT;
+SELECT payload->>'n' AS n, state, attempt, worker FROM jobq.job
+ WHERE kind = 'tx.tid' ORDER BY 1;
+
+-- A second claim in the same transaction does not hand out the jobs of the
+-- first again (this transaction's row locks do not make SKIP LOCKED skip
+-- them); a job given back with snooze may be claimed again.
+SELECT count(*) FROM (SELECT jobq.enqueue('tx.tid', jsonb_build_object('n', n))
+                        FROM generate_series(4, 6) n) e;
+BEGIN;
+CREATE TEMP TABLE first ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+CREATE TEMP TABLE second ON COMMIT DROP AS
+  SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+SELECT (SELECT string_agg(n, ',' ORDER BY n) FROM first) AS first,
+       (SELECT string_agg(n, ',' ORDER BY n) FROM second) AS second;
+SELECT jobq.snooze((SELECT id FROM first WHERE n = '4'), NULL, '0 seconds') IS NOT NULL AS snoozed;
+SELECT payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w4', 2);
+ROLLBACK;
+
 -- The email job is left for jobq.claim.
 SELECT kind FROM jobq.claim('txq');
 
@@ -165,6 +196,6 @@ DELETE FROM jobq.lease l WHERE EXISTS (
 DELETE FROM jobq.concurrency_lock WHERE key = 'acct-1';
 DELETE FROM jobq.job WHERE kind LIKE 'tx.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tx.%' ORDER BY name;
-DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf', 'txsn');
+DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf', 'txsn', 'txtid');
 SELECT (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tx.%') AS jobs_left,
        (SELECT count(*) FROM jobq.lease) AS lease_rows_left;

@@ -50,6 +50,7 @@
 #include "enqueue.h"
 #include "idempotency.h"
 #include "jobq.h"
+#include "kind_cache.h"
 #include "queue_acl.h"
 #include "queues.h"
 #include "shmem.h"
@@ -70,20 +71,11 @@ typedef struct EnqueueArgs
 	Oid			caller;			/* the role that enqueues */
 } EnqueueArgs;
 
-static SPIPlanPtr plan_kind_row;
 static SPIPlanPtr plan_take_key;
 static SPIPlanPtr plan_existing_key;
 
-/* Kind settings a direct insert needs. */
-typedef struct KindRow
-{
-	int32		queue_id;
-	int32		max_attempts;
-	bool		in_db;
-} KindRow;
-
-static KindRow lookup_kind(Datum kind);
-static void insert_jobs_direct(EnqueueArgs *args, const KindRow *kind, Datum *payloads,
+static JobqKindSettings lookup_kind(Datum kind);
+static void insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *payloads,
 							   int n, int64 given_id, Datum key, int64 *ids);
 
 
@@ -124,7 +116,7 @@ report_unknown_kind(Datum kind)
 static int64
 insert_job_row(EnqueueArgs *args, Datum payload, int64 id, Datum key)
 {
-	KindRow		kind = lookup_kind(args->kind);
+	JobqKindSettings kind = lookup_kind(args->kind);
 	int64		new_id;
 
 	insert_jobs_direct(args, &kind, &payload, 1, id, key, &new_id);
@@ -410,22 +402,14 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 }
 
 /* Look up a kind; raises the unknown-kind error.  Between Begin/EndAccess. */
-static KindRow
+static JobqKindSettings
 lookup_kind(Datum kind)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	KindRow		row;
+	JobqKindSettings settings;
 
-	JobqPreparePlan(&plan_kind_row,
-					"SELECT queue_id, max_attempts, handler IS NOT NULL"
-					" FROM jobq.kind WHERE name = $1",
-					1, argtypes);
-	if (JobqExecutePlan(plan_kind_row, &kind, NULL, SPI_OK_SELECT, 0) != 1)
+	if (!JobqLookupKindSettings(kind, &settings))
 		report_unknown_kind(kind);
-	row.queue_id = JobqGetInt32(0, 1);
-	row.max_attempts = JobqGetInt32(0, 2);
-	row.in_db = JobqGetBool(0, 3);
-	return row;
+	return settings;
 }
 
 /* Attribute number (1-based) of a column of jobq.job; ERROR if missing. */
@@ -516,8 +500,15 @@ use_cached_predicates(ResultRelInfo *rri)
 					repalloc(predicates, sizeof(CachedPredicate) * maxpredicates);
 			}
 			predicates[j].index = index;
+
+			/*
+			 * Compile a copy made here: the planner keeps the constants'
+			 * values where it found them, and ii_Predicate goes with the
+			 * statement.
+			 */
 			predicates[j].state =
-				ExecInitQual((List *) expression_planner((Expr *) info->ii_Predicate), NULL);
+				ExecInitQual((List *) expression_planner((Expr *) copyObject(info->ii_Predicate)),
+							 NULL);
 			npredicates++;
 			MemoryContextSwitchTo(caller_cxt);
 		}
@@ -538,7 +529,7 @@ use_cached_predicates(ResultRelInfo *rri)
  * JobqBeginAccess and JobqEndAccess (the table's owner writes it).
  */
 static void
-insert_jobs_direct(EnqueueArgs *args, const KindRow *kind, Datum *payloads, int n,
+insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *payloads, int n,
 				   int64 given_id, Datum key, int64 *ids)
 {
 	Oid			nspid;
@@ -766,7 +757,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 		(void) lookup_kind(args.kind);
 	else if (keys == NULL)
 	{
-		KindRow		kind = lookup_kind(args.kind);
+		JobqKindSettings kind = lookup_kind(args.kind);
 		int64	   *ids = palloc(sizeof(int64) * n);
 
 		insert_jobs_direct(&args, &kind, payloads, n, 0, (Datum) 0, ids);

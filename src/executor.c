@@ -82,7 +82,7 @@
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
-static SPIPlanPtr plan_complete_batch;
+static SPIPlanPtr plan_complete_batch[2];	/* by id, by row version */
 static SPIPlanPtr plan_lease_one;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
@@ -274,19 +274,23 @@ count_completions(BatchJob **done, int n)
 }
 
 /*
- * Mark the given jobs completed, with their results, in one statement, in
- * the transaction whose subtransactions ran their handlers.
+ * Record the completion of the given jobs, with their results, in one
+ * statement.  by_tid: find each row by the version the pick locked (a TID
+ * scan, where an id finds it through the primary key, an index one level
+ * deeper on a big backlog) and return the ids it completed; else by id.
+ * Returns how many rows it completed.  Between Begin/EndAccess.
  */
-static void
-record_completions(BatchJob **done, int n, const char *label)
+static int
+complete_rows(BatchJob **done, int n, const char *label, bool by_tid)
 {
-	JobqAccess	access;
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *results = palloc(sizeof(Datum) * n);
 	bool	   *result_nulls = palloc(sizeof(bool) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
-	Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID};
-	Datum		values[4];
+	Datum	   *tids = palloc(sizeof(Datum) * n);
+	Oid			argtypes[5] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID,
+	TIDARRAYOID};
+	Datum		values[5];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -295,24 +299,69 @@ record_completions(BatchJob **done, int n, const char *label)
 		results[i] = done[i]->result;
 		result_nulls[i] = done[i]->result_isnull;
 		started[i] = TimestampTzGetDatum(done[i]->started_at);
+		tids[i] = PointerGetDatum(&done[i]->tid);
 	}
 	values[0] = build_array(ids, NULL, n, INT8OID);
 	values[1] = build_array(results, result_nulls, n, JSONBOID);
 	values[2] = build_array(started, NULL, n, TIMESTAMPTZOID);
 	values[3] = CStringGetTextDatum(label);
+	values[4] = build_array(tids, NULL, n, TIDOID);
+
+#define COMPLETE_BATCH_SQL(match, returning) \
+	"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL," \
+	" attempt = j.attempt + 1, started_at = r.started_at," \
+	" finished_at = pg_catalog.clock_timestamp(), result = r.result," \
+	" worker = $4" \
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+	"   pg_catalog.unnest($3), pg_catalog.unnest($5)) AS r(id, result, started_at, tid)" \
+	" WHERE " match returning
+	JobqPreparePlan(&plan_complete_batch[by_tid],
+					by_tid ? COMPLETE_BATCH_SQL("j.ctid = r.tid AND j.id = r.id", " RETURNING j.id")
+					: COMPLETE_BATCH_SQL("j.id = r.id", ""),
+					5, argtypes);
+#undef COMPLETE_BATCH_SQL
+	return JobqExecutePlan(plan_complete_batch[by_tid], values, NULL,
+						   by_tid ? SPI_OK_UPDATE_RETURNING : SPI_OK_UPDATE, 0);
+}
+
+/*
+ * Mark the given jobs completed, with their results, in the transaction
+ * whose subtransactions ran their handlers: by the row versions their pick
+ * locked, and by id those whose version changed since (a handler that
+ * wrote its own job's row) or that were not picked here.
+ */
+static void
+record_completions(BatchJob **done, int n, const char *label)
+{
+	JobqAccess	access;
+	BatchJob  **rest = done;
+	int			nrest = n;
+	int			i;
 
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_complete_batch,
-					"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL,"
-					" attempt = j.attempt + 1, started_at = r.started_at,"
-					" finished_at = pg_catalog.clock_timestamp(), result = r.result,"
-					" worker = $4"
-					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-					"   pg_catalog.unnest($3)) AS r(id, result, started_at)"
-					" WHERE j.id = r.id",
-					4, argtypes);
-	if (JobqExecutePlan(plan_complete_batch, values, NULL, SPI_OK_UPDATE, 0) != n)
-		elog(ERROR, "jobq could not record the completion of %d jobs", n);
+	for (i = 0; i < n && ItemPointerIsValid(&done[i]->tid); i++)
+		;
+	if (i == n)
+	{
+		int			got = complete_rows(done, n, label, true);
+
+		nrest = 0;
+		if (got < n)
+		{
+			rest = palloc(sizeof(BatchJob *) * n);
+			for (i = 0; i < n; i++)
+			{
+				int			r;
+
+				for (r = 0; r < got && JobqGetInt64(r, 1) != done[i]->id; r++)
+					;
+				if (r == got)
+					rest[nrest++] = done[i];
+			}
+		}
+	}
+	if (nrest > 0 && complete_rows(rest, nrest, label, false) != nrest)
+		elog(ERROR, "jobq could not record the completion of %d jobs", nrest);
 	JobqEndAccess(&access);
 	forget_conflicts(done, n);
 	count_completions(done, n);

@@ -8,6 +8,8 @@
 #ifndef JOBQ_INVOKE_H
 #define JOBQ_INVOKE_H
 
+#include "storage/itemptr.h"
+
 #include "shmem.h"
 #include "watchdog.h"
 
@@ -32,6 +34,8 @@ typedef struct JobqRecordedStep
 typedef struct BatchJob
 {
 	int64		id;
+	ItemPointerData tid;		/* the row version its pick locked; invalid if
+								 * it was not picked here */
 	char	   *kind;
 	int32		queue_id;		/* jobq.queue.id, for jobq.stats */
 	Datum		payload;		/* jsonb */

@@ -51,7 +51,7 @@ static int32 last_queue_served = 0;
  * exist, a pick costs what the queues with work cost, and an idle worker's
  * pick a few index pages.  Paused queues are looked up by id among those.
  */
-#define PICK_COLUMNS	17
+#define PICK_COLUMNS	18
 #define PICK_NEXT_QUEUE(cond) \
 	"(SELECT queue_id FROM jobq.job WHERE lane = 'r' AND in_db AND " cond \
 	"  ORDER BY queue_id LIMIT 1)"
@@ -72,11 +72,11 @@ static int32 last_queue_served = 0;
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
 	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
 	"   AND NOT k.retry_safe, false)," \
-	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path" \
+	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path, j.ctid" \
 	" FROM (SELECT id FROM after WHERE id IS NOT NULL" \
 	"       UNION ALL SELECT id FROM upto WHERE id IS NOT NULL) q" \
 	" CROSS JOIN LATERAL (" \
-	"   SELECT * FROM jobq.job" \
+	"   SELECT *, ctid FROM jobq.job" \
 	"   WHERE lane = 'r' AND in_db AND queue_id = q.id" \
 	"   AND NOT (SELECT p.paused FROM jobq.queue p WHERE p.id = q.id)" \
 	"   AND" JOBQ_KEY_FREE("job") filter \
@@ -185,6 +185,7 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 		job->idempotency_key = text_or_null(c[14], n[14]);
 		job->concurrency_key = text_or_null(c[15], n[15]);
 		job->search_path = text_or_null(c[16], n[16]);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(c[17]), &job->tid);
 	}
 	*jobs_out = jobs;
 	return rows;

@@ -123,6 +123,7 @@ typedef struct TxClaimShared
 typedef struct ClaimedJob
 {
 	int64		id;
+	ItemPointerData tid;		/* the row version the claim locked */
 	int			level;			/* nesting level of the claim */
 	int			done_level;		/* of its outcome; 0: none yet */
 	bool		suspect;		/* handed out as a suspect, alone */
@@ -157,7 +158,7 @@ static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_charge;
 static SPIPlanPtr plan_complete;
-static SPIPlanPtr plan_complete_many;
+static SPIPlanPtr plan_complete_many[2];	/* by id, by row version */
 static SPIPlanPtr plan_fail_rules;
 static SPIPlanPtr plan_snooze;
 static SPIPlanPtr plan_not_pending;
@@ -459,16 +460,24 @@ txclaim_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
-/* Find job_id among the jobs claimed here without an outcome, or raise. */
+/*
+ * Find job_id among the jobs claimed here without an outcome, or raise.
+ * The search starts after the last job found: a batch reports on its jobs
+ * in the order they were claimed, so each is found at the first look.
+ */
 static ClaimedJob *
 find_claimed(int64 job_id)
 {
+	static int	next = 0;
+	int			k;
 	int			i;
 
-	for (i = 0; i < nclaimed; i++)
+	for (k = 0; k < nclaimed; k++)
 	{
+		i = (next + k) % nclaimed;
 		if (claimed[i].id != job_id || claimed[i].done_level > 0)
 			continue;
+		next = i + 1;
 		if (claimed[i].role != GetUserId())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -492,7 +501,8 @@ find_claimed(int64 job_id)
 }
 
 static void
-remember_claim(int64 job_id, bool suspect, Oid role, char *worker, TimestampTz now)
+remember_claim(int64 job_id, ItemPointer tid, bool suspect, Oid role, char *worker,
+			   TimestampTz now)
 {
 	ClaimedJob *job;
 
@@ -507,6 +517,7 @@ remember_claim(int64 job_id, bool suspect, Oid role, char *worker, TimestampTz n
 	}
 	job = &claimed[nclaimed++];
 	job->id = job_id;
+	ItemPointerCopy(tid, &job->tid);
 	job->level = GetCurrentTransactionNestLevel();
 	job->done_level = 0;
 	job->suspect = suspect;
@@ -699,7 +710,8 @@ charge_owed_attempts(void)
 }
 
 #define TXCLAIM_PICK_SQL(extra) \
-	"SELECT j.id, j.kind, j.payload, j.attempt + 1, j.idempotency_key, j.concurrency_key" \
+	"SELECT j.id, j.kind, j.payload, j.attempt + 1, j.idempotency_key, j.concurrency_key," \
+	" j.ctid" \
 	" FROM jobq.job j" \
 	" WHERE j.lane = 'r' AND NOT j.in_db" \
 	" AND j.queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)" \
@@ -709,7 +721,7 @@ charge_owed_attempts(void)
 	" ORDER BY j.priority, j.run_at" \
 	" LIMIT $2 FOR UPDATE OF j SKIP LOCKED"
 
-#define TXCLAIM_COLUMNS 6
+#define TXCLAIM_COLUMNS 7
 
 /* What a transaction-scoped pick keeps between its callbacks. */
 typedef struct TxPick
@@ -722,6 +734,36 @@ typedef struct TxPick
 	bool	   *kept_nulls;
 } TxPick;
 
+/*
+ * The ids excluded (an int8 array, or 0 for none) and those of the jobs
+ * claimed here without an outcome yet: the row locks of this transaction
+ * do not make SKIP LOCKED skip them, and a second claim in the transaction
+ * must not hand them out again.
+ */
+static Datum
+exclude_claimed_here(Datum excluded)
+{
+	List	   *ids = NIL;
+	int			i;
+
+	for (i = 0; i < nclaimed; i++)
+		if (claimed[i].done_level == 0)
+			ids = lappend(ids, JobqCopyId(claimed[i].id));
+	if (ids == NIL)
+		return excluded;
+	if (excluded != (Datum) 0)
+	{
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(excluded), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, NULL, &n);
+		for (i = 0; i < n; i++)
+			ids = lappend(ids, JobqCopyId(DatumGetInt64(elems[i])));
+	}
+	return JobqIdListArray(ids);
+}
+
 static int
 fetch_txclaimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 {
@@ -731,6 +773,7 @@ fetch_txclaimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 	int			i;
 	int			c;
 
+	excluded = exclude_claimed_here(excluded);
 	state->values[1] = Int32GetDatum(max_jobs);
 	if (excluded == (Datum) 0)
 	{
@@ -930,7 +973,8 @@ jobq_claim_in_transaction(PG_FUNCTION_ARGS)
 		bool		outnulls[7] = {false, false, false, false, true, true, rownulls[4]};
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnulls);
-		remember_claim(DatumGetInt64(row[0]), suspect, access.caller, worker, now);
+		remember_claim(DatumGetInt64(row[0]), (ItemPointer) DatumGetPointer(row[6]),
+					   suspect, access.caller, worker, now);
 	}
 	JobqEndAccess(&access);
 	return (Datum) 0;
@@ -1003,25 +1047,26 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 }
 
 /*
- * Complete n jobs claimed here (ids, int8 Datums, no duplicates): one
- * UPDATE.  Returns n.  Raises an ERROR, completing none, if one is not
- * claimed here by the calling role.
+ * Complete the n given jobs claimed here in one UPDATE: by the row
+ * versions their claim locked (a TID scan, no primary-key descent), or by
+ * id.  Returns how many it completed; SPI_tuptable holds, for each, whether
+ * it has a concurrency key, its queue_id, kind and id.  Inside access.
  */
-int
-JobqCompleteManyClaimedHere(Datum *ids, int n)
+static int
+complete_claimed_rows(ClaimedJob **jobs, int n, bool by_tid)
 {
-	JobqAccess	access;
-	ClaimedJob **jobs = palloc(sizeof(ClaimedJob *) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *tids = palloc(sizeof(Datum) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
 	Datum	   *workers = palloc(sizeof(Datum) * n);
-	Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-	Datum		values[3];
-	int			done;
+	Oid			argtypes[4] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIDARRAYOID};
+	Datum		values[4];
 	int			i;
 
 	for (i = 0; i < n; i++)
 	{
-		jobs[i] = find_claimed(DatumGetInt64(ids[i]));
+		ids[i] = Int64GetDatum(jobs[i]->id);
+		tids[i] = PointerGetDatum(&jobs[i]->tid);
 		started[i] = TimestampTzGetDatum(jobs[i]->claimed_at);
 		workers[i] = CStringGetTextDatum(jobs[i]->worker);
 	}
@@ -1031,33 +1076,92 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[2] = PointerGetDatum(construct_array(workers, n, TEXTOID, -1, false,
 												TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
+												false, TYPALIGN_SHORT));
+#define COMPLETE_CLAIMED_SQL(match) \
+	"UPDATE jobq.job j SET state = 'completed', lane = NULL," \
+	" attempt = j.attempt + 1, last_error = NULL, started_at = r.started," \
+	" finished_at = pg_catalog.clock_timestamp(), worker = r.worker" \
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+	"   pg_catalog.unnest($3), pg_catalog.unnest($4)) AS r(id, started, worker, tid)" \
+	" WHERE " match " AND j.state = 'pending' AND j.lane = 'r'" \
+	" RETURNING j.concurrency_key IS NOT NULL, j.queue_id, j.kind, j.id"
+	JobqPreparePlan(&plan_complete_many[by_tid],
+					by_tid ? COMPLETE_CLAIMED_SQL("j.ctid = r.tid AND j.id = r.id")
+					: COMPLETE_CLAIMED_SQL("j.id = r.id"),
+					4, argtypes);
+#undef COMPLETE_CLAIMED_SQL
+	return JobqExecutePlan(plan_complete_many[by_tid], values, NULL,
+						   SPI_OK_UPDATE_RETURNING, 0);
+}
+
+/*
+ * Count the rows complete_claimed_rows() completed, for jobq.stats, and
+ * note in *has_key whether one of them had a concurrency key.
+ */
+static void
+note_completed_rows(int done, bool *has_key)
+{
+	int			i;
+
+	for (i = 0; i < done; i++)
+	{
+		count_completed(i);
+		if (JobqGetBool(i, 1))
+			*has_key = true;
+	}
+}
+
+/*
+ * Complete n jobs claimed here (ids, int8 Datums, no duplicates): one
+ * UPDATE by the row versions the claims locked, and one by id for those
+ * whose row this transaction changed since (then still ready).  Returns n.
+ * Raises an ERROR, completing none, if one is not claimed here by the
+ * calling role, or no longer ready.
+ */
+int
+JobqCompleteManyClaimedHere(Datum *ids, int n)
+{
+	JobqAccess	access;
+	ClaimedJob **jobs = palloc(sizeof(ClaimedJob *) * n);
+	ClaimedJob **rest = palloc(sizeof(ClaimedJob *) * n);
+	int			nrest = 0;
+	bool		has_key = false;
+	int			done;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		jobs[i] = find_claimed(DatumGetInt64(ids[i]));
 	JobqBeginAccess(&access);
-	JobqPreparePlan(&plan_complete_many,
-					"UPDATE jobq.job j SET state = 'completed', lane = NULL,"
-					" attempt = j.attempt + 1, last_error = NULL, started_at = r.started,"
-					" finished_at = pg_catalog.clock_timestamp(), worker = r.worker"
-					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-					"   pg_catalog.unnest($3)) AS r(id, started, worker)"
-					" WHERE j.id = r.id AND j.state = 'pending' AND j.lane = 'r'"
-					" RETURNING j.concurrency_key IS NOT NULL, j.queue_id, j.kind",
-					3, argtypes);
-	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+	done = complete_claimed_rows(jobs, n, true);
+	note_completed_rows(done, &has_key);
+	if (done < n)
+	{
+		int			got;
+
+		for (i = 0; i < n; i++)
+		{
+			int			r;
+
+			for (r = 0; r < done && JobqGetInt64(r, 4) != jobs[i]->id; r++)
+				;
+			if (r == done)
+				rest[nrest++] = jobs[i];
+		}
+		got = complete_claimed_rows(rest, nrest, false);
+		note_completed_rows(got, &has_key);
+		done += got;
+	}
 	if (done != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%d of the jobs are no longer ready", n - done),
 				 errdetail("This transaction changed them after claiming them.")));
-	for (i = 0; i < done; i++)
-		count_completed(i);
 	for (i = 0; i < n; i++)
 		JobqWakeWaitersAtCommit(DatumGetInt64(ids[i]));
 	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
-	for (i = 0; i < done; i++)
-		if (JobqGetBool(i, 1))
-		{
-			JobqWakeWorkersAtCommit();
-			break;
-		}
+	if (has_key)
+		JobqWakeWorkersAtCommit();
 	JobqEndAccess(&access);
 	for (i = 0; i < n; i++)
 		jobs[i]->done_level = GetCurrentTransactionNestLevel();

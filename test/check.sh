@@ -311,10 +311,12 @@ else
 fi
 
 # The Python package (clients/python): installed into a venv, its pytest
-# suite against a cluster of its own.
+# suite against a cluster of its own; the dashboard's screenshot is kept in
+# $BUILD/artifacts.
 start_suite python "the Python package's tests (pytest)"
 status=0
-PGBIN="$PGBIN" bash "$BUILD/clients/python/tests/run.sh" >"$BUILD/ci-python.log" 2>&1 || status=$?
+PGBIN="$PGBIN" JOBQ_ARTIFACTS="$BUILD/artifacts" bash "$BUILD/clients/python/tests/run.sh" \
+    >"$BUILD/ci-python.log" 2>&1 || status=$?
 if finish_suite python "$BUILD/ci-python.log" "$status"; then
     tail -n 1 "$BUILD/ci-python.log"
 else

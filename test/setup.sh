@@ -31,12 +31,13 @@ TEST_USER=${TEST_USER:-pgtest}
 # package; pg-bsd-indent is PostgreSQL's indent (test/style.sh); pytest, pip,
 # venv and setuptools install and test clients/python;
 # prometheus-postgres-exporter serves contrib/prometheus/queries.yaml in
-# test/t/071_prometheus.pl.
+# test/t/071_prometheus.pl; chromium loads the Python dashboard's page in
+# clients/python/tests/test_dashboard.py.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl make gcc
           clang libclang-rt-14-dev patch libasan8 python3-psycopg pgbouncer
           postgresql-server-dev-all debhelper dpkg-dev pg-bsd-indent
           python3-pytest python3-pip python3-venv python3-setuptools
-          prometheus-postgres-exporter)
+          prometheus-postgres-exporter chromium)
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()

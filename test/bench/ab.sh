@@ -7,8 +7,9 @@
 # from `git archive`, each into its own private copy of PostgreSQL
 # (test/private_pg.sh), starts one throwaway cluster per revision with the
 # same settings (test/bench/bench.conf), and measures the scenarios on
-# both, A then B, round by round, so that a change is judged against its
-# parent under the same load, not against a report from another day.
+# both, round by round (A first in odd rounds, B first in even ones), so
+# that a change is judged against its parent under the same load, not
+# against a report from another day.
 # Prints, and writes to test/bench/reports/ab-<stamp>.md, the median of
 # each side and the median of the per-round ratios B / A with their spread.
 #
@@ -117,9 +118,14 @@ run_scenario() {
 
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
+    # Alternate which side goes first, so that what one measurement leaves
+    # behind (WAL to flush, a checkpoint, dirty pages) does not always fall
+    # on the same side.
+    first=A second=B
+    [ $((round % 2)) -eq 1 ] || { first=B second=A; }
     for scen in "${SCENARIOS[@]}"; do
-        run_scenario "$scen" A
-        run_scenario "$scen" B
+        run_scenario "$scen" $first
+        run_scenario "$scen" $second
     done
 done
 
@@ -134,7 +140,7 @@ done
     echo "- server: $("$BIN_A/postgres" --version), one cluster per side, started together"
     echo "- settings: $(grep -v '^#' "$HERE/bench.conf" | grep -v '^$' | paste -sd ';' | sed 's/;/; /g'); $BENCH_EXTRA_CONF"
     echo
-    echo "Medians of $ROUNDS rounds; each round runs A then B, scenario by scenario."
+    echo "Medians of $ROUNDS rounds; each round runs both sides scenario by scenario, A first in odd rounds, B first in even ones."
     echo
     ratio_header "A (/s)" "B (/s)" "B / A"
     for scen in "${SCENARIOS[@]}"; do

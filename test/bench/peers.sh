@@ -16,6 +16,8 @@
 #              (a kind with a no-op SQL handler, default worker settings)
 #   jobq-ext   drained by 2 external-worker connections: claim 100 +
 #              complete_many in one transaction
+#   jobq-ext-tx  the same with claim_in_transaction: the row locks are the
+#              lease, no lease row, one new row version per job
 #   jobq-node  drained by clients/node's Worker (2 of them, each with
 #              concurrency 2: two batch transactions at once), a no-op
 #              handler declared transactional: batches of
@@ -42,7 +44,8 @@
 #                 each system is in systems.js and the report); p50, p95, p99
 #
 # Usage: sudo bash test/bench/peers.sh     (ROUNDS=3; QUICK=1 for a smoke run;
-#        SCENARIOS="drain latency" to run only some;
+#        SCENARIOS="drain latency" to run only some, ONLY="jobq graphile"
+#        to measure only some systems and the floor;
 #        RENDER=test/bench/reports/peers-<UTC> to redo a report from its files)
 # Installs what is missing (postgresql-15-pgq3, pgqd, gnuplot-nox, the npm
 # packages of test/bench/peers).  Writes test/bench/reports/peers-<UTC>.md
@@ -67,8 +70,20 @@ else
         BIG_SLICE=${BIG_SLICE:-100000} LATENCY_JOBS=${LATENCY_JOBS:-200}
 fi
 SCENARIOS=${SCENARIOS:-enqueue_1 enqueue_1000 drain latency drain_big}
-SYSTEMS="floor jobq jobq-ext jobq-node jobq-py graphile pgboss pgq"
+SYSTEMS="floor jobq jobq-ext jobq-ext-tx jobq-node jobq-py graphile pgboss pgq"
 LATENCY_SYSTEMS="floor jobq graphile graphile-defaults pgboss pgq"
+# ONLY="floor jobq ..." measures those systems only (the floor is always
+# measured: every ratio needs it).
+only() {
+    local sys
+    for sys in "$@"; do
+        if [ -z "${ONLY:-}" ] || [ "$sys" = floor ] || [[ " $ONLY " == *" $sys "* ]]; then printf '%s ' "$sys"; fi
+    done
+}
+# shellcheck disable=SC2086
+SYSTEMS=$(only $SYSTEMS)
+# shellcheck disable=SC2086
+LATENCY_SYSTEMS=$(only $LATENCY_SYSTEMS)
 
 # Debian packages and npm modules the run needs.
 ensure_tools() {
@@ -191,7 +206,7 @@ rotate() {
 systems_of() {
     case $1 in
         enqueue_1 | enqueue_1000) echo floor jobq graphile pgboss pgq ;;
-        drain | drain_big) echo floor jobq jobq-ext jobq-node jobq-py graphile pgboss pgq ;;
+        drain | drain_big) echo floor jobq jobq-ext jobq-ext-tx jobq-node jobq-py graphile pgboss pgq ;;
         latency) echo floor jobq graphile graphile-defaults pgboss pgq ;;
     esac
 }
@@ -202,7 +217,7 @@ run_rounds() {
         echo "round $round of $ROUNDS ($(date -u +%H:%M:%S))" >&2
         for scen in $SCENARIOS; do
             # shellcheck disable=SC2046
-            measure_all "$scen" "$round" $(rotate $((round - 1)) $(systems_of "$scen"))
+            measure_all "$scen" "$round" $(rotate $((round - 1)) $(only $(systems_of "$scen")))
         done
     done
 }
@@ -233,7 +248,7 @@ fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "—"; else if (v < 10) pr
 
 label_of() {
     case $1 in
-        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;; jobq-node) echo "jobq, Node runtime" ;; jobq-py) echo "jobq, Python runtime" ;;
+        floor) echo "floor" ;; jobq) echo "jobq" ;; jobq-ext) echo "jobq external" ;; jobq-ext-tx) echo "jobq external, in-transaction claim" ;; jobq-node) echo "jobq, Node runtime" ;; jobq-py) echo "jobq, Python runtime" ;;
         graphile) echo "graphile-worker" ;; graphile-defaults) echo "graphile-worker, defaults" ;; pgboss) echo "pg-boss" ;; pgq) echo "PgQ" ;;
         enqueue_1) echo "enqueue, 1 job/tx" ;; enqueue_1000) echo "enqueue, 1,000 jobs/tx" ;;
         drain) echo "drain $(fmt_rate "$DRAIN_JOBS") jobs" ;;
@@ -442,7 +457,8 @@ render() {
         echo "  10,000 events), then \`VACUUM ANALYZE\` and \`CHECKPOINT\`. The rate is jobs / (first job"
         echo "  started → last counted job done). floor and jobq external: the client loop's start and end"
         echo "  (2 connections each; floor: one DELETE of 100 rows per statement, jobq: BEGIN, claim 100,"
-        echo "  complete_many, COMMIT); jobq, Node runtime: 2 \`Worker\` objects of clients/node (two"
+        echo "  complete_many, COMMIT; in-transaction claim: the same with \`claim_in_transaction\` 100,"
+        echo "  no lease); jobq, Node runtime: 2 \`Worker\` objects of clients/node (two"
         echo "  connections each, a no-op handler declared \`transactional\`: BEGIN, \`claim_in_transaction\` 500,"
         echo "  \`complete_many\`, COMMIT), the first handler call to the \`completed\` event of the N-th job,"
         echo "  which follows its batch's COMMIT; jobq: \`min(started_at)\` to the N-th \`finished_at\` (handler end,"

@@ -1,8 +1,10 @@
 """AsyncWorker: the same promises with asyncio handlers."""
 
 import asyncio
+import re
 import signal
 import time
+from collections import Counter
 
 import psycopg
 import pytest
@@ -132,3 +134,116 @@ def test_async_worker_process_sigterm(db, dsn, spawn):
         (short, "completed", 1), (long_, "pending", 0)]
     assert scalar(db, "SELECT count(*) FROM aio_effect WHERE job_id = %s", (long_,)) == 0
     db.execute("SELECT jobq.cancel(%s, 'test done')", (long_,))
+
+
+def log_offset(cluster):
+    return cluster.log.stat().st_size
+
+
+def logged(cluster, offset, pattern):
+    """The server log's lines after `offset` that match `pattern`."""
+    with open(cluster.log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    return [line for line in text.splitlines() if re.search(pattern, line)]
+
+
+def test_async_transactional_savepoint_only_for_handlers_that_use_conn(db, dsn, cluster):
+    """One batch: handlers that write through job.conn in every way psycopg
+    allows, then succeed or fail, next to handlers that never use it.  A
+    failure undoes only its own writes; a savepoint is opened for each
+    handler call that uses the connection and for no other; the batch is
+    completed in two statements."""
+    kind(db, "aio.sp", "aio_sp", max_attempts=1)
+    # Every statement of the worker's sessions goes to the server log.
+    w = jobq.AsyncWorker(dsn, queues=["aio_sp"], concurrency=1, poll_interval=0.1,
+                         batch_size=50, name="aio-sp",
+                         connect={"options": "-c log_statement=all"})
+    calls = Counter()
+    insert = "INSERT INTO aio_effect VALUES (%s, %s)"
+
+    @w.handler("aio.sp", transactional=True)
+    async def work(job):
+        what = job.payload["what"]
+        calls[job.id] += 1
+        way = what.removeprefix("fail_")
+        if way == "execute":
+            await job.conn.execute(insert, (job.id, what))
+        elif way == "cursor":
+            cur = job.conn.cursor()
+            await cur.execute(insert, (job.id, what))
+        elif way == "transaction":
+            async with job.conn.transaction():
+                await job.conn.execute(insert, (job.id, what))
+        elif way == "pipeline":
+            async with job.conn.pipeline():
+                await job.conn.execute(insert, (job.id, what))
+                await job.conn.execute(insert, (job.id, what))
+        elif way == "copy":
+            async with job.conn.cursor() as cur:
+                async with cur.copy("COPY aio_effect (job_id, tag) FROM STDIN") as copy:
+                    await copy.write_row((job.id, what))
+        elif way == "swallow":
+            await job.conn.execute(insert, (job.id, what))
+            try:
+                await job.conn.execute("SELECT 1 / 0")
+            except psycopg.errors.DivisionByZero:
+                pass
+        elif way == "conflict":
+            await job.conn.execute(insert, (job.id, what))
+            if calls[job.id] == 1:
+                raise psycopg.errors.SerializationFailure("a conflict, for the test")
+        elif way == "snooze":
+            await job.conn.execute(insert, (job.id, what))
+            raise jobq.Snooze(3600)
+        if what.startswith("fail_"):
+            raise RuntimeError(f"{what} after its writes")
+        return {"n": job.payload["n"]} if job.payload["n"] % 2 else None
+
+    plan = ["noop", "execute", "noop", "fail_execute", "cursor", "fail_cursor", "transaction",
+            "fail_transaction", "pipeline", "fail_pipeline", "copy", "fail_copy", "fail_nothing",
+            "swallow", "conflict", "snooze", "noop", "execute"]
+    ids = enqueue(dsn, "aio.sp", [{"what": what, "n": n} for n, what in enumerate(plan)])
+    offset = log_offset(cluster)
+    asyncio.run(w.run(until_idle=0.5, install_signal_handlers=False))
+
+    rows = db.execute("SELECT state::text, attempt, result, last_error FROM jobq.jobs"
+                      " WHERE id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+    by = dict(zip(ids, rows))
+    for n, (job_id, what) in enumerate(zip(ids, plan)):
+        state, attempt, result, error = by[job_id]
+        if what.startswith("fail_"):
+            assert (state, attempt) == ("failed", 1), (what, state)
+            assert error.startswith(f"RuntimeError: {what} after its writes"), error
+            assert "Traceback (most recent call last)" in error
+        elif what == "swallow":
+            assert (state, attempt) == ("failed", 1)
+            assert "aborted the job's transaction" in error
+        elif what == "snooze":
+            assert (state, attempt) == ("pending", 0)
+        else:
+            assert (state, attempt) == ("completed", 1), (what, state, error)
+            assert result == ({"n": n} if n % 2 else None)
+    effects = db.execute("SELECT job_id, tag, count(*) FROM aio_effect WHERE job_id = ANY(%s)"
+                         " GROUP BY 1, 2 ORDER BY 1", (ids,)).fetchall()
+    writers = {"execute": 1, "cursor": 1, "transaction": 1, "pipeline": 2, "copy": 1,
+               "conflict": 1}
+    assert effects == [(job_id, what, writers[what]) for job_id, what in zip(ids, plan)
+                       if what in writers]
+    assert calls[ids[plan.index("conflict")]] == 2
+
+    # One savepoint per handler call that used job.conn, none for the others;
+    # and those of the handlers' own transaction() blocks.
+    uses = sum(calls[job_id] for job_id, what in zip(ids, plan)
+               if what not in ("noop", "fail_nothing"))
+    nested = sum(1 for what in plan if what.endswith("transaction"))
+    savepoints = logged(cluster, offset, r"(statement|execute [^:]*): SAVEPOINT ")
+    print(f"\n{len(plan)} jobs, {sum(calls.values())} handler calls, {uses} of them using"
+          f" job.conn, {nested} transaction() blocks: {len(savepoints)} savepoints")
+    assert len(savepoints) == uses + nested == 17
+    # One batch, completed in two statements.
+    assert len(logged(cluster, offset, r"jobq\.claim_in_transaction\(")) >= 1
+    assert len(logged(cluster, offset, r"jobq\.complete_many\(")) == 1
+    assert len(logged(cluster, offset, r"SELECT jobq\.complete\(r\.id")) == 1
+    assert logged(cluster, offset, r"SELECT jobq\.complete\(\$1") == []
+    db.execute("SELECT jobq.cancel(%s, 'test done')", (ids[plan.index("snooze")],))

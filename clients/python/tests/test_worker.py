@@ -303,3 +303,27 @@ def test_worker_survives_a_server_restart(db, dsn, cluster, effects):
         finish(t)
         assert again.execute("SELECT count(*) FROM w_effect WHERE job_id = ANY(%s)",
                              (first + second,)).fetchone()[0] == 8
+
+
+def test_transactional_handler_that_swallows_its_error_fails_alone(db, dsn, effects):
+    kind(db, "w.swallow", "w_swallow", max_attempts=1)
+    w = jobq.Worker(dsn, queues=["w_swallow"], concurrency=1, poll_interval=0.1,
+                    batch_size=10)
+
+    @w.handler("w.swallow", transactional=True)
+    def h(job):
+        job.conn.execute("INSERT INTO w_effect VALUES (%s, 'swallow')", (job.id,))
+        if job.payload["n"] == 2:
+            try:
+                job.conn.execute("SELECT 1 / 0")
+            except psycopg.errors.DivisionByZero:
+                pass            # the job's transaction stays aborted
+
+    ids = enqueue(dsn, "w.swallow", [{"n": n} for n in range(5)])
+    finish(start(w, until_idle=0.5))
+    rows = db.execute("SELECT state::text, last_error FROM jobq.jobs WHERE id = ANY(%s)"
+                      " ORDER BY id", (ids,)).fetchall()
+    assert [s for s, _ in rows] == ["failed" if n == 2 else "completed" for n in range(5)]
+    assert "aborted the job's transaction" in rows[2][1]
+    assert [r[0] for r in db.execute("SELECT job_id FROM w_effect WHERE job_id = ANY(%s)"
+                                     " ORDER BY 1", (ids,)).fetchall()] == ids[:2] + ids[3:]

@@ -58,6 +58,7 @@ const CONFIG = {
     drain: 'DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)'
   },
   jobqExternal: { clients: 2, claim: 100, complete: 'complete_many, same transaction' },
+  jobqExternalTx: { clients: 2, claim: 'claim_in_transaction 100', complete: 'complete_many, same transaction' },
   // clients/node: two Worker objects, each running two batch transactions
   // at once (concurrency 2: one commits while the other claims), a no-op
   // handler with transactional: true, batches of up to 500 jobs
@@ -212,7 +213,7 @@ class Jobq {
     this.db = 'bench_jobq'
     this.how = how
     this.external = how !== 'workers'
-    this.kind = { workers: 'bench.noop', external: 'bench.ext', node: 'bench.node', py: 'bench.py' }[how]
+    this.kind = { workers: 'bench.noop', external: 'bench.ext', 'external-tx': 'bench.ext', node: 'bench.node', py: 'bench.py' }[how]
   }
 
   async open () { this.c = await connect(this.db) }
@@ -235,6 +236,7 @@ class Jobq {
   drain (n) {
     if (this.how === 'node') return this.drainNode(n)
     if (this.how === 'py') return this.drainPy(n)
+    if (this.how === 'external-tx') return this.drainExternalTx(n)
     return this.external ? this.drainExternal(n) : this.drainWorkers(n)
   }
 
@@ -305,6 +307,21 @@ class Jobq {
       if (rows.length > 0) {
         await client.query('SELECT jobq.complete_many($1::bigint[], $2::bigint[])',
           [rows.map(r => r.id), rows.map(r => r.lease_token)])
+      }
+      await client.query('COMMIT')
+      return rows.length
+    })
+  }
+
+  // An external worker that does its work in the claiming transaction:
+  // claim_in_transaction 100 (the row locks are the lease) and complete
+  // them in the same transaction, the floor's loop with jobq's calls.
+  drainExternalTx (n) {
+    return clientDrain(this.db, CONFIG.jobqExternalTx.clients, n, async (client) => {
+      await client.query('BEGIN')
+      const { rows } = await client.query("SELECT id FROM jobq.claim_in_transaction('bench_ext', NULL, 100)")
+      if (rows.length > 0) {
+        await client.query('SELECT jobq.complete_many($1::bigint[], NULL)', [rows.map(r => r.id)])
       }
       await client.query('COMMIT')
       return rows.length
@@ -574,6 +591,7 @@ function makeSystem (name) {
     case 'floor': return new Floor()
     case 'jobq': return new Jobq('workers')
     case 'jobq-ext': return new Jobq('external')
+    case 'jobq-ext-tx': return new Jobq('external-tx')
     case 'jobq-node': return new Jobq('node')
     case 'jobq-py': return new Jobq('py')
     case 'graphile': return new Graphile(CONFIG.graphile)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 import socket
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any, MutableMapping, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg.abc import RV, PQGen
 
 logger = logging.getLogger("jobq")
 
@@ -39,6 +41,18 @@ STEP_RESULT = "SELECT r IS NOT NULL, r FROM jobq.step_result(%s, %s, %s) AS r"
 RECORD_STEP = "SELECT jobq.record_step(%s, %s, %s, %s)"
 EXTERNAL_KEY = "SELECT jobq.external_key(%s, %s, %s)"
 ONCE = "SELECT jobq.once(%s)"
+# A transaction-scoped batch's jobs that returned a result, completed in one
+# statement (those without one go in one complete_many).
+COMPLETE_RESULTS = ("SELECT jobq.complete(r.id, NULL, r.result::jsonb)"
+                    " FROM unnest(%s::bigint[], %s::text[]) AS r(id, result)")
+# The savepoint of a job in a transaction-scoped batch whose handler uses
+# its connection: a failure rolls back to it, undoing that job's writes only.
+SAVEPOINT = b"SAVEPOINT jobq_job"
+ROLLBACK_TO_SAVEPOINT = b"ROLLBACK TO SAVEPOINT jobq_job"
+RELEASE_SAVEPOINT = b"RELEASE SAVEPOINT jobq_job"
+# Seconds between attempts to reconnect after the server went away: from
+# the worker's poll interval, doubling, up to this (Backoff).
+RECONNECT_MAX = 30.0
 
 # SQLSTATE 55000: a stale or ended lease (and a report on a job that is not
 # ours to report on).
@@ -167,7 +181,40 @@ class JobConnection(psycopg.Connection[Any]):
 
 
 class AsyncJobConnection(psycopg.AsyncConnection[Any]):
-    """JobConnection for asyncio handlers."""
+    """JobConnection for asyncio handlers.
+
+    In a transaction-scoped batch each job that uses the connection runs in
+    a savepoint of its own, opened at its handler's first round trip:
+    AsyncJob.conn cannot open it when the handler takes it, as Job.conn
+    does, because a property cannot await.  Every round trip of psycopg's
+    AsyncConnection (execute, cursors, copy, pipelines, transaction
+    blocks, commit) goes through wait(), so wait() sends the armed
+    savepoint ahead of whatever comes first: a handler cannot write before
+    its savepoint exists, and one that never uses the connection costs no
+    statement.
+    """
+
+    _savepoint_due = False
+    #: Whether the savepoint armed last was opened.
+    savepoint_open = False
+
+    def savepoint_at_first_use(self) -> None:
+        """Open SAVEPOINT jobq_job ahead of the next round trip, if there is one."""
+        self._savepoint_due = True
+        self.savepoint_open = False
+
+    def end_first_use(self) -> bool:
+        """Stop waiting for a first use; True if the savepoint was opened."""
+        self._savepoint_due = False
+        return self.savepoint_open
+
+    async def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
+        if self._savepoint_due:
+            # Cleared first: the savepoint's own round trip comes through here.
+            self._savepoint_due = False
+            await super().wait(self._exec_command(SAVEPOINT), *args, **kwargs)
+            self.savepoint_open = True
+        return await super().wait(gen, *args, **kwargs)
 
     @asynccontextmanager
     async def transaction(self, savepoint_name: str | None = None,
@@ -176,6 +223,35 @@ class AsyncJobConnection(psycopg.AsyncConnection[Any]):
             await self.wait(self._start_query())
         async with super().transaction(savepoint_name, force_rollback) as tx:
             yield tx
+
+
+class Backoff:
+    """The waits between attempts to reconnect: `first` seconds, then twice as
+    long each time up to `cap`, each shortened by up to half at random so
+    that the connections of many workers do not come back in step."""
+
+    def __init__(self, first: float, cap: float = RECONNECT_MAX) -> None:
+        self.first = max(first, 0.01)
+        self.cap = max(cap, self.first)
+        self.tries = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2 ** min(self.tries, 32))
+        self.tries += 1
+        return delay * random.uniform(0.5, 1.0)
+
+
+class TransactionAborted(Exception):
+    """A handler of a transaction-scoped batch returned with job.conn's
+    transaction aborted: a statement of its own failed and it caught the
+    error.  Its job fails, its writes rolled back; the batch goes on."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the handler returned after catching an error of a statement it sent through"
+            " job.conn, which aborted the job's transaction: its writes are rolled back"
+            " (catch database errors inside a job.conn.transaction() block to go on"
+            " after them)")
 
 
 def step_value(row: tuple[Any, ...] | None) -> tuple[bool, Any]:

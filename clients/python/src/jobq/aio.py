@@ -2,17 +2,24 @@
 
 The same claims, heartbeats, reports and shutdown as Worker (worker.py),
 with `concurrency` handler tasks instead of threads.  Each task has its own
-connection: a job's transaction is its connection's.
+connection: a job's transaction is its connection's.  In a
+transaction-scoped batch a job's savepoint is opened by its handler's first
+round trip on job.conn (AsyncJobConnection), and the batch's completions
+go in two statements after its handlers, as in Worker.
+
+A connection that breaks (the server restarted, say) is opened again as
+in Worker: at once, then after longer and longer waits (Backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -47,6 +54,10 @@ class _AsyncSlot:
 
     def broken(self) -> bool:
         return self.conn.broken or (self._aux is not None and self._aux.broken)
+
+    def lost(self) -> bool:
+        """Whether `conn` must be opened again before its next use."""
+        return self.conn.closed or self.broken()
 
     async def reset(self) -> None:
         if self._aux is not None and (self._aux.broken or self.conn.broken):
@@ -91,6 +102,7 @@ class AsyncWorker:
         self._stopping = False
         self._force = False
         self._wake: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._work: asyncio.Queue[Claimed | None] | None = None
         self._inflight: dict[int, _Flight] = {}
         self._done: list[tuple[Claimed, Any]] = []
@@ -112,6 +124,8 @@ class AsyncWorker:
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
+        if self._stopped is not None:
+            self._stopped.set()
 
     def _on_signal(self, signum: int) -> None:
         if self._stopping:
@@ -131,6 +145,9 @@ class AsyncWorker:
             raise TypeError("AsyncWorker runs async def handlers only; use Worker")
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        if self._stopping:
+            self._stopped.set()
         self._work = asyncio.Queue()
         installed = []
         if install_signal_handlers:
@@ -168,6 +185,36 @@ class AsyncWorker:
         except asyncio.TimeoutError:
             pass
 
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or less if the worker is asked to stop."""
+        assert self._stopped is not None
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _until_connected(self, what: str, connect: Callable[[], Awaitable[object]]) -> bool:
+        """Call `connect` until it succeeds (True) or the worker stops (False):
+        at once, then after longer and longer waits (Backoff)."""
+        backoff = _core.Backoff(self.poll_interval)
+        started = time.monotonic()
+        while not self._stopping:
+            try:
+                await connect()
+            except psycopg.OperationalError as e:
+                delay = backoff.next()
+                self.log.debug("worker %s: %s: cannot reconnect yet (%s); next try in %.2f s",
+                               self.name, what, str(e).strip(), delay)
+                await self._sleep(delay)
+                continue
+            self.log.info("worker %s: %s: reconnected after %.1f s (%d attempts)", self.name,
+                          what, time.monotonic() - started, backoff.tries + 1)
+            return True
+        return False
+
+    async def _reconnect_slot(self, slot: _AsyncSlot) -> bool:
+        return await self._until_connected("handler connection", slot.reset)
+
     # --- leased claims
 
     async def _run_leased(self, batch: int, until_idle: float | None, kw: dict[str, Any]) -> None:
@@ -182,17 +229,22 @@ class AsyncWorker:
                 except psycopg.OperationalError as e:
                     if not self._ctl.broken:
                         raise
+                    # The server went away (a restart, a failover): the
+                    # leases outlive this connection, and handler tasks
+                    # reconnect on their own.
                     self.log.error("worker %s: lost its connection (%s); reconnecting",
                                    self.name, str(e).strip())
-                    while not self._stopping:
-                        await self._wait_wake(self.poll_interval)
-                        try:
-                            self._ctl = await psycopg.AsyncConnection.connect(
-                                self.dsn, autocommit=True, **kw)
-                            self.log.info("worker %s: reconnected", self.name)
-                            break
-                        except psycopg.OperationalError as e2:
-                            self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e2)
+                    await self._ctl.close()
+
+                    async def reopen() -> None:
+                        self._ctl = await psycopg.AsyncConnection.connect(
+                            self.dsn, autocommit=True, **kw)
+
+                    if not await self._until_connected("dispatcher connection", reopen):
+                        break
+                    # The leases ran on meanwhile: renew them all now.
+                    for f in self._inflight.values():
+                        f.next_beat = 0.0
             try:
                 await self._shutdown_leased(self._ctl, tasks)
             except psycopg.OperationalError as e:
@@ -259,32 +311,47 @@ class AsyncWorker:
         return wait
 
     async def _flush(self, ctl: psycopg.AsyncConnection[Any]) -> None:
+        """Complete the jobs whose handlers returned without using job.conn.
+        What a broken connection kept from being reported stays to be
+        reported on the next one (where a lease that ran out meanwhile
+        refuses it), rather than being forgotten with its job still in flight."""
         done, self._done = self._done, []
         if not done:
             return
-        plain = [c for c, r in done if r is None]
-        single = [(c, r) for c, r in done if r is not None]
-        if len(plain) > 1:
-            try:
-                await ctl.execute(_core.COMPLETE_MANY, ([c.id for c in plain],
-                                                        [c.lease_token for c in plain]))
-                plain = []
-            except _core.LeaseError:
-                pass
-        for c, r in [(c, None) for c in plain] + single:
-            try:
-                await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
-            except _core.LeaseError as e:
-                _core.job_logger(self.log, c).warning(
-                    "lease lost, not completed: %s", e.diag.message_primary)
-            except psycopg.Error as e:
-                if ctl.broken:
-                    raise
-                # A result jobq refuses (too large, say): the attempt fails.
-                await self._report(ctl, c, _core.FAIL,
-                                   (c.id, c.lease_token, _core.describe_error(e), None))
-        for c, _ in done:
-            self._inflight.pop(c.id, None)
+        # Those without a result first: one complete_many reports them all.
+        done.sort(key=lambda d: d[1] is not None)
+        plain = sum(1 for _, r in done if r is None)
+        reported = 0
+        try:
+            if plain > 1:
+                try:
+                    await ctl.execute(_core.COMPLETE_MANY,
+                                      ([c.id for c, _ in done[:plain]],
+                                       [c.lease_token for c, _ in done[:plain]]))
+                    reported = plain
+                except _core.LeaseError:
+                    pass        # all or nothing: find the lost one below
+            while reported < len(done):
+                c, r = done[reported]
+                try:
+                    await ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
+                except _core.LeaseError as e:
+                    _core.job_logger(self.log, c).warning(
+                        "lease lost, not completed: %s", e.diag.message_primary)
+                except psycopg.Error as e:
+                    if ctl.broken:
+                        raise
+                    # A result jobq refuses (too large, say): the attempt fails.
+                    await self._report(ctl, c, _core.FAIL,
+                                       (c.id, c.lease_token, _core.describe_error(e), None))
+                reported += 1
+        finally:
+            for c, _ in done[:reported]:
+                self._inflight.pop(c.id, None)
+            if reported < len(done):
+                if not self._done:
+                    self._done_since = time.monotonic()
+                self._done[:0] = done[reported:]
 
     async def _heartbeat(self, ctl: psycopg.AsyncConnection[Any]) -> None:
         now = time.monotonic()
@@ -315,9 +382,11 @@ class AsyncWorker:
             _core.job_logger(self.log, c).warning("lease lost: %s", e.diag.message_primary)
             return None
 
-    async def _hand_back(self, ctl: psycopg.AsyncConnection[Any], c: Claimed) -> None:
-        if await self._report(ctl, c, _core.SNOOZE, (c.id, c.lease_token, timedelta(0))) is not None:
-            _core.job_logger(self.log, c).info("handed back uncharged (worker stopping)")
+    async def _hand_back(self, conn: psycopg.AsyncConnection[Any], c: Claimed,
+                         why: str = "worker stopping") -> None:
+        if await self._report(conn, c, _core.SNOOZE,
+                              (c.id, c.lease_token, timedelta(0))) is not None:
+            _core.job_logger(self.log, c).info("handed back uncharged (%s)", why)
 
     async def _shutdown_leased(self, ctl: psycopg.AsyncConnection[Any],
                                tasks: list[asyncio.Task[None]]) -> None:
@@ -356,6 +425,15 @@ class AsyncWorker:
             f = self._inflight.get(c.id)
             if f is None:
                 continue
+            if f.lost:
+                # Its lease ended while it waited (it ran out, or the job
+                # was cancelled).
+                self._inflight.pop(c.id, None)
+                _core.job_logger(self.log, c).info("lease lost before it started: not run")
+                continue
+            if slot.lost() and not await self._reconnect_slot(slot):
+                # Stopping: the shutdown hands the job back.
+                continue
             f.started = True
             try:
                 await self._run_leased_job(slot, c, f)
@@ -365,14 +443,27 @@ class AsyncWorker:
                 except psycopg.Error:
                     pass
                 raise
-            except Exception:
-                _core.job_logger(self.log, c).exception("could not report the job's outcome")
+            except Exception as e:
+                log = _core.job_logger(self.log, c)
                 self._inflight.pop(c.id, None)
-                try:
-                    await slot.reset()
-                except psycopg.Error:
-                    self.log.exception("worker %s: cannot reconnect", self.name)
-                    await asyncio.sleep(self.poll_interval)
+                if slot.lost():
+                    # Not even a failure could be reported: the server is
+                    # away.  The lease outlives the connection: hand the job
+                    # back, uncharged, once it is back.
+                    log.error("lost its connection (%s); the job goes back once reconnected",
+                              str(e).strip())
+                    if await self._reconnect_slot(slot):
+                        try:
+                            await self._hand_back(slot.conn, c, "connection lost")
+                        except psycopg.Error as e2:
+                            log.error("could not hand the job back (%s); its lease will run out",
+                                      str(e2).strip())
+                else:
+                    log.exception("could not report the job's outcome")
+                    try:
+                        await slot.reset()
+                    except psycopg.Error:
+                        pass
             self._wake.set()
 
     async def _run_leased_job(self, slot: _AsyncSlot, c: Claimed, f: _Flight) -> None:
@@ -473,6 +564,8 @@ class AsyncWorker:
     async def _tx_task(self, slot: _AsyncSlot, batch: int, until_idle: float | None) -> None:
         idle_since = time.monotonic()
         while not self._stopping:
+            if slot.lost() and not await self._reconnect_slot(slot):
+                return
             try:
                 n = await self._tx_batch(slot, batch)
             except asyncio.CancelledError:
@@ -483,9 +576,14 @@ class AsyncWorker:
                 except psycopg.Error:
                     pass
                 raise
-            except psycopg.Error:
-                self.log.exception("worker %s: batch rolled back", self.name)
+            except psycopg.Error as e:
                 n = 0
+                if slot.lost():
+                    # The session ended with the batch: its jobs are ready again.
+                    self.log.error("worker %s: lost its connection (%s); batch rolled back;"
+                                   " reconnecting", self.name, str(e).strip())
+                    continue
+                self.log.exception("worker %s: batch rolled back", self.name)
                 try:
                     await slot.reset()
                 except psycopg.Error:
@@ -498,6 +596,7 @@ class AsyncWorker:
             await self._wait_wake(self.poll_interval)
 
     async def _tx_batch(self, slot: _AsyncSlot, batch: int) -> int:
+        """Claim a batch in a new transaction, run its jobs, complete them, commit."""
         conn = slot.conn
         jobs: list[Claimed] = []
         for q in self.queues:
@@ -508,28 +607,68 @@ class AsyncWorker:
         if not jobs:
             await conn.rollback()
             return 0
-        for c in jobs:
-            await self._tx_job(conn, slot, c)
+        done: list[int] = []
+        results: list[tuple[int, str]] = []
+        outcomes = [await self._tx_job(conn, slot, c, done, results) for c in jobs]
+        # The completions of the batch, after its handlers: two statements.
+        if done:
+            await conn.execute(_core.COMPLETE_MANY, (done, None))
+        if results:
+            await conn.execute(_core.COMPLETE_RESULTS,
+                               ([i for i, _ in results], [r for _, r in results]))
         await conn.commit()
+        for c, what in zip(jobs, outcomes):
+            _core.job_logger(self.log, c).debug("%s", what)
         return len(jobs)
 
-    async def _tx_job(self, conn: AsyncJobConnection, slot: _AsyncSlot, c: Claimed) -> None:
+    @staticmethod
+    async def _undo_job(conn: AsyncJobConnection) -> None:
+        """Roll back what a failed handler wrote through job.conn, if it used it."""
+        if conn.end_first_use() and not conn.broken:
+            await conn.execute(_core.ROLLBACK_TO_SAVEPOINT)
+            await conn.execute(_core.RELEASE_SAVEPOINT)
+
+    async def _tx_job(self, conn: AsyncJobConnection, slot: _AsyncSlot, c: Claimed,
+                      done: list[int], results: list[tuple[int, str]]) -> str:
+        """Run one job of a transactional batch.  Its savepoint is opened by the
+        first round trip its handler makes on job.conn, so that a failure
+        undoes its writes only; a handler that makes none costs no
+        statement.  A completed job joins `done` (no result) or `results`,
+        completed with the batch."""
         log = _core.job_logger(self.log, c)
         h = self.registry.handlers.get(c.kind)
         retry_in: timedelta | None = None
         try:
             if h is None:
                 raise LookupError(f'no handler for kind "{c.kind}" in worker {self.name}')
-            job = AsyncJob(c, log, slot)
             for i in range(CONFLICT_RETRIES + 1):
+                job = AsyncJob(c, log, slot)
+                conn.savepoint_at_first_use()
                 try:
-                    async with conn.transaction():
-                        result = await h.fn(job)
-                        await conn.execute(_core.COMPLETE, (c.id, None, _dump(result)))
-                    return
+                    result = await h.fn(job)
+                    text = None if result is None else json.dumps(result, allow_nan=False)
+                    if conn.info.transaction_status == TransactionStatus.INERROR:
+                        raise _core.TransactionAborted()
                 except CONFLICTS:
+                    # Back to the savepoint: run the job again, uncharged.
+                    await self._undo_job(conn)
                     if i == CONFLICT_RETRIES:
                         raise
+                    continue
+                except asyncio.CancelledError:
+                    # Past the grace period: the batch is abandoned whole.
+                    conn.end_first_use()
+                    raise
+                except BaseException:
+                    await self._undo_job(conn)
+                    raise
+                if conn.end_first_use():
+                    await conn.execute(_core.RELEASE_SAVEPOINT)
+                if text is None:
+                    done.append(c.id)
+                else:
+                    results.append((c.id, text))
+                return "completed"
             raise AssertionError("unreachable")
         except Snooze as z:
             # Given back uncharged: jobq.snooze takes a NULL token for a job
@@ -538,14 +677,18 @@ class AsyncWorker:
                 raise psycopg.OperationalError("the connection broke during the batch")
             await conn.execute(_core.SNOOZE, (c.id, None, timedelta(seconds=z.seconds)))
             log.info("snoozed for %g s", z.seconds)
-            return
+            return "snoozed"
         except RetryIn as r:
             error = str(r)
             retry_in = timedelta(seconds=r.seconds)
+        except _core.TransactionAborted as a:
+            error = str(a)
         except Exception as e:
             error = _core.describe_error(e)
         if conn.broken:
             raise psycopg.OperationalError("the connection broke during the batch")
         cur = await conn.execute(_core.FAIL, (c.id, None, error, retry_in))
         row = await cur.fetchone()
-        log.warning("failed: %s; now %s", error.split("\n", 1)[0], row[0] if row else "?")
+        state = row[0] if row else "?"
+        log.warning("failed: %s; now %s", error.split("\n", 1)[0], state)
+        return f"failed, now {state}"

@@ -1,10 +1,14 @@
 """The command line: python -m jobq worker MODULE --queue QUEUE ...
+or python -m jobq dashboard --dsn DSN.
 
-MODULE is imported by name (the current directory is on the path).  It
-either registers its handlers with @jobq.handler(kind), and the command
-makes a Worker (or an AsyncWorker, if the handlers are async def) from
-the options, or it exposes a Worker or AsyncWorker named `worker`, whose
-settings the options given override.
+worker: MODULE is imported by name (the current directory is on the
+path).  It either registers its handlers with @jobq.handler(kind), and the
+command makes a Worker (or an AsyncWorker, if the handlers are async def)
+from the options, or it exposes a Worker or AsyncWorker named `worker`,
+whose settings the options given override.
+
+dashboard: a read-only web page of the jobs the connection's role may see
+(jobq.dashboard).
 """
 
 from __future__ import annotations
@@ -42,13 +46,39 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--until-idle", type=float, default=None,
                    help="exit once nothing was claimed for this many seconds")
     w.add_argument("--log-level", default=os.environ.get("JOBQ_LOG_LEVEL", "INFO"))
+    d = sub.add_parser("dashboard", help="serve a read-only web page of the jobs")
+    d.add_argument("--dsn", default=None,
+                   help="libpq connection string or URL of a role granted jobq_operator or"
+                        " queue grants (default: DATABASE_URL, else the PG* variables)")
+    d.add_argument("--listen", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this host only)")
+    d.add_argument("--port", type=int, default=8080, help="port (8080; 0: any free one)")
+    d.add_argument("--refresh", type=_positive, default=5.0,
+                   help="seconds between the page's refreshes (5)")
+    d.add_argument("--statement-timeout", type=_positive, default=5.0,
+                   help="seconds a query may take (5)")
+    d.add_argument("--log-level", default=os.environ.get("JOBQ_LOG_LEVEL", "INFO"))
     return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
+    if args.command == "dashboard":
+        from .dashboard import serve
+        return serve(dsn or "", args.listen, args.port, args.refresh, args.statement_timeout)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module = importlib.import_module(args.module)
@@ -56,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"queues": args.queues, "concurrency": args.concurrency, "name": args.name,
                 "batch_size": args.batch_size, "poll_interval": args.poll_interval,
                 "lease": args.lease, "grace": args.grace}
-    dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
     if not isinstance(worker, (Worker, AsyncWorker)):
         handlers = _core.registry.handlers
         if not handlers:

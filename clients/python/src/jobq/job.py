@@ -132,7 +132,9 @@ class AsyncJob(_JobData):
 
     @property
     def conn(self) -> psycopg.AsyncConnection[Any]:
-        """As Job.conn, for asyncio."""
+        """As Job.conn, for asyncio.  In a transaction-scoped batch the job's
+        savepoint is opened by the connection's first round trip, whatever
+        makes it (AsyncJobConnection), rather than here."""
         self.used_conn = True
         conn: psycopg.AsyncConnection[Any] = self._slot.conn
         return conn

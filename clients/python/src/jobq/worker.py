@@ -12,8 +12,21 @@ Two claims (README "Claiming jobs"):
   together.
 - transaction-scoped (jobq.claim_in_transaction), when every handler is
   registered with transactional=True: each handler thread claims a batch in
-  a transaction of its own, runs each job in a savepoint (a failure rolls
-  back that job's writes only, and fails it), and commits the batch.
+  a transaction of its own, runs its jobs, a job whose handler takes
+  job.conn in a savepoint opened then (a failure rolls back that job's
+  writes only, and fails it), completes the batch in two statements and
+  commits it.
+
+A connection that breaks (the server restarted, say) is opened again, first
+at once, then after longer and longer waits (Backoff): the dispatcher's, and
+each handler thread's before its next job or batch.  A job in flight
+meanwhile is done once or runs again: a transaction-scoped batch rolls
+back with its session, its jobs ready again.  A lease outlives the
+connection: the dispatcher renews it from its new one and completes the
+jobs it could not report; a handler whose writes were lost with its
+session runs again (_call) or fails its attempt, or, if the server was
+still away, hands its job back uncharged once it is back.  A lease that runs out meanwhile is
+rescued by the server, and the lease token refuses the late reports.
 
 On SIGTERM or SIGINT (or stop()), the worker stops claiming, gives running
 handlers `grace` seconds, then hands their jobs back (jobq.snooze, which
@@ -80,6 +93,10 @@ class _Slot:
 
     def broken(self) -> bool:
         return self.conn.broken or (self._aux is not None and self._aux.broken)
+
+    def lost(self) -> bool:
+        """Whether `conn` must be opened again before its next use."""
+        return self.conn.closed or self.broken()
 
     def reset(self) -> None:
         """Roll back whatever the handler left open; reconnect what broke."""
@@ -226,6 +243,25 @@ class Worker:
             t.start()
         return threads
 
+    def _until_connected(self, what: str, connect: Callable[[], object]) -> bool:
+        """Call `connect` until it succeeds (True) or the worker stops (False):
+        at once, then after longer and longer waits (Backoff)."""
+        backoff = _core.Backoff(self.poll_interval)
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                connect()
+            except psycopg.OperationalError as e:
+                delay = backoff.next()
+                self.log.debug("worker %s: %s: cannot reconnect yet (%s); next try in %.2f s",
+                               self.name, what, str(e).strip(), delay)
+                self._stopping.wait(delay)
+                continue
+            self.log.info("worker %s: %s: reconnected after %.1f s (%d attempts)", self.name,
+                          what, time.monotonic() - started, backoff.tries + 1)
+            return True
+        return False
+
     def _cancel_running(self) -> None:
         for slot in self._slots:
             try:
@@ -248,7 +284,7 @@ class Worker:
                     if not self._ctl.broken:
                         raise
                     # The server went away (a restart, a failover): the
-                    # leases outlive this connection; handler threads
+                    # leases outlive this connection, and handler threads
                     # reconnect on their own.
                     self.log.error("worker %s: lost its connection (%s); reconnecting",
                                    self.name, str(e).strip())
@@ -262,13 +298,17 @@ class Worker:
             self._ctl.close()
 
     def _reconnect(self) -> None:
-        while not self._stopping.wait(self.poll_interval):
-            try:
-                self._ctl = psycopg.connect(self.dsn, autocommit=True, **self._kw())
-                self.log.info("worker %s: reconnected", self.name)
-                return
-            except psycopg.OperationalError as e:
-                self.log.debug("worker %s: cannot reconnect yet: %s", self.name, e)
+        """Open the dispatcher's connection again, then heartbeat every job in
+        flight at once: their leases ran on meanwhile."""
+        self._ctl.close()
+
+        def reopen() -> None:
+            self._ctl = psycopg.connect(self.dsn, autocommit=True, **self._kw())
+
+        if self._until_connected("dispatcher connection", reopen):
+            with self._lock:
+                for f in self._inflight.values():
+                    f.next_beat = 0.0
 
     def _dispatch(self, batch: int, until_idle: float | None) -> bool:
         """One pass of the dispatcher: report, heartbeat, claim, or wait.
@@ -333,35 +373,48 @@ class Worker:
         return wait
 
     def _flush(self, ctl: psycopg.Connection[Any]) -> None:
-        """Complete the jobs whose handlers returned without using job.conn."""
+        """Complete the jobs whose handlers returned without using job.conn.
+        What a broken connection kept from being reported stays to be
+        reported on the next one (where a lease that ran out meanwhile
+        refuses it), rather than being forgotten with its job still in flight."""
         with self._lock:
             done, self._done = self._done, []
         if not done:
             return
-        plain = [c for c, r in done if r is None]
-        single = [(c, r) for c, r in done if r is not None]
-        if len(plain) > 1:
-            try:
-                ctl.execute(_core.COMPLETE_MANY, ([c.id for c in plain],
-                                                  [c.lease_token for c in plain]))
-                plain = []
-            except _core.LeaseError:
-                pass        # all or nothing: find the lost one below
-        for c, r in [(c, None) for c in plain] + single:
-            try:
-                ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
-            except _core.LeaseError as e:
-                _core.job_logger(self.log, c).warning(
-                    "lease lost, not completed: %s", e.diag.message_primary)
-            except psycopg.Error as e:
-                if ctl.broken:
-                    raise
-                # A result jobq refuses (too large, say): the attempt fails.
-                self._report(ctl, c, _core.FAIL,
-                             (c.id, c.lease_token, _core.describe_error(e), None))
-        with self._lock:
-            for c, _ in done:
-                self._inflight.pop(c.id, None)
+        # Those without a result first: one complete_many reports them all.
+        done.sort(key=lambda d: d[1] is not None)
+        plain = sum(1 for _, r in done if r is None)
+        reported = 0
+        try:
+            if plain > 1:
+                try:
+                    ctl.execute(_core.COMPLETE_MANY, ([c.id for c, _ in done[:plain]],
+                                                      [c.lease_token for c, _ in done[:plain]]))
+                    reported = plain
+                except _core.LeaseError:
+                    pass        # all or nothing: find the lost one below
+            while reported < len(done):
+                c, r = done[reported]
+                try:
+                    ctl.execute(_core.COMPLETE, (c.id, c.lease_token, r))
+                except _core.LeaseError as e:
+                    _core.job_logger(self.log, c).warning(
+                        "lease lost, not completed: %s", e.diag.message_primary)
+                except psycopg.Error as e:
+                    if ctl.broken:
+                        raise
+                    # A result jobq refuses (too large, say): the attempt fails.
+                    self._report(ctl, c, _core.FAIL,
+                                 (c.id, c.lease_token, _core.describe_error(e), None))
+                reported += 1
+        finally:
+            with self._lock:
+                for c, _ in done[:reported]:
+                    self._inflight.pop(c.id, None)
+                if reported < len(done):
+                    if not self._done:
+                        self._done_since = time.monotonic()
+                    self._done[:0] = done[reported:]
 
     def _heartbeat(self, ctl: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
@@ -393,9 +446,10 @@ class Worker:
             _core.job_logger(self.log, c).warning("lease lost: %s", e.diag.message_primary)
             return None
 
-    def _hand_back(self, ctl: psycopg.Connection[Any], c: Claimed) -> None:
-        if self._report(ctl, c, _core.SNOOZE, (c.id, c.lease_token, timedelta(0))) is not None:
-            _core.job_logger(self.log, c).info("handed back uncharged (worker stopping)")
+    def _hand_back(self, conn: psycopg.Connection[Any], c: Claimed,
+                   why: str = "worker stopping") -> None:
+        if self._report(conn, c, _core.SNOOZE, (c.id, c.lease_token, timedelta(0))) is not None:
+            _core.job_logger(self.log, c).info("handed back uncharged (%s)", why)
 
     def _shutdown_leased(self, ctl: psycopg.Connection[Any], threads: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.grace
@@ -441,18 +495,40 @@ class Worker:
                     f = self._inflight.get(c.id)
                     if f is None:
                         continue
+                    if f.lost:
+                        # Its lease ended while it waited (it ran out, or the
+                        # job was cancelled).
+                        self._inflight.pop(c.id, None)
+                        _core.job_logger(self.log, c).info("lease lost before it started: not run")
+                        continue
+                if slot.lost() and not self._until_connected("handler connection", slot.reset):
+                    continue        # stopping: the shutdown hands the job back
+                with self._lock:
                     f.started, f.slot = True, slot
                 try:
                     self._run_leased_job(slot, c, f)
-                except Exception:
-                    _core.job_logger(self.log, c).exception("could not report the job's outcome")
+                except Exception as e:
+                    log = _core.job_logger(self.log, c)
                     with self._lock:
                         self._inflight.pop(c.id, None)
-                    try:
-                        slot.reset()
-                    except psycopg.Error:
-                        self.log.exception("worker %s: cannot reconnect", self.name)
-                        time.sleep(self.poll_interval)
+                    if slot.lost():
+                        # Not even a failure could be reported: the server
+                        # is away.  The lease outlives the connection: hand
+                        # the job back, uncharged, once it is back.
+                        log.error("lost its connection (%s); the job goes back once reconnected",
+                                  str(e).strip())
+                        if self._until_connected("handler connection", slot.reset):
+                            try:
+                                self._hand_back(slot.conn, c, "connection lost")
+                            except psycopg.Error as e2:
+                                log.error("could not hand the job back (%s); its lease will run"
+                                          " out", str(e2).strip())
+                    else:
+                        log.exception("could not report the job's outcome")
+                        try:
+                            slot.reset()
+                        except psycopg.Error:
+                            pass
                 self._wake.set()
         finally:
             slot.close()
@@ -570,11 +646,18 @@ class Worker:
         idle_since = time.monotonic()
         try:
             while not self._stopping.is_set():
+                if slot.lost() and not self._until_connected("handler connection", slot.reset):
+                    return
                 try:
                     n = self._tx_batch(slot)
-                except psycopg.Error:
-                    self.log.exception("worker %s: batch rolled back", self.name)
+                except psycopg.Error as e:
                     n = 0
+                    if slot.lost():
+                        # The session ended with the batch: its jobs are ready again.
+                        self.log.error("worker %s: lost its connection (%s); batch rolled back;"
+                                       " reconnecting", self.name, str(e).strip())
+                        continue
+                    self.log.exception("worker %s: batch rolled back", self.name)
                     try:
                         slot.reset()
                     except psycopg.Error:
@@ -611,8 +694,7 @@ class Worker:
         if done:
             conn.execute(_core.COMPLETE_MANY, (done, None))
         if results:
-            conn.execute("SELECT jobq.complete(r.id, NULL, r.result::jsonb)"
-                         " FROM unnest(%s::bigint[], %s::text[]) AS r(id, result)",
+            conn.execute(_core.COMPLETE_RESULTS,
                          ([i for i, _ in results], [r for _, r in results]))
         conn.commit()
         for c, what in zip(jobs, outcomes):
@@ -637,6 +719,8 @@ class Worker:
                 try:
                     result = h.fn(job)
                     text = None if result is None else json.dumps(result, allow_nan=False)
+                    if conn.info.transaction_status == TransactionStatus.INERROR:
+                        raise _core.TransactionAborted()
                 except CONFLICTS:
                     # Back to the savepoint: run the job again, uncharged.
                     self._undo_job(conn, job)
@@ -665,6 +749,8 @@ class Worker:
         except RetryIn as r:
             error = str(r)
             retry_in = timedelta(seconds=r.seconds)
+        except _core.TransactionAborted as a:
+            error = str(a)
         except Exception as e:
             error = _core.describe_error(e)
         if conn.broken:
