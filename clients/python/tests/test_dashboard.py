@@ -715,3 +715,20 @@ def test_page_in_chromium(db, dsn, workload, start_dashboard, tmp_path, artifact
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 1280 and height >= 900 and len(data) > 10_000
     report(capsys, f"screenshot {png} ({width}x{height}, {len(data)} bytes) in {took:.1f} s")
+
+
+def test_last_run_of_a_schedule_that_fired(db, dsn, workload, start_dashboard):
+    """A schedule fired by the clock (not run by hand) shows its last run as SQL has it."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SELECT jobq.register_kind('dash.cron', queue => 'dash_cron')")
+        c.execute("SELECT jobq.schedule('dash.fired', '0 * * * *', 'dash.cron',"
+                  " start_at => '1999-12-31 23:00+00')")
+        c.execute("SELECT jobq.tick_schedules('2000-01-01 00:00:30+00')")
+    expected = sql_rows(db, "SELECT last_fire_at, last_job_id FROM jobq.schedules"
+                            " WHERE name = 'dash.fired'")[0]
+    assert expected["last_fire_at"] is not None and expected["last_job_id"] is not None
+    server = start_dashboard(dsn)
+    got = [s for s in get(server, "/api/schedules")["schedules"] if s["name"] == "dash.fired"]
+    assert len(got) == 1
+    assert got[0]["last_fire_at"] == iso(expected["last_fire_at"])
+    assert got[0]["last_job_id"] == expected["last_job_id"]
