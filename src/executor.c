@@ -350,14 +350,8 @@ record_completions(BatchJob **done, int n, const char *label)
 		{
 			rest = palloc(sizeof(BatchJob *) * n);
 			for (i = 0; i < n; i++)
-			{
-				int			r;
-
-				for (r = 0; r < got && JobqGetInt64(r, 1) != done[i]->id; r++)
-					;
-				if (r == got)
+				if (!JobqResultHasId(got, 1, done[i]->id))
 					rest[nrest++] = done[i];
-			}
 		}
 	}
 	if (nrest > 0 && complete_rows(rest, nrest, label, false) != nrest)

@@ -80,7 +80,6 @@ reset_kinds(void)
 	ctl.entrysize = sizeof(CachedKind);
 	ctl.hcxt = CacheMemoryContext;
 	kinds = hash_create("jobq kinds", 32, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	kinds_relid = InvalidOid;
 	kinds_stale = false;
 }
 
@@ -118,7 +117,10 @@ JobqLookupKindSettings(Datum kind, JobqKindSettings *settings)
 
 	AcceptInvalidationMessages();
 	if (kinds == NULL || kinds_stale)
+	{
 		reset_kinds();
+		kinds_relid = InvalidOid;	/* jobq.kind may have been made again */
+	}
 	name = TextDatumGetCString(kind);
 	if (strlen(name) >= KIND_KEY_SIZE)
 		return read_kind_settings(kind, settings);	/* no such kind */
@@ -136,12 +138,7 @@ JobqLookupKindSettings(Datum kind, JobqKindSettings *settings)
 	if (!OidIsValid(kinds_relid))
 		kinds_relid = get_relname_relid("kind", JobqRequireExtension()->schema);
 	if (hash_get_num_entries(kinds) >= KIND_CACHE_MAX)
-	{
-		Oid			relid = kinds_relid;
-
 		reset_kinds();
-		kinds_relid = relid;
-	}
 	entry = hash_search(kinds, name, HASH_ENTER, NULL);
 	entry->settings = *settings;
 	return true;

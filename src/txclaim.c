@@ -1140,14 +1140,8 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 		int			got;
 
 		for (i = 0; i < n; i++)
-		{
-			int			r;
-
-			for (r = 0; r < done && JobqGetInt64(r, 4) != jobs[i]->id; r++)
-				;
-			if (r == done)
+			if (!JobqResultHasId(done, 4, jobs[i]->id))
 				rest[nrest++] = jobs[i];
-		}
 		got = complete_claimed_rows(rest, nrest, false);
 		note_completed_rows(got, &has_key);
 		done += got;
