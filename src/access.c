@@ -295,18 +295,6 @@ JobqGetInt64(int row, int col)
 	return DatumGetInt64(d);
 }
 
-/* Whether column col (int8) of the first rows rows of the last result holds id. */
-bool
-JobqResultHasId(int rows, int col, int64 id)
-{
-	int			r;
-
-	for (r = 0; r < rows; r++)
-		if (JobqGetInt64(r, col) == id)
-			return true;
-	return false;
-}
-
 /* The int4 at (row, col), or 0 with *isnull set. */
 int32
 JobqGetNullableInt32(int row, int col, bool *isnull)

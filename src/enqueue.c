@@ -49,6 +49,7 @@
 
 #include "enqueue.h"
 #include "idempotency.h"
+#include "job_rows.h"
 #include "jobq.h"
 #include "kind_cache.h"
 #include "queue_acl.h"
@@ -412,110 +413,6 @@ lookup_kind(Datum kind)
 	return settings;
 }
 
-/* Attribute number (1-based) of a column of jobq.job; ERROR if missing. */
-static AttrNumber
-job_attnum(TupleDesc desc, const char *name)
-{
-	int			i;
-
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "jobq.job has no column \"%s\"", name);
-	return InvalidAttrNumber;	/* keep compiler quiet */
-}
-
-/*
- * The compiled predicates of jobq.job's partial indexes, kept from one
- * insert to the next: PostgreSQL compiles them again in every statement
- * that inserts, which cost a single enqueue an eighth of its instructions.
- * A relcache invalidation of jobq.job (an index made or dropped, the table
- * dropped) makes them stale; they are dropped at the next insert, never
- * during one.
- */
-typedef struct CachedPredicate
-{
-	Oid			index;
-	ExprState  *state;
-} CachedPredicate;
-
-static MemoryContext predicate_cxt = NULL;
-static CachedPredicate *predicates = NULL;
-static int	npredicates = 0;
-static int	maxpredicates = 0;
-static Oid	predicates_relid = InvalidOid;
-static bool predicates_stale = false;
-
-static void
-mark_predicates_stale(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == predicates_relid)
-		predicates_stale = true;
-}
-
-/* Give rri's partial indexes their cached predicates, compiling the missing. */
-static void
-use_cached_predicates(ResultRelInfo *rri)
-{
-	Oid			relid = RelationGetRelid(rri->ri_RelationDesc);
-	int			i;
-	int			j;
-
-	if (predicate_cxt == NULL)
-	{
-		predicate_cxt = AllocSetContextCreate(CacheMemoryContext, "jobq index predicates",
-											  ALLOCSET_SMALL_SIZES);
-		CacheRegisterRelcacheCallback(mark_predicates_stale, (Datum) 0);
-	}
-	if (predicates_stale || relid != predicates_relid)
-	{
-		MemoryContextReset(predicate_cxt);
-		predicates = NULL;
-		npredicates = maxpredicates = 0;
-		predicates_relid = relid;
-		predicates_stale = false;
-	}
-	for (i = 0; i < rri->ri_NumIndices; i++)
-	{
-		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
-		Oid			index = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
-
-		if (info->ii_Predicate == NIL)
-			continue;
-		for (j = 0; j < npredicates && predicates[j].index != index; j++)
-			;
-		if (j == npredicates)
-		{
-			MemoryContext caller_cxt = MemoryContextSwitchTo(predicate_cxt);
-
-			if (npredicates == maxpredicates)
-			{
-				maxpredicates = Max(8, maxpredicates * 2);
-				predicates = predicates == NULL ?
-					palloc(sizeof(CachedPredicate) * maxpredicates) :
-					repalloc(predicates, sizeof(CachedPredicate) * maxpredicates);
-			}
-			predicates[j].index = index;
-
-			/*
-			 * Compile a copy made here: the planner keeps the constants'
-			 * values where it found them, and ii_Predicate goes with the
-			 * statement.
-			 */
-			predicates[j].state =
-				ExecInitQual((List *) expression_planner((Expr *) copyObject(info->ii_Predicate)),
-							 NULL);
-			npredicates++;
-			MemoryContextSwitchTo(caller_cxt);
-		}
-		info->ii_PredicateState = predicates[j].state;
-	}
-}
-
 /*
  * Insert n jobs of one kind the way COPY does, without the executor: tuples
  * built here, written with table_multi_insert (one WAL record per page
@@ -570,40 +467,36 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 	nspid = JobqRequireExtension()->schema;
 	job_relid = get_relname_relid("job", nspid);
 	seq_relid = get_relname_relid("job_id_seq", nspid);
-	state_pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-									ObjectIdGetDatum(GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-																	 CStringGetDatum("job_state"),
-																	 ObjectIdGetDatum(nspid))),
-									CStringGetDatum("pending"));
+	state_pending = JobqJobStateOid(nspid, "pending");
 	if (!OidIsValid(job_relid) || !OidIsValid(seq_relid) || !OidIsValid(state_pending))
 		elog(ERROR, "jobq's tables are not as expected");
 
 	rel = table_open(job_relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
 	natts = desc->natts;
-	a_id = job_attnum(desc, "id");
-	a_run_at = job_attnum(desc, "run_at");
-	a_created_at = job_attnum(desc, "created_at");
-	a_lease_token = job_attnum(desc, "lease_token");
-	a_state = job_attnum(desc, "state");
-	a_queue_id = job_attnum(desc, "queue_id");
-	a_priority = job_attnum(desc, "priority");
-	a_attempt = job_attnum(desc, "attempt");
-	a_max_attempts = job_attnum(desc, "max_attempts");
-	a_lane = job_attnum(desc, "lane");
-	a_in_db = job_attnum(desc, "in_db");
-	a_kind = job_attnum(desc, "kind");
-	a_payload = job_attnum(desc, "payload");
-	a_idempotency_key = job_attnum(desc, "idempotency_key");
-	a_concurrency_key = job_attnum(desc, "concurrency_key");
+	a_id = JobqJobAttnum(desc, "id");
+	a_run_at = JobqJobAttnum(desc, "run_at");
+	a_created_at = JobqJobAttnum(desc, "created_at");
+	a_lease_token = JobqJobAttnum(desc, "lease_token");
+	a_state = JobqJobAttnum(desc, "state");
+	a_queue_id = JobqJobAttnum(desc, "queue_id");
+	a_priority = JobqJobAttnum(desc, "priority");
+	a_attempt = JobqJobAttnum(desc, "attempt");
+	a_max_attempts = JobqJobAttnum(desc, "max_attempts");
+	a_lane = JobqJobAttnum(desc, "lane");
+	a_in_db = JobqJobAttnum(desc, "in_db");
+	a_kind = JobqJobAttnum(desc, "kind");
+	a_payload = JobqJobAttnum(desc, "payload");
+	a_idempotency_key = JobqJobAttnum(desc, "idempotency_key");
+	a_concurrency_key = JobqJobAttnum(desc, "concurrency_key");
 	/* Objects older than 0.3 have no nonce column. */
-	a_key_nonce = JobqObjectsAreCurrent() ? job_attnum(desc, "key_nonce") : InvalidAttrNumber;
+	a_key_nonce = JobqObjectsAreCurrent() ? JobqJobAttnum(desc, "key_nonce") : InvalidAttrNumber;
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
-	use_cached_predicates(rri);
+	JobqUseCachedPredicates(rri);
 	slots = palloc(sizeof(TupleTableSlot *) * chunk);
 	for (i = 0; i < chunk; i++)
 		slots[i] = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));

@@ -71,6 +71,7 @@
 #include "handler.h"
 #include "handler_env.h"
 #include "invoke.h"
+#include "job_rows.h"
 #include "jobq.h"
 #include "lease.h"
 #include "pick.h"
@@ -82,7 +83,7 @@
 
 #define JOBQ_CONFLICT_RETRIES	5	/* immediate reruns after 40001/40P01 */
 
-static SPIPlanPtr plan_complete_batch[2];	/* by id, by row version */
+static SPIPlanPtr plan_complete_batch;
 static SPIPlanPtr plan_lease_one;
 static SPIPlanPtr plan_load_leased;
 static SPIPlanPtr plan_complete_leased;
@@ -274,23 +275,19 @@ count_completions(BatchJob **done, int n)
 }
 
 /*
- * Record the completion of the given jobs, with their results, in one
- * statement.  by_tid: find each row by the version the pick locked (a TID
- * scan, where an id finds it through the primary key, an index one level
- * deeper on a big backlog) and return the ids it completed; else by id.
- * Returns how many rows it completed.  Between Begin/EndAccess.
+ * Record the completion of the given jobs, with their results, by id in
+ * one statement.  Returns how many rows it completed.  Between
+ * Begin/EndAccess.
  */
 static int
-complete_rows(BatchJob **done, int n, const char *label, bool by_tid)
+complete_rows_by_id(BatchJob **done, int n, const char *label)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *results = palloc(sizeof(Datum) * n);
 	bool	   *result_nulls = palloc(sizeof(bool) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
-	Datum	   *tids = palloc(sizeof(Datum) * n);
-	Oid			argtypes[5] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID,
-	TIDARRAYOID};
-	Datum		values[5];
+	Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID};
+	Datum		values[4];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -299,29 +296,21 @@ complete_rows(BatchJob **done, int n, const char *label, bool by_tid)
 		results[i] = done[i]->result;
 		result_nulls[i] = done[i]->result_isnull;
 		started[i] = TimestampTzGetDatum(done[i]->started_at);
-		tids[i] = PointerGetDatum(&done[i]->tid);
 	}
 	values[0] = build_array(ids, NULL, n, INT8OID);
 	values[1] = build_array(results, result_nulls, n, JSONBOID);
 	values[2] = build_array(started, NULL, n, TIMESTAMPTZOID);
 	values[3] = CStringGetTextDatum(label);
-	values[4] = build_array(tids, NULL, n, TIDOID);
-
-#define COMPLETE_BATCH_SQL(match, returning) \
-	"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL," \
-	" attempt = j.attempt + 1, started_at = r.started_at," \
-	" finished_at = pg_catalog.clock_timestamp(), result = r.result," \
-	" worker = $4" \
-	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
-	"   pg_catalog.unnest($3), pg_catalog.unnest($5)) AS r(id, result, started_at, tid)" \
-	" WHERE " match returning
-	JobqPreparePlan(&plan_complete_batch[by_tid],
-					by_tid ? COMPLETE_BATCH_SQL("j.ctid = r.tid AND j.id = r.id", " RETURNING j.id")
-					: COMPLETE_BATCH_SQL("j.id = r.id", ""),
-					5, argtypes);
-#undef COMPLETE_BATCH_SQL
-	return JobqExecutePlan(plan_complete_batch[by_tid], values, NULL,
-						   by_tid ? SPI_OK_UPDATE_RETURNING : SPI_OK_UPDATE, 0);
+	JobqPreparePlan(&plan_complete_batch,
+					"UPDATE jobq.job j SET state = 'completed', lane = NULL, last_error = NULL,"
+					" attempt = j.attempt + 1, started_at = r.started_at,"
+					" finished_at = pg_catalog.clock_timestamp(), result = r.result,"
+					" worker = $4"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"   pg_catalog.unnest($3)) AS r(id, result, started_at)"
+					" WHERE j.id = r.id",
+					4, argtypes);
+	return JobqExecutePlan(plan_complete_batch, values, NULL, SPI_OK_UPDATE, 0);
 }
 
 /*
@@ -334,27 +323,26 @@ static void
 record_completions(BatchJob **done, int n, const char *label)
 {
 	JobqAccess	access;
-	BatchJob  **rest = done;
-	int			nrest = n;
+	JobqRowCompletion *rows = palloc0(sizeof(JobqRowCompletion) * n);
+	BatchJob  **rest = palloc(sizeof(BatchJob *) * n);
+	int			nrest = 0;
 	int			i;
 
-	JobqBeginAccess(&access);
-	for (i = 0; i < n && ItemPointerIsValid(&done[i]->tid); i++)
-		;
-	if (i == n)
+	for (i = 0; i < n; i++)
 	{
-		int			got = complete_rows(done, n, label, true);
-
-		nrest = 0;
-		if (got < n)
-		{
-			rest = palloc(sizeof(BatchJob *) * n);
-			for (i = 0; i < n; i++)
-				if (!JobqResultHasId(got, 1, done[i]->id))
-					rest[nrest++] = done[i];
-		}
+		rows[i].id = done[i]->id;
+		rows[i].tid = done[i]->tid;
+		rows[i].started_at = done[i]->started_at;
+		rows[i].worker = label;
+		rows[i].result = done[i]->result;
+		rows[i].result_isnull = done[i]->result_isnull;
 	}
-	if (nrest > 0 && complete_rows(rest, nrest, label, false) != nrest)
+	JobqBeginAccess(&access);
+	JobqCompleteRowsByTid(rows, n, false);
+	for (i = 0; i < n; i++)
+		if (!rows[i].completed)
+			rest[nrest++] = done[i];
+	if (nrest > 0 && complete_rows_by_id(rest, nrest, label) != nrest)
 		elog(ERROR, "jobq could not record the completion of %d jobs", nrest);
 	JobqEndAccess(&access);
 	forget_conflicts(done, n);

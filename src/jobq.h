@@ -138,7 +138,6 @@ extern int	JobqExecutePlanWithSnapshot(SPIPlanPtr plan, Datum *values, const cha
 extern bool JobqGetBool(int row, int col);
 extern int32 JobqGetInt32(int row, int col);	/* ERROR if NULL */
 extern int64 JobqGetInt64(int row, int col);	/* ERROR if NULL */
-extern bool JobqResultHasId(int rows, int col, int64 id);
 extern int32 JobqGetNullableInt32(int row, int col, bool *isnull);
 extern int64 JobqGetNullableInt64(int row, int col, bool *isnull);
 extern Datum JobqGetDatum(int row, int col, bool *isnull);

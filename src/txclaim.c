@@ -82,6 +82,7 @@
 #include "attempt.h"
 #include "claim.h"
 #include "concurrency.h"
+#include "job_rows.h"
 #include "jobq.h"
 #include "pick.h"
 #include "queue_acl.h"
@@ -158,7 +159,7 @@ static SPIPlanPtr plan_pick;
 static SPIPlanPtr plan_pick_more;
 static SPIPlanPtr plan_charge;
 static SPIPlanPtr plan_complete;
-static SPIPlanPtr plan_complete_many[2];	/* by id, by row version */
+static SPIPlanPtr plan_complete_many;
 static SPIPlanPtr plan_fail_rules;
 static SPIPlanPtr plan_snooze;
 static SPIPlanPtr plan_not_pending;
@@ -986,17 +987,23 @@ jobq_claim_in_transaction(PG_FUNCTION_ARGS)
  * queue_id and kind in columns 2 and 3.
  */
 static void
-count_completed(int row)
+count_completed_job(int32 queue_id, const char *kind)
 {
-	int32		queue_id = JobqGetInt32(row, 2);
-	bool		isnull;
-	char	   *kind = TextDatumGetCString(JobqGetDatum(row, 3, &isnull));
-
 	JobqStatsCount(queue_id, kind, JOBQ_STAT_STARTED, 1);
 	JobqStatsCount(queue_id, kind, JOBQ_STAT_COMPLETED, 1);
 }
 
+static void
+count_completed(int row)
+{
+	bool		isnull;
+
+	count_completed_job(JobqGetInt32(row, 2),
+						TextDatumGetCString(JobqGetDatum(row, 3, &isnull)));
+}
+
 static void report_no_longer_ready(int64 job_id) pg_attribute_noreturn();
+static bool complete_claimed_row_by_id(ClaimedJob *job, Datum result, bool result_isnull);
 
 /* The error of a report on a job claimed here that is no longer ready. */
 static void
@@ -1018,15 +1025,50 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 {
 	ClaimedJob *job = find_claimed(job_id);
 	JobqAccess	access;
+	JobqRowCompletion row = {0};
+	bool		has_key;
+
+	row.id = job_id;
+	row.tid = job->tid;
+	row.started_at = job->claimed_at;
+	row.worker = job->worker;
+	row.result = result;
+	row.result_isnull = result_isnull;
+	JobqBeginAccess(&access);
+	if (JobqCompleteRowsByTid(&row, 1, true) == 1)
+	{
+		has_key = row.has_concurrency_key;
+		count_completed_job(row.queue_id, row.kind);
+	}
+	else
+	{
+		/* This transaction changed the job's row since its claim. */
+		has_key = complete_claimed_row_by_id(job, result, result_isnull);
+	}
+	/* Jobs that wait for this job's concurrency key may run after commit. */
+	if (has_key)
+		JobqWakeWorkersAtCommit();
+	JobqWakeWaitersAtCommit(job_id);
+	JobqEndAccess(&access);
+	job->done_level = GetCurrentTransactionNestLevel();
+}
+
+/*
+ * Complete a job claimed here by id, its row changed since its claim;
+ * raises the error of a job no longer ready if it is not.  Counts it and
+ * returns whether it has a concurrency key.  Inside access.
+ */
+static bool
+complete_claimed_row_by_id(ClaimedJob *job, Datum result, bool result_isnull)
+{
 	Oid			argtypes[4] = {INT8OID, JSONBOID, TIMESTAMPTZOID, TEXTOID};
 	Datum		values[4];
 	char		nulls[4] = {' ', result_isnull ? 'n' : ' ', ' ', ' '};
 
-	values[0] = Int64GetDatum(job_id);
+	values[0] = Int64GetDatum(job->id);
 	values[1] = result;
 	values[2] = TimestampTzGetDatum(job->claimed_at);
 	values[3] = CStringGetTextDatum(job->worker);
-	JobqBeginAccess(&access);
 	JobqPreparePlan(&plan_complete,
 					"UPDATE jobq.job SET state = 'completed', lane = NULL,"
 					" attempt = attempt + 1, result = $2, last_error = NULL,"
@@ -1036,37 +1078,31 @@ JobqCompleteClaimedHere(int64 job_id, Datum result, bool result_isnull)
 					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					4, argtypes);
 	if (JobqExecutePlan(plan_complete, values, nulls, SPI_OK_UPDATE_RETURNING, 0) != 1)
-		report_no_longer_ready(job_id);
-	/* Jobs that wait for this job's concurrency key may run after commit. */
-	if (JobqGetBool(0, 1))
-		JobqWakeWorkersAtCommit();
+		report_no_longer_ready(job->id);
 	count_completed(0);
-	JobqWakeWaitersAtCommit(job_id);
-	JobqEndAccess(&access);
-	job->done_level = GetCurrentTransactionNestLevel();
+	return JobqGetBool(0, 1);
 }
 
 /*
- * Complete the n given jobs claimed here in one UPDATE: by the row
- * versions their claim locked (a TID scan, no primary-key descent), or by
- * id.  Returns how many it completed; SPI_tuptable holds, for each, whether
- * it has a concurrency key, its queue_id, kind and id.  Inside access.
+ * Complete the n given jobs claimed here by id, in one UPDATE, those whose
+ * row this transaction changed since its claim locked it (the others go
+ * by their row version, JobqCompleteRowsByTid).  Returns how many it
+ * completed; SPI_tuptable holds, for each, whether it has a concurrency
+ * key, its queue_id, kind and id.  Inside access.
  */
 static int
-complete_claimed_rows(ClaimedJob **jobs, int n, bool by_tid)
+complete_claimed_rows_by_id(ClaimedJob **jobs, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *tids = palloc(sizeof(Datum) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
 	Datum	   *workers = palloc(sizeof(Datum) * n);
-	Oid			argtypes[4] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIDARRAYOID};
-	Datum		values[4];
+	Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
 	int			i;
 
 	for (i = 0; i < n; i++)
 	{
 		ids[i] = Int64GetDatum(jobs[i]->id);
-		tids[i] = PointerGetDatum(&jobs[i]->tid);
 		started[i] = TimestampTzGetDatum(jobs[i]->claimed_at);
 		workers[i] = CStringGetTextDatum(jobs[i]->worker);
 	}
@@ -1076,23 +1112,56 @@ complete_claimed_rows(ClaimedJob **jobs, int n, bool by_tid)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[2] = PointerGetDatum(construct_array(workers, n, TEXTOID, -1, false,
 												TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
-												false, TYPALIGN_SHORT));
-#define COMPLETE_CLAIMED_SQL(match) \
-	"UPDATE jobq.job j SET state = 'completed', lane = NULL," \
-	" attempt = j.attempt + 1, last_error = NULL, started_at = r.started," \
-	" finished_at = pg_catalog.clock_timestamp(), worker = r.worker" \
-	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
-	"   pg_catalog.unnest($3), pg_catalog.unnest($4)) AS r(id, started, worker, tid)" \
-	" WHERE " match " AND j.state = 'pending' AND j.lane = 'r'" \
-	" RETURNING j.concurrency_key IS NOT NULL, j.queue_id, j.kind, j.id"
-	JobqPreparePlan(&plan_complete_many[by_tid],
-					by_tid ? COMPLETE_CLAIMED_SQL("j.ctid = r.tid AND j.id = r.id")
-					: COMPLETE_CLAIMED_SQL("j.id = r.id"),
-					4, argtypes);
-#undef COMPLETE_CLAIMED_SQL
-	return JobqExecutePlan(plan_complete_many[by_tid], values, NULL,
-						   SPI_OK_UPDATE_RETURNING, 0);
+	JobqPreparePlan(&plan_complete_many,
+					"UPDATE jobq.job j SET state = 'completed', lane = NULL,"
+					" attempt = j.attempt + 1, last_error = NULL, started_at = r.started,"
+					" finished_at = pg_catalog.clock_timestamp(), worker = r.worker"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"   pg_catalog.unnest($3)) AS r(id, started, worker)"
+					" WHERE j.id = r.id AND j.state = 'pending' AND j.lane = 'r'"
+					" RETURNING j.concurrency_key IS NOT NULL, j.queue_id, j.kind, j.id",
+					3, argtypes);
+	return JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+}
+
+/*
+ * Complete the n given jobs claimed here by the row versions their claims
+ * locked.  Returns how many it completed; the others (their row changed
+ * since) go to rest[] (*nrest of them).  Counts the completed in
+ * jobq.stats and notes in *has_key whether one had a concurrency key.
+ * Inside access.
+ */
+static int
+complete_claimed_rows_by_tid(ClaimedJob **jobs, int n, ClaimedJob **rest, int *nrest,
+							 bool *has_key)
+{
+	JobqRowCompletion *rows = palloc0(sizeof(JobqRowCompletion) * n);
+	int			done;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		rows[i].id = jobs[i]->id;
+		rows[i].tid = jobs[i]->tid;
+		rows[i].started_at = jobs[i]->claimed_at;
+		rows[i].worker = jobs[i]->worker;
+		rows[i].result_isnull = true;
+	}
+	done = JobqCompleteRowsByTid(rows, n, true);
+	*nrest = 0;
+	for (i = 0; i < n; i++)
+	{
+		if (!rows[i].completed)
+		{
+			rest[(*nrest)++] = jobs[i];
+			continue;
+		}
+		count_completed_job(rows[i].queue_id, rows[i].kind);
+		if (rows[i].has_concurrency_key)
+			*has_key = true;
+	}
+	pfree(rows);
+	return done;
 }
 
 /*
@@ -1133,16 +1202,11 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 	for (i = 0; i < n; i++)
 		jobs[i] = find_claimed(DatumGetInt64(ids[i]));
 	JobqBeginAccess(&access);
-	done = complete_claimed_rows(jobs, n, true);
-	note_completed_rows(done, &has_key);
-	if (done < n)
+	done = complete_claimed_rows_by_tid(jobs, n, rest, &nrest, &has_key);
+	if (nrest > 0)
 	{
-		int			got;
+		int			got = complete_claimed_rows_by_id(rest, nrest);
 
-		for (i = 0; i < n; i++)
-			if (!JobqResultHasId(done, 4, jobs[i]->id))
-				rest[nrest++] = jobs[i];
-		got = complete_claimed_rows(rest, nrest, false);
 		note_completed_rows(got, &has_key);
 		done += got;
 	}

@@ -19,6 +19,8 @@
 #   drain_1       claim(1) + complete, DRAIN_1 (10,000) times, from twice
 #                 as many pending
 #   drain_100     claim(100) + complete_many, DRAIN_100 (250,000) jobs
+#   tx_100        claim_in_transaction(100) + complete_many in one
+#                 transaction, DRAIN_100 jobs (not in the default list)
 #   workers       DRAIN_JOBS (100,000) no-op in-database jobs drained by the
 #                 background workers, first handler start to the commit of
 #                 the last completion (as workers.sh)
@@ -43,7 +45,7 @@ SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(enqueue_1 enqueue_1000 drain_1 drain_100 workers)
 for s in "${SCENARIOS[@]}"; do
     case $s in
-        enqueue_1 | enqueue_1000 | drain_1 | drain_100 | workers | drain_big) ;;
+        enqueue_1 | enqueue_1000 | drain_1 | drain_100 | tx_100 | workers | drain_big) ;;
         *) echo "ab.sh: unknown scenario \"$s\"" >&2; exit 2 ;;
     esac
 done
@@ -112,6 +114,10 @@ run_scenario() {
     case $scen in
         workers) measure_drain workers "$side" "$DRAIN_JOBS" ;;
         drain_big) measure_drain drain_big "$side" "$BIG_PENDING" "$BIG_SLICE" ;;
+        tx_100)
+            core_prepare drain_100
+            measure tx_100 "$side" jobq_tx_drain_100 100 -t $((DRAIN_100 / 100))
+            ;;
         *) core_prepare "$scen"; core_measure "$scen" jobq "$side" ;;
     esac
 }
