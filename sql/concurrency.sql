@@ -92,6 +92,49 @@ SELECT count(*) = (SELECT count(*) FROM jobq.jobs
                     WHERE state = 'running' AND concurrency_key IS NOT NULL) AS only_standing_rows
   FROM jobq.concurrency_lock;
 
+-- Limits: jobq.set_limit lets a key run up to N jobs at once, each in a
+-- slot of its own, for claimers and in-database runs alike.
+SELECT jobq.set_limit('api:pay', 2);
+SELECT key, max_running FROM jobq.concurrency_limits WHERE key IN ('api:pay', 'account:10') ORDER BY key;
+SELECT action, reason FROM jobq.operator_log WHERE action = 'set_limit' ORDER BY at DESC LIMIT 1;
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue('cc.ext', jsonb_build_object('n', 30 + i), concurrency_key => 'api:pay')
+      FROM generate_series(1, 5) i) e;
+-- One claim of ten takes two, in slots 0 and 1; the next takes none.
+CREATE TABLE cc_pay AS SELECT id, lease_token FROM jobq.claim('cc', max_jobs => 10);
+SELECT count(*) AS first_claim FROM cc_pay;
+SELECT array_agg(c.slot ORDER BY c.slot) AS slots FROM jobq.concurrency_lock c JOIN cc_pay p
+    ON p.id = c.job_id AND p.lease_token = c.lease_token WHERE c.key = 'api:pay';
+SELECT count(*) AS second_claim FROM jobq.claim('cc', max_jobs => 10);
+-- One finishes: one more may start, in the slot it left.
+SELECT jobq.complete(id, lease_token) FROM cc_pay ORDER BY id LIMIT 1;
+INSERT INTO cc_pay SELECT id, lease_token FROM jobq.claim('cc', max_jobs => 10);
+SELECT count(*) AS claimed_so_far FROM cc_pay;
+SELECT count(*) AS running FROM jobq.jobs WHERE concurrency_key = 'api:pay' AND state = 'running';
+-- An in-database job of the key runs while a lease holds a slot of two.
+SELECT jobq.set_limit('account:10', 2);
+SELECT jobq.enqueue('cc.ext', '{"n": 40}', concurrency_key => 'account:10') AS ext40 \gset
+SELECT lease_token AS ext40_tok FROM jobq.claim('cc') WHERE id = :ext40 \gset
+SELECT jobq.enqueue('cc.db', '{"n": 41}', concurrency_key => 'account:10') AS db41 \gset
+SELECT jobq.enqueue('cc.db', '{"n": 42}', concurrency_key => 'account:10') AS db42 \gset
+SET ROLE regress_cc_owner;
+SELECT jobq.run_pending() AS ran_beside_the_lease;
+RESET ROLE;
+SELECT n FROM cc_log WHERE n > 40 ORDER BY n;
+SELECT jobq.complete(:ext40, :ext40_tok);
+-- A limit of 1 is the default: the row goes.
+SELECT jobq.set_limit('account:10', 1);
+SELECT key, max_running FROM jobq.concurrency_limits WHERE key IN ('api:pay', 'account:10') ORDER BY key;
+SELECT * FROM error_of($$SELECT jobq.set_limit(NULL, 2)$$);
+SELECT * FROM error_of($$SELECT jobq.set_limit('k', NULL)$$);
+SELECT * FROM error_of($$SELECT jobq.set_limit('k', 0)$$);
+SELECT * FROM error_of($$SELECT jobq.set_limit('k', 1001)$$);
+SELECT * FROM error_of($$SELECT jobq.set_limit('', 2)$$);
+SELECT jobq.complete(id, lease_token) FROM cc_pay p
+ WHERE EXISTS (SELECT FROM jobq.job j WHERE j.id = p.id AND j.state = 'running');
+SELECT jobq.set_limit('api:pay', 1);
+DROP TABLE cc_pay;
+
 -- Bad input.
 SELECT * FROM error_of($$SELECT jobq.enqueue('cc.ext', concurrency_key => '')$$);
 SELECT * FROM error_of(format('SELECT jobq.enqueue(%L, concurrency_key => %L)', 'cc.ext', repeat('k', 513)));

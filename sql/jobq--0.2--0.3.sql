@@ -262,6 +262,31 @@ REVOKE ALL ON FUNCTION jobq.create_queue(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.create_queue(text, boolean) TO jobq_admin;
 
 /*
+ * Limits of concurrency keys: a key may run up to max_running jobs at once,
+ * each holding a slot of its own.
+ */
+ALTER TABLE jobq.concurrency_lock ADD COLUMN slot integer NOT NULL DEFAULT 0;
+ALTER TABLE jobq.concurrency_lock DROP CONSTRAINT concurrency_lock_pkey,
+    ADD PRIMARY KEY (key, slot);
+CREATE TABLE jobq.concurrency_limit (
+    key             text PRIMARY KEY,
+    max_running     integer NOT NULL,
+    set_at          timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_limit', '');
+REVOKE ALL ON jobq.concurrency_limit FROM PUBLIC;
+CREATE VIEW jobq.concurrency_limits AS
+    SELECT key, max_running, set_at FROM jobq.concurrency_limit;
+GRANT SELECT ON jobq.concurrency_limits TO jobq_operator;
+
+CREATE FUNCTION jobq.set_limit(concurrency_key text, max_running integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_set_limit'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.set_limit(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.set_limit(text, integer) TO jobq_admin;
+
+/*
  * Per-queue privileges: produce (enqueue into it), work (claim its jobs,
  * report on them, run them) and operate (read its jobs, act on them, pause
  * it), granted to roles by jobq.grant() and taken back by jobq.revoke().

@@ -222,9 +222,22 @@ CREATE INDEX lease_first_idx ON jobq.lease (first_id);
  * batch hold only the advisory lock, which lasts as long as their run.
  */
 CREATE TABLE jobq.concurrency_lock (
-    key             text PRIMARY KEY,
+    key             text NOT NULL,
     job_id          bigint NOT NULL,
-    lease_token     bigint NOT NULL
+    lease_token     bigint NOT NULL,
+    slot            integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, slot)
+);
+
+/*
+ * Limits of concurrency keys, set by jobq.set_limit(): at most max_running
+ * jobs with the key run at once, each in a slot of its own (0 to
+ * max_running - 1).  A key without a row runs one job at a time.
+ */
+CREATE TABLE jobq.concurrency_limit (
+    key             text PRIMARY KEY,
+    max_running     integer NOT NULL,
+    set_at          timestamptz NOT NULL DEFAULT now()
 );
 
 /*
@@ -396,6 +409,7 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_lock', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_limit', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event_id_seq', '');
@@ -923,6 +937,9 @@ CREATE VIEW jobq.kinds AS
 CREATE VIEW jobq.queues AS
     SELECT name, paused, created_at FROM jobq.queue;
 
+CREATE VIEW jobq.concurrency_limits AS
+    SELECT key, max_running, set_at FROM jobq.concurrency_limit;
+
 CREATE VIEW jobq.schedules AS
     SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
            s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
@@ -1020,7 +1037,7 @@ GRANT EXECUTE ON FUNCTION
     TO jobq_operator;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.workers,
     jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions, jobq.schedules,
-    jobq.schedule_events
+    jobq.schedule_events, jobq.concurrency_limits
     TO jobq_operator;
 
 GRANT EXECUTE ON FUNCTION
@@ -1047,6 +1064,18 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 REVOKE ALL ON FUNCTION jobq.create_queue(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.create_queue(text, boolean) TO jobq_admin;
+
+/*
+ * At most max_running jobs with this concurrency key run at once (1: one
+ * at a time, as a key without a limit).  For jobq_admin: a limit binds
+ * the jobs of every queue that use the key.
+ */
+CREATE FUNCTION jobq.set_limit(concurrency_key text, max_running integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_set_limit'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.set_limit(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.set_limit(text, integer) TO jobq_admin;
 
 
 CREATE FUNCTION jobq."grant"(queue text, role pg_catalog.regrole, privileges text[])

@@ -102,6 +102,7 @@ INSERT INTO priv_call VALUES
   $$SELECT jobq.register_kind('priv.new', queue => 'priv_q')$$),
  ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
  ('jobq.create_queue(text,boolean)', $$SELECT jobq.create_queue('priv_new')$$),
+ ('jobq.set_limit(text,integer)', $$SELECT jobq.set_limit('priv-key', 2)$$),
  ('jobq."grant"(text,regrole,text[])', $$SELECT jobq.grant('priv_q', 'priv_none', '{work}')$$),
  ('jobq.revoke(text,regrole,text[])', $$SELECT jobq.revoke('priv_q', 'priv_none')$$),
  ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',

@@ -420,7 +420,8 @@ INSERT INTO public.sec_calls VALUES
  (51, 'jobq.kind_changed()',
   $$CREATE TEMP TABLE sec_kc (x pg_catalog.int4); CREATE TRIGGER sec_kc AFTER INSERT ON sec_kc EXECUTE FUNCTION jobq.kind_changed(); INSERT INTO sec_kc VALUES (1)$$),
  (52, 'jobq.wait(bigint, interval)',
-  $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$);
+  $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$),
+ (53, 'jobq.set_limit(text, integer)', $$SELECT jobq.set_limit('sec-gen-{L}', 5)$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

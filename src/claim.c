@@ -56,8 +56,8 @@
 #include "stats.h"
 
 static SPIPlanPtr plan_promote;
-static SPIPlanPtr plan_pick;
-static SPIPlanPtr plan_pick_more;
+static SPIPlanPtr plan_pick[2]; /* objects before 0.3, current */
+static SPIPlanPtr plan_pick_more[2];
 static SPIPlanPtr plan_lease;
 
 /*
@@ -80,7 +80,7 @@ JobqPromoteDueJobs(void)
 }
 
 
-#define CLAIM_PICK_SQL(extra) \
+#define CLAIM_PICK_SQL(key_free, extra) \
 	"SELECT pg_catalog.array_agg(p.id ORDER BY p.n)," \
 	" pg_catalog.array_agg(coalesce($3, LEAST(k.timeout, $5)) ORDER BY p.n)," \
 	" pg_catalog.array_agg(p.ctid ORDER BY p.n)," \
@@ -91,7 +91,7 @@ JobqPromoteDueJobs(void)
 	"   SELECT id, kind, ctid, concurrency_key FROM jobq.job" \
 	"   WHERE lane = 'r' AND NOT in_db" \
 	"   AND queue_id = (SELECT id FROM jobq.queue WHERE name = $1 AND NOT paused)" \
-	"   AND" JOBQ_KEY_FREE("job") extra \
+	"   AND" key_free extra \
 	"   ORDER BY priority, run_at" \
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED) locked) p" \
 	" LEFT JOIN jobq.kind k ON k.name = p.kind"
@@ -121,6 +121,7 @@ fetch_claimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 {
 	Oid			picktypes[5] = {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID, INTERVALOID};
 	ClaimPick  *state = (ClaimPick *) pick->arg;
+	bool		current = JobqObjectsAreCurrent();
 	Datum	   *id_elems;
 	bool	   *key_nulls;
 	bool		isnull;
@@ -132,16 +133,30 @@ fetch_claimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 	{
 		/* $4 is not used here: one list of types for both plans. */
 		state->nulls[3] = 'n';
-		JobqPreparePlan(&plan_pick, CLAIM_PICK_SQL(""), 5, picktypes);
-		JobqExecutePlan(plan_pick, state->values, state->nulls, SPI_OK_SELECT, 0);
+		if (current)
+			JobqPreparePlan(&plan_pick[1], CLAIM_PICK_SQL(JOBQ_KEY_FREE("job"), ""),
+							5, picktypes);
+		else
+			JobqPreparePlan(&plan_pick[0],
+							CLAIM_PICK_SQL(JOBQ_KEY_FREE_BEFORE_03("job"), ""),
+							5, picktypes);
+		JobqExecutePlan(plan_pick[current], state->values, state->nulls, SPI_OK_SELECT, 0);
 	}
 	else
 	{
 		state->values[3] = excluded;
 		state->nulls[3] = ' ';
-		JobqPreparePlan(&plan_pick_more, CLAIM_PICK_SQL(" AND NOT (id = ANY ($4))"),
-						5, picktypes);
-		JobqExecutePlan(plan_pick_more, state->values, state->nulls, SPI_OK_SELECT, 0);
+		if (current)
+			JobqPreparePlan(&plan_pick_more[1],
+							CLAIM_PICK_SQL(JOBQ_KEY_FREE("job"), " AND NOT (id = ANY ($4))"),
+							5, picktypes);
+		else
+			JobqPreparePlan(&plan_pick_more[0],
+							CLAIM_PICK_SQL(JOBQ_KEY_FREE_BEFORE_03("job"),
+										   " AND NOT (id = ANY ($4))"),
+							5, picktypes);
+		JobqExecutePlan(plan_pick_more[current], state->values, state->nulls,
+						SPI_OK_SELECT, 0);
 	}
 	(void) JobqGetDatum(0, 1, &isnull);
 	if (isnull)
@@ -181,11 +196,12 @@ fetch_claimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 
 /* A claim holds a key under its job's new lease token. */
 static bool
-take_claimable_key(JobqKeyPick *pick, int i, const char *key)
+take_claimable_key(JobqKeyPick *pick, int i, const char *key, int slot)
 {
 	ClaimPick  *state = (ClaimPick *) pick->arg;
 
-	return JobqHoldConcurrencyKey(state->key_elems[i], pick->ids[i], state->new_tokens[i]);
+	return JobqHoldConcurrencyKey(state->key_elems[i], slot, pick->ids[i],
+								  state->new_tokens[i]);
 }
 
 static void

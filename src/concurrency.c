@@ -1,24 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * src/concurrency.c
- *		Concurrency keys: at most one running job per key.
+ *		Concurrency keys: at most one running job per key, or as many as
+ *		the key's limit (jobq.set_limit).
  *
- * A job enqueued with a concurrency key runs only while no other job with
- * that key runs, whoever runs it (background workers, run_pending, or
- * external claimers); the others stay ready, uncharged, until the key is
- * free.
+ * A job enqueued with a concurrency key runs only while fewer jobs with
+ * that key run than its limit (1 unless set), whoever runs them
+ * (background workers, run_pending, or external claimers); the others stay
+ * ready, uncharged, until a slot is free.
  *
- * Two things hold a key:
+ * A key of limit N has N slots, 0 to N - 1; each running job holds one.
+ * Two things hold a slot:
  *	- while a transaction claims or runs keyed jobs, a transaction-level
- *	  jobq lock on the key's hash (JOBQ_LOCK_KEY), taken without waiting:
- *	  a second claimer of the key skips the job instead of blocking;
+ *	  jobq lock on the slot (JOBQ_LOCK_KEY, on the key's hash combined with
+ *	  the slot's; slot 0's is the key's hash alone), taken without waiting:
+ *	  a claimer that finds every slot taken skips the job instead of
+ *	  blocking;
  *	- once a lease commits (jobq.claim, or a side-effect job leased before
- *	  its run), a jobq.concurrency_lock row naming the job and its lease
- *	  token.  The row stands while that job is running under that token;
- *	  after that it is stale and the next claim of the key replaces it, so
- *	  no completion path has to release anything.
- * The claim queries skip jobs whose key has a standing row (JOBQ_KEY_FREE),
- * so a busy key does not hide the jobs behind it.
+ *	  its run), a jobq.concurrency_lock row naming the key, the slot, the job
+ *	  and its lease token.  The row stands while that job is running under
+ *	  that token; after that it is stale and the next claim of the slot
+ *	  replaces it, so no completion path has to release anything.
+ * The claim queries skip jobs whose key has as many standing rows as its
+ * limit (JOBQ_KEY_FREE), so a busy key does not hide the jobs behind it.
+ *
+ * A lower limit binds the jobs that start after it: jobs already running
+ * in higher slots finish as they are.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,87 +40,214 @@
 
 #include "concurrency.h"
 #include "jobq.h"
+#include "operators.h"
+#include "shmem.h"
 
-static SPIPlanPtr plan_hold;
+static SPIPlanPtr plan_hold[2]; /* objects before 0.3, current */
 static SPIPlanPtr plan_leased;
+static SPIPlanPtr plan_limit;
+static SPIPlanPtr plan_set_limit[2];	/* remove, set */
 
-/*
- * Take this transaction's lock on a concurrency key, without
- * waiting.  True if this transaction holds it now (taken, or held already).
- */
-bool
-JobqTryLockConcurrencyKey(const char *key)
+/* Lock slot "slot" of a key for this transaction, without waiting. */
+static bool
+try_lock_slot(const char *key, int slot)
 {
 	LOCKTAG		tag;
 	uint32		hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
 
+	if (slot > 0)
+		hash = hash_combine(hash, DatumGetUInt32(hash_uint32((uint32) slot)));
 	SET_LOCKTAG_JOBQ(tag, JOBQ_LOCK_KEY, hash);
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* Has this claim or batch taken key already?  "taken" lists its keys. */
-bool
-JobqKeyTakenHere(List *taken, const char *key)
+/*
+ * How many jobs with this key may run at once: its jobq.set_limit, or 1.
+ * Objects older than 0.3 have no limits.  Between Begin/EndAccess.
+ */
+int
+JobqConcurrencyKeyLimit(const char *key)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	Assert(JobqInsideAccess());
+	if (!JobqObjectsAreCurrent())
+		return 1;
+	values[0] = CStringGetTextDatum(key);
+	JobqPreparePlan(&plan_limit,
+					"SELECT max_running FROM jobq.concurrency_limit WHERE key = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_limit, values, NULL, SPI_OK_SELECT, 1) == 0)
+		return 1;
+	return Max(1, JobqGetInt32(0, 1));
+}
+
+/* How many slots of key this pick took ("taken" lists JobqTakenSlot). */
+int
+JobqSlotsTakenHere(List *taken, const char *key)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, taken)
+	{
+		if (strcmp(((JobqTakenSlot *) lfirst(lc))->key, key) == 0)
+			n++;
+	}
+	return n;
+}
+
+static bool
+slot_taken_here(List *taken, const char *key, int slot)
 {
 	ListCell   *lc;
 
 	foreach(lc, taken)
 	{
-		if (strcmp((const char *) lfirst(lc), key) == 0)
+		JobqTakenSlot *t = (JobqTakenSlot *) lfirst(lc);
+
+		if (t->slot == slot && strcmp(t->key, key) == 0)
 			return true;
 	}
 	return false;
 }
 
 /*
- * Record job_id, about to be leased with lease_token, as the holder of its
- * concurrency key, unless another job holds the key under a standing
- * lease.  The caller holds the key's lock.  Returns whether the
- * key is now the job's.  Must run between JobqBeginAccess and
+ * Take a free slot of a key of the given limit for a job: one this pick
+ * has not taken ("taken"), whose lock no other transaction holds, and
+ * that "take" accepts with the lock held (it checks the slot's standing
+ * lease again: the caller's snapshot may predate a claim that committed
+ * since).  Returns the slot, or -1 if every slot is taken.
+ */
+int
+JobqTakeConcurrencySlot(const char *key, int limit, List *taken, JobqTakeKeySlot take,
+						void *arg)
+{
+	int			slot;
+
+	for (slot = 0; slot < limit; slot++)
+	{
+		if (slot_taken_here(taken, key, slot))
+			continue;
+		if (try_lock_slot(key, slot) && take(arg, key, slot))
+			return slot;
+	}
+	return -1;
+}
+
+/*
+ * Record job_id, about to be leased with lease_token, as the holder of slot
+ * "slot" of its concurrency key, unless another job holds that slot under
+ * a standing lease.  The caller holds the slot's lock.  Returns whether the
+ * slot is now the job's.  Must run between JobqBeginAccess and
  * JobqEndAccess.
  */
 bool
-JobqHoldConcurrencyKey(Datum key, int64 job_id, int64 lease_token)
+JobqHoldConcurrencyKey(Datum key, int slot, int64 job_id, int64 lease_token)
 {
-	Oid			argtypes[3] = {TEXTOID, INT8OID, INT8OID};
-	Datum		values[3] = {key, Int64GetDatum(job_id), Int64GetDatum(lease_token)};
+	Oid			argtypes[4] = {TEXTOID, INT8OID, INT8OID, INT4OID};
+	Datum		values[4] = {key, Int64GetDatum(job_id), Int64GetDatum(lease_token),
+	Int32GetDatum(slot)};
+	bool		current = JobqObjectsAreCurrent();
 
 	Assert(JobqInsideAccess());
+	Assert(current || slot == 0);
 
-	JobqPreparePlan(&plan_hold,
-					"INSERT INTO jobq.concurrency_lock AS c (key, job_id, lease_token)"
-					" VALUES ($1, $2, $3)"
-					" ON CONFLICT (key) DO UPDATE"
-					" SET job_id = EXCLUDED.job_id, lease_token = EXCLUDED.lease_token"
-					" WHERE c.job_id = EXCLUDED.job_id OR NOT EXISTS ("
-					"   SELECT FROM jobq.job h WHERE h.id = c.job_id"
-					"   AND h.lease_token = c.lease_token AND h.state = 'running')"
-					" RETURNING c.job_id",
-					3, argtypes);
+#define HOLD_SQL(columns, slot_value, conflict) \
+	"INSERT INTO jobq.concurrency_lock AS c (key, job_id, lease_token" columns ")" \
+	" VALUES ($1, $2, $3" slot_value ")" \
+	" ON CONFLICT (" conflict ") DO UPDATE" \
+	" SET job_id = EXCLUDED.job_id, lease_token = EXCLUDED.lease_token" \
+	" WHERE c.job_id = EXCLUDED.job_id OR NOT EXISTS (" \
+	"   SELECT FROM jobq.job h WHERE h.id = c.job_id" \
+	"   AND h.lease_token = c.lease_token AND h.state = 'running')" \
+	" RETURNING c.job_id"
+	if (current)
+		JobqPreparePlan(&plan_hold[1], HOLD_SQL(", slot", ", $4", "key, slot"), 4, argtypes);
+	else
+		JobqPreparePlan(&plan_hold[0], HOLD_SQL("", "", "key"), 3, argtypes);
+#undef HOLD_SQL
 	/* The latest snapshot: a lease committed a moment ago must count. */
-	return JobqExecutePlanWithSnapshot(plan_hold, values, NULL, GetLatestSnapshot(),
+	return JobqExecutePlanWithSnapshot(plan_hold[current], values, NULL, GetLatestSnapshot(),
 									   SPI_OK_INSERT_RETURNING, 0) == 1;
 }
 
 /*
- * Does a committed lease hold this key now?  Seen with the latest
- * snapshot: a claim that committed after the caller's snapshot was taken
- * has released its lock on the key, and only its row says it holds the key.
- * Must run between JobqBeginAccess and JobqEndAccess.
+ * Does a committed lease hold this slot of the key now?  Seen with the
+ * latest snapshot: a claim that committed after the caller's snapshot was
+ * taken has released its lock on the slot, and only its row says it holds
+ * the slot.  Must run between JobqBeginAccess and JobqEndAccess, with
+ * current objects.
  */
 bool
-JobqConcurrencyKeyLeased(Datum key)
+JobqConcurrencyKeyLeased(Datum key, int slot)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {key};
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2] = {key, Int32GetDatum(slot)};
 
 	Assert(JobqInsideAccess());
 
 	JobqPreparePlan(&plan_leased,
 					"SELECT FROM jobq.concurrency_lock c JOIN jobq.job h ON h.id = c.job_id"
 					" AND h.lease_token = c.lease_token AND h.state = 'running'"
-					" WHERE c.key = $1",
-					1, argtypes);
+					" WHERE c.key = $1 AND c.slot = $2",
+					2, argtypes);
 	return JobqExecutePlanWithSnapshot(plan_leased, values, NULL, GetLatestSnapshot(),
 									   SPI_OK_SELECT, 1) > 0;
+}
+
+PG_FUNCTION_INFO_V1(jobq_set_limit);
+
+/*
+ * jobq.set_limit(concurrency_key, max_running)
+ *
+ * Let up to max_running jobs with the key run at once; 1 removes the
+ * limit (one at a time, as for any key).  EXECUTE is jobq_admin's: that
+ * is the check.  Logged in jobq.operator_log.
+ */
+Datum
+jobq_set_limit(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	char	   *key;
+	int32		max_running;
+
+	JobqRequirePrimary("jobq.set_limit()");
+	JobqCheckNotNull(fcinfo, 0, "concurrency_key");
+	JobqCheckNotNull(fcinfo, 1, "max_running");
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	JobqCheckText(key, "concurrency key", JOBQ_KEY_MAX);
+	max_running = PG_GETARG_INT32(1);
+	if (max_running < 1 || max_running > JOBQ_MAX_KEY_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_running must be between 1 and %d", JOBQ_MAX_KEY_LIMIT),
+				 errdetail("The call passes %d.", max_running),
+				 errhint("To hold a key's jobs back, pause their queue.")));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = Int32GetDatum(max_running);
+
+	JobqRequireCurrentObjects("jobq.set_limit()");
+	JobqBeginAccess(&access);
+	if (max_running == 1)
+		JobqPreparePlan(&plan_set_limit[0],
+						"DELETE FROM jobq.concurrency_limit WHERE key = $1 AND $2 = 1",
+						2, argtypes);
+	else
+		JobqPreparePlan(&plan_set_limit[1],
+						"INSERT INTO jobq.concurrency_limit (key, max_running) VALUES ($1, $2)"
+						" ON CONFLICT (key) DO UPDATE"
+						" SET max_running = EXCLUDED.max_running, set_at = now()",
+						2, argtypes);
+	JobqExecutePlan(plan_set_limit[max_running > 1], values, NULL,
+					max_running > 1 ? SPI_OK_INSERT : SPI_OK_DELETE, 0);
+	JobqLogOperatorAction(access.caller, "set_limit", NULL, 0, NULL,
+						  psprintf("concurrency key \"%s\": max_running %d", key, max_running));
+	/* Jobs that waited for a slot may run once this commits. */
+	JobqWakeWorkersAtCommit();
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
 }

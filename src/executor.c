@@ -641,6 +641,23 @@ run_careful(BatchJob *job, const JobqRunContext *run, MemoryContext cxt)
 	return action;
 }
 
+/* The job JobqLeaseForRun leases, for hold_key_for_lease. */
+typedef struct LeaseKey
+{
+	Datum		key;			/* text */
+	int64		job_id;
+	int64		lease_token;
+} LeaseKey;
+
+/* A slot of its key for the job being leased, under its new lease token. */
+static bool
+hold_key_for_lease(void *arg, const char *key, int slot)
+{
+	LeaseKey   *lease = (LeaseKey *) arg;
+
+	return JobqHoldConcurrencyKey(lease->key, slot, lease->job_id, lease->lease_token);
+}
+
 /*
  * Lease one ready in-database job to this backend, to run in a later
  * transaction: its durable start record.  Returns the lease, with id 0 if
@@ -684,9 +701,11 @@ JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 	/* A keyed job is leased only with its key, which the lease then holds. */
 	if (!isnull)
 	{
-		key = datumCopy(key, false, -1);
-		if (!JobqTryLockConcurrencyKey(TextDatumGetCString(key)) ||
-			!JobqHoldConcurrencyKey(key, job_id, token))
+		LeaseKey	lease_key = {datumCopy(key, false, -1), job_id, token};
+		const char *name = TextDatumGetCString(lease_key.key);
+
+		if (JobqTakeConcurrencySlot(name, JobqConcurrencyKeyLimit(name), NIL,
+									hold_key_for_lease, &lease_key) < 0)
 		{
 			JobqEndAccess(&access);
 			return leased;

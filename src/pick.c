@@ -191,6 +191,15 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 	return rows;
 }
 
+/* A slot of the key of the job the pick is taking, for JobqTakeConcurrencySlot. */
+static bool
+take_slot(void *arg, const char *key, int slot)
+{
+	JobqKeyPick *pick = (JobqKeyPick *) arg;
+
+	return pick->take_key(pick, pick->taking, key, slot);
+}
+
 /*
  * Pick up to max_jobs ready jobs whose concurrency keys this transaction
  * can take, through the caller's callbacks (see JobqKeyPick).  A job whose
@@ -232,24 +241,26 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 
 			if (key != NULL)
 			{
-				if (JobqKeyTakenHere(taken, key))
+				int			limit = JobqConcurrencyKeyLimit(key);
+				JobqTakenSlot *slot;
+
+				if (JobqSlotsTakenHere(taken, key) >= limit)
 				{
 					pick->deferred++;
 					busy = lappend(busy, JobqCopyId(pick->ids[i]));
 					continue;
 				}
-
-				/*
-				 * The fetch's snapshot may predate a claim of the key that
-				 * has committed since: with the key's lock taken, check
-				 * again.
-				 */
-				if (!JobqTryLockConcurrencyKey(key) || !pick->take_key(pick, i, key))
+				slot = palloc(sizeof(JobqTakenSlot));
+				slot->key = key;
+				pick->taking = i;
+				slot->slot = JobqTakeConcurrencySlot(key, limit, taken, take_slot, pick);
+				if (slot->slot < 0)
 				{
+					pfree(slot);
 					busy = lappend(busy, JobqCopyId(pick->ids[i]));
 					continue;
 				}
-				taken = lappend(taken, key);
+				taken = lappend(taken, slot);
 			}
 			pick->keep(pick, i, n);
 			if (pick->keys != NULL)
@@ -289,11 +300,11 @@ fetch_runnable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 	return got;
 }
 
-/* No standing lease holds the key: a batch's row lock is its job's lease. */
+/* No standing lease holds the slot: a batch's row lock is its job's lease. */
 static bool
-take_runnable_key(JobqKeyPick *pick, int i, const char *key)
+take_runnable_key(JobqKeyPick *pick, int i, const char *key, int slot)
 {
-	return !JobqConcurrencyKeyLeased(CStringGetTextDatum(key));
+	return !JobqConcurrencyKeyLeased(CStringGetTextDatum(key), slot);
 }
 
 static void

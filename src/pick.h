@@ -33,10 +33,11 @@ struct JobqKeyPick
 	int			(*fetch) (JobqKeyPick *pick, int max_jobs, Datum excluded);
 
 	/*
-	 * With job i's key locked by this transaction: whether the job may take
-	 * it (no standing lease holds it; a claim also holds it for its lease).
+	 * With a slot of job i's key locked by this transaction: whether the job
+	 * may take it (no standing lease holds it; a claim also holds it for its
+	 * lease).
 	 */
-	bool		(*take_key) (JobqKeyPick *pick, int i, const char *key);
+	bool		(*take_key) (JobqKeyPick *pick, int i, const char *key, int slot);
 
 	/* Keep job i of the last fetch as the pick's job number "at". */
 	void		(*keep) (JobqKeyPick *pick, int i, int at);
@@ -48,7 +49,10 @@ struct JobqKeyPick
 	char	  **keys;			/* NULL entries: no key; NULL: none has one */
 
 	/* Set by JobqPickWithKeys. */
-	int			deferred;		/* jobs left behind a key the pick took */
+	int			taking;			/* the job of the last fetch whose key it
+								 * takes */
+	int			deferred;		/* jobs left behind keys whose every slot the
+								 * pick took */
 	bool		took_keys;		/* the pick holds at least one key */
 };
 

@@ -821,9 +821,9 @@ fetch_txclaimable(JobqKeyPick *pick, int max_jobs, Datum excluded)
 
 /* A transaction-scoped claim holds a key by its lock alone. */
 static bool
-take_txclaimable_key(JobqKeyPick *pick, int i, const char *key)
+take_txclaimable_key(JobqKeyPick *pick, int i, const char *key, int slot)
 {
-	return !JobqConcurrencyKeyLeased(CStringGetTextDatum(key));
+	return !JobqConcurrencyKeyLeased(CStringGetTextDatum(key), slot);
 }
 
 static void

@@ -303,7 +303,8 @@ my %row_key = (
     'jobq.kind' => 'name',
     'jobq.operation' => 'operation_id',
     'jobq.schedule' => 'name',
-    'jobq.operator_action' => 'id');
+    'jobq.operator_action' => 'id',
+    'jobq.concurrency_lock' => 'key');
 my %changed_columns;
 $changed_columns{'jobq.kind'} = {
     handler => {
@@ -331,6 +332,9 @@ $changed_columns{'jobq.job'} = {
     # Jobs enqueued before 0.3 have no key nonce: their external keys stay
     # what they were (checked below, on the claim left running).
     key_nonce => { '*' => '' } };
+$changed_columns{'jobq.concurrency_lock'} = {
+    # A key held before 0.3 held its only slot, 0.
+    slot => { '*' => '0' } };
 $changed_columns{'jobq.operator_action'} = {
     # No change of a schedule was logged before 0.3.
     schedule => { '*' => '' } };
