@@ -25,6 +25,10 @@ def effect(job: jobq.Job) -> dict:
     job.conn.execute(
         "INSERT INTO app_effect (job_id, n, attempt, pid) VALUES (%s, %s, %s, %s)",
         (job.id, p.get("n"), job.attempt, os.getpid()))
+    if p.get("mark_start"):
+        # Seen by the test at once, whatever becomes of the job's transaction.
+        with _external() as c:
+            c.execute("INSERT INTO app_started (job_id) VALUES (%s)", (job.id,))
     if p.get("fail_first") and job.attempt == 1:
         raise RuntimeError("a deliberate failure of the first attempt")
     if p.get("sleep_first") and job.attempt == 1:

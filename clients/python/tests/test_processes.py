@@ -18,6 +18,7 @@ def app_tables(dsn):
         c.execute("CREATE TABLE app_effect (job_id bigint NOT NULL, n int, attempt int, pid int)")
         c.execute("CREATE TABLE app_charge (job_id bigint NOT NULL, charge_id text NOT NULL)")
         c.execute("CREATE TABLE app_key (job_id bigint NOT NULL, attempt int, key text)")
+        c.execute("CREATE TABLE app_started (job_id bigint NOT NULL)")
         kind(c, "app.effect", "app", max_attempts=5, backoff_base="100 ms",
              backoff_max="200 ms")
         kind(c, "app.charge", "app_charge")
@@ -109,9 +110,12 @@ def test_steps_and_external_keys_across_a_crash(db, dsn, spawn):
 
 
 def test_sigterm_lets_a_running_job_finish(db, dsn, spawn):
-    [job_id] = enqueue(dsn, "app.effect", [{"n": 2, "sleep": 2}])
+    [job_id] = enqueue(dsn, "app.effect", [{"n": 2, "sleep": 2, "mark_start": True}])
     w = spawn("--queue", "app", "--grace", "20", "--poll-interval", "0.2")
-    wait_for("the job to run", lambda: state(db, job_id) == ("running", 1))
+    # Its handler started (a job claimed but not started yet is handed back).
+    wait_for("the handler to start", lambda: scalar(
+        db, "SELECT count(*) FROM app_started WHERE job_id = %s", (job_id,)) == 1)
+    assert state(db, job_id) == ("running", 1)
     sent = time.monotonic()
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0, w.output()
