@@ -135,11 +135,55 @@ SELECT jobq.complete(id, lease_token) FROM cc_pay p
 SELECT jobq.set_limit('api:pay', 1);
 DROP TABLE cc_pay;
 
+-- Rate limits: at most N starts of a key's jobs within any span, for
+-- claimers and in-database runs alike; the others wait, uncharged.
+SELECT jobq.register_kind('cc.rate', queue => 'cc_rate');
+SELECT jobq.set_limit('api:mail', 10);
+SELECT jobq.set_rate_limit('api:mail', 2, '1 hour');
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue('cc.rate', jsonb_build_object('n', 50 + i), concurrency_key => 'api:mail')
+      FROM generate_series(1, 4) i) e;
+SELECT count(jobq.complete(id, lease_token)) AS started_and_done FROM jobq.claim('cc_rate', max_jobs => 10);
+SELECT count(*) AS over_the_rate FROM jobq.claim('cc_rate', max_jobs => 10);
+SELECT key, max_starts, per, starts_in_window,
+       next_start_at > now() + interval '59 minutes' AS next_in_an_hour
+  FROM jobq.rate_limits WHERE key = 'api:mail';
+SELECT count(*) FILTER (WHERE state = 'pending' AND attempt = 0) AS waiting_uncharged
+  FROM jobq.jobs WHERE concurrency_key = 'api:mail';
+-- A higher rate lets one more start at once; no rate limit, the rest.
+SELECT action, reason FROM jobq.operator_log WHERE action = 'set_rate_limit' AND reason LIKE '%api:mail%';
+SELECT jobq.set_rate_limit('api:mail', 3, '1 hour');
+SELECT count(jobq.complete(id, lease_token)) AS one_more FROM jobq.claim('cc_rate', max_jobs => 10);
+SELECT jobq.set_rate_limit('api:mail', NULL, NULL);
+SELECT count(jobq.complete(id, lease_token)) AS the_rest FROM jobq.claim('cc_rate', max_jobs => 10);
+SELECT count(*) AS rate_limits_left FROM jobq.rate_limits WHERE key = 'api:mail';
+-- In-database runs: one start per hour.
+SELECT jobq.set_rate_limit('api:hourly', 1, '1 hour');
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue('cc.db', jsonb_build_object('n', 60 + i), concurrency_key => 'api:hourly')
+      FROM generate_series(1, 2) i) e;
+SET ROLE regress_cc_owner;
+SELECT jobq.run_pending() AS ran;
+SELECT jobq.run_pending() AS ran_again;
+RESET ROLE;
+SELECT payload->>'n' AS n, state, attempt FROM jobq.jobs
+ WHERE concurrency_key = 'api:hourly' ORDER BY id;
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit(NULL, 2, '1 minute')$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', 0, '1 minute')$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', 10001, '1 minute')$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', 5, NULL)$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', NULL, '1 minute')$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', 5, '0')$$);
+SELECT * FROM error_of($$SELECT jobq.set_rate_limit('k', 5, '2 days')$$);
+SELECT jobq.set_rate_limit('api:hourly', NULL, NULL);
+SELECT jobq.set_limit('api:mail', 1);
+
 -- Bad input.
 SELECT * FROM error_of($$SELECT jobq.enqueue('cc.ext', concurrency_key => '')$$);
 SELECT * FROM error_of(format('SELECT jobq.enqueue(%L, concurrency_key => %L)', 'cc.ext', repeat('k', 513)));
 
-DELETE FROM jobq.job WHERE kind IN ('cc.ext', 'cc.db');
+DELETE FROM jobq.job WHERE kind IN ('cc.ext', 'cc.db', 'cc.rate');
+SELECT jobq.unregister_kind('cc.rate');
 SELECT jobq.unregister_kind('cc.ext');
 SELECT jobq.unregister_kind('cc.db');
 DROP FUNCTION cc_work(jsonb);

@@ -279,12 +279,48 @@ CREATE VIEW jobq.concurrency_limits AS
     SELECT key, max_running, set_at FROM jobq.concurrency_limit;
 GRANT SELECT ON jobq.concurrency_limits TO jobq_operator;
 
+/*
+ * Rate limits of concurrency keys, set by jobq.set_rate_limit(): at most
+ * max_starts jobs with the key start within any span of "per".  starts
+ * holds the start times of the last max_starts jobs that started, oldest
+ * first: another may start once the oldest of them is "per" old.
+ */
+CREATE TABLE jobq.rate_limit (
+    key             text PRIMARY KEY,
+    max_starts      integer NOT NULL,
+    per             interval NOT NULL,
+    starts          timestamptz[] NOT NULL DEFAULT '{}',
+    set_at          timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('jobq.rate_limit', '');
+REVOKE ALL ON jobq.rate_limit FROM PUBLIC;
+CREATE VIEW jobq.rate_limits AS
+    SELECT key, max_starts, per,
+           (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(starts) s
+             WHERE s > pg_catalog.now() OPERATOR(pg_catalog.-) per) AS starts_in_window,
+           CASE WHEN pg_catalog.cardinality(starts) >= max_starts
+                THEN starts[1] OPERATOR(pg_catalog.+) per END AS next_start_at,
+           set_at
+      FROM jobq.rate_limit;
+GRANT SELECT ON jobq.rate_limits TO jobq_operator;
+
 CREATE FUNCTION jobq.set_limit(concurrency_key text, max_running integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_set_limit'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION jobq.set_limit(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.set_limit(text, integer) TO jobq_admin;
+
+/*
+ * At most max_starts jobs with this concurrency key start within any span
+ * of "per" (NULL and NULL: no rate limit).  For jobq_admin, as set_limit.
+ */
+CREATE FUNCTION jobq.set_rate_limit(concurrency_key text, max_starts integer, per interval)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_set_rate_limit'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.set_rate_limit(text, integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.set_rate_limit(text, integer, interval) TO jobq_admin;
 
 /*
  * Per-queue privileges: produce (enqueue into it), work (claim its jobs,

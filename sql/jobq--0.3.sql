@@ -241,6 +241,20 @@ CREATE TABLE jobq.concurrency_limit (
 );
 
 /*
+ * Rate limits of concurrency keys, set by jobq.set_rate_limit(): at most
+ * max_starts jobs with the key start within any span of "per".  starts
+ * holds the start times of the last max_starts jobs that started, oldest
+ * first: another may start once the oldest of them is "per" old.
+ */
+CREATE TABLE jobq.rate_limit (
+    key             text PRIMARY KEY,
+    max_starts      integer NOT NULL,
+    per             interval NOT NULL,
+    starts          timestamptz[] NOT NULL DEFAULT '{}',
+    set_at          timestamptz NOT NULL DEFAULT now()
+);
+
+/*
  * Idempotency keys: at most one job per (kind, key) while the job is
  * retained.  The primary key is what makes concurrent enqueues with one key
  * wait for each other.
@@ -410,6 +424,7 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.concurrency_limit', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.rate_limit', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.schedule_event_id_seq', '');
@@ -940,6 +955,15 @@ CREATE VIEW jobq.queues AS
 CREATE VIEW jobq.concurrency_limits AS
     SELECT key, max_running, set_at FROM jobq.concurrency_limit;
 
+CREATE VIEW jobq.rate_limits AS
+    SELECT key, max_starts, per,
+           (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(starts) s
+             WHERE s > pg_catalog.now() OPERATOR(pg_catalog.-) per) AS starts_in_window,
+           CASE WHEN pg_catalog.cardinality(starts) >= max_starts
+                THEN starts[1] OPERATOR(pg_catalog.+) per END AS next_start_at,
+           set_at
+      FROM jobq.rate_limit;
+
 CREATE VIEW jobq.schedules AS
     SELECT s.name, s.cron, s.timezone, s.kind, s.payload, s.overlap, s.misfire,
            s.concurrency_key, s.paused, s.next_fire_at, s.last_fire_at,
@@ -1037,7 +1061,7 @@ GRANT EXECUTE ON FUNCTION
     TO jobq_operator;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.workers,
     jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions, jobq.schedules,
-    jobq.schedule_events, jobq.concurrency_limits
+    jobq.schedule_events, jobq.concurrency_limits, jobq.rate_limits
     TO jobq_operator;
 
 GRANT EXECUTE ON FUNCTION
@@ -1076,6 +1100,17 @@ AS 'MODULE_PATHNAME', 'jobq_set_limit'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION jobq.set_limit(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.set_limit(text, integer) TO jobq_admin;
+
+/*
+ * At most max_starts jobs with this concurrency key start within any span
+ * of "per" (NULL and NULL: no rate limit).  For jobq_admin, as set_limit.
+ */
+CREATE FUNCTION jobq.set_rate_limit(concurrency_key text, max_starts integer, per interval)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_set_rate_limit'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.set_rate_limit(text, integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.set_rate_limit(text, integer, interval) TO jobq_admin;
 
 
 CREATE FUNCTION jobq."grant"(queue text, role pg_catalog.regrole, privileges text[])

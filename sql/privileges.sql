@@ -103,6 +103,8 @@ INSERT INTO priv_call VALUES
  ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
  ('jobq.create_queue(text,boolean)', $$SELECT jobq.create_queue('priv_new')$$),
  ('jobq.set_limit(text,integer)', $$SELECT jobq.set_limit('priv-key', 2)$$),
+ ('jobq.set_rate_limit(text,integer,interval)',
+  $$SELECT jobq.set_rate_limit('priv-key', 2, '1 minute')$$),
  ('jobq."grant"(text,regrole,text[])', $$SELECT jobq.grant('priv_q', 'priv_none', '{work}')$$),
  ('jobq.revoke(text,regrole,text[])', $$SELECT jobq.revoke('priv_q', 'priv_none')$$),
  ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',

@@ -421,7 +421,9 @@ INSERT INTO public.sec_calls VALUES
   $$CREATE TEMP TABLE sec_kc (x pg_catalog.int4); CREATE TRIGGER sec_kc AFTER INSERT ON sec_kc EXECUTE FUNCTION jobq.kind_changed(); INSERT INTO sec_kc VALUES (1)$$),
  (52, 'jobq.wait(bigint, interval)',
   $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$),
- (53, 'jobq.set_limit(text, integer)', $$SELECT jobq.set_limit('sec-gen-{L}', 5)$$);
+ (53, 'jobq.set_limit(text, integer)', $$SELECT jobq.set_limit('sec-gen-{L}', 5)$$),
+ (54, 'jobq.set_rate_limit(text, integer, interval)',
+  $$SELECT jobq.set_rate_limit('sec-gen-{L}', 5, '1 minute')$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

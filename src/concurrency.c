@@ -27,6 +27,17 @@
  * A lower limit binds the jobs that start after it: jobs already running
  * in higher slots finish as they are.
  *
+ * A key may also have a rate limit (jobq.set_rate_limit): at most
+ * max_starts of its jobs start within any span of "per".  Its row of
+ * jobq.rate_limit keeps the start times of the last max_starts starts; a
+ * start, with the key's slot taken, locks the row without waiting (a key
+ * whose row another transaction is starting a job under is busy, as a
+ * taken slot is), and records itself there if the oldest of them is "per"
+ * old, in the transaction that starts the job: a batch that rolls back
+ * started nothing.  A job that may not start yet stays ready, uncharged;
+ * the background workers sleep until the earliest time one may
+ * (JobqNextRateStart).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,6 +48,7 @@
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "concurrency.h"
 #include "jobq.h"
@@ -47,6 +59,12 @@ static SPIPlanPtr plan_hold[2]; /* objects before 0.3, current */
 static SPIPlanPtr plan_leased;
 static SPIPlanPtr plan_limit;
 static SPIPlanPtr plan_set_limit[2];	/* remove, set */
+static SPIPlanPtr plan_rate_exists;
+static SPIPlanPtr plan_rate_start;
+static SPIPlanPtr plan_set_rate[2]; /* remove, set */
+
+/* The earliest time a job this backend found rate-limited may start. */
+static TimestampTz next_rate_start = 0;
 
 /* Lock slot "slot" of a key for this transaction, without waiting. */
 static bool
@@ -63,7 +81,8 @@ try_lock_slot(const char *key, int slot)
 
 /*
  * How many jobs with this key may run at once: its jobq.set_limit, or 1.
- * Objects older than 0.3 have no limits.  Between Begin/EndAccess.
+ * Between Begin/EndAccess, with current objects (those older than 0.3 have
+ * no limits: 1).
  */
 int
 JobqConcurrencyKeyLimit(const char *key)
@@ -72,8 +91,6 @@ JobqConcurrencyKeyLimit(const char *key)
 	Datum		values[1];
 
 	Assert(JobqInsideAccess());
-	if (!JobqObjectsAreCurrent())
-		return 1;
 	values[0] = CStringGetTextDatum(key);
 	JobqPreparePlan(&plan_limit,
 					"SELECT max_running FROM jobq.concurrency_limit WHERE key = $1",
@@ -197,6 +214,102 @@ JobqConcurrencyKeyLeased(Datum key, int slot)
 									   SPI_OK_SELECT, 1) > 0;
 }
 
+/*
+ * Start a job of a key under the key's rate limit, if it has one, with the
+ * key's slot taken: returns JOBQ_RATE_NONE (no rate limit),
+ * JOBQ_RATE_STARTED (the start is recorded in this transaction),
+ * JOBQ_RATE_WAIT (too many starts within the span: not before
+ * *next_start) or JOBQ_RATE_BUSY (another transaction is starting a job of
+ * the key).  Between Begin/EndAccess, with current objects.
+ */
+JobqRateOutcome
+JobqTakeRateStart(const char *key, TimestampTz *next_start)
+{
+	Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+	Datum		values[2];
+	bool		isnull;
+	Datum		next;
+
+	Assert(JobqInsideAccess());
+	values[0] = CStringGetTextDatum(key);
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	JobqPreparePlan(&plan_rate_exists, "SELECT FROM jobq.rate_limit WHERE key = $1",
+					1, argtypes);
+	if (JobqExecutePlan(plan_rate_exists, values, NULL, SPI_OK_SELECT, 1) == 0)
+		return JOBQ_RATE_NONE;
+
+	/*
+	 * "oldest" is the oldest of the last max_starts starts; a start keeps the
+	 * last max_starts, its own included.
+	 */
+	JobqPreparePlan(&plan_rate_start,
+					"WITH l AS (SELECT key, max_starts, per, starts,"
+					"   starts[pg_catalog.cardinality(starts) + 1 - max_starts] AS oldest"
+					"   FROM jobq.rate_limit WHERE key = $1 FOR UPDATE SKIP LOCKED),"
+					" u AS (UPDATE jobq.rate_limit r"
+					"   SET starts = (l.starts || $2)[GREATEST(1,"
+					"     pg_catalog.cardinality(l.starts) + 2 - l.max_starts):]"
+					"   FROM l WHERE r.key = l.key"
+					"   AND (l.oldest IS NULL OR l.oldest <= $2 - l.per)"
+					"   RETURNING r.key)"
+					" SELECT (SELECT pg_catalog.count(*) FROM l),"
+					"   (SELECT pg_catalog.count(*) FROM u),"
+					"   (SELECT l.oldest + l.per FROM l)",
+					2, argtypes);
+	JobqExecutePlan(plan_rate_start, values, NULL, SPI_OK_SELECT, 0);
+	if (JobqGetInt64(0, 1) == 0)
+		return JOBQ_RATE_BUSY;
+	if (JobqGetInt64(0, 2) == 1)
+		return JOBQ_RATE_STARTED;
+	next = JobqGetDatum(0, 3, &isnull);
+	*next_start = isnull ? GetCurrentTimestamp() : DatumGetTimestampTz(next);
+	if (next_rate_start == 0 || *next_start < next_rate_start)
+		next_rate_start = *next_start;
+	return JOBQ_RATE_WAIT;
+}
+
+/*
+ * Note when the first full rate window of any key opens again (its oldest
+ * start turns "per" old), for JobqNextRateStart: the claim queries skip the
+ * jobs of a key whose window is full (JOBQ_KEY_FREE), so a pick does not
+ * meet them.  Between Begin/EndAccess, with current objects.
+ */
+void
+JobqNoteRateWindows(void)
+{
+	static SPIPlanPtr plan_windows = NULL;
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(GetCurrentTimestamp())};
+	Datum		d;
+	bool		isnull;
+
+	Assert(JobqInsideAccess());
+	JobqPreparePlan(&plan_windows,
+					"SELECT pg_catalog.min(opens) FROM ("
+					" SELECT starts[pg_catalog.cardinality(starts) + 1 - max_starts] + per AS opens"
+					" FROM jobq.rate_limit"
+					" WHERE pg_catalog.cardinality(starts) >= max_starts) w"
+					" WHERE opens > $1",
+					1, argtypes);
+	JobqExecutePlan(plan_windows, values, NULL, SPI_OK_SELECT, 0);
+	d = JobqGetDatum(0, 1, &isnull);
+	if (!isnull && (next_rate_start == 0 || DatumGetTimestampTz(d) < next_rate_start))
+		next_rate_start = DatumGetTimestampTz(d);
+}
+
+/*
+ * The earliest time a job this backend found rate-limited since the last
+ * call may start, or 0 if it found none.
+ */
+TimestampTz
+JobqNextRateStart(void)
+{
+	TimestampTz next = next_rate_start;
+
+	next_rate_start = 0;
+	return next;
+}
+
 PG_FUNCTION_INFO_V1(jobq_set_limit);
 
 /*
@@ -247,6 +360,85 @@ jobq_set_limit(PG_FUNCTION_ARGS)
 	JobqLogOperatorAction(access.caller, "set_limit", NULL, 0, NULL,
 						  psprintf("concurrency key \"%s\": max_running %d", key, max_running));
 	/* Jobs that waited for a slot may run once this commits. */
+	JobqWakeWorkersAtCommit();
+	JobqEndAccess(&access);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_set_rate_limit);
+
+/*
+ * jobq.set_rate_limit(concurrency_key, max_starts, per)
+ *
+ * Let at most max_starts jobs with the key start within any span of "per";
+ * max_starts and per both NULL remove the rate limit.  The starts already
+ * recorded count against a new limit.  For jobq_admin (EXECUTE), logged.
+ */
+Datum
+jobq_set_rate_limit(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[3] = {TEXTOID, INT4OID, INTERVALOID};
+	Datum		values[3];
+	char	   *key;
+	bool		remove;
+	int32		max_starts = 0;
+	int64		per_usecs = 0;
+
+	JobqRequirePrimary("jobq.set_rate_limit()");
+	JobqCheckNotNull(fcinfo, 0, "concurrency_key");
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	JobqCheckText(key, "concurrency key", JOBQ_KEY_MAX);
+	remove = PG_ARGISNULL(1) && PG_ARGISNULL(2);
+	if (!remove)
+	{
+		JobqCheckNotNull(fcinfo, 1, "max_starts");
+		JobqCheckNotNull(fcinfo, 2, "per");
+		max_starts = PG_GETARG_INT32(1);
+		if (max_starts < 1 || max_starts > JOBQ_MAX_RATE_STARTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_starts must be between 1 and %d", JOBQ_MAX_RATE_STARTS),
+					 errdetail("The call passes %d.", max_starts),
+					 errhint("Pass max_starts and per both NULL to remove the rate limit.")));
+		per_usecs = JobqCheckPositiveInterval(PG_GETARG_INTERVAL_P(2), "per");
+		if (per_usecs > JOBQ_MAX_RATE_SPAN_USECS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("argument \"per\" must be at most 1 day")));
+	}
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = Int32GetDatum(max_starts);
+	values[2] = remove ? (Datum) 0 : PG_GETARG_DATUM(2);
+
+	JobqRequireCurrentObjects("jobq.set_rate_limit()");
+	JobqBeginAccess(&access);
+	if (remove)
+	{
+		JobqPreparePlan(&plan_set_rate[0], "DELETE FROM jobq.rate_limit WHERE key = $1",
+						1, argtypes);
+		JobqExecutePlan(plan_set_rate[0], values, NULL, SPI_OK_DELETE, 0);
+	}
+	else
+	{
+		/* A lower max_starts keeps the latest starts only. */
+		JobqPreparePlan(&plan_set_rate[1],
+						"INSERT INTO jobq.rate_limit AS r (key, max_starts, per)"
+						" VALUES ($1, $2, $3)"
+						" ON CONFLICT (key) DO UPDATE"
+						" SET max_starts = EXCLUDED.max_starts, per = EXCLUDED.per,"
+						"   starts = r.starts[GREATEST(1,"
+						"     pg_catalog.cardinality(r.starts) + 1 - EXCLUDED.max_starts):],"
+						"   set_at = now()",
+						3, argtypes);
+		JobqExecutePlan(plan_set_rate[1], values, NULL, SPI_OK_INSERT, 0);
+	}
+	JobqLogOperatorAction(access.caller, "set_rate_limit", NULL, 0, NULL,
+						  remove ? psprintf("concurrency key \"%s\": no rate limit", key)
+						  : psprintf("concurrency key \"%s\": %d starts per %s", key, max_starts,
+									 DatumGetCString(DirectFunctionCall1(interval_out,
+																		 values[2]))));
+	/* Jobs that waited for their rate may start once this commits. */
 	JobqWakeWorkersAtCommit();
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();

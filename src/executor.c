@@ -649,13 +649,18 @@ typedef struct LeaseKey
 	int64		lease_token;
 } LeaseKey;
 
-/* A slot of its key for the job being leased, under its new lease token. */
+/*
+ * A slot of its key for the job being leased, under its new lease token,
+ * and a start under the key's rate limit.
+ */
 static bool
 hold_key_for_lease(void *arg, const char *key, int slot)
 {
 	LeaseKey   *lease = (LeaseKey *) arg;
+	TimestampTz next_start;
 
-	return JobqHoldConcurrencyKey(lease->key, slot, lease->job_id, lease->lease_token);
+	return JobqHoldConcurrencyKey(lease->key, slot, lease->job_id, lease->lease_token) &&
+		JobqTakeRateStart(key, &next_start) < JOBQ_RATE_WAIT;
 }
 
 /*

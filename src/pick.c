@@ -218,6 +218,8 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 	List	   *taken = NIL;
 	List	   *busy = NIL;
 	List	   *kept = NIL;
+	List	   *waiting = NIL;	/* keys held back by their rate (String) */
+	int			current = -1;	/* objects of this version: unknown yet */
 	int			n = 0;
 	int			round;
 
@@ -241,8 +243,14 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 
 			if (key != NULL)
 			{
-				int			limit = JobqConcurrencyKeyLimit(key);
+				int			limit;
 				JobqTakenSlot *slot;
+				TimestampTz next_start;
+
+				/* Objects older than 0.3 have no limits. */
+				if (current < 0)
+					current = JobqObjectsAreCurrent() ? 1 : 0;
+				limit = current ? JobqConcurrencyKeyLimit(key) : 1;
 
 				if (JobqSlotsTakenHere(taken, key) >= limit)
 				{
@@ -256,6 +264,19 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 				slot->slot = JobqTakeConcurrencySlot(key, limit, taken, take_slot, pick);
 				if (slot->slot < 0)
 				{
+					pfree(slot);
+					busy = lappend(busy, JobqCopyId(pick->ids[i]));
+					continue;
+				}
+
+				/*
+				 * Its rate limit, last: a start is recorded only for a job
+				 * that has its slot.
+				 */
+				if (current && (list_member(waiting, makeString((char *) key)) ||
+								JobqTakeRateStart(key, &next_start) >= JOBQ_RATE_WAIT))
+				{
+					waiting = list_append_unique(waiting, makeString((char *) key));
 					pfree(slot);
 					busy = lappend(busy, JobqCopyId(pick->ids[i]));
 					continue;

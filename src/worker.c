@@ -60,6 +60,7 @@
 
 #include "attempt.h"
 #include "claim.h"
+#include "concurrency.h"
 #include "executor.h"
 #include "handler_env.h"
 #include "jobq.h"
@@ -473,6 +474,15 @@ run_one_batch(MemoryContext loop_cxt, int *picked)
 		return false;
 	}
 	JobqRunBatch(jobq_batch_size, &my_run, &result, &later);
+	if (result.picked < jobq_batch_size)
+	{
+		JobqAccess	access;
+
+		/* It may sleep next: until a rate window opens, at the latest. */
+		JobqBeginAccess(&access);
+		JobqNoteRateWindows();
+		JobqEndAccess(&access);
+	}
 	finish_transaction(loop_cxt);
 	*picked = result.picked;
 
@@ -538,6 +548,11 @@ sleep_until_woken(void)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   jobq_poll_interval);
+	TimestampTz rate_start = JobqNextRateStart();
+
+	/* Jobs held back by a rate limit may start then: be there. */
+	if (rate_start != 0 && rate_start < deadline)
+		deadline = rate_start;
 
 	MySlot->sleeping = true;
 	pg_memory_barrier();
