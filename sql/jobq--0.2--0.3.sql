@@ -106,9 +106,13 @@ UPDATE jobq.kind k
            'pg_temp');
 ALTER TABLE jobq.kind ALTER COLUMN search_path SET NOT NULL;
 
+/* The kind jobq.compensate() enqueues for a failed or held job of this one. */
+ALTER TABLE jobq.kind ADD COLUMN compensate_with text;
+
 CREATE OR REPLACE VIEW jobq.kinds AS
     SELECT name, handler, queue, max_attempts, backoff_base, backoff_max, timeout,
-           side_effects, retry_safe, owner, created_at, updated_at, search_path
+           side_effects, retry_safe, owner, created_at, updated_at, search_path,
+           compensate_with
       FROM jobq.kind;
 
 /*
@@ -323,6 +327,38 @@ REVOKE ALL ON FUNCTION jobq.set_rate_limit(text, integer, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.set_rate_limit(text, integer, interval) TO jobq_admin;
 
 /*
+ * Compensation: a kind may name the kind that undoes its effects, and
+ * jobq.compensate() enqueues it for a failed or held job.
+ */
+DROP FUNCTION jobq.register_kind(text, pg_catalog.regprocedure, text, integer, interval,
+                                 interval, interval, text[], boolean);
+CREATE FUNCTION jobq.register_kind(
+    kind            text,
+    handler         pg_catalog.regprocedure DEFAULT NULL,
+    queue           text DEFAULT 'default',
+    max_attempts    integer DEFAULT 25,
+    backoff_base    interval DEFAULT '1 second',
+    backoff_max     interval DEFAULT '1 hour',
+    timeout         interval DEFAULT '5 minutes',
+    side_effects    text[] DEFAULT '{}',
+    retry_safe      boolean DEFAULT false,
+    compensate_with text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'jobq_register_kind'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.register_kind(text, pg_catalog.regprocedure, text, integer,
+    interval, interval, interval, text[], boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.register_kind(text, pg_catalog.regprocedure, text, integer,
+    interval, interval, interval, text[], boolean, text) TO jobq_admin;
+
+CREATE FUNCTION jobq.compensate(id bigint, reason text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'jobq_compensate'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION jobq.compensate(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.compensate(bigint, text) TO jobq_operator, PUBLIC;
+
+/*
  * Per-queue privileges: produce (enqueue into it), work (claim its jobs,
  * report on them, run them) and operate (read its jobs, act on them, pause
  * it), granted to roles by jobq.grant() and taken back by jobq.revoke().
@@ -475,9 +511,14 @@ CREATE OR REPLACE VIEW jobq.overview WITH (security_barrier) AS
 /* Failed and held jobs: the work that waits for an operator. */
 CREATE OR REPLACE VIEW jobq.failures WITH (security_barrier) AS
     SELECT j.id, j.kind, q.name AS queue, j.state, j.attempt, j.max_attempts,
-           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload
+           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload,
+           k.compensate_with,
+           (SELECT jk.job_id FROM jobq.job_key jk
+             WHERE jk.kind = k.compensate_with AND jk.key = 'compensate:' || j.id)
+             AS compensation_job
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id
+      LEFT JOIN jobq.kind k ON k.name = j.kind
       LEFT JOIN LATERAL (
             SELECT je.sqlstate, je.failed_at FROM jobq.job_error je
              WHERE je.job_id = j.id

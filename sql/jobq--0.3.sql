@@ -119,7 +119,8 @@ CREATE TABLE jobq.kind (
     owner           pg_catalog.regrole NOT NULL,   /* handler runs as this role */
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    search_path     text NOT NULL  /* the handler's: the registering session's, pg_temp last */
+    search_path     text NOT NULL, /* the handler's: the registering session's, pg_temp last */
+    compensate_with text           /* the kind jobq.compensate() enqueues */
 );
 
 CREATE SEQUENCE jobq.job_id_seq AS bigint;
@@ -502,7 +503,8 @@ CREATE FUNCTION jobq.register_kind(
     backoff_max     interval DEFAULT '1 hour',
     timeout         interval DEFAULT '5 minutes',
     side_effects    text[] DEFAULT '{}',
-    retry_safe      boolean DEFAULT false)
+    retry_safe      boolean DEFAULT false,
+    compensate_with text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_register_kind'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
@@ -668,6 +670,16 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION jobq.resolve(id bigint, note text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'jobq_resolve'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+/*
+ * Enqueue the compensating kind of a failed or held job's kind, once (keyed
+ * "compensate:<id>"), with what it needs to undo the job's effects: the
+ * job's payload, its recorded steps and its last error.
+ */
+CREATE FUNCTION jobq.compensate(id bigint, reason text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'jobq_compensate'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
 
 CREATE FUNCTION jobq.pause_queue(queue text, reason text DEFAULT NULL)
@@ -880,9 +892,14 @@ CREATE VIEW jobq.overview WITH (security_barrier) AS
 /* Failed and held jobs: the work that waits for an operator. */
 CREATE VIEW jobq.failures WITH (security_barrier) AS
     SELECT j.id, j.kind, q.name AS queue, j.state, j.attempt, j.max_attempts,
-           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload
+           j.last_error, e.sqlstate, e.failed_at, j.idempotency_key, j.payload,
+           k.compensate_with,
+           (SELECT jk.job_id FROM jobq.job_key jk
+             WHERE jk.kind = k.compensate_with AND jk.key = 'compensate:' || j.id)
+             AS compensation_job
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id
+      LEFT JOIN jobq.kind k ON k.name = j.kind
       LEFT JOIN LATERAL (
             SELECT je.sqlstate, je.failed_at FROM jobq.job_error je
              WHERE je.job_id = j.id
@@ -946,7 +963,8 @@ CREATE VIEW jobq.operator_log AS
 
 CREATE VIEW jobq.kinds AS
     SELECT name, handler, queue, max_attempts, backoff_base, backoff_max, timeout,
-           side_effects, retry_safe, owner, created_at, updated_at, search_path
+           side_effects, retry_safe, owner, created_at, updated_at, search_path,
+           compensate_with
       FROM jobq.kind;
 
 CREATE VIEW jobq.queues AS
@@ -1048,6 +1066,7 @@ GRANT EXECUTE ON FUNCTION
     jobq.cancel(bigint, text),
     jobq.discard(bigint, text),
     jobq.resolve(bigint, text),
+    jobq.compensate(bigint, text),
     jobq.pause_queue(text, text),
     jobq.resume_queue(text, text),
     jobq.history(bigint),
@@ -1066,7 +1085,7 @@ GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.work
 
 GRANT EXECUTE ON FUNCTION
     jobq.register_kind(text, pg_catalog.regprocedure, text, integer, interval, interval,
-                       interval, text[], boolean),
+                       interval, text[], boolean, text),
     jobq.unregister_kind(text),
     jobq.subscribe(text, pg_catalog.regclass, text, text[]),
     jobq.unsubscribe(text),
@@ -1163,6 +1182,7 @@ GRANT EXECUTE ON FUNCTION
     jobq.cancel(bigint, text),
     jobq.discard(bigint, text),
     jobq.resolve(bigint, text),
+    jobq.compensate(bigint, text),
     jobq.pause_queue(text, text),
     jobq.resume_queue(text, text),
     jobq.run_pending(integer),

@@ -124,7 +124,7 @@ CREATE ROLE regress_jobq_carol IN ROLE regress_jobq_alice;
 CREATE ROLE regress_jobq_dave;
 GRANT EXECUTE ON FUNCTION
     jobq.register_kind(text, regprocedure, text, integer, interval, interval,
-                       interval, text[], boolean),
+                       interval, text[], boolean, text),
     jobq.unregister_kind(text)
     TO regress_jobq_alice, regress_jobq_bob, regress_jobq_carol;
 CREATE FUNCTION kinds_private(payload jsonb) RETURNS jsonb
@@ -184,7 +184,7 @@ SELECT count(*) AS bob_kinds FROM jobq.kind WHERE name = 'kinds.bob';
 CREATE ROLE regress_jobq_erin;
 GRANT EXECUTE ON FUNCTION
     jobq.register_kind(text, regprocedure, text, integer, interval, interval,
-                       interval, text[], boolean)
+                       interval, text[], boolean, text)
     TO regress_jobq_erin;
 SET ROLE regress_jobq_erin;
 SELECT jobq.register_kind('kinds.erin', queue => 'kinds_erin');

@@ -46,7 +46,8 @@ CREATE SCHEMA priv_scratch;
 GRANT USAGE, CREATE ON SCHEMA priv_scratch TO PUBLIC;
 CREATE FUNCTION priv_noop(p jsonb) RETURNS void LANGUAGE sql AS '';
 SELECT jobq.register_kind('priv.ext', queue => 'priv_q', max_attempts => 1);
-SELECT jobq.register_kind('priv.mail', queue => 'priv_q', side_effects => '{email}');
+SELECT jobq.register_kind('priv.mail', queue => 'priv_q', side_effects => '{email}',
+                          compensate_with => 'priv.ext');
 SELECT jobq.register_kind('priv.db', 'priv_noop(jsonb)', queue => 'priv_db');
 SELECT jobq.register_kind('priv.paused', queue => 'priv_paused');
 SELECT jobq.pause_queue('priv_paused');
@@ -98,7 +99,7 @@ END $$;
 -- One real call per function.
 CREATE TABLE priv_call (fn regprocedure PRIMARY KEY, stmt text NOT NULL);
 INSERT INTO priv_call VALUES
- ('jobq.register_kind(text,regprocedure,text,integer,interval,interval,interval,text[],boolean)',
+ ('jobq.register_kind(text,regprocedure,text,integer,interval,interval,interval,text[],boolean,text)',
   $$SELECT jobq.register_kind('priv.new', queue => 'priv_q')$$),
  ('jobq.unregister_kind(text)', $$SELECT jobq.unregister_kind('priv.admins')$$),
  ('jobq.create_queue(text,boolean)', $$SELECT jobq.create_queue('priv_new')$$),
@@ -139,6 +140,7 @@ INSERT INTO priv_call VALUES
   $$SELECT jobq.retry_failed('priv.ext', reason => 'all again')$$),
  ('jobq.cancel(bigint,text)', format($$SELECT jobq.cancel(%s, 'not needed')$$, :pending_id)),
  ('jobq.discard(bigint,text)', format($$SELECT jobq.discard(%s, 'bad payload')$$, :failed_id)),
+ ('jobq.compensate(bigint,text)', format($$SELECT jobq.compensate(%s, 'undo')$$, :held_id)),
  ('jobq.resolve(bigint,text)', format($$SELECT jobq.resolve(%s, 'sent by hand')$$, :held_id)),
  ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_q', 'incident')$$),
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_paused', 'over')$$),
@@ -330,7 +332,8 @@ BEGIN
     FOREACH q IN ARRAY ARRAY['a', 'b'] LOOP
         PERFORM jobq.register_kind(format('pq.%s.ext', q), queue => 'priv_' || q, max_attempts => 1);
         PERFORM jobq.register_kind(format('pq.%s.mail', q), queue => 'priv_' || q,
-                                   side_effects => '{email}');
+                                   side_effects => '{email}',
+                                   compensate_with => format('pq.%s.ext', q));
         INSERT INTO pq_fixture (what, q, id)
         VALUES ('failed', q, jobq.enqueue(format('pq.%s.ext', q), '{"n": 1}'));
         PERFORM jobq.fail(c.id, c.lease_token, 'no') FROM jobq.claim('priv_' || q) c;
@@ -379,6 +382,7 @@ INSERT INTO pq_call VALUES
  ('jobq.retry_failed(text,timestamptz,text)', $$SELECT pq_some(jobq.retry_failed('pq.{q}.ext'))$$),
  ('jobq.cancel(bigint,text)', $$SELECT jobq.cancel(pq_id('pending', '{q}'), 'not needed')$$),
  ('jobq.discard(bigint,text)', $$SELECT jobq.discard(pq_id('failed', '{q}'), 'bad payload')$$),
+ ('jobq.compensate(bigint,text)', $$SELECT jobq.compensate(pq_id('held', '{q}'), 'undo')$$),
  ('jobq.resolve(bigint,text)', $$SELECT jobq.resolve(pq_id('held', '{q}'), 'sent by hand')$$),
  ('jobq.pause_queue(text,text)', $$SELECT jobq.pause_queue('priv_{q}', 'incident')$$),
  ('jobq.resume_queue(text,text)', $$SELECT jobq.resume_queue('priv_{q}', 'over')$$),

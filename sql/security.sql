@@ -383,7 +383,7 @@ INSERT INTO public.sec_calls VALUES
  (24, 'jobq.pause_schedule(text)', $$SELECT jobq.pause_schedule('sec.gen.{L}')$$),
  (25, 'jobq.resume_schedule(text)', $$SELECT jobq.resume_schedule('sec.gen.{L}')$$),
  (26, 'jobq.run_schedule_now(text)', $$SELECT jobq.run_schedule_now('sec.gen.{L}')$$),
- (27, 'jobq.register_kind(text, regprocedure, text, integer, interval, interval, interval, text[], boolean)',
+ (27, 'jobq.register_kind(text, regprocedure, text, integer, interval, interval, interval, text[], boolean, text)',
   $$SELECT jobq.register_kind('sec.gen.{L}.own', 'public.sec_own_handler(pg_catalog.jsonb)', queue => 'sec_gen_{L}_own')$$),
  (28, NULL, $$SELECT jobq.enqueue('sec.gen.{L}.own', '{"n": 2}')$$),
  (29, 'jobq.run_pending(integer)', $$SELECT jobq.run_pending()$$),
@@ -423,7 +423,9 @@ INSERT INTO public.sec_calls VALUES
   $$SELECT (jobq.wait(public.sec_id('history'), '0')).state$$),
  (53, 'jobq.set_limit(text, integer)', $$SELECT jobq.set_limit('sec-gen-{L}', 5)$$),
  (54, 'jobq.set_rate_limit(text, integer, interval)',
-  $$SELECT jobq.set_rate_limit('sec-gen-{L}', 5, '1 minute')$$);
+  $$SELECT jobq.set_rate_limit('sec-gen-{L}', 5, '1 minute')$$),
+ (55, 'jobq.compensate(bigint, text)',
+  $$SELECT jobq.compensate(public.sec_id('held'), 'undo it')$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

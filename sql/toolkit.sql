@@ -318,7 +318,7 @@ SELECT step, result FROM jobq.job_step WHERE job_id = :victim ORDER BY step;
 CREATE ROLE regress_tk_worker LOGIN;
 GRANT EXECUTE ON FUNCTION
     jobq.register_kind(text, regprocedure, text, integer, interval, interval,
-                       interval, text[], boolean),
+                       interval, text[], boolean, text),
     jobq.unregister_kind(text)
     TO regress_tk_worker;
 CREATE FUNCTION tk_own(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$

@@ -207,11 +207,11 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	bool		had_handler = false;
 	bool		hold;
 	Oid			owner = InvalidOid;
-	Oid			argtypes[12] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	Oid			argtypes[13] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
 		INTERVALOID, INTERVALOID, INTERVALOID, TEXTARRAYOID, BOOLOID, REGROLEOID,
-	INT4OID, TEXTOID};
-	Datum		values[12];
-	char		nulls[12];
+	INT4OID, TEXTOID, TEXTOID};
+	Datum		values[13];
+	char		nulls[13];
 	int			i;
 
 	JobqRequirePrimary("jobq.register_kind()");
@@ -245,6 +245,19 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	hold = ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(7)),
 						  ARR_DIMS(PG_GETARG_ARRAYTYPE_P(7))) > 0 && !PG_GETARG_BOOL(8);
 
+	/* The kind that undoes this one's effects (jobq.compensate), if any. */
+	if (PG_NARGS() > 9 && !PG_ARGISNULL(9))
+	{
+		char	   *compensator = text_to_cstring(PG_GETARG_TEXT_PP(9));
+
+		JobqCheckKindName(compensator);
+		if (strcmp(compensator, text_to_cstring(kind)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a kind cannot compensate itself"),
+					 errhint("Name the kind whose handler undoes this one's effects.")));
+	}
+
 	JobqRequireCurrentObjects("jobq.register_kind()");
 	session_path = pstrdup(namespace_search_path);
 	JobqBeginAccess(&access);
@@ -260,6 +273,8 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 	values[10] = Int32GetDatum(JobqQueueId(values[2], true));
 	nulls[10] = ' ';
 	nulls[11] = ' ';
+	values[12] = PG_NARGS() > 9 ? PG_GETARG_DATUM(9) : (Datum) 0;
+	nulls[12] = PG_NARGS() > 9 && !PG_ARGISNULL(9) ? ' ' : 'n';
 
 	exists = lock_existing_kind(kind, access.caller, &had_handler, &owner);
 	if (!exists)
@@ -273,10 +288,10 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 		JobqPreparePlan(&plan_insert_kind,
 						"INSERT INTO jobq.kind (name, handler, queue, max_attempts,"
 						" backoff_base, backoff_max, timeout, side_effects, retry_safe, owner,"
-						" queue_id, search_path)"
-						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+						" queue_id, search_path, compensate_with)"
+						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 						" ON CONFLICT (name) DO NOTHING",
-						12, argtypes);
+						13, argtypes);
 		if (JobqExecutePlan(plan_insert_kind, values, nulls, SPI_OK_INSERT, 0) == 0)
 		{
 			/* Registered concurrently by another session: update that row. */
@@ -307,9 +322,10 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 						"UPDATE jobq.kind SET handler = $2, queue = $3, max_attempts = $4,"
 						" backoff_base = $5, backoff_max = $6, timeout = $7,"
 						" side_effects = $8, retry_safe = $9, owner = $10,"
-						" queue_id = $11, search_path = $12, updated_at = pg_catalog.now()"
+						" queue_id = $11, search_path = $12, compensate_with = $13,"
+						" updated_at = pg_catalog.now()"
 						" WHERE name = $1",
-						12, argtypes);
+						13, argtypes);
 		JobqExecutePlan(plan_update_kind, values, nulls, SPI_OK_UPDATE, 0);
 		if (had_handler != OidIsValid(handler))
 		{

@@ -23,8 +23,10 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/tuplestore.h"
 
+#include "enqueue.h"
 #include "invoke.h"
 #include "jobq.h"
 #include "operators.h"
@@ -36,6 +38,7 @@
 
 static SPIPlanPtr plan_log;
 static SPIPlanPtr plan_resolve;
+static SPIPlanPtr plan_compensation;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_retry;
 static SPIPlanPtr plan_retry_failed;
@@ -465,6 +468,81 @@ jobq_resolve(PG_FUNCTION_ARGS)
 	JobqLogOperatorAction(access.caller, "resolve", &job_id, 1, NULL, note);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(jobq_compensate);
+
+/*
+ * jobq.compensate(id, reason)
+ *
+ * Enqueue the compensating kind of a failed or held job's kind (its
+ * compensate_with), once: keyed "compensate:<id>", a repeat returns the
+ * same job.  Its payload is {"job", "kind", "payload", "steps", "error"}:
+ * the job's id, kind and payload, its recorded step checkpoints and its
+ * last error.  The caller must operate the job's queue; the compensating
+ * job is jobq's to enqueue, as a subscription's is, on the word of the
+ * jobq_admin who named the kind.  The job itself stays as it is: resolve
+ * or discard it once compensated.  Returns the compensating job's id.
+ */
+Datum
+jobq_compensate(PG_FUNCTION_ARGS)
+{
+	JobqAccess	access;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		job_id;
+	int64		compensation_id;
+	char	   *reason;
+	bool		no_kind;
+	bool		isnull;
+	Datum		compensator;
+	JobqEnqueueRequest request;
+
+	JobqRequirePrimary("jobq.compensate()");
+	JobqCheckNotNull(fcinfo, 0, "id");
+	job_id = PG_GETARG_INT64(0);
+	reason = reason_arg(fcinfo, 1, "reason");
+	values[0] = Int64GetDatum(job_id);
+
+	JobqRequireCurrentObjects("jobq.compensate()");
+	JobqBeginAccess(&access);
+	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
+	JobqPreparePlan(&plan_compensation,
+					"SELECT k.name IS NULL, k.compensate_with, pg_catalog.jsonb_build_object("
+					" 'job', j.id, 'kind', j.kind, 'payload', j.payload, 'error', j.last_error,"
+					" 'steps', coalesce((SELECT pg_catalog.jsonb_object_agg(s.step, s.result)"
+					"   FROM jobq.job_step s WHERE s.job_id = j.id), '{}'::jsonb)), j.kind"
+					" FROM jobq.job j LEFT JOIN jobq.kind k ON k.name = j.kind"
+					" WHERE j.id = $1 AND j.state IN ('failed', 'held')"
+					" FOR UPDATE OF j",
+					1, argtypes);
+	if (JobqExecutePlan(plan_compensation, values, NULL, SPI_OK_SELECT, 0) != 1)
+		report_wrong_state(job_id, "compensate", "Only failed and held jobs can be compensated.",
+						   NULL);
+	no_kind = JobqGetBool(0, 1);
+	compensator = JobqGetDatum(0, 2, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job %lld has no compensating kind", (long long) job_id),
+				 no_kind ?
+				 errdetail("Its kind \"%s\" is no longer registered.",
+						   TextDatumGetCString(JobqGetDatum(0, 4, &isnull))) :
+				 errdetail("Its kind \"%s\" names none.",
+						   TextDatumGetCString(JobqGetDatum(0, 4, &isnull))),
+				 errhint("Register the kind with compensate_with => 'the kind that undoes it'.")));
+	compensator = datumCopy(compensator, false, -1);
+	JobqInitEnqueueRequest(&request, compensator,
+						   datumCopy(JobqGetDatum(0, 3, &isnull), false, -1), GetUserId());
+	request.idempotency_key = CStringGetTextDatum(psprintf("compensate:%lld", (long long) job_id));
+	JobqCheckEnqueueRequest(&request);
+	compensation_id = JobqEnqueue(&request);
+	JobqLogOperatorAction(access.caller, "compensate", &job_id, 1, NULL,
+						  reason != NULL ?
+						  psprintf("%s (job %lld)", reason, (long long) compensation_id) :
+						  psprintf("job %lld", (long long) compensation_id));
+	JobqEndAccess(&access);
+	PG_RETURN_INT64(compensation_id);
 }
 
 /* Pause or resume a queue; the body of pause_queue and resume_queue. */

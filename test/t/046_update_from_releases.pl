@@ -321,7 +321,9 @@ $changed_columns{'jobq.kind'} = {
         (map { $_ => 'public, pg_temp' }
            qw(upg.work upg.fail upg.email upg.later upg.ext upg.gone)),
         'upg.app' => 'upg_app, public, pg_temp',
-    } };
+    },
+    # No kind had a compensating kind before 0.3.
+    compensate_with => { '*' => '' } };
 $changed_columns{'jobq.operation'} = {
     # Who recorded an id before 0.3 is not known: it answers for every role.
     recorded_by => { 'upg-operation' => '-' } };

@@ -157,6 +157,7 @@ my %writers = (
     'cancel' => qq{jobq.cancel($step_job)},
     'discard' => qq{jobq.discard($step_job)},
     'resolve' => qq{jobq.resolve($step_job, 'by hand')},
+    'compensate' => qq{jobq.compensate($step_job)},
     'pause_queue' => q{jobq.pause_queue('ext')},
     'resume_queue' => q{jobq.resume_queue('ext')},
     'create_queue' => q{jobq.create_queue('sb_new')},
