@@ -59,7 +59,6 @@ static SPIPlanPtr plan_hold[2]; /* objects before 0.3, current */
 static SPIPlanPtr plan_leased;
 static SPIPlanPtr plan_limit;
 static SPIPlanPtr plan_set_limit[2];	/* remove, set */
-static SPIPlanPtr plan_rate_exists;
 static SPIPlanPtr plan_rate_start;
 static SPIPlanPtr plan_set_rate[2]; /* remove, set */
 
@@ -80,24 +79,29 @@ try_lock_slot(const char *key, int slot)
 }
 
 /*
- * How many jobs with this key may run at once: its jobq.set_limit, or 1.
+ * What limits a key: how many of its jobs may run at once (its
+ * jobq.set_limit, or 1) and whether it has a rate limit, in one statement.
  * Between Begin/EndAccess, with current objects (those older than 0.3 have
- * no limits: 1).
+ * no limits: 1, none).
  */
-int
-JobqConcurrencyKeyLimit(const char *key)
+JobqKeyLimits
+JobqLookupKeyLimits(const char *key)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
+	JobqKeyLimits limits;
+	bool		isnull;
 
 	Assert(JobqInsideAccess());
 	values[0] = CStringGetTextDatum(key);
 	JobqPreparePlan(&plan_limit,
-					"SELECT max_running FROM jobq.concurrency_limit WHERE key = $1",
+					"SELECT (SELECT max_running FROM jobq.concurrency_limit WHERE key = $1),"
+					" EXISTS (SELECT FROM jobq.rate_limit WHERE key = $1)",
 					1, argtypes);
-	if (JobqExecutePlan(plan_limit, values, NULL, SPI_OK_SELECT, 1) == 0)
-		return 1;
-	return Max(1, JobqGetInt32(0, 1));
+	JobqExecutePlan(plan_limit, values, NULL, SPI_OK_SELECT, 0);
+	limits.max_running = Max(1, JobqGetNullableInt32(0, 1, &isnull));
+	limits.rated = JobqGetBool(0, 2);
+	return limits;
 }
 
 /* How many slots of key this pick took ("taken" lists JobqTakenSlot). */
@@ -215,12 +219,12 @@ JobqConcurrencyKeyLeased(Datum key, int slot)
 }
 
 /*
- * Start a job of a key under the key's rate limit, if it has one, with the
- * key's slot taken: returns JOBQ_RATE_NONE (no rate limit),
- * JOBQ_RATE_STARTED (the start is recorded in this transaction),
- * JOBQ_RATE_WAIT (too many starts within the span: not before
- * *next_start) or JOBQ_RATE_BUSY (another transaction is starting a job of
- * the key).  Between Begin/EndAccess, with current objects.
+ * Start a job of a rate-limited key (JobqLookupKeyLimits said so), with
+ * the key's slot taken: returns JOBQ_RATE_STARTED (the start is recorded in
+ * this transaction), JOBQ_RATE_WAIT (too many starts within the span: not
+ * before *next_start) or JOBQ_RATE_BUSY (another transaction is starting a
+ * job of the key, or the rate limit went meanwhile: the next pick sees).
+ * Between Begin/EndAccess, with current objects.
  */
 JobqRateOutcome
 JobqTakeRateStart(const char *key, TimestampTz *next_start)
@@ -233,10 +237,6 @@ JobqTakeRateStart(const char *key, TimestampTz *next_start)
 	Assert(JobqInsideAccess());
 	values[0] = CStringGetTextDatum(key);
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	JobqPreparePlan(&plan_rate_exists, "SELECT FROM jobq.rate_limit WHERE key = $1",
-					1, argtypes);
-	if (JobqExecutePlan(plan_rate_exists, values, NULL, SPI_OK_SELECT, 1) == 0)
-		return JOBQ_RATE_NONE;
 
 	/*
 	 * "oldest" is the oldest of the last max_starts starts; a start keeps the

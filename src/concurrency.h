@@ -22,7 +22,6 @@
 /* What JobqTakeRateStart found. */
 typedef enum JobqRateOutcome
 {
-	JOBQ_RATE_NONE,				/* the key has no rate limit */
 	JOBQ_RATE_STARTED,			/* the start is recorded */
 	JOBQ_RATE_WAIT,				/* not before *next_start */
 	JOBQ_RATE_BUSY				/* another transaction is starting one */
@@ -60,6 +59,13 @@ typedef enum JobqRateOutcome
  */
 typedef bool (*JobqTakeKeySlot) (void *arg, const char *key, int slot);
 
+/* What limits a key (JobqLookupKeyLimits). */
+typedef struct JobqKeyLimits
+{
+	int			max_running;	/* its jobq.set_limit, or 1 */
+	bool		rated;			/* it has a jobq.set_rate_limit */
+} JobqKeyLimits;
+
 /* A slot of a key a pick took. */
 typedef struct JobqTakenSlot
 {
@@ -67,7 +73,7 @@ typedef struct JobqTakenSlot
 	int			slot;
 } JobqTakenSlot;
 
-extern int	JobqConcurrencyKeyLimit(const char *key);
+extern JobqKeyLimits JobqLookupKeyLimits(const char *key);
 extern int	JobqTakeConcurrencySlot(const char *key, int limit, List *taken,
 									JobqTakeKeySlot take, void *arg);
 extern int	JobqSlotsTakenHere(List *taken, const char *key);

@@ -649,18 +649,13 @@ typedef struct LeaseKey
 	int64		lease_token;
 } LeaseKey;
 
-/*
- * A slot of its key for the job being leased, under its new lease token,
- * and a start under the key's rate limit.
- */
+/* A slot of its key for the job being leased, under its new lease token. */
 static bool
 hold_key_for_lease(void *arg, const char *key, int slot)
 {
 	LeaseKey   *lease = (LeaseKey *) arg;
-	TimestampTz next_start;
 
-	return JobqHoldConcurrencyKey(lease->key, slot, lease->job_id, lease->lease_token) &&
-		JobqTakeRateStart(key, &next_start) < JOBQ_RATE_WAIT;
+	return JobqHoldConcurrencyKey(lease->key, slot, lease->job_id, lease->lease_token);
 }
 
 /*
@@ -708,9 +703,13 @@ JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 	{
 		LeaseKey	lease_key = {datumCopy(key, false, -1), job_id, token};
 		const char *name = TextDatumGetCString(lease_key.key);
+		JobqKeyLimits limits = JobqLookupKeyLimits(name);
+		TimestampTz next_start;
 
-		if (JobqTakeConcurrencySlot(name, JobqConcurrencyKeyLimit(name), NIL,
-									hold_key_for_lease, &lease_key) < 0)
+		/* A slot, then a start under the key's rate limit. */
+		if (JobqTakeConcurrencySlot(name, limits.max_running, NIL,
+									hold_key_for_lease, &lease_key) < 0 ||
+			(limits.rated && JobqTakeRateStart(name, &next_start) != JOBQ_RATE_STARTED))
 		{
 			JobqEndAccess(&access);
 			return leased;

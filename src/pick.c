@@ -191,6 +191,41 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 	return rows;
 }
 
+/* A key a pick met: what limits it, and whether its rate held a job back. */
+typedef struct PickKey
+{
+	const char *key;
+	JobqKeyLimits limits;
+	bool		waiting;
+} PickKey;
+
+/*
+ * The pick's entry for key, looked up the first time the pick meets it
+ * ("keys" lists PickKey).  Objects older than 0.3 (current false) have no
+ * limits.
+ */
+static PickKey *
+pick_key(List **keys, const char *key, bool current)
+{
+	ListCell   *lc;
+	PickKey    *k;
+
+	foreach(lc, *keys)
+	{
+		k = (PickKey *) lfirst(lc);
+		if (strcmp(k->key, key) == 0)
+			return k;
+	}
+	k = palloc0(sizeof(PickKey));
+	k->key = key;
+	if (current)
+		k->limits = JobqLookupKeyLimits(key);
+	else
+		k->limits.max_running = 1;
+	*keys = lappend(*keys, k);
+	return k;
+}
+
 /* A slot of the key of the job the pick is taking, for JobqTakeConcurrencySlot. */
 static bool
 take_slot(void *arg, const char *key, int slot)
@@ -218,7 +253,7 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 	List	   *taken = NIL;
 	List	   *busy = NIL;
 	List	   *kept = NIL;
-	List	   *waiting = NIL;	/* keys held back by their rate (String) */
+	List	   *keys = NIL;		/* the keys met (PickKey) */
 	int			current = -1;	/* objects of this version: unknown yet */
 	int			n = 0;
 	int			round;
@@ -243,16 +278,15 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 
 			if (key != NULL)
 			{
-				int			limit;
+				PickKey    *k;
 				JobqTakenSlot *slot;
 				TimestampTz next_start;
 
-				/* Objects older than 0.3 have no limits. */
 				if (current < 0)
 					current = JobqObjectsAreCurrent() ? 1 : 0;
-				limit = current ? JobqConcurrencyKeyLimit(key) : 1;
+				k = pick_key(&keys, key, current);
 
-				if (JobqSlotsTakenHere(taken, key) >= limit)
+				if (JobqSlotsTakenHere(taken, key) >= k->limits.max_running)
 				{
 					pick->deferred++;
 					busy = lappend(busy, JobqCopyId(pick->ids[i]));
@@ -261,7 +295,8 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 				slot = palloc(sizeof(JobqTakenSlot));
 				slot->key = key;
 				pick->taking = i;
-				slot->slot = JobqTakeConcurrencySlot(key, limit, taken, take_slot, pick);
+				slot->slot = JobqTakeConcurrencySlot(key, k->limits.max_running, taken,
+													 take_slot, pick);
 				if (slot->slot < 0)
 				{
 					pfree(slot);
@@ -273,10 +308,10 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 				 * Its rate limit, last: a start is recorded only for a job
 				 * that has its slot.
 				 */
-				if (current && (list_member(waiting, makeString((char *) key)) ||
-								JobqTakeRateStart(key, &next_start) >= JOBQ_RATE_WAIT))
+				if (k->limits.rated &&
+					(k->waiting || JobqTakeRateStart(key, &next_start) != JOBQ_RATE_STARTED))
 				{
-					waiting = list_append_unique(waiting, makeString((char *) key));
+					k->waiting = true;
 					pfree(slot);
 					busy = lappend(busy, JobqCopyId(pick->ids[i]));
 					continue;
