@@ -221,13 +221,14 @@ JobqConcurrencyKeyLeased(Datum key, int slot)
 /*
  * Start a job of a rate-limited key (JobqLookupKeyLimits said so), with
  * the key's slot taken: returns JOBQ_RATE_STARTED (the start is recorded in
- * this transaction), JOBQ_RATE_WAIT (too many starts within the span: not
- * before *next_start) or JOBQ_RATE_BUSY (another transaction is starting a
- * job of the key, or the rate limit went meanwhile: the next pick sees).
- * Between Begin/EndAccess, with current objects.
+ * this transaction), JOBQ_RATE_WAIT (too many starts within the span; when
+ * the next may start is noted for JobqNextRateStart) or JOBQ_RATE_BUSY
+ * (another transaction is starting a job of the key, or the rate limit went
+ * meanwhile: the next pick sees).  Between Begin/EndAccess, with
+ * current objects.
  */
 JobqRateOutcome
-JobqTakeRateStart(const char *key, TimestampTz *next_start)
+JobqTakeRateStart(const char *key)
 {
 	Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
 	Datum		values[2];
@@ -262,9 +263,8 @@ JobqTakeRateStart(const char *key, TimestampTz *next_start)
 	if (JobqGetInt64(0, 2) == 1)
 		return JOBQ_RATE_STARTED;
 	next = JobqGetDatum(0, 3, &isnull);
-	*next_start = isnull ? GetCurrentTimestamp() : DatumGetTimestampTz(next);
-	if (next_rate_start == 0 || *next_start < next_rate_start)
-		next_rate_start = *next_start;
+	if (!isnull && (next_rate_start == 0 || DatumGetTimestampTz(next) < next_rate_start))
+		next_rate_start = DatumGetTimestampTz(next);
 	return JOBQ_RATE_WAIT;
 }
 
@@ -347,8 +347,7 @@ jobq_set_limit(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	if (max_running == 1)
 		JobqPreparePlan(&plan_set_limit[0],
-						"DELETE FROM jobq.concurrency_limit WHERE key = $1 AND $2 = 1",
-						2, argtypes);
+						"DELETE FROM jobq.concurrency_limit WHERE key = $1", 1, argtypes);
 	else
 		JobqPreparePlan(&plan_set_limit[1],
 						"INSERT INTO jobq.concurrency_limit (key, max_running) VALUES ($1, $2)"

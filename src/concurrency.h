@@ -23,7 +23,7 @@
 typedef enum JobqRateOutcome
 {
 	JOBQ_RATE_STARTED,			/* the start is recorded */
-	JOBQ_RATE_WAIT,				/* not before *next_start */
+	JOBQ_RATE_WAIT,				/* too many starts within the span */
 	JOBQ_RATE_BUSY				/* another transaction is starting one */
 } JobqRateOutcome;
 
@@ -79,7 +79,7 @@ extern int	JobqTakeConcurrencySlot(const char *key, int limit, List *taken,
 extern int	JobqSlotsTakenHere(List *taken, const char *key);
 extern bool JobqHoldConcurrencyKey(Datum key, int slot, int64 job_id, int64 lease_token);
 extern bool JobqConcurrencyKeyLeased(Datum key, int slot);
-extern JobqRateOutcome JobqTakeRateStart(const char *key, TimestampTz *next_start);
+extern JobqRateOutcome JobqTakeRateStart(const char *key);
 extern void JobqNoteRateWindows(void);
 extern TimestampTz JobqNextRateStart(void);
 

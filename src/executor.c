@@ -704,12 +704,11 @@ JobqLeaseForRun(int64 job_id, const JobqRunContext *run)
 		LeaseKey	lease_key = {datumCopy(key, false, -1), job_id, token};
 		const char *name = TextDatumGetCString(lease_key.key);
 		JobqKeyLimits limits = JobqLookupKeyLimits(name);
-		TimestampTz next_start;
 
 		/* A slot, then a start under the key's rate limit. */
 		if (JobqTakeConcurrencySlot(name, limits.max_running, NIL,
 									hold_key_for_lease, &lease_key) < 0 ||
-			(limits.rated && JobqTakeRateStart(name, &next_start) != JOBQ_RATE_STARTED))
+			(limits.rated && JobqTakeRateStart(name) != JOBQ_RATE_STARTED))
 		{
 			JobqEndAccess(&access);
 			return leased;

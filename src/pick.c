@@ -280,7 +280,6 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 			{
 				PickKey    *k;
 				JobqTakenSlot *slot;
-				TimestampTz next_start;
 
 				if (current < 0)
 					current = JobqObjectsAreCurrent() ? 1 : 0;
@@ -309,7 +308,7 @@ JobqPickWithKeys(JobqKeyPick *pick, int max_jobs)
 				 * that has its slot.
 				 */
 				if (k->limits.rated &&
-					(k->waiting || JobqTakeRateStart(key, &next_start) != JOBQ_RATE_STARTED))
+					(k->waiting || JobqTakeRateStart(key) != JOBQ_RATE_STARTED))
 				{
 					k->waiting = true;
 					pfree(slot);
