@@ -23,7 +23,7 @@ endif
 
 # Order matters: setup creates the extension, later files build on the
 # kinds and jobs that earlier ones leave behind.
-REGRESS = setup cron kinds enqueue idempotency claim_complete txclaim retry_backoff lease handlers batch job_rows toolkit bad_input walkthrough subscriptions operators compensation queues privileges security concurrency schedules deployment invariants stats wait upgrade
+REGRESS = setup cron kinds enqueue idempotency claim_complete txclaim retry_backoff lease handlers batch job_rows toolkit bad_input walkthrough subscriptions operators compensation dependencies queues privileges security concurrency schedules deployment invariants stats wait upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_regress
 ENCODING = UTF8

@@ -3,7 +3,8 @@
 -- select rows by "lane", never by "state", so the two must agree:
 --   pending                        -> 'r' (due) or 's' (not yet due)
 --   failed, held                   -> 'a' (an operator's turn)
---   running, completed, cancelled  -> no lane
+--   running, completed, cancelled,
+--   waiting, blocked               -> no lane
 -- and a job in the ready lane is due.  A row that breaks this is one a
 -- claim would hand out twice, or never.  Every update of a job in the
 -- suites before this one was checked as it happened (the trigger that
@@ -14,7 +15,8 @@ SELECT id, kind, state, lane, run_at > now() AS not_yet_due
   FROM jobq.job
  WHERE NOT ((state = 'pending' AND lane IN ('r', 's'))
          OR (state IN ('failed', 'held') AND lane = 'a')
-         OR (state IN ('running', 'completed', 'cancelled') AND lane IS NULL))
+         OR (state IN ('running', 'completed', 'cancelled', 'waiting', 'blocked')
+            AND lane IS NULL))
     OR (lane = 'r' AND run_at > now())
  ORDER BY id;
 -- Every running job is leased, and every lease names jobs that exist.

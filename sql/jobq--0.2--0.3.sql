@@ -359,6 +359,83 @@ REVOKE ALL ON FUNCTION jobq.compensate(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.compensate(bigint, text) TO jobq_operator, PUBLIC;
 
 /*
+ * A job's external keys come from its id and a random nonce drawn at
+ * enqueue: after an asynchronous failover the new primary hands out again
+ * the ids of the commits it never received, and a key from the id alone
+ * named two jobs.  Jobs enqueued before have no nonce and keep the keys
+ * they had (an API may have seen them).
+ */
+ALTER TABLE jobq.job ADD COLUMN key_nonce bigint;
+
+/*
+ * Dependencies: enqueue(..., after => ids) and enqueue_many(..., after =>
+ * ids) make jobs that wait until the jobs named have completed.  The new
+ * states cannot be named in this script (an enum value added in a
+ * transaction is not usable before it commits): views compare them as
+ * text.
+ */
+ALTER TYPE jobq.job_state ADD VALUE 'waiting';
+ALTER TYPE jobq.job_state ADD VALUE 'blocked';
+
+ALTER TABLE jobq.job ADD COLUMN waiting_for integer,
+    ADD COLUMN blocked_by integer,
+    ADD COLUMN has_dependents boolean;
+
+CREATE TABLE jobq.job_dependency (
+    job_id          bigint NOT NULL,
+    after_id        bigint NOT NULL,
+    completed_at    timestamptz,
+    CONSTRAINT job_dependency_pkey PRIMARY KEY (job_id, after_id)
+);
+CREATE INDEX job_dependency_after_idx ON jobq.job_dependency (after_id);
+REVOKE ALL ON jobq.job_dependency FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_dependency', '');
+
+CREATE FUNCTION jobq.dependency_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'jobq_dependency_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION jobq.dependency_changed() FROM PUBLIC;
+
+CREATE TRIGGER dependency_changed AFTER UPDATE OF state ON jobq.job
+    FOR EACH ROW WHEN (NEW.has_dependents AND OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION jobq.dependency_changed();
+ALTER TABLE jobq.job ENABLE ALWAYS TRIGGER dependency_changed;
+
+DROP FUNCTION jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text);
+CREATE FUNCTION jobq.enqueue(
+    kind            text,
+    payload         jsonb DEFAULT '{}',
+    idempotency_key text DEFAULT NULL,
+    run_at          timestamptz DEFAULT pg_catalog.now(),
+    priority        integer DEFAULT 0,
+    queue           text DEFAULT NULL,
+    concurrency_key text DEFAULT NULL,
+    after           bigint[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'jobq_enqueue'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
+
+DROP FUNCTION jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text);
+CREATE FUNCTION jobq.enqueue_many(
+    kind                text,
+    payloads            jsonb[],
+    idempotency_keys    text[] DEFAULT NULL,
+    run_at              timestamptz DEFAULT pg_catalog.now(),
+    priority            integer DEFAULT 0,
+    queue               text DEFAULT NULL,
+    after               bigint[] DEFAULT NULL)
+RETURNS SETOF bigint
+AS 'MODULE_PATHNAME', 'jobq_enqueue_many'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 1000;
+REVOKE ALL ON FUNCTION jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[]),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[]),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[])
+    TO jobq_producer;
+
+/*
  * Per-queue privileges: produce (enqueue into it), work (claim its jobs,
  * report on them, run them) and operate (read its jobs, act on them, pause
  * it), granted to roles by jobq.grant() and taken back by jobq.revoke().
@@ -415,8 +492,8 @@ GRANT SELECT ON jobq.queue_privileges TO PUBLIC;
  * EXECUTE grants, so revoking these from PUBLIC limits jobq to them.
  */
 GRANT EXECUTE ON FUNCTION
-    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
-    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[]),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[]),
     jobq.claim(text, text, integer, interval, boolean),
     jobq.claim_in_transaction(text, text, integer),
     jobq.complete(bigint, bigint, jsonb),
@@ -515,7 +592,13 @@ CREATE OR REPLACE VIEW jobq.failures WITH (security_barrier) AS
            k.compensate_with,
            (SELECT jk.job_id FROM jobq.job_key jk
              WHERE jk.kind = k.compensate_with AND jk.key = 'compensate:' || j.id)
-             AS compensation_job
+             AS compensation_job,
+           CASE WHEN j.has_dependents THEN
+             (SELECT pg_catalog.count(*)::integer FROM jobq.job_dependency d
+                JOIN jobq.job w ON w.id = d.job_id
+               WHERE d.after_id = j.id AND d.completed_at IS NULL
+                 AND w.state::text IN ('waiting', 'blocked'))
+           ELSE 0 END AS blocked_jobs
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id
       LEFT JOIN jobq.kind k ON k.name = j.kind
@@ -574,16 +657,15 @@ GRANT EXECUTE ON FUNCTION jobq.history(bigint) TO PUBLIC;
  */
 ALTER FUNCTION jobq.worker_jobs() ROWS 8 PARALLEL RESTRICTED;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
-GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
 
-/*
- * A job's external keys come from its id and a random nonce drawn at
- * enqueue: after an asynchronous failover the new primary hands out again
- * the ids of the commits it never received, and a key from the id alone
- * named two jobs.  Jobs enqueued before have no nonce and keep the keys
- * they had (an API may have seen them).
- */
-ALTER TABLE jobq.job ADD COLUMN key_nonce bigint;
+CREATE VIEW jobq.dependencies WITH (security_barrier) AS
+    SELECT d.job_id, j.kind AS job_kind, j.state AS job_state,
+           d.after_id, a.kind AS after_kind, a.state AS after_state, d.completed_at
+      FROM jobq.job_dependency d
+      JOIN jobq.jobs j ON j.id = d.job_id
+      LEFT JOIN jobq.jobs a ON a.id = d.after_id;
+GRANT SELECT ON jobq.dependencies TO jobq_operator, PUBLIC;
+GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
 
 /*
  * Monitoring: members of pg_read_all_stats (pg_monitor among them) see

@@ -69,9 +69,13 @@ BEGIN
 END
 $guard$;
 
-/* States, as in the documentation. */
+/*
+ * States, as in the documentation; waiting and blocked are those of a job
+ * enqueued after others that have not all completed (blocked: one of them
+ * is failed, held or cancelled).
+ */
 CREATE TYPE jobq.job_state AS ENUM (
-    'pending', 'running', 'held', 'completed', 'failed', 'cancelled'
+    'pending', 'running', 'held', 'completed', 'failed', 'cancelled', 'waiting', 'blocked'
 );
 
 /*
@@ -170,6 +174,9 @@ CREATE TABLE jobq.job (
     payload             jsonb NOT NULL,
     result              jsonb,
     key_nonce           bigint,        /* random, drawn at enqueue; NULL before 0.3 */
+    waiting_for         integer,       /* jobs it was enqueued after, not completed yet */
+    blocked_by          integer,       /* of those, the failed, held or cancelled */
+    has_dependents      boolean,       /* jobs were enqueued after it */
     CONSTRAINT job_pkey PRIMARY KEY (id)
 ) WITH (fillfactor = 80,
         autovacuum_vacuum_scale_factor = 0.02,
@@ -303,6 +310,20 @@ CREATE TABLE jobq.operation (
 
 CREATE INDEX operation_recorded_idx ON jobq.operation (recorded_at);
 
+/*
+ * Dependencies: job_id was enqueued after after_id, and may run once
+ * after_id has completed (completed_at: when it did, as seen here).  Rows
+ * go with job_id, at retention; after_id may be gone before them.
+ */
+CREATE TABLE jobq.job_dependency (
+    job_id          bigint NOT NULL,
+    after_id        bigint NOT NULL,
+    completed_at    timestamptz,
+    CONSTRAINT job_dependency_pkey PRIMARY KEY (job_id, after_id)
+);
+/* A dependency's changes of state find the jobs enqueued after it. */
+CREATE INDEX job_dependency_after_idx ON jobq.job_dependency (after_id);
+
 /* Step checkpoints of jobs: a retry reads what earlier attempts did. */
 CREATE TABLE jobq.job_step (
     job_id          bigint NOT NULL,
@@ -409,6 +430,25 @@ REVOKE ALL ON FUNCTION jobq.kind_changed() FROM PUBLIC;
 CREATE TRIGGER kind_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jobq.kind
     FOR EACH STATEMENT EXECUTE FUNCTION jobq.kind_changed();
 
+/*
+ * When a job that others were enqueued after changes state, they learn it
+ * in the same transaction: its completion releases those it was the last
+ * one for, its failure, hold or cancel blocks them, its retry or resolve
+ * unblocks them (src/dependencies.c, which the batch completions written
+ * without the executor call themselves).  ALWAYS: a session in replica
+ * mode releases them too.
+ */
+CREATE FUNCTION jobq.dependency_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'jobq_dependency_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION jobq.dependency_changed() FROM PUBLIC;
+
+CREATE TRIGGER dependency_changed AFTER UPDATE OF state ON jobq.job
+    FOR EACH ROW WHEN (NEW.has_dependents AND OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION jobq.dependency_changed();
+ALTER TABLE jobq.job ENABLE ALWAYS TRIGGER dependency_changed;
+
 /* pg_dump keeps the rows of every table that holds user data. */
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.queue_grant', '');
@@ -419,6 +459,7 @@ SELECT pg_catalog.pg_extension_config_dump('jobq.job_key', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_error', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operation', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.job_step', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_dependency', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.operator_action_id_seq', '');
@@ -521,7 +562,8 @@ CREATE FUNCTION jobq.enqueue(
     run_at          timestamptz DEFAULT pg_catalog.now(),
     priority        integer DEFAULT 0,
     queue           text DEFAULT NULL,
-    concurrency_key text DEFAULT NULL)
+    concurrency_key text DEFAULT NULL,
+    after           bigint[] DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'jobq_enqueue'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE;
@@ -532,7 +574,8 @@ CREATE FUNCTION jobq.enqueue_many(
     idempotency_keys    text[] DEFAULT NULL,
     run_at              timestamptz DEFAULT pg_catalog.now(),
     priority            integer DEFAULT 0,
-    queue               text DEFAULT NULL)
+    queue               text DEFAULT NULL,
+    after               bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
 AS 'MODULE_PATHNAME', 'jobq_enqueue_many'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE ROWS 1000;
@@ -896,7 +939,13 @@ CREATE VIEW jobq.failures WITH (security_barrier) AS
            k.compensate_with,
            (SELECT jk.job_id FROM jobq.job_key jk
              WHERE jk.kind = k.compensate_with AND jk.key = 'compensate:' || j.id)
-             AS compensation_job
+             AS compensation_job,
+           CASE WHEN j.has_dependents THEN
+             (SELECT pg_catalog.count(*)::integer FROM jobq.job_dependency d
+                JOIN jobq.job w ON w.id = d.job_id
+               WHERE d.after_id = j.id AND d.completed_at IS NULL
+                 AND w.state::text IN ('waiting', 'blocked'))
+           ELSE 0 END AS blocked_jobs
       FROM jobq.job j
       JOIN jobq.queue q ON q.id = j.queue_id
       LEFT JOIN jobq.kind k ON k.name = j.kind
@@ -909,6 +958,18 @@ CREATE VIEW jobq.failures WITH (security_barrier) AS
             OR j.queue_id IN (SELECT g.queue_id FROM jobq.queue_grant g
                                WHERE g.privilege = 'operate'
                                  AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
+
+/*
+ * Which job waits for which: a row per dependency, for readers who may
+ * operate the waiting job's queue.  The dependency's kind and state show
+ * to those who may operate its queue as well.
+ */
+CREATE VIEW jobq.dependencies WITH (security_barrier) AS
+    SELECT d.job_id, j.kind AS job_kind, j.state AS job_state,
+           d.after_id, a.kind AS after_kind, a.state AS after_state, d.completed_at
+      FROM jobq.job_dependency d
+      JOIN jobq.jobs j ON j.id = d.job_id
+      LEFT JOIN jobq.jobs a ON a.id = d.after_id;
 
 /*
  * Jobs running now: leased ones (external workers, and in-database jobs
@@ -1045,8 +1106,8 @@ END
 $roles$;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
-    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text)
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[]),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[])
     TO jobq_producer;
 
 GRANT EXECUTE ON FUNCTION
@@ -1080,7 +1141,7 @@ GRANT EXECUTE ON FUNCTION
     TO jobq_operator;
 GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.workers,
     jobq.operator_log, jobq.kinds, jobq.queues, jobq.subscriptions, jobq.schedules,
-    jobq.schedule_events, jobq.concurrency_limits, jobq.rate_limits
+    jobq.schedule_events, jobq.concurrency_limits, jobq.rate_limits, jobq.dependencies
     TO jobq_operator;
 
 GRANT EXECUTE ON FUNCTION
@@ -1168,8 +1229,8 @@ GRANT SELECT ON jobq.queue_privileges TO PUBLIC;
  * EXECUTE grants, so revoking these from PUBLIC limits jobq to them.
  */
 GRANT EXECUTE ON FUNCTION
-    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text),
-    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text),
+    jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[]),
+    jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[]),
     jobq.claim(text, text, integer, interval, boolean),
     jobq.claim_in_transaction(text, text, integer),
     jobq.complete(bigint, bigint, jsonb),
@@ -1192,7 +1253,8 @@ GRANT EXECUTE ON FUNCTION
  * The views of jobs show each reader the queues it may operate;
  * worker_jobs(), behind jobq.running, the jobs of those queues.
  */
-GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running TO PUBLIC;
+GRANT SELECT ON jobq.jobs, jobq.overview, jobq.failures, jobq.running, jobq.dependencies
+    TO PUBLIC;
 GRANT EXECUTE ON FUNCTION jobq.worker_jobs() TO PUBLIC;
 
 /*

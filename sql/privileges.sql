@@ -62,6 +62,9 @@ SELECT lease_token AS running_token FROM jobq.claim('priv_q', lease => '1 day') 
 -- A pending job (claimed by claim, cancelled by cancel) and a due
 -- in-database one (for run_pending).
 SELECT jobq.enqueue('priv.ext', '{"n": 4}') AS pending_id \gset
+-- A job that waits for it (for jobq.dependencies and the trigger that
+-- cancel fires).
+SELECT jobq.enqueue('priv.ext', '{"n": 9}', after => ARRAY[:pending_id]) IS NOT NULL AS waits;
 SELECT jobq.enqueue('priv.db', '{"n": 5}') IS NOT NULL AS due;
 -- Schedules belong to their creator; these two to a role every caller is a
 -- member of, so that only the functions' privileges decide here (owners
@@ -108,9 +111,9 @@ INSERT INTO priv_call VALUES
   $$SELECT jobq.set_rate_limit('priv-key', 2, '1 minute')$$),
  ('jobq."grant"(text,regrole,text[])', $$SELECT jobq.grant('priv_q', 'priv_none', '{work}')$$),
  ('jobq.revoke(text,regrole,text[])', $$SELECT jobq.revoke('priv_q', 'priv_none')$$),
- ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
+ ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text,bigint[])',
   $$SELECT jobq.enqueue('priv.ext', '{"n": 6}', idempotency_key => 'k6')$$),
- ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',
+ ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text,bigint[])',
   $$SELECT jobq.enqueue_many('priv.ext', ARRAY['{"n": 7}', '{"n": 8}']::jsonb[])$$),
  ('jobq.claim(text,text,integer,interval,boolean)', $$SELECT * FROM jobq.claim('priv_q', 'w1', 1)$$),
  ('jobq.claim_in_transaction(text,text,integer)',
@@ -167,6 +170,7 @@ INSERT INTO priv_call VALUES
  -- subscribed table or to jobq.kind, a DROP, DROP EXTENSION.
  ('jobq.dispatch()', $$INSERT INTO priv_feed VALUES (1)$$),
  ('jobq.kind_changed()', $$SELECT jobq.register_kind('priv.changed', queue => 'priv_q')$$),
+ ('jobq.dependency_changed()', format($$SELECT jobq.cancel(%s)$$, :pending_id)),
  ('jobq.forget_dropped_subscriptions()',
   $$CREATE TABLE priv_scratch.t (id int); DROP TABLE priv_scratch.t$$),
  ('jobq.drop_subscription_triggers()', $$DROP EXTENSION jobq$$);
@@ -358,9 +362,9 @@ SELECT queue, grantee, privilege FROM jobq.queue_privileges ORDER BY 1, 2::text,
 -- {q} stands for the queue's letter.
 CREATE TABLE pq_call (fn regprocedure PRIMARY KEY, stmt text NOT NULL);
 INSERT INTO pq_call VALUES
- ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text)',
+ ('jobq.enqueue(text,jsonb,text,timestamptz,integer,text,text,bigint[])',
   $$SELECT jobq.enqueue('pq.{q}.ext', '{"n": 6}')$$),
- ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text)',
+ ('jobq.enqueue_many(text,jsonb[],text[],timestamptz,integer,text,bigint[])',
   $$SELECT count(*) FROM jobq.enqueue_many('pq.{q}.ext', ARRAY['{"n": 7}']::jsonb[])$$),
  ('jobq.claim(text,text,integer,interval,boolean)', $$SELECT count(*) FROM jobq.claim('priv_{q}')$$),
  ('jobq.claim_in_transaction(text,text,integer)',
@@ -477,7 +481,7 @@ CREATE DATABASE jobq_priv_second;
 CREATE EXTENSION jobq;
 SELECT count(*) AS jobq_roles FROM pg_roles WHERE rolname LIKE 'jobq\_%';
 SELECT has_function_privilege('jobq_producer',
-           'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text)', 'EXECUTE') AS producer_enqueues,
+           'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[])', 'EXECUTE') AS producer_enqueues,
        has_function_privilege('jobq_worker',
            'jobq.claim(text, text, integer, interval, boolean)', 'EXECUTE') AS worker_claims,
        has_table_privilege('jobq_operator', 'jobq.failures', 'SELECT') AS operator_reads,

@@ -339,9 +339,9 @@ END $$;
 CREATE TABLE public.sec_calls (n int PRIMARY KEY, fn regprocedure, stmt text NOT NULL);
 GRANT SELECT ON public.sec_calls TO PUBLIC;
 INSERT INTO public.sec_calls VALUES
- (1, 'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text)',
+ (1, 'jobq.enqueue(text, jsonb, text, timestamptz, integer, text, text, bigint[])',
   $$SELECT jobq.enqueue('sec.gen.{L}.ext', '{"by": "attacker"}', idempotency_key => 'k1', concurrency_key => 'ck1')$$),
- (2, 'jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text)',
+ (2, 'jobq.enqueue_many(text, jsonb[], text[], timestamptz, integer, text, bigint[])',
   $$SELECT pg_catalog.count(*) FROM jobq.enqueue_many('sec.gen.{L}.ext', ARRAY['{"m": 1}', '{"m": 2}']::pg_catalog.jsonb[], ARRAY['m1', 'm2'])$$),
  (3, 'jobq.cancel(bigint, text)',
   $$SELECT jobq.cancel(public.sec_id('later'), 'not needed')$$),
@@ -425,7 +425,14 @@ INSERT INTO public.sec_calls VALUES
  (54, 'jobq.set_rate_limit(text, integer, interval)',
   $$SELECT jobq.set_rate_limit('sec-gen-{L}', 5, '1 minute')$$),
  (55, 'jobq.compensate(bigint, text)',
-  $$SELECT jobq.compensate(public.sec_id('held'), 'undo it')$$);
+  $$SELECT jobq.compensate(public.sec_id('held'), 'undo it')$$),
+ -- jobq.job's trigger function, put on a table of the attacker's: refused
+ -- at CREATE TRIGGER; were it not, it refuses any other table.
+ (56, 'jobq.dependency_changed()',
+  $$CREATE TEMP TABLE sec_dc (x pg_catalog.int4); CREATE TRIGGER sec_dc AFTER UPDATE ON sec_dc FOR EACH ROW EXECUTE FUNCTION jobq.dependency_changed(); INSERT INTO sec_dc VALUES (1); UPDATE sec_dc SET x = 2$$),
+ -- A job after a failed one: the dependency's row is locked and marked.
+ (57, NULL,
+  $$SELECT jobq.enqueue('sec.gen.{L}.ext', after => ARRAY[public.sec_id('failed3')])$$);
 INSERT INTO public.sec_calls
 SELECT 100 + row_number() OVER (ORDER BY c.relname), NULL,
        format('SELECT pg_catalog.count(*) FROM jobq.%I', c.relname)

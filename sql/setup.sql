@@ -63,7 +63,8 @@ CREATE FUNCTION public.jobq_check_lane() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT ((NEW.state = 'pending' AND NEW.lane IN ('r', 's'))
             OR (NEW.state IN ('failed', 'held') AND NEW.lane = 'a')
-            OR (NEW.state IN ('running', 'completed', 'cancelled') AND NEW.lane IS NULL))
+            OR (NEW.state::text IN ('running', 'completed', 'cancelled', 'waiting', 'blocked')
+                AND NEW.lane IS NULL))
        OR (NEW.lane = 'r' AND NEW.run_at > clock_timestamp()) THEN
         RAISE EXCEPTION 'job % is % in lane %', NEW.id, NEW.state,
             coalesce(NEW.lane::text, 'none');

@@ -47,6 +47,7 @@
 #include "utils/jsonb.h"
 #include "utils/tuplestore.h"
 
+#include "dependencies.h"
 #include "enqueue.h"
 #include "idempotency.h"
 #include "job_rows.h"
@@ -70,6 +71,7 @@ typedef struct EnqueueArgs
 	Datum		concurrency_key;	/* text */
 	bool		concurrency_key_isnull;
 	Oid			caller;			/* the role that enqueues */
+	JobqDependencies *after;	/* locked and counted, or NULL */
 } EnqueueArgs;
 
 static SPIPlanPtr plan_take_key;
@@ -78,6 +80,7 @@ static SPIPlanPtr plan_existing_key;
 static JobqKindSettings lookup_kind(Datum kind);
 static void insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *payloads,
 							   int n, int64 given_id, Datum key, int64 *ids);
+static void lock_dependencies(EnqueueArgs *args);
 
 
 /*
@@ -88,7 +91,7 @@ static void insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, 
 static void
 note_wake(EnqueueArgs *args, bool in_db)
 {
-	if (!in_db)
+	if (!in_db || (args->after != NULL && args->after->waiting_for > 0))
 		return;
 	if (DatumGetChar(args->lane) == 'r')
 		JobqWakeWorkersAtCommit();
@@ -121,6 +124,8 @@ insert_job_row(EnqueueArgs *args, Datum payload, int64 id, Datum key)
 	int64		new_id;
 
 	insert_jobs_direct(args, &kind, &payload, 1, id, key, &new_id);
+	if (args->after != NULL)
+		JobqRecordDependencies(args->after, &new_id, 1);
 	return new_id;
 }
 
@@ -297,6 +302,7 @@ args_from_request(const JobqEnqueueRequest *request, EnqueueArgs *args)
 	args->concurrency_key_isnull = request->concurrency_key == (Datum) 0;
 	args->concurrency_key = request->concurrency_key;
 	args->caller = request->producer;
+	args->after = request->after;
 }
 
 /*
@@ -361,6 +367,7 @@ JobqEnqueue(const JobqEnqueueRequest *request)
 	args_from_request(request, &args);
 	resolve_queue(&args);
 	check_produce(&args, request->producer);
+	lock_dependencies(&args);
 	if (request->idempotency_key == (Datum) 0)
 		return insert_job(&args, request->payload);
 	return insert_keyed_job(&args, request->idempotency_key, request->payload);
@@ -370,12 +377,14 @@ PG_FUNCTION_INFO_V1(jobq_enqueue);
 
 /*
  * jobq.enqueue(kind, payload, idempotency_key, run_at, priority, queue,
- *				concurrency_key)
+ *				concurrency_key, after)
  *
  * Enqueue one job in the caller's transaction and return its id.  With a
  * key already taken, return the holder's id, or raise 23505 if the holder
  * was enqueued with another payload.  With a concurrency key, the job never
- * runs while another job with that key runs.
+ * runs while another job with that key runs.  With "after", it waits until
+ * those jobs have completed (dependencies.c); a repeat of a key returns the
+ * holder, whatever it waits for.
  */
 Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
@@ -392,6 +401,8 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 		request.idempotency_key = PG_GETARG_DATUM(2);
 	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
 		request.concurrency_key = PG_GETARG_DATUM(6);
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+		request.after = JobqReadAfter(PG_GETARG_ARRAYTYPE_P(7), 1);
 	check_payload_and_keys(&request);
 
 	JobqBeginAccess(&access);
@@ -400,6 +411,21 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	JobqEndAccess(&access);
 
 	PG_RETURN_INT64(job_id);
+}
+
+/*
+ * Lock and count the jobs the new ones wait for, after the checks of the
+ * caller's own queue: a role that may not produce into it learns nothing
+ * of other jobs.  Objects older than 0.3 have no dependencies.  Between
+ * Begin/EndAccess.
+ */
+static void
+lock_dependencies(EnqueueArgs *args)
+{
+	if (args->after == NULL)
+		return;
+	JobqRequireCurrentObjects("argument \"after\"");
+	JobqLockDependencies(args->after, args->caller);
 }
 
 /* Look up a kind; raises the unknown-kind error.  Between Begin/EndAccess. */
@@ -418,9 +444,9 @@ lookup_kind(Datum kind)
  * built here, written with table_multi_insert (one WAL record per page
  * instead of one per row), then their index entries, whose unique checks
  * are the executor's.  The executor's INSERT, even of one prepared row,
- * cost more than the rest of an enqueue; jobq.job has no triggers, no
- * CHECK constraints and no default that is not set here, so nothing of it
- * is skipped.  Ids come from the sequence, or given_id for the one job of
+ * cost more than the rest of an enqueue; jobq.job has no insert triggers,
+ * no CHECK constraints and no default that is not set here, so nothing of
+ * it is skipped.  Ids come from the sequence, or given_id for the one job of
  * a key taken in jobq.job_key; key (0: none) is the idempotency key of
  * that job.  The ids go to ids[], in payload order.  Must run between
  * JobqBeginAccess and JobqEndAccess (the table's owner writes it).
@@ -433,6 +459,7 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 	Oid			job_relid;
 	Oid			seq_relid;
 	Oid			state_pending;
+	Oid			state;
 	Relation	rel;
 	TupleDesc	desc;
 	EState	   *estate;
@@ -459,7 +486,9 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 				a_payload,
 				a_idempotency_key,
 				a_concurrency_key,
-				a_key_nonce;
+				a_key_nonce,
+				a_waiting_for = InvalidAttrNumber,
+				a_blocked_by = InvalidAttrNumber;
 
 	Assert(JobqInsideAccess());
 	Assert(given_id == 0 || n == 1);
@@ -470,6 +499,9 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 	state_pending = JobqJobStateOid(nspid, "pending");
 	if (!OidIsValid(job_relid) || !OidIsValid(seq_relid) || !OidIsValid(state_pending))
 		elog(ERROR, "jobq's tables are not as expected");
+	state = state_pending;
+	if (args->after != NULL && args->after->waiting_for > 0)
+		state = JobqJobStateOid(nspid, args->after->blocked_by > 0 ? "blocked" : "waiting");
 
 	rel = table_open(job_relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
@@ -491,6 +523,11 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 	a_concurrency_key = JobqJobAttnum(desc, "concurrency_key");
 	/* Objects older than 0.3 have no nonce column. */
 	a_key_nonce = JobqObjectsAreCurrent() ? JobqJobAttnum(desc, "key_nonce") : InvalidAttrNumber;
+	if (args->after != NULL)
+	{
+		a_waiting_for = JobqJobAttnum(desc, "waiting_for");
+		a_blocked_by = JobqJobAttnum(desc, "blocked_by");
+	}
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -518,7 +555,7 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 			v[a_run_at - 1] = args->run_at;
 			v[a_created_at - 1] = TimestampTzGetDatum(now);
 			v[a_lease_token - 1] = Int64GetDatum(0);
-			v[a_state - 1] = ObjectIdGetDatum(state_pending);
+			v[a_state - 1] = ObjectIdGetDatum(state);
 			v[a_queue_id - 1] = args->queue_isnull ? Int32GetDatum(kind->queue_id) : args->queue_id;
 			v[a_priority - 1] = args->priority;
 			v[a_attempt - 1] = Int32GetDatum(0);
@@ -546,6 +583,14 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 			{
 				v[a_key_nonce - 1] = Int64GetDatum(JobqNewKeyNonce());
 				isnull[a_key_nonce - 1] = false;
+			}
+			if (a_waiting_for != InvalidAttrNumber)
+			{
+				/* It waits: in no lane until its dependencies complete. */
+				v[a_waiting_for - 1] = Int32GetDatum(args->after->waiting_for);
+				v[a_blocked_by - 1] = Int32GetDatum(args->after->blocked_by);
+				isnull[a_waiting_for - 1] = isnull[a_blocked_by - 1] = false;
+				isnull[a_lane - 1] = args->after->waiting_for > 0;
 			}
 			ExecStoreVirtualTuple(slot);
 			ids[done + i] = id;
@@ -580,11 +625,12 @@ insert_jobs_direct(EnqueueArgs *args, const JobqKindSettings *kind, Datum *paylo
 PG_FUNCTION_INFO_V1(jobq_enqueue_many);
 
 /*
- * jobq.enqueue_many(kind, payloads, idempotency_keys, run_at, priority, queue)
+ * jobq.enqueue_many(kind, payloads, idempotency_keys, run_at, priority, queue,
+ *					 after)
  *
  * Enqueue one job per payload, in one call, and return the ids in payload
  * order.  idempotency_keys, when given, pairs a key (or NULL) with each
- * payload.
+ * payload.  Every job waits for the jobs of "after" (see jobq.enqueue).
  */
 Datum
 jobq_enqueue_many(PG_FUNCTION_ARGS)
@@ -636,6 +682,9 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 				check_key(keys[i]);
 	}
 
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+		request.after = JobqReadAfter(PG_GETARG_ARRAYTYPE_P(6), n);
+
 	/*
 	 * Not JobqEnqueue, job by job: the queue is resolved and the privilege
 	 * checked once for all the payloads, and unkeyed ones go in as a batch.
@@ -646,6 +695,7 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 	args_from_request(&request, &args);
 	resolve_queue(&args);
 	check_produce(&args, access.caller);
+	lock_dependencies(&args);
 	if (n == 0)
 		(void) lookup_kind(args.kind);
 	else if (keys == NULL)
@@ -654,6 +704,8 @@ jobq_enqueue_many(PG_FUNCTION_ARGS)
 		int64	   *ids = palloc(sizeof(int64) * n);
 
 		insert_jobs_direct(&args, &kind, payloads, n, 0, (Datum) 0, ids);
+		if (args.after != NULL)
+			JobqRecordDependencies(args.after, ids, n);
 		for (i = 0; i < n; i++)
 		{
 			Datum		id = Int64GetDatum(ids[i]);

@@ -42,6 +42,8 @@ typedef struct JobqEnqueueRequest
 	Oid			producer;		/* whose produce privilege is checked; a 23505
 								 * names a key's holder only if it may operate
 								 * the holder's queue */
+	struct JobqDependencies *after; /* jobs it waits for (JobqReadAfter), or
+									 * NULL */
 } JobqEnqueueRequest;
 
 extern void JobqInitEnqueueRequest(JobqEnqueueRequest *request, Datum kind,

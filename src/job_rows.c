@@ -10,10 +10,12 @@
  * executor's UPDATE would.  The executor's UPDATE ... FROM unnest(...) of
  * a batch cost about a third of a claim and completion per job in plan
  * nodes, projections and a join, for what is here a fetch and a copy.
- * jobq.job has no triggers, no CHECK constraints and no generated columns,
- * so nothing of the UPDATE is skipped: heap_update keeps HOT chains, the
- * TOAST pointers of unchanged values, predicate locks and the statistics,
- * and the index entries get the executor's unique checks and hints.
+ * jobq.job has no CHECK constraints and no generated columns, and its one
+ * trigger, on changes of state of jobs that others wait for, is called
+ * here directly (JobqDependencyChanged), so nothing of the UPDATE is
+ * skipped: heap_update keeps HOT chains, the TOAST pointers of unchanged
+ * values, predicate locks and the statistics, and the index entries get
+ * the executor's unique checks and hints.
  *
  * This file also keeps what both need: the compiled predicates of
  * jobq.job's partial indexes, from one statement to the next.
@@ -40,6 +42,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "dependencies.h"
 #include "job_rows.h"
 #include "jobq.h"
 
@@ -175,6 +178,7 @@ typedef struct CompletionColumns
 	AttrNumber	queue_id;
 	AttrNumber	kind;
 	AttrNumber	concurrency_key;
+	AttrNumber	has_dependents; /* InvalidAttrNumber before 0.3 */
 } CompletionColumns;
 
 static CompletionColumns
@@ -194,6 +198,8 @@ completion_columns(TupleDesc desc)
 	c.queue_id = JobqJobAttnum(desc, "queue_id");
 	c.kind = JobqJobAttnum(desc, "kind");
 	c.concurrency_key = JobqJobAttnum(desc, "concurrency_key");
+	c.has_dependents = JobqObjectsAreCurrent() ?
+		JobqJobAttnum(desc, "has_dependents") : InvalidAttrNumber;
 	return c;
 }
 
@@ -260,6 +266,9 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	CommandId	cid;
 	Datum	   *values;
 	bool	   *isnull;
+	int64	   *awaited;		/* completed jobs that others wait for */
+	Oid		   *awaited_state;	/* and their states before */
+	int			nawaited = 0;
 	int			done = 0;
 	int			i;
 
@@ -290,6 +299,8 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
+	awaited = palloc(sizeof(int64) * Max(n, 1));
+	awaited_state = palloc(sizeof(Oid) * Max(n, 1));
 
 	for (i = 0; i < n; i++)
 	{
@@ -327,6 +338,12 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 		row->has_concurrency_key = !isnull[c.concurrency_key - 1];
 		row->queue_id = DatumGetInt32(values[c.queue_id - 1]);
 		row->kind = MemoryContextStrdup(caller_cxt, TextDatumGetCString(values[c.kind - 1]));
+		if (c.has_dependents != InvalidAttrNumber && !isnull[c.has_dependents - 1] &&
+			DatumGetBool(values[c.has_dependents - 1]))
+		{
+			awaited[nawaited] = row->id;
+			awaited_state[nawaited++] = DatumGetObjectId(values[c.state - 1]);
+		}
 
 		values[c.state - 1] = ObjectIdGetDatum(state_completed);
 		isnull[c.lane - 1] = true;
@@ -370,5 +387,10 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	PopActiveSnapshot();
 	/* Later statements of this transaction see the completions. */
 	CommandCounterIncrement();
+	/* What the trigger on jobq.job would do for them. */
+	for (i = 0; i < nawaited; i++)
+		JobqDependencyChanged(awaited[i], awaited_state[i], state_completed);
+	pfree(awaited);
+	pfree(awaited_state);
 	return done;
 }

@@ -334,7 +334,7 @@ jobq_register_kind(PG_FUNCTION_ARGS)
 
 			JobqPreparePlan(&plan_set_in_db,
 							"UPDATE jobq.job SET in_db = $2 WHERE kind = $1 AND in_db <> $2"
-							" AND state IN ('pending', 'running', 'held')",
+							" AND state NOT IN ('completed', 'failed', 'cancelled')",
 							2, types2);
 			JobqExecutePlan(plan_set_in_db, values2, NULL, SPI_OK_UPDATE, 0);
 		}
@@ -377,7 +377,7 @@ jobq_unregister_kind(PG_FUNCTION_ARGS)
 	lock_job_table();
 	JobqPreparePlan(&plan_count_live,
 					"SELECT count(*) FROM jobq.job WHERE kind = $1"
-					" AND state IN ('pending', 'running', 'held')",
+					" AND state NOT IN ('completed', 'failed', 'cancelled')",
 					1, argtypes);
 	JobqExecutePlan(plan_count_live, values, NULL, SPI_OK_SELECT, 0);
 	live = JobqGetInt64(0, 1);

@@ -24,6 +24,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 #include "enqueue.h"
@@ -45,6 +46,8 @@ static SPIPlanPtr plan_retry_failed;
 static SPIPlanPtr plan_retry_failed_granted;
 static SPIPlanPtr plan_cancel;
 static SPIPlanPtr plan_discard;
+static SPIPlanPtr plan_history_before_03;
+static SPIPlanPtr plan_awaited;
 static SPIPlanPtr plan_pause;
 static SPIPlanPtr plan_kind_exists;
 static SPIPlanPtr plan_kind_registered;
@@ -118,6 +121,8 @@ report_wrong_state(int64 job_id, const char *action, const char *accepted,
 	/* The hints callers pass are about completed jobs only. */
 	if (strcmp(state, "completed") != 0)
 		hint = NULL;
+	if (strcmp(state, "waiting") == 0 || strcmp(state, "blocked") == 0)
+		hint = "It waits for the jobs it was enqueued after (see jobq.dependencies): retry or resolve those, or cancel it.";
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot %s job %lld", action, (long long) job_id),
@@ -356,12 +361,12 @@ jobq_cancel(PG_FUNCTION_ARGS)
 					"UPDATE jobq.job SET state = 'cancelled', lane = NULL,"
 					" finished_at = pg_catalog.clock_timestamp(),"
 					" lease_expires_at = NULL, holder_pid = NULL, holder_start = NULL"
-					" WHERE id = $1 AND state IN ('pending', 'running', 'held', 'failed')"
+					" WHERE id = $1 AND state NOT IN ('completed', 'cancelled')"
 					" RETURNING concurrency_key IS NOT NULL, queue_id, kind",
 					1, argtypes);
 	if (JobqExecutePlan(plan_cancel, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
 		report_wrong_state(job_id, "cancel",
-						   "Only pending, running, held and failed jobs can be cancelled.",
+						   "Only pending, waiting, blocked, running, held and failed jobs can be cancelled.",
 						   NULL);
 	/* A running job's concurrency key is free after commit. */
 	if (JobqGetBool(0, 1))
@@ -376,6 +381,40 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	JobqLogOperatorAction(access.caller, "cancel", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();
+}
+
+/*
+ * Raise 55000 if jobs enqueued after job_id, which this transaction has
+ * just removed, wait for it: they would wait for a job that no longer
+ * exists.  Read as last committed, after the removal, so that an enqueue
+ * naming it that committed meanwhile is seen.  Inside access.
+ */
+static void
+check_nothing_waits_for(int64 job_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
+	int64		waiting;
+
+	if (!JobqObjectsAreCurrent())
+		return;
+	JobqPreparePlan(&plan_awaited,
+					"SELECT pg_catalog.count(*) FROM jobq.job_dependency d"
+					"  JOIN jobq.job w ON w.id = d.job_id"
+					" WHERE d.after_id = $1 AND d.completed_at IS NULL"
+					"   AND w.state IN ('waiting', 'blocked')",
+					1, argtypes);
+	JobqExecutePlanWithSnapshot(plan_awaited, values, NULL, GetLatestSnapshot(),
+								SPI_OK_SELECT, 0);
+	waiting = JobqGetInt64(0, 1);
+	if (waiting > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot discard job %lld", (long long) job_id),
+				 errdetail_plural("%lld job enqueued after it waits for it.",
+								  "%lld jobs enqueued after it wait for it.",
+								  waiting, (long long) waiting),
+				 errhint("Retry or resolve it, or cancel the jobs that wait for it (see jobq.dependencies).")));
 }
 
 PG_FUNCTION_INFO_V1(jobq_discard);
@@ -423,6 +462,7 @@ jobq_discard(PG_FUNCTION_ARGS)
 		report_wrong_state(job_id, "discard",
 						   "Only failed, held and cancelled jobs can be discarded.",
 						   NULL);
+	check_nothing_waits_for(job_id);
 	JobqLogOperatorAction(access.caller, "discard", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
 	PG_RETURN_VOID();
@@ -603,6 +643,50 @@ jobq_resume_queue(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * A job's history: its failed attempts, its current or last one, the
+ * operators' actions, and (from 0.3) when it was enqueued after other jobs
+ * and when each of them completed.
+ */
+#define HISTORY(more) \
+	"SELECT coalesce(e.started_at, e.failed_at), e.attempt," \
+	"  CASE e.outcome" \
+	"    WHEN 'pending' THEN 'attempt failed, to be retried'" \
+	"    WHEN 'failed' THEN 'attempt failed, no attempts left'" \
+	"    WHEN 'held' THEN 'attempt failed, job held'" \
+	"    ELSE 'attempt ' || e.outcome::text" \
+	"  END, e.worker, e.failed_at - e.started_at," \
+	"  coalesce(e.sqlstate || ': ', '') || e.message" \
+	" FROM jobq.job_error e WHERE e.job_id = $1" \
+	" UNION ALL" \
+	" SELECT j.started_at, j.attempt, 'attempt ' || j.state::text, j.worker," \
+	"  j.finished_at - j.started_at," \
+	"  CASE WHEN j.state = 'running'" \
+	"    THEN 'lease expires ' || j.lease_expires_at::text END" \
+	" FROM jobq.job j" \
+	" WHERE j.id = $1 AND j.attempt > 0" \
+	"  AND (j.state = 'running'" \
+	"       OR (j.state = 'completed'" \
+	"           AND NOT EXISTS (SELECT FROM jobq.job_error e" \
+	"                            WHERE e.job_id = j.id AND e.attempt = j.attempt)))" \
+	" UNION ALL" \
+	" SELECT o.at, NULL, o.action || ' by ' || o.role, NULL, NULL, o.reason" \
+	" FROM jobq.operator_action o WHERE o.job_ids @> ARRAY[$1]" \
+	more \
+	" ORDER BY 1, 2 NULLS LAST"
+#define HISTORY_DEPENDENCIES \
+	" UNION ALL" \
+	" SELECT j.created_at, NULL, 'enqueued after ' || pg_catalog.count(*)" \
+	"   || CASE WHEN pg_catalog.count(*) = 1 THEN ' job' ELSE ' jobs' END, NULL, NULL," \
+	"  'jobs ' || pg_catalog.array_to_string((pg_catalog.array_agg(d.after_id" \
+	"    ORDER BY d.after_id))[1:10], ', ')" \
+	"  || CASE WHEN pg_catalog.count(*) > 10 THEN ', ...' ELSE '' END" \
+	" FROM jobq.job j JOIN jobq.job_dependency d ON d.job_id = j.id" \
+	" WHERE j.id = $1 GROUP BY j.created_at" \
+	" UNION ALL" \
+	" SELECT d.completed_at, NULL, 'dependency completed', NULL, NULL, 'job ' || d.after_id" \
+	" FROM jobq.job_dependency d WHERE d.job_id = $1 AND d.completed_at IS NOT NULL"
+
 PG_FUNCTION_INFO_V1(jobq_history);
 
 /*
@@ -623,6 +707,7 @@ jobq_history(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int64		job_id;
 	int			rows;
+	SPIPlanPtr	plan;
 	int			i;
 
 	JobqCheckNotNull(fcinfo, 0, "id");
@@ -638,33 +723,11 @@ jobq_history(PG_FUNCTION_ARGS)
 		JobqEndAccess(&access);
 		return (Datum) 0;
 	}
-	JobqPreparePlan(&plan_history,
-					"SELECT coalesce(e.started_at, e.failed_at), e.attempt,"
-					"  CASE e.outcome"
-					"    WHEN 'pending' THEN 'attempt failed, to be retried'"
-					"    WHEN 'failed' THEN 'attempt failed, no attempts left'"
-					"    WHEN 'held' THEN 'attempt failed, job held'"
-					"    ELSE 'attempt ' || e.outcome::text"
-					"  END, e.worker, e.failed_at - e.started_at,"
-					"  coalesce(e.sqlstate || ': ', '') || e.message"
-					" FROM jobq.job_error e WHERE e.job_id = $1"
-					" UNION ALL"
-					" SELECT j.started_at, j.attempt, 'attempt ' || j.state::text, j.worker,"
-					"  j.finished_at - j.started_at,"
-					"  CASE WHEN j.state = 'running'"
-					"    THEN 'lease expires ' || j.lease_expires_at::text END"
-					" FROM jobq.job j"
-					" WHERE j.id = $1 AND j.attempt > 0"
-					"  AND (j.state = 'running'"
-					"       OR (j.state = 'completed'"
-					"           AND NOT EXISTS (SELECT FROM jobq.job_error e"
-					"                            WHERE e.job_id = j.id AND e.attempt = j.attempt)))"
-					" UNION ALL"
-					" SELECT o.at, NULL, o.action || ' by ' || o.role, NULL, NULL, o.reason"
-					" FROM jobq.operator_action o WHERE o.job_ids @> ARRAY[$1]"
-					" ORDER BY 1, 2 NULLS LAST",
-					1, argtypes);
-	rows = JobqExecutePlan(plan_history, values, NULL, SPI_OK_SELECT, 0);
+	if (JobqObjectsAreCurrent())
+		plan = JobqPreparePlan(&plan_history, HISTORY(HISTORY_DEPENDENCIES), 1, argtypes);
+	else
+		plan = JobqPreparePlan(&plan_history_before_03, HISTORY(""), 1, argtypes);
+	rows = JobqExecutePlan(plan, values, NULL, SPI_OK_SELECT, 0);
 	for (i = 0; i < rows; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	JobqEndAccess(&access);

@@ -29,6 +29,7 @@
 #include "retention.h"
 
 static SPIPlanPtr plan_walk;
+static SPIPlanPtr plan_walk_before_03;
 static SPIPlanPtr plan_forget_ops;
 static SPIPlanPtr plan_forget_locks;
 
@@ -36,6 +37,51 @@ static int	purge_stale_concurrency_locks(int max_rows);
 
 /* Where this backend's walk of the primary key goes on from. */
 static int64 walk_cursor = 0;
+
+/*
+ * One statement: the next $3 rows of the walk, the old finished ones among
+ * them removed with what hangs off them.  It reports how far it got and
+ * whether it met a job created after the cutoff ($2).  A failed or
+ * cancelled job that jobs still wait for is kept (they are blocked by it
+ * until an operator acts); a job's dependencies go with it.  Objects older
+ * than 0.3 have none.
+ */
+#define PURGE_OLD \
+	"  SELECT j.id FROM jobq.job j JOIN walk w ON w.id = j.id" \
+	"  WHERE w.state IN ('completed', 'failed', 'cancelled')" \
+	"  AND w.finished_at < $2"
+#define PURGE_OLD_KEEPING_BLOCKERS \
+	"  SELECT j.id, j.waiting_for IS NOT NULL AS waited" \
+	"  FROM jobq.job j JOIN walk w ON w.id = j.id" \
+	"  WHERE w.state IN ('completed', 'failed', 'cancelled')" \
+	"  AND w.finished_at < $2" \
+	"  AND NOT (j.has_dependents IS TRUE AND w.state <> 'completed' AND EXISTS (" \
+	"    SELECT FROM jobq.job_dependency d JOIN jobq.job x ON x.id = d.job_id" \
+	"    WHERE d.after_id = j.id AND d.completed_at IS NULL" \
+	"    AND x.state IN ('waiting', 'blocked')))"
+#define PURGE_DEPENDENCIES \
+	"), dependencies AS (" \
+	"  DELETE FROM jobq.job_dependency d USING old WHERE old.waited AND d.job_id = old.id"
+#define PURGE_WALK(old, more) \
+	"WITH walk AS (" \
+	"  SELECT id, created_at, state, finished_at FROM jobq.job" \
+	"  WHERE id > $1 ORDER BY id LIMIT $3" \
+	"), old AS (" \
+	old \
+	"  FOR UPDATE OF j SKIP LOCKED" \
+	"), keys AS (" \
+	"  DELETE FROM jobq.job_key k USING old WHERE k.job_id = old.id" \
+	"), steps AS (" \
+	"  DELETE FROM jobq.job_step s USING old WHERE s.job_id = old.id" \
+	"), errors AS (" \
+	"  DELETE FROM jobq.job_error e USING old WHERE e.job_id = old.id" \
+	more \
+	"), gone AS (" \
+	"  DELETE FROM jobq.job j USING old WHERE j.id = old.id RETURNING j.id" \
+	")" \
+	" SELECT (SELECT count(*) FROM gone)," \
+	"   (SELECT max(id) FROM walk)," \
+	"   EXISTS (SELECT 1 FROM walk WHERE created_at >= $2)"
 
 /*
  * Remove up to max_jobs finished jobs that finished more than
@@ -54,6 +100,7 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	int64		last_seen;
 	bool		walk_ended;
 	bool		reached_new;
+	SPIPlanPtr	plan;
 
 	Assert(JobqInsideAccess());
 
@@ -61,34 +108,12 @@ JobqPurgeFinished(int64 older_than_usecs, int max_jobs)
 	values[1] = TimestampTzGetDatum(cutoff);
 	values[2] = Int32GetDatum(max_jobs);
 
-	/*
-	 * One statement: the next max_jobs rows of the walk, the old finished
-	 * ones among them removed with what hangs off them.  It reports how far
-	 * it got and whether it met a job created after the cutoff.
-	 */
-	JobqPreparePlan(&plan_walk,
-					"WITH walk AS ("
-					"  SELECT id, created_at, state, finished_at FROM jobq.job"
-					"  WHERE id > $1 ORDER BY id LIMIT $3"
-					"), old AS ("
-					"  SELECT j.id FROM jobq.job j JOIN walk w ON w.id = j.id"
-					"  WHERE w.state IN ('completed', 'failed', 'cancelled')"
-					"  AND w.finished_at < $2"
-					"  FOR UPDATE OF j SKIP LOCKED"
-					"), keys AS ("
-					"  DELETE FROM jobq.job_key k USING old WHERE k.job_id = old.id"
-					"), steps AS ("
-					"  DELETE FROM jobq.job_step s USING old WHERE s.job_id = old.id"
-					"), errors AS ("
-					"  DELETE FROM jobq.job_error e USING old WHERE e.job_id = old.id"
-					"), gone AS ("
-					"  DELETE FROM jobq.job j USING old WHERE j.id = old.id RETURNING j.id"
-					")"
-					" SELECT (SELECT count(*) FROM gone),"
-					"   (SELECT max(id) FROM walk),"
-					"   EXISTS (SELECT 1 FROM walk WHERE created_at >= $2)",
-					3, argtypes);
-	JobqExecutePlan(plan_walk, values, NULL, SPI_OK_SELECT, 0);
+	if (JobqObjectsAreCurrent())
+		plan = JobqPreparePlan(&plan_walk, PURGE_WALK(PURGE_OLD_KEEPING_BLOCKERS,
+													  PURGE_DEPENDENCIES), 3, argtypes);
+	else
+		plan = JobqPreparePlan(&plan_walk_before_03, PURGE_WALK(PURGE_OLD, ""), 3, argtypes);
+	JobqExecutePlan(plan, values, NULL, SPI_OK_SELECT, 0);
 	removed = JobqGetInt64(0, 1);
 	/* NULL: the walk found no row, past the end of the table. */
 	last_seen = JobqGetNullableInt64(0, 2, &walk_ended);

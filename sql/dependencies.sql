@@ -1,0 +1,192 @@
+-- dependencies: enqueue(..., after => ids) makes a job wait until every job
+-- it names has completed.  It is "waiting" meanwhile, "blocked" while one
+-- of them is failed, held or cancelled, and ready in the transaction that
+-- completes the last of them.
+CREATE TABLE dp_log (n serial, job bigint, step text);
+CREATE FUNCTION dp_step(p jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO dp_log (job, step) VALUES ((jobq.current_job()).id, p->>'step')
+$$;
+SELECT jobq.register_kind('dp.step', 'dp_step(jsonb)', queue => 'dp_db');
+SELECT jobq.register_kind('dp.ext', queue => 'dp', max_attempts => 1);
+-- Complete the external jobs given, each under its own lease.
+CREATE FUNCTION dp_complete(VARIADIC ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM jobq.claim('dp', max_jobs => 100) LOOP
+        IF c.id = ANY (ids) THEN
+            PERFORM jobq.complete(c.id, c.lease_token);
+        ELSE
+            PERFORM jobq.snooze(c.id, c.lease_token, '0 seconds');
+        END IF;
+    END LOOP;
+END $$;
+CREATE FUNCTION dp_state(id bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT state::text || coalesce(' ' || lane::text, '') || coalesce(' for ' || waiting_for, '')
+           || CASE WHEN blocked_by > 0 THEN ' blocked by ' || blocked_by ELSE '' END
+      FROM jobq.job WHERE job.id = dp_state.id
+$$;
+
+-- A chain: each step after the one before, run by the in-database handler
+-- in order, each made ready by the completion of the one before.
+SELECT jobq.enqueue('dp.step', '{"step": "charge"}') AS s1 \gset
+SELECT jobq.enqueue('dp.step', '{"step": "ship"}', after => ARRAY[:s1]) AS s2 \gset
+SELECT jobq.enqueue('dp.step', '{"step": "mail"}', after => ARRAY[:s2]) AS s3 \gset
+SELECT dp_state(:s1) AS s1, dp_state(:s2) AS s2, dp_state(:s3) AS s3;
+SELECT jobq.run_pending() + jobq.run_pending() + jobq.run_pending() AS ran;
+SELECT step FROM dp_log ORDER BY n;
+SELECT dp_state(:s1) AS s1, dp_state(:s2) AS s2, dp_state(:s3) AS s3;
+
+-- Fan-in: one job after three; each completion counts down.
+SELECT jobq.enqueue('dp.ext') AS x1 \gset
+SELECT jobq.enqueue('dp.ext') AS x2 \gset
+SELECT jobq.enqueue('dp.ext') AS x3 \gset
+SELECT jobq.enqueue('dp.ext', '{"fan": "in"}', after => ARRAY[:x1, :x2, :x3, :x1]) AS fin \gset
+SELECT dp_state(:fin);
+SELECT dp_complete(:x1, :x2);
+SELECT dp_state(:fin);
+SELECT dp_complete(:x3);
+SELECT dp_state(:fin);
+-- The chain shows in jobq.dependencies and in history().
+SELECT after_id - :x1 AS after, after_kind, after_state, completed_at IS NOT NULL AS done
+  FROM jobq.dependencies WHERE job_id = :fin ORDER BY after_id;
+SELECT event, replace(replace(replace(detail, :x1::text, 'x1'), :x2::text, 'x2'), :x3::text, 'x3')
+       AS detail
+  FROM jobq.history(:fin) ORDER BY at, event, detail;
+SELECT dp_complete(:fin);
+
+-- Fan-out: enqueue_many's jobs all wait for the same one.
+SELECT jobq.enqueue('dp.ext') AS parent \gset
+SELECT array_agg(id) AS kids FROM jobq.enqueue_many('dp.ext', ARRAY['{"k": 1}', '{"k": 2}',
+       '{"k": 3}']::jsonb[], after => ARRAY[:parent]) AS id \gset
+SELECT array_agg(DISTINCT dp_state(k)) AS kids FROM unnest(:'kids'::bigint[]) k;
+SELECT has_dependents FROM jobq.job WHERE id = :parent;
+SELECT dp_complete(:parent);
+SELECT array_agg(DISTINCT dp_state(k)) AS kids FROM unnest(:'kids'::bigint[]) k;
+SELECT dp_complete(VARIADIC :'kids'::bigint[]);
+
+-- A job after jobs already completed is ready at once; one after a failed
+-- job is blocked at once.
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:x1, :x2]) AS ready \gset
+SELECT dp_state(:ready);
+SELECT dp_complete(:ready);
+SELECT jobq.enqueue('dp.ext') AS bad \gset
+SELECT lease_token AS tok FROM jobq.claim('dp') \gset
+SELECT jobq.fail(:bad, :tok, 'card declined');
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:bad, :x1]) AS late \gset
+SELECT dp_state(:late);
+
+-- A failure blocks the jobs waiting for it; jobq.failures counts them.
+SELECT jobq.enqueue('dp.ext') AS f1 \gset
+SELECT jobq.enqueue('dp.ext') AS f2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:f1, :f2]) AS after_f \gset
+SELECT lease_token AS tok FROM jobq.claim('dp') WHERE id = :f1 \gset
+SELECT jobq.fail(:f1, :tok, 'declined');
+SELECT dp_state(:after_f);
+SELECT id = :f1 AS f1, state, blocked_jobs FROM jobq.failures WHERE id IN (:f1, :bad) ORDER BY id;
+-- Nor does it run, nor can it be retried itself: the dependency is retried.
+SELECT sqlstate, detail, hint FROM error_of(format('SELECT jobq.retry(%s)', :after_f));
+SELECT sqlstate, detail, hint FROM error_of(format('SELECT jobq.discard(%s)', :f1), :f1);
+SELECT jobq.retry(:f1, 'the card was updated');
+SELECT dp_state(:after_f);
+SELECT dp_complete(:f1, :f2);
+SELECT dp_state(:after_f);
+SELECT dp_complete(:after_f);
+
+-- A held dependency, resolved by hand, counts as completed.
+CREATE FUNCTION dp_mail(p jsonb) RETURNS void LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'the mail server hung up'; END $$;
+SELECT jobq.register_kind('dp.mail', 'dp_mail(jsonb)', queue => 'dp_db', side_effects => '{email}');
+SELECT jobq.enqueue('dp.mail') AS mail \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:mail]) AS after_mail \gset
+SELECT jobq.run_pending() >= 1 AS ran;
+SELECT dp_state(:mail) AS mail, dp_state(:after_mail) AS after_mail;
+SELECT jobq.resolve(:mail, 'sent by hand');
+SELECT dp_state(:after_mail);
+SELECT dp_complete(:after_mail);
+
+-- A cancelled dependency blocks; the blocked job can be cancelled itself.
+SELECT jobq.enqueue('dp.ext') AS c1 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:c1]) AS after_c \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:after_c]) AS after_after_c \gset
+SELECT jobq.cancel(:c1, 'order withdrawn');
+SELECT dp_state(:after_c) AS after_c, dp_state(:after_after_c) AS after_after_c;
+SELECT jobq.cancel(:after_c, 'order withdrawn');
+SELECT dp_state(:after_c) AS after_c, dp_state(:after_after_c) AS after_after_c;
+SELECT jobq.cancel(:after_after_c, 'order withdrawn');
+
+-- A dependency counts once: completed, rerun with force and completed
+-- again, it does not count down a second time.
+SELECT jobq.enqueue('dp.ext') AS r1 \gset
+SELECT jobq.enqueue('dp.ext') AS r2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:r1, :r2]) AS after_r \gset
+SELECT dp_complete(:r1);
+SELECT jobq.retry(:r1, 'again', force => true);
+SELECT dp_state(:after_r);
+SELECT dp_complete(:r1);
+SELECT dp_state(:after_r);
+SELECT dp_complete(:r2);
+SELECT dp_state(:after_r);
+SELECT dp_complete(:after_r);
+
+-- Transaction-scoped claims complete without the executor; they release
+-- the jobs after theirs all the same.
+SELECT jobq.enqueue('dp.ext') AS t1 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:t1]) AS after_t \gset
+BEGIN;
+SELECT count(*) FROM jobq.claim_in_transaction('dp', max_jobs => 1);
+SELECT jobq.complete_many(ARRAY[:t1], NULL);
+SELECT dp_state(:after_t);
+ROLLBACK;
+SELECT dp_state(:t1) AS t1, dp_state(:after_t) AS after_t;
+BEGIN;
+SELECT count(*) FROM jobq.claim_in_transaction('dp', max_jobs => 1);
+SELECT jobq.complete_many(ARRAY[:t1], NULL);
+COMMIT;
+SELECT dp_state(:t1) AS t1, dp_state(:after_t) AS after_t;
+SELECT dp_complete(:after_t);
+
+-- A repeat of an idempotency key returns the job that holds it.
+SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x1]) AS k1 \gset
+SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x2]) = :k1 AS same;
+SELECT count(*) FROM jobq.job_dependency WHERE job_id = :k1;
+
+-- Errors.
+SELECT * FROM error_of($$SELECT jobq.enqueue('dp.ext', after => ARRAY[-1])$$);
+SELECT * FROM error_of($$SELECT jobq.enqueue('dp.ext', after => ARRAY[1, NULL])$$);
+SELECT * FROM error_of($$SELECT jobq.enqueue('dp.ext', after => ARRAY[ARRAY[1]])$$);
+SELECT * FROM error_of($$SELECT jobq.enqueue('dp.ext',
+    after => (SELECT array_agg(g) FROM generate_series(1, 10001) g))$$);
+SELECT * FROM error_of($$SELECT jobq.enqueue_many('dp.ext', array_fill('{}'::jsonb, ARRAY[20]),
+    after => (SELECT array_agg(g) FROM generate_series(1, 5001) g))$$);
+-- An empty list is no dependency.
+SELECT dp_state(jobq.enqueue('dp.ext', after => '{}'));
+
+-- A role that may produce into one queue only cannot wait for the jobs of
+-- another: for it they do not exist.
+CREATE ROLE dp_producer;
+SELECT jobq.grant('dp', 'dp_producer', '{produce}');
+SELECT jobq.enqueue('dp.step', '{"step": "other"}') AS other \gset
+SET ROLE dp_producer;
+SELECT sqlstate, message, detail FROM error_of(
+    format('SELECT jobq.enqueue(%L, after => ARRAY[%s])', 'dp.ext', :other), :other);
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:x1]) > 0 AS enqueued;
+RESET ROLE;
+
+-- Retention keeps a failed job while jobs wait for it, and removes the
+-- dependencies of the jobs it removes.
+SELECT jobq.purge_finished('0 seconds') > 0 AS purged;
+SELECT id = :bad AS bad, state FROM jobq.job WHERE kind LIKE 'dp.%' ORDER BY id;
+SELECT count(*) FROM jobq.job_dependency d
+ WHERE NOT EXISTS (SELECT FROM jobq.job j WHERE j.id = d.job_id);
+
+-- Clean up.
+DELETE FROM jobq.job_dependency;
+DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');
+DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');
+DELETE FROM jobq.job WHERE kind LIKE 'dp.%';
+SELECT jobq.revoke('dp', 'dp_producer');
+DROP ROLE dp_producer;
+SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'dp.%' ORDER BY name;
+DROP TABLE dp_log;
+DROP FUNCTION dp_step(jsonb), dp_mail(jsonb), dp_complete(bigint[]), dp_state(bigint);

@@ -1,0 +1,402 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/dependencies.c
+ *		Jobs enqueued after other jobs: enqueue(..., after => ids).
+ *
+ * A job enqueued after others (its dependencies) is "waiting" until every
+ * one of them has completed, then "pending" like any other job.  While one
+ * of them is failed, held or cancelled it is "blocked" instead: it does not
+ * run, and an operator's retry or resolve of that dependency lets it wait
+ * again.  jobq.job_dependency keeps a row per (job, dependency); the job's
+ * row counts the dependencies not completed (waiting_for) and, of those,
+ * the failed, held or cancelled (blocked_by); a dependency's row says that
+ * jobs were enqueued after it (has_dependents).
+ *
+ * No polling: a dependency's change of state updates the jobs after it in
+ * the same transaction, through the trigger jobq.dependency_changed on
+ * jobq.job, or through JobqDependencyChanged called by the completions that
+ * write rows without the executor (job_rows.c).  Two things keep the counts
+ * exact under concurrency:
+ *   - an enqueue locks its dependencies' rows (FOR NO KEY UPDATE) before it
+ *     reads their states, and keeps the locks until it commits; a change of
+ *     a dependency's state waits for it, or it for the change.  So a
+ *     dependency that completes concurrently is either seen completed, or
+ *     finds the new job's row when it completes;
+ *   - the jobs after a dependency are updated with a snapshot taken after
+ *     the dependency's own row was written, and each update of a waiting
+ *     job's counts is one UPDATE of its row, which concurrent completions
+ *     of its other dependencies take in turn.
+ * A dependency counts once it has completed: a forced retry of a completed
+ * job does not make the jobs after it wait again.  A dependency's edge
+ * records when it completed, so a second completion is not counted twice.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "dependencies.h"
+#include "job_rows.h"
+#include "jobq.h"
+#include "queue_acl.h"
+#include "shmem.h"
+
+static SPIPlanPtr plan_find;
+static SPIPlanPtr plan_lock;
+static SPIPlanPtr plan_record;
+static SPIPlanPtr plan_mark;
+static SPIPlanPtr plan_release;
+static SPIPlanPtr plan_block;
+
+static int
+compare_datum_int64(const void *a, const void *b)
+{
+	int64		x = DatumGetInt64(*(const Datum *) a);
+	int64		y = DatumGetInt64(*(const Datum *) b);
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Read the "after" argument of an enqueue of njobs jobs: NULL when it names
+ * no job, else its distinct ids in ascending order (palloc'd).  Raises
+ * 22004 for a NULL element and 22023 past the limits.  Reads nothing from
+ * the database.
+ */
+JobqDependencies *
+JobqReadAfter(ArrayType *after, int njobs)
+{
+	JobqDependencies *deps;
+	Datum	   *ids;
+	int			n;
+	int			distinct = 0;
+	int			i;
+
+	n = JobqDeconstructArray(after, INT8OID, "after", false, &ids, NULL);
+	if (n == 0)
+		return NULL;
+	qsort(ids, n, sizeof(Datum), compare_datum_int64);
+	for (i = 0; i < n; i++)
+		if (distinct == 0 || DatumGetInt64(ids[i]) != DatumGetInt64(ids[distinct - 1]))
+			ids[distinct++] = ids[i];
+	if (distinct > JOBQ_AFTER_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"after\" names too many jobs"),
+				 errdetail("The limit is %d; this call names %d.", JOBQ_AFTER_MAX, distinct)));
+	if ((int64) distinct * njobs > JOBQ_DEPENDENCIES_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("too many dependencies for one call"),
+				 errdetail("%d jobs after %d jobs each make %lld; the limit is %d.",
+						   njobs, distinct, (long long) distinct * njobs,
+						   JOBQ_DEPENDENCIES_MAX),
+				 errhint("Enqueue the jobs in smaller batches.")));
+
+	deps = palloc0(sizeof(JobqDependencies));
+	deps->n = distinct;
+	deps->ids = ids;
+	return deps;
+}
+
+static void report_unknown_dependency(int64 id) pg_attribute_noreturn();
+
+/*
+ * A job named in "after" that does not exist, or that the caller may not
+ * see: the same words for both, so that ids do not tell what exists in
+ * queues the caller has no right on.
+ */
+static void
+report_unknown_dependency(int64 id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("job %lld does not exist", (long long) id),
+			 errdetail("Argument \"after\" names it."),
+			 errhint("A job can be enqueued after the jobs of the queues its producer may produce into or operate, until retention removes them.")));
+}
+
+/* Whether the caller may name the jobs of a queue in "after". */
+static bool
+may_depend_on_queue(int32 queue_id, Oid caller)
+{
+	return JobqHasQueuePrivilege(queue_id, caller, JOBQ_PRODUCE) ||
+		JobqHasQueuePrivilege(queue_id, caller, JOBQ_OPERATE);
+}
+
+static Datum
+ids_array(const JobqDependencies *deps)
+{
+	return PointerGetDatum(construct_array(deps->ids, deps->n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Check that the caller may name each job of deps (42704 for the first,
+ * in id order, that is missing or out of its reach), then lock their rows
+ * until the transaction ends and count those not completed and, of them,
+ * the failed, held or cancelled.  The rows are read as last committed,
+ * whatever the isolation level: the counts must agree with the states that
+ * the dependencies' next changes start from.  Inside access.
+ */
+void
+JobqLockDependencies(JobqDependencies *deps, Oid caller)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	bool		all_queues;
+	int			found;
+	int			row = 0;
+	int			i;
+
+	Assert(JobqInsideAccess());
+
+	values[0] = ids_array(deps);
+	JobqPreparePlan(&plan_find,
+					"SELECT j.id, j.queue_id FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id",
+					1, argtypes);
+	found = JobqExecutePlanWithSnapshot(plan_find, values, NULL, GetLatestSnapshot(),
+										SPI_OK_SELECT, 0);
+	all_queues = JobqHasAllQueues(caller, JOBQ_PRODUCE) ||
+		JobqHasAllQueues(caller, JOBQ_OPERATE);
+	for (i = 0; i < deps->n; i++)
+	{
+		int64		id = DatumGetInt64(deps->ids[i]);
+
+		if (row >= found || JobqGetInt64(row, 1) != id)
+			report_unknown_dependency(id);
+		if (!all_queues && !may_depend_on_queue(JobqGetInt32(row, 2), caller))
+			report_unknown_dependency(id);
+		row++;
+	}
+
+	/* In id order, so that enqueues naming the same jobs do not deadlock. */
+	JobqPreparePlan(&plan_lock,
+					"SELECT j.id, j.state::text FROM jobq.job j WHERE j.id = ANY($1)"
+					" ORDER BY j.id FOR NO KEY UPDATE OF j",
+					1, argtypes);
+	found = JobqExecutePlanWithSnapshot(plan_lock, values, NULL, GetLatestSnapshot(),
+										SPI_OK_SELECT, 0);
+	deps->waiting_for = 0;
+	deps->blocked_by = 0;
+	for (i = 0, row = 0; i < deps->n; i++, row++)
+	{
+		bool		isnull;
+		char	   *state;
+
+		/* Removed since it was found (discarded, or purged). */
+		if (row >= found || JobqGetInt64(row, 1) != DatumGetInt64(deps->ids[i]))
+			report_unknown_dependency(DatumGetInt64(deps->ids[i]));
+		state = TextDatumGetCString(JobqGetDatum(row, 2, &isnull));
+		if (strcmp(state, "completed") == 0)
+			continue;
+		deps->waiting_for++;
+		if (strcmp(state, "failed") == 0 || strcmp(state, "held") == 0 ||
+			strcmp(state, "cancelled") == 0)
+			deps->blocked_by++;
+	}
+}
+
+/*
+ * Record that each of the njobs new jobs (ids) was enqueued after each job
+ * of deps, which JobqLockDependencies locked, and mark those not completed
+ * as having jobs after them.  Inside access.
+ */
+void
+JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[2];
+	Datum	   *jobs = palloc(sizeof(Datum) * njobs);
+	int			i;
+
+	Assert(JobqInsideAccess());
+
+	for (i = 0; i < njobs; i++)
+		jobs[i] = Int64GetDatum(ids[i]);
+	values[0] = PointerGetDatum(construct_array(jobs, njobs, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = ids_array(deps);
+
+	/* A dependency completed already is recorded as completed when it did. */
+	JobqPreparePlan(&plan_record,
+					"INSERT INTO jobq.job_dependency (job_id, after_id, completed_at)"
+					" SELECT n.id, d.id, CASE WHEN d.state = 'completed' THEN d.finished_at END"
+					"   FROM pg_catalog.unnest($1) n(id), jobq.job d"
+					"  WHERE d.id = ANY($2)",
+					2, argtypes);
+	JobqExecutePlanWithSnapshot(plan_record, values, NULL, GetLatestSnapshot(),
+								SPI_OK_INSERT, 0);
+	JobqPreparePlan(&plan_mark,
+					"UPDATE jobq.job SET has_dependents = true"
+					" WHERE id = ANY($1) AND has_dependents IS NOT TRUE"
+					"   AND state <> 'completed'",
+					1, argtypes + 1);
+	JobqExecutePlanWithSnapshot(plan_mark, values + 1, NULL, GetLatestSnapshot(),
+								SPI_OK_UPDATE, 0);
+	pfree(jobs);
+}
+
+/* Wake the workers for the in-database jobs a statement made ready. */
+static void
+wake_for_released(int rows)
+{
+	int			i;
+
+	for (i = 0; i < rows; i++)
+	{
+		bool		isnull;
+
+		if (!JobqGetBool(i, 1))
+			continue;
+		if (DatumGetChar(JobqGetDatum(i, 2, &isnull)) == 'r')
+			JobqWakeWorkersAtCommit();
+		else
+			JobqVisitAtCommit(DatumGetTimestampTz(JobqGetDatum(i, 3, &isnull)));
+	}
+}
+
+/*
+ * The dependency job_id completed: count it done for each job waiting for
+ * it, and make ready those it was the last one for.  was_blocking: it was
+ * failed, held or cancelled before (a resolve).
+ */
+static void
+release_dependents(int64 job_id, bool was_blocking)
+{
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(job_id), Int32GetDatum(was_blocking ? 1 : 0)};
+	int			rows;
+
+	JobqPreparePlan(&plan_release,
+					"WITH done AS ("
+					"  UPDATE jobq.job_dependency SET completed_at = pg_catalog.clock_timestamp()"
+					"   WHERE after_id = $1 AND completed_at IS NULL"
+					"  RETURNING job_id"
+					")"
+					" UPDATE jobq.job j SET waiting_for = j.waiting_for - 1,"
+					"   blocked_by = j.blocked_by - $2,"
+					"   state = CASE WHEN j.waiting_for = 1 THEN 'pending'"
+					"                WHEN j.blocked_by - $2 > 0 THEN 'blocked'"
+					"                ELSE 'waiting' END::jobq.job_state,"
+					"   lane = CASE WHEN j.waiting_for > 1 THEN NULL"
+					"               WHEN j.run_at <= pg_catalog.clock_timestamp() THEN 'r'"
+					"               ELSE 's' END::\"char\""
+					"  FROM done"
+					" WHERE j.id = done.job_id AND j.state IN ('waiting', 'blocked')"
+					" RETURNING j.in_db AND j.waiting_for = 0, j.lane, j.run_at",
+					2, argtypes);
+	rows = JobqExecutePlanWithSnapshot(plan_release, values, NULL, GetLatestSnapshot(),
+									   SPI_OK_UPDATE_RETURNING, 0);
+	wake_for_released(rows);
+}
+
+/*
+ * The dependency job_id became failed, held or cancelled (delta 1), or
+ * left those states for one that may still complete (delta -1): block or
+ * unblock the jobs waiting for it.
+ */
+static void
+block_dependents(int64 job_id, int delta)
+{
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(job_id), Int32GetDatum(delta)};
+
+	JobqPreparePlan(&plan_block,
+					"UPDATE jobq.job j SET blocked_by = j.blocked_by + $2,"
+					"   state = CASE WHEN j.blocked_by + $2 > 0 THEN 'blocked'"
+					"                ELSE 'waiting' END::jobq.job_state"
+					"  FROM jobq.job_dependency d"
+					" WHERE d.after_id = $1 AND d.completed_at IS NULL AND j.id = d.job_id"
+					"   AND j.state IN ('waiting', 'blocked')",
+					2, argtypes);
+	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
+								SPI_OK_UPDATE, 0);
+}
+
+/*
+ * A job that others were enqueued after went from old_state to new_state
+ * (oids of jobq.job_state's labels) in this transaction: update the jobs
+ * after it.  Inside access; may raise the errors of an UPDATE.
+ */
+void
+JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
+{
+	Oid			nspid = JobqRequireExtension()->schema;
+	Oid			completed = JobqJobStateOid(nspid, "completed");
+	Oid			blocking[3];
+	bool		was_blocking = false;
+	bool		is_blocking = false;
+	int			i;
+
+	Assert(JobqInsideAccess());
+
+	blocking[0] = JobqJobStateOid(nspid, "failed");
+	blocking[1] = JobqJobStateOid(nspid, "held");
+	blocking[2] = JobqJobStateOid(nspid, "cancelled");
+	for (i = 0; i < lengthof(blocking); i++)
+	{
+		was_blocking |= old_state == blocking[i];
+		is_blocking |= new_state == blocking[i];
+	}
+
+	if (new_state == completed && old_state != completed)
+		release_dependents(job_id, was_blocking);
+	else if (is_blocking != was_blocking)
+		block_dependents(job_id, is_blocking ? 1 : -1);
+}
+
+PG_FUNCTION_INFO_V1(jobq_dependency_changed);
+
+/*
+ * jobq.dependency_changed(): the trigger AFTER UPDATE OF state ON jobq.job,
+ * for the rows whose state changed and that jobs were enqueued after.
+ */
+Datum
+jobq_dependency_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigger = (TriggerData *) fcinfo->context;
+	JobqAccess	access;
+	TupleDesc	desc;
+	AttrNumber	a_id;
+	AttrNumber	a_state;
+	bool		isnull;
+	int64		job_id;
+	Oid			old_state;
+	Oid			new_state;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("jobq.dependency_changed() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(trigger->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigger->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigger->tg_event) ||
+		RelationGetRelid(trigger->tg_relation) !=
+		get_relname_relid("job", JobqRequireExtension()->schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("jobq.dependency_changed() is the trigger of jobq.job only"),
+				 errdetail("It was fired on table \"%s\".",
+						   RelationGetRelationName(trigger->tg_relation))));
+
+	desc = RelationGetDescr(trigger->tg_relation);
+	a_id = JobqJobAttnum(desc, "id");
+	a_state = JobqJobAttnum(desc, "state");
+	job_id = DatumGetInt64(heap_getattr(trigger->tg_trigtuple, a_id, desc, &isnull));
+	old_state = DatumGetObjectId(heap_getattr(trigger->tg_trigtuple, a_state, desc, &isnull));
+	new_state = DatumGetObjectId(heap_getattr(trigger->tg_newtuple, a_state, desc, &isnull));
+
+	JobqBeginAccess(&access);
+	JobqDependencyChanged(job_id, old_state, new_state);
+	JobqEndAccess(&access);
+	return PointerGetDatum(NULL);
+}
