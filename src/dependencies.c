@@ -14,7 +14,7 @@
  *
  * No polling: a dependency's change of state updates the jobs after it in
  * the same transaction, through the trigger jobq.dependency_changed on
- * jobq.job, or through JobqDependencyChanged called by the completions that
+ * jobq.job, or through JobqDependenciesCompleted called by the completions that
  * write rows without the executor (job_rows.c).  Two things keep the counts
  * exact under concurrency:
  *   - an enqueue locks its dependencies' rows (FOR NO KEY UPDATE) before it
@@ -54,6 +54,8 @@ static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_lock;
 static SPIPlanPtr plan_record;
 static SPIPlanPtr plan_mark;
+static SPIPlanPtr plan_complete_edges;
+static SPIPlanPtr plan_lock_dependents;
 static SPIPlanPtr plan_release;
 static SPIPlanPtr plan_block;
 
@@ -266,38 +268,118 @@ wake_for_released(int rows)
 }
 
 /*
- * The dependency job_id completed: count it done for each job waiting for
- * it, and make ready those it was the last one for.  was_blocking: it was
- * failed, held or cancelled before (a resolve).
+ * The n dependencies ids[] completed (was_blocking[i]: ids[i] was failed,
+ * held or cancelled before, a resolve): count each done for the jobs
+ * waiting for it, and make ready those it was the last one for.  Three
+ * statements: the dependencies' rows are marked completed, which gives the
+ * jobs after them with how many of theirs completed; those jobs' rows are
+ * locked in id order, so that completions of dependencies of several jobs
+ * in other orders elsewhere do not deadlock with this one; then they are
+ * counted down, each once, as last committed (the lock may have waited
+ * for another completion).
  */
 static void
-release_dependents(int64 job_id, bool was_blocking)
+release_dependents(int n, const int64 *ids, const bool *was_blocking)
 {
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		values[2] = {Int64GetDatum(job_id), Int32GetDatum(was_blocking ? 1 : 0)};
+	Oid			edge_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Oid			count_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
+	Datum		values[3];
+	Datum	   *done = palloc(sizeof(Datum) * n);
+	Datum	   *blocking = palloc(sizeof(Datum) * n);
+	Datum	   *jobs;
+	Datum	   *counts;
+	Datum	   *unblocked;
+	int			njobs;
 	int			rows;
+	int			i;
 
-	JobqPreparePlan(&plan_release,
+	for (i = 0; i < n; i++)
+	{
+		done[i] = Int64GetDatum(ids[i]);
+		blocking[i] = Int32GetDatum(was_blocking[i] ? 1 : 0);
+	}
+	values[0] = PointerGetDatum(construct_array(done, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(blocking, n, INT4OID, sizeof(int32), true,
+												TYPALIGN_INT));
+	JobqPreparePlan(&plan_complete_edges,
 					"WITH done AS ("
-					"  UPDATE jobq.job_dependency SET completed_at = pg_catalog.clock_timestamp()"
-					"   WHERE after_id = $1 AND completed_at IS NULL"
-					"  RETURNING job_id"
+					"  UPDATE jobq.job_dependency d"
+					"     SET completed_at = pg_catalog.clock_timestamp()"
+					"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS c(id, was_blocking)"
+					"   WHERE d.after_id = c.id AND d.completed_at IS NULL"
+					"  RETURNING d.job_id, c.was_blocking"
 					")"
-					" UPDATE jobq.job j SET waiting_for = j.waiting_for - 1,"
-					"   blocked_by = j.blocked_by - $2,"
-					"   state = CASE WHEN j.waiting_for = 1 THEN 'pending'"
-					"                WHEN j.blocked_by - $2 > 0 THEN 'blocked'"
+					" SELECT job_id, pg_catalog.count(*)::integer,"
+					"   pg_catalog.sum(was_blocking)::integer"
+					" FROM done GROUP BY job_id ORDER BY job_id",
+					2, edge_types);
+	njobs = JobqExecutePlanWithSnapshot(plan_complete_edges, values, NULL, GetLatestSnapshot(),
+										SPI_OK_SELECT, 0);
+	pfree(done);
+	pfree(blocking);
+	if (njobs == 0)
+		return;
+
+	jobs = palloc(sizeof(Datum) * njobs);
+	counts = palloc(sizeof(Datum) * njobs);
+	unblocked = palloc(sizeof(Datum) * njobs);
+	for (i = 0; i < njobs; i++)
+	{
+		jobs[i] = Int64GetDatum(JobqGetInt64(i, 1));
+		counts[i] = Int32GetDatum(JobqGetInt32(i, 2));
+		unblocked[i] = Int32GetDatum(JobqGetInt32(i, 3));
+	}
+	values[0] = PointerGetDatum(construct_array(jobs, njobs, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(counts, njobs, INT4OID, sizeof(int32), true,
+												TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(unblocked, njobs, INT4OID, sizeof(int32), true,
+												TYPALIGN_INT));
+
+	JobqPreparePlan(&plan_lock_dependents,
+					"SELECT FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id"
+					" FOR NO KEY UPDATE OF j",
+					1, count_types);
+	JobqExecutePlanWithSnapshot(plan_lock_dependents, values, NULL, GetLatestSnapshot(),
+								SPI_OK_SELECT, 0);
+	JobqPreparePlan(&plan_release,
+					"UPDATE jobq.job j SET waiting_for = j.waiting_for - c.n,"
+					"   blocked_by = j.blocked_by - c.unblocked,"
+					"   state = CASE WHEN j.waiting_for = c.n THEN 'pending'"
+					"                WHEN j.blocked_by - c.unblocked > 0 THEN 'blocked'"
 					"                ELSE 'waiting' END::jobq.job_state,"
-					"   lane = CASE WHEN j.waiting_for > 1 THEN NULL"
+					"   lane = CASE WHEN j.waiting_for > c.n THEN NULL"
 					"               WHEN j.run_at <= pg_catalog.clock_timestamp() THEN 'r'"
 					"               ELSE 's' END::\"char\""
-					"  FROM done"
-					" WHERE j.id = done.job_id AND j.state IN ('waiting', 'blocked')"
+					"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+					"    AS c(id, n, unblocked)"
+					" WHERE j.id = c.id AND j.state IN ('waiting', 'blocked')"
 					" RETURNING j.in_db AND j.waiting_for = 0, j.lane, j.run_at",
-					2, argtypes);
+					3, count_types);
 	rows = JobqExecutePlanWithSnapshot(plan_release, values, NULL, GetLatestSnapshot(),
 									   SPI_OK_UPDATE_RETURNING, 0);
 	wake_for_released(rows);
+	pfree(jobs);
+	pfree(counts);
+	pfree(unblocked);
+}
+
+/*
+ * The n jobs ids[], that others were enqueued after, completed in this
+ * transaction, from a state that was not failed, held or cancelled: what
+ * the trigger on jobq.job does, for a batch at once (job_rows.c).  Inside
+ * access.
+ */
+void
+JobqDependenciesCompleted(int n, const int64 *ids)
+{
+	bool	   *was_blocking = palloc0(sizeof(bool) * Max(n, 1));
+
+	Assert(JobqInsideAccess());
+	if (n > 0)
+		release_dependents(n, ids, was_blocking);
+	pfree(was_blocking);
 }
 
 /*
@@ -350,7 +432,7 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 	}
 
 	if (new_state == completed && old_state != completed)
-		release_dependents(job_id, was_blocking);
+		release_dependents(1, &job_id, &was_blocking);
 	else if (is_blocking != was_blocking)
 		block_dependents(job_id, is_blocking ? 1 : -1);
 }

@@ -27,5 +27,6 @@ extern JobqDependencies *JobqReadAfter(ArrayType *after, int njobs);
 extern void JobqLockDependencies(JobqDependencies *deps, Oid caller);
 extern void JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs);
 extern void JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state);
+extern void JobqDependenciesCompleted(int n, const int64 *ids);
 
 #endif							/* JOBQ_DEPENDENCIES_H */

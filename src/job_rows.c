@@ -12,7 +12,7 @@
  * nodes, projections and a join, for what is here a fetch and a copy.
  * jobq.job has no CHECK constraints and no generated columns, and its one
  * trigger, on changes of state of jobs that others wait for, is called
- * here directly (JobqDependencyChanged), so nothing of the UPDATE is
+ * here directly (JobqDependenciesCompleted), so nothing of the UPDATE is
  * skipped: heap_update keeps HOT chains, the TOAST pointers of unchanged
  * values, predicate locks and the statistics, and the index entries get
  * the executor's unique checks and hints.
@@ -267,7 +267,6 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	Datum	   *values;
 	bool	   *isnull;
 	int64	   *awaited;		/* completed jobs that others wait for */
-	Oid		   *awaited_state;	/* and their states before */
 	int			nawaited = 0;
 	int			done = 0;
 	int			i;
@@ -300,7 +299,6 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	awaited = palloc(sizeof(int64) * Max(n, 1));
-	awaited_state = palloc(sizeof(Oid) * Max(n, 1));
 
 	for (i = 0; i < n; i++)
 	{
@@ -341,8 +339,7 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 		if (c.has_dependents != InvalidAttrNumber && !isnull[c.has_dependents - 1] &&
 			DatumGetBool(values[c.has_dependents - 1]))
 		{
-			awaited[nawaited] = row->id;
-			awaited_state[nawaited++] = DatumGetObjectId(values[c.state - 1]);
+			awaited[nawaited++] = row->id;
 		}
 
 		values[c.state - 1] = ObjectIdGetDatum(state_completed);
@@ -388,9 +385,7 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	/* Later statements of this transaction see the completions. */
 	CommandCounterIncrement();
 	/* What the trigger on jobq.job would do for them. */
-	for (i = 0; i < nawaited; i++)
-		JobqDependencyChanged(awaited[i], awaited_state[i], state_completed);
+	JobqDependenciesCompleted(nawaited, awaited);
 	pfree(awaited);
-	pfree(awaited_state);
 	return done;
 }

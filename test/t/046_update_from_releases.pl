@@ -333,7 +333,11 @@ $changed_columns{'jobq.schedule'} = {
 $changed_columns{'jobq.job'} = {
     # Jobs enqueued before 0.3 have no key nonce: their external keys stay
     # what they were (checked below, on the claim left running).
-    key_nonce => { '*' => '' } };
+    key_nonce => { '*' => '' },
+    # No job waited for another before 0.3.
+    waiting_for => { '*' => '' },
+    blocked_by => { '*' => '' },
+    has_dependents => { '*' => '' } };
 $changed_columns{'jobq.concurrency_lock'} = {
     # A key held before 0.3 held its only slot, 0.
     slot => { '*' => '0' } };

@@ -28,6 +28,8 @@ export interface EnqueueOptions {
   queue?: string | null
   /** At most one job with this key runs at a time. */
   concurrencyKey?: string | null
+  /** Job ids: the job runs once they have all completed. */
+  after?: Array<JobId | number> | null
 }
 
 export interface EnqueueManyOptions {
@@ -36,6 +38,8 @@ export interface EnqueueManyOptions {
   runAt?: Date | string | null
   priority?: number | null
   queue?: string | null
+  /** Job ids: every job runs once they have all completed. */
+  after?: Array<JobId | number> | null
 }
 
 /** Enqueue one job in the client's current transaction; resolves to its id. */

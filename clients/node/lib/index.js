@@ -91,12 +91,23 @@ function interval (seconds) {
 
 // enqueue(client, kind, payload, options) -> job id (a string)
 // In the caller's transaction: pass the client that runs it.
+// "after" is passed by name, and only when given: servers before jobq 0.3
+// have no such argument.
+function afterIds (after) {
+  if (after === null || after === undefined) return null
+  if (!Array.isArray(after)) throw new TypeError('after must be an array of job ids')
+  return after.map(String)
+}
+
 async function enqueue (client, kind, payload = {}, options = {}) {
   const { idempotencyKey = null, runAt = null, priority = 0, queue = null, concurrencyKey = null } = options
+  const after = afterIds(options.after)
+  const params = [kind, JSON.stringify(payload === undefined ? {} : payload), idempotencyKey,
+    toTimestamp(runAt), priority ?? 0, queue, concurrencyKey]
+  if (after !== null) params.push(after)
   const { rows } = await client.query(
-    'SELECT jobq.enqueue($1, $2::jsonb, $3, coalesce($4::timestamptz, now()), $5, $6, $7) AS id',
-    [kind, JSON.stringify(payload === undefined ? {} : payload), idempotencyKey, toTimestamp(runAt),
-      priority ?? 0, queue, concurrencyKey])
+    'SELECT jobq.enqueue($1, $2::jsonb, $3, coalesce($4::timestamptz, now()), $5, $6, $7' +
+      (after !== null ? ', after => $8::bigint[]' : '') + ') AS id', params)
   return rows[0].id
 }
 
@@ -107,11 +118,14 @@ async function enqueueMany (client, kind, payloads, options = {}) {
   if (idempotencyKeys !== null && (!Array.isArray(idempotencyKeys) || idempotencyKeys.length !== payloads.length)) {
     throw new TypeError('enqueueMany: idempotencyKeys must be an array as long as payloads')
   }
+  const after = afterIds(options.after)
   if (payloads.length === 0) return []
+  const params = [kind, payloads.map(p => JSON.stringify(p === undefined ? {} : p)), idempotencyKeys,
+    toTimestamp(runAt), priority ?? 0, queue]
+  if (after !== null) params.push(after)
   const { rows } = await client.query(
-    'SELECT id FROM jobq.enqueue_many($1, $2::jsonb[], $3::text[], coalesce($4::timestamptz, now()), $5, $6) AS id',
-    [kind, payloads.map(p => JSON.stringify(p === undefined ? {} : p)), idempotencyKeys,
-      toTimestamp(runAt), priority ?? 0, queue])
+    'SELECT id FROM jobq.enqueue_many($1, $2::jsonb[], $3::text[], coalesce($4::timestamptz, now()), $5, $6' +
+      (after !== null ? ', after => $7::bigint[]' : '') + ') AS id', params)
   return rows.map(r => r.id)
 }
 

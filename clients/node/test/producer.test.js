@@ -50,6 +50,16 @@ test('enqueue options: idempotency key, run_at, priority, queue, concurrency key
   await assert.rejects(enqueue(db.pool, 'no.such_kind', {}), { code: '42704' })
 })
 
+test('after: jobs that wait until the jobs named have completed', async () => {
+  const first = await enqueue(db.pool, 'mail.send', { step: 1 })
+  const second = await enqueue(db.pool, 'mail.send', { step: 2 }, { after: [first] })
+  const rest = await enqueueMany(db.pool, 'mail.send', [{ step: 3 }, { step: 4 }], { after: [first, Number(second)] })
+  const rows = await db.sql(`SELECT state::text FROM jobq.jobs WHERE id = ANY ($1::bigint[]) ORDER BY id`,
+    [[first, second, ...rest]])
+  assert.deepEqual(rows.map(r => r.state), ['pending', 'waiting', 'waiting', 'waiting'])
+  await assert.rejects(enqueue(db.pool, 'mail.send', {}, { after: first }), TypeError)
+})
+
 test('enqueueMany: one statement, ids in payload order, keys per payload', async () => {
   const ids = await enqueueMany(db.pool, 'mail.send', [{ n: 1 }, { n: 2 }, { n: 3 }],
     { idempotencyKeys: ['m-1', null, 'm-3'], queue: 'other' })

@@ -69,3 +69,18 @@ def test_async_producer(db, dsn):
 
     ids = asyncio.run(main())
     assert scalar(db, "SELECT count(*) FROM jobq.jobs WHERE id = ANY(%s)", (ids,)) == 3
+
+
+def test_after_makes_jobs_wait(db, dsn):
+    kind(db, "prod.step", "prod_steps")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        first = jobq.enqueue(conn, "prod.step", {"step": 1})
+        second = jobq.enqueue(conn, "prod.step", {"step": 2}, after=[first])
+        rest = jobq.enqueue_many(conn, "prod.step", [{"step": 3}, {"step": 4}],
+                                 after=(first, second))
+    rows = db.execute("SELECT id, state::text FROM jobq.jobs WHERE id = ANY(%s) ORDER BY id",
+                      ([first, second, *rest],)).fetchall()
+    assert rows == [(first, "pending"), (second, "waiting"), (rest[0], "waiting"),
+                    (rest[1], "waiting")]
+    assert scalar(db, "SELECT count(*) FROM jobq.dependencies WHERE job_id = ANY(%s)",
+                  (rest,)) == 4

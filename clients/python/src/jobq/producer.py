@@ -19,16 +19,19 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 # run_at: a timestamp, or a delay from now, or now.
-_ENQUEUE = (
-    "SELECT jobq.enqueue(%(kind)s, %(payload)s, %(key)s,"
-    " coalesce(%(at)s::timestamptz, pg_catalog.now() + coalesce(%(delay)s::interval, '0')),"
-    " %(priority)s, %(queue)s, %(ckey)s)"
-)
-_ENQUEUE_MANY = (
-    "SELECT id FROM jobq.enqueue_many(%(kind)s, %(payloads)s::jsonb[], %(keys)s::text[],"
-    " coalesce(%(at)s::timestamptz, pg_catalog.now() + coalesce(%(delay)s::interval, '0')),"
-    " %(priority)s, %(queue)s) AS id"
-)
+# "after" is passed by name, and only when given: servers before jobq 0.3
+# have no such argument.
+_WHEN = " coalesce(%(at)s::timestamptz, pg_catalog.now() + coalesce(%(delay)s::interval, '0')),"
+_AFTER = ", after => %(after)s::bigint[]"
+_ENQUEUE = ("SELECT jobq.enqueue(%(kind)s, %(payload)s, %(key)s," + _WHEN
+            + " %(priority)s, %(queue)s, %(ckey)s)")
+_ENQUEUE_AFTER = ("SELECT jobq.enqueue(%(kind)s, %(payload)s, %(key)s," + _WHEN
+                  + " %(priority)s, %(queue)s, %(ckey)s" + _AFTER + ")")
+_ENQUEUE_MANY = ("SELECT id FROM jobq.enqueue_many(%(kind)s, %(payloads)s::jsonb[],"
+                 " %(keys)s::text[]," + _WHEN + " %(priority)s, %(queue)s) AS id")
+_ENQUEUE_MANY_AFTER = ("SELECT id FROM jobq.enqueue_many(%(kind)s, %(payloads)s::jsonb[],"
+                       " %(keys)s::text[]," + _WHEN + " %(priority)s, %(queue)s" + _AFTER
+                       + ") AS id")
 
 RunAt = datetime | timedelta | None
 
@@ -41,51 +44,68 @@ def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
     return run_at, None
 
 
+def _ids(after: Iterable[int] | None) -> list[int] | None:
+    return None if after is None else [int(i) for i in after]
+
+
 def _one(kind: str, payload: Any, idempotency_key: str | None, run_at: RunAt,
-         priority: int, queue: str | None, concurrency_key: str | None) -> dict[str, Any]:
+         priority: int, queue: str | None, concurrency_key: str | None,
+         after: Iterable[int] | None) -> dict[str, Any]:
     at, delay = _when(run_at)
     return {"kind": kind, "payload": Jsonb({} if payload is None else payload),
             "key": idempotency_key, "at": at, "delay": delay, "priority": priority,
-            "queue": queue, "ckey": concurrency_key}
+            "queue": queue, "ckey": concurrency_key, "after": _ids(after)}
 
 
 def _many(kind: str, payloads: Iterable[Any], idempotency_keys: Sequence[str | None] | None,
-          run_at: RunAt, priority: int, queue: str | None) -> dict[str, Any]:
+          run_at: RunAt, priority: int, queue: str | None,
+          after: Iterable[int] | None) -> dict[str, Any]:
     at, delay = _when(run_at)
     return {"kind": kind, "payloads": [Jsonb(p) for p in payloads],
             "keys": None if idempotency_keys is None else list(idempotency_keys),
-            "at": at, "delay": delay, "priority": priority, "queue": queue}
+            "at": at, "delay": delay, "priority": priority, "queue": queue,
+            "after": _ids(after)}
 
 
 def enqueue(conn: psycopg.Connection[Any], kind: str, payload: Any = None, *,
             idempotency_key: str | None = None, run_at: RunAt = None, priority: int = 0,
-            queue: str | None = None, concurrency_key: str | None = None) -> int:
+            queue: str | None = None, concurrency_key: str | None = None,
+            after: Iterable[int] | None = None) -> int:
     """Enqueue one job in `conn`'s current transaction and return its id.
 
     `run_at` is a timestamp or a delay (a timedelta); `queue` None means the
     kind's.  With an idempotency key, a repeat returns the existing job's id.
+    With `after` (job ids), the job runs once those jobs have all completed.
     """
-    row = conn.execute(_ENQUEUE, _one(kind, payload, idempotency_key, run_at, priority,
-                                      queue, concurrency_key)).fetchone()
+    params = _one(kind, payload, idempotency_key, run_at, priority, queue, concurrency_key,
+                  after)
+    row = conn.execute(_ENQUEUE if params["after"] is None else _ENQUEUE_AFTER, params).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def enqueue_many(conn: psycopg.Connection[Any], kind: str, payloads: Iterable[Any], *,
                  idempotency_keys: Sequence[str | None] | None = None, run_at: RunAt = None,
-                 priority: int = 0, queue: str | None = None) -> list[int]:
-    """Enqueue one job per payload in one statement; the ids, in payload order."""
-    rows = conn.execute(_ENQUEUE_MANY, _many(kind, payloads, idempotency_keys, run_at,
-                                             priority, queue)).fetchall()
+                 priority: int = 0, queue: str | None = None,
+                 after: Iterable[int] | None = None) -> list[int]:
+    """Enqueue one job per payload in one statement; the ids, in payload order.
+
+    With `after`, every job runs once the jobs named have all completed.
+    """
+    params = _many(kind, payloads, idempotency_keys, run_at, priority, queue, after)
+    rows = conn.execute(_ENQUEUE_MANY if params["after"] is None else _ENQUEUE_MANY_AFTER,
+                         params).fetchall()
     return [int(r[0]) for r in rows]
 
 
 async def aenqueue(conn: psycopg.AsyncConnection[Any], kind: str, payload: Any = None, *,
                    idempotency_key: str | None = None, run_at: RunAt = None, priority: int = 0,
-                   queue: str | None = None, concurrency_key: str | None = None) -> int:
+                   queue: str | None = None, concurrency_key: str | None = None,
+                   after: Iterable[int] | None = None) -> int:
     """`enqueue` for an asyncio connection."""
-    cur = await conn.execute(_ENQUEUE, _one(kind, payload, idempotency_key, run_at, priority,
-                                            queue, concurrency_key))
+    params = _one(kind, payload, idempotency_key, run_at, priority, queue, concurrency_key,
+                  after)
+    cur = await conn.execute(_ENQUEUE if params["after"] is None else _ENQUEUE_AFTER, params)
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
@@ -94,10 +114,12 @@ async def aenqueue(conn: psycopg.AsyncConnection[Any], kind: str, payload: Any =
 async def aenqueue_many(conn: psycopg.AsyncConnection[Any], kind: str, payloads: Iterable[Any],
                         *, idempotency_keys: Sequence[str | None] | None = None,
                         run_at: RunAt = None, priority: int = 0,
-                        queue: str | None = None) -> list[int]:
+                        queue: str | None = None,
+                        after: Iterable[int] | None = None) -> list[int]:
     """`enqueue_many` for an asyncio connection."""
-    cur = await conn.execute(_ENQUEUE_MANY, _many(kind, payloads, idempotency_keys, run_at,
-                                                  priority, queue))
+    params = _many(kind, payloads, idempotency_keys, run_at, priority, queue, after)
+    cur = await conn.execute(_ENQUEUE_MANY if params["after"] is None else _ENQUEUE_MANY_AFTER,
+                         params)
     return [int(r[0]) for r in await cur.fetchall()]
 
 
