@@ -37,6 +37,21 @@ SELECT jobq.run_pending() + jobq.run_pending() + jobq.run_pending() AS ran;
 SELECT step FROM dp_log ORDER BY n;
 SELECT dp_state(:s1) AS s1, dp_state(:s2) AS s2, dp_state(:s3) AS s3;
 
+-- A handler may enqueue a job after its own: it is released when the
+-- handler's job completes, in the same transaction.
+CREATE FUNCTION dp_then(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO dp_log (job, step) VALUES ((jobq.current_job()).id, 'then');
+    PERFORM jobq.enqueue('dp.step', jsonb_build_object('step', 'after then'),
+                         after => ARRAY[(jobq.current_job()).id]);
+END $$;
+SELECT jobq.register_kind('dp.then', 'dp_then(jsonb)', queue => 'dp_db');
+SELECT jobq.enqueue('dp.then') AS then_job \gset
+SELECT jobq.run_pending(1) AS ran;
+SELECT dp_state(id) FROM jobq.job WHERE payload->>'step' = 'after then';
+SELECT jobq.run_pending() AS ran;
+SELECT step FROM dp_log WHERE n > 3 ORDER BY n;
+
 -- Fan-in: one job after three; each completion counts down.
 SELECT jobq.enqueue('dp.ext') AS x1 \gset
 SELECT jobq.enqueue('dp.ext') AS x2 \gset
@@ -189,4 +204,4 @@ SELECT jobq.revoke('dp', 'dp_producer');
 DROP ROLE dp_producer;
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'dp.%' ORDER BY name;
 DROP TABLE dp_log;
-DROP FUNCTION dp_step(jsonb), dp_mail(jsonb), dp_complete(bigint[]), dp_state(bigint);
+DROP FUNCTION dp_step(jsonb), dp_then(jsonb), dp_mail(jsonb), dp_complete(bigint[]), dp_state(bigint);
