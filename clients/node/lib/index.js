@@ -232,18 +232,27 @@ class Job {
     this.leaseToken = row.lease_token ?? null
     this.transactional = transactional
     this.client = new JobClient(this)
-    this.log = childLogger(worker.logger, { worker: worker.name, kind: row.kind, id: row.id, attempt: row.attempt })
+    this._log = null // made when job.log is first read
     this._worker = worker
     this._conn = conn || null // a transactional batch's connection
     this._began = false // a BEGIN or SAVEPOINT was sent
     this._beginning = null
     this._abort = null // made when job.signal is first read
-    this._keys = new Map()
+    this._keys = null // external keys read so far, made at the first
     this._beat = null // the heartbeat timer of a leased job
     this._beating = null // the heartbeat under way
     this._reporting = false // the handler returned; the outcome is being recorded
     this._handedBack = false // given back at shutdown
     this.lost = null // the LeaseLost, once the lease is known to be gone
+  }
+
+  // A logger whose lines carry the worker, kind, id and attempt.
+  get log () {
+    if (!this._log) {
+      this._log = childLogger(this._worker.logger,
+        { worker: this._worker.name, kind: this.kind, id: this.id, attempt: this.attempt })
+    }
+    return this._log
   }
 
   // Aborted when the lease is lost, or when the grace period of a
@@ -322,6 +331,7 @@ class Job {
   // header, the same for every attempt of this job and step.
   async externalKey (name = '') {
     this._requireLease('externalKey')
+    if (!this._keys) this._keys = new Map()
     if (!this._keys.has(name)) {
       const row = await this._leased('SELECT jobq.external_key($1, $2, $3) AS k', [this.id, name, this.leaseToken])
       this._keys.set(name, row.k)
@@ -750,9 +760,15 @@ class Worker extends EventEmitter {
         let error = null
         try {
           if (!h) throw new Error(`no handler for kind "${job.kind}" in worker ${this.name} (queues ${this.queues.join(', ')})`)
-          const running = Promise.resolve().then(() => h.fn(job))
-          running.catch(() => {}) // once abandoned at shutdown, nobody awaits it
-          result = await Promise.race([running, expired])
+          result = h.fn(job)
+          // A handler that returned a promise is waited for, until the
+          // grace period of a shutdown is over; one that returned a value
+          // is done (no turn of the event loop per job).
+          if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+            const running = Promise.resolve(result)
+            running.catch(() => {}) // once abandoned at shutdown, nobody awaits it
+            result = await Promise.race([running, expired])
+          }
           if (job._began) await conn.query('RELEASE SAVEPOINT jobq_job')
         } catch (e) {
           error = e
