@@ -186,6 +186,11 @@ SET ROLE dp_producer;
 SELECT sqlstate, message, detail FROM error_of(
     format('SELECT jobq.enqueue(%L, after => ARRAY[%s])', 'dp.ext', :other), :other);
 SELECT jobq.enqueue('dp.ext', after => ARRAY[:x1]) > 0 AS enqueued;
+-- Its privilege is looked up for the jobs of each queue; the ones after it
+-- are still read right.
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:x1, :x2, :x3]) > 0 AS enqueued;
+SELECT sqlstate, message FROM error_of(
+    format('SELECT jobq.enqueue(%L, after => ARRAY[%s, %s])', 'dp.ext', :x1, :other), :other);
 RESET ROLE;
 
 -- Retention keeps a failed job while jobs wait for it, and removes the

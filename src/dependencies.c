@@ -127,14 +127,6 @@ report_unknown_dependency(int64 id)
 			 errhint("A job can be enqueued after the jobs of the queues its producer may produce into or operate, until retention removes them.")));
 }
 
-/* Whether the caller may name the jobs of a queue in "after". */
-static bool
-may_depend_on_queue(int32 queue_id, Oid caller)
-{
-	return JobqHasQueuePrivilege(queue_id, caller, JOBQ_PRODUCE) ||
-		JobqHasQueuePrivilege(queue_id, caller, JOBQ_OPERATE);
-}
-
 static Datum
 ids_array(const JobqDependencies *deps)
 {
@@ -155,7 +147,9 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 {
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		values[1];
-	bool		all_queues;
+	int64	   *found_ids;
+	int32	   *found_queues;
+	int32		allowed_queue = 0;	/* the last queue found allowed; 0: none */
 	int			found;
 	int			row = 0;
 	int			i;
@@ -168,18 +162,30 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 					1, argtypes);
 	found = JobqExecutePlanWithSnapshot(plan_find, values, NULL, GetLatestSnapshot(),
 										SPI_OK_SELECT, 0);
-	all_queues = JobqHasAllQueues(caller, JOBQ_PRODUCE) ||
-		JobqHasAllQueues(caller, JOBQ_OPERATE);
-	for (i = 0; i < deps->n; i++)
+	/* Copied out: the privilege checks run statements of their own. */
+	found_ids = palloc(sizeof(int64) * Max(found, 1));
+	found_queues = palloc(sizeof(int32) * Max(found, 1));
+	for (row = 0; row < found; row++)
+	{
+		found_ids[row] = JobqGetInt64(row, 1);
+		found_queues[row] = JobqGetInt32(row, 2);
+	}
+	for (i = 0, row = 0; i < deps->n; i++, row++)
 	{
 		int64		id = DatumGetInt64(deps->ids[i]);
 
-		if (row >= found || JobqGetInt64(row, 1) != id)
+		if (row >= found || found_ids[row] != id)
 			report_unknown_dependency(id);
-		if (!all_queues && !may_depend_on_queue(JobqGetInt32(row, 2), caller))
-			report_unknown_dependency(id);
-		row++;
+		/* Jobs after many name them in few queues: ask once per run of one. */
+		if (found_queues[row] != allowed_queue)
+		{
+			if (!JobqMayReachQueueJobs(found_queues[row], caller))
+				report_unknown_dependency(id);
+			allowed_queue = found_queues[row];
+		}
 	}
+	pfree(found_ids);
+	pfree(found_queues);
 
 	/* In id order, so that enqueues naming the same jobs do not deadlock. */
 	JobqPreparePlan(&plan_lock,

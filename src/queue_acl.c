@@ -121,6 +121,18 @@ JobqHasQueuePrivilege(int32 queue_id, Oid role, JobqQueuePrivilege privilege)
 }
 
 /*
+ * Whether a role may produce into or operate the queue with this id: the
+ * roles that may wait on its jobs (jobq.wait) and enqueue after them.
+ * Must run between JobqBeginAccess and JobqEndAccess.
+ */
+bool
+JobqMayReachQueueJobs(int32 queue_id, Oid role)
+{
+	return JobqHasQueuePrivilege(queue_id, role, JOBQ_PRODUCE) ||
+		JobqHasQueuePrivilege(queue_id, role, JOBQ_OPERATE);
+}
+
+/*
  * Raise the error for a role that lacks a privilege on a queue (42501).
  * job_id, if not 0, is the job that led there.
  */

@@ -20,6 +20,7 @@ typedef enum JobqQueuePrivilege
 extern const char *JobqQueuePrivilegeName(JobqQueuePrivilege privilege);
 extern bool JobqHasAllQueues(Oid role, JobqQueuePrivilege privilege);
 extern bool JobqHasQueuePrivilege(int32 queue_id, Oid role, JobqQueuePrivilege privilege);
+extern bool JobqMayReachQueueJobs(int32 queue_id, Oid role);
 extern void JobqCheckQueuePrivilege(int32 queue_id, const char *queue, Oid role,
 									JobqQueuePrivilege privilege);
 extern int32 JobqQueueForPrivilege(Datum name, Oid role, JobqQueuePrivilege privilege,

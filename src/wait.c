@@ -358,9 +358,7 @@ read_job(int64 job_id, Oid role, WaitedJob *job)
 		job->changed_here = !isnull &&
 			TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
 		MemoryContextSwitchTo(cxt);
-		if (OidIsValid(role) &&
-			!JobqHasQueuePrivilege(job->queue_id, role, JOBQ_PRODUCE) &&
-			!JobqHasQueuePrivilege(job->queue_id, role, JOBQ_OPERATE))
+		if (OidIsValid(role) && !JobqMayReachQueueJobs(job->queue_id, role))
 			memset(job, 0, sizeof(*job));
 	}
 	JobqEndAccess(&access);
