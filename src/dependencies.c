@@ -264,12 +264,9 @@ wake_for_released(int rows)
 	{
 		bool		isnull;
 
-		if (!JobqGetBool(i, 1))
-			continue;
-		if (DatumGetChar(JobqGetDatum(i, 2, &isnull)) == 'r')
-			JobqWakeWorkersAtCommit();
-		else
-			JobqVisitAtCommit(DatumGetTimestampTz(JobqGetDatum(i, 3, &isnull)));
+		if (JobqGetBool(i, 1))
+			JobqWakeForJobAtCommit(DatumGetChar(JobqGetDatum(i, 2, &isnull)),
+								   DatumGetTimestampTz(JobqGetDatum(i, 3, &isnull)));
 	}
 }
 

@@ -93,10 +93,7 @@ note_wake(EnqueueArgs *args, bool in_db)
 {
 	if (!in_db || (args->after != NULL && args->after->waiting_for > 0))
 		return;
-	if (DatumGetChar(args->lane) == 'r')
-		JobqWakeWorkersAtCommit();
-	else
-		JobqVisitAtCommit(DatumGetTimestampTz(args->run_at));
+	JobqWakeForJobAtCommit(DatumGetChar(args->lane), DatumGetTimestampTz(args->run_at));
 }
 
 static void

@@ -361,6 +361,20 @@ JobqVisitAtCommit(TimestampTz at)
 		visit_pending_at = at;
 }
 
+/*
+ * What an in-database job made pending in the current transaction needs,
+ * at commit: the workers woken if it is due (lane 'r'), else a worker at
+ * its run_at.  A no-op without shared memory.
+ */
+void
+JobqWakeForJobAtCommit(char lane, TimestampTz run_at)
+{
+	if (lane == 'r')
+		JobqWakeWorkersAtCommit();
+	else
+		JobqVisitAtCommit(run_at);
+}
+
 /* Publish the job a worker is running (job_id 0: none). */
 void
 JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind, int32 attempt)

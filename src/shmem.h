@@ -214,6 +214,7 @@ extern void JobqRequireShmem(void);
 extern void JobqWakeWorkersAtCommit(void);
 extern void JobqWakeLauncherAtCommit(void);
 extern void JobqVisitAtCommit(TimestampTz at);
+extern void JobqWakeForJobAtCommit(char lane, TimestampTz run_at);
 extern void JobqWakeSleepingPeer(JobqWorkerSlot *self);
 extern void JobqSetSlotJob(JobqWorkerSlot *slot, int64 job_id, const char *kind,
 						   int32 attempt);
