@@ -127,11 +127,19 @@ report_unknown_dependency(int64 id)
 			 errhint("A job can be enqueued after the jobs of the queues its producer may produce into or operate, until retention removes them.")));
 }
 
+/* An int8[] or int4[] Datum of n Datums, for a statement's parameter. */
 static Datum
-ids_array(const JobqDependencies *deps)
+int8_array(Datum *elems, int n)
 {
-	return PointerGetDatum(construct_array(deps->ids, deps->n, INT8OID, sizeof(int64),
-										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+static Datum
+int4_array(Datum *elems, int n)
+{
+	return PointerGetDatum(construct_array(elems, n, INT4OID, sizeof(int32), true,
+										   TYPALIGN_INT));
 }
 
 /*
@@ -156,7 +164,7 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 
 	Assert(JobqInsideAccess());
 
-	values[0] = ids_array(deps);
+	values[0] = int8_array(deps->ids, deps->n);
 	JobqPreparePlan(&plan_find,
 					"SELECT j.id, j.queue_id FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id",
 					1, argtypes);
@@ -231,9 +239,8 @@ JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs
 
 	for (i = 0; i < njobs; i++)
 		jobs[i] = Int64GetDatum(ids[i]);
-	values[0] = PointerGetDatum(construct_array(jobs, njobs, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = ids_array(deps);
+	values[0] = int8_array(jobs, njobs);
+	values[1] = int8_array(deps->ids, deps->n);
 
 	/* A dependency completed already is recorded as completed when it did. */
 	JobqPreparePlan(&plan_record,
@@ -301,10 +308,8 @@ release_dependents(int n, const int64 *ids, const bool *was_blocking)
 		done[i] = Int64GetDatum(ids[i]);
 		blocking[i] = Int32GetDatum(was_blocking[i] ? 1 : 0);
 	}
-	values[0] = PointerGetDatum(construct_array(done, n, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(blocking, n, INT4OID, sizeof(int32), true,
-												TYPALIGN_INT));
+	values[0] = int8_array(done, n);
+	values[1] = int4_array(blocking, n);
 	JobqPreparePlan(&plan_complete_edges,
 					"WITH done AS ("
 					"  UPDATE jobq.job_dependency d"
@@ -333,12 +338,9 @@ release_dependents(int n, const int64 *ids, const bool *was_blocking)
 		counts[i] = Int32GetDatum(JobqGetInt32(i, 2));
 		unblocked[i] = Int32GetDatum(JobqGetInt32(i, 3));
 	}
-	values[0] = PointerGetDatum(construct_array(jobs, njobs, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(counts, njobs, INT4OID, sizeof(int32), true,
-												TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(unblocked, njobs, INT4OID, sizeof(int32), true,
-												TYPALIGN_INT));
+	values[0] = int8_array(jobs, njobs);
+	values[1] = int4_array(counts, njobs);
+	values[2] = int4_array(unblocked, njobs);
 
 	JobqPreparePlan(&plan_lock_dependents,
 					"SELECT FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id"
