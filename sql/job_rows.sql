@@ -76,8 +76,25 @@ SELECT payload->>'n' AS n FROM jobq.job WHERE result->>'n' IN ('3', '8', '16') O
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 
+-- A unique index on what a completion sets is still checked (only the
+-- primary key's check is left out: a completion keeps the id).
+CREATE UNIQUE INDEX jr_unique_result_idx ON jobq.job ((result->>'dup'));
+SELECT count(*) FROM jobq.enqueue_many('jr.ext', ARRAY['{"n": 21}', '{"n": 22}']::jsonb[]);
+BEGIN;
+CREATE TABLE jr_got AS
+    SELECT id FROM jobq.claim_in_transaction('jr_ext', 'jr-worker', 10);
+SELECT count(*) AS claimed FROM jr_got;
+SELECT jobq.complete(min(id), NULL, '{"dup": 1}') FROM jr_got;
+SELECT jobq.complete(max(id), NULL, '{"dup": 1}') FROM jr_got;
+ROLLBACK;
+SELECT count(*) FILTER (WHERE state = 'pending') AS still_pending
+  FROM jobq.job WHERE payload->>'n' IN ('21', '22');
+SELECT count(*) AS indexes_checked
+  FROM (SELECT bt_index_check(indexrelid, true) FROM pg_index
+         WHERE indrelid = 'jobq.job'::regclass) c;
+
 -- Clean up.
-DROP INDEX jobq.jr_finished_idx, jobq.jr_result_idx;
+DROP INDEX jobq.jr_finished_idx, jobq.jr_result_idx, jobq.jr_unique_result_idx;
 DELETE FROM jobq.job WHERE kind LIKE 'jr.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'jr.%' ORDER BY name;
 DROP TABLE jr_before;

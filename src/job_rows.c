@@ -15,7 +15,8 @@
  * here directly (JobqDependenciesCompleted), so nothing of the UPDATE is
  * skipped: heap_update keeps HOT chains, the TOAST pointers of unchanged
  * values, predicate locks and the statistics, and the index entries get
- * the executor's unique checks and hints.
+ * the executor's hints and its unique checks, but for the primary key's,
+ * which a completion cannot break (insert_index_entries).
  *
  * This file also keeps what both need: the compiled predicates of
  * jobq.job's partial indexes, from one statement to the next.
@@ -24,10 +25,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -240,6 +243,66 @@ mark_unchanged_indexes(ResultRelInfo *rri, const CompletionColumns *c)
 }
 
 /*
+ * Whether insert_index_entries may insert rri's index entries: no index
+ * has an exclusion constraint or a deferred uniqueness, which the
+ * executor's own path handles.
+ */
+static bool
+indexes_are_plain(ResultRelInfo *rri)
+{
+	int			i;
+
+	for (i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Relation	index = rri->ri_IndexRelationDescs[i];
+
+		if (rri->ri_IndexRelationInfo[i]->ii_ExclusionOps != NULL ||
+			(index->rd_index->indisunique && !index->rd_index->indimmediate))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Insert the index entries of a completed job's new row version as
+ * ExecInsertIndexTuples would, less one check: a unique index whose
+ * columns the completion leaves as they were, with no predicate (the
+ * primary key), is not checked again.  The new version has the key of the
+ * version it replaces, which this transaction holds locked and which was
+ * unique when it was written; another transaction inserting that key
+ * meets this one's entries and waits for it.  The check fetched the old
+ * version from the heap once per job.  Needs the predicates of
+ * JobqUseCachedPredicates and the hints of mark_unchanged_indexes.
+ */
+static void
+insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
+	ExprContext *econtext = GetPerTupleExprContext(estate);
+	Datum		values[INDEX_MAX_KEYS];
+	bool		isnull[INDEX_MAX_KEYS];
+	int			i;
+
+	econtext->ecxt_scantuple = slot;
+	for (i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Relation	index = rri->ri_IndexRelationDescs[i];
+		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
+		IndexUniqueCheck check = UNIQUE_CHECK_NO;
+
+		if (index == NULL || !info->ii_ReadyForInserts)
+			continue;
+		if (info->ii_Predicate != NIL && !ExecQual(info->ii_PredicateState, econtext))
+			continue;
+		FormIndexDatum(info, slot, estate, values, isnull);
+		if (index->rd_index->indisunique &&
+			!(info->ii_IndexUnchanged && info->ii_Predicate == NIL))
+			check = UNIQUE_CHECK_YES;
+		(void) index_insert(index, values, isnull, &slot->tts_tid, rri->ri_RelationDesc,
+							check, info->ii_IndexUnchanged, info);
+	}
+}
+
+/*
  * Complete the n given jobs by the row versions this transaction locked
  * (rows[i].tid), each with its attempt charged, result, start and worker,
  * as one UPDATE would.  A job whose version at that TID this transaction
@@ -269,6 +332,7 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	int64	   *awaited;		/* completed jobs that others wait for */
 	int			nawaited = 0;
 	int			done = 0;
+	bool		plain_indexes;
 	int			i;
 
 	Assert(JobqInsideAccess());
@@ -295,6 +359,7 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 	ExecOpenIndices(rri, false);
 	JobqUseCachedPredicates(rri);
 	mark_unchanged_indexes(rri, &c);
+	plain_indexes = indexes_are_plain(rri);
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
@@ -367,7 +432,10 @@ JobqCompleteRowsByTid(JobqRowCompletion *rows, int n, bool only_ready)
 		if (!HeapTupleIsHeapOnly(newtup))
 		{
 			ExecStoreHeapTuple(newtup, slot, false);
-			list_free(ExecInsertIndexTuples(rri, slot, estate, true, false, NULL, NIL));
+			if (plain_indexes)
+				insert_index_entries(rri, slot, estate);
+			else
+				list_free(ExecInsertIndexTuples(rri, slot, estate, true, false, NULL, NIL));
 			ExecClearTuple(slot);
 		}
 		MemoryContextSwitchTo(caller_cxt);
