@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * src/kind_cache.h
- *		The settings of kinds an enqueue needs, kept across statements.
+ *		The settings of kinds an enqueue or a worker needs, kept across
+ *		statements.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +17,23 @@ typedef struct JobqKindSettings
 	bool		in_db;			/* it has an in-database handler */
 } JobqKindSettings;
 
+/*
+ * What running a kind's jobs needs of its row.  The strings belong to the
+ * cache: they last until the next lookup.
+ */
+typedef struct JobqKindRunner
+{
+	const char *handler;		/* its signature; NULL: no in-database handler */
+	Oid			owner;			/* the role its handler runs as */
+	int64		timeout_ms;
+	int64		backoff_base_us;
+	int64		backoff_max_us;
+	bool		careful;		/* it declares side effects */
+	bool		hold_on_failure;	/* ... and is not retry_safe */
+	const char *search_path;	/* its handler's, fixed at register_kind */
+} JobqKindRunner;
+
 extern bool JobqLookupKindSettings(Datum kind, JobqKindSettings *settings);
+extern bool JobqLookupKindRunner(const char *kind, JobqKindRunner *runner);
 
 #endif							/* JOBQ_KIND_CACHE_H */

@@ -33,6 +33,7 @@
 #include "handler.h"
 #include "invoke.h"
 #include "jobq.h"
+#include "kind_cache.h"
 #include "pick.h"
 #include "queue_acl.h"
 #include "shmem.h"
@@ -50,8 +51,10 @@ static int32 last_queue_served = 0;
  * "upto": those up to it), never from jobq.queue: however many queues
  * exist, a pick costs what the queues with work cost, and an idle worker's
  * pick a few index pages.  Paused queues are looked up by id among those.
+ * The kinds' settings come from the kind cache, once per run of jobs of
+ * one kind, not from a join that looked each job's kind up in its index.
  */
-#define PICK_COLUMNS	18
+#define PICK_COLUMNS	10
 #define PICK_NEXT_QUEUE(cond) \
 	"(SELECT queue_id FROM jobq.job WHERE lane = 'r' AND in_db AND " cond \
 	"  ORDER BY queue_id LIMIT 1)"
@@ -67,12 +70,7 @@ static int32 last_queue_served = 0;
 	"    FROM upto u WHERE u.id IS NOT NULL" \
 	")" \
 	" SELECT j.id, j.kind, j.payload, j.attempt, j.max_attempts," \
-	" j.lease_token, k.handler, k.owner::pg_catalog.oid," \
-	" k.timeout, k.backoff_base, k.backoff_max," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0, false)," \
-	" coalesce(pg_catalog.cardinality(k.side_effects) > 0" \
-	"   AND NOT k.retry_safe, false)," \
-	" j.queue_id, j.idempotency_key, j.concurrency_key, k.search_path, j.ctid" \
+	" j.lease_token, j.queue_id, j.idempotency_key, j.concurrency_key, j.ctid" \
 	" FROM (SELECT id FROM after WHERE id IS NOT NULL" \
 	"       UNION ALL SELECT id FROM upto WHERE id IS NOT NULL) q" \
 	" CROSS JOIN LATERAL (" \
@@ -82,7 +80,6 @@ static int32 last_queue_served = 0;
 	"   AND" JOBQ_KEY_FREE("job") filter \
 	"   ORDER BY priority, run_at" \
 	"   LIMIT $1 FOR UPDATE SKIP LOCKED) j" \
-	" LEFT JOIN jobq.kind k ON k.name = j.kind" \
 	" LIMIT $1"
 
 /*
@@ -121,6 +118,37 @@ text_or_null(Datum d, bool isnull)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+/* Give job its kind's settings, from the kind cache. */
+static void
+look_up_kind_runner(BatchJob *job)
+{
+	JobqKindRunner runner;
+
+	(void) JobqLookupKindRunner(job->kind, &runner);
+	job->handler = runner.handler != NULL ? pstrdup(runner.handler) : NULL;
+	job->owner = runner.owner;
+	job->timeout_ms = runner.timeout_ms;
+	job->backoff_base_us = runner.backoff_base_us;
+	job->backoff_max_us = runner.backoff_max_us;
+	job->careful = runner.careful;
+	job->hold_on_failure = runner.hold_on_failure;
+	job->search_path = runner.search_path != NULL ? pstrdup(runner.search_path) : NULL;
+}
+
+/* Give job the kind's settings "from" has, a job of the same kind. */
+static void
+copy_kind_runner(BatchJob *job, const BatchJob *from)
+{
+	job->handler = from->handler;
+	job->owner = from->owner;
+	job->timeout_ms = from->timeout_ms;
+	job->backoff_base_us = from->backoff_base_us;
+	job->backoff_max_us = from->backoff_max_us;
+	job->careful = from->careful;
+	job->hold_on_failure = from->hold_on_failure;
+	job->search_path = from->search_path;
+}
+
 /*
  * excluded: an int8[] of job ids not to pick again (this transaction's own
  * row locks do not make SKIP LOCKED skip them), or 0.  runner: in a
@@ -145,6 +173,7 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 	int			by_excluded = excluded != (Datum) 0 ? 1 : 0;
 	int			rows;
 	int			i;
+	SPITupleTable *tuptable;
 	BatchJob   *jobs;
 
 	Assert(JobqInsideAccess());
@@ -157,7 +186,8 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 					5, argtypes);
 	rows = JobqExecutePlan(plans[by_runner][by_excluded], values, nulls, SPI_OK_SELECT, 0);
 
-	JobqCheckHandlerColumn(7);
+	/* The kind cache's reads replace SPI_tuptable: keep it. */
+	tuptable = SPI_tuptable;
 	jobs = palloc0(sizeof(BatchJob) * Max(rows, 1));
 	for (i = 0; i < rows; i++)
 	{
@@ -165,27 +195,23 @@ pick_jobs(int max_jobs, Datum excluded, Oid runner, BatchJob **jobs_out)
 		Datum		c[PICK_COLUMNS];
 		bool		n[PICK_COLUMNS];
 
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c, n);
+		heap_deform_tuple(tuptable->vals[i], tuptable->tupdesc, c, n);
 		job->id = DatumGetInt64(c[0]);
 		job->kind = TextDatumGetCString(c[1]);
 		job->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(c[2]));
 		job->attempt = DatumGetInt32(c[3]);
 		job->max_attempts = DatumGetInt32(c[4]);
 		job->lease_token = DatumGetInt64(c[5]);
-		job->handler = text_or_null(c[6], n[6]);
-		job->owner = n[7] ? InvalidOid : DatumGetObjectId(c[7]);
-		job->timeout_ms = JobqKindTimeoutMs(c[8], n[8]);
-		job->backoff_base_us = interval_usecs_or(c[9], n[9], JOBQ_DEFAULT_BACKOFF_BASE_USECS);
-		job->backoff_max_us = interval_usecs_or(c[10], n[10], JOBQ_DEFAULT_BACKOFF_MAX_USECS);
-		job->careful = DatumGetBool(c[11]);
-		job->hold_on_failure = DatumGetBool(c[12]);
-		job->queue_id = DatumGetInt32(c[13]);
+		job->queue_id = DatumGetInt32(c[6]);
 		if (i == 0)
 			last_queue_served = job->queue_id;
-		job->idempotency_key = text_or_null(c[14], n[14]);
-		job->concurrency_key = text_or_null(c[15], n[15]);
-		job->search_path = text_or_null(c[16], n[16]);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(c[17]), &job->tid);
+		job->idempotency_key = text_or_null(c[7], n[7]);
+		job->concurrency_key = text_or_null(c[8], n[8]);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(c[9]), &job->tid);
+		if (i > 0 && strcmp(job->kind, jobs[i - 1].kind) == 0)
+			copy_kind_runner(job, &jobs[i - 1]);
+		else
+			look_up_kind_runner(job);
 	}
 	*jobs_out = jobs;
 	return rows;
