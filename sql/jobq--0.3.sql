@@ -429,6 +429,8 @@ REVOKE ALL ON FUNCTION jobq.kind_changed() FROM PUBLIC;
 
 CREATE TRIGGER kind_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jobq.kind
     FOR EACH STATEMENT EXECUTE FUNCTION jobq.kind_changed();
+/* Also for changes applied with session_replication_role = replica. */
+ALTER TABLE jobq.kind ENABLE ALWAYS TRIGGER kind_changed;
 
 /*
  * When a job that others were enqueued after changes state, they learn it

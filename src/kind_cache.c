@@ -175,10 +175,11 @@ keep_kind(const char *kind, const CachedKind *scratch)
 {
 	CachedKind *entry;
 
-	if (!OidIsValid(kinds_relid))
-		kinds_relid = get_relname_relid("kind", JobqRequireExtension()->schema);
 	if (hash_get_num_entries(kinds) >= KIND_CACHE_MAX)
 		reset_kinds();
+	/* After any reset: the invalidations that make entries stale name it. */
+	if (!OidIsValid(kinds_relid))
+		kinds_relid = get_relname_relid("kind", JobqRequireExtension()->schema);
 	entry = hash_search(kinds, kind, HASH_ENTER, NULL);
 	entry->settings = scratch->settings;
 	entry->has_runner = scratch->has_runner;
