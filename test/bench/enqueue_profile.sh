@@ -36,12 +36,7 @@ command -v perf >/dev/null || { echo "enqueue_profile.sh: perf is missing (apt-g
 
 bench_start_cluster enqueue-profile
 bench_schema
-write_script floor <<'SQL'
-INSERT INTO floor_q (payload) VALUES ('{"n": 1}');
-SQL
-write_script jobq <<'SQL'
-SELECT jobq.enqueue('bench.noop', '{"n": 1}');
-SQL
+core_scripts    # the scripts used: floor_enqueue_1 and jobq_enqueue_1
 
 PROF="$WORK/profile.tsv"     # round side measure value (per transaction)
 : > "$PROF"
@@ -64,7 +59,7 @@ cpu_ticks() {
 profile_side() {
     local round=$1 side=$2 record=$3 pid="" window=$((SECS - 4)) pgb
     psql_bench -q -c "TRUNCATE floor_q" -c "TRUNCATE jobq.job CASCADE" -c "CHECKPOINT"
-    as_bench_user pgbench -n -M extended -h "$SOCK" -p "$PORT" -f "$WORK/$side.sql" \
+    as_bench_user pgbench -n -M extended -h "$SOCK" -p "$PORT" -f "$WORK/${side}_enqueue_1.sql" \
         -T "$SECS" "$BENCH_DB" > "$WORK/pgbench-$side.out" 2>&1 &
     pgb=$!
     sleep 1
@@ -115,7 +110,7 @@ profile_side() {
 untraced() {
     local tps
     psql_bench -q -c "TRUNCATE floor_q" -c "TRUNCATE jobq.job CASCADE" -c "CHECKPOINT"
-    tps=$(as_bench_user pgbench -n -M extended -h "$SOCK" -p "$PORT" -f "$WORK/$2.sql" \
+    tps=$(as_bench_user pgbench -n -M extended -h "$SOCK" -p "$PORT" -f "$WORK/${2}_enqueue_1.sql" \
         -T "$SECS" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     printf '%s\t%s\tuntraced tx/s\t%.1f\n' "$1" "$2" "$tps" >> "$PROF"
 }
