@@ -73,6 +73,7 @@
 #include "invoke.h"
 #include "job_rows.h"
 #include "jobq.h"
+#include "kind_cache.h"
 #include "lease.h"
 #include "pick.h"
 #include "queue_acl.h"

@@ -59,7 +59,7 @@ typedef struct CachedKind
 } CachedKind;
 
 static HTAB *kinds = NULL;
-static MemoryContext kinds_cxt = NULL;	/* the runners' strings */
+static MemoryContext kinds_cxt = NULL;	/* kinds and the runners' strings */
 static Oid	kinds_relid = InvalidOid;	/* jobq.kind, once known */
 static bool kinds_stale = false;
 static bool callback_registered = false;
@@ -83,8 +83,8 @@ reset_kinds(void)
 		CacheRegisterRelcacheCallback(note_kinds_changed, (Datum) 0);
 		callback_registered = true;
 	}
-	if (kinds != NULL)
-		hash_destroy(kinds);
+	/* The table and the runners' strings go together. */
+	kinds = NULL;
 	if (kinds_cxt == NULL)
 		kinds_cxt = AllocSetContextCreate(CacheMemoryContext, "jobq kinds",
 										  ALLOCSET_SMALL_SIZES);
@@ -92,7 +92,7 @@ reset_kinds(void)
 		MemoryContextReset(kinds_cxt);
 	ctl.keysize = KIND_KEY_SIZE;
 	ctl.entrysize = sizeof(CachedKind);
-	ctl.hcxt = CacheMemoryContext;
+	ctl.hcxt = kinds_cxt;
 	kinds = hash_create("jobq kinds", 32, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	kinds_stale = false;
 	kinds_relid = InvalidOid;	/* jobq.kind may have been made again */
@@ -108,6 +108,23 @@ text_or_null(int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+/*
+ * An interval column in microseconds, or dflt when NULL (a kind that is
+ * gone): the kind's defaults of register_kind.
+ */
+static int64
+interval_usecs_or(Datum d, bool isnull, int64 dflt)
+{
+	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
+}
+
+/* A kind's timeout column, in milliseconds, at least 1. */
+int64
+JobqKindTimeoutMs(Datum d, bool isnull)
+{
+	return Max(interval_usecs_or(d, isnull, JOBQ_DEFAULT_TIMEOUT_USECS) / 1000, 1);
+}
+
 /* An interval column of the last SPI result in microseconds, or dflt if NULL. */
 static int64
 usecs_or(int col, int64 dflt)
@@ -115,7 +132,7 @@ usecs_or(int col, int64 dflt)
 	bool		isnull;
 	Datum		d = JobqGetDatum(0, col, &isnull);
 
-	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
+	return interval_usecs_or(d, isnull, dflt);
 }
 
 /*
@@ -155,7 +172,7 @@ read_kind(const char *kind, bool with_runner, CachedKind *entry)
 		JobqCheckHandlerColumn(4);
 		entry->runner.handler = text_or_null(4);
 		entry->runner.owner = DatumGetObjectId(JobqGetDatum(0, 5, &isnull));
-		entry->runner.timeout_ms = Max(usecs_or(6, JOBQ_DEFAULT_TIMEOUT_USECS) / 1000, 1);
+		entry->runner.timeout_ms = JobqKindTimeoutMs(JobqGetDatum(0, 6, &isnull), isnull);
 		entry->runner.backoff_base_us = usecs_or(7, JOBQ_DEFAULT_BACKOFF_BASE_USECS);
 		entry->runner.backoff_max_us = usecs_or(8, JOBQ_DEFAULT_BACKOFF_MAX_USECS);
 		entry->runner.careful = JobqGetBool(0, 9);
@@ -257,7 +274,7 @@ JobqLookupKindRunner(const char *kind, JobqKindRunner *runner)
 	{
 		memset(runner, 0, sizeof(JobqKindRunner));
 		runner->owner = InvalidOid;
-		runner->timeout_ms = JOBQ_DEFAULT_TIMEOUT_USECS / 1000;
+		runner->timeout_ms = JobqKindTimeoutMs((Datum) 0, true);
 		runner->backoff_base_us = JOBQ_DEFAULT_BACKOFF_BASE_USECS;
 		runner->backoff_max_us = JOBQ_DEFAULT_BACKOFF_MAX_USECS;
 		return false;

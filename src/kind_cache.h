@@ -35,5 +35,6 @@ typedef struct JobqKindRunner
 
 extern bool JobqLookupKindSettings(Datum kind, JobqKindSettings *settings);
 extern bool JobqLookupKindRunner(const char *kind, JobqKindRunner *runner);
+extern int64 JobqKindTimeoutMs(Datum d, bool isnull);
 
 #endif							/* JOBQ_KIND_CACHE_H */

@@ -27,10 +27,8 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/timestamp.h"
 
 #include "concurrency.h"
-#include "handler.h"
 #include "invoke.h"
 #include "jobq.h"
 #include "kind_cache.h"
@@ -93,23 +91,6 @@ static int32 last_queue_served = 0;
 	"     WHERE g.queue_id = job.queue_id AND g.privilege IN ('work', 'operate')" \
 	"     AND pg_catalog.pg_has_role($3, g.grantee::pg_catalog.oid, 'USAGE')))"
 #define PICK_EXCLUDED_FILTER	"   AND NOT (id = ANY ($4))"
-
-/*
- * An interval column in microseconds, or dflt when NULL (a kind that is
- * gone): the kind's defaults of register_kind.
- */
-static int64
-interval_usecs_or(Datum d, bool isnull, int64 dflt)
-{
-	return isnull ? dflt : JobqIntervalUsecs(DatumGetIntervalP(d));
-}
-
-/* A kind's timeout column, in milliseconds, at least 1. */
-int64
-JobqKindTimeoutMs(Datum d, bool isnull)
-{
-	return Max(interval_usecs_or(d, isnull, JOBQ_DEFAULT_TIMEOUT_USECS) / 1000, 1);
-}
 
 /* A text column as a C string in the current context, or NULL. */
 static char *

@@ -59,6 +59,5 @@ struct JobqKeyPick
 extern int	JobqPickWithKeys(JobqKeyPick *pick, int max_jobs);
 extern int	JobqPickRunnableJobs(int max_jobs, Oid runner, BatchJob **jobs_out,
 								 int *deferred);
-extern int64 JobqKindTimeoutMs(Datum d, bool isnull);
 
 #endif							/* JOBQ_PICK_H */
