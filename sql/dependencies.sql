@@ -161,6 +161,30 @@ COMMIT;
 SELECT dp_state(:t1) AS t1, dp_state(:after_t) AS after_t;
 SELECT dp_complete(:after_t);
 
+-- A leased complete_many releases the jobs after its whole batch at once,
+-- once its UPDATE is done, so that two batches with dependents in common
+-- lock them in one order (isolation spec dependencies_order).  One that
+-- fails inside a subtransaction leaves nothing behind: the completions
+-- after it release as before.
+SELECT jobq.enqueue('dp.ext') AS m1 \gset
+SELECT jobq.enqueue('dp.ext') AS m2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:m1, :m2]) AS after_m \gset
+CREATE TEMP TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
+SELECT count(*) AS others FROM dp_lease d
+ CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
+ WHERE d.id NOT IN (:m1, :m2);
+SELECT format('SELECT jobq.complete_many(ARRAY[%s, %s], ARRAY[%s, 0])',
+              :m1, :m2, lease_token) AS bad_tokens
+  FROM dp_lease WHERE id = :m1 \gset
+SELECT sqlstate, message FROM error_of(:'bad_tokens', :m2, 'm2');
+SELECT dp_state(:m1) AS m1, dp_state(:after_m) AS after_m;
+SELECT jobq.complete(:m1, lease_token) FROM dp_lease WHERE id = :m1;
+SELECT dp_state(:after_m) AS after_m;
+SELECT jobq.complete_many(ARRAY[:m2], ARRAY[lease_token]) FROM dp_lease WHERE id = :m2;
+SELECT dp_state(:after_m) AS after_m;
+DROP TABLE dp_lease;
+SELECT dp_complete(:after_m);
+
 -- A repeat of an idempotency key returns the job that holds it.
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x1]) AS k1 \gset
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x2]) = :k1 AS same;

@@ -15,7 +15,10 @@
  * No polling: a dependency's change of state updates the jobs after it in
  * the same transaction, through the trigger jobq.dependency_changed on
  * jobq.job, or through JobqDependenciesCompleted called by the completions that
- * write rows without the executor (job_rows.c).  Two things keep the counts
+ * write rows without the executor (job_rows.c).  Those, and a leased
+ * complete_many (whose trigger calls only note the jobs), release a whole
+ * batch at once, its dependents locked in id order: two batches with
+ * dependents in common do not deadlock.  Two things keep the counts
  * exact under concurrency:
  *   - an enqueue locks its dependencies' rows (FOR NO KEY UPDATE) before it
  *     reads their states, and keeps the locks until it commits; a change of
@@ -58,6 +61,20 @@ static SPIPlanPtr plan_complete_edges;
 static SPIPlanPtr plan_lock_dependents;
 static SPIPlanPtr plan_release;
 static SPIPlanPtr plan_block;
+
+/*
+ * While a statement that completes many jobs runs (JobqBeginCompletions),
+ * the trigger notes the jobs it completes instead of releasing the jobs
+ * after each one; JobqEndCompletions releases them all at once.  Row by
+ * row, the jobs after them would be locked in the order the statement
+ * reaches its rows, and two such statements with dependents in common
+ * could deadlock; at once, they are locked in id order.
+ */
+static bool completions_noted = false;
+static MemoryContext noted_cxt = NULL;
+static int64 *noted = NULL;
+static int	nnoted = 0;
+static int	maxnoted = 0;
 
 static int
 compare_datum_int64(const void *a, const void *b)
@@ -388,6 +405,58 @@ JobqDependenciesCompleted(int n, const int64 *ids)
 }
 
 /*
+ * Start noting the completions of the statements that follow, until
+ * JobqEndCompletions; the notes live in the current memory context.  The
+ * caller must end it on an error too: a completion noted after that would
+ * never release its jobs.
+ */
+void
+JobqBeginCompletions(void)
+{
+	Assert(!completions_noted);
+	completions_noted = true;
+	noted_cxt = CurrentMemoryContext;
+	noted = NULL;
+	nnoted = 0;
+	maxnoted = 0;
+}
+
+/*
+ * Stop noting completions, and with "release", release the jobs after
+ * those noted, at once.  Inside access.
+ */
+void
+JobqEndCompletions(bool release)
+{
+	int64	   *ids = noted;
+	int			n = nnoted;
+
+	completions_noted = false;
+	noted = NULL;
+	nnoted = 0;
+	maxnoted = 0;
+	if (!release)
+		return;					/* on an error: the context goes with it */
+	if (n > 0)
+		JobqDependenciesCompleted(n, ids);
+	if (ids != NULL)
+		pfree(ids);
+}
+
+static void
+note_completion(int64 job_id)
+{
+	if (nnoted == maxnoted)
+	{
+		maxnoted = Max(16, maxnoted * 2);
+		noted = noted == NULL
+			? MemoryContextAlloc(noted_cxt, sizeof(int64) * maxnoted)
+			: repalloc(noted, sizeof(int64) * maxnoted);
+	}
+	noted[nnoted++] = job_id;
+}
+
+/*
  * The dependency job_id became failed, held or cancelled (delta 1), or
  * left those states for one that may still complete (delta -1): block or
  * unblock the jobs waiting for it.
@@ -436,7 +505,9 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 		is_blocking |= new_state == blocking[i];
 	}
 
-	if (new_state == completed && old_state != completed)
+	if (new_state == completed && old_state != completed && completions_noted && !was_blocking)
+		note_completion(job_id);
+	else if (new_state == completed && old_state != completed)
 		release_dependents(1, &job_id, &was_blocking);
 	else if (is_blocking != was_blocking)
 		block_dependents(job_id, is_blocking ? 1 : -1);

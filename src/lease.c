@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "attempt.h"
+#include "dependencies.h"
 #include "jobq.h"
 #include "lease.h"
 #include "queue_acl.h"
@@ -237,6 +238,30 @@ read_int8_array(FunctionCallInfo fcinfo, int argno, const char *argname, Datum *
 								elems, &nulls);
 }
 
+/*
+ * Name the first of the n pairs (ids, tokens) that the done rows of
+ * SPI_tuptable (job id in column 1) did not complete; the error undoes the
+ * rest.
+ */
+static void
+report_unmatched(const Datum *ids, const Datum *tokens, int n, int done)
+{
+	int64	   *completed = palloc(sizeof(int64) * Max(done, 1));
+	int			i;
+
+	for (i = 0; i < done; i++)
+		completed[i] = JobqGetInt64(i, 1);
+	qsort(completed, done, sizeof(int64), compare_int64);
+	for (i = 0; i < n; i++)
+	{
+		int64		id = DatumGetInt64(ids[i]);
+
+		if (bsearch(&id, completed, done, sizeof(int64), compare_int64) == NULL)
+			JobqReportLeaseProblem(id, DatumGetInt64(tokens[i]));
+	}
+	elog(ERROR, "complete_many matched %d of %d jobs", done, n);
+}
+
 PG_FUNCTION_INFO_V1(jobq_complete_many);
 
 /*
@@ -301,36 +326,42 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 					" WHERE j.id = r.id AND j.lease_token = r.token AND j.state = 'running'"
 					" RETURNING j.id, j.concurrency_key IS NOT NULL, j.queue_id, j.kind",
 					2, argtypes);
-	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
-	for (i = 0; i < done; i++)
-	{
-		count_completed(i, 3);
-		JobqWakeWaitersAtCommit(JobqGetInt64(i, 1));
-	}
-	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
-	for (i = 0; i < done; i++)
-		if (JobqGetBool(i, 2))
-		{
-			JobqWakeWorkersAtCommit();
-			break;
-		}
-	if (done != n)
-	{
-		int64	   *completed = palloc(sizeof(int64) * Max(done, 1));
 
-		/* Name the first pair that did not match; the error undoes the rest. */
+	/*
+	 * The jobs after these are released once, for the whole batch, after the
+	 * rows are read.  Noting must end on every path, or a later completion in
+	 * this session (after a rolled-back savepoint) would be noted and lost.
+	 */
+	JobqBeginCompletions();
+	PG_TRY();
+	{
+		done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
 		for (i = 0; i < done; i++)
-			completed[i] = JobqGetInt64(i, 1);
-		qsort(completed, done, sizeof(int64), compare_int64);
-		for (i = 0; i < n; i++)
 		{
-			int64		id = DatumGetInt64(ids[i]);
-
-			if (bsearch(&id, completed, done, sizeof(int64), compare_int64) == NULL)
-				JobqReportLeaseProblem(id, DatumGetInt64(tokens[i]));
+			count_completed(i, 3);
+			JobqWakeWaitersAtCommit(JobqGetInt64(i, 1));
 		}
-		elog(ERROR, "complete_many matched %d of %d jobs", done, n);
+
+		/*
+		 * Jobs that wait for these jobs' concurrency keys may run after
+		 * commit.
+		 */
+		for (i = 0; i < done; i++)
+			if (JobqGetBool(i, 2))
+			{
+				JobqWakeWorkersAtCommit();
+				break;
+			}
+		if (done != n)
+			report_unmatched(ids, tokens, n, done);
 	}
+	PG_CATCH();
+	{
+		JobqEndCompletions(false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	JobqEndCompletions(true);
 
 	/* A claim completed whole (the usual case) needs no rescue sweep. */
 	JobqPreparePlan(&plan_forget_lease,
