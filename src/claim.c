@@ -55,7 +55,6 @@
 #include "queues.h"
 #include "stats.h"
 
-static SPIPlanPtr plan_any_due;
 static SPIPlanPtr plan_promote;
 static SPIPlanPtr plan_pick[2]; /* objects before 0.3, current */
 static SPIPlanPtr plan_pick_more[2];
@@ -64,9 +63,6 @@ static SPIPlanPtr plan_lease;
 /*
  * Move scheduled jobs whose run_at has come to pending, in batches, and
  * return how many moved.  Rows locked by someone else are left for later.
- * Every claim and pick calls this, and mostly nothing is due: one probe of
- * the scheduled index answers that for a small part of what starting and
- * ending the UPDATE costs (it opens every index of jobq.job).
  * Must run between JobqBeginAccess and JobqEndAccess.
  */
 int
@@ -74,13 +70,6 @@ JobqPromoteDueJobs(void)
 {
 	Assert(JobqInsideAccess());
 
-	JobqPreparePlan(&plan_any_due,
-					"SELECT FROM jobq.job"
-					" WHERE lane = 's' AND run_at <= pg_catalog.statement_timestamp()"
-					" ORDER BY run_at LIMIT 1",
-					0, NULL);
-	if (JobqExecutePlan(plan_any_due, NULL, NULL, SPI_OK_SELECT, 1) == 0)
-		return 0;
 	JobqPreparePlan(&plan_promote,
 					"UPDATE jobq.job SET lane = 'r'"
 					" WHERE id IN (SELECT id FROM jobq.job"
