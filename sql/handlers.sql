@@ -224,7 +224,8 @@ SELECT state, attempt, worker LIKE 'run_pending %' AS by_run_pending
 -- A batch's completions find each row by the version its pick locked; a
 -- handler that writes its own job's row (here a superuser's, by hand)
 -- leaves that version behind, and its job is completed by id, once, with
--- its neighbours completed as usual.
+-- its neighbours completed as usual.  Both ways release the jobs after
+-- theirs (here one after 2 and 3).
 CREATE FUNCTION hd_touch(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     IF (p->>'touch')::boolean THEN
@@ -233,14 +234,19 @@ BEGIN
     RETURN p;
 END $$;
 SELECT jobq.register_kind('hd.touch', 'hd_touch(jsonb)', queue => 'hd_touch');
+SELECT jobq.register_kind('hd.after', queue => 'hd_after');
 SELECT count(*) FROM jobq.enqueue_many('hd.touch', ARRAY['{"n": 1, "touch": false}',
     '{"n": 2, "touch": true}', '{"n": 3, "touch": false}']::jsonb[]);
+SELECT jobq.enqueue('hd.after', after => ARRAY(SELECT id FROM jobq.job
+    WHERE kind = 'hd.touch' AND payload->>'n' IN ('2', '3'))) AS hd_after \gset
 SELECT jobq.run_pending() AS ran;
 SELECT payload->>'n' AS n, state, attempt, result->>'touch' AS touched
   FROM jobq.jobs WHERE kind = 'hd.touch' ORDER BY id;
+SELECT state, waiting_for FROM jobq.job WHERE id = :hd_after;
 
 -- Clean up.
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
+DELETE FROM jobq.job_dependency WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'hd.%');
 DELETE FROM jobq.job WHERE kind LIKE 'hd.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'hd.%' ORDER BY name;
 DROP ROLE regress_hd_owner;

@@ -157,10 +157,14 @@ ROLLBACK;
 
 -- complete_many finds the rows by the versions the claim locked; a job
 -- whose row this transaction wrote since (here by hand, as superuser) is
--- completed by id, once, with the others.
+-- completed by id, once, with the others.  Both ways release the jobs
+-- after theirs (here one after 1 and 2).
 SELECT jobq.register_kind('tx.tid', queue => 'txtid');
+SELECT jobq.register_kind('tx.after', queue => 'txafter');
 SELECT count(*) FROM (SELECT jobq.enqueue('tx.tid', jsonb_build_object('n', n))
                         FROM generate_series(1, 3) n) e;
+SELECT jobq.enqueue('tx.after', after => ARRAY(SELECT id FROM jobq.job
+    WHERE kind = 'tx.tid' AND payload->>'n' IN ('1', '2'))) AS tx_after \gset
 BEGIN;
 CREATE TEMP TABLE got ON COMMIT DROP AS
   SELECT id, payload->>'n' AS n FROM jobq.claim_in_transaction('txtid', 'w3', 3);
@@ -169,6 +173,7 @@ SELECT jobq.complete_many(ARRAY(SELECT id FROM got ORDER BY n), NULL) AS complet
 COMMIT;
 SELECT payload->>'n' AS n, state, attempt, worker FROM jobq.job
  WHERE kind = 'tx.tid' ORDER BY 1;
+SELECT state, waiting_for FROM jobq.job WHERE id = :tx_after;
 
 -- A second claim in the same transaction does not hand out the jobs of the
 -- first again (this transaction's row locks do not make SKIP LOCKED skip
@@ -194,8 +199,9 @@ DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind L
 DELETE FROM jobq.lease l WHERE EXISTS (
     SELECT 1 FROM jobq.job j WHERE j.id = ANY (l.job_ids) AND j.kind LIKE 'tx.%');
 DELETE FROM jobq.concurrency_lock WHERE key = 'acct-1';
+DELETE FROM jobq.job_dependency WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'tx.%');
 DELETE FROM jobq.job WHERE kind LIKE 'tx.%';
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'tx.%' ORDER BY name;
-DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf', 'txsn', 'txtid');
+DELETE FROM jobq.queue WHERE name IN ('txq', 'txkey', 'txsa', 'txsb', 'txsf', 'txsn', 'txtid', 'txafter');
 SELECT (SELECT count(*) FROM jobq.job WHERE kind LIKE 'tx.%') AS jobs_left,
        (SELECT count(*) FROM jobq.lease) AS lease_rows_left;

@@ -15,11 +15,12 @@
  * No polling: a dependency's change of state updates the jobs after it in
  * the same transaction, through the trigger jobq.dependency_changed on
  * jobq.job, or through JobqDependenciesCompleted called by the completions that
- * write rows without the executor (job_rows.c).  Those, and a leased
- * complete_many (whose trigger calls only note the jobs), release a whole
- * batch at once, its dependents locked in id order: two batches with
- * dependents in common do not deadlock.  Two things keep the counts
- * exact under concurrency:
+ * write rows without the executor (job_rows.c).  Those, and the UPDATEs
+ * that complete many jobs (a leased complete_many, and the jobs of a batch
+ * whose row changed since their pick), whose trigger calls only note the
+ * jobs, release a whole batch at once, its dependents locked in id order:
+ * two batches with dependents in common do not deadlock.  Two things keep
+ * the counts exact under concurrency:
  *   - an enqueue locks its dependencies' rows (FOR NO KEY UPDATE) before it
  *     reads their states, and keeps the locks until it commits; a change of
  *     a dependency's state waits for it, or it for the change.  So a

@@ -67,6 +67,7 @@
 #include "attempt.h"
 #include "claim.h"
 #include "concurrency.h"
+#include "dependencies.h"
 #include "executor.h"
 #include "handler.h"
 #include "handler_env.h"
@@ -315,6 +316,31 @@ complete_rows_by_id(BatchJob **done, int n, const char *label)
 }
 
 /*
+ * complete_rows_by_id, with the jobs after the n jobs released at once when
+ * it is done, in id order (JobqBeginCompletions).  Inside access.
+ */
+static void
+complete_rest_by_id(BatchJob **rest, int n, const char *label)
+{
+	int			done;
+
+	JobqBeginCompletions();
+	PG_TRY();
+	{
+		done = complete_rows_by_id(rest, n, label);
+	}
+	PG_CATCH();
+	{
+		JobqEndCompletions(false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	JobqEndCompletions(done == n);
+	if (done != n)
+		elog(ERROR, "jobq could not record the completion of %d jobs", n);
+}
+
+/*
  * Mark the given jobs completed, with their results, in the transaction
  * whose subtransactions ran their handlers: by the row versions their pick
  * locked, and by id those whose version changed since (a handler that
@@ -343,8 +369,8 @@ record_completions(BatchJob **done, int n, const char *label)
 	for (i = 0; i < n; i++)
 		if (!rows[i].completed)
 			rest[nrest++] = done[i];
-	if (nrest > 0 && complete_rows_by_id(rest, nrest, label) != nrest)
-		elog(ERROR, "jobq could not record the completion of %d jobs", nrest);
+	if (nrest > 0)
+		complete_rest_by_id(rest, nrest, label);
 	JobqEndAccess(&access);
 	forget_conflicts(done, n);
 	count_completions(done, n);

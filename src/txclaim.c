@@ -83,6 +83,7 @@
 #include "claim.h"
 #include "concurrency.h"
 #include "job_rows.h"
+#include "dependencies.h"
 #include "jobq.h"
 #include "pick.h"
 #include "queue_acl.h"
@@ -1182,6 +1183,32 @@ note_completed_rows(int done, bool *has_key)
 }
 
 /*
+ * complete_claimed_rows_by_id and note_completed_rows, with the jobs after
+ * the n jobs released at once when it is done, in id order
+ * (JobqBeginCompletions).  Returns how many it completed.  Inside access.
+ */
+static int
+complete_rest_claimed_here(ClaimedJob **rest, int n, bool *has_key)
+{
+	int			got;
+
+	JobqBeginCompletions();
+	PG_TRY();
+	{
+		got = complete_claimed_rows_by_id(rest, n);
+		note_completed_rows(got, has_key);
+	}
+	PG_CATCH();
+	{
+		JobqEndCompletions(false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	JobqEndCompletions(true);
+	return got;
+}
+
+/*
  * Complete n jobs claimed here (ids, int8 Datums, no duplicates): one
  * UPDATE by the row versions the claims locked, and one by id for those
  * whose row this transaction changed since (then still ready).  Returns n.
@@ -1204,12 +1231,7 @@ JobqCompleteManyClaimedHere(Datum *ids, int n)
 	JobqBeginAccess(&access);
 	done = complete_claimed_rows_by_tid(jobs, n, rest, &nrest, &has_key);
 	if (nrest > 0)
-	{
-		int			got = complete_claimed_rows_by_id(rest, nrest);
-
-		note_completed_rows(got, &has_key);
-		done += got;
-	}
+		done += complete_rest_claimed_here(rest, nrest, &has_key);
 	if (done != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
