@@ -65,30 +65,22 @@ UPDATE job_like SET state = 'completed', lane = NULL, attempt = attempt + 1,
  WHERE id IN (SELECT id FROM job_like WHERE lane = 'r' AND queue_id = 1
                ORDER BY priority, run_at LIMIT 100 FOR UPDATE SKIP LOCKED);
 SQL
-write_script record_drain_100 <<'SQL'
+# delete_script NAME TABLE RETURNING COLUMNS: the drain that deletes 100
+# ready rows, RETURNING those columns, and inserts COLUMNS of them into
+# TABLE.
+delete_script() {
+    write_script "$1" <<SQL
 WITH done AS (
     DELETE FROM job_like WHERE id IN (SELECT id FROM job_like WHERE lane = 'r' AND queue_id = 1
                                        ORDER BY priority, run_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-    RETURNING id, kind, attempt)
-INSERT INTO done_record SELECT id, kind, attempt + 1, clock_timestamp(), NULL FROM done;
+    RETURNING $3)
+INSERT INTO $2 SELECT $4 FROM done;
 SQL
-write_script log_drain_100 <<'SQL'
-WITH done AS (
-    DELETE FROM job_like WHERE id IN (SELECT id FROM job_like WHERE lane = 'r' AND queue_id = 1
-                                       ORDER BY priority, run_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-    RETURNING id, kind, attempt)
-INSERT INTO done_log SELECT id, kind, attempt + 1, clock_timestamp(), NULL FROM done;
-SQL
-write_script move_drain_100 <<'SQL'
-WITH done AS (
-    DELETE FROM job_like WHERE id IN (SELECT id FROM job_like WHERE lane = 'r' AND queue_id = 1
-                                       ORDER BY priority, run_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-    RETURNING *)
-INSERT INTO done_row
-SELECT id, kind, 'completed', NULL, queue_id, priority, run_at, attempt + 1, payload, NULL,
-       clock_timestamp(), clock_timestamp()
-  FROM done;
-SQL
+}
+delete_script record_drain_100 done_record "id, kind, attempt" "id, kind, attempt + 1, clock_timestamp(), NULL"
+delete_script log_drain_100 done_log "id, kind, attempt" "id, kind, attempt + 1, clock_timestamp(), NULL"
+delete_script move_drain_100 done_row "*" "id, kind, 'completed', NULL, queue_id, priority, run_at,
+    attempt + 1, payload, NULL, clock_timestamp(), clock_timestamp()"
 
 # fill SIDE: the backlog SIDE drains, vacuumed and checkpointed.
 fill() {
