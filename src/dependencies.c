@@ -506,10 +506,13 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 		is_blocking |= new_state == blocking[i];
 	}
 
-	if (new_state == completed && old_state != completed && completions_noted && !was_blocking)
-		note_completion(job_id);
-	else if (new_state == completed && old_state != completed)
-		release_dependents(1, &job_id, &was_blocking);
+	if (new_state == completed && old_state != completed)
+	{
+		if (completions_noted && !was_blocking)
+			note_completion(job_id);
+		else
+			release_dependents(1, &job_id, &was_blocking);
+	}
 	else if (is_blocking != was_blocking)
 		block_dependents(job_id, is_blocking ? 1 : -1);
 }
