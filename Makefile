@@ -29,7 +29,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 ENCODING = UTF8
 NO_LOCALE = 1
 
-ISOLATION = claim_exclusive enqueue_same_key kind_cache stale_token complete_race claim_many txclaim once_concurrent concurrency_key concurrency_key_rr concurrency_limit rate_limit schedule_race schedule_queue forged_locks drop_nonowner wait dependencies dependencies_order
+ISOLATION = claim_exclusive enqueue_same_key kind_cache stale_token complete_race claim_many txclaim once_concurrent concurrency_key concurrency_key_rr concurrency_limit rate_limit schedule_race schedule_queue forged_locks drop_nonowner wait dependencies dependencies_order dependencies_block_order
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=./tmp_check_iso --inputdir=$(srcdir)/test/isolation
 

@@ -185,6 +185,42 @@ SELECT dp_state(:after_m) AS after_m;
 DROP TABLE dp_lease;
 SELECT dp_complete(:after_m);
 
+-- A change noted in a subtransaction that rolls back was not made, and its
+-- note goes with it.  While complete_many completes s2, a trigger of this
+-- test completes s1 in a subtransaction that fails: the job after s1 still
+-- waits for it, the job after s2 is released.
+SELECT jobq.enqueue('dp.ext') AS s1 \gset
+SELECT jobq.enqueue('dp.ext') AS s2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:s1]) AS after_s1 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:s2]) AS after_s2 \gset
+CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
+SELECT count(*) AS others FROM dp_lease d
+ CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
+ WHERE d.id NOT IN (:s1, :s2);
+CREATE TABLE dp_meddle (trigger_id bigint, id bigint, lease_token bigint);
+INSERT INTO dp_meddle SELECT :s2, id, lease_token FROM dp_lease WHERE id = :s1;
+CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM jobq.complete(m.id, m.lease_token) FROM public.dp_meddle m WHERE m.trigger_id = NEW.id;
+        RAISE EXCEPTION 'undone';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_meddle AFTER UPDATE ON jobq.job
+    FOR EACH ROW WHEN (NEW.state = 'completed') EXECUTE FUNCTION dp_meddle();
+SELECT jobq.complete_many(ARRAY[:s2], ARRAY[lease_token]) FROM dp_lease WHERE id = :s2;
+DROP TRIGGER dp_meddle ON jobq.job;
+DROP FUNCTION dp_meddle();
+DROP TABLE dp_meddle;
+SELECT dp_state(:s1) AS s1, dp_state(:after_s1) AS after_s1, dp_state(:after_s2) AS after_s2;
+SELECT jobq.complete(:s1, lease_token) FROM dp_lease WHERE id = :s1;
+SELECT dp_state(:after_s1) AS after_s1;
+DROP TABLE dp_lease;
+SELECT dp_complete(:after_s1, :after_s2);
+
 -- A repeat of an idempotency key returns the job that holds it.
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x1]) AS k1 \gset
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x2]) = :k1 AS same;

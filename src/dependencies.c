@@ -16,11 +16,11 @@
  * the same transaction, through the trigger jobq.dependency_changed on
  * jobq.job, or through JobqDependenciesCompleted called by the completions that
  * write rows without the executor (job_rows.c).  Those, and the UPDATEs
- * that complete many jobs (a leased complete_many, and the jobs of a batch
- * whose row changed since their pick), whose trigger calls only note the
- * jobs, release a whole batch at once, its dependents locked in id order:
- * two batches with dependents in common do not deadlock.  Two things keep
- * the counts exact under concurrency:
+ * that change many jobs (a leased complete_many, the jobs of a batch whose
+ * row changed since their pick, retry_failed), whose trigger calls only
+ * note the changes, update the jobs after a whole batch at once, locked in
+ * id order: two batches with dependents in common do not deadlock.  Two
+ * things keep the counts exact under concurrency:
  *   - an enqueue locks its dependencies' rows (FOR NO KEY UPDATE) before it
  *     reads their states, and keeps the locks until it commits; a change of
  *     a dependency's state waits for it, or it for the change.  So a
@@ -39,6 +39,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -61,21 +62,37 @@ static SPIPlanPtr plan_mark;
 static SPIPlanPtr plan_complete_edges;
 static SPIPlanPtr plan_lock_dependents;
 static SPIPlanPtr plan_release;
+static SPIPlanPtr plan_lock_blocked;
 static SPIPlanPtr plan_block;
 
 /*
- * While a statement that completes many jobs runs (JobqBeginCompletions),
- * the trigger notes the jobs it completes instead of releasing the jobs
- * after each one; JobqEndCompletions releases them all at once.  Row by
- * row, the jobs after them would be locked in the order the statement
- * reaches its rows, and two such statements with dependents in common
- * could deadlock; at once, they are locked in id order.
+ * While a statement that changes the states of many jobs runs
+ * (JobqBeginStateChanges), the trigger notes the changes instead of
+ * updating the jobs after each job at once; JobqEndStateChanges applies
+ * them all together.  Row by row, the jobs after them would be locked in
+ * the order the statement reaches its rows, and two such statements with
+ * dependents in common could deadlock; together, they are locked in id
+ * order.  A change noted in a subtransaction that rolls back was not made:
+ * its note goes with it, and noting ends with the (sub)transaction it
+ * started in (state_changes_abort), so that no note outlives its change
+ * and no later change is noted and never applied.
  */
-static bool completions_noted = false;
+#define NOTED_COMPLETED 0		/* else the change of blocked_by: 1 or -1 */
+
+typedef struct NotedChange
+{
+	int64		job_id;
+	int			change;
+	int			level;			/* the subtransaction it was made in */
+} NotedChange;
+
+static bool noting = false;
+static int	noting_level = 0;
 static MemoryContext noted_cxt = NULL;
-static int64 *noted = NULL;
+static NotedChange *noted = NULL;
 static int	nnoted = 0;
 static int	maxnoted = 0;
+static bool noting_callbacks_registered = false;
 
 static int
 compare_datum_int64(const void *a, const void *b)
@@ -406,16 +423,119 @@ JobqDependenciesCompleted(int n, const int64 *ids)
 }
 
 /*
- * Start noting the completions of the statements that follow, until
- * JobqEndCompletions; the notes live in the current memory context.  The
- * caller must end it on an error too: a completion noted after that would
- * never release its jobs.
+ * The n dependencies ids[] became failed, held or cancelled (deltas[i] 1)
+ * or left those states for one that may still complete (-1): count that
+ * in blocked_by of the jobs waiting for them, which are locked first, in
+ * id order, as release_dependents does.
+ */
+static void
+block_dependents(int n, const int64 *ids, const int *deltas)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Datum		values[2];
+	Datum	   *jobs = palloc(sizeof(Datum) * n);
+	Datum	   *changes = palloc(sizeof(Datum) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		jobs[i] = Int64GetDatum(ids[i]);
+		changes[i] = Int32GetDatum(deltas[i]);
+	}
+	values[0] = int8_array(jobs, n);
+	values[1] = int4_array(changes, n);
+	JobqPreparePlan(&plan_lock_blocked,
+					"SELECT FROM jobq.job j WHERE j.id IN ("
+					"  SELECT d.job_id FROM jobq.job_dependency d"
+					"   WHERE d.after_id = ANY($1) AND d.completed_at IS NULL)"
+					" ORDER BY j.id FOR NO KEY UPDATE OF j",
+					1, argtypes);
+	JobqExecutePlanWithSnapshot(plan_lock_blocked, values, NULL, GetLatestSnapshot(),
+								SPI_OK_SELECT, 0);
+	JobqPreparePlan(&plan_block,
+					"UPDATE jobq.job j SET blocked_by = j.blocked_by + c.delta,"
+					"   state = CASE WHEN j.blocked_by + c.delta > 0 THEN 'blocked'"
+					"                ELSE 'waiting' END::jobq.job_state"
+					"  FROM (SELECT d.job_id, pg_catalog.sum(n.delta)::integer AS delta"
+					"          FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
+					"            AS n(id, delta)"
+					"          JOIN jobq.job_dependency d"
+					"            ON d.after_id = n.id AND d.completed_at IS NULL"
+					"         GROUP BY d.job_id) c"
+					" WHERE j.id = c.job_id AND c.delta <> 0"
+					"   AND j.state IN ('waiting', 'blocked')",
+					2, argtypes);
+	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
+								SPI_OK_UPDATE, 0);
+	pfree(jobs);
+	pfree(changes);
+}
+
+/*
+ * A (sub)transaction ends.  At an abort, the notes made in it go, and
+ * noting ends if it started there; at a subtransaction's commit, its notes
+ * become its parent's.
+ */
+static void
+state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	int			i;
+
+	if (!noting)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		if (noting_level >= level)
+		{
+			noting = false;
+			noted = NULL;		/* in a context the abort frees, or soon */
+			nnoted = maxnoted = 0;
+			return;
+		}
+		while (nnoted > 0 && noted[nnoted - 1].level >= level)
+			nnoted--;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < nnoted; i++)
+			if (noted[i].level >= level)
+				noted[i].level = level - 1;
+	}
+}
+
+static void
+state_changes_xact(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		noting = false;
+		noted = NULL;
+		nnoted = maxnoted = 0;
+	}
+}
+
+/*
+ * Start noting the changes of state of the jobs that others were enqueued
+ * after, made by the statements that follow, until JobqEndStateChanges in
+ * the same (sub)transaction.  The notes live in the current memory
+ * context.  An error ends noting with the (sub)transaction it rolls back.
  */
 void
-JobqBeginCompletions(void)
+JobqBeginStateChanges(void)
 {
-	Assert(!completions_noted);
-	completions_noted = true;
+	if (!noting_callbacks_registered)
+	{
+		RegisterXactCallback(state_changes_xact, NULL);
+		RegisterSubXactCallback(state_changes_subxact, NULL);
+		noting_callbacks_registered = true;
+	}
+	Assert(!noting);
+	noting = true;
+	noting_level = GetCurrentTransactionNestLevel();
 	noted_cxt = CurrentMemoryContext;
 	noted = NULL;
 	nnoted = 0;
@@ -423,61 +543,61 @@ JobqBeginCompletions(void)
 }
 
 /*
- * Stop noting completions, and with "release", release the jobs after
- * those noted, at once.  Inside access.
+ * Stop noting, and apply the changes noted: release the jobs after the
+ * jobs completed, then block or unblock the jobs after the others, each
+ * set at once.  Inside access.
  */
 void
-JobqEndCompletions(bool release)
+JobqEndStateChanges(void)
 {
-	int64	   *ids = noted;
+	NotedChange *notes = noted;
 	int			n = nnoted;
+	int64	   *ids;
+	int		   *deltas;
+	int			ncompleted = 0;
+	int			nblocked = 0;
+	int			i;
 
-	completions_noted = false;
+	Assert(noting);
+	noting = false;
 	noted = NULL;
-	nnoted = 0;
-	maxnoted = 0;
-	if (!release)
-		return;					/* on an error: the context goes with it */
-	if (n > 0)
-		JobqDependenciesCompleted(n, ids);
-	if (ids != NULL)
-		pfree(ids);
+	nnoted = maxnoted = 0;
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(int64) * n);
+	for (i = 0; i < n; i++)
+		if (notes[i].change == NOTED_COMPLETED)
+			ids[ncompleted++] = notes[i].job_id;
+	if (ncompleted > 0)
+		JobqDependenciesCompleted(ncompleted, ids);
+	deltas = palloc(sizeof(int) * n);
+	for (i = 0; i < n; i++)
+		if (notes[i].change != NOTED_COMPLETED)
+		{
+			ids[nblocked] = notes[i].job_id;
+			deltas[nblocked++] = notes[i].change;
+		}
+	if (nblocked > 0)
+		block_dependents(nblocked, ids, deltas);
+	pfree(ids);
+	pfree(deltas);
+	pfree(notes);
 }
 
 static void
-note_completion(int64 job_id)
+note_change(int64 job_id, int change)
 {
 	if (nnoted == maxnoted)
 	{
 		maxnoted = Max(16, maxnoted * 2);
 		noted = noted == NULL
-			? MemoryContextAlloc(noted_cxt, sizeof(int64) * maxnoted)
-			: repalloc(noted, sizeof(int64) * maxnoted);
+			? MemoryContextAlloc(noted_cxt, sizeof(NotedChange) * maxnoted)
+			: repalloc(noted, sizeof(NotedChange) * maxnoted);
 	}
-	noted[nnoted++] = job_id;
-}
-
-/*
- * The dependency job_id became failed, held or cancelled (delta 1), or
- * left those states for one that may still complete (delta -1): block or
- * unblock the jobs waiting for it.
- */
-static void
-block_dependents(int64 job_id, int delta)
-{
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		values[2] = {Int64GetDatum(job_id), Int32GetDatum(delta)};
-
-	JobqPreparePlan(&plan_block,
-					"UPDATE jobq.job j SET blocked_by = j.blocked_by + $2,"
-					"   state = CASE WHEN j.blocked_by + $2 > 0 THEN 'blocked'"
-					"                ELSE 'waiting' END::jobq.job_state"
-					"  FROM jobq.job_dependency d"
-					" WHERE d.after_id = $1 AND d.completed_at IS NULL AND j.id = d.job_id"
-					"   AND j.state IN ('waiting', 'blocked')",
-					2, argtypes);
-	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
-								SPI_OK_UPDATE, 0);
+	noted[nnoted].job_id = job_id;
+	noted[nnoted].change = change;
+	noted[nnoted].level = GetCurrentTransactionNestLevel();
+	nnoted++;
 }
 
 /*
@@ -508,13 +628,20 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 
 	if (new_state == completed && old_state != completed)
 	{
-		if (completions_noted && !was_blocking)
-			note_completion(job_id);
+		if (noting && !was_blocking)
+			note_change(job_id, NOTED_COMPLETED);
 		else
 			release_dependents(1, &job_id, &was_blocking);
 	}
 	else if (is_blocking != was_blocking)
-		block_dependents(job_id, is_blocking ? 1 : -1);
+	{
+		int			delta = is_blocking ? 1 : -1;
+
+		if (noting)
+			note_change(job_id, delta);
+		else
+			block_dependents(1, &job_id, &delta);
+	}
 }
 
 PG_FUNCTION_INFO_V1(jobq_dependency_changed);

@@ -28,7 +28,7 @@ extern void JobqLockDependencies(JobqDependencies *deps, Oid caller);
 extern void JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs);
 extern void JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state);
 extern void JobqDependenciesCompleted(int n, const int64 *ids);
-extern void JobqBeginCompletions(void);
-extern void JobqEndCompletions(bool release);
+extern void JobqBeginStateChanges(void);
+extern void JobqEndStateChanges(void);
 
 #endif							/* JOBQ_DEPENDENCIES_H */

@@ -317,27 +317,15 @@ complete_rows_by_id(BatchJob **done, int n, const char *label)
 
 /*
  * complete_rows_by_id, with the jobs after the n jobs released at once when
- * it is done, in id order (JobqBeginCompletions).  Inside access.
+ * it is done, in id order (JobqBeginStateChanges).  Inside access.
  */
 static void
 complete_rest_by_id(BatchJob **rest, int n, const char *label)
 {
-	int			done;
-
-	JobqBeginCompletions();
-	PG_TRY();
-	{
-		done = complete_rows_by_id(rest, n, label);
-	}
-	PG_CATCH();
-	{
-		JobqEndCompletions(false);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	JobqEndCompletions(done == n);
-	if (done != n)
+	JobqBeginStateChanges();
+	if (complete_rows_by_id(rest, n, label) != n)
 		elog(ERROR, "jobq could not record the completion of %d jobs", n);
+	JobqEndStateChanges();
 }
 
 /*

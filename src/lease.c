@@ -329,39 +329,26 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 
 	/*
 	 * The jobs after these are released once, for the whole batch, after the
-	 * rows are read.  Noting must end on every path, or a later completion in
-	 * this session (after a rolled-back savepoint) would be noted and lost.
+	 * rows are written (JobqBeginStateChanges).
 	 */
-	JobqBeginCompletions();
-	PG_TRY();
+	JobqBeginStateChanges();
+	done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
+	for (i = 0; i < done; i++)
 	{
-		done = JobqExecutePlan(plan_complete_many, values, NULL, SPI_OK_UPDATE_RETURNING, 0);
-		for (i = 0; i < done; i++)
-		{
-			count_completed(i, 3);
-			JobqWakeWaitersAtCommit(JobqGetInt64(i, 1));
-		}
+		count_completed(i, 3);
+		JobqWakeWaitersAtCommit(JobqGetInt64(i, 1));
+	}
 
-		/*
-		 * Jobs that wait for these jobs' concurrency keys may run after
-		 * commit.
-		 */
-		for (i = 0; i < done; i++)
-			if (JobqGetBool(i, 2))
-			{
-				JobqWakeWorkersAtCommit();
-				break;
-			}
-		if (done != n)
-			report_unmatched(ids, tokens, n, done);
-	}
-	PG_CATCH();
-	{
-		JobqEndCompletions(false);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	JobqEndCompletions(true);
+	/* Jobs that wait for these jobs' concurrency keys may run after commit. */
+	for (i = 0; i < done; i++)
+		if (JobqGetBool(i, 2))
+		{
+			JobqWakeWorkersAtCommit();
+			break;
+		}
+	if (done != n)
+		report_unmatched(ids, tokens, n, done);
+	JobqEndStateChanges();
 
 	/* A claim completed whole (the usual case) needs no rescue sweep. */
 	JobqPreparePlan(&plan_forget_lease,

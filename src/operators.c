@@ -27,6 +27,7 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
+#include "dependencies.h"
 #include "enqueue.h"
 #include "invoke.h"
 #include "jobq.h"
@@ -267,6 +268,12 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 							TextDatumGetCString(values[0])),
 					 errhint("Failed jobs of a kind can only run again while it is registered.")));
 	}
+
+	/*
+	 * The jobs after these are unblocked once, for all of them, in id order
+	 * (JobqBeginStateChanges).
+	 */
+	JobqBeginStateChanges();
 	if (JobqHasAllQueues(access.caller, JOBQ_OPERATE))
 	{
 		JobqPreparePlan(&plan_retry_failed,
@@ -306,6 +313,7 @@ jobq_retry_failed(PG_FUNCTION_ARGS)
 		ids[i] = JobqGetInt64(i, 1);
 		wake |= JobqGetBool(i, 2);
 	}
+	JobqEndStateChanges();
 	if (wake)
 		JobqWakeWorkersAtCommit();
 	if (rows > 0)

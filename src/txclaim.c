@@ -1185,26 +1185,17 @@ note_completed_rows(int done, bool *has_key)
 /*
  * complete_claimed_rows_by_id and note_completed_rows, with the jobs after
  * the n jobs released at once when it is done, in id order
- * (JobqBeginCompletions).  Returns how many it completed.  Inside access.
+ * (JobqBeginStateChanges).  Returns how many it completed.  Inside access.
  */
 static int
 complete_rest_claimed_here(ClaimedJob **rest, int n, bool *has_key)
 {
 	int			got;
 
-	JobqBeginCompletions();
-	PG_TRY();
-	{
-		got = complete_claimed_rows_by_id(rest, n);
-		note_completed_rows(got, has_key);
-	}
-	PG_CATCH();
-	{
-		JobqEndCompletions(false);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	JobqEndCompletions(true);
+	JobqBeginStateChanges();
+	got = complete_claimed_rows_by_id(rest, n);
+	note_completed_rows(got, has_key);
+	JobqEndStateChanges();
 	return got;
 }
 
