@@ -694,6 +694,8 @@ charge_owed_attempts(void)
 					"  coalesce(d.exhausted, false)"
 					" FROM locked l LEFT JOIN charged d ON d.id = l.id",
 					2, argtypes);
+	/* The jobs after the jobs failed are blocked at once, in id order. */
+	JobqBeginStateChanges();
 	rows = JobqExecutePlan(plan_charge, values, NULL, SPI_OK_SELECT, 0);
 	for (i = 0; i < rows; i++)
 	{
@@ -709,6 +711,7 @@ charge_owed_attempts(void)
 				charges[j].forget = JobqGetBool(i, 3);
 			}
 	}
+	JobqEndStateChanges();
 }
 
 #define TXCLAIM_PICK_SQL(extra) \

@@ -24,6 +24,9 @@ sql(q{
     SELECT jobq.enqueue('tap.poison', priority => 0);
     SELECT jobq.enqueue('tap.fine', jsonb_build_object('n', n), priority => 1)
       FROM generate_series(1, 3) n;
+    -- A job after the poison job, in a queue nobody claims from.
+    SELECT jobq.register_kind('tap.after', queue => 'poison_after');
+    SELECT jobq.enqueue('tap.after', after => ARRAY(SELECT id FROM jobq.job WHERE kind = 'tap.poison'));
 });
 
 # One worker round: claim up to 10 jobs in a transaction; a batch with the
@@ -57,6 +60,8 @@ is(sql(q{SELECT string_agg(state || ' ' || attempt, ', ') FROM jobq.job WHERE ki
 is(sql(q{SELECT count(*) FROM jobq.job_error e JOIN jobq.job j ON j.id = e.job_id
           WHERE j.kind = 'tap.poison' AND e.message LIKE 'transaction-scoped claims%'}),
     '3', 'each charged attempt is in the job history');
+is(sql(q{SELECT state || ' ' || waiting_for || ' ' || blocked_by FROM jobq.job WHERE kind = 'tap.after'}),
+    'blocked 1 1', 'the charge that fails the poison job blocks the job after it');
 # Suspicion after 2 claims, then one killed claim per attempt.
 is($killed, 2 + 3, 'killed claims: two before suspicion, then one per attempt');
 
