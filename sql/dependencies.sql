@@ -221,6 +221,39 @@ SELECT dp_state(:after_s1) AS after_s1;
 DROP TABLE dp_lease;
 SELECT dp_complete(:after_s1, :after_s2);
 
+-- A trigger on jobq.job that changes many jobs at once from inside such a
+-- change is refused (0A000): the notes of the change it runs inside would
+-- be lost.  Nothing changes.
+SELECT jobq.enqueue('dp.ext') AS n1 \gset
+SELECT jobq.enqueue('dp.ext') AS n2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:n1, :n2]) AS after_n \gset
+CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
+SELECT count(*) AS others FROM dp_lease d
+ CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
+ WHERE d.id NOT IN (:n1, :n2);
+CREATE TABLE dp_meddle (trigger_id bigint, id bigint, lease_token bigint);
+INSERT INTO dp_meddle SELECT :n2, id, lease_token FROM dp_lease WHERE id = :n1;
+CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM jobq.complete_many(ARRAY[m.id], ARRAY[m.lease_token])
+       FROM public.dp_meddle m WHERE m.trigger_id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_meddle AFTER UPDATE ON jobq.job
+    FOR EACH ROW WHEN (NEW.state = 'completed') EXECUTE FUNCTION dp_meddle();
+SELECT sqlstate, message, detail, hint
+  FROM dp_lease, error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s])', id, lease_token))
+ WHERE id = :n2;
+DROP TRIGGER dp_meddle ON jobq.job;
+DROP FUNCTION dp_meddle();
+DROP TABLE dp_meddle;
+SELECT dp_state(:n1) AS n1, dp_state(:n2) AS n2, dp_state(:after_n) AS after_n;
+SELECT jobq.complete_many(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY id))
+  FROM dp_lease WHERE id IN (:n1, :n2);
+SELECT dp_state(:after_n) AS after_n;
+DROP TABLE dp_lease;
+SELECT dp_complete(:after_n);
+
 -- A repeat of an idempotency key returns the job that holds it.
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x1]) AS k1 \gset
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x2]) = :k1 AS same;

@@ -533,7 +533,13 @@ JobqBeginStateChanges(void)
 		RegisterSubXactCallback(state_changes_subxact, NULL);
 		noting_callbacks_registered = true;
 	}
-	Assert(!noting);
+	/* Only a trigger on jobq.job can call back into jobq meanwhile. */
+	if (noting)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("jobq cannot change many jobs from inside a change of many jobs"),
+				 errdetail("A trigger on jobq.job called a jobq function that completes, reruns or charges many jobs at once."),
+				 errhint("Call it after the statement that fired the trigger.")));
 	noting = true;
 	noting_level = GetCurrentTransactionNestLevel();
 	noted_cxt = CurrentMemoryContext;
