@@ -165,7 +165,7 @@ SELECT dp_complete(:after_t);
 -- once its UPDATE is done, so that two batches with dependents in common
 -- lock them in one order (isolation spec dependencies_order).  One that
 -- fails inside a subtransaction leaves nothing behind: the completions
--- after it release as before.
+-- after it, in the same transaction, release as before.
 SELECT jobq.enqueue('dp.ext') AS m1 \gset
 SELECT jobq.enqueue('dp.ext') AS m2 \gset
 SELECT jobq.enqueue('dp.ext', after => ARRAY[:m1, :m2]) AS after_m \gset
@@ -176,33 +176,46 @@ SELECT count(*) AS others FROM dp_lease d
 SELECT format('SELECT jobq.complete_many(ARRAY[%s, %s], ARRAY[%s, 0])',
               :m1, :m2, lease_token) AS bad_tokens
   FROM dp_lease WHERE id = :m1 \gset
+BEGIN;
 SELECT sqlstate, message FROM error_of(:'bad_tokens', :m2, 'm2');
 SELECT dp_state(:m1) AS m1, dp_state(:after_m) AS after_m;
 SELECT jobq.complete(:m1, lease_token) FROM dp_lease WHERE id = :m1;
 SELECT dp_state(:after_m) AS after_m;
+COMMIT;
 SELECT jobq.complete_many(ARRAY[:m2], ARRAY[lease_token]) FROM dp_lease WHERE id = :m2;
 SELECT dp_state(:after_m) AS after_m;
 DROP TABLE dp_lease;
 SELECT dp_complete(:after_m);
 
 -- A change noted in a subtransaction that rolls back was not made, and its
--- note goes with it.  While complete_many completes s2, a trigger of this
--- test completes s1 in a subtransaction that fails: the job after s1 still
--- waits for it, the job after s2 is released.
+-- note goes with it; one noted in a subtransaction that commits stays.
+-- While complete_many completes s2, a trigger of this test completes s1 in
+-- a subtransaction that succeeds, then s3 in one that fails: the jobs after
+-- s1 and s2 are released, the job after s3 still waits for it.
 SELECT jobq.enqueue('dp.ext') AS s1 \gset
 SELECT jobq.enqueue('dp.ext') AS s2 \gset
+SELECT jobq.enqueue('dp.ext') AS s3 \gset
 SELECT jobq.enqueue('dp.ext', after => ARRAY[:s1]) AS after_s1 \gset
 SELECT jobq.enqueue('dp.ext', after => ARRAY[:s2]) AS after_s2 \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:s3]) AS after_s3 \gset
 CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
 SELECT count(*) AS others FROM dp_lease d
  CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
- WHERE d.id NOT IN (:s1, :s2);
-CREATE TABLE dp_meddle (trigger_id bigint, id bigint, lease_token bigint);
-INSERT INTO dp_meddle SELECT :s2, id, lease_token FROM dp_lease WHERE id = :s1;
+ WHERE d.id NOT IN (:s1, :s2, :s3);
+CREATE TABLE dp_meddle (trigger_id bigint, n int, id bigint, lease_token bigint);
+INSERT INTO dp_meddle SELECT :s2, CASE id WHEN :s1 THEN 1 ELSE 2 END, id, lease_token
+  FROM dp_lease WHERE id IN (:s1, :s3);
 CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     BEGIN
-        PERFORM jobq.complete(m.id, m.lease_token) FROM public.dp_meddle m WHERE m.trigger_id = NEW.id;
+        PERFORM jobq.complete(m.id, m.lease_token)
+           FROM public.dp_meddle m WHERE m.trigger_id = NEW.id AND m.n = 1;
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    BEGIN
+        PERFORM jobq.complete(m.id, m.lease_token)
+           FROM public.dp_meddle m WHERE m.trigger_id = NEW.id AND m.n = 2;
         RAISE EXCEPTION 'undone';
     EXCEPTION WHEN raise_exception THEN
         NULL;
@@ -215,44 +228,85 @@ SELECT jobq.complete_many(ARRAY[:s2], ARRAY[lease_token]) FROM dp_lease WHERE id
 DROP TRIGGER dp_meddle ON jobq.job;
 DROP FUNCTION dp_meddle();
 DROP TABLE dp_meddle;
-SELECT dp_state(:s1) AS s1, dp_state(:after_s1) AS after_s1, dp_state(:after_s2) AS after_s2;
-SELECT jobq.complete(:s1, lease_token) FROM dp_lease WHERE id = :s1;
-SELECT dp_state(:after_s1) AS after_s1;
+SELECT dp_state(:s1) AS s1, dp_state(:s3) AS s3, dp_state(:after_s1) AS after_s1,
+       dp_state(:after_s2) AS after_s2, dp_state(:after_s3) AS after_s3;
+SELECT jobq.complete(:s3, lease_token) FROM dp_lease WHERE id = :s3;
+SELECT dp_state(:after_s3) AS after_s3;
 DROP TABLE dp_lease;
-SELECT dp_complete(:after_s1, :after_s2);
+SELECT dp_complete(:after_s1, :after_s2, :after_s3);
 
--- A trigger on jobq.job that changes many jobs at once from inside such a
--- change is refused (0A000): the notes of the change it runs inside would
--- be lost.  Nothing changes.
+-- Changes are applied in the order they were made, and a trigger on
+-- jobq.job may change many jobs from inside such a change.  While
+-- complete_many completes n2, a trigger of this test fails h, a job with
+-- side effects (so held), resolves it, and completes n1 with complete_many:
+-- the job after h and n1 is released, its counts exact.
+SELECT jobq.register_kind('dp.fx', queue => 'dp', side_effects => '{email}');
 SELECT jobq.enqueue('dp.ext') AS n1 \gset
 SELECT jobq.enqueue('dp.ext') AS n2 \gset
-SELECT jobq.enqueue('dp.ext', after => ARRAY[:n1, :n2]) AS after_n \gset
+SELECT jobq.enqueue('dp.fx') AS h \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:h, :n1]) AS after_hn \gset
+SELECT jobq.enqueue('dp.ext', after => ARRAY[:n2]) AS after_n2 \gset
 CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
 SELECT count(*) AS others FROM dp_lease d
  CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
- WHERE d.id NOT IN (:n1, :n2);
-CREATE TABLE dp_meddle (trigger_id bigint, id bigint, lease_token bigint);
-INSERT INTO dp_meddle SELECT :n2, id, lease_token FROM dp_lease WHERE id = :n1;
+ WHERE d.id NOT IN (:n1, :n2, :h);
+CREATE TABLE dp_meddle (trigger_id bigint, held bigint, held_token bigint,
+                        other bigint, other_token bigint);
+INSERT INTO dp_meddle
+SELECT :n2, h.id, h.lease_token, o.id, o.lease_token
+  FROM dp_lease h, dp_lease o WHERE h.id = :h AND o.id = :n1;
 CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    m public.dp_meddle;
 BEGIN
-    PERFORM jobq.complete_many(ARRAY[m.id], ARRAY[m.lease_token])
-       FROM public.dp_meddle m WHERE m.trigger_id = NEW.id;
+    SELECT * INTO m FROM public.dp_meddle WHERE trigger_id = NEW.id;
+    IF FOUND THEN
+        PERFORM jobq.fail(m.held, m.held_token, 'bounced');
+        PERFORM jobq.resolve(m.held, 'sent by hand');
+        PERFORM jobq.complete_many(ARRAY[m.other], ARRAY[m.other_token]);
+    END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER dp_meddle AFTER UPDATE ON jobq.job
     FOR EACH ROW WHEN (NEW.state = 'completed') EXECUTE FUNCTION dp_meddle();
-SELECT sqlstate, message, detail, hint
-  FROM dp_lease, error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s])', id, lease_token))
- WHERE id = :n2;
+SELECT jobq.complete_many(ARRAY[:n2], ARRAY[lease_token]) FROM dp_lease WHERE id = :n2;
 DROP TRIGGER dp_meddle ON jobq.job;
 DROP FUNCTION dp_meddle();
 DROP TABLE dp_meddle;
-SELECT dp_state(:n1) AS n1, dp_state(:n2) AS n2, dp_state(:after_n) AS after_n;
-SELECT jobq.complete_many(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY id))
-  FROM dp_lease WHERE id IN (:n1, :n2);
-SELECT dp_state(:after_n) AS after_n;
+SELECT dp_state(:h) AS h, dp_state(:n1) AS n1, dp_state(:after_hn) AS after_hn,
+       dp_state(:after_n2) AS after_n2;
+SELECT blocked_by FROM jobq.job WHERE id = :after_hn;
 DROP TABLE dp_lease;
-SELECT dp_complete(:after_n);
+SELECT dp_complete(:after_hn, :after_n2);
+
+-- Such changes nest at most 16 deep (54000), and nothing changes: here each
+-- completion of a chain of 17 jobs completes the next from its trigger.
+CREATE TABLE dp_chain AS SELECT jobq.enqueue('dp.ext') AS id FROM generate_series(1, 17);
+SELECT jobq.enqueue('dp.ext', after => ARRAY[max(id)]) AS after_chain FROM dp_chain \gset
+CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dp', max_jobs => 100);
+SELECT count(*) AS others FROM dp_lease d
+ CROSS JOIN LATERAL jobq.snooze(d.id, d.lease_token, '0 seconds')
+ WHERE d.id NOT IN (SELECT id FROM dp_chain);
+CREATE FUNCTION dp_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM jobq.complete_many(ARRAY[l.id], ARRAY[l.lease_token])
+       FROM public.dp_lease l
+      WHERE l.id = (SELECT min(c.id) FROM public.dp_chain c WHERE c.id > NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_chain AFTER UPDATE ON jobq.job
+    FOR EACH ROW WHEN (NEW.state = 'completed') EXECUTE FUNCTION dp_chain();
+SELECT sqlstate, message, detail
+  FROM dp_lease, error_of(format('SELECT jobq.complete_many(ARRAY[%s], ARRAY[%s])', id, lease_token))
+ WHERE id = (SELECT min(id) FROM dp_chain);
+SELECT state, count(*) FROM jobq.job WHERE id IN (SELECT id FROM dp_chain) GROUP BY state;
+DROP TRIGGER dp_chain ON jobq.job;
+DROP FUNCTION dp_chain();
+SELECT jobq.complete_many(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY id))
+  FROM dp_lease;
+SELECT dp_state(:after_chain) AS after_chain;
+DROP TABLE dp_lease, dp_chain;
+SELECT dp_complete(:after_chain);
 
 -- A repeat of an idempotency key returns the job that holds it.
 SELECT jobq.enqueue('dp.ext', idempotency_key => 'dp-1', after => ARRAY[:x1]) AS k1 \gset

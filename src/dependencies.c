@@ -69,15 +69,22 @@ static SPIPlanPtr plan_block;
  * While a statement that changes the states of many jobs runs
  * (JobqBeginStateChanges), the trigger notes the changes instead of
  * updating the jobs after each job at once; JobqEndStateChanges applies
- * them all together.  Row by row, the jobs after them would be locked in
- * the order the statement reaches its rows, and two such statements with
- * dependents in common could deadlock; together, they are locked in id
- * order.  A change noted in a subtransaction that rolls back was not made:
- * its note goes with it, and noting ends with the (sub)transaction it
- * started in (state_changes_abort), so that no note outlives its change
- * and no later change is noted and never applied.
+ * them all together, in the order they were made.  Row by row, the jobs
+ * after them would be locked in the order the statement reaches its rows,
+ * and two such statements with dependents in common could deadlock;
+ * together, they are locked in id order.
+ *
+ * A change noted in a subtransaction that rolls back was not made: its
+ * note goes with it, and noting begun there ends there
+ * (state_changes_subxact), so that no note outlives its change and no
+ * later change is noted and never applied.  A trigger on jobq.job may call
+ * a function that notes while one already does: the outermost End applies
+ * the notes of both.
  */
-#define NOTED_COMPLETED 0		/* else the change of blocked_by: 1 or -1 */
+#define NOTED_COMPLETED		2	/* a completion */
+#define NOTED_RESOLVED		3	/* a completion from failed, held or cancelled */
+/* else the change of blocked_by: 1 or -1 */
+#define NOTING_MAX_DEPTH	16
 
 typedef struct NotedChange
 {
@@ -86,8 +93,8 @@ typedef struct NotedChange
 	int			level;			/* the subtransaction it was made in */
 } NotedChange;
 
-static bool noting = false;
-static int	noting_level = 0;
+static int	noting_depth = 0;	/* Begins not yet ended; noting if > 0 */
+static int	begun_at[NOTING_MAX_DEPTH]; /* the level of each of them */
 static MemoryContext noted_cxt = NULL;
 static NotedChange *noted = NULL;
 static int	nnoted = 0;
@@ -471,10 +478,17 @@ block_dependents(int n, const int64 *ids, const int *deltas)
 	pfree(changes);
 }
 
+static void
+stop_noting(void)
+{
+	noting_depth = 0;
+	noted = NULL;				/* in a context the abort frees, or soon */
+	nnoted = maxnoted = 0;
+}
+
 /*
- * A (sub)transaction ends.  At an abort, the notes made in it go, and
- * noting ends if it started there; at a subtransaction's commit, its notes
- * become its parent's.
+ * A subtransaction ends.  At an abort, the notes made in it go, and so do
+ * the Begins made in it; at a commit, both become its parent's.
  */
 static void
 state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
@@ -483,15 +497,15 @@ state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
 	int			level = GetCurrentTransactionNestLevel();
 	int			i;
 
-	if (!noting)
+	if (noting_depth == 0)
 		return;
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		if (noting_level >= level)
+		while (noting_depth > 0 && begun_at[noting_depth - 1] >= level)
+			noting_depth--;
+		if (noting_depth == 0)
 		{
-			noting = false;
-			noted = NULL;		/* in a context the abort frees, or soon */
-			nnoted = maxnoted = 0;
+			stop_noting();
 			return;
 		}
 		while (nnoted > 0 && noted[nnoted - 1].level >= level)
@@ -499,30 +513,37 @@ state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
+		for (i = 0; i < noting_depth; i++)
+			if (begun_at[i] >= level)
+				begun_at[i] = level - 1;
 		for (i = 0; i < nnoted; i++)
 			if (noted[i].level >= level)
 				noted[i].level = level - 1;
 	}
 }
 
+/*
+ * The transaction ends.  A commit with noting still on would lose the
+ * notes: refuse it.  Every Begin ends in its own function, or in the
+ * subtransaction abort that an error brings, so this is a bug.
+ */
 static void
 state_changes_xact(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_PREPARE)
-	{
-		noting = false;
-		noted = NULL;
-		nnoted = maxnoted = 0;
-	}
+	if (noting_depth == 0)
+		return;
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT ||
+		event == XACT_EVENT_PRE_PREPARE)
+		elog(ERROR, "jobq noted changes of jobs' states that it did not apply");
+	stop_noting();
 }
 
 /*
  * Start noting the changes of state of the jobs that others were enqueued
  * after, made by the statements that follow, until JobqEndStateChanges in
- * the same (sub)transaction.  The notes live in the current memory
- * context.  An error ends noting with the (sub)transaction it rolls back.
+ * the same (sub)transaction.  The notes live in the current memory context
+ * of the outermost Begin.  An error ends noting with the (sub)transaction
+ * it rolls back.
  */
 void
 JobqBeginStateChanges(void)
@@ -533,61 +554,79 @@ JobqBeginStateChanges(void)
 		RegisterSubXactCallback(state_changes_subxact, NULL);
 		noting_callbacks_registered = true;
 	}
-	/* Only a trigger on jobq.job can call back into jobq meanwhile. */
-	if (noting)
+	/* Only triggers on jobq.job, calling back into jobq, nest Begins. */
+	if (noting_depth == NOTING_MAX_DEPTH)
 		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("jobq cannot change many jobs from inside a change of many jobs"),
-				 errdetail("A trigger on jobq.job called a jobq function that completes, reruns or charges many jobs at once."),
-				 errhint("Call it after the statement that fired the trigger.")));
-	noting = true;
-	noting_level = GetCurrentTransactionNestLevel();
-	noted_cxt = CurrentMemoryContext;
-	noted = NULL;
-	nnoted = 0;
-	maxnoted = 0;
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("jobq's changes of many jobs are nested too deeply"),
+				 errdetail("Triggers on jobq.job called jobq functions that change many jobs %d levels deep.",
+						   NOTING_MAX_DEPTH)));
+	if (noting_depth == 0)
+	{
+		noted_cxt = CurrentMemoryContext;
+		noted = NULL;
+		nnoted = 0;
+		maxnoted = 0;
+	}
+	begun_at[noting_depth++] = GetCurrentTransactionNestLevel();
+}
+
+/* Apply notes[0..n-1], all of one kind: completions or blocks. */
+static void
+apply_notes(const NotedChange *notes, int n)
+{
+	int64	   *ids = palloc(sizeof(int64) * n);
+	int		   *deltas = palloc(sizeof(int) * n);
+	bool	   *was_blocking = palloc(sizeof(bool) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		ids[i] = notes[i].job_id;
+		deltas[i] = notes[i].change;
+		was_blocking[i] = notes[i].change == NOTED_RESOLVED;
+	}
+	if (notes[0].change == NOTED_COMPLETED || notes[0].change == NOTED_RESOLVED)
+		release_dependents(n, ids, was_blocking);
+	else
+		block_dependents(n, ids, deltas);
+	pfree(ids);
+	pfree(deltas);
+	pfree(was_blocking);
+}
+
+static bool
+is_completion(const NotedChange *note)
+{
+	return note->change == NOTED_COMPLETED || note->change == NOTED_RESOLVED;
 }
 
 /*
- * Stop noting, and apply the changes noted: release the jobs after the
- * jobs completed, then block or unblock the jobs after the others, each
- * set at once.  Inside access.
+ * End the innermost Begin; at the outermost, stop noting and apply the
+ * changes noted, in the order they were made: each run of completions
+ * releases the jobs after them, each run of other changes blocks or
+ * unblocks them, at once.  Inside access.
  */
 void
 JobqEndStateChanges(void)
 {
 	NotedChange *notes = noted;
 	int			n = nnoted;
-	int64	   *ids;
-	int		   *deltas;
-	int			ncompleted = 0;
-	int			nblocked = 0;
+	int			start;
 	int			i;
 
-	Assert(noting);
-	noting = false;
-	noted = NULL;
-	nnoted = maxnoted = 0;
-	if (n == 0)
+	Assert(noting_depth > 0);
+	if (--noting_depth > 0)
 		return;
-	ids = palloc(sizeof(int64) * n);
-	for (i = 0; i < n; i++)
-		if (notes[i].change == NOTED_COMPLETED)
-			ids[ncompleted++] = notes[i].job_id;
-	if (ncompleted > 0)
-		JobqDependenciesCompleted(ncompleted, ids);
-	deltas = palloc(sizeof(int) * n);
-	for (i = 0; i < n; i++)
-		if (notes[i].change != NOTED_COMPLETED)
+	stop_noting();
+	for (start = 0, i = 1; i <= n; i++)
+		if (i == n || is_completion(&notes[i]) != is_completion(&notes[start]))
 		{
-			ids[nblocked] = notes[i].job_id;
-			deltas[nblocked++] = notes[i].change;
+			apply_notes(notes + start, i - start);
+			start = i;
 		}
-	if (nblocked > 0)
-		block_dependents(nblocked, ids, deltas);
-	pfree(ids);
-	pfree(deltas);
-	pfree(notes);
+	if (notes != NULL)
+		pfree(notes);
 }
 
 static void
@@ -634,8 +673,8 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 
 	if (new_state == completed && old_state != completed)
 	{
-		if (noting && !was_blocking)
-			note_change(job_id, NOTED_COMPLETED);
+		if (noting_depth > 0)
+			note_change(job_id, was_blocking ? NOTED_RESOLVED : NOTED_COMPLETED);
 		else
 			release_dependents(1, &job_id, &was_blocking);
 	}
@@ -643,7 +682,7 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 	{
 		int			delta = is_blocking ? 1 : -1;
 
-		if (noting)
+		if (noting_depth > 0)
 			note_change(job_id, delta);
 		else
 			block_dependents(1, &job_id, &delta);
