@@ -184,6 +184,25 @@ int4_array(Datum *elems, int n)
 										   TYPALIGN_INT));
 }
 
+/* ids[] and ints[], n of each, as a bigint[] and an integer[] in values[]. */
+static void
+id_and_int_arrays(int n, const int64 *ids, const int *ints, Datum *values)
+{
+	Datum	   *a = palloc(sizeof(Datum) * n);
+	Datum	   *b = palloc(sizeof(Datum) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		a[i] = Int64GetDatum(ids[i]);
+		b[i] = Int32GetDatum(ints[i]);
+	}
+	values[0] = int8_array(a, n);
+	values[1] = int4_array(b, n);
+	pfree(a);
+	pfree(b);
+}
+
 /*
  * Check that the caller may name each job of deps (42704 for the first,
  * in id order, that is missing or out of its reach), then lock their rows
@@ -320,7 +339,7 @@ wake_for_released(int rows)
 }
 
 /*
- * The n dependencies ids[] completed (was_blocking[i]: ids[i] was failed,
+ * The n dependencies ids[] completed (was_blocking[i] 1: ids[i] was failed,
  * held or cancelled before, a resolve): count each done for the jobs
  * waiting for it, and make ready those it was the last one for.  Three
  * statements: the dependencies' rows are marked completed, which gives the
@@ -331,13 +350,11 @@ wake_for_released(int rows)
  * for another completion).
  */
 static void
-release_dependents(int n, const int64 *ids, const bool *was_blocking)
+release_dependents(int n, const int64 *ids, const int *was_blocking)
 {
 	Oid			edge_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 	Oid			count_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
 	Datum		values[3];
-	Datum	   *done = palloc(sizeof(Datum) * n);
-	Datum	   *blocking = palloc(sizeof(Datum) * n);
 	Datum	   *jobs;
 	Datum	   *counts;
 	Datum	   *unblocked;
@@ -345,13 +362,7 @@ release_dependents(int n, const int64 *ids, const bool *was_blocking)
 	int			rows;
 	int			i;
 
-	for (i = 0; i < n; i++)
-	{
-		done[i] = Int64GetDatum(ids[i]);
-		blocking[i] = Int32GetDatum(was_blocking[i] ? 1 : 0);
-	}
-	values[0] = int8_array(done, n);
-	values[1] = int4_array(blocking, n);
+	id_and_int_arrays(n, ids, was_blocking, values);
 	JobqPreparePlan(&plan_complete_edges,
 					"WITH done AS ("
 					"  UPDATE jobq.job_dependency d"
@@ -366,8 +377,6 @@ release_dependents(int n, const int64 *ids, const bool *was_blocking)
 					2, edge_types);
 	njobs = JobqExecutePlanWithSnapshot(plan_complete_edges, values, NULL, GetLatestSnapshot(),
 										SPI_OK_SELECT, 0);
-	pfree(done);
-	pfree(blocking);
 	if (njobs == 0)
 		return;
 
@@ -421,7 +430,7 @@ release_dependents(int n, const int64 *ids, const bool *was_blocking)
 void
 JobqDependenciesCompleted(int n, const int64 *ids)
 {
-	bool	   *was_blocking = palloc0(sizeof(bool) * Max(n, 1));
+	int		   *was_blocking = palloc0(sizeof(int) * Max(n, 1));
 
 	Assert(JobqInsideAccess());
 	if (n > 0)
@@ -440,17 +449,8 @@ block_dependents(int n, const int64 *ids, const int *deltas)
 {
 	Oid			argtypes[2] = {INT8ARRAYOID, INT4ARRAYOID};
 	Datum		values[2];
-	Datum	   *jobs = palloc(sizeof(Datum) * n);
-	Datum	   *changes = palloc(sizeof(Datum) * n);
-	int			i;
 
-	for (i = 0; i < n; i++)
-	{
-		jobs[i] = Int64GetDatum(ids[i]);
-		changes[i] = Int32GetDatum(deltas[i]);
-	}
-	values[0] = int8_array(jobs, n);
-	values[1] = int4_array(changes, n);
+	id_and_int_arrays(n, ids, deltas, values);
 	JobqPreparePlan(&plan_lock_blocked,
 					"SELECT FROM jobq.job j WHERE j.id IN ("
 					"  SELECT d.job_id FROM jobq.job_dependency d"
@@ -474,8 +474,6 @@ block_dependents(int n, const int64 *ids, const int *deltas)
 					2, argtypes);
 	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
 								SPI_OK_UPDATE, 0);
-	pfree(jobs);
-	pfree(changes);
 }
 
 static void
@@ -571,34 +569,33 @@ JobqBeginStateChanges(void)
 	begun_at[noting_depth++] = GetCurrentTransactionNestLevel();
 }
 
+static bool
+is_completion(const NotedChange *note)
+{
+	return note->change == NOTED_COMPLETED || note->change == NOTED_RESOLVED;
+}
+
 /* Apply notes[0..n-1], all of one kind: completions or blocks. */
 static void
 apply_notes(const NotedChange *notes, int n)
 {
 	int64	   *ids = palloc(sizeof(int64) * n);
-	int		   *deltas = palloc(sizeof(int) * n);
-	bool	   *was_blocking = palloc(sizeof(bool) * n);
+	int		   *changes = palloc(sizeof(int) * n);
+	bool		completions = is_completion(&notes[0]);
 	int			i;
 
+	/* For completions, whether each was a resolve (was_blocking). */
 	for (i = 0; i < n; i++)
 	{
 		ids[i] = notes[i].job_id;
-		deltas[i] = notes[i].change;
-		was_blocking[i] = notes[i].change == NOTED_RESOLVED;
+		changes[i] = completions ? notes[i].change == NOTED_RESOLVED : notes[i].change;
 	}
-	if (notes[0].change == NOTED_COMPLETED || notes[0].change == NOTED_RESOLVED)
-		release_dependents(n, ids, was_blocking);
+	if (completions)
+		release_dependents(n, ids, changes);
 	else
-		block_dependents(n, ids, deltas);
+		block_dependents(n, ids, changes);
 	pfree(ids);
-	pfree(deltas);
-	pfree(was_blocking);
-}
-
-static bool
-is_completion(const NotedChange *note)
-{
-	return note->change == NOTED_COMPLETED || note->change == NOTED_RESOLVED;
+	pfree(changes);
 }
 
 /*
@@ -676,7 +673,11 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 		if (noting_depth > 0)
 			note_change(job_id, was_blocking ? NOTED_RESOLVED : NOTED_COMPLETED);
 		else
-			release_dependents(1, &job_id, &was_blocking);
+		{
+			int			resolved = was_blocking ? 1 : 0;
+
+			release_dependents(1, &job_id, &resolved);
+		}
 	}
 	else if (is_blocking != was_blocking)
 	{
