@@ -14,6 +14,7 @@
 # core_measure SCEN SYS SIDE one core scenario on jobq or the floor
 # jobs_empty, jobs_fill N    remove the benchmark's jobs; enqueue N
 # bench_python_venv          clients/python in $WORK/pyvenv (Debian's psycopg)
+# bench_node_modules         Node and the npm packages of the Node harness
 # measure_drain SCEN SIDE N [SLICE [KIND QUEUE]]
 #                            N no-op jobs drained by the background workers
 #                            (the first SLICE of them timed, if given)
@@ -116,6 +117,23 @@ bench_python_venv() {
     as_bench_user /usr/bin/python3 -m venv --system-site-packages "$WORK/pyvenv"
     as_bench_user "$WORK/pyvenv/bin/pip" install --quiet --no-deps --no-build-isolation \
         --no-cache-dir --disable-pip-version-check "$WORK/pypkg"
+}
+
+# bench_node_modules: Node and the npm packages of test/bench/peers (the
+# Node harness), installed if missing.
+bench_node_modules() {
+    local peers=$BENCH_DIR_ROOT/peers
+    if ! command -v node >/dev/null; then
+        echo "installing nodejs npm" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    if [ ! -d "$peers/node_modules/graphile-worker" ] || [ ! -d "$peers/node_modules/pg-boss" ] ||
+        [ ! -e "$peers/node_modules/jobq" ] || [ ! -d "$peers/../../../clients/node/node_modules/pg" ]; then
+        # jobq is clients/node, linked: its own dependency (pg) goes there.
+        (cd "$peers/../../../clients/node" && npm ci --omit=dev --no-audit --no-fund >&2)
+        (cd "$peers" && npm ci --no-audit --no-fund >&2)
+    fi
 }
 
 write_script() {

@@ -91,7 +91,6 @@ ensure_tools() {
     [ -f /usr/share/postgresql/15/extension/pgq.control ] || missing+=(postgresql-15-pgq3)
     command -v pgqd >/dev/null || missing+=(pgqd)
     command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
-    command -v node >/dev/null || missing+=(nodejs npm)
     for p in python3-psycopg python3-venv python3-pip python3-setuptools; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
     done
@@ -100,12 +99,7 @@ ensure_tools() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if [ ! -d "$PEERS/node_modules/graphile-worker" ] || [ ! -d "$PEERS/node_modules/pg-boss" ] ||
-        [ ! -e "$PEERS/node_modules/jobq" ] || [ ! -d "$PEERS/../../../clients/node/node_modules/pg" ]; then
-        # jobq is clients/node, linked: its own dependency (pg) goes there.
-        (cd "$PEERS/../../../clients/node" && npm ci --omit=dev --no-audit --no-fund >&2)
-        (cd "$PEERS" && npm ci --no-audit --no-fund >&2)
-    fi
+    bench_node_modules
 }
 
 psql_db() {

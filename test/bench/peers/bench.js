@@ -8,7 +8,7 @@
 //
 // Scenarios: enqueue_1, enqueue_1000, drain, drain_big, latency.
 // Systems: floor, jobq, jobq-ext, jobq-node, graphile, graphile-defaults (latency only),
-// pgboss, pgq (see systems.js).
+// pgboss, pgq, and floor-returning and floor-function (enqueue_1 only; see systems.js).
 // The connection comes from PGHOST, PGPORT and PGUSER; the sizes from
 // SECS, DRAIN_JOBS, BIG_PENDING, BIG_SLICE and LATENCY_JOBS.
 'use strict'

@@ -163,12 +163,34 @@ async function serverLatencies (client, table, xids) {
 
 // ---------------------------------------------------------------- floor
 
+// Its single enqueue comes in three shapes (enqueue_node.sh compares them):
+// 'plain', a bare INSERT, the floor of every report; 'returning', which
+// also returns the new row's id, as every queue's enqueue does; and
+// 'function', the same INSERT ... RETURNING in a SQL function called by a
+// SELECT, as a queue's enqueue function is called.
+const FLOOR_ENQUEUE = {
+  plain: 'INSERT INTO floor_q (payload) VALUES ($1)',
+  returning: 'INSERT INTO floor_q (payload) VALUES ($1) RETURNING id',
+  function: 'SELECT floor_enqueue($1)'
+}
+
 class Floor {
-  constructor () { this.db = 'bench_floor' }
-  async open () { this.c = await connect(this.db) }
+  constructor (shape = 'plain') {
+    this.db = 'bench_floor'
+    this.shape = shape
+    this.enqueueSql = FLOOR_ENQUEUE[shape]
+  }
+
+  async open () {
+    this.c = await connect(this.db)
+    if (this.shape !== 'function') return
+    await this.c.query(`CREATE OR REPLACE FUNCTION floor_enqueue(p jsonb) RETURNS bigint
+      LANGUAGE sql AS 'INSERT INTO floor_q (payload) VALUES (p) RETURNING id'`)
+  }
+
   async close () { await this.c.end() }
   async reset () { await this.c.query('TRUNCATE floor_q') }
-  async enqueueOne (p) { await this.c.query('INSERT INTO floor_q (payload) VALUES ($1)', [p]) }
+  async enqueueOne (p) { await this.c.query(this.enqueueSql, [p]) }
   async enqueueMany (ps) {
     await this.c.query('INSERT INTO floor_q (payload) SELECT * FROM unnest($1::jsonb[])', [ps])
   }
@@ -589,6 +611,8 @@ class Pgq {
 function makeSystem (name) {
   switch (name) {
     case 'floor': return new Floor()
+    case 'floor-returning': return new Floor('returning')
+    case 'floor-function': return new Floor('function')
     case 'jobq': return new Jobq('workers')
     case 'jobq-ext': return new Jobq('external')
     case 'jobq-ext-tx': return new Jobq('external-tx')
