@@ -347,6 +347,140 @@ SELECT id = :bad AS bad, state FROM jobq.job WHERE kind LIKE 'dp.%' ORDER BY id;
 SELECT count(*) FROM jobq.job_dependency d
  WHERE NOT EXISTS (SELECT FROM jobq.job j WHERE j.id = d.job_id);
 
+-- Changes made by triggers while a change of many jobs runs, in queues of
+-- their own.  A trigger that enqueues a job after a job whose change is
+-- noted has the notes applied first: here retry_failed reruns qx, and a
+-- trigger enqueues qe after it, which waits like qd; when qx fails again,
+-- both are blocked by it.
+SELECT jobq.register_kind('dp.q', queue => 'dq', max_attempts => 1);
+SELECT jobq.register_kind('dp.qfx', queue => 'dq', side_effects => '{email}');
+SELECT jobq.register_kind('dp.qheld', queue => 'dqh', side_effects => '{email}');
+SELECT jobq.enqueue('dp.q') AS qx \gset
+SELECT jobq.enqueue('dp.q', after => ARRAY[:qx]) AS qd \gset
+SELECT jobq.fail(id, lease_token, 'boom') FROM jobq.claim('dq') WHERE id = :qx;
+CREATE TABLE dp_made (id bigint);
+CREATE FUNCTION dp_enqueue_after() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.dp_made SELECT jobq.enqueue('dp.q', after => ARRAY[NEW.id]);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_enqueue_after AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (OLD.state = 'failed' AND NEW.state = 'pending') EXECUTE FUNCTION dp_enqueue_after();
+SELECT jobq.retry_failed('dp.q');
+DROP TRIGGER dp_enqueue_after ON jobq.job;
+DROP FUNCTION dp_enqueue_after();
+SELECT dp_state(:qd) AS qd, dp_state(id) AS qe FROM dp_made;
+SELECT jobq.fail(id, lease_token, 'boom again') FROM jobq.claim('dq') WHERE id = :qx;
+SELECT dp_state(:qd) AS qd, dp_state(id) AS qe FROM dp_made;
+DROP TABLE dp_made;
+
+-- What triggers change while the notes are applied is noted after them.
+-- complete_many completes q2; a trigger on that fails qh (held: side
+-- effects), noted; applying the completion makes qa, after q2, pending,
+-- and a trigger on that resolves qh.  qw, after qh and qy, waits for qy;
+-- when qy fails, it is blocked by it.
+SELECT jobq.enqueue('dp.q') AS q2 \gset
+SELECT jobq.enqueue('dp.q', after => ARRAY[:q2]) AS qa \gset
+SELECT jobq.enqueue('dp.qfx') AS qh \gset
+SELECT jobq.enqueue('dp.q') AS qy \gset
+SELECT jobq.enqueue('dp.q', after => ARRAY[:qh, :qy]) AS qw \gset
+CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dq', max_jobs => 10);
+SELECT count(*) AS claimed FROM dp_lease;
+CREATE TABLE dp_meddle AS
+SELECT :q2::bigint AS q2, :qa::bigint AS qa, id AS qh, lease_token AS qh_token
+  FROM dp_lease WHERE id = :qh;
+CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    m public.dp_meddle;
+BEGIN
+    SELECT * INTO m FROM public.dp_meddle;
+    IF NEW.id = m.q2 AND NEW.state = 'completed' THEN
+        PERFORM jobq.fail(m.qh, m.qh_token, 'bounced');
+    ELSIF NEW.id = m.qa AND NEW.state = 'pending' THEN
+        PERFORM jobq.resolve(m.qh, 'sent by hand');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_meddle AFTER UPDATE ON jobq.job
+    FOR EACH ROW EXECUTE FUNCTION dp_meddle();
+SELECT jobq.complete_many(ARRAY[:q2], ARRAY[lease_token]) FROM dp_lease WHERE id = :q2;
+DROP TRIGGER dp_meddle ON jobq.job;
+DROP FUNCTION dp_meddle();
+DROP TABLE dp_meddle;
+SELECT dp_state(:qh) AS qh, dp_state(:qa) AS qa, dp_state(:qw) AS qw;
+SELECT jobq.fail(id, lease_token, 'qy fails') FROM dp_lease WHERE id = :qy;
+SELECT dp_state(:qw) AS qw;
+DROP TABLE dp_lease;
+
+-- A job completed twice while the notes wait (resolved, rerun with force,
+-- completed again) released the jobs after it the first time: qw2, after
+-- the held qh2 and qy2, waits for qy2 only.
+SELECT jobq.enqueue('dp.q') AS q3 \gset
+SELECT jobq.enqueue('dp.qheld') AS qh2 \gset
+SELECT jobq.enqueue('dp.q') AS qy2 \gset
+SELECT jobq.enqueue('dp.q', after => ARRAY[:qh2, :qy2]) AS qw2 \gset
+SELECT jobq.fail(id, lease_token, 'bounced') FROM jobq.claim('dqh') WHERE id = :qh2;
+SELECT dp_state(:qh2) AS qh2, dp_state(:qw2) AS qw2;
+CREATE TABLE dp_meddle AS SELECT :q3::bigint AS q3, :qh2::bigint AS qh;
+CREATE FUNCTION dp_meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    m public.dp_meddle;
+    c record;
+BEGIN
+    SELECT * INTO m FROM public.dp_meddle;
+    IF NEW.id = m.q3 AND NEW.state = 'completed' THEN
+        PERFORM jobq.resolve(m.qh, 'sent by hand');
+        PERFORM jobq.retry(m.qh, 'once more', force => true);
+        SELECT * INTO c FROM jobq.claim('dqh');
+        PERFORM jobq.complete(c.id, c.lease_token);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_meddle AFTER UPDATE ON jobq.job
+    FOR EACH ROW EXECUTE FUNCTION dp_meddle();
+CREATE TABLE dp_lease AS SELECT id, lease_token FROM jobq.claim('dq', max_jobs => 10);
+SELECT jobq.complete_many(ARRAY[:q3], ARRAY[lease_token]) FROM dp_lease WHERE id = :q3;
+DROP TRIGGER dp_meddle ON jobq.job;
+DROP FUNCTION dp_meddle();
+DROP TABLE dp_meddle;
+SELECT dp_state(:qh2) AS qh2, dp_state(:qw2) AS qw2;
+SELECT jobq.complete_many(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY id)) AS others
+  FROM dp_lease WHERE id <> :q3;
+DROP TABLE dp_lease;
+
+-- A completion written by the workers' batch path (jobq.run_pending, from
+-- a trigger) while retry_failed's changes are noted is noted after them:
+-- qw3, after qx3 and qy3, waits for qy3 only.  (A new session: run_pending
+-- refuses one that has used temporary tables.)
+\c
+CREATE TABLE dp_flag (fail boolean);
+INSERT INTO dp_flag VALUES (true);
+CREATE FUNCTION dp_flaky(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT fail FROM public.dp_flag) THEN
+        RAISE EXCEPTION 'not yet';
+    END IF;
+END $$;
+SELECT jobq.register_kind('dp.qdb', 'dp_flaky(jsonb)', queue => 'dqdb', max_attempts => 1);
+SELECT jobq.enqueue('dp.qdb') AS qx3 \gset
+SELECT jobq.enqueue('dp.q') AS qy3 \gset
+SELECT jobq.enqueue('dp.q', after => ARRAY[:qx3, :qy3]) AS qw3 \gset
+SELECT jobq.run_pending();
+SELECT dp_state(:qx3) AS qx3, dp_state(:qw3) AS qw3;
+UPDATE dp_flag SET fail = false;
+CREATE FUNCTION dp_run() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM jobq.run_pending();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_run AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (OLD.state = 'failed' AND NEW.state = 'pending') EXECUTE FUNCTION dp_run();
+SELECT jobq.retry_failed('dp.qdb');
+DROP TRIGGER dp_run ON jobq.job;
+DROP FUNCTION dp_run();
+SELECT dp_state(:qx3) AS qx3, dp_state(:qw3) AS qw3;
+SELECT count(*) FILTER (WHERE blocked_by < 0) AS negative FROM jobq.job WHERE kind LIKE 'dp.q%';
+
 -- Clean up.
 DELETE FROM jobq.job_dependency;
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');
@@ -355,5 +489,6 @@ DELETE FROM jobq.job WHERE kind LIKE 'dp.%';
 SELECT jobq.revoke('dp', 'dp_producer');
 DROP ROLE dp_producer;
 SELECT jobq.unregister_kind(name) FROM jobq.kind WHERE name LIKE 'dp.%' ORDER BY name;
-DROP TABLE dp_log;
-DROP FUNCTION dp_step(jsonb), dp_then(jsonb), dp_mail(jsonb), dp_complete(bigint[]), dp_state(bigint);
+DROP TABLE dp_log, dp_flag;
+DROP FUNCTION dp_step(jsonb), dp_then(jsonb), dp_mail(jsonb), dp_complete(bigint[]), dp_state(bigint),
+    dp_flaky(jsonb);

@@ -19,6 +19,10 @@ SELECT id, kind, state, lane, run_at > now() AS not_yet_due
             AND lane IS NULL))
     OR (lane = 'r' AND run_at > now())
  ORDER BY id;
+-- No job waits for fewer jobs than block it, nor for fewer than none.
+SELECT id, kind, state, waiting_for, blocked_by FROM jobq.job
+ WHERE blocked_by < 0 OR blocked_by > waiting_for OR waiting_for < 0
+ ORDER BY id;
 -- Every running job is leased, and every lease names jobs that exist.
 SELECT j.id, j.kind FROM jobq.job j
  WHERE j.state = 'running'

@@ -54,8 +54,9 @@ END
 $fn$;
 
 -- Every write of a job in the suites that follow must keep its state and
--- its lane in step (sql/invariants.sql says why): a write that does not
--- fails where it happens.  The check is installed again whenever a suite
+-- its lane in step (sql/invariants.sql says why), and its counts of the
+-- jobs it waits for in range: a write that does not fails where it
+-- happens.  The check is installed again whenever a suite
 -- makes the extension anew in this database.  (Enqueue writes its rows
 -- without the executor, so this sees the updates; invariants.sql reads
 -- the rows left at the end.)
@@ -68,6 +69,11 @@ BEGIN
        OR (NEW.lane = 'r' AND NEW.run_at > clock_timestamp()) THEN
         RAISE EXCEPTION 'job % is % in lane %', NEW.id, NEW.state,
             coalesce(NEW.lane::text, 'none');
+    END IF;
+    -- blocked_by: the jobs it waits for that are failed, held or cancelled.
+    IF NEW.blocked_by < 0 OR NEW.blocked_by > NEW.waiting_for OR NEW.waiting_for < 0 THEN
+        RAISE EXCEPTION 'job % waits for % jobs, blocked by %', NEW.id, NEW.waiting_for,
+            NEW.blocked_by;
     END IF;
     RETURN NULL;
 END $$;

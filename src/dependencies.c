@@ -79,7 +79,12 @@ static SPIPlanPtr plan_block;
  * (state_changes_subxact), so that no note outlives its change and no
  * later change is noted and never applied.  A trigger on jobq.job may call
  * a function that notes while one already does: the outermost End applies
- * the notes of both.
+ * the notes of both, and of what triggers change while it applies them.
+ * A trigger that enqueues a job after others meanwhile has the notes
+ * applied first (JobqLockDependencies): a note applies to the jobs after
+ * its job when it was made, and a new job's counts start from its
+ * dependencies' states as they are.  Notes so applied in a subtransaction
+ * that rolls back are applied again later.
  */
 #define NOTED_COMPLETED		2	/* a completion */
 #define NOTED_RESOLVED		3	/* a completion from failed, held or cancelled */
@@ -91,6 +96,7 @@ typedef struct NotedChange
 	int64		job_id;
 	int			change;
 	int			level;			/* the subtransaction it was made in */
+	int			applied_at;		/* the one it was applied in; 0: not yet */
 } NotedChange;
 
 static int	noting_depth = 0;	/* Begins not yet ended; noting if > 0 */
@@ -98,8 +104,12 @@ static int	begun_at[NOTING_MAX_DEPTH]; /* the level of each of them */
 static MemoryContext noted_cxt = NULL;
 static NotedChange *noted = NULL;
 static int	nnoted = 0;
+static int	napplied = 0;		/* noted[0..napplied-1] are applied */
 static int	maxnoted = 0;
 static bool noting_callbacks_registered = false;
+
+static void note_change(int64 job_id, int change);
+static void apply_pending_notes(void);
 
 static int
 compare_datum_int64(const void *a, const void *b)
@@ -224,6 +234,10 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 	int			i;
 
 	Assert(JobqInsideAccess());
+
+	/* A trigger inside a change of many jobs: the notes go first. */
+	if (noting_depth > 0)
+		apply_pending_notes();
 
 	values[0] = int8_array(deps->ids, deps->n);
 	JobqPreparePlan(&plan_find,
@@ -424,17 +438,26 @@ release_dependents(int n, const int64 *ids, const int *was_blocking)
 /*
  * The n jobs ids[], that others were enqueued after, completed in this
  * transaction, from a state that was not failed, held or cancelled: what
- * the trigger on jobq.job does, for a batch at once (job_rows.c).  Inside
- * access.
+ * the trigger on jobq.job does, for a batch at once (job_rows.c), and
+ * notes instead while noting.  Inside access.
  */
 void
 JobqDependenciesCompleted(int n, const int64 *ids)
 {
-	int		   *was_blocking = palloc0(sizeof(int) * Max(n, 1));
+	int		   *was_blocking;
+	int			i;
 
 	Assert(JobqInsideAccess());
-	if (n > 0)
-		release_dependents(n, ids, was_blocking);
+	if (noting_depth > 0)
+	{
+		for (i = 0; i < n; i++)
+			note_change(ids[i], NOTED_COMPLETED);
+		return;
+	}
+	if (n == 0)
+		return;
+	was_blocking = palloc0(sizeof(int) * n);
+	release_dependents(n, ids, was_blocking);
 	pfree(was_blocking);
 }
 
@@ -481,12 +504,15 @@ stop_noting(void)
 {
 	noting_depth = 0;
 	noted = NULL;				/* in a context the abort frees, or soon */
-	nnoted = maxnoted = 0;
+	nnoted = napplied = maxnoted = 0;
 }
 
 /*
  * A subtransaction ends.  At an abort, the notes made in it go, and so do
- * the Begins made in it; at a commit, both become its parent's.
+ * the Begins made in it, and the notes applied in it are to be applied
+ * again (what applying them wrote is undone); at a commit, all of these
+ * become its parent's.  Applied notes come first, each applied at the
+ * same level as those before it or deeper.
  */
 static void
 state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
@@ -506,7 +532,9 @@ state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
 			stop_noting();
 			return;
 		}
-		while (nnoted > 0 && noted[nnoted - 1].level >= level)
+		while (napplied > 0 && noted[napplied - 1].applied_at >= level)
+			noted[--napplied].applied_at = 0;
+		while (nnoted > napplied && noted[nnoted - 1].level >= level)
 			nnoted--;
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
@@ -515,8 +543,12 @@ state_changes_subxact(SubXactEvent event, SubTransactionId mySubid,
 			if (begun_at[i] >= level)
 				begun_at[i] = level - 1;
 		for (i = 0; i < nnoted; i++)
+		{
 			if (noted[i].level >= level)
 				noted[i].level = level - 1;
+			if (noted[i].applied_at >= level)
+				noted[i].applied_at = level - 1;
+		}
 	}
 }
 
@@ -563,8 +595,7 @@ JobqBeginStateChanges(void)
 	{
 		noted_cxt = CurrentMemoryContext;
 		noted = NULL;
-		nnoted = 0;
-		maxnoted = 0;
+		nnoted = napplied = maxnoted = 0;
 	}
 	begun_at[noting_depth++] = GetCurrentTransactionNestLevel();
 }
@@ -575,55 +606,111 @@ is_completion(const NotedChange *note)
 	return note->change == NOTED_COMPLETED || note->change == NOTED_RESOLVED;
 }
 
-/* Apply notes[0..n-1], all of one kind: completions or blocks. */
-static void
-apply_notes(const NotedChange *notes, int n)
+/* A note of a run being applied, with its place in the run. */
+typedef struct RunNote
 {
-	int64	   *ids = palloc(sizeof(int64) * n);
-	int		   *changes = palloc(sizeof(int) * n);
-	bool		completions = is_completion(&notes[0]);
+	int64		job_id;
+	int			change;
+	int			place;
+} RunNote;
+
+/* In job id order, then in the order made. */
+static int
+compare_run_notes(const void *a, const void *b)
+{
+	const RunNote *x = (const RunNote *) a;
+	const RunNote *y = (const RunNote *) b;
+
+	if (x->job_id != y->job_id)
+		return (x->job_id > y->job_id) - (x->job_id < y->job_id);
+	return x->place - y->place;
+}
+
+/*
+ * Apply noted[start..end-1], all of one kind: completions or blocks.  A
+ * job completed twice in a run (completed, rerun and completed again)
+ * released the jobs after it the first time.  The notes are copied first:
+ * triggers that the statements fire may note more.
+ */
+static void
+apply_run(int start, int end)
+{
+	int			len = end - start;
+	RunNote    *run = palloc(sizeof(RunNote) * len);
+	int64	   *ids = palloc(sizeof(int64) * len);
+	int		   *changes = palloc(sizeof(int) * len);
+	bool		completions = is_completion(&noted[start]);
+	int			n = 0;
 	int			i;
 
-	/* For completions, whether each was a resolve (was_blocking). */
-	for (i = 0; i < n; i++)
+	for (i = 0; i < len; i++)
 	{
-		ids[i] = notes[i].job_id;
-		changes[i] = completions ? notes[i].change == NOTED_RESOLVED : notes[i].change;
+		run[i].job_id = noted[start + i].job_id;
+		run[i].change = noted[start + i].change;
+		run[i].place = i;
+	}
+	if (completions)
+		qsort(run, len, sizeof(RunNote), compare_run_notes);
+	for (i = 0; i < len; i++)
+	{
+		if (completions && n > 0 && ids[n - 1] == run[i].job_id)
+			continue;
+		ids[n] = run[i].job_id;
+		/* For completions, whether each was a resolve (was_blocking). */
+		changes[n++] = completions ? run[i].change == NOTED_RESOLVED : run[i].change;
 	}
 	if (completions)
 		release_dependents(n, ids, changes);
 	else
 		block_dependents(n, ids, changes);
+	pfree(run);
 	pfree(ids);
 	pfree(changes);
 }
 
 /*
- * End the innermost Begin; at the outermost, stop noting and apply the
- * changes noted, in the order they were made: each run of completions
- * releases the jobs after them, each run of other changes blocks or
- * unblocks them, at once.  Inside access.
+ * Apply the notes not applied yet, in the order they were made: each run
+ * of completions releases the jobs after them, each run of other changes
+ * blocks or unblocks them, at once.  What the triggers of those statements
+ * change is noted after them, and applied in turn.
+ */
+static void
+apply_pending_notes(void)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	while (napplied < nnoted)
+	{
+		int			start = napplied;
+		int			end = start + 1;
+		int			i;
+
+		while (end < nnoted && is_completion(&noted[end]) == is_completion(&noted[start]))
+			end++;
+		for (i = start; i < end; i++)
+			noted[i].applied_at = level;
+		napplied = end;
+		apply_run(start, end);
+	}
+}
+
+/*
+ * End the innermost Begin; at the outermost, apply the changes noted and
+ * stop noting.  Inside access.
  */
 void
 JobqEndStateChanges(void)
 {
-	NotedChange *notes = noted;
-	int			n = nnoted;
-	int			start;
-	int			i;
-
 	Assert(noting_depth > 0);
-	if (--noting_depth > 0)
+	if (noting_depth > 1)
+	{
+		noting_depth--;
 		return;
+	}
+	apply_pending_notes();
+	if (noted != NULL)
+		pfree(noted);
 	stop_noting();
-	for (start = 0, i = 1; i <= n; i++)
-		if (i == n || is_completion(&notes[i]) != is_completion(&notes[start]))
-		{
-			apply_notes(notes + start, i - start);
-			start = i;
-		}
-	if (notes != NULL)
-		pfree(notes);
 }
 
 static void
@@ -639,6 +726,7 @@ note_change(int64 job_id, int change)
 	noted[nnoted].job_id = job_id;
 	noted[nnoted].change = change;
 	noted[nnoted].level = GetCurrentTransactionNestLevel();
+	noted[nnoted].applied_at = 0;
 	nnoted++;
 }
 
