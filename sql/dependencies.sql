@@ -481,6 +481,33 @@ DROP FUNCTION dp_run();
 SELECT dp_state(:qx3) AS qx3, dp_state(:qw3) AS qw3;
 SELECT count(*) FILTER (WHERE blocked_by < 0) AS negative FROM jobq.job WHERE kind LIKE 'dp.q%';
 
+-- Notes applied early, for an enqueue in a subtransaction that then rolls
+-- back, are applied again at the end: what they wrote was undone with it.
+-- (The trigger's name sorts after jobq's dependency_changed, so the
+-- rerun of qx5 is noted before the enqueue.)
+SELECT jobq.register_kind('dp.q5', queue => 'dq5', max_attempts => 1);
+SELECT jobq.enqueue('dp.q5') AS qx5 \gset
+SELECT jobq.enqueue('dp.q5', after => ARRAY[:qx5]) AS qd5 \gset
+SELECT jobq.fail(id, lease_token, 'boom') FROM jobq.claim('dq5') WHERE id = :qx5;
+SELECT dp_state(:qd5) AS qd5;
+CREATE FUNCTION dp_undone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM jobq.enqueue('dp.q5', after => ARRAY[NEW.id]);
+        RAISE EXCEPTION 'undone';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_undone AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (OLD.state = 'failed' AND NEW.state = 'pending') EXECUTE FUNCTION dp_undone();
+SELECT jobq.retry_failed('dp.q5');
+DROP TRIGGER dp_undone ON jobq.job;
+DROP FUNCTION dp_undone();
+SELECT dp_state(:qd5) AS qd5,
+       (SELECT count(*) FROM jobq.job WHERE kind = 'dp.q5') AS jobs;
+
 -- Clean up.
 DELETE FROM jobq.job_dependency;
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');
