@@ -508,6 +508,51 @@ DROP FUNCTION dp_undone();
 SELECT dp_state(:qd5) AS qd5,
        (SELECT count(*) FROM jobq.job WHERE kind = 'dp.q5') AS jobs;
 
+-- A job's change reaches the jobs after it from jobq's own trigger, or
+-- later still when noted; a job enqueued after it in between counts its
+-- new state already.  So the jobs it blocks are counted again, not moved
+-- by one.  Here a trigger whose name sorts before dependency_changed
+-- enqueues a job after qx7 as it fails: the new job is blocked by 1.
+SELECT jobq.register_kind('dp.q7', queue => 'dq7', max_attempts => 1);
+SELECT jobq.enqueue('dp.q7') AS qx7 \gset
+SELECT jobq.enqueue('dp.q7', after => ARRAY[:qx7]) AS qd7 \gset
+CREATE TABLE dp_made (id bigint);
+CREATE FUNCTION dp_enqueue_after() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.dp_made SELECT jobq.enqueue('dp.q7', after => ARRAY[NEW.id]);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER a_dp_enqueue_after AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (NEW.kind = 'dp.q7' AND OLD.state = 'running' AND NEW.state = 'failed')
+    EXECUTE FUNCTION dp_enqueue_after();
+SELECT jobq.fail(id, lease_token, 'boom') FROM jobq.claim('dq7') WHERE id = :qx7;
+DROP TRIGGER a_dp_enqueue_after ON jobq.job;
+SELECT dp_state(:qd7) AS qd7, dp_state(id) AS qe7 FROM dp_made;
+-- And in a batch: retry_failed reruns qx8 and qy8; a trigger on qx8's row
+-- enqueues a job after qy8, whose own change is noted after that.  The
+-- new job waits for qy8, blocked by nothing.
+DELETE FROM dp_made;
+SELECT jobq.enqueue('dp.q7') AS qx8 \gset
+SELECT jobq.enqueue('dp.q7') AS qy8 \gset
+SELECT jobq.enqueue('dp.q7', after => ARRAY[:qy8]) AS qd8 \gset
+SELECT count(*) AS failed FROM jobq.claim('dq7', max_jobs => 10) c
+ CROSS JOIN LATERAL jobq.fail(c.id, c.lease_token, 'boom') WHERE c.id IN (:qx8, :qy8);
+CREATE TABLE dp_meddle AS SELECT :qx8::bigint AS qx, :qy8::bigint AS qy;
+CREATE OR REPLACE FUNCTION dp_enqueue_after() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.dp_made
+    SELECT jobq.enqueue('dp.q7', after => ARRAY[m.qy]) FROM public.dp_meddle m WHERE m.qx = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dp_enqueue_after AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (OLD.state = 'failed' AND NEW.state = 'pending') EXECUTE FUNCTION dp_enqueue_after();
+SELECT jobq.retry_failed('dp.q7');
+DROP TRIGGER dp_enqueue_after ON jobq.job;
+DROP FUNCTION dp_enqueue_after();
+DROP TABLE dp_meddle;
+SELECT dp_state(:qd8) AS qd8, dp_state(id) AS qe8 FROM dp_made;
+DROP TABLE dp_made;
+
 -- Clean up.
 DELETE FROM jobq.job_dependency;
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');

@@ -353,6 +353,22 @@ wake_for_released(int rows)
 }
 
 /*
+ * Of the jobs whose ids WHERE selects (as d.job_id), how many of the jobs
+ * each still waits for are failed, held or cancelled now.  blocked_by is
+ * counted again so, rather than moved by one, whenever a dependency enters
+ * or leaves those states: the change reaches the jobs after it later than
+ * it is made (in a trigger, or noted), and a job enqueued after it in
+ * between counted its new state already.
+ */
+#define BLOCKING_NOW_SQL(where) \
+	"SELECT d.job_id, pg_catalog.count(x.id)::integer AS blocking" \
+	"  FROM jobq.job_dependency d" \
+	"  LEFT JOIN jobq.job x ON x.id = d.after_id" \
+	"   AND x.state IN ('failed', 'held', 'cancelled')" \
+	" WHERE (" where ") AND d.completed_at IS NULL" \
+	" GROUP BY d.job_id"
+
+/*
  * The n dependencies ids[] completed (was_blocking[i] 1: ids[i] was failed,
  * held or cancelled before, a resolve): count each done for the jobs
  * waiting for it, and make ready those it was the last one for.  Three
@@ -361,17 +377,20 @@ wake_for_released(int rows)
  * locked in id order, so that completions of dependencies of several jobs
  * in other orders elsewhere do not deadlock with this one; then they are
  * counted down, each once, as last committed (the lock may have waited
- * for another completion).
+ * for another completion), and those after a resolved one have their
+ * blocking dependencies counted again (BLOCKING_NOW_SQL).
  */
 static void
 release_dependents(int n, const int64 *ids, const int *was_blocking)
 {
 	Oid			edge_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
-	Oid			count_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
-	Datum		values[3];
+	Oid			count_types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
+	Datum		values[4];
 	Datum	   *jobs;
 	Datum	   *counts;
 	Datum	   *unblocked;
+	Datum	   *recount;
+	int			nrecount = 0;
 	int			njobs;
 	int			rows;
 	int			i;
@@ -397,15 +416,19 @@ release_dependents(int n, const int64 *ids, const int *was_blocking)
 	jobs = palloc(sizeof(Datum) * njobs);
 	counts = palloc(sizeof(Datum) * njobs);
 	unblocked = palloc(sizeof(Datum) * njobs);
+	recount = palloc(sizeof(Datum) * njobs);
 	for (i = 0; i < njobs; i++)
 	{
 		jobs[i] = Int64GetDatum(JobqGetInt64(i, 1));
 		counts[i] = Int32GetDatum(JobqGetInt32(i, 2));
 		unblocked[i] = Int32GetDatum(JobqGetInt32(i, 3));
+		if (DatumGetInt32(unblocked[i]) > 0)
+			recount[nrecount++] = jobs[i];
 	}
 	values[0] = int8_array(jobs, njobs);
 	values[1] = int4_array(counts, njobs);
 	values[2] = int4_array(unblocked, njobs);
+	values[3] = int8_array(recount, nrecount);
 
 	JobqPreparePlan(&plan_lock_dependents,
 					"SELECT FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id"
@@ -415,24 +438,30 @@ release_dependents(int n, const int64 *ids, const int *was_blocking)
 								SPI_OK_SELECT, 0);
 	JobqPreparePlan(&plan_release,
 					"UPDATE jobq.job j SET waiting_for = j.waiting_for - c.n,"
-					"   blocked_by = j.blocked_by - c.unblocked,"
+					"   blocked_by = CASE WHEN c.unblocked = 0 THEN j.blocked_by ELSE c.blocking END,"
 					"   state = CASE WHEN j.waiting_for = c.n THEN 'pending'"
-					"                WHEN j.blocked_by - c.unblocked > 0 THEN 'blocked'"
+					"                WHEN c.unblocked = 0 AND j.blocked_by > 0 THEN 'blocked'"
+					"                WHEN c.unblocked > 0 AND c.blocking > 0 THEN 'blocked'"
 					"                ELSE 'waiting' END::jobq.job_state,"
 					"   lane = CASE WHEN j.waiting_for > c.n THEN NULL"
 					"               WHEN j.run_at <= pg_catalog.clock_timestamp() THEN 'r'"
 					"               ELSE 's' END::\"char\""
-					"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
-					"    AS c(id, n, unblocked)"
+					"  FROM (SELECT u.id, u.n, u.unblocked,"
+					"               COALESCE(r.blocking, 0) AS blocking"
+					"          FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					"                          pg_catalog.unnest($3)) AS u(id, n, unblocked)"
+					"          LEFT JOIN (" BLOCKING_NOW_SQL("d.job_id = ANY($4)") ") r"
+					"            ON r.job_id = u.id) c"
 					" WHERE j.id = c.id AND j.state IN ('waiting', 'blocked')"
 					" RETURNING j.in_db AND j.waiting_for = 0, j.lane, j.run_at",
-					3, count_types);
+					4, count_types);
 	rows = JobqExecutePlanWithSnapshot(plan_release, values, NULL, GetLatestSnapshot(),
 									   SPI_OK_UPDATE_RETURNING, 0);
 	wake_for_released(rows);
 	pfree(jobs);
 	pfree(counts);
 	pfree(unblocked);
+	pfree(recount);
 }
 
 /*
@@ -462,18 +491,24 @@ JobqDependenciesCompleted(int n, const int64 *ids)
 }
 
 /*
- * The n dependencies ids[] became failed, held or cancelled (deltas[i] 1)
- * or left those states for one that may still complete (-1): count that
- * in blocked_by of the jobs waiting for them, which are locked first, in
- * id order, as release_dependents does.
+ * The n dependencies ids[] became failed, held or cancelled, or left those
+ * states for one that may still complete: count again, in blocked_by of
+ * the jobs waiting for them (BLOCKING_NOW_SQL), how many of their
+ * dependencies block them.  Those jobs are locked first, in id order, as
+ * release_dependents does.
  */
 static void
-block_dependents(int n, const int64 *ids, const int *deltas)
+block_dependents(int n, const int64 *ids)
 {
-	Oid			argtypes[2] = {INT8ARRAYOID, INT4ARRAYOID};
-	Datum		values[2];
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum	   *jobs = palloc(sizeof(Datum) * n);
+	Datum		values[1];
+	int			i;
 
-	id_and_int_arrays(n, ids, deltas, values);
+	for (i = 0; i < n; i++)
+		jobs[i] = Int64GetDatum(ids[i]);
+	values[0] = int8_array(jobs, n);
+	pfree(jobs);
 	JobqPreparePlan(&plan_lock_blocked,
 					"SELECT FROM jobq.job j WHERE j.id IN ("
 					"  SELECT d.job_id FROM jobq.job_dependency d"
@@ -483,18 +518,15 @@ block_dependents(int n, const int64 *ids, const int *deltas)
 	JobqExecutePlanWithSnapshot(plan_lock_blocked, values, NULL, GetLatestSnapshot(),
 								SPI_OK_SELECT, 0);
 	JobqPreparePlan(&plan_block,
-					"UPDATE jobq.job j SET blocked_by = j.blocked_by + c.delta,"
-					"   state = CASE WHEN j.blocked_by + c.delta > 0 THEN 'blocked'"
+					"UPDATE jobq.job j SET blocked_by = r.blocking,"
+					"   state = CASE WHEN r.blocking > 0 THEN 'blocked'"
 					"                ELSE 'waiting' END::jobq.job_state"
-					"  FROM (SELECT d.job_id, pg_catalog.sum(n.delta)::integer AS delta"
-					"          FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
-					"            AS n(id, delta)"
-					"          JOIN jobq.job_dependency d"
-					"            ON d.after_id = n.id AND d.completed_at IS NULL"
-					"         GROUP BY d.job_id) c"
-					" WHERE j.id = c.job_id AND c.delta <> 0"
-					"   AND j.state IN ('waiting', 'blocked')",
-					2, argtypes);
+					"  FROM (" BLOCKING_NOW_SQL("d.job_id IN ("
+												" SELECT e.job_id FROM jobq.job_dependency e"
+												"  WHERE e.after_id = ANY($1) AND e.completed_at IS NULL)") ") r"
+					" WHERE j.id = r.job_id AND j.state IN ('waiting', 'blocked')"
+					"   AND j.blocked_by IS DISTINCT FROM r.blocking",
+					1, argtypes);
 	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
 								SPI_OK_UPDATE, 0);
 }
@@ -662,7 +694,7 @@ apply_run(int start, int end)
 	if (completions)
 		release_dependents(n, ids, changes);
 	else
-		block_dependents(n, ids, changes);
+		block_dependents(n, ids);
 	pfree(run);
 	pfree(ids);
 	pfree(changes);
@@ -774,7 +806,7 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 		if (noting_depth > 0)
 			note_change(job_id, delta);
 		else
-			block_dependents(1, &job_id, &delta);
+			block_dependents(1, &job_id);
 	}
 }
 
