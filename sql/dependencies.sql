@@ -510,9 +510,10 @@ SELECT dp_state(:qd5) AS qd5,
 
 -- A job's change reaches the jobs after it from jobq's own trigger, or
 -- later still when noted; a job enqueued after it in between counts its
--- new state already.  So the jobs it blocks are counted again, not moved
--- by one.  Here a trigger whose name sorts before dependency_changed
--- enqueues a job after qx7 as it fails: the new job is blocked by 1.
+-- new state already.  So each dependency row says whether it is counted
+-- (blocking), and a change turns only the rows that disagree.  Here a
+-- trigger whose name sorts before dependency_changed enqueues a job after
+-- qx7 as it fails: the new job is blocked by 1.
 SELECT jobq.register_kind('dp.q7', queue => 'dq7', max_attempts => 1);
 SELECT jobq.enqueue('dp.q7') AS qx7 \gset
 SELECT jobq.enqueue('dp.q7', after => ARRAY[:qx7]) AS qd7 \gset
@@ -552,6 +553,36 @@ DROP FUNCTION dp_enqueue_after();
 DROP TABLE dp_meddle;
 SELECT dp_state(:qd8) AS qd8, dp_state(id) AS qe8 FROM dp_made;
 DROP TABLE dp_made;
+
+-- A completion takes off what its rows counted: here a trigger that fires
+-- before jobq's own completes qd9 as retry puts it back, so the completion
+-- reaches qw9 before the retry does.  qw9 waits for qe9 only.
+SELECT jobq.register_kind('dp.q9', queue => 'dq9', max_attempts => 1);
+SELECT jobq.enqueue('dp.q9') AS qd9 \gset
+SELECT jobq.fail(id, lease_token, 'boom') FROM jobq.claim('dq9') WHERE id = :qd9;
+SELECT jobq.enqueue('dp.q9') AS qe9 \gset
+SELECT jobq.enqueue('dp.q9', after => ARRAY[:qd9, :qe9]) AS qw9 \gset
+SELECT dp_state(:qw9) AS qw9;
+CREATE FUNCTION dp_complete_at_once() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM jobq.claim('dq9', max_jobs => 10) LOOP
+        IF c.id = NEW.id THEN
+            PERFORM jobq.complete(c.id, c.lease_token);
+        ELSE
+            PERFORM jobq.snooze(c.id, c.lease_token, '0 seconds');
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER a_dp_complete_at_once AFTER UPDATE ON jobq.job FOR EACH ROW
+    WHEN (NEW.kind = 'dp.q9' AND OLD.state = 'failed' AND NEW.state = 'pending')
+    EXECUTE FUNCTION dp_complete_at_once();
+SELECT jobq.retry(:qd9, 'once more');
+DROP TRIGGER a_dp_complete_at_once ON jobq.job;
+DROP FUNCTION dp_complete_at_once();
+SELECT dp_state(:qd9) AS qd9, dp_state(:qw9) AS qw9;
 
 -- Clean up.
 DELETE FROM jobq.job_dependency;

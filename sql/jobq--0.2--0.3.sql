@@ -385,6 +385,7 @@ CREATE TABLE jobq.job_dependency (
     job_id          bigint NOT NULL,
     after_id        bigint NOT NULL,
     completed_at    timestamptz,
+    blocking        boolean NOT NULL DEFAULT false, /* counted in job_id's blocked_by */
     CONSTRAINT job_dependency_pkey PRIMARY KEY (job_id, after_id)
 );
 CREATE INDEX job_dependency_after_idx ON jobq.job_dependency (after_id);

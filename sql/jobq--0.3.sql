@@ -314,11 +314,16 @@ CREATE INDEX operation_recorded_idx ON jobq.operation (recorded_at);
  * Dependencies: job_id was enqueued after after_id, and may run once
  * after_id has completed (completed_at: when it did, as seen here).  Rows
  * go with job_id, at retention; after_id may be gone before them.
+ * blocking: job_id's blocked_by counts after_id as failed, held or
+ * cancelled; set as the row is made, and as each change of after_id
+ * reaches job_id, which may be later than the change (so that a job
+ * enqueued after after_id in between is not counted twice).
  */
 CREATE TABLE jobq.job_dependency (
     job_id          bigint NOT NULL,
     after_id        bigint NOT NULL,
     completed_at    timestamptz,
+    blocking        boolean NOT NULL DEFAULT false, /* counted in job_id's blocked_by */
     CONSTRAINT job_dependency_pkey PRIMARY KEY (job_id, after_id)
 );
 /* A dependency's changes of state find the jobs enqueued after it. */

@@ -86,9 +86,7 @@ static SPIPlanPtr plan_block;
  * dependencies' states as they are.  Notes so applied in a subtransaction
  * that rolls back are applied again later.
  */
-#define NOTED_COMPLETED		2	/* a completion */
-#define NOTED_RESOLVED		3	/* a completion from failed, held or cancelled */
-/* else the change of blocked_by: 1 or -1 */
+#define NOTED_COMPLETED		2	/* else a block (1) or an unblock (-1) */
 #define NOTING_MAX_DEPTH	16
 
 typedef struct NotedChange
@@ -192,25 +190,6 @@ int4_array(Datum *elems, int n)
 {
 	return PointerGetDatum(construct_array(elems, n, INT4OID, sizeof(int32), true,
 										   TYPALIGN_INT));
-}
-
-/* ids[] and ints[], n of each, as a bigint[] and an integer[] in values[]. */
-static void
-id_and_int_arrays(int n, const int64 *ids, const int *ints, Datum *values)
-{
-	Datum	   *a = palloc(sizeof(Datum) * n);
-	Datum	   *b = palloc(sizeof(Datum) * n);
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		a[i] = Int64GetDatum(ids[i]);
-		b[i] = Int32GetDatum(ints[i]);
-	}
-	values[0] = int8_array(a, n);
-	values[1] = int4_array(b, n);
-	pfree(a);
-	pfree(b);
 }
 
 /*
@@ -319,8 +298,9 @@ JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs
 
 	/* A dependency completed already is recorded as completed when it did. */
 	JobqPreparePlan(&plan_record,
-					"INSERT INTO jobq.job_dependency (job_id, after_id, completed_at)"
-					" SELECT n.id, d.id, CASE WHEN d.state = 'completed' THEN d.finished_at END"
+					"INSERT INTO jobq.job_dependency (job_id, after_id, completed_at, blocking)"
+					" SELECT n.id, d.id, CASE WHEN d.state = 'completed' THEN d.finished_at END,"
+					"        d.state IN ('failed', 'held', 'cancelled')"
 					"   FROM pg_catalog.unnest($1) n(id), jobq.job d"
 					"  WHERE d.id = ANY($2)",
 					2, argtypes);
@@ -353,61 +333,44 @@ wake_for_released(int rows)
 }
 
 /*
- * Of the jobs whose ids WHERE selects (as d.job_id), how many of the jobs
- * each still waits for are failed, held or cancelled now.  blocked_by is
- * counted again so, rather than moved by one, whenever a dependency enters
- * or leaves those states: the change reaches the jobs after it later than
- * it is made (in a trigger, or noted), and a job enqueued after it in
- * between counted its new state already.
- */
-#define BLOCKING_NOW_SQL(where) \
-	"SELECT d.job_id, pg_catalog.count(x.id)::integer AS blocking" \
-	"  FROM jobq.job_dependency d" \
-	"  LEFT JOIN jobq.job x ON x.id = d.after_id" \
-	"   AND x.state IN ('failed', 'held', 'cancelled')" \
-	" WHERE (" where ") AND d.completed_at IS NULL" \
-	" GROUP BY d.job_id"
-
-/*
- * The n dependencies ids[] completed (was_blocking[i] 1: ids[i] was failed,
- * held or cancelled before, a resolve): count each done for the jobs
- * waiting for it, and make ready those it was the last one for.  Three
- * statements: the dependencies' rows are marked completed, which gives the
- * jobs after them with how many of theirs completed; those jobs' rows are
- * locked in id order, so that completions of dependencies of several jobs
- * in other orders elsewhere do not deadlock with this one; then they are
- * counted down, each once, as last committed (the lock may have waited
- * for another completion), and those after a resolved one have their
- * blocking dependencies counted again (BLOCKING_NOW_SQL).
+ * The n dependencies ids[] completed: count each done for the jobs waiting
+ * for it, and make ready those it was the last one for.  Three statements:
+ * the dependencies' rows are marked completed, which gives the jobs after
+ * them with how many of theirs completed and, of those, how many their
+ * blocked_by counted; those jobs' rows are locked in id order, so that
+ * completions of dependencies of several jobs in other orders elsewhere do
+ * not deadlock with this one; then they are counted down, each once, as
+ * last committed (the lock may have waited for another completion).
  */
 static void
-release_dependents(int n, const int64 *ids, const int *was_blocking)
+release_dependents(int n, const int64 *ids)
 {
-	Oid			edge_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
-	Oid			count_types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
-	Datum		values[4];
+	Oid			edge_types[1] = {INT8ARRAYOID};
+	Oid			count_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
+	Datum		values[3];
+	Datum	   *done = palloc(sizeof(Datum) * n);
 	Datum	   *jobs;
 	Datum	   *counts;
 	Datum	   *unblocked;
-	Datum	   *recount;
-	int			nrecount = 0;
 	int			njobs;
 	int			rows;
 	int			i;
 
-	id_and_int_arrays(n, ids, was_blocking, values);
+	for (i = 0; i < n; i++)
+		done[i] = Int64GetDatum(ids[i]);
+	values[0] = int8_array(done, n);
+	pfree(done);
 	JobqPreparePlan(&plan_complete_edges,
 					"WITH done AS ("
 					"  UPDATE jobq.job_dependency d"
 					"     SET completed_at = pg_catalog.clock_timestamp()"
-					"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS c(id, was_blocking)"
-					"   WHERE d.after_id = c.id AND d.completed_at IS NULL"
-					"  RETURNING d.job_id, c.was_blocking"
+					"   WHERE d.after_id = ANY($1) AND d.completed_at IS NULL"
+					"  RETURNING d.job_id, d.blocking"
 					")"
 					" SELECT job_id, pg_catalog.count(*)::integer,"
-					"   pg_catalog.sum(was_blocking)::integer"
+					"   (pg_catalog.count(*) FILTER (WHERE blocking))::integer"
 					" FROM done GROUP BY job_id ORDER BY job_id",
-					2, edge_types);
+					1, edge_types);
 	njobs = JobqExecutePlanWithSnapshot(plan_complete_edges, values, NULL, GetLatestSnapshot(),
 										SPI_OK_SELECT, 0);
 	if (njobs == 0)
@@ -416,19 +379,15 @@ release_dependents(int n, const int64 *ids, const int *was_blocking)
 	jobs = palloc(sizeof(Datum) * njobs);
 	counts = palloc(sizeof(Datum) * njobs);
 	unblocked = palloc(sizeof(Datum) * njobs);
-	recount = palloc(sizeof(Datum) * njobs);
 	for (i = 0; i < njobs; i++)
 	{
 		jobs[i] = Int64GetDatum(JobqGetInt64(i, 1));
 		counts[i] = Int32GetDatum(JobqGetInt32(i, 2));
 		unblocked[i] = Int32GetDatum(JobqGetInt32(i, 3));
-		if (DatumGetInt32(unblocked[i]) > 0)
-			recount[nrecount++] = jobs[i];
 	}
 	values[0] = int8_array(jobs, njobs);
 	values[1] = int4_array(counts, njobs);
 	values[2] = int4_array(unblocked, njobs);
-	values[3] = int8_array(recount, nrecount);
 
 	JobqPreparePlan(&plan_lock_dependents,
 					"SELECT FROM jobq.job j WHERE j.id = ANY($1) ORDER BY j.id"
@@ -438,42 +397,34 @@ release_dependents(int n, const int64 *ids, const int *was_blocking)
 								SPI_OK_SELECT, 0);
 	JobqPreparePlan(&plan_release,
 					"UPDATE jobq.job j SET waiting_for = j.waiting_for - c.n,"
-					"   blocked_by = CASE WHEN c.unblocked = 0 THEN j.blocked_by ELSE c.blocking END,"
+					"   blocked_by = j.blocked_by - c.unblocked,"
 					"   state = CASE WHEN j.waiting_for = c.n THEN 'pending'"
-					"                WHEN c.unblocked = 0 AND j.blocked_by > 0 THEN 'blocked'"
-					"                WHEN c.unblocked > 0 AND c.blocking > 0 THEN 'blocked'"
+					"                WHEN j.blocked_by - c.unblocked > 0 THEN 'blocked'"
 					"                ELSE 'waiting' END::jobq.job_state,"
 					"   lane = CASE WHEN j.waiting_for > c.n THEN NULL"
 					"               WHEN j.run_at <= pg_catalog.clock_timestamp() THEN 'r'"
 					"               ELSE 's' END::\"char\""
-					"  FROM (SELECT u.id, u.n, u.unblocked,"
-					"               COALESCE(r.blocking, 0) AS blocking"
-					"          FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-					"                          pg_catalog.unnest($3)) AS u(id, n, unblocked)"
-					"          LEFT JOIN (" BLOCKING_NOW_SQL("d.job_id = ANY($4)") ") r"
-					"            ON r.job_id = u.id) c"
+					"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+					"    AS c(id, n, unblocked)"
 					" WHERE j.id = c.id AND j.state IN ('waiting', 'blocked')"
 					" RETURNING j.in_db AND j.waiting_for = 0, j.lane, j.run_at",
-					4, count_types);
+					3, count_types);
 	rows = JobqExecutePlanWithSnapshot(plan_release, values, NULL, GetLatestSnapshot(),
 									   SPI_OK_UPDATE_RETURNING, 0);
 	wake_for_released(rows);
 	pfree(jobs);
 	pfree(counts);
 	pfree(unblocked);
-	pfree(recount);
 }
 
 /*
  * The n jobs ids[], that others were enqueued after, completed in this
- * transaction, from a state that was not failed, held or cancelled: what
- * the trigger on jobq.job does, for a batch at once (job_rows.c), and
- * notes instead while noting.  Inside access.
+ * transaction: what the trigger on jobq.job does, for a batch at once
+ * (job_rows.c), and notes instead while noting.  Inside access.
  */
 void
 JobqDependenciesCompleted(int n, const int64 *ids)
 {
-	int		   *was_blocking;
 	int			i;
 
 	Assert(JobqInsideAccess());
@@ -483,19 +434,19 @@ JobqDependenciesCompleted(int n, const int64 *ids)
 			note_change(ids[i], NOTED_COMPLETED);
 		return;
 	}
-	if (n == 0)
-		return;
-	was_blocking = palloc0(sizeof(int) * n);
-	release_dependents(n, ids, was_blocking);
-	pfree(was_blocking);
+	if (n > 0)
+		release_dependents(n, ids);
 }
 
 /*
  * The n dependencies ids[] became failed, held or cancelled, or left those
- * states for one that may still complete: count again, in blocked_by of
- * the jobs waiting for them (BLOCKING_NOW_SQL), how many of their
- * dependencies block them.  Those jobs are locked first, in id order, as
- * release_dependents does.
+ * states for one that may still complete: count that in blocked_by of the
+ * jobs waiting for them, which are locked first, in id order, as
+ * release_dependents does.  Each of their rows says whether its job was
+ * counted (blocking); those that disagree with the dependency's state now
+ * are turned, and each turn counted once.  The change reaches the jobs
+ * after it later than it is made (in a trigger, or noted), and a job
+ * enqueued after it in between has counted the new state already.
  */
 static void
 block_dependents(int n, const int64 *ids)
@@ -518,14 +469,21 @@ block_dependents(int n, const int64 *ids)
 	JobqExecutePlanWithSnapshot(plan_lock_blocked, values, NULL, GetLatestSnapshot(),
 								SPI_OK_SELECT, 0);
 	JobqPreparePlan(&plan_block,
-					"UPDATE jobq.job j SET blocked_by = r.blocking,"
-					"   state = CASE WHEN r.blocking > 0 THEN 'blocked'"
+					"WITH turned AS ("
+					"  UPDATE jobq.job_dependency d SET blocking = NOT d.blocking"
+					"    FROM jobq.job x"
+					"   WHERE d.after_id = ANY($1) AND d.completed_at IS NULL"
+					"     AND x.id = d.after_id"
+					"     AND d.blocking <> (x.state IN ('failed', 'held', 'cancelled'))"
+					"  RETURNING d.job_id, CASE WHEN d.blocking THEN 1 ELSE -1 END AS delta"
+					")"
+					"UPDATE jobq.job j SET blocked_by = j.blocked_by + c.delta,"
+					"   state = CASE WHEN j.blocked_by + c.delta > 0 THEN 'blocked'"
 					"                ELSE 'waiting' END::jobq.job_state"
-					"  FROM (" BLOCKING_NOW_SQL("d.job_id IN ("
-												" SELECT e.job_id FROM jobq.job_dependency e"
-												"  WHERE e.after_id = ANY($1) AND e.completed_at IS NULL)") ") r"
-					" WHERE j.id = r.job_id AND j.state IN ('waiting', 'blocked')"
-					"   AND j.blocked_by IS DISTINCT FROM r.blocking",
+					"  FROM (SELECT job_id, pg_catalog.sum(delta)::integer AS delta"
+					"          FROM turned GROUP BY job_id) c"
+					" WHERE j.id = c.job_id AND c.delta <> 0"
+					"   AND j.state IN ('waiting', 'blocked')",
 					1, argtypes);
 	JobqExecutePlanWithSnapshot(plan_block, values, NULL, GetLatestSnapshot(),
 								SPI_OK_UPDATE, 0);
@@ -635,69 +593,26 @@ JobqBeginStateChanges(void)
 static bool
 is_completion(const NotedChange *note)
 {
-	return note->change == NOTED_COMPLETED || note->change == NOTED_RESOLVED;
-}
-
-/* A note of a run being applied, with its place in the run. */
-typedef struct RunNote
-{
-	int64		job_id;
-	int			change;
-	int			place;
-} RunNote;
-
-/* In job id order, then in the order made. */
-static int
-compare_run_notes(const void *a, const void *b)
-{
-	const RunNote *x = (const RunNote *) a;
-	const RunNote *y = (const RunNote *) b;
-
-	if (x->job_id != y->job_id)
-		return (x->job_id > y->job_id) - (x->job_id < y->job_id);
-	return x->place - y->place;
+	return note->change == NOTED_COMPLETED;
 }
 
 /*
- * Apply noted[start..end-1], all of one kind: completions or blocks.  A
- * job completed twice in a run (completed, rerun and completed again)
- * released the jobs after it the first time.  The notes are copied first:
- * triggers that the statements fire may note more.
+ * Apply noted[start..end-1], all of one kind: completions or blocks.  The
+ * ids are copied first: triggers that the statements fire may note more.
  */
 static void
 apply_run(int start, int end)
 {
-	int			len = end - start;
-	RunNote    *run = palloc(sizeof(RunNote) * len);
-	int64	   *ids = palloc(sizeof(int64) * len);
-	int		   *changes = palloc(sizeof(int) * len);
-	bool		completions = is_completion(&noted[start]);
-	int			n = 0;
+	int64	   *ids = palloc(sizeof(int64) * (end - start));
 	int			i;
 
-	for (i = 0; i < len; i++)
-	{
-		run[i].job_id = noted[start + i].job_id;
-		run[i].change = noted[start + i].change;
-		run[i].place = i;
-	}
-	if (completions)
-		qsort(run, len, sizeof(RunNote), compare_run_notes);
-	for (i = 0; i < len; i++)
-	{
-		if (completions && n > 0 && ids[n - 1] == run[i].job_id)
-			continue;
-		ids[n] = run[i].job_id;
-		/* For completions, whether each was a resolve (was_blocking). */
-		changes[n++] = completions ? run[i].change == NOTED_RESOLVED : run[i].change;
-	}
-	if (completions)
-		release_dependents(n, ids, changes);
+	for (i = start; i < end; i++)
+		ids[i - start] = noted[i].job_id;
+	if (is_completion(&noted[start]))
+		release_dependents(end - start, ids);
 	else
-		block_dependents(n, ids);
-	pfree(run);
+		block_dependents(end - start, ids);
 	pfree(ids);
-	pfree(changes);
 }
 
 /*
@@ -791,13 +706,9 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 	if (new_state == completed && old_state != completed)
 	{
 		if (noting_depth > 0)
-			note_change(job_id, was_blocking ? NOTED_RESOLVED : NOTED_COMPLETED);
+			note_change(job_id, NOTED_COMPLETED);
 		else
-		{
-			int			resolved = was_blocking ? 1 : 0;
-
-			release_dependents(1, &job_id, &resolved);
-		}
+			release_dependents(1, &job_id);
 	}
 	else if (is_blocking != was_blocking)
 	{
