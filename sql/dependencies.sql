@@ -584,6 +584,15 @@ DROP TRIGGER a_dp_complete_at_once ON jobq.job;
 DROP FUNCTION dp_complete_at_once();
 SELECT dp_state(:qd9) AS qd9, dp_state(:qw9) AS qw9;
 
+-- A job cancelled while it waited cannot be retried: it would run before
+-- the jobs it waits for (55000).  Nothing changes.
+SELECT jobq.enqueue('dp.q9') AS qa10 \gset
+SELECT jobq.enqueue('dp.q9', after => ARRAY[:qa10]) AS qw10 \gset
+SELECT jobq.cancel(:qw10);
+SELECT sqlstate, message, detail, hint
+  FROM error_of(format('SELECT jobq.retry(%s)', :qw10), :qw10, 'qw10');
+SELECT dp_state(:qw10) AS qw10;
+
 -- Clean up.
 DELETE FROM jobq.job_dependency;
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');

@@ -23,6 +23,16 @@ SELECT id, kind, state, lane, run_at > now() AS not_yet_due
 SELECT id, kind, state, waiting_for, blocked_by FROM jobq.job
  WHERE blocked_by < 0 OR blocked_by > waiting_for OR waiting_for < 0
  ORDER BY id;
+-- A waiting or blocked job's counts are those of its dependency rows: the
+-- open ones, and of them those marked as blocking it.
+SELECT j.id, j.kind, j.state, j.waiting_for, j.blocked_by, d.open, d.blocking
+  FROM jobq.job j
+  LEFT JOIN (SELECT job_id, count(*) FILTER (WHERE completed_at IS NULL) AS open,
+                    count(*) FILTER (WHERE completed_at IS NULL AND blocking) AS blocking
+               FROM jobq.job_dependency GROUP BY job_id) d ON d.job_id = j.id
+ WHERE j.state IN ('waiting', 'blocked')
+   AND (j.waiting_for IS DISTINCT FROM d.open OR j.blocked_by IS DISTINCT FROM d.blocking)
+ ORDER BY j.id;
 -- Every running job is leased, and every lease names jobs that exist.
 SELECT j.id, j.kind FROM jobq.job j
  WHERE j.state = 'running'

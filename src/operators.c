@@ -43,6 +43,7 @@ static SPIPlanPtr plan_resolve;
 static SPIPlanPtr plan_compensation;
 static SPIPlanPtr plan_job_state;
 static SPIPlanPtr plan_retry;
+static SPIPlanPtr plan_cancelled_waiting;
 static SPIPlanPtr plan_retry_failed;
 static SPIPlanPtr plan_retry_failed_granted;
 static SPIPlanPtr plan_cancel;
@@ -147,6 +148,30 @@ reason_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 PG_FUNCTION_INFO_V1(jobq_retry);
 
 /*
+ * A job cancelled while it waited for other jobs still waits for some of
+ * them: a retry would run it before they complete.  Raise 55000 for one.
+ * Inside access.
+ */
+static void
+check_not_cancelled_waiting(int64 job_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job_id)};
+
+	JobqPreparePlan(&plan_cancelled_waiting,
+					"SELECT FROM jobq.job"
+					" WHERE id = $1 AND state = 'cancelled' AND COALESCE(waiting_for, 0) > 0",
+					1, argtypes);
+	if (JobqExecutePlan(plan_cancelled_waiting, values, NULL, SPI_OK_SELECT, 0) == 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot retry job %lld: it was cancelled while it waited for other jobs",
+						(long long) job_id),
+				 errdetail("Retrying it would run it before the jobs it was enqueued after have completed."),
+				 errhint("Enqueue it again, after the jobs it should wait for.")));
+}
+
+/*
  * jobq.retry(id, reason, force)
  *
  * Run a failed, held or cancelled job again, now; with force, a completed
@@ -175,12 +200,14 @@ jobq_retry(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
+	check_not_cancelled_waiting(job_id);
 	JobqPreparePlan(&plan_retry,
 					"UPDATE jobq.job j SET" RERUN_SET
 					" FROM jobq.kind k"
 					" WHERE j.id = $1 AND k.name = j.kind"
 					"   AND (j.state IN ('failed', 'held', 'cancelled')"
 					"        OR ($2 AND j.state = 'completed'))"
+					"   AND NOT (j.state = 'cancelled' AND COALESCE(j.waiting_for, 0) > 0)"
 					" RETURNING j.in_db",
 					2, argtypes);
 	if (JobqExecutePlan(plan_retry, values, NULL, SPI_OK_UPDATE_RETURNING, 0) != 1)
