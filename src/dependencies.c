@@ -86,7 +86,8 @@ static SPIPlanPtr plan_block;
  * dependencies' states as they are.  Notes so applied in a subtransaction
  * that rolls back are applied again later.
  */
-#define NOTED_COMPLETED		2	/* else a block (1) or an unblock (-1) */
+#define NOTED_COMPLETED		1	/* a completion */
+#define NOTED_BLOCKING		2	/* a block or an unblock */
 #define NOTING_MAX_DEPTH	16
 
 typedef struct NotedChange
@@ -190,6 +191,21 @@ int4_array(Datum *elems, int n)
 {
 	return PointerGetDatum(construct_array(elems, n, INT4OID, sizeof(int32), true,
 										   TYPALIGN_INT));
+}
+
+/* ids[0..n-1] as a bigint[]. */
+static Datum
+ids_array(int n, const int64 *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		array;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	array = int8_array(elems, n);
+	pfree(elems);
+	return array;
 }
 
 /*
@@ -348,7 +364,6 @@ release_dependents(int n, const int64 *ids)
 	Oid			edge_types[1] = {INT8ARRAYOID};
 	Oid			count_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
 	Datum		values[3];
-	Datum	   *done = palloc(sizeof(Datum) * n);
 	Datum	   *jobs;
 	Datum	   *counts;
 	Datum	   *unblocked;
@@ -356,10 +371,7 @@ release_dependents(int n, const int64 *ids)
 	int			rows;
 	int			i;
 
-	for (i = 0; i < n; i++)
-		done[i] = Int64GetDatum(ids[i]);
-	values[0] = int8_array(done, n);
-	pfree(done);
+	values[0] = ids_array(n, ids);
 	JobqPreparePlan(&plan_complete_edges,
 					"WITH done AS ("
 					"  UPDATE jobq.job_dependency d"
@@ -452,14 +464,9 @@ static void
 block_dependents(int n, const int64 *ids)
 {
 	Oid			argtypes[1] = {INT8ARRAYOID};
-	Datum	   *jobs = palloc(sizeof(Datum) * n);
 	Datum		values[1];
-	int			i;
 
-	for (i = 0; i < n; i++)
-		jobs[i] = Int64GetDatum(ids[i]);
-	values[0] = int8_array(jobs, n);
-	pfree(jobs);
+	values[0] = ids_array(n, ids);
 	JobqPreparePlan(&plan_lock_blocked,
 					"SELECT FROM jobq.job j WHERE j.id IN ("
 					"  SELECT d.job_id FROM jobq.job_dependency d"
@@ -712,10 +719,8 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 	}
 	else if (is_blocking != was_blocking)
 	{
-		int			delta = is_blocking ? 1 : -1;
-
 		if (noting_depth > 0)
-			note_change(job_id, delta);
+			note_change(job_id, NOTED_BLOCKING);
 		else
 			block_dependents(1, &job_id);
 	}
