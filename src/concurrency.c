@@ -42,6 +42,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -272,14 +273,17 @@ JobqTakeRateStart(const char *key)
  * Note when the first full rate window of any key opens again (its oldest
  * start turns "per" old), for JobqNextRateStart: the claim queries skip the
  * jobs of a key whose window is full (JOBQ_KEY_FREE), so a pick does not
- * meet them.  Between Begin/EndAccess, with current objects.
+ * meet them.  A window is still closed if it was at the transaction's start,
+ * the now() of JOBQ_KEY_FREE: one that opened since, after this
+ * transaction's pick passed its jobs over, must be noted too, or the worker
+ * would sleep through it.  Between Begin/EndAccess, with current objects.
  */
 void
 JobqNoteRateWindows(void)
 {
 	static SPIPlanPtr plan_windows = NULL;
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
-	Datum		values[1] = {TimestampTzGetDatum(GetCurrentTimestamp())};
+	Datum		values[1] = {TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 	Datum		d;
 	bool		isnull;
 

@@ -568,8 +568,12 @@ sleep_until_woken(void)
 		if (MySlot->wake_requested || JobqShutdownRequested ||
 			ConfigReloadPending || InterruptPending || MySlot->leave_requested)
 			break;
-		/* At most the poll interval, even if the clock was set back. */
-		remaining_ms = Min((long) ((deadline - GetCurrentTimestamp()) / 1000),
+
+		/*
+		 * Rounded up, so as not to wake before a rate window opens; at most
+		 * the poll interval, even if the clock was set back.
+		 */
+		remaining_ms = Min((long) ((deadline - GetCurrentTimestamp() + 999) / 1000),
 						   (long) jobq_poll_interval);
 		if (remaining_ms <= 0)
 			break;
