@@ -129,6 +129,14 @@ SELECT dp_state(:after_c) AS after_c, dp_state(:after_after_c) AS after_after_c;
 SELECT jobq.cancel(:after_c, 'order withdrawn');
 SELECT dp_state(:after_c) AS after_c, dp_state(:after_after_c) AS after_after_c;
 SELECT jobq.cancel(:after_after_c, 'order withdrawn');
+-- Discarded, a job cancelled while it waited takes the rows of the jobs
+-- it waited for with it.
+SELECT count(*) AS rows_before FROM jobq.job_dependency
+ WHERE job_id IN (:after_c, :after_after_c);
+SELECT jobq.discard(:after_after_c, 'order withdrawn');
+SELECT jobq.discard(:after_c, 'order withdrawn');
+SELECT count(*) AS rows_after FROM jobq.job_dependency
+ WHERE job_id IN (:after_c, :after_after_c);
 
 -- A dependency counts once: completed, rerun with force and completed
 -- again, it does not count down a second time.

@@ -55,6 +55,14 @@
 #include "queue_acl.h"
 #include "shmem.h"
 
+/*
+ * The states of a dependency that block the jobs after it, as names and as
+ * the SQL list the statements below test against: the same three.
+ */
+static const char *const blocking_states[] = {"failed", "held", "cancelled"};
+
+#define BLOCKING_STATES_SQL "('failed', 'held', 'cancelled')"
+
 static SPIPlanPtr plan_find;
 static SPIPlanPtr plan_lock;
 static SPIPlanPtr plan_record;
@@ -226,7 +234,8 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 	int32		allowed_queue = 0;	/* the last queue found allowed; 0: none */
 	int			found;
 	int			row = 0;
-	int			i;
+	int			i,
+				j;
 
 	Assert(JobqInsideAccess());
 
@@ -286,9 +295,9 @@ JobqLockDependencies(JobqDependencies *deps, Oid caller)
 		if (strcmp(state, "completed") == 0)
 			continue;
 		deps->waiting_for++;
-		if (strcmp(state, "failed") == 0 || strcmp(state, "held") == 0 ||
-			strcmp(state, "cancelled") == 0)
-			deps->blocked_by++;
+		for (j = 0; j < lengthof(blocking_states); j++)
+			if (strcmp(state, blocking_states[j]) == 0)
+				deps->blocked_by++;
 	}
 }
 
@@ -316,7 +325,7 @@ JobqRecordDependencies(const JobqDependencies *deps, const int64 *ids, int njobs
 	JobqPreparePlan(&plan_record,
 					"INSERT INTO jobq.job_dependency (job_id, after_id, completed_at, blocking)"
 					" SELECT n.id, d.id, CASE WHEN d.state = 'completed' THEN d.finished_at END,"
-					"        d.state IN ('failed', 'held', 'cancelled')"
+					"        d.state IN " BLOCKING_STATES_SQL
 					"   FROM pg_catalog.unnest($1) n(id), jobq.job d"
 					"  WHERE d.id = ANY($2)",
 					2, argtypes);
@@ -481,7 +490,7 @@ block_dependents(int n, const int64 *ids)
 					"    FROM jobq.job x"
 					"   WHERE d.after_id = ANY($1) AND d.completed_at IS NULL"
 					"     AND x.id = d.after_id"
-					"     AND d.blocking <> (x.state IN ('failed', 'held', 'cancelled'))"
+					"     AND d.blocking <> (x.state IN " BLOCKING_STATES_SQL ")"
 					"  RETURNING d.job_id, CASE WHEN d.blocking THEN 1 ELSE -1 END AS delta"
 					")"
 					"UPDATE jobq.job j SET blocked_by = j.blocked_by + c.delta,"
@@ -694,20 +703,18 @@ JobqDependencyChanged(int64 job_id, Oid old_state, Oid new_state)
 {
 	Oid			nspid = JobqRequireExtension()->schema;
 	Oid			completed = JobqJobStateOid(nspid, "completed");
-	Oid			blocking[3];
 	bool		was_blocking = false;
 	bool		is_blocking = false;
 	int			i;
 
 	Assert(JobqInsideAccess());
 
-	blocking[0] = JobqJobStateOid(nspid, "failed");
-	blocking[1] = JobqJobStateOid(nspid, "held");
-	blocking[2] = JobqJobStateOid(nspid, "cancelled");
-	for (i = 0; i < lengthof(blocking); i++)
+	for (i = 0; i < lengthof(blocking_states); i++)
 	{
-		was_blocking |= old_state == blocking[i];
-		is_blocking |= new_state == blocking[i];
+		Oid			blocking = JobqJobStateOid(nspid, blocking_states[i]);
+
+		was_blocking |= old_state == blocking;
+		is_blocking |= new_state == blocking;
 	}
 
 	if (new_state == completed && old_state != completed)

@@ -47,7 +47,7 @@ static SPIPlanPtr plan_cancelled_waiting;
 static SPIPlanPtr plan_retry_failed;
 static SPIPlanPtr plan_retry_failed_granted;
 static SPIPlanPtr plan_cancel;
-static SPIPlanPtr plan_discard;
+static SPIPlanPtr plan_discard[2];	/* objects before 0.3, current */
 static SPIPlanPtr plan_history_before_03;
 static SPIPlanPtr plan_awaited;
 static SPIPlanPtr plan_pause;
@@ -452,15 +452,32 @@ check_nothing_waits_for(int64 job_id)
 				 errhint("Retry or resolve it, or cancel the jobs that wait for it (see jobq.dependencies).")));
 }
 
+/* jobq.discard's statement, with more of the job's rows to remove. */
+#define DISCARD_SQL(more) \
+	"WITH gone AS (" \
+	"  DELETE FROM jobq.job" \
+	"  WHERE id = $1 AND state IN ('failed', 'held', 'cancelled')" \
+	"  RETURNING id" \
+	"), keys AS (" \
+	"  DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM gone)" \
+	"), steps AS (" \
+	"  DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM gone)" \
+	"), errors AS (" \
+	"  DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM gone)" \
+	more \
+	")" \
+	" SELECT id FROM gone"
+
 PG_FUNCTION_INFO_V1(jobq_discard);
 
 /*
  * jobq.discard(id, reason)
  *
- * Remove a failed, held or cancelled job with its key, steps and errors, so
- * that its idempotency key can be used again.  The operation ids its
- * handler recorded with jobq.once() stay: they still stand for effects
- * that happened.  The operator log keeps the job's id and the reason.
+ * Remove a failed, held or cancelled job with its key, steps, errors and
+ * dependency rows, so that its idempotency key can be used again.  The
+ * operation ids its handler recorded with jobq.once() stay: they still
+ * stand for effects that happened.  The operator log keeps the job's id and
+ * the reason.
  */
 Datum
 jobq_discard(PG_FUNCTION_ARGS)
@@ -470,6 +487,7 @@ jobq_discard(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int64		job_id;
 	char	   *reason;
+	bool		current;
 
 	JobqRequirePrimary("jobq.discard()");
 	JobqCheckNotNull(fcinfo, 0, "id");
@@ -479,21 +497,16 @@ jobq_discard(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
-	JobqPreparePlan(&plan_discard,
-					"WITH gone AS ("
-					"  DELETE FROM jobq.job"
-					"  WHERE id = $1 AND state IN ('failed', 'held', 'cancelled')"
-					"  RETURNING id"
-					"), keys AS ("
-					"  DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM gone)"
-					"), steps AS ("
-					"  DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM gone)"
-					"), errors AS ("
-					"  DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM gone)"
-					")"
-					" SELECT id FROM gone",
+	/* Objects before 0.3 have no dependency rows. */
+	current = JobqObjectsAreCurrent();
+	JobqPreparePlan(&plan_discard[current],
+					current ?
+					DISCARD_SQL("), deps AS ("
+								"  DELETE FROM jobq.job_dependency"
+								"  WHERE job_id IN (SELECT id FROM gone)") :
+					DISCARD_SQL(""),
 					1, argtypes);
-	if (JobqExecutePlan(plan_discard, values, NULL, SPI_OK_SELECT, 0) != 1)
+	if (JobqExecutePlan(plan_discard[current], values, NULL, SPI_OK_SELECT, 0) != 1)
 		report_wrong_state(job_id, "discard",
 						   "Only failed, held and cancelled jobs can be discarded.",
 						   NULL);
