@@ -601,6 +601,15 @@ SELECT sqlstate, message, detail, hint
   FROM error_of(format('SELECT jobq.retry(%s)', :qw10), :qw10, 'qw10');
 SELECT dp_state(:qw10) AS qw10;
 
+-- What must hold of every job holds of those left here, waiting and
+-- blocked ones among them, and of their dependency rows.
+SELECT state, count(*) AS jobs,
+       count(*) FILTER (WHERE EXISTS (SELECT FROM jobq.job_dependency d
+                                       WHERE d.job_id = j.id AND d.completed_at IS NULL))
+         AS with_open_rows
+  FROM jobq.job j WHERE kind LIKE 'dp.%' GROUP BY state ORDER BY state;
+\i sql/invariants.sql
+
 -- Clean up.
 DELETE FROM jobq.job_dependency;
 DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM jobq.job WHERE kind LIKE 'dp.%');

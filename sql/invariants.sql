@@ -33,6 +33,28 @@ SELECT j.id, j.kind, j.state, j.waiting_for, j.blocked_by, d.open, d.blocking
  WHERE j.state IN ('waiting', 'blocked')
    AND (j.waiting_for IS DISTINCT FROM d.open OR j.blocked_by IS DISTINCT FROM d.blocking)
  ORDER BY j.id;
+-- Each open dependency row of a waiting or blocked job names a job that
+-- exists and has not completed (its completion closes the row), and says
+-- whether that job blocks as its state does now (every change of state
+-- has reached the jobs after it); blocked is the state of a job some of
+-- whose dependencies block it.
+SELECT d.job_id, d.after_id, x.state AS after_state, d.blocking
+  FROM jobq.job_dependency d
+  JOIN jobq.job j ON j.id = d.job_id
+  LEFT JOIN jobq.job x ON x.id = d.after_id
+ WHERE d.completed_at IS NULL AND j.state IN ('waiting', 'blocked')
+   AND (x.id IS NULL OR x.state = 'completed'
+        OR d.blocking <> (x.state IN ('failed', 'held', 'cancelled')))
+ ORDER BY d.job_id, d.after_id;
+SELECT id, kind, state, waiting_for, blocked_by FROM jobq.job
+ WHERE state IN ('waiting', 'blocked')
+   AND ((state = 'blocked') <> (blocked_by > 0) OR NOT waiting_for > 0)
+ ORDER BY id;
+-- A job that may run, or ran, waits for nothing.
+SELECT j.id, j.kind, j.state, d.after_id
+  FROM jobq.job j JOIN jobq.job_dependency d ON d.job_id = j.id
+ WHERE d.completed_at IS NULL AND j.state NOT IN ('waiting', 'blocked', 'cancelled')
+ ORDER BY j.id, d.after_id;
 -- Every running job is leased, and every lease names jobs that exist.
 SELECT j.id, j.kind FROM jobq.job j
  WHERE j.state = 'running'

@@ -587,7 +587,8 @@ class Gen:
         if typ == 'jsonb[]':
             return '(%s)::jsonb[]' % self.array(self.jsonb, 8)
         if typ == 'bigint[]':
-            return '(%s)::bigint[]' % self.array(self.job_id if name == 'ids' else self.bigint)
+            return '(%s)::bigint[]' % self.array(self.job_id if name in ('ids', 'after')
+                                                 else self.bigint)
         if typ == 'text[]':
             if name == 'events':
                 return '(%s)::text[]' % self.array(lambda: lit(r.choice(EVENTS)), 4)
@@ -976,6 +977,8 @@ class Session(threading.Thread):
                 extra.append('concurrency_key => %s' % lit('c%d' % r.randint(0, 2)))
             if r.random() < 0.2:
                 extra.append('queue => %s' % self.gen.name_from('queues'))
+            if r.random() < 0.25:
+                extra.append('after => %s' % self.gen.value('bigint[]', 'after'))
             self.call('enqueue', ', '.join([kind, self.gen.jsonb() if r.random() < 0.3
                                             else "jsonb_build_object('n', %d)" % r.randint(0, 30)]
                                            + extra))
@@ -1444,6 +1447,7 @@ class Fuzz:
             if not (res.ok and res.rows and res.rows[0][0] == 't'):
                 raise Failure('after the fuzzing, job %s was not run by a background worker: %s'
                               % (job, res.rows if res.ok else res.outcome()))
+            self.check_invariants(conn)
             res = conn.execute("SELECT string_agg(state || ' ' || n, ', ' ORDER BY state) FROM "
                                "(SELECT state::text, count(*) AS n FROM jobq.jobs GROUP BY 1) s")
             states = res.rows[0][0] if res.ok and res.rows else res.outcome()
@@ -1452,6 +1456,26 @@ class Fuzz:
             return states, by_workers
         finally:
             conn.close()
+
+    def check_invariants(self, conn):
+        """What must hold of every job at rest: each query of
+        sql/invariants.sql lists the rows that break it, but for the one
+        that lists the triggers on jobq.job (the suites add one)."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            '..', '..', 'sql', 'invariants.sql')
+        with open(path) as f:
+            text = re.sub(r'--[^\n]*', '', f.read())
+        for query in (q.strip() for q in text.split(';')):
+            if not query or 'pg_trigger' in query:
+                continue
+            res = conn.execute(query)
+            if not res.ok:
+                raise Failure('after the fuzzing, an invariant query failed: %s: %s'
+                              % (short(query), res.outcome()))
+            if res.rows:
+                raise Failure('after the fuzzing, rows break an invariant: %s\n  %s'
+                              % (short(query, 1000), '\n  '.join(str(r) for r in res.rows[:20])))
+        self.stats.count('invariants checked')
 
     def report(self, sessions, why):
         out = sys.stdout
