@@ -47,7 +47,8 @@ static SPIPlanPtr plan_cancelled_waiting;
 static SPIPlanPtr plan_retry_failed;
 static SPIPlanPtr plan_retry_failed_granted;
 static SPIPlanPtr plan_cancel;
-static SPIPlanPtr plan_discard[2];	/* objects before 0.3, current */
+static SPIPlanPtr plan_discard;
+static SPIPlanPtr plan_discard_dependencies;
 static SPIPlanPtr plan_history_before_03;
 static SPIPlanPtr plan_awaited;
 static SPIPlanPtr plan_pause;
@@ -201,6 +202,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
 	check_not_cancelled_waiting(job_id);
+	/* The UPDATE tests it again: the job may have been cancelled since. */
 	JobqPreparePlan(&plan_retry,
 					"UPDATE jobq.job j SET" RERUN_SET
 					" FROM jobq.kind k"
@@ -452,22 +454,6 @@ check_nothing_waits_for(int64 job_id)
 				 errhint("Retry or resolve it, or cancel the jobs that wait for it (see jobq.dependencies).")));
 }
 
-/* jobq.discard's statement, with more of the job's rows to remove. */
-#define DISCARD_SQL(more) \
-	"WITH gone AS (" \
-	"  DELETE FROM jobq.job" \
-	"  WHERE id = $1 AND state IN ('failed', 'held', 'cancelled')" \
-	"  RETURNING id" \
-	"), keys AS (" \
-	"  DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM gone)" \
-	"), steps AS (" \
-	"  DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM gone)" \
-	"), errors AS (" \
-	"  DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM gone)" \
-	more \
-	")" \
-	" SELECT id FROM gone"
-
 PG_FUNCTION_INFO_V1(jobq_discard);
 
 /*
@@ -487,7 +473,6 @@ jobq_discard(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int64		job_id;
 	char	   *reason;
-	bool		current;
 
 	JobqRequirePrimary("jobq.discard()");
 	JobqCheckNotNull(fcinfo, 0, "id");
@@ -497,19 +482,32 @@ jobq_discard(PG_FUNCTION_ARGS)
 
 	JobqBeginAccess(&access);
 	JobqCheckJobPrivilege(job_id, access.caller, JOBQ_OPERATE);
-	/* Objects before 0.3 have no dependency rows. */
-	current = JobqObjectsAreCurrent();
-	JobqPreparePlan(&plan_discard[current],
-					current ?
-					DISCARD_SQL("), deps AS ("
-								"  DELETE FROM jobq.job_dependency"
-								"  WHERE job_id IN (SELECT id FROM gone)") :
-					DISCARD_SQL(""),
+	JobqPreparePlan(&plan_discard,
+					"WITH gone AS ("
+					"  DELETE FROM jobq.job"
+					"  WHERE id = $1 AND state IN ('failed', 'held', 'cancelled')"
+					"  RETURNING id"
+					"), keys AS ("
+					"  DELETE FROM jobq.job_key WHERE job_id IN (SELECT id FROM gone)"
+					"), steps AS ("
+					"  DELETE FROM jobq.job_step WHERE job_id IN (SELECT id FROM gone)"
+					"), errors AS ("
+					"  DELETE FROM jobq.job_error WHERE job_id IN (SELECT id FROM gone)"
+					")"
+					" SELECT id FROM gone",
 					1, argtypes);
-	if (JobqExecutePlan(plan_discard[current], values, NULL, SPI_OK_SELECT, 0) != 1)
+	if (JobqExecutePlan(plan_discard, values, NULL, SPI_OK_SELECT, 0) != 1)
 		report_wrong_state(job_id, "discard",
 						   "Only failed, held and cancelled jobs can be discarded.",
 						   NULL);
+	/* Objects before 0.3 have no dependency rows. */
+	if (JobqObjectsAreCurrent())
+	{
+		JobqPreparePlan(&plan_discard_dependencies,
+						"DELETE FROM jobq.job_dependency WHERE job_id = $1",
+						1, argtypes);
+		JobqExecutePlan(plan_discard_dependencies, values, NULL, SPI_OK_DELETE, 0);
+	}
 	check_nothing_waits_for(job_id);
 	JobqLogOperatorAction(access.caller, "discard", &job_id, 1, NULL, reason);
 	JobqEndAccess(&access);
